@@ -1,0 +1,322 @@
+//! Adapters turn each gateway's record shape into `UsageEvent`s (or `EvalScore`s).
+//!
+//! **Invariant:** adapters do no IO. A record that cannot become an event is a
+//! `Rejected` with a reason (it goes to dead letters); a record that is simply not a
+//! usage record (a top-up row, a CSV header) is skipped.
+
+pub mod body;
+mod evals;
+mod litellm;
+mod mapped;
+mod native;
+mod newapi;
+pub mod timestamp;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub use mapped::{MappedFormat, MappedKind};
+
+use crate::domain::{CostSource, EvalScore, UsageEvent};
+use crate::identity::Identity;
+use crate::pricing::PriceTable;
+
+/// A record the adapter refused, with the reason shown in dead letters.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Rejected(pub String);
+
+impl Rejected {
+    pub(crate) fn json(e: serde_json::Error) -> Rejected {
+        Rejected(format!("invalid record: {e}"))
+    }
+}
+
+/// What one raw record became.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    Usage(UsageEvent),
+    Eval(EvalScore),
+}
+
+/// The record shapes driftwarden reads.
+#[derive(Debug, Clone)]
+pub enum Format {
+    /// driftwarden's own `UsageEvent` JSON (DESIGN.md).
+    Native,
+    /// A New API `logs` row as a JSON object.
+    NewApi,
+    /// A One API `logs` row as a JSON object.
+    OneApi,
+    /// LiteLLM's `StandardLoggingPayload`.
+    LiteLlm,
+    /// `EvalScore` JSON.
+    Evals,
+    /// A user-defined field mapping over JSON lines or CSV.
+    Mapped(Arc<MappedFormat>),
+}
+
+impl Format {
+    /// Look a format up by name: a built-in, or one of the mapped formats from the config.
+    pub fn by_name(
+        name: &str,
+        mapped: &BTreeMap<String, Arc<MappedFormat>>,
+    ) -> Result<Format, String> {
+        Ok(match name {
+            "native" => Format::Native,
+            "newapi" => Format::NewApi,
+            "oneapi" => Format::OneApi,
+            "litellm" => Format::LiteLlm,
+            "evals" => Format::Evals,
+            other => match mapped.get(other) {
+                Some(m) => Format::Mapped(m.clone()),
+                None => {
+                    let mut known = vec!["native", "newapi", "oneapi", "litellm", "evals"];
+                    known.extend(mapped.keys().map(String::as_str));
+                    return Err(format!(
+                        "unknown format {other:?}; known formats: {} (define more under [formats.NAME] in the config)",
+                        known.join(", ")
+                    ));
+                }
+            },
+        })
+    }
+
+    /// Whether this format produces eval scores rather than usage events.
+    pub fn is_evals(&self) -> bool {
+        matches!(self, Format::Evals)
+    }
+}
+
+/// What every adapter needs besides the record.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub pricing: Arc<PriceTable>,
+    pub identity: Arc<Identity>,
+    /// New API / One API quota units per US dollar.
+    pub quota_per_unit: f64,
+    /// How far in the future a timestamp may be before the record is refused.
+    pub max_future_ms: i64,
+}
+
+/// Decodes the records of one source in one format. Holds the little state a format
+/// needs across records (a CSV header).
+#[derive(Debug)]
+pub struct Decoder {
+    format: Format,
+    ctx: Arc<Context>,
+    csv_header: Option<csv::StringRecord>,
+}
+
+impl Decoder {
+    pub fn new(format: Format, ctx: Arc<Context>) -> Decoder {
+        Decoder {
+            format,
+            ctx,
+            csv_header: None,
+        }
+    }
+
+    /// Whether the format reads its column names from the first line of a file. A tailer
+    /// that resumes mid-file hands that line over with `set_header` first.
+    pub fn wants_header(&self) -> bool {
+        matches!(&self.format, Format::Mapped(m) if m.header_from_file())
+            && self.csv_header.is_none()
+    }
+
+    /// Use `line` as the CSV header.
+    pub fn set_header(&mut self, line: &[u8]) {
+        if let Format::Mapped(m) = &self.format {
+            self.csv_header = m.parse_header(line);
+        }
+    }
+
+    /// Decode one record (one line or one JSON value). `position` identifies it within
+    /// its source and makes a stable id for formats whose records carry none.
+    /// `Ok(None)` means the record is not a usage record and is skipped.
+    pub fn decode(
+        &mut self,
+        raw: &[u8],
+        position: u64,
+        now_ms: i64,
+    ) -> Result<Option<Record>, Rejected> {
+        let ctx = &*self.ctx;
+        let record = match &self.format {
+            Format::Native => native::decode(raw, ctx).map(|e| Some(Record::Usage(e))),
+            Format::NewApi => newapi::decode(raw, ctx, newapi::Flavour::NewApi),
+            Format::OneApi => newapi::decode(raw, ctx, newapi::Flavour::OneApi),
+            Format::LiteLlm => litellm::decode(raw, ctx).map(|e| Some(Record::Usage(e))),
+            Format::Evals => evals::decode(raw).map(|e| Some(Record::Eval(e))),
+            Format::Mapped(m) => {
+                let m = m.clone();
+                m.decode(raw, position, &mut self.csv_header, ctx)
+            }
+        }?;
+        match record {
+            Some(Record::Usage(mut e)) => {
+                check_time(e.ts_ms, now_ms, ctx)?;
+                price(&mut e, &ctx.pricing)?;
+                Ok(Some(Record::Usage(e)))
+            }
+            Some(Record::Eval(e)) => {
+                check_time(e.ts_ms, now_ms, ctx)?;
+                Ok(Some(Record::Eval(e)))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+fn check_time(ts_ms: i64, now_ms: i64, ctx: &Context) -> Result<(), Rejected> {
+    if ts_ms > now_ms + ctx.max_future_ms {
+        return Err(Rejected(format!(
+            "timestamp is {}s in the future (limit {}s): check the gateway's clock or the timestamp unit",
+            (ts_ms - now_ms) / 1000,
+            ctx.max_future_ms / 1000
+        )));
+    }
+    Ok(())
+}
+
+/// Fill in the price-table cost, and the charged cost when the record carried none.
+fn price(e: &mut UsageEvent, pricing: &PriceTable) -> Result<(), Rejected> {
+    if let Some(c) = e.cost_usd
+        && (!c.is_finite() || c < 0.0)
+    {
+        return Err(Rejected(format!(
+            "cost_usd {c} is negative or not a number"
+        )));
+    }
+    let models: &[&str] = match &e.resolved_model {
+        Some(r) => &[r.as_str(), e.model.as_str()],
+        None => &[e.model.as_str()],
+    };
+    e.list_cost_usd = pricing.cost(
+        models,
+        e.ts_ms,
+        e.prompt_tokens,
+        e.completion_tokens,
+        e.cached_tokens,
+    );
+    if e.cost_usd.is_none() {
+        e.cost_usd = e.list_cost_usd;
+        e.cost_source = if e.cost_usd.is_some() {
+            CostSource::PriceTable
+        } else {
+            CostSource::Unknown
+        };
+    }
+    Ok(())
+}
+
+/// A token count from a record: present and not negative.
+pub(crate) fn tokens(field: &str, v: Option<i64>) -> Result<u64, Rejected> {
+    match v {
+        None => Ok(0),
+        Some(n) if n < 0 => Err(Rejected(format!("{field} is negative ({n})"))),
+        Some(n) => Ok(n as u64),
+    }
+}
+
+/// A duration in milliseconds from a record: not negative, else absent.
+pub(crate) fn millis(v: Option<f64>) -> Option<u64> {
+    v.filter(|x| x.is_finite() && *x >= 0.0)
+        .map(|x| x.round() as u64)
+}
+
+/// Treat empty strings as absent.
+pub(crate) fn non_empty<S: AsRef<str>>(s: Option<S>) -> Option<String> {
+    s.map(|s| s.as_ref().trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// A context with a small price table and a fixed salt, as adapters see in production.
+    pub fn ctx() -> Arc<Context> {
+        let pricing = PriceTable::parse(
+            r#"
+[[price]]
+model = "gpt-4o"
+effective_from = "2024-01-01"
+input_per_1m = 2.5
+output_per_1m = 10.0
+cached_input_per_1m = 1.25
+"#,
+            "test",
+        )
+        .unwrap();
+        Arc::new(Context {
+            pricing: Arc::new(pricing),
+            identity: Arc::new(Identity::new(
+                [1; 32],
+                HashMap::from([("alias-me".to_string(), "team-alias".to_string())]),
+            )),
+            quota_per_unit: 500_000.0,
+            max_future_ms: 15 * 60 * 1000,
+        })
+    }
+
+    /// 2026-06-02T00:00:00Z: "now" for adapter tests, after every fixture's timestamp.
+    pub const NOW: i64 = 1_780_358_400_000;
+
+    pub fn decode(format: Format, raw: &str) -> Result<Option<Record>, Rejected> {
+        Decoder::new(format, ctx()).decode(raw.as_bytes(), 0, NOW)
+    }
+
+    pub fn usage(format: Format, raw: &str) -> UsageEvent {
+        match decode(format, raw) {
+            Ok(Some(Record::Usage(e))) => e,
+            other => panic!("expected a usage event, got {other:?}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::*;
+    use super::*;
+
+    #[test]
+    fn far_future_timestamps_are_rejected_with_a_hint() {
+        let raw = r#"{"id":"a","ts":"2030-01-01T00:00:00Z","model":"gpt-4o","prompt_tokens":1,"completion_tokens":1}"#;
+        let err = decode(Format::Native, raw).unwrap_err();
+        assert!(err.0.contains("in the future"), "{err}");
+    }
+
+    #[test]
+    fn cost_from_price_table_when_record_has_none() {
+        let raw = r#"{"id":"a","ts":"2026-06-01T12:00:00Z","model":"gpt-4o","prompt_tokens":1000000,"completion_tokens":0}"#;
+        let e = usage(Format::Native, raw);
+        assert_eq!(e.cost_source, CostSource::PriceTable);
+        assert_eq!(e.cost_usd, Some(2.5));
+        assert_eq!(e.list_cost_usd, Some(2.5));
+    }
+
+    #[test]
+    fn gateway_cost_kept_beside_list_cost() {
+        let raw = r#"{"id":"a","ts":"2026-06-01T12:00:00Z","model":"gpt-4o","prompt_tokens":1000000,"completion_tokens":0,"cost_usd":3.0}"#;
+        let e = usage(Format::Native, raw);
+        assert_eq!(e.cost_source, CostSource::Gateway);
+        assert_eq!((e.cost_usd, e.list_cost_usd), (Some(3.0), Some(2.5)));
+    }
+
+    #[test]
+    fn unpriced_model_without_cost_is_unknown_not_zero() {
+        let raw = r#"{"id":"a","ts":"2026-06-01T12:00:00Z","model":"mystery","prompt_tokens":5,"completion_tokens":5}"#;
+        let e = usage(Format::Native, raw);
+        assert_eq!((e.cost_source, e.cost_usd), (CostSource::Unknown, None));
+    }
+
+    #[test]
+    fn unknown_format_lists_the_known_ones() {
+        let err = Format::by_name("nope", &BTreeMap::new()).unwrap_err();
+        assert!(
+            err.contains("native, newapi, oneapi, litellm, evals"),
+            "{err}"
+        );
+    }
+}

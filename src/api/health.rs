@@ -1,0 +1,70 @@
+//! Read endpoints about driftwarden itself: health, metrics, stats, dead letters.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState};
+use crate::store::queries;
+
+/// `GET /healthz`: the process is up and its store answers.
+pub async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let path = state.db_path.clone();
+    tokio::task::spawn_blocking(move || queries::ping(&path))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    Ok(Json(
+        json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}),
+    ))
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    state
+        .metrics
+        .db_bytes
+        .set(queries::db_bytes(&state.db_path) as i64);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}
+
+/// `GET /v1/stats`: stored counts.
+pub async fn stats(State(state): State<AppState>) -> Result<Json<queries::Stats>, ApiError> {
+    let path = state.db_path.clone();
+    let stats = tokio::task::spawn_blocking(move || queries::stats(&path))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    Ok(Json(stats))
+}
+
+#[derive(Deserialize)]
+pub struct DeadLetterQuery {
+    source: Option<String>,
+    limit: Option<u32>,
+}
+
+/// `GET /v1/deadletters?source=&limit=`: newest first (default 100, at most 1000).
+pub async fn dead_letters(
+    State(state): State<AppState>,
+    Query(q): Query<DeadLetterQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let path = state.db_path.clone();
+    let limit = q.limit.unwrap_or(100).min(1000);
+    let rows = tokio::task::spawn_blocking(move || {
+        queries::dead_letters(&path, q.source.as_deref(), limit)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    Ok(Json(json!({ "dead_letters": rows })))
+}

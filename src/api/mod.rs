@@ -1,0 +1,80 @@
+//! The HTTP API.
+//!
+//! **Invariant:** this module is the only one that knows axum and the wire JSON of
+//! responses. Handlers hand work to the same stages every source uses.
+
+mod auth;
+mod health;
+mod ingest;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+
+use crate::adapters::{Context, MappedFormat};
+use crate::store::writer::Writer;
+use crate::telemetry::Metrics;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub writer: Writer,
+    pub ctx: Arc<Context>,
+    pub formats: Arc<BTreeMap<String, Arc<MappedFormat>>>,
+    pub db_path: PathBuf,
+    pub metrics: Arc<Metrics>,
+    /// The bearer token every write endpoint requires.
+    pub token: Arc<str>,
+    /// Request bodies above this get 413.
+    pub max_body_bytes: usize,
+}
+
+/// The router with every endpoint.
+pub fn router(state: AppState) -> Router {
+    // Write handlers read their bodies themselves, after the token check, within
+    // `max_body_bytes`; this limit covers any other extractor.
+    let limit = state.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/metrics", get(health::metrics))
+        .route("/v1/stats", get(health::stats))
+        .route("/v1/deadletters", get(health::dead_letters))
+        .route("/v1/events", post(ingest::events))
+        .route("/v1/evals", post(ingest::evals))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// An error answer: a status and a message that says what to do.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn internal(e: impl std::fmt::Display) -> ApiError {
+        tracing::error!(cause = %e, "request failed");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(json!({ "error": self.message }))).into_response()
+    }
+}

@@ -1,0 +1,183 @@
+//! The command line: `serve`, `import` and `check`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, FileConfig, Overrides};
+use crate::pricing::PriceTable;
+use crate::sources::tail::StartAt;
+
+/// driftwarden watches an LLM gateway's usage stream and tells you, at the right
+/// volume, when cost, structure or answer quality drift.
+#[derive(Debug, Parser)]
+#[command(name = "driftwarden", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon: tail usage logs, accept webhooks, store events.
+    ///
+    /// Runs with no config at all: SQLite at ./driftwarden.db, HTTP on 127.0.0.1:7878,
+    /// rules from ./rules. Write endpoints need the API token: --token or
+    /// DRIFTWARDEN_TOKEN, else one is generated into driftwarden.token beside the database.
+    ///
+    /// Example: driftwarden serve --tail /var/log/gateway/usage.jsonl:litellm
+    Serve(ServeArgs),
+    /// Read a usage log file once, to its end, into the store, and exit.
+    ///
+    /// Resumes from the file's checkpoint, so running it again imports only new lines.
+    ///
+    /// Example: driftwarden import router.csv --format router --config driftwarden.toml
+    Import(ImportArgs),
+    /// Validate the config file and the rules directory, then exit (non-zero on errors).
+    ///
+    /// Example: driftwarden check --config driftwarden.toml --rules rules
+    Check(StoreArgs),
+}
+
+/// Options shared by the commands that open the store.
+#[derive(Debug, Args)]
+struct StoreArgs {
+    /// TOML config file; flags override its values.
+    #[arg(long, short, value_name = "FILE", env = "DRIFTWARDEN_CONFIG")]
+    config: Option<PathBuf>,
+    /// SQLite database file [default: driftwarden.db]
+    #[arg(long, value_name = "PATH")]
+    db: Option<PathBuf>,
+    /// Rules directory holding pricing.toml [default: rules]
+    #[arg(long, value_name = "DIR")]
+    rules: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Address for the HTTP API [default: 127.0.0.1:7878]
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Follow a usage log; FORMAT is native (default), newapi, oneapi, litellm,
+    /// evals, or a [formats.NAME] from the config. Repeatable.
+    #[arg(long = "tail", value_name = "PATH[:FORMAT]")]
+    tails: Vec<String>,
+    /// Where to start a file that has no checkpoint yet.
+    #[arg(long, value_enum, value_name = "WHERE")]
+    tail_start: Option<StartAt>,
+    /// API token for write endpoints (at least 16 characters).
+    #[arg(long, env = "DRIFTWARDEN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Days to keep raw events (aggregates are kept longer) [default: 7]
+    #[arg(long, value_name = "DAYS")]
+    retention_days: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+struct ImportArgs {
+    /// The usage log to read.
+    file: PathBuf,
+    /// Record format (see `serve --tail`).
+    #[arg(long, default_value = "native")]
+    format: String,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+impl StoreArgs {
+    fn resolve(&self, mut overrides: Overrides) -> Result<Config> {
+        let file = match &self.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        overrides.db = self.db.clone();
+        overrides.rules = self.rules.clone();
+        Ok(Config::resolve(file, overrides)?)
+    }
+}
+
+/// Parse the command line and run the command.
+pub fn run() -> Result<()> {
+    let cli = Cli::parse();
+    crate::telemetry::init_tracing();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Import(args) => import(args),
+        Command::Check(args) => check(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let config = args.store.resolve(Overrides {
+        listen: args.listen,
+        token: args.token,
+        retention_days: args.retention_days,
+        tails: args.tails,
+        tail_start: args.tail_start,
+        ..Overrides::default()
+    })?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(crate::daemon::serve(config, shutdown_signal()))?;
+    Ok(())
+}
+
+fn import(args: ImportArgs) -> Result<()> {
+    let tail = format!("{}:{}", args.file.display(), args.format);
+    let config = args.store.resolve(Overrides {
+        tails: vec![tail],
+        ..Overrides::default()
+    })?;
+    let spec = config.tails[0].clone();
+    let before = if config.db.exists() {
+        crate::store::queries::stats(&config.db)?.events
+    } else {
+        0
+    };
+    let report = crate::daemon::import(&config, spec)?;
+    let added = report.stats.events.saturating_sub(before);
+    println!(
+        "imported {added} events in {:.2}s ({:.0} events/s); store holds {} events, {} eval scores, {} dead letters",
+        report.seconds,
+        added as f64 / report.seconds.max(1e-9),
+        report.stats.events,
+        report.stats.evals,
+        report.stats.dead_letters
+    );
+    Ok(())
+}
+
+fn check(args: StoreArgs) -> Result<()> {
+    let config = args.resolve(Overrides::default())?;
+    let prices = PriceTable::load_dir(&config.rules)?;
+    println!(
+        "ok: config valid; {} tail source(s); {} mapped format(s); {} model(s) priced in {}",
+        config.tails.len(),
+        config.formats.len(),
+        prices.len(),
+        config.rules.join("pricing.toml").display()
+    );
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

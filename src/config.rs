@@ -1,0 +1,313 @@
+//! Configuration: embedded defaults, overridden by a TOML file, overridden by flags.
+//! Secrets may come from the environment (`DRIFTWARDEN_TOKEN`) so that none need be
+//! written into a file.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::adapters::{Format, MappedFormat};
+use crate::sources::tail::{StartAt, TailSpec};
+
+/// Default HTTP address: loopback only, as a sidecar needs.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
+/// Default database file, relative to the working directory.
+pub const DEFAULT_DB: &str = "driftwarden.db";
+/// Default rules directory (price table, later rules and tiers).
+pub const DEFAULT_RULES: &str = "rules";
+
+/// A configuration problem, with what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is invalid: {message}")]
+    Invalid { path: String, message: String },
+    #[error("{0}")]
+    Value(String),
+}
+
+/// The config file, as written. Every field is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub db: Option<PathBuf>,
+    pub rules: Option<PathBuf>,
+    /// API token for write endpoints. Prefer `DRIFTWARDEN_TOKEN`.
+    pub token: Option<String>,
+    pub retention_days: Option<u32>,
+    pub max_body_bytes: Option<usize>,
+    pub max_line_bytes: Option<usize>,
+    pub max_future_skew_secs: Option<u64>,
+    #[serde(default)]
+    pub tail: Vec<TailEntry>,
+    #[serde(default)]
+    pub identity: IdentityConfig,
+    #[serde(default)]
+    pub newapi: NewApiConfig,
+    /// Mapped formats by name, usable as `--tail PATH:NAME` and `?format=NAME`.
+    #[serde(default)]
+    pub formats: BTreeMap<String, MappedFormat>,
+}
+
+/// One `[[tail]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TailEntry {
+    pub path: PathBuf,
+    #[serde(default = "default_format")]
+    pub format: String,
+    #[serde(default)]
+    pub start: StartAt,
+}
+
+/// `[identity]`: readable names for hashed identities.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// Raw identity (key name, user name, team id) to the label stored instead of its hash.
+    #[serde(default)]
+    pub aliases: HashMap<String, String>,
+}
+
+/// `[newapi]`: New API / One API settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewApiConfig {
+    /// Quota units per US dollar (`QuotaPerUnit`, 500000 unless the operator changed it).
+    pub quota_per_unit: Option<f64>,
+}
+
+fn default_format() -> String {
+    "native".to_string()
+}
+
+/// The resolved configuration the daemon runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub db: PathBuf,
+    pub rules: PathBuf,
+    /// `None`: generate one and keep it in the token file beside the database.
+    pub token: Option<String>,
+    pub retention_days: u32,
+    pub max_body_bytes: usize,
+    pub max_line_bytes: usize,
+    pub max_future_skew_secs: u64,
+    pub tails: Vec<TailSpec>,
+    pub aliases: HashMap<String, String>,
+    pub quota_per_unit: f64,
+    pub formats: BTreeMap<String, Arc<MappedFormat>>,
+}
+
+/// Values given on the command line; each overrides the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub db: Option<PathBuf>,
+    pub rules: Option<PathBuf>,
+    pub token: Option<String>,
+    pub retention_days: Option<u32>,
+    /// `PATH[:FORMAT]` values of `--tail`.
+    pub tails: Vec<String>,
+    pub tail_start: Option<StartAt>,
+}
+
+impl FileConfig {
+    /// Read and parse a config file.
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+}
+
+impl Config {
+    /// Resolve defaults, the optional file and the flags into one configuration.
+    pub fn resolve(file: FileConfig, flags: Overrides) -> Result<Config, ConfigError> {
+        let mut formats = BTreeMap::new();
+        for (name, f) in file.formats {
+            if matches!(
+                name.as_str(),
+                "native" | "newapi" | "oneapi" | "litellm" | "evals"
+            ) {
+                return Err(ConfigError::Value(format!(
+                    "[formats.{name}] shadows a built-in format; pick another name"
+                )));
+            }
+            f.validate()
+                .map_err(|m| ConfigError::Value(format!("[formats.{name}]: {m}")))?;
+            formats.insert(name, Arc::new(f));
+        }
+        let mut tails = Vec::new();
+        for entry in file.tail {
+            tails.push(tail_spec(
+                entry.path,
+                &entry.format,
+                flags.tail_start.unwrap_or(entry.start),
+                &formats,
+            )?);
+        }
+        for raw in &flags.tails {
+            let (path, format) = split_tail_arg(raw);
+            tails.push(tail_spec(
+                PathBuf::from(path),
+                format,
+                flags.tail_start.unwrap_or_default(),
+                &formats,
+            )?);
+        }
+        let quota_per_unit = file.newapi.quota_per_unit.unwrap_or(500_000.0);
+        if !(quota_per_unit.is_finite() && quota_per_unit > 0.0) {
+            return Err(ConfigError::Value(
+                "[newapi] quota_per_unit must be a positive number (New API's default is 500000)"
+                    .into(),
+            ));
+        }
+        let retention_days = flags.retention_days.or(file.retention_days).unwrap_or(7);
+        if retention_days == 0 {
+            return Err(ConfigError::Value(
+                "retention_days must be at least 1".into(),
+            ));
+        }
+        let token = flags.token.or(file.token).filter(|t| !t.is_empty());
+        if let Some(t) = &token
+            && t.len() < 16
+        {
+            return Err(ConfigError::Value(
+                "the API token must be at least 16 characters; generate one with `openssl rand -hex 24`".into(),
+            ));
+        }
+        Ok(Config {
+            listen: flags
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
+            db: flags.db.or(file.db).unwrap_or_else(|| DEFAULT_DB.into()),
+            rules: flags
+                .rules
+                .or(file.rules)
+                .unwrap_or_else(|| DEFAULT_RULES.into()),
+            token,
+            retention_days,
+            max_body_bytes: file.max_body_bytes.unwrap_or(16 << 20),
+            max_line_bytes: file.max_line_bytes.unwrap_or(1 << 20),
+            max_future_skew_secs: file.max_future_skew_secs.unwrap_or(15 * 60),
+            tails,
+            aliases: file.identity.aliases,
+            quota_per_unit,
+            formats,
+        })
+    }
+}
+
+/// Split `PATH[:FORMAT]`. A suffix after the last colon counts as a format only if it
+/// holds no path separator, so `/logs/a:b/usage.log` stays a path.
+pub fn split_tail_arg(raw: &str) -> (&str, &str) {
+    match raw.rsplit_once(':') {
+        Some((path, format)) if !format.is_empty() && !format.contains('/') && !path.is_empty() => {
+            (path, format)
+        }
+        _ => (raw, "native"),
+    }
+}
+
+fn tail_spec(
+    path: PathBuf,
+    format: &str,
+    start: StartAt,
+    formats: &BTreeMap<String, Arc<MappedFormat>>,
+) -> Result<TailSpec, ConfigError> {
+    let resolved = Format::by_name(format, formats)
+        .map_err(|m| ConfigError::Value(format!("tail {}: {m}", path.display())))?;
+    Ok(TailSpec {
+        path,
+        format_name: format.to_string(),
+        format: resolved,
+        start,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_and_defaults_fill_the_rest() {
+        let file: FileConfig = toml::from_str(
+            r#"
+listen = "0.0.0.0:9000"
+db = "/var/lib/dw.db"
+[[tail]]
+path = "/var/log/a.jsonl"
+format = "litellm"
+start = "end"
+[formats.router]
+kind = "csv"
+[formats.router.fields]
+ts = "time"
+model = "model"
+"#,
+        )
+        .unwrap();
+        let flags = Overrides {
+            db: Some("/tmp/x.db".into()),
+            tails: vec!["/var/log/b.csv:router".into()],
+            ..Overrides::default()
+        };
+        let c = Config::resolve(file, flags).unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(c.db, PathBuf::from("/tmp/x.db"));
+        assert_eq!(c.rules, PathBuf::from("rules"));
+        assert_eq!(c.retention_days, 7);
+        assert_eq!(c.tails.len(), 2);
+        assert_eq!(c.tails[0].start, StartAt::End);
+        assert_eq!(c.tails[1].format_name, "router");
+        assert_eq!(c.tails[1].start, StartAt::Beginning);
+    }
+
+    #[test]
+    fn empty_config_runs_on_defaults() {
+        let c = Config::resolve(FileConfig::default(), Overrides::default()).unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.db, PathBuf::from(DEFAULT_DB));
+        assert!(c.tails.is_empty() && c.token.is_none());
+    }
+
+    #[test]
+    fn mistakes_get_clear_messages() {
+        let unknown = toml::from_str::<FileConfig>("listne = \"x\"").unwrap_err();
+        assert!(unknown.to_string().contains("unknown field"), "{unknown}");
+        let flags = Overrides {
+            tails: vec!["/x.log:nope".into()],
+            ..Overrides::default()
+        };
+        let err = Config::resolve(FileConfig::default(), flags).unwrap_err();
+        assert!(err.to_string().contains("unknown format \"nope\""), "{err}");
+        let flags = Overrides {
+            token: Some("short".into()),
+            ..Overrides::default()
+        };
+        let err = Config::resolve(FileConfig::default(), flags).unwrap_err();
+        assert!(err.to_string().contains("at least 16"), "{err}");
+    }
+
+    #[test]
+    fn tail_argument_splitting() {
+        assert_eq!(split_tail_arg("/a/b.log"), ("/a/b.log", "native"));
+        assert_eq!(split_tail_arg("/a/b.log:litellm"), ("/a/b.log", "litellm"));
+        assert_eq!(split_tail_arg("/a:b/c.log"), ("/a:b/c.log", "native"));
+    }
+}

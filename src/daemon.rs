@@ -1,0 +1,262 @@
+//! Assembly: opens the store, starts the writer, the tailers and the HTTP server,
+//! and stops them all on one shutdown signal. `import` runs the same pipeline on one
+//! file once.
+
+use std::future::Future;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::adapters::Context;
+use crate::api::{AppState, router};
+use crate::config::Config;
+use crate::identity::Identity;
+use crate::pricing::{PriceTable, PricingError};
+use crate::sources::tail::{TailOptions, TailSpec, Tailer};
+use crate::store::writer::Writer;
+use crate::store::{Store, StoreError, queries};
+use crate::telemetry::Metrics;
+
+/// Why the daemon could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Pricing(#[from] PricingError),
+    #[error(
+        "cannot listen on {addr}: {source} (is another process using it? pick one with --listen)"
+    )]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("token file {path}: {source}")]
+    TokenFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("reading {path}: {source}")]
+    Import {
+        path: String,
+        source: crate::sources::tail::TailError,
+    },
+    #[error("HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// The parts every run mode shares.
+struct Pipeline {
+    writer: Writer,
+    writer_thread: JoinHandle<()>,
+    ctx: Arc<Context>,
+    metrics: Arc<Metrics>,
+}
+
+impl Pipeline {
+    fn open(config: &Config) -> Result<Pipeline, DaemonError> {
+        let store = Store::open(&config.db)?;
+        let salt = store.identity_salt()?;
+        let pricing = PriceTable::load_dir(&config.rules)?;
+        tracing::info!(db = %config.db.display(), models_priced = pricing.len(), "store open");
+        let ctx = Arc::new(Context {
+            pricing: Arc::new(pricing),
+            identity: Arc::new(Identity::new(salt, config.aliases.clone())),
+            quota_per_unit: config.quota_per_unit,
+            max_future_ms: config.max_future_skew_secs as i64 * 1000,
+        });
+        let metrics = Arc::new(Metrics::default());
+        let (writer, writer_thread) = Writer::spawn(store, metrics.clone());
+        Ok(Pipeline {
+            writer,
+            writer_thread,
+            ctx,
+            metrics,
+        })
+    }
+
+    fn tailer(
+        &self,
+        config: &Config,
+        spec: TailSpec,
+        opts: TailOptions,
+        stop: Arc<AtomicBool>,
+    ) -> Tailer {
+        Tailer::new(
+            spec,
+            opts,
+            self.ctx.clone(),
+            self.writer.clone(),
+            config.db.clone(),
+            self.metrics.clone(),
+            stop,
+        )
+    }
+
+    /// Stop the writer after it has committed everything queued.
+    fn close(self) {
+        drop(self.writer);
+        if self.writer_thread.join().is_err() {
+            tracing::error!("store writer panicked");
+        }
+    }
+}
+
+/// Run the daemon until `shutdown` resolves. Prints `driftwarden listening on URL`
+/// to stdout once the server accepts connections.
+pub async fn serve(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), DaemonError> {
+    let pipeline = Pipeline::open(&config)?;
+    let token = match &config.token {
+        Some(t) => t.clone(),
+        None => token_from_file(&config.db)?,
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| DaemonError::Bind {
+            addr: config.listen.to_string(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(DaemonError::Serve)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let opts = TailOptions {
+        max_line_bytes: config.max_line_bytes,
+        ..TailOptions::default()
+    };
+    let tailers: Vec<JoinHandle<()>> = config
+        .tails
+        .iter()
+        .map(|spec| {
+            let t = pipeline.tailer(&config, spec.clone(), opts.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name(format!("tail:{}", spec.path.display()))
+                // Following retries on its own and returns only when stopped.
+                .spawn(move || drop(t.run()))
+                .expect("spawning a tailer thread")
+        })
+        .collect();
+
+    let retention = tokio::spawn(retention_loop(
+        pipeline.writer.clone(),
+        config.retention_days,
+    ));
+    let app = router(AppState {
+        writer: pipeline.writer.clone(),
+        ctx: pipeline.ctx.clone(),
+        formats: Arc::new(config.formats.clone()),
+        db_path: config.db.clone(),
+        metrics: pipeline.metrics.clone(),
+        token: token.into(),
+        max_body_bytes: config.max_body_bytes,
+    });
+    tracing::info!(%addr, tails = config.tails.len(), "serving");
+    {
+        let mut out = std::io::stdout().lock();
+        // The ready line scripts and tests wait for; a closed stdout must not stop us.
+        let _ = writeln!(out, "driftwarden listening on http://{addr}");
+        let _ = out.flush();
+    }
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+
+    tracing::info!("shutting down: finishing tailers and pending commits");
+    stop.store(true, Ordering::Relaxed);
+    retention.abort();
+    let _ = retention.await;
+    for t in tailers {
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
+    tokio::task::spawn_blocking(move || pipeline.close())
+        .await
+        .ok();
+    served.map_err(DaemonError::Serve)
+}
+
+async fn retention_loop(writer: Writer, days: u32) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        let cutoff = crate::clock::now_ms() - i64::from(days) * 86_400_000;
+        match writer.prune(cutoff).await {
+            Ok(n) => tracing::info!(
+                deleted_events = n,
+                retention_days = days,
+                "retention applied"
+            ),
+            Err(e) => tracing::error!(cause = %e, "retention failed"),
+        }
+    }
+}
+
+/// The generated API token lives beside the database, readable by its owner only.
+pub fn token_path(db: &Path) -> PathBuf {
+    db.with_file_name("driftwarden.token")
+}
+
+fn token_from_file(db: &Path) -> Result<String, DaemonError> {
+    let path = token_path(db);
+    let err = |source| DaemonError::TokenFile {
+        path: path.display().to_string(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(t) if t.trim().len() >= 16 => {
+            tracing::info!(token_file = %path.display(), "API token read from token file");
+            return Ok(t.trim().to_string());
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    let mut raw = [0u8; 24];
+    getrandom::fill(&mut raw).map_err(|e| err(std::io::Error::other(e.to_string())))?;
+    let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(err)?;
+    f.write_all(token.as_bytes()).map_err(err)?;
+    tracing::warn!(token_file = %path.display(), "no API token configured: generated one; set DRIFTWARDEN_TOKEN to choose your own");
+    Ok(token)
+}
+
+/// What an import stored.
+#[derive(Debug, Clone)]
+pub struct ImportReport {
+    pub stats: queries::Stats,
+    pub seconds: f64,
+}
+
+/// Read one file to its end through the tailer (so a re-run resumes from the
+/// checkpoint), commit everything and return what is stored.
+pub fn import(config: &Config, spec: TailSpec) -> Result<ImportReport, DaemonError> {
+    let started = Instant::now();
+    let path = spec.path.display().to_string();
+    let pipeline = Pipeline::open(config)?;
+    let opts = TailOptions {
+        max_line_bytes: config.max_line_bytes,
+        stop_at_eof: true,
+        ..TailOptions::default()
+    };
+    let result = pipeline
+        .tailer(config, spec, opts, Arc::new(AtomicBool::new(false)))
+        .run();
+    pipeline.close();
+    result.map_err(|source| DaemonError::Import { path, source })?;
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(ImportReport {
+        stats: queries::stats(&config.db)?,
+        seconds,
+    })
+}

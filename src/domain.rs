@@ -1,0 +1,130 @@
+//! Domain types shared by every pipeline stage.
+//!
+//! Adapters produce these, the store persists them, and later stages (lanes,
+//! baselines, detectors, alerts) read them. Nothing here does IO.
+
+use serde::{Deserialize, Serialize};
+
+/// One request seen by the gateway, normalized from any supported record shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageEvent {
+    /// Idempotency key: a resent record with the same id is stored once.
+    pub id: String,
+    /// Request time, milliseconds since the Unix epoch (UTC).
+    pub ts_ms: i64,
+    /// The model the client asked for.
+    pub model: String,
+    /// The model that actually answered (a dated snapshot, an upstream name).
+    pub resolved_model: Option<String>,
+    pub provider: Option<String>,
+    /// Application route or use case (for example `classify`).
+    pub route: Option<String>,
+    /// Tenant label: an operator-chosen label, or an alias / salted hash of a
+    /// gateway identity. Never a raw key or user id.
+    pub tenant: Option<String>,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cached_tokens: u64,
+    /// Cost in USD as charged: from the record when it has one, else from the price table.
+    pub cost_usd: Option<f64>,
+    /// Where `cost_usd` came from.
+    pub cost_source: CostSource,
+    /// List price from the price table, kept beside a gateway-reported cost so a gap
+    /// between what the gateway charged and list price stays visible.
+    pub list_cost_usd: Option<f64>,
+    pub latency_ms: Option<u64>,
+    /// Time to first token, when the gateway reports it.
+    pub ttft_ms: Option<u64>,
+    /// HTTP-like status: 200 for success, the upstream error code otherwise.
+    pub status: Option<u16>,
+    pub finish_reason: Option<String>,
+    pub error_type: Option<String>,
+}
+
+impl UsageEvent {
+    /// Whether the request failed (status 400 or above, or an error type was reported).
+    pub fn is_error(&self) -> bool {
+        self.status.is_some_and(|s| s >= 400) || self.error_type.is_some()
+    }
+
+    /// Whether the completion was cut off by the token limit.
+    pub fn is_truncated(&self) -> bool {
+        self.finish_reason.as_deref() == Some("length")
+    }
+}
+
+/// Where an event's cost came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CostSource {
+    /// The gateway's record carried the cost.
+    Gateway,
+    /// Computed from `rules/pricing.toml` at the event's time.
+    PriceTable,
+    /// Neither: the model is not priced and the record had no cost.
+    Unknown,
+}
+
+impl CostSource {
+    /// Stable name used in storage and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CostSource::Gateway => "gateway",
+            CostSource::PriceTable => "price_table",
+            CostSource::Unknown => "unknown",
+        }
+    }
+}
+
+/// A quality score for one request (or for a route / model as a whole).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalScore {
+    pub request_id: Option<String>,
+    pub route: Option<String>,
+    pub model: Option<String>,
+    pub evaluator: String,
+    pub ts_ms: i64,
+    /// Score in 0..=1.
+    pub score: Option<f64>,
+    pub passed: Option<bool>,
+}
+
+impl EvalScore {
+    /// Idempotency key: the same evaluator scoring the same subject at the same time once.
+    pub fn key(&self) -> String {
+        let subject = self
+            .request_id
+            .as_deref()
+            .map(|r| format!("req={r}"))
+            .unwrap_or_else(|| {
+                format!(
+                    "route={};model={}",
+                    self.route.as_deref().unwrap_or(""),
+                    self.model.as_deref().unwrap_or("")
+                )
+            });
+        format!("{subject};evaluator={};ts={}", self.evaluator, self.ts_ms)
+    }
+}
+
+/// A record that could not become an event, kept with the reason so nothing is lost silently.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Which source it came from (`tail:/var/log/x.jsonl`, `http:events`, ...).
+    pub source: String,
+    /// Where in that source: a byte offset, or a line number in a request body.
+    pub position: String,
+    pub reason: String,
+    /// The record's text, bounded and with secrets redacted.
+    pub raw: String,
+}
+
+/// Where a tailed file has been read up to; committed with the events it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TailCheckpoint {
+    /// The configured path being followed.
+    pub path: String,
+    pub fingerprint: crate::sources::fingerprint::Fingerprint,
+    /// Byte offset just past the last complete line handed to the store.
+    pub offset: u64,
+}

@@ -1,0 +1,40 @@
+//! The path every source shares: decode a raw record with the source's adapter and
+//! put the result in the batch the source will commit: an event, an eval score,
+//! a skip, or a dead letter with the reason.
+
+use crate::adapters::{Decoder, Record};
+use crate::domain::DeadLetter;
+use crate::redact;
+use crate::store::Batch;
+
+/// Decode `raw` into `batch`. `position` is the record's offset or number in its
+/// source; `where_` renders it for a dead letter. Returns the rejection reason, if any.
+pub fn add_record(
+    batch: &mut Batch,
+    decoder: &mut Decoder,
+    raw: &[u8],
+    position: u64,
+    where_: impl FnOnce() -> String,
+    now_ms: i64,
+) -> Option<String> {
+    match decoder.decode(raw, position, now_ms) {
+        Ok(Some(Record::Usage(e))) => batch.events.push(e),
+        Ok(Some(Record::Eval(e))) => batch.evals.push(e),
+        Ok(None) => batch.skipped += 1,
+        Err(rejected) => {
+            add_dead_letter(batch, where_(), rejected.0.clone(), raw);
+            return Some(rejected.0);
+        }
+    }
+    None
+}
+
+/// Put a dead letter for `raw` into the batch: bounded, redacted, with the reason.
+pub fn add_dead_letter(batch: &mut Batch, position: String, reason: String, raw: &[u8]) {
+    batch.dead_letters.push(DeadLetter {
+        source: batch.source.clone(),
+        position,
+        reason,
+        raw: redact::for_storage(raw),
+    });
+}

@@ -1,0 +1,20 @@
+//! driftwarden: a sidecar that watches an LLM gateway's usage stream.
+//!
+//! The modules follow the data flow (see ARCHITECTURE.md): `sources` and `api` read
+//! records, `adapters` normalize them into `domain` types, `ingest` batches them,
+//! and `store` commits them.
+
+pub mod adapters;
+pub mod api;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod domain;
+pub mod identity;
+pub mod ingest;
+pub mod pricing;
+pub mod redact;
+pub mod sources;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,546 @@
+//! The tailer: follows one usage log file the way a sidecar must.
+//!
+//! - It resumes from its checkpoint, which is committed in the same transaction as
+//!   the events it covers, so a crash at any moment neither loses nor repeats a line.
+//! - Rotation by rename-and-create: the old file (still open) is read to its end,
+//!   then the new file from its start.
+//! - Truncation and copytruncate: same inode but shorter than our offset, or with
+//!   different leading bytes: read again from the start.
+//! - A partial last line waits for its newline; a line longer than the limit goes to
+//!   dead letters and the tailer skips to the next newline.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::adapters::{Context, Decoder, Format};
+use crate::clock::now_ms;
+use crate::domain::TailCheckpoint;
+use crate::ingest::{add_dead_letter, add_record};
+use crate::sources::fingerprint::Fingerprint;
+use crate::store::writer::{Pending, Writer};
+use crate::store::{Batch, StoreError, queries};
+use crate::telemetry::{Metrics, PathLabels};
+
+/// Where a file without a checkpoint is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StartAt {
+    /// Read the whole existing file (nothing already logged is missed).
+    #[default]
+    Beginning,
+    /// Only lines written from now on.
+    End,
+}
+
+/// What to tail and how.
+#[derive(Debug, Clone)]
+pub struct TailSpec {
+    pub path: PathBuf,
+    pub format_name: String,
+    pub format: Format,
+    pub start: StartAt,
+}
+
+/// Limits and pacing of a tailer.
+#[derive(Debug, Clone)]
+pub struct TailOptions {
+    /// Lines longer than this are dead-lettered and skipped.
+    pub max_line_bytes: usize,
+    /// Records per committed batch, at most.
+    pub batch_records: usize,
+    /// How often to look for new data, rotation or truncation when idle.
+    pub poll: Duration,
+    /// Stop at the end of the file instead of following it (`import`).
+    pub stop_at_eof: bool,
+}
+
+impl Default for TailOptions {
+    fn default() -> Self {
+        TailOptions {
+            max_line_bytes: 1 << 20,
+            batch_records: 8192,
+            poll: Duration::from_millis(100),
+            stop_at_eof: false,
+        }
+    }
+}
+
+/// Why following stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TailError {
+    #[error("reading the file: {0}")]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+const READ_CHUNK: usize = 1 << 20;
+/// Commits in flight at once: reading the next batch overlaps committing the last.
+const MAX_IN_FLIGHT: usize = 2;
+
+/// Follows one file. Run it on its own thread with `run`.
+pub struct Tailer {
+    spec: TailSpec,
+    opts: TailOptions,
+    ctx: Arc<Context>,
+    writer: Writer,
+    db_path: PathBuf,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+    source: String,
+    path_key: String,
+}
+
+/// The file being read and how far.
+struct Open {
+    file: File,
+    fingerprint: Fingerprint,
+    /// Offset of the next byte to read.
+    read_pos: u64,
+    /// Bytes read but not yet consumed (an unfinished line), starting at `pending_start`.
+    pending: Vec<u8>,
+    pending_start: u64,
+    /// An over-long line is being skipped up to its newline.
+    discarding: bool,
+}
+
+impl Tailer {
+    pub fn new(
+        spec: TailSpec,
+        opts: TailOptions,
+        ctx: Arc<Context>,
+        writer: Writer,
+        db_path: PathBuf,
+        metrics: Arc<Metrics>,
+        stop: Arc<AtomicBool>,
+    ) -> Tailer {
+        let path_key = spec.path.display().to_string();
+        Tailer {
+            source: format!("tail:{path_key}"),
+            path_key,
+            spec,
+            opts,
+            ctx,
+            writer,
+            db_path,
+            metrics,
+            stop,
+        }
+    }
+
+    /// Follow the file until `stop` is set (or its end, with `stop_at_eof`). Errors are
+    /// logged and reading restarts from the last committed checkpoint, so nothing is
+    /// lost or counted twice; with `stop_at_eof` the error is returned instead.
+    pub fn run(mut self) -> Result<(), TailError> {
+        loop {
+            match self.follow() {
+                Ok(()) => return Ok(()),
+                Err(e) if self.opts.stop_at_eof => return Err(e),
+                Err(e) => {
+                    tracing::error!(path = %self.path_key, cause = %e, "tailer failed; resuming from the last checkpoint in 1s");
+                    if self.sleep(Duration::from_secs(1)) {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sleep up to `d`, waking early on stop. Returns whether to stop.
+    fn sleep(&self, d: Duration) -> bool {
+        let step = Duration::from_millis(20);
+        let mut left = d;
+        while !left.is_zero() {
+            if self.stop.load(Ordering::Relaxed) {
+                return true;
+            }
+            let s = left.min(step);
+            std::thread::sleep(s);
+            left -= s;
+        }
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    fn follow(&mut self) -> Result<(), TailError> {
+        let mut decoder = Decoder::new(self.spec.format.clone(), self.ctx.clone());
+        let mut in_flight: VecDeque<Pending> = VecDeque::new();
+        let Some(mut open) = self.open_at_checkpoint(&mut decoder, &mut in_flight)? else {
+            return Ok(());
+        };
+        let mut chunk = vec![0u8; READ_CHUNK];
+        loop {
+            let n = open.file.read(&mut chunk)?;
+            if n > 0 {
+                self.consume(&mut open, &chunk[..n], &mut decoder, &mut in_flight)?;
+                continue;
+            }
+            // At the end of what is written: commit what we have, then look around.
+            self.flush(&mut open, &mut decoder, &mut in_flight, Vec::new())?;
+            self.update_behind(&open);
+            if self.opts.stop_at_eof || self.stop.load(Ordering::Relaxed) {
+                return drain(in_flight);
+            }
+            match self.check_rotation(&mut open)? {
+                Rotation::None => {
+                    if self.sleep(self.opts.poll) {
+                        return drain(in_flight);
+                    }
+                }
+                Rotation::Truncated => {
+                    self.metrics
+                        .tail_rotations
+                        .get_or_create(&self.labels())
+                        .inc();
+                    tracing::info!(path = %self.path_key, "file truncated; reading from the start");
+                    open = self.reopen_fresh(open.file)?;
+                    // A rewritten file starts over, CSV header included.
+                    decoder = Decoder::new(self.spec.format.clone(), self.ctx.clone());
+                }
+                Rotation::Renamed(new_file) => {
+                    self.metrics
+                        .tail_rotations
+                        .get_or_create(&self.labels())
+                        .inc();
+                    tracing::info!(path = %self.path_key, "file rotated; finishing the old file, then reading the new one");
+                    self.finish_old(&mut open, &mut chunk, &mut decoder, &mut in_flight)?;
+                    decoder = Decoder::new(self.spec.format.clone(), self.ctx.clone());
+                    open = self.reopen_fresh(new_file)?;
+                }
+            }
+        }
+    }
+
+    /// Open the file and position it from the checkpoint (or the start policy).
+    /// Returns `None` when asked to stop while waiting for the file to appear.
+    fn open_at_checkpoint(
+        &mut self,
+        decoder: &mut Decoder,
+        in_flight: &mut VecDeque<Pending>,
+    ) -> Result<Option<Open>, TailError> {
+        let checkpoint = queries::checkpoint(&self.db_path, &self.path_key)?;
+        let mut file = loop {
+            match File::open(&self.spec.path) {
+                Ok(f) => break f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if self.opts.stop_at_eof {
+                        return Err(e.into());
+                    }
+                    tracing::warn!(path = %self.path_key, "file does not exist yet; waiting for it");
+                    if self.sleep(Duration::from_secs(1)) {
+                        return Ok(None);
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let offset = match &checkpoint {
+            Some(cp)
+                if cp.fingerprint.matches(&mut file)? && file.metadata()?.len() >= cp.offset =>
+            {
+                cp.offset
+            }
+            Some(cp) => {
+                // Rotated while we were down: finish the old file if it is still in the
+                // directory under another name, then take the new one from its start.
+                if let Some(mut old) = find_rotated(&self.spec.path, &cp.fingerprint)? {
+                    old.seek(SeekFrom::Start(cp.offset))?;
+                    let mut o = Open::new(old, cp.fingerprint, cp.offset);
+                    let mut chunk = vec![0u8; READ_CHUNK];
+                    self.finish_old(&mut o, &mut chunk, decoder, in_flight)?;
+                    *decoder = Decoder::new(self.spec.format.clone(), self.ctx.clone());
+                }
+                0
+            }
+            None => match self.spec.start {
+                StartAt::Beginning => 0,
+                StartAt::End => file.metadata()?.len(),
+            },
+        };
+        let fingerprint = Fingerprint::of(&mut file)?;
+        if offset > 0 && decoder.wants_header() {
+            decoder.set_header(&first_line(&mut file)?);
+        }
+        file.seek(SeekFrom::Start(offset))?;
+        let mut open = Open::new(file, fingerprint, offset);
+        if offset > 0 && checkpoint.is_none() {
+            // Started at the end of a file whose last line may be unfinished: skip to
+            // the next newline rather than read half a line.
+            open.discarding = !ends_with_newline(&mut open.file, offset)?;
+        }
+        tracing::info!(path = %self.path_key, offset, "tailing");
+        Ok(Some(open))
+    }
+
+    /// Split `data` into lines and decode the complete ones.
+    fn consume(
+        &self,
+        open: &mut Open,
+        data: &[u8],
+        decoder: &mut Decoder,
+        in_flight: &mut VecDeque<Pending>,
+    ) -> Result<(), TailError> {
+        let base = open.read_pos;
+        open.read_pos += data.len() as u64;
+        let mut batch = Batch::new(&self.source, &self.spec.format_name);
+        let mut idx = 0;
+        let now = now_ms();
+        while let Some(nl) = memchr::memchr(b'\n', &data[idx..]) {
+            let piece = &data[idx..idx + nl];
+            let line_start = open.pending_start;
+            if open.discarding {
+                open.discarding = false;
+            } else if open.pending.len() + piece.len() > self.opts.max_line_bytes {
+                self.over_long(&mut batch, open, piece);
+            } else {
+                let line: &[u8] = if open.pending.is_empty() {
+                    piece
+                } else {
+                    open.pending.extend_from_slice(piece);
+                    &open.pending
+                };
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if !line.trim_ascii().is_empty() {
+                    let path = &self.path_key;
+                    add_record(
+                        &mut batch,
+                        decoder,
+                        line,
+                        line_start,
+                        || format!("{path}@{line_start}"),
+                        now,
+                    );
+                }
+            }
+            open.pending.clear();
+            idx += nl + 1;
+            open.pending_start = base + idx as u64;
+            if batch.len() >= self.opts.batch_records {
+                let full =
+                    std::mem::replace(&mut batch, Batch::new(&self.source, &self.spec.format_name));
+                self.submit(open, full, in_flight)?;
+            }
+        }
+        let rest = &data[idx..];
+        // Keep the unfinished line; past the limit, keep only enough to report it.
+        if !open.discarding {
+            if open.pending.len() + rest.len() > self.opts.max_line_bytes {
+                self.over_long(&mut batch, open, rest);
+                open.discarding = true;
+                open.pending.clear();
+            } else {
+                open.pending.extend_from_slice(rest);
+            }
+        }
+        if !batch.is_empty() {
+            self.submit(open, batch, in_flight)?;
+        }
+        Ok(())
+    }
+
+    fn over_long(&self, batch: &mut Batch, open: &Open, piece: &[u8]) {
+        let mut head = open.pending.clone();
+        head.extend_from_slice(&piece[..piece.len().min(crate::redact::MAX_RAW_BYTES)]);
+        add_dead_letter(
+            batch,
+            format!("{}@{}", self.path_key, open.pending_start),
+            format!(
+                "line longer than {} bytes (max_line_bytes); skipped to the next newline",
+                self.opts.max_line_bytes
+            ),
+            &head,
+        );
+    }
+
+    /// Queue a batch with the checkpoint just past its last complete line.
+    fn submit(
+        &self,
+        open: &mut Open,
+        mut batch: Batch,
+        in_flight: &mut VecDeque<Pending>,
+    ) -> Result<(), TailError> {
+        if open.fingerprint.is_partial() {
+            open.fingerprint = Fingerprint::of(&mut open.file)?;
+        }
+        batch.checkpoint = Some(TailCheckpoint {
+            path: self.path_key.clone(),
+            fingerprint: open.fingerprint,
+            offset: open.pending_start,
+        });
+        if in_flight.len() >= MAX_IN_FLIGHT
+            && let Some(oldest) = in_flight.pop_front()
+        {
+            oldest.wait_blocking()?;
+        }
+        in_flight.push_back(self.writer.submit_blocking(batch)?);
+        Ok(())
+    }
+
+    /// Commit the checkpoint (and `extra` lines) even if no record is pending, and
+    /// wait for everything in flight.
+    fn flush(
+        &self,
+        open: &mut Open,
+        decoder: &mut Decoder,
+        in_flight: &mut VecDeque<Pending>,
+        final_line: Vec<u8>,
+    ) -> Result<(), TailError> {
+        let mut batch = Batch::new(&self.source, &self.spec.format_name);
+        if !final_line.is_empty() {
+            let start = open.pending_start;
+            let path = &self.path_key;
+            add_record(
+                &mut batch,
+                decoder,
+                &final_line,
+                start,
+                || format!("{path}@{start}"),
+                now_ms(),
+            );
+            open.pending_start += final_line.len() as u64;
+        }
+        if !batch.is_empty() {
+            self.submit(open, batch, in_flight)?;
+        }
+        drain(std::mem::take(in_flight))
+    }
+
+    /// Read a rotated-away file to its end. Its unfinished last line will never be
+    /// finished, so it counts as a line.
+    fn finish_old(
+        &self,
+        open: &mut Open,
+        chunk: &mut [u8],
+        decoder: &mut Decoder,
+        in_flight: &mut VecDeque<Pending>,
+    ) -> Result<(), TailError> {
+        loop {
+            let n = open.file.read(chunk)?;
+            if n == 0 {
+                break;
+            }
+            self.consume(open, &chunk[..n], decoder, in_flight)?;
+        }
+        let last = if open.discarding || open.pending.trim_ascii().is_empty() {
+            Vec::new()
+        } else {
+            std::mem::take(&mut open.pending)
+        };
+        self.flush(open, decoder, in_flight, last)
+    }
+
+    fn reopen_fresh(&self, mut file: File) -> Result<Open, TailError> {
+        file.seek(SeekFrom::Start(0))?;
+        let fingerprint = Fingerprint::of(&mut file)?;
+        Ok(Open::new(file, fingerprint, 0))
+    }
+
+    fn check_rotation(&self, open: &mut Open) -> Result<Rotation, TailError> {
+        let current = match std::fs::metadata(&self.spec.path) {
+            Ok(m) => m,
+            // Renamed away and not recreated yet: keep reading the old one.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Rotation::None),
+            Err(e) => return Err(e.into()),
+        };
+        if current.dev() != open.fingerprint.dev || current.ino() != open.fingerprint.inode {
+            return Ok(match File::open(&self.spec.path) {
+                Ok(f) => Rotation::Renamed(f),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Rotation::None,
+                Err(e) => return Err(e.into()),
+            });
+        }
+        if current.len() < open.read_pos || !open.fingerprint.matches(&mut open.file)? {
+            return Ok(Rotation::Truncated);
+        }
+        Ok(Rotation::None)
+    }
+
+    fn update_behind(&self, open: &Open) {
+        if let Ok(m) = std::fs::metadata(&self.spec.path) {
+            let behind = m.len().saturating_sub(open.pending_start);
+            self.metrics
+                .tail_bytes_behind
+                .get_or_create(&self.labels())
+                .set(behind as i64);
+        }
+    }
+
+    fn labels(&self) -> PathLabels {
+        PathLabels {
+            path: self.path_key.clone(),
+        }
+    }
+}
+
+enum Rotation {
+    None,
+    Truncated,
+    Renamed(File),
+}
+
+impl Open {
+    fn new(file: File, fingerprint: Fingerprint, offset: u64) -> Open {
+        Open {
+            file,
+            fingerprint,
+            read_pos: offset,
+            pending: Vec::new(),
+            pending_start: offset,
+            discarding: false,
+        }
+    }
+}
+
+fn drain(in_flight: VecDeque<Pending>) -> Result<(), TailError> {
+    for p in in_flight {
+        p.wait_blocking()?;
+    }
+    Ok(())
+}
+
+/// Find the file a checkpoint was taken of among the siblings of `path` (where a
+/// rotator renames it: `usage.log.1`, `usage.log-20260601`, ...).
+fn find_rotated(path: &Path, fp: &Fingerprint) -> io::Result<Option<File>> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_file() && meta.dev() == fp.dev && meta.ino() == fp.inode {
+            let mut f = File::open(entry.path())?;
+            if fp.matches(&mut f)? {
+                return Ok(Some(f));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn first_line(file: &mut File) -> io::Result<Vec<u8>> {
+    file.seek(SeekFrom::Start(0))?;
+    let mut buf = Vec::new();
+    file.by_ref().take(64 * 1024).read_to_end(&mut buf)?;
+    let end = memchr::memchr(b'\n', &buf).unwrap_or(buf.len());
+    buf.truncate(end);
+    if buf.last() == Some(&b'\r') {
+        buf.pop();
+    }
+    Ok(buf)
+}
+
+fn ends_with_newline(file: &mut File, offset: u64) -> io::Result<bool> {
+    if offset == 0 {
+        return Ok(true);
+    }
+    file.seek(SeekFrom::Start(offset - 1))?;
+    let mut b = [0u8; 1];
+    file.read_exact(&mut b)?;
+    Ok(b[0] == b'\n')
+}

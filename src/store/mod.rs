@@ -1,0 +1,358 @@
+//! The store: one SQLite file in WAL mode.
+//!
+//! **Invariant:** this module is the only one that knows rusqlite and SQL. Every
+//! write goes through one `Store` owned by the writer thread (`writer.rs`); readers
+//! open their own read-only connections (`queries.rs`), which WAL lets run beside it.
+
+mod aggregate;
+mod migrate;
+pub mod queries;
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use crate::domain::{DeadLetter, EvalScore, TailCheckpoint, UsageEvent};
+
+pub use migrate::SCHEMA_VERSION;
+
+/// What can go wrong with the store. Messages say what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open database {path}: {source} (check the path exists and is writable)")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "database {path} has schema version {found}, newer than this driftwarden understands ({supported}); run a newer driftwarden or point --db at another file"
+    )]
+    TooNew {
+        path: String,
+        found: i64,
+        supported: i64,
+    },
+    #[error("database migration failed: {0}")]
+    Migrate(String),
+    #[error("database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("the store's writer has stopped (is the daemon shutting down?)")]
+    WriterGone,
+}
+
+/// Everything one source hands over in one transaction.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// `tail:/path`, `http:events`, ...
+    pub source: String,
+    /// The format name the records were read as (for metrics).
+    pub format: String,
+    /// Records skipped as not usage records (top-ups, CSV headers), counted with the commit.
+    pub skipped: u64,
+    pub events: Vec<UsageEvent>,
+    pub evals: Vec<EvalScore>,
+    pub dead_letters: Vec<DeadLetter>,
+    /// For tailed files: where reading has got to, committed with the records above.
+    pub checkpoint: Option<TailCheckpoint>,
+}
+
+impl Batch {
+    pub fn new(source: impl Into<String>, format: impl Into<String>) -> Batch {
+        Batch {
+            source: source.into(),
+            format: format.into(),
+            ..Batch::default()
+        }
+    }
+
+    /// Records in the batch (events, evals and dead letters).
+    pub fn len(&self) -> usize {
+        self.events.len() + self.evals.len() + self.dead_letters.len()
+    }
+
+    /// Whether there is nothing to commit (not even a count of skipped records).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0 && self.skipped == 0
+    }
+}
+
+/// What a commit stored.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CommitReport {
+    pub events_inserted: u64,
+    pub events_duplicate: u64,
+    pub evals_inserted: u64,
+    pub evals_duplicate: u64,
+    pub dead_letters: u64,
+}
+
+/// The writable store. Owned by exactly one thread.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Open (creating if needed) and migrate the database at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        // WAL: readers never block the writer. synchronous=NORMAL in WAL survives a
+        // process crash (kill -9) with every committed transaction intact; only an OS
+        // crash or power loss can drop the last commits.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "cache_size", -65536)?;
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        migrate::to_latest(&mut conn, path)?;
+        Ok(Store {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The identity salt, created on first use so hashed labels stay stable across restarts.
+    pub fn identity_salt(&self) -> Result<[u8; 32], StoreError> {
+        let existing: Option<Vec<u8>> = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'identity_salt'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(v) = existing.filter(|v| v.len() == 32) {
+            let mut salt = [0u8; 32];
+            salt.copy_from_slice(&v);
+            return Ok(salt);
+        }
+        let mut salt = [0u8; 32];
+        getrandom::fill(&mut salt).map_err(|e| StoreError::Migrate(e.to_string()))?;
+        self.conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('identity_salt', ?1)",
+            params![salt.to_vec()],
+        )?;
+        Ok(salt)
+    }
+
+    /// Store a batch in one transaction: events (idempotent by id) with their
+    /// per-minute aggregates, eval scores, dead letters and the tail checkpoint.
+    pub fn commit(&mut self, batch: &Batch, now_ms: i64) -> Result<CommitReport, StoreError> {
+        let mut report = CommitReport::default();
+        let tx = self.conn.transaction()?;
+        {
+            let mut agg = aggregate::MinuteAggregates::default();
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO events (id, ts_ms, model, resolved_model, provider, route, tenant, \
+                 prompt_tokens, completion_tokens, cached_tokens, cost_usd, cost_source, list_cost_usd, \
+                 latency_ms, ttft_ms, status, finish_reason, error_type, source, received_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+            )?;
+            for e in &batch.events {
+                let changed = insert.execute(params![
+                    e.id,
+                    e.ts_ms,
+                    e.model,
+                    e.resolved_model,
+                    e.provider,
+                    e.route,
+                    e.tenant,
+                    e.prompt_tokens as i64,
+                    e.completion_tokens as i64,
+                    e.cached_tokens as i64,
+                    e.cost_usd,
+                    e.cost_source.as_str(),
+                    e.list_cost_usd,
+                    e.latency_ms.map(|v| v as i64),
+                    e.ttft_ms.map(|v| v as i64),
+                    e.status,
+                    e.finish_reason,
+                    e.error_type,
+                    batch.source,
+                    now_ms,
+                ])?;
+                if changed == 1 {
+                    report.events_inserted += 1;
+                    agg.add(e);
+                } else {
+                    report.events_duplicate += 1;
+                }
+            }
+            agg.upsert(&tx)?;
+
+            let mut insert_eval = tx.prepare_cached(
+                "INSERT OR IGNORE INTO eval_scores (key, request_id, route, model, evaluator, ts_ms, score, passed, source, received_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?;
+            for s in &batch.evals {
+                let changed = insert_eval.execute(params![
+                    s.key(),
+                    s.request_id,
+                    s.route,
+                    s.model,
+                    s.evaluator,
+                    s.ts_ms,
+                    s.score,
+                    s.passed,
+                    batch.source,
+                    now_ms
+                ])?;
+                if changed == 1 {
+                    report.evals_inserted += 1;
+                } else {
+                    report.evals_duplicate += 1;
+                }
+            }
+
+            let mut insert_dead = tx.prepare_cached(
+                "INSERT INTO dead_letters (received_ms, source, position, reason, raw) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for d in &batch.dead_letters {
+                insert_dead.execute(params![now_ms, d.source, d.position, d.reason, d.raw])?;
+                report.dead_letters += 1;
+            }
+
+            if let Some(cp) = &batch.checkpoint {
+                tx.execute(
+                    "INSERT INTO tail_checkpoints (path, dev, inode, head_len, head_hash, byte_offset, updated_ms) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                     ON CONFLICT (path) DO UPDATE SET dev = excluded.dev, inode = excluded.inode, \
+                     head_len = excluded.head_len, head_hash = excluded.head_hash, \
+                     byte_offset = excluded.byte_offset, updated_ms = excluded.updated_ms",
+                    params![
+                        cp.path,
+                        cp.fingerprint.dev as i64,
+                        cp.fingerprint.inode as i64,
+                        cp.fingerprint.head_len as i64,
+                        cp.fingerprint.head_hash as i64,
+                        cp.offset as i64,
+                        now_ms
+                    ],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(report)
+    }
+
+    /// Delete raw events, eval scores and dead letters older than `cutoff_ms`.
+    /// Per-minute aggregates are kept. Returns the number of events deleted.
+    pub fn prune(&mut self, cutoff_ms: i64) -> Result<u64, StoreError> {
+        let tx = self.conn.transaction()?;
+        let events = tx.execute("DELETE FROM events WHERE ts_ms < ?1", params![cutoff_ms])?;
+        tx.execute(
+            "DELETE FROM eval_scores WHERE ts_ms < ?1",
+            params![cutoff_ms],
+        )?;
+        tx.execute(
+            "DELETE FROM dead_letters WHERE received_ms < ?1",
+            params![cutoff_ms],
+        )?;
+        tx.commit()?;
+        Ok(events as u64)
+    }
+}
+
+/// Open a read-only connection for queries.
+pub(crate) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|source| StoreError::Open {
+        path: path.display().to_string(),
+        source,
+    })?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::CostSource;
+    use crate::sources::fingerprint::Fingerprint;
+
+    pub(crate) fn event(id: &str, ts_ms: i64) -> UsageEvent {
+        UsageEvent {
+            id: id.into(),
+            ts_ms,
+            model: "gpt-4o".into(),
+            resolved_model: None,
+            provider: Some("openai".into()),
+            route: Some("chat".into()),
+            tenant: Some("team-a".into()),
+            prompt_tokens: 100,
+            completion_tokens: 10,
+            cached_tokens: 0,
+            cost_usd: Some(0.01),
+            cost_source: CostSource::Gateway,
+            list_cost_usd: None,
+            latency_ms: Some(100),
+            ttft_ms: None,
+            status: Some(200),
+            finish_reason: Some("stop".into()),
+            error_type: None,
+        }
+    }
+
+    #[test]
+    fn duplicates_are_counted_once_and_aggregated_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("t.db")).unwrap();
+        let mut batch = Batch::new("test", "native");
+        batch.events = vec![event("a", 60_000), event("b", 61_000), event("a", 60_000)];
+        let r = store.commit(&batch, 0).unwrap();
+        assert_eq!((r.events_inserted, r.events_duplicate), (2, 1));
+        let r = store.commit(&batch, 0).unwrap();
+        assert_eq!((r.events_inserted, r.events_duplicate), (0, 3));
+        let stats = queries::stats(store.path()).unwrap();
+        assert_eq!(stats.events, 2);
+        let global = queries::minute_totals(store.path(), "global", "").unwrap();
+        assert_eq!(global, vec![(1, 2)], "one minute, two requests");
+    }
+
+    #[test]
+    fn checkpoint_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("t.db")).unwrap();
+        let cp = TailCheckpoint {
+            path: "/x.log".into(),
+            fingerprint: Fingerprint {
+                dev: 1,
+                inode: 2,
+                head_len: 3,
+                head_hash: u64::MAX - 5,
+            },
+            offset: 42,
+        };
+        let mut batch = Batch::new("tail:/x.log", "native");
+        batch.checkpoint = Some(cp.clone());
+        store.commit(&batch, 0).unwrap();
+        assert_eq!(
+            queries::checkpoint(store.path(), "/x.log").unwrap(),
+            Some(cp)
+        );
+        assert_eq!(queries::checkpoint(store.path(), "/y.log").unwrap(), None);
+    }
+
+    #[test]
+    fn salt_is_stable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let a = Store::open(&path).unwrap().identity_salt().unwrap();
+        let b = Store::open(&path).unwrap().identity_salt().unwrap();
+        assert_eq!(a, b);
+    }
+}

@@ -1,0 +1,129 @@
+//! The writer thread: owns the one writable `Store` and commits batches in arrival
+//! order. Async handlers and blocking tailers both hand batches over through `Writer`.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Batch, CommitReport, Store, StoreError};
+use crate::telemetry::{Metrics, SourceLabels};
+
+/// How many batches may wait for the writer before senders block (backpressure).
+const QUEUE_DEPTH: usize = 8;
+
+enum Job {
+    Commit {
+        batch: Batch,
+        reply: oneshot::Sender<Result<CommitReport, StoreError>>,
+    },
+    Prune {
+        cutoff_ms: i64,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+}
+
+/// A handle to the writer thread. Cheap to clone; the thread stops when every
+/// handle is dropped, after committing what was queued.
+#[derive(Clone)]
+pub struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+/// A commit that has been queued; wait on it to learn whether it landed.
+pub struct Pending(oneshot::Receiver<Result<CommitReport, StoreError>>);
+
+impl Pending {
+    /// Wait for the commit from blocking code.
+    pub fn wait_blocking(self) -> Result<CommitReport, StoreError> {
+        self.0.blocking_recv().map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Wait for the commit from async code.
+    pub async fn wait(self) -> Result<CommitReport, StoreError> {
+        self.0.await.map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+impl Writer {
+    /// Start the writer thread on `store`.
+    pub fn spawn(store: Store, metrics: Arc<Metrics>) -> (Writer, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let handle = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || run(store, rx, metrics))
+            .expect("spawning the writer thread");
+        (Writer { jobs: tx }, handle)
+    }
+
+    /// Queue a batch from blocking code (a tailer). Blocks while the queue is full.
+    pub fn submit_blocking(&self, batch: Batch) -> Result<Pending, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .blocking_send(Job::Commit { batch, reply })
+            .map_err(|_| StoreError::WriterGone)?;
+        Ok(Pending(rx))
+    }
+
+    /// Commit a batch from async code and wait until it is durable.
+    pub async fn commit(&self, batch: Batch) -> Result<CommitReport, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::Commit { batch, reply })
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        Pending(rx).wait().await
+    }
+
+    /// Delete raw records older than `cutoff_ms`.
+    pub async fn prune(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::Prune { cutoff_ms, reply })
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+fn run(mut store: Store, mut jobs: mpsc::Receiver<Job>, metrics: Arc<Metrics>) {
+    while let Some(job) = jobs.blocking_recv() {
+        match job {
+            Job::Commit { batch, reply } => {
+                let result = store.commit(&batch, crate::clock::now_ms());
+                match &result {
+                    Ok(report) => record(&metrics, &batch, report),
+                    Err(e) => {
+                        metrics.commit_errors.inc();
+                        tracing::error!(source = %batch.source, cause = %e, "commit failed");
+                    }
+                }
+                // The sender may have given up waiting (shutdown); the commit stands.
+                let _ = reply.send(result);
+            }
+            Job::Prune { cutoff_ms, reply } => {
+                let _ = reply.send(store.prune(cutoff_ms));
+            }
+        }
+    }
+    tracing::debug!("store writer stopped");
+}
+
+fn record(metrics: &Metrics, batch: &Batch, report: &CommitReport) {
+    let labels = SourceLabels {
+        source: batch.source.clone(),
+        format: batch.format.clone(),
+    };
+    let add = |family: &Family<SourceLabels, Counter>, n: u64| {
+        if n > 0 {
+            family.get_or_create(&labels).inc_by(n);
+        }
+    };
+    add(&metrics.events_ingested, report.events_inserted);
+    add(&metrics.events_duplicate, report.events_duplicate);
+    add(&metrics.evals_ingested, report.evals_inserted);
+    add(&metrics.records_rejected, report.dead_letters);
+    add(&metrics.records_skipped, batch.skipped);
+}

@@ -1,0 +1,108 @@
+//! driftwarden's own health: Prometheus metrics and the tracing subscriber.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Labels for per-source counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    /// `tail:/path`, `http:events`, `http:evals`.
+    pub source: String,
+    pub format: String,
+}
+
+/// Labels for per-file gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PathLabels {
+    pub path: String,
+}
+
+/// Every metric the daemon exports. Counted only after the store has committed.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub events_ingested: Family<SourceLabels, Counter>,
+    pub events_duplicate: Family<SourceLabels, Counter>,
+    pub evals_ingested: Family<SourceLabels, Counter>,
+    pub records_rejected: Family<SourceLabels, Counter>,
+    pub records_skipped: Family<SourceLabels, Counter>,
+    pub tail_bytes_behind: Family<PathLabels, Gauge>,
+    pub tail_rotations: Family<PathLabels, Counter>,
+    pub db_bytes: Gauge,
+    pub commit_errors: Counter,
+}
+
+impl Metrics {
+    /// Render all metrics in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut registry = Registry::with_prefix("driftwarden");
+        registry.register(
+            "events_ingested",
+            "Usage events stored, by source and format",
+            self.events_ingested.clone(),
+        );
+        registry.register(
+            "events_duplicate",
+            "Usage events received again and not stored twice",
+            self.events_duplicate.clone(),
+        );
+        registry.register(
+            "evals_ingested",
+            "Eval scores stored",
+            self.evals_ingested.clone(),
+        );
+        registry.register(
+            "records_rejected",
+            "Records that went to dead letters",
+            self.records_rejected.clone(),
+        );
+        registry.register(
+            "records_skipped",
+            "Records that are not usage records (top-ups, headers)",
+            self.records_skipped.clone(),
+        );
+        registry.register(
+            "tail_bytes_behind",
+            "Bytes written to a tailed file and not yet read",
+            self.tail_bytes_behind.clone(),
+        );
+        registry.register(
+            "tail_rotations",
+            "Rotations and truncations seen per tailed file",
+            self.tail_rotations.clone(),
+        );
+        registry.register(
+            "db_bytes",
+            "Size of the database and its write-ahead log",
+            self.db_bytes.clone(),
+        );
+        registry.register(
+            "commit_errors",
+            "Store transactions that failed",
+            self.commit_errors.clone(),
+        );
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Install the global tracing subscriber: human-readable by default, JSON with
+/// `DRIFTWARDEN_LOG_FORMAT=json`; level from `RUST_LOG` (default `info`). Logs go to stderr.
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = if std::env::var("DRIFTWARDEN_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+    // A second init (tests, embedding) keeps the first subscriber.
+    drop(result);
+}
