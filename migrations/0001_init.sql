@@ -7,10 +7,12 @@ CREATE TABLE meta (
     value BLOB NOT NULL
 ) WITHOUT ROWID;
 
--- Raw usage events, kept for the retention period. `id` is the idempotency key.
+-- Raw usage events, kept for the retention period. (ts_ms, id) is the idempotency
+-- key: a resent record carries the same time and id. Keyed by time first, so
+-- ingest appends, retention deletes a range and time-range reads are one scan.
 CREATE TABLE events (
-    id                TEXT PRIMARY KEY,
     ts_ms             INTEGER NOT NULL,
+    id                TEXT NOT NULL,
     model             TEXT NOT NULL,
     resolved_model    TEXT,
     provider          TEXT,
@@ -28,9 +30,9 @@ CREATE TABLE events (
     finish_reason     TEXT,
     error_type        TEXT,
     source            TEXT NOT NULL,
-    received_ms       INTEGER NOT NULL
+    received_ms       INTEGER NOT NULL,
+    PRIMARY KEY (ts_ms, id)
 ) WITHOUT ROWID;
-CREATE INDEX events_ts ON events (ts_ms);
 
 -- Per-minute aggregates per scope, updated in the same transaction as the events.
 -- dim is 'global' (value ''), 'model', 'route', 'tenant' or 'provider'.
