@@ -182,7 +182,8 @@ pub async fn serve(
 async fn retention_loop(writer: Writer, days: u32) {
     let hour = Duration::from_secs(3600);
     // First pass a minute after start, so a restart loop does not prune in a loop.
-    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(60), hour);
+    let mut every =
+        tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(60), hour);
     loop {
         every.tick().await;
         let cutoff = crate::clock::now_ms() - i64::from(days) * 86_400_000;

@@ -17,9 +17,16 @@ impl Identity {
         Identity { salt, aliases }
     }
 
-    /// A label the sender chose itself: its alias if one is configured, else unchanged.
+    /// A label the sender chose itself: its alias if one is configured, else unchanged —
+    /// unless it looks like a credential (`sk-...`, a bearer token), which is hashed.
     pub fn alias_or(&self, label: String) -> String {
-        self.aliases.get(&label).cloned().unwrap_or(label)
+        if let Some(alias) = self.aliases.get(&label) {
+            return alias.clone();
+        }
+        if crate::redact::looks_like_secret(&label) {
+            return self.label(&label);
+        }
+        label
     }
 
     /// The label stored for a raw identity: its alias, or `id-` and 12 hex digits of a keyed hash.
@@ -47,6 +54,14 @@ mod tests {
             label,
             Identity::new([8; 32], HashMap::new()).label("sk-live-team-a-secret")
         );
+    }
+
+    #[test]
+    fn a_key_sent_as_a_label_is_hashed() {
+        let id = Identity::new([7; 32], HashMap::new());
+        assert_eq!(id.alias_or("team-a".into()), "team-a");
+        let hashed = id.alias_or("sk-proj-abcdefghijklmnop".into());
+        assert!(hashed.starts_with("id-"), "{hashed}");
     }
 
     #[test]

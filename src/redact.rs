@@ -29,6 +29,11 @@ static SECRETS: LazyLock<[(Regex, &'static str); 3]> = LazyLock::new(|| {
     ]
 });
 
+/// Whether a short value (a label) looks like a credential.
+pub fn looks_like_secret(value: &str) -> bool {
+    SECRETS[1..].iter().any(|(re, _)| re.is_match(value))
+}
+
 /// Bound `raw` to `MAX_RAW_BYTES` (on a character boundary) and redact secrets.
 pub fn for_storage(raw: &[u8]) -> String {
     let text = String::from_utf8_lossy(raw);
