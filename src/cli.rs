@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, FileConfig, Overrides};
 use crate::pricing::PriceTable;
+use crate::sources::gateway_db::Flavour;
 use crate::sources::tail::StartAt;
 
 /// driftwarden watches an LLM gateway's usage stream and tells you, at the right
@@ -28,6 +29,8 @@ enum Command {
     /// DRIFTWARDEN_TOKEN, else one is generated into driftwarden.token beside the database.
     ///
     /// Example: driftwarden serve --tail /var/log/gateway/usage.jsonl:litellm
+    ///
+    /// Example: driftwarden serve --gateway-db sqlite:///data/one-api.db
     Serve(ServeArgs),
     /// Read a usage log file once, to its end, into the store, and exit.
     ///
@@ -69,6 +72,21 @@ struct ServeArgs {
     /// Where to start a file that has no checkpoint yet.
     #[arg(long, value_enum, value_name = "WHERE")]
     tail_start: Option<StartAt>,
+    /// Follow a New API / One API usage table: sqlite:///path/one-api.db,
+    /// postgres://user@host/db or mysql://user@host/db, or env:VAR to read the URL
+    /// (with its password) from the environment. Repeatable. Read-only.
+    #[arg(long = "gateway-db", value_name = "URL")]
+    gateway_dbs: Vec<String>,
+    /// Which gateway wrote the table [default: newapi]
+    #[arg(long, value_enum, value_name = "FLAVOUR")]
+    gateway_db_flavour: Option<Flavour>,
+    /// The usage table's name [default: logs]
+    #[arg(long, value_name = "TABLE")]
+    gateway_db_table: Option<String>,
+    /// Where a database with no cursor begins: newest (default), first, or a time
+    /// such as 2026-06-01T00:00:00Z.
+    #[arg(long, value_name = "WHERE")]
+    gateway_db_start: Option<String>,
     /// API token for write endpoints (at least 16 characters).
     #[arg(long, env = "DRIFTWARDEN_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -118,6 +136,10 @@ fn serve(args: ServeArgs) -> Result<()> {
         retention_days: args.retention_days,
         tails: args.tails,
         tail_start: args.tail_start,
+        gateway_dbs: args.gateway_dbs,
+        gateway_db_flavour: args.gateway_db_flavour,
+        gateway_db_table: args.gateway_db_table,
+        gateway_db_start: args.gateway_db_start,
         ..Overrides::default()
     })?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -154,8 +176,9 @@ fn check(args: StoreArgs) -> Result<()> {
     let config = args.resolve(Overrides::default())?;
     let prices = PriceTable::load_dir(&config.rules)?;
     println!(
-        "ok: config valid; {} tail source(s); {} mapped format(s); {} model(s) priced in {}",
+        "ok: config valid; {} tail source(s); {} gateway database(s); {} mapped format(s); {} model(s) priced in {}",
         config.tails.len(),
+        config.gateway_dbs.len(),
         config.formats.len(),
         prices.len(),
         config.rules.join("pricing.toml").display()

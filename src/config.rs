@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::adapters::{Format, MappedFormat};
+use crate::sources::gateway_db::{DbSpec, DbStart, Flavour};
 use crate::sources::tail::{StartAt, TailSpec};
 
 /// Default HTTP address: loopback only, as a sidecar needs.
@@ -48,6 +49,9 @@ pub struct FileConfig {
     pub max_future_skew_secs: Option<u64>,
     #[serde(default)]
     pub tail: Vec<TailEntry>,
+    /// Gateway databases to follow (New API / One API `logs` tables).
+    #[serde(default)]
+    pub gateway_db: Vec<GatewayDbEntry>,
     #[serde(default)]
     pub identity: IdentityConfig,
     #[serde(default)]
@@ -66,6 +70,30 @@ pub struct TailEntry {
     pub format: String,
     #[serde(default)]
     pub start: StartAt,
+}
+
+/// One `[[gateway_db]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayDbEntry {
+    /// `sqlite:///path`, `postgres://...`, `mysql://...`, or `env:VAR` to read the URL
+    /// (and its password) from an environment variable.
+    pub url: String,
+    #[serde(default)]
+    pub flavour: Flavour,
+    #[serde(default = "default_table")]
+    pub table: String,
+    /// `newest` (default), `first`, or a time such as `2026-06-01T00:00:00Z`.
+    pub start: Option<String>,
+    pub poll_ms: Option<u64>,
+    pub batch_rows: Option<u32>,
+    /// Channel id to provider name, e.g. `{ "7" = "azure-east" }`.
+    #[serde(default)]
+    pub channels: BTreeMap<String, String>,
+}
+
+fn default_table() -> String {
+    "logs".to_string()
 }
 
 /// `[identity]`: readable names for hashed identities.
@@ -102,6 +130,7 @@ pub struct Config {
     pub max_line_bytes: usize,
     pub max_future_skew_secs: u64,
     pub tails: Vec<TailSpec>,
+    pub gateway_dbs: Vec<DbSpec>,
     pub aliases: HashMap<String, String>,
     pub quota_per_unit: f64,
     pub formats: BTreeMap<String, Arc<MappedFormat>>,
@@ -118,6 +147,11 @@ pub struct Overrides {
     /// `PATH[:FORMAT]` values of `--tail`.
     pub tails: Vec<String>,
     pub tail_start: Option<StartAt>,
+    /// URLs of `--gateway-db`, with the flavour, table and start they share.
+    pub gateway_dbs: Vec<String>,
+    pub gateway_db_flavour: Option<Flavour>,
+    pub gateway_db_table: Option<String>,
+    pub gateway_db_start: Option<String>,
 }
 
 impl FileConfig {
@@ -169,6 +203,38 @@ impl Config {
                 &formats,
             )?);
         }
+        let mut gateway_dbs = Vec::new();
+        for entry in file.gateway_db {
+            let mut channels = BTreeMap::new();
+            for (id, name) in entry.channels {
+                let id = id.parse::<i64>().map_err(|_| {
+                    ConfigError::Value(format!(
+                        "[[gateway_db]] channels: key {id:?} must be a channel id number"
+                    ))
+                })?;
+                channels.insert(id, name);
+            }
+            gateway_dbs.push(db_spec(
+                &entry.url,
+                entry.flavour,
+                entry.table,
+                flags.gateway_db_start.as_deref().or(entry.start.as_deref()),
+                entry.poll_ms,
+                entry.batch_rows,
+                channels,
+            )?);
+        }
+        for url in &flags.gateway_dbs {
+            gateway_dbs.push(db_spec(
+                url,
+                flags.gateway_db_flavour.unwrap_or_default(),
+                flags.gateway_db_table.clone().unwrap_or_else(default_table),
+                flags.gateway_db_start.as_deref(),
+                None,
+                None,
+                BTreeMap::new(),
+            )?);
+        }
         let quota_per_unit = file.newapi.quota_per_unit.unwrap_or(500_000.0);
         if !(quota_per_unit.is_finite() && quota_per_unit > 0.0) {
             return Err(ConfigError::Value(
@@ -206,6 +272,7 @@ impl Config {
             max_line_bytes: file.max_line_bytes.unwrap_or(1 << 20),
             max_future_skew_secs: file.max_future_skew_secs.unwrap_or(15 * 60),
             tails,
+            gateway_dbs,
             aliases: file.identity.aliases,
             quota_per_unit,
             formats,
@@ -222,6 +289,40 @@ pub fn split_tail_arg(raw: &str) -> (&str, &str) {
         }
         _ => (raw, "native"),
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn db_spec(
+    url: &str,
+    flavour: Flavour,
+    table: String,
+    start: Option<&str>,
+    poll_ms: Option<u64>,
+    batch_rows: Option<u32>,
+    channels: BTreeMap<i64, String>,
+) -> Result<DbSpec, ConfigError> {
+    let url = match url.strip_prefix("env:") {
+        Some(var) => std::env::var(var).map_err(|_| {
+            ConfigError::Value(format!(
+                "gateway database URL is env:{var}, but {var} is not set"
+            ))
+        })?,
+        None => url.to_string(),
+    };
+    let spec = DbSpec {
+        start: start
+            .unwrap_or("newest")
+            .parse::<DbStart>()
+            .map_err(|m| ConfigError::Value(format!("gateway database start: {m}")))?,
+        url,
+        flavour,
+        table,
+        poll: std::time::Duration::from_millis(poll_ms.unwrap_or(2000).max(50)),
+        batch_rows: batch_rows.unwrap_or(5000).clamp(1, 100_000),
+        channels,
+    };
+    spec.validate().map_err(ConfigError::Value)?;
+    Ok(spec)
 }
 
 fn tail_spec(
@@ -302,6 +403,43 @@ model = "model"
         };
         let err = Config::resolve(FileConfig::default(), flags).unwrap_err();
         assert!(err.to_string().contains("at least 16"), "{err}");
+    }
+
+    #[test]
+    fn gateway_db_from_file_and_flags() {
+        let file: FileConfig = toml::from_str(
+            r#"
+[[gateway_db]]
+url = "postgres://reader:pw@db:5432/newapi"
+flavour = "oneapi"
+start = "first"
+channels = { "7" = "azure-east" }
+"#,
+        )
+        .unwrap();
+        let flags = Overrides {
+            gateway_dbs: vec!["sqlite:///data/one-api.db".into()],
+            gateway_db_start: Some("2026-06-01T00:00:00Z".into()),
+            ..Overrides::default()
+        };
+        let c = Config::resolve(file, flags).unwrap();
+        assert_eq!(c.gateway_dbs.len(), 2);
+        assert_eq!(c.gateway_dbs[0].flavour, Flavour::Oneapi);
+        assert_eq!(
+            c.gateway_dbs[0].channels.get(&7).map(String::as_str),
+            Some("azure-east")
+        );
+        assert!(matches!(c.gateway_dbs[1].start, DbStart::Since(_)));
+        assert_eq!(c.gateway_dbs[1].table, "logs");
+        assert!(!format!("{:?}", c.gateway_dbs[0]).contains("pw"));
+        let bad = Overrides {
+            gateway_dbs: vec!["redis://x".into()],
+            ..Overrides::default()
+        };
+        let err = Config::resolve(FileConfig::default(), bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must start with sqlite://"), "{err}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::api::{AppState, router};
 use crate::config::Config;
 use crate::identity::Identity;
 use crate::pricing::{PriceTable, PricingError};
+use crate::sources::gateway_db::{Follower, HealthBoard};
 use crate::sources::tail::{TailOptions, TailSpec, Tailer};
 use crate::store::writer::Writer;
 use crate::store::{Store, StoreError, queries};
@@ -142,6 +143,27 @@ pub async fn serve(
         })
         .collect();
 
+    let health: HealthBoard = Default::default();
+    let followers: Vec<JoinHandle<()>> = config
+        .gateway_dbs
+        .iter()
+        .map(|spec| {
+            let f = Follower::new(
+                spec.clone(),
+                pipeline.ctx.clone(),
+                pipeline.writer.clone(),
+                config.db.clone(),
+                pipeline.metrics.clone(),
+                health.clone(),
+                stop.clone(),
+            );
+            std::thread::Builder::new()
+                .name(format!("db:{}", spec.table))
+                .spawn(move || f.run())
+                .expect("spawning a database follower thread")
+        })
+        .collect();
+
     let retention = tokio::spawn(retention_loop(
         pipeline.writer.clone(),
         config.retention_days,
@@ -154,8 +176,9 @@ pub async fn serve(
         metrics: pipeline.metrics.clone(),
         token: token.into(),
         max_body_bytes: config.max_body_bytes,
+        db_health: health,
     });
-    tracing::info!(%addr, tails = config.tails.len(), "serving");
+    tracing::info!(%addr, tails = config.tails.len(), gateway_dbs = config.gateway_dbs.len(), "serving");
     {
         let mut out = std::io::stdout().lock();
         // The ready line scripts and tests wait for; a closed stdout must not stop us.
@@ -170,7 +193,7 @@ pub async fn serve(
     stop.store(true, Ordering::Relaxed);
     retention.abort();
     let _ = retention.await;
-    for t in tailers {
+    for t in tailers.into_iter().chain(followers) {
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
     tokio::task::spawn_blocking(move || pipeline.close())

@@ -128,3 +128,13 @@ pub struct TailCheckpoint {
     /// Byte offset just past the last complete line handed to the store.
     pub offset: u64,
 }
+
+/// How far a gateway database source has read its logs table; committed with the
+/// events it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbCursor {
+    /// The source's name (`db:newapi:sqlite:/path#logs`), credentials removed.
+    pub source: String,
+    /// Highest row id whose record is in the store (or was skipped).
+    pub last_id: i64,
+}

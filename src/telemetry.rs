@@ -14,6 +14,12 @@ pub struct SourceLabels {
     pub format: String,
 }
 
+/// Labels for per-source gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceOnly {
+    pub source: String,
+}
+
 /// Labels for per-file gauges.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PathLabels {
@@ -32,6 +38,10 @@ pub struct Metrics {
     pub tail_rotations: Family<PathLabels, Counter>,
     pub db_bytes: Gauge,
     pub commit_errors: Counter,
+    pub db_last_id: Family<SourceOnly, Gauge>,
+    pub db_rows_behind: Family<SourceOnly, Gauge>,
+    pub db_poll_errors: Family<SourceOnly, Counter>,
+    pub db_last_success: Family<SourceOnly, Gauge>,
 }
 
 impl Metrics {
@@ -82,6 +92,26 @@ impl Metrics {
             "commit_errors",
             "Store transactions that failed",
             self.commit_errors.clone(),
+        );
+        registry.register(
+            "gateway_db_last_id",
+            "Highest gateway logs-table id read, per database source",
+            self.db_last_id.clone(),
+        );
+        registry.register(
+            "gateway_db_rows_behind",
+            "Rows in the gateway logs table above the cursor",
+            self.db_rows_behind.clone(),
+        );
+        registry.register(
+            "gateway_db_poll_errors",
+            "Failed polls of a gateway database (connection, permission, timeout)",
+            self.db_poll_errors.clone(),
+        );
+        registry.register(
+            "gateway_db_last_success_seconds",
+            "Unix time of the last successful poll of a gateway database",
+            self.db_last_success.clone(),
         );
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &registry)

@@ -37,14 +37,23 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// `GET /v1/stats`: stored counts.
-pub async fn stats(State(state): State<AppState>) -> Result<Json<queries::Stats>, ApiError> {
+/// `GET /v1/stats`: stored counts, and the state of each gateway database source.
+pub async fn stats(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let path = state.db_path.clone();
     let stats = tokio::task::spawn_blocking(move || queries::stats(&path))
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
-    Ok(Json(stats))
+    let sources: Vec<_> = state
+        .db_health
+        .lock()
+        .expect("health lock")
+        .values()
+        .cloned()
+        .collect();
+    let mut body = serde_json::to_value(stats).map_err(ApiError::internal)?;
+    body["gateway_dbs"] = serde_json::to_value(sources).map_err(ApiError::internal)?;
+    Ok(Json(body))
 }
 
 #[derive(Deserialize)]

@@ -19,6 +19,7 @@ use axum::routing::{get, post};
 use serde_json::json;
 
 use crate::adapters::{Context, MappedFormat};
+use crate::sources::gateway_db::HealthBoard;
 use crate::store::writer::Writer;
 use crate::telemetry::Metrics;
 
@@ -34,6 +35,8 @@ pub struct AppState {
     pub token: Arc<str>,
     /// Request bodies above this get 413.
     pub max_body_bytes: usize,
+    /// Live state of gateway database sources.
+    pub db_health: HealthBoard,
 }
 
 /// The router with every endpoint.

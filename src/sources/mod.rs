@@ -1,5 +1,7 @@
-//! Sources read records from outside: the file tailer lives here; the HTTP webhooks
+//! Sources read records from outside: the file tailer and the gateway database
+//! follower live here; the HTTP webhooks
 //! are in `api` and hand their bodies to the same ingest path.
 
 pub mod fingerprint;
+pub mod gateway_db;
 pub mod tail;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use crate::domain::{DeadLetter, EvalScore, TailCheckpoint, UsageEvent};
+use crate::domain::{DbCursor, DeadLetter, EvalScore, TailCheckpoint, UsageEvent};
 
 pub use migrate::SCHEMA_VERSION;
 
@@ -56,6 +56,8 @@ pub struct Batch {
     pub dead_letters: Vec<DeadLetter>,
     /// For tailed files: where reading has got to, committed with the records above.
     pub checkpoint: Option<TailCheckpoint>,
+    /// For gateway databases: the last row id covered, committed with the records above.
+    pub db_cursor: Option<DbCursor>,
 }
 
 impl Batch {
@@ -74,7 +76,7 @@ impl Batch {
 
     /// Whether there is nothing to commit (not even a count of skipped records).
     pub fn is_empty(&self) -> bool {
-        self.len() == 0 && self.skipped == 0
+        self.len() == 0 && self.skipped == 0 && self.db_cursor.is_none()
     }
 }
 
@@ -242,6 +244,13 @@ impl Store {
                         cp.offset as i64,
                         now_ms
                     ],
+                )?;
+            }
+            if let Some(c) = &batch.db_cursor {
+                tx.execute(
+                    "INSERT INTO db_cursors (source, last_id, updated_ms) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (source) DO UPDATE SET last_id = excluded.last_id, updated_ms = excluded.updated_ms",
+                    params![c.source, c.last_id, now_ms],
                 )?;
             }
         }

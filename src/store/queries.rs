@@ -129,3 +129,15 @@ pub fn ping(db: &Path) -> Result<(), StoreError> {
     conn.query_row("SELECT 1", [], |_| Ok(()))?;
     Ok(())
 }
+
+/// The last committed cursor of a gateway database source.
+pub fn db_cursor(db: &Path, source: &str) -> Result<Option<i64>, StoreError> {
+    let conn = open_reader(db)?;
+    Ok(conn
+        .query_row(
+            "SELECT last_id FROM db_cursors WHERE source = ?1",
+            params![source],
+            |r| r.get(0),
+        )
+        .optional()?)
+}

@@ -16,7 +16,7 @@ const QUEUE_DEPTH: usize = 8;
 
 enum Job {
     Commit {
-        batch: Batch,
+        batch: Box<Batch>,
         reply: oneshot::Sender<Result<CommitReport, StoreError>>,
     },
     Prune {
@@ -62,7 +62,10 @@ impl Writer {
     pub fn submit_blocking(&self, batch: Batch) -> Result<Pending, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.jobs
-            .blocking_send(Job::Commit { batch, reply })
+            .blocking_send(Job::Commit {
+                batch: Box::new(batch),
+                reply,
+            })
             .map_err(|_| StoreError::WriterGone)?;
         Ok(Pending(rx))
     }
@@ -71,7 +74,10 @@ impl Writer {
     pub async fn commit(&self, batch: Batch) -> Result<CommitReport, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.jobs
-            .send(Job::Commit { batch, reply })
+            .send(Job::Commit {
+                batch: Box::new(batch),
+                reply,
+            })
             .await
             .map_err(|_| StoreError::WriterGone)?;
         Pending(rx).wait().await

@@ -1,0 +1,111 @@
+//! A gateway's MySQL / MariaDB database: one connection, a read-only session, a
+//! statement time limit. A lost connection is an error; the follower reconnects.
+
+use mysql::prelude::Queryable;
+use mysql::{Conn, Opts};
+use serde_json::{Map, Value};
+
+use super::{Backend, DbError, DbSpec, Kind, LogReader, Queries};
+
+pub(super) struct Reader {
+    conn: Conn,
+    queries: Queries,
+    url: String,
+}
+
+impl Reader {
+    pub(super) fn open(spec: &DbSpec) -> Result<Reader, DbError> {
+        let url = spec.url.replacen("mariadb://", "mysql://", 1);
+        let err = |e: mysql::Error| DbError::from_driver(explain(&e, &spec.table), &spec.url);
+        let opts = Opts::from_url(&url).map_err(|e| DbError::from_driver(e, &spec.url))?;
+        let mut conn = Conn::new(opts).map_err(err)?;
+        conn.query_drop("SET SESSION TRANSACTION READ ONLY")
+            .map_err(err)?;
+        // MySQL names it max_execution_time (ms), MariaDB max_statement_time (s).
+        let _ = conn.query_drop("SET SESSION max_execution_time = 30000");
+        let _ = conn.query_drop("SET SESSION max_statement_time = 30");
+        let present: Vec<String> = conn
+            .exec(
+                "SELECT CAST(COLUMN_NAME AS CHAR) FROM information_schema.COLUMNS \
+                 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+                (spec.table.as_str(),),
+            )
+            .map_err(err)?;
+        if present.is_empty() {
+            return Err(DbError(format!(
+                "no table {} visible to this user in {} (check the database name and GRANT SELECT ON <db>.{} TO <user>)",
+                spec.table,
+                super::printable_url(&spec.url),
+                spec.table
+            )));
+        }
+        let queries = Queries::new(Backend::Mysql, &spec.table, &present)?;
+        Ok(Reader {
+            conn,
+            queries,
+            url: spec.url.clone(),
+        })
+    }
+
+    fn one_id(&mut self, sql: &str, args: mysql::Params) -> Result<Option<i64>, DbError> {
+        let v: Option<Option<i64>> = self
+            .conn
+            .exec_first(sql, args)
+            .map_err(|e| DbError::from_driver(explain(&e, ""), &self.url))?;
+        Ok(v.flatten())
+    }
+}
+
+/// Say what to do about the errors operators meet first.
+fn explain(e: &mysql::Error, table: &str) -> String {
+    match e {
+        // 1142: SELECT command denied.
+        mysql::Error::MySqlError(m) if m.code == 1142 => format!(
+            "{e}: the user lacks SELECT on the logs table; run GRANT SELECT ON <db>.{} TO <user>",
+            if table.is_empty() { "logs" } else { table }
+        ),
+        _ => e.to_string(),
+    }
+}
+
+impl LogReader for Reader {
+    fn max_id(&mut self) -> Result<Option<i64>, DbError> {
+        let sql = self.queries.max_id.clone();
+        self.one_id(&sql, mysql::Params::Empty)
+    }
+
+    fn first_id_since(&mut self, created_at: i64) -> Result<Option<i64>, DbError> {
+        let sql = self.queries.first_since.clone();
+        self.one_id(&sql, (created_at,).into())
+    }
+
+    fn fetch(&mut self, after: i64, limit: u32) -> Result<Vec<Map<String, Value>>, DbError> {
+        let url = self.url.clone();
+        let rows: Vec<mysql::Row> = self
+            .conn
+            .exec(&self.queries.fetch, (after, limit))
+            .map_err(|e| DbError::from_driver(explain(&e, ""), &url))?;
+        let columns = &self.queries.columns;
+        let mut out = Vec::with_capacity(rows.len());
+        for mut r in rows {
+            let mut row = Map::with_capacity(columns.len());
+            for (i, (name, kind)) in columns.iter().enumerate() {
+                let v = match kind {
+                    Kind::Int => r
+                        .take_opt::<Option<i64>, _>(i)
+                        .and_then(Result::ok)
+                        .flatten()
+                        .map(Value::from),
+                    Kind::Text => r
+                        .take_opt::<Option<String>, _>(i)
+                        .and_then(Result::ok)
+                        .flatten()
+                        .map(Value::from),
+                };
+                row.insert((*name).to_string(), v.unwrap_or(Value::Null));
+            }
+            out.push(row);
+        }
+        Ok(out)
+    }
+}

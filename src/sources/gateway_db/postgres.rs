@@ -1,0 +1,107 @@
+//! A gateway's PostgreSQL database: one connection, a read-only session, a
+//! statement timeout. A lost connection is an error; the follower reconnects.
+
+use postgres::{Client, NoTls};
+use serde_json::{Map, Value};
+
+use super::{Backend, DbError, DbSpec, Kind, LogReader, Queries};
+
+pub(super) struct Reader {
+    client: Client,
+    queries: Queries,
+    url: String,
+}
+
+impl Reader {
+    pub(super) fn open(spec: &DbSpec) -> Result<Reader, DbError> {
+        let url = spec.url.as_str();
+        let err = |e: postgres::Error| DbError::from_driver(explain(&e, &spec.table), url);
+        let mut client = Client::connect(url, NoTls).map_err(err)?;
+        client
+            .batch_execute(
+                "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY; SET statement_timeout = '30s'",
+            )
+            .map_err(err)?;
+        let present: Vec<String> = client
+            .query(
+                "SELECT column_name::text FROM information_schema.columns \
+                 WHERE table_name = $1 AND table_schema = ANY (current_schemas(false))",
+                &[&spec.table],
+            )
+            .map_err(err)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if present.is_empty() {
+            return Err(DbError(format!(
+                "no table {} visible to this user in {} (check the database name and GRANT SELECT ON {} TO <user>)",
+                spec.table,
+                super::printable_url(url),
+                spec.table
+            )));
+        }
+        let queries = Queries::new(Backend::Postgres, &spec.table, &present)?;
+        Ok(Reader {
+            client,
+            queries,
+            url: spec.url.clone(),
+        })
+    }
+
+    fn one_id(
+        &mut self,
+        sql: &str,
+        args: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Option<i64>, DbError> {
+        let row = self.client.query_one(sql, args).map_err(|e| self.err(e))?;
+        Ok(row.get::<_, Option<i64>>(0))
+    }
+
+    fn err(&self, e: postgres::Error) -> DbError {
+        DbError::from_driver(explain(&e, ""), &self.url)
+    }
+}
+
+/// Say what to do about the errors operators meet first.
+fn explain(e: &postgres::Error, table: &str) -> String {
+    match e.code() {
+        Some(c) if *c == postgres::error::SqlState::INSUFFICIENT_PRIVILEGE => format!(
+            "{e}: the user lacks SELECT on the logs table; run GRANT SELECT ON {} TO <user>",
+            if table.is_empty() { "logs" } else { table }
+        ),
+        _ => e.to_string(),
+    }
+}
+
+impl LogReader for Reader {
+    fn max_id(&mut self) -> Result<Option<i64>, DbError> {
+        let sql = self.queries.max_id.clone();
+        self.one_id(&sql, &[])
+    }
+
+    fn first_id_since(&mut self, created_at: i64) -> Result<Option<i64>, DbError> {
+        let sql = self.queries.first_since.clone();
+        self.one_id(&sql, &[&created_at])
+    }
+
+    fn fetch(&mut self, after: i64, limit: u32) -> Result<Vec<Map<String, Value>>, DbError> {
+        let rows = self
+            .client
+            .query(&self.queries.fetch, &[&after, &i64::from(limit)])
+            .map_err(|e| DbError::from_driver(explain(&e, ""), &self.url))?;
+        let columns = &self.queries.columns;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let mut row = Map::with_capacity(columns.len());
+            for (i, (name, kind)) in columns.iter().enumerate() {
+                let v = match kind {
+                    Kind::Int => r.get::<_, Option<i64>>(i).map(Value::from),
+                    Kind::Text => r.get::<_, Option<String>>(i).map(Value::from),
+                };
+                row.insert((*name).to_string(), v.unwrap_or(Value::Null));
+            }
+            out.push(row);
+        }
+        Ok(out)
+    }
+}

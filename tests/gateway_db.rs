@@ -1,0 +1,200 @@
+//! Following a New API / One API `logs` table in the gateway's own SQLite file, as
+//! `driftwarden serve --gateway-db sqlite:///...` does for a real gateway.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{TestApp, WAIT, now_ms, wait_until};
+use rusqlite::{Connection, params};
+
+/// New API's `logs` table as GORM creates it in SQLite (model/log.go).
+const NEWAPI_SCHEMA: &str = r#"
+CREATE TABLE logs (
+    id integer PRIMARY KEY AUTOINCREMENT,
+    user_id integer, created_at integer, type integer, content text,
+    username text DEFAULT '', token_name text DEFAULT '', model_name text DEFAULT '',
+    quota integer DEFAULT 0, prompt_tokens integer DEFAULT 0, completion_tokens integer DEFAULT 0,
+    use_time integer DEFAULT 0, is_stream numeric, channel_id integer, token_id integer DEFAULT 0,
+    "group" text, ip text, other text
+);
+CREATE INDEX idx_created_at_type ON logs (created_at, type);
+"#;
+
+const OTHER: &str =
+    r#"{"model_ratio":1.25,"group_ratio":1,"completion_ratio":4,"cache_tokens":0,"frt":350}"#;
+
+fn gateway(path: &Path, journal: &str) -> Connection {
+    let conn = Connection::open(path).unwrap();
+    conn.pragma_update(None, "journal_mode", journal).unwrap();
+    conn.execute_batch(NEWAPI_SCHEMA).unwrap();
+    conn
+}
+
+/// Insert `n` rows of `kind` (2 consume, 5 error, 1 top-up) in one transaction.
+fn insert(conn: &mut Connection, n: usize, kind: i64, other: &str) {
+    let tx = conn.transaction().unwrap();
+    {
+        let mut stmt = tx
+            .prepare(
+                "INSERT INTO logs (user_id, created_at, type, content, username, token_name, model_name, quota, \
+                 prompt_tokens, completion_tokens, use_time, is_stream, channel_id, \"group\", other) \
+                 VALUES (1, ?1, ?2, '', 'alice', 'prod-key', 'gpt-4o', 1500, 900, 80, 2, 1, 3, 'default', ?3)",
+            )
+            .unwrap();
+        for _ in 0..n {
+            stmt.execute(params![now_ms() / 1000 - 60, kind, other])
+                .unwrap();
+        }
+    }
+    tx.commit().unwrap();
+}
+
+fn source(path: &Path) -> String {
+    format!("db:newapi:sqlite://{}#logs", path.display())
+}
+
+fn app_on(gateway_db: &Path, extra: &str) -> common::AppBuilder {
+    TestApp::builder().config(&format!(
+        "[[gateway_db]]\nurl = \"sqlite://{}\"\npoll_ms = 100\n{extra}",
+        gateway_db.display()
+    ))
+}
+
+#[test]
+fn follows_new_rows_from_the_newest_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("one-api.db");
+    let mut gw = gateway(&db, "wal");
+    insert(&mut gw, 50, 2, OTHER); // history before driftwarden starts: not read
+    let app = app_on(&db, "").spawn();
+    let src = source(&db);
+    wait_until("cursor committed at the newest row", WAIT, || {
+        app.metric_opt(&format!(
+            "driftwarden_gateway_db_last_id{{source=\"{src}\"}}"
+        )) == Some(50.0)
+    });
+    insert(&mut gw, 10, 2, OTHER);
+    insert(&mut gw, 3, 5, "");
+    insert(&mut gw, 4, 1, "");
+    insert(&mut gw, 2, 2, "{this is not json");
+    let stats = app.wait_stats("15 events", |s| s.events >= 15);
+    assert_eq!(
+        stats.events, 15,
+        "10 consume + 3 error + 2 with broken other"
+    );
+    assert_eq!(stats.dead_letters, 0);
+    wait_until("top-ups counted as skipped", WAIT, || {
+        app.metric(&format!(
+            "driftwarden_records_skipped_total{{source=\"{src}\",format=\"newapi\"}}"
+        )) == 4.0
+    });
+    let errors = app.sql_i64("SELECT COUNT(*) FROM events WHERE status >= 400");
+    assert_eq!(errors, 3);
+    let tenants = app.sql_i64("SELECT COUNT(*) FROM events WHERE tenant LIKE 'id-%'");
+    assert_eq!(tenants, 15, "token names are stored hashed");
+    let v: serde_json::Value = app.get("/v1/stats").json().unwrap();
+    let health = &v["gateway_dbs"][0];
+    assert_eq!(health["source"], src.as_str());
+    assert_eq!(health["last_id"], 69);
+    assert_eq!(health["rows_behind"], 0);
+}
+
+#[test]
+fn kill9_mid_backfill_stores_each_row_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("new-api.db");
+    let mut gw = gateway(&db, "wal");
+    const ROWS: usize = 120_000;
+    insert(&mut gw, ROWS, 2, OTHER);
+    let mut app = app_on(&db, "start = \"first\"\nbatch_rows = 2000\n").spawn();
+    app.wait_stats("part of the backfill", |s| s.events > 0);
+    app.kill9();
+    let mid = app.sql_i64("SELECT COUNT(*) FROM events");
+    assert!(
+        mid < ROWS as i64,
+        "the kill must land mid-backfill (stored {mid})"
+    );
+    app.restart();
+    let src = source(&db);
+    app.wait_stats("the whole backfill", |s| s.events >= ROWS as u64);
+    assert_eq!(app.stats().events, ROWS as u64);
+    let dup = app.metric(&format!(
+        "driftwarden_events_duplicate_total{{source=\"{src}\",format=\"newapi\"}}"
+    ));
+    assert_eq!(dup, 0.0, "the cursor, not dedupe, prevents re-reading");
+    let aggregated = app.sql_i64("SELECT SUM(requests) FROM agg_minute WHERE dim = 'global'");
+    assert_eq!(aggregated, ROWS as i64);
+}
+
+#[test]
+fn the_gateway_never_sees_a_lock_error_in_either_journal_mode() {
+    for journal in ["delete", "wal"] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("one-api.db");
+        let mut gw = gateway(&db, journal);
+        // The gateway's own busy timeout (New API and One API set one in their DSN).
+        gw.busy_timeout(Duration::from_millis(2000)).unwrap();
+        let app = app_on(&db, "start = \"first\"\n").spawn();
+        let mut written = 0;
+        for _ in 0..200 {
+            insert(&mut gw, 5, 2, OTHER); // panics on SQLITE_BUSY
+            written += 5;
+        }
+        app.wait_stats(&format!("{written} events ({journal})"), |s| {
+            s.events >= written
+        });
+        assert_eq!(app.stats().events, written, "{journal}");
+        let modified = std::fs::metadata(&db).unwrap().modified().unwrap();
+        drop(app);
+        assert_eq!(
+            std::fs::metadata(&db).unwrap().modified().unwrap(),
+            modified,
+            "driftwarden must not write to the gateway's database"
+        );
+    }
+}
+
+#[test]
+fn start_at_a_time_skips_older_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("new-api.db");
+    let gw = gateway(&db, "wal");
+    let now = now_ms() / 1000;
+    for (age_s, n) in [(7200, 5), (30, 7)] {
+        for _ in 0..n {
+            gw.execute(
+                "INSERT INTO logs (created_at, type, token_name, model_name, quota, prompt_tokens, completion_tokens) \
+                 VALUES (?1, 2, 'k', 'gpt-4o', 10, 1, 1)",
+                params![now - age_s],
+            )
+            .unwrap();
+        }
+    }
+    let since = chrono::DateTime::from_timestamp(now - 3600, 0)
+        .unwrap()
+        .to_rfc3339();
+    let app = app_on(&db, &format!("start = \"{since}\"\n")).spawn();
+    app.wait_stats("rows of the last hour", |s| s.events >= 7);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(app.stats().events, 7);
+}
+
+#[test]
+fn a_missing_table_is_reported_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("empty.db");
+    Connection::open(&db)
+        .unwrap()
+        .execute_batch("CREATE TABLE other (x)")
+        .unwrap();
+    let app = app_on(&db, "").spawn();
+    wait_until("a poll error with the reason", WAIT, || {
+        let v: serde_json::Value = app.get("/v1/stats").json().unwrap();
+        v["gateway_dbs"][0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("has no table logs"))
+    });
+    assert_eq!(app.get("/healthz").status().as_u16(), 200);
+}
