@@ -22,8 +22,10 @@ pub fn add_record(
         Ok(Some(Record::Eval(e))) => batch.evals.push(e),
         Ok(None) => batch.skipped += 1,
         Err(rejected) => {
-            add_dead_letter(batch, where_(), rejected.0.clone(), raw);
-            return Some(rejected.0);
+            // Reasons may quote the offending value (serde does): redact them too.
+            let reason = redact::for_storage(rejected.0.as_bytes());
+            add_dead_letter(batch, where_(), reason.clone(), raw);
+            return Some(reason);
         }
     }
     None
@@ -34,7 +36,7 @@ pub fn add_dead_letter(batch: &mut Batch, position: String, reason: String, raw:
     batch.dead_letters.push(DeadLetter {
         source: batch.source.clone(),
         position,
-        reason,
+        reason: redact::for_storage(reason.as_bytes()),
         raw: redact::for_storage(raw),
     });
 }

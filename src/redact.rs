@@ -29,9 +29,16 @@ static SECRETS: LazyLock<[(Regex, &'static str); 3]> = LazyLock::new(|| {
     ]
 });
 
-/// Whether a short value (a label) looks like a credential.
+/// Whether a short value (a label) looks like a credential. Runs per ingested event,
+/// so the regexes only see values that contain one of their literal anchors.
 pub fn looks_like_secret(value: &str) -> bool {
-    SECRETS[1..].iter().any(|(re, _)| re.is_match(value))
+    let maybe = value.len() >= 11
+        && (value.contains("sk-")
+            || value
+                .as_bytes()
+                .windows(6)
+                .any(|w| w.eq_ignore_ascii_case(b"bearer")));
+    maybe && SECRETS[1..].iter().any(|(re, _)| re.is_match(value))
 }
 
 /// Bound `raw` to `MAX_RAW_BYTES` (on a character boundary) and redact secrets.

@@ -186,12 +186,11 @@ impl Tailer {
             if self.opts.stop_at_eof || self.stop.load(Ordering::Relaxed) {
                 return drain(in_flight);
             }
+            if self.sleep(self.opts.poll) {
+                return drain(in_flight);
+            }
             match self.check_rotation(&mut open)? {
-                Rotation::None => {
-                    if self.sleep(self.opts.poll) {
-                        return drain(in_flight);
-                    }
-                }
+                Rotation::None => {}
                 Rotation::Truncated => {
                     self.metrics
                         .tail_rotations
@@ -268,10 +267,14 @@ impl Tailer {
         }
         file.seek(SeekFrom::Start(offset))?;
         let mut open = Open::new(file, fingerprint, offset);
-        if offset > 0 && checkpoint.is_none() {
+        if offset > 0 {
             // Started at the end of a file whose last line may be unfinished: skip to
             // the next newline rather than read half a line.
             open.discarding = !ends_with_newline(&mut open.file, offset)?;
+        }
+        if checkpoint.is_none() && offset > 0 {
+            let batch = Batch::new(&self.source, &self.spec.format_name);
+            self.submit(&mut open, batch, in_flight)?;
         }
         tracing::info!(path = %self.path_key, offset, "tailing");
         Ok(Some(open))
@@ -333,6 +336,7 @@ impl Tailer {
                 self.over_long(&mut batch, open, rest);
                 open.discarding = true;
                 open.pending.clear();
+                open.pending_start = open.read_pos;
             } else {
                 open.pending.extend_from_slice(rest);
             }

@@ -1,0 +1,534 @@
+//! The integration test harness (zero2prod's pattern): `spawn_app` starts the real
+//! `driftwarden serve` binary on port 0 in its own temp dir, learns its address from
+//! the ready line it prints, and hands back a `TestApp` to talk to it over HTTP, read
+//! its metrics and store, kill it, and start it again on the same database and files.
+
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use reqwest::blocking::{Client, Response};
+use serde::Deserialize;
+use tempfile::TempDir;
+
+/// The API token every test daemon runs with (passed through `DRIFTWARDEN_TOKEN`).
+pub const TOKEN: &str = "test-token-3f9a1c7e5b2d4086";
+/// How long a condition may take before a test fails.
+pub const WAIT: Duration = Duration::from_secs(20);
+/// How long the daemon may take to print its ready line.
+const READY_LIMIT: Duration = Duration::from_secs(20);
+const READY_PREFIX: &str = "driftwarden listening on http://";
+
+/// `GET /v1/stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct Stats {
+    pub events: u64,
+    pub evals: u64,
+    pub dead_letters: u64,
+    pub aggregate_rows: u64,
+    pub db_bytes: u64,
+}
+
+/// One row of `GET /v1/deadletters`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub received_ms: i64,
+    pub source: String,
+    pub position: String,
+    pub reason: String,
+    pub raw: String,
+}
+
+#[derive(Deserialize)]
+struct DeadLetters {
+    dead_letters: Vec<DeadLetter>,
+}
+
+/// What `POST /v1/events` and `POST /v1/evals` answer.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IngestReport {
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub rejected: u64,
+    pub skipped: u64,
+    pub errors: Vec<RecordError>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RecordError {
+    pub record: u64,
+    pub reason: String,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64
+}
+
+/// A timestamp a few minutes before now: inside the retention period and not in the
+/// future, so every test's events are kept.
+pub fn recent_ms() -> i64 {
+    now_ms() - 5 * 60_000
+}
+
+/// A native `UsageEvent` line (no newline). The id comes first so that files of
+/// different events differ in their leading bytes.
+pub fn native_line(id: &str, ts_ms: i64) -> String {
+    format!(
+        r#"{{"id":"{id}","ts":{ts_ms},"model":"gpt-4o","provider":"openai","route":"chat","tenant":"team-a","prompt_tokens":120,"completion_tokens":30,"cost_usd":0.0006,"latency_ms":420,"status":200,"finish_reason":"stop"}}"#
+    )
+}
+
+/// `count` native lines with ids `{prefix}-{i}`, each ending in a newline.
+pub fn native_lines(prefix: &str, count: usize, ts_ms: i64) -> String {
+    (0..count)
+        .map(|i| native_line(&format!("{prefix}-{i}"), ts_ms + i as i64) + "\n")
+        .collect()
+}
+
+/// Append `text` to the file at `path`, creating it if needed.
+pub fn append(path: &Path, text: &str) {
+    let mut f = File::options()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+    f.write_all(text.as_bytes())
+        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
+
+/// Poll `cond` every 25 ms until it holds; fail the test after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// How to start a test daemon. Files named here live in the app's temp dir.
+pub struct AppBuilder {
+    dir: TempDir,
+    tails: Vec<String>,
+    config: Option<String>,
+    tail_start: Option<String>,
+    rust_log: String,
+}
+
+impl AppBuilder {
+    /// A path inside the app's temp dir (to write tailed files before the start).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Tail `name` (in the temp dir) in the native format.
+    pub fn tail(self, name: &str) -> AppBuilder {
+        self.tail_as(name, "native")
+    }
+
+    /// Tail `name` (in the temp dir) in `format`.
+    pub fn tail_as(mut self, name: &str, format: &str) -> AppBuilder {
+        let path = self.path(name);
+        self.tails.push(format!("{}:{format}", path.display()));
+        self
+    }
+
+    /// Run with this TOML as `--config`.
+    pub fn config(mut self, toml: &str) -> AppBuilder {
+        self.config = Some(toml.to_string());
+        self
+    }
+
+    /// `--tail-start beginning|end`.
+    pub fn tail_start(mut self, start: &str) -> AppBuilder {
+        self.tail_start = Some(start.to_string());
+        self
+    }
+
+    /// `RUST_LOG` for the daemon (default `info`).
+    pub fn rust_log(mut self, filter: &str) -> AppBuilder {
+        self.rust_log = filter.to_string();
+        self
+    }
+
+    /// Start the daemon and wait for its ready line.
+    pub fn spawn(self) -> TestApp {
+        let db = self.dir.path().join("driftwarden.db");
+        let log = self.dir.path().join("daemon.stderr.log");
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--db".into(),
+            db.display().to_string(),
+            "--rules".into(),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/rules").into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+        ];
+        if let Some(toml) = &self.config {
+            let path = self.dir.path().join("driftwarden.toml");
+            std::fs::write(&path, toml).expect("writing the config file");
+            args.extend(["--config".into(), path.display().to_string()]);
+        }
+        for t in &self.tails {
+            args.extend(["--tail".into(), t.clone()]);
+        }
+        if let Some(start) = &self.tail_start {
+            args.extend(["--tail-start".into(), start.clone()]);
+        }
+        let mut app = TestApp {
+            address: String::new(),
+            db,
+            token: TOKEN.to_string(),
+            client: Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("building the HTTP client"),
+            dir: self.dir,
+            child: None,
+            args,
+            rust_log: self.rust_log,
+            log,
+        };
+        app.start();
+        app
+    }
+}
+
+/// A running `driftwarden serve` and what a test needs to talk to it.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT` of the current process (changes on restart).
+    pub address: String,
+    pub db: PathBuf,
+    pub token: String,
+    pub client: Client,
+    /// The temp dir holding the database, config, log and tailed files.
+    pub dir: TempDir,
+    child: Option<Child>,
+    args: Vec<String>,
+    rust_log: String,
+    /// The daemon's stderr, appended across restarts.
+    log: PathBuf,
+}
+
+/// A daemon with no tails and default settings.
+pub fn spawn_app() -> TestApp {
+    TestApp::builder().spawn()
+}
+
+impl TestApp {
+    pub fn builder() -> AppBuilder {
+        AppBuilder {
+            dir: tempfile::Builder::new()
+                .prefix("driftwarden-test-")
+                .tempdir()
+                .expect("creating a temp dir"),
+            tails: Vec::new(),
+            config: None,
+            tail_start: None,
+            rust_log: "info".into(),
+        }
+    }
+
+    fn start(&mut self) {
+        assert!(self.child.is_none(), "the daemon is already running");
+        let stderr = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("opening the daemon log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_driftwarden"))
+            .args(&self.args)
+            .current_dir(self.dir.path())
+            .env("DRIFTWARDEN_TOKEN", &self.token)
+            .env("RUST_LOG", &self.rust_log)
+            .env_remove("DRIFTWARDEN_CONFIG")
+            .env_remove("DRIFTWARDEN_LOG_FORMAT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .expect("starting driftwarden");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let first = lines.next().and_then(Result::ok);
+            let _ = tx.send(first);
+            // Keep draining so the daemon never writes into a full or closed pipe.
+            for _ in lines {}
+        });
+        self.child = Some(child);
+        let line = match rx.recv_timeout(READY_LIMIT) {
+            Ok(Some(line)) => line,
+            Ok(None) => panic!(
+                "driftwarden exited before its ready line; stderr:\n{}",
+                self.log_text()
+            ),
+            Err(_) => panic!(
+                "no ready line within {READY_LIMIT:?}; stderr:\n{}",
+                self.log_text()
+            ),
+        };
+        let port = line
+            .strip_prefix(READY_PREFIX)
+            .and_then(|rest| rest.strip_prefix("127.0.0.1:"))
+            .and_then(|p| p.parse::<u16>().ok())
+            .unwrap_or_else(|| panic!("unexpected ready line {line:?}"));
+        assert_ne!(port, 0, "the ready line must name the bound port");
+        self.address = format!("http://127.0.0.1:{port}");
+    }
+
+    /// Path of a file in the app's temp dir.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Everything the daemon wrote to stderr so far (all runs).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("the daemon is running").id() as i32
+    }
+
+    /// SIGKILL the daemon and reap it.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("the daemon is running");
+        child.kill().expect("sending SIGKILL");
+        child.wait().expect("reaping the daemon");
+    }
+
+    /// SIGTERM the daemon and require a clean exit within the wait limit.
+    pub fn terminate(&mut self) {
+        let mut child = self.child.take().expect("the daemon is running");
+        // SAFETY: kill(2) on the pid of a child we have not reaped yet.
+        let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        assert_eq!(rc, 0, "sending SIGTERM");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("waiting for the daemon") {
+                assert!(
+                    status.success(),
+                    "driftwarden exited with {status} on SIGTERM; stderr:\n{}",
+                    self.log_text()
+                );
+                return;
+            }
+            if start.elapsed() > WAIT {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("driftwarden did not stop within {WAIT:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Start the daemon again with the same arguments, database and files. Stops it
+    /// first with SIGTERM if it is still running.
+    pub fn restart(&mut self) {
+        if self.child.is_some() {
+            self.terminate();
+        }
+        self.start();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// POST `body` with the app's token.
+    pub fn post(&self, path: &str, body: impl Into<reqwest::blocking::Body>) -> Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+
+    /// POST to `/v1/events?format=FORMAT` and return the status and the answer's JSON.
+    pub fn post_events(
+        &self,
+        format: &str,
+        body: impl Into<reqwest::blocking::Body>,
+    ) -> (u16, serde_json::Value) {
+        let r = self.post(&format!("/v1/events?format={format}"), body);
+        let status = r.status().as_u16();
+        (status, r.json().expect("a JSON answer"))
+    }
+
+    pub fn stats(&self) -> Stats {
+        let r = self.get("/v1/stats");
+        assert_eq!(r.status().as_u16(), 200, "GET /v1/stats");
+        r.json().expect("stats JSON")
+    }
+
+    /// Dead letters, newest first, optionally of one source.
+    pub fn dead_letters(&self, source: Option<&str>) -> Vec<DeadLetter> {
+        let mut req = self
+            .client
+            .get(self.url("/v1/deadletters"))
+            .query(&[("limit", "1000")]);
+        if let Some(s) = source {
+            req = req.query(&[("source", s)]);
+        }
+        let r = req.send().expect("GET /v1/deadletters");
+        assert_eq!(r.status().as_u16(), 200, "GET /v1/deadletters");
+        r.json::<DeadLetters>()
+            .expect("dead letters JSON")
+            .dead_letters
+    }
+
+    pub fn metrics_text(&self) -> String {
+        let r = self.get("/metrics");
+        assert_eq!(r.status().as_u16(), 200, "GET /metrics");
+        r.text().expect("metrics text")
+    }
+
+    /// The value of one sample, `name{labels}` exactly as rendered; `None` when the
+    /// daemon has not created it (yet).
+    pub fn metric_opt(&self, name_with_labels: &str) -> Option<f64> {
+        sample(&self.metrics_text(), name_with_labels)
+    }
+
+    /// The value of one sample; 0 when the daemon has not created it.
+    pub fn metric(&self, name_with_labels: &str) -> f64 {
+        self.metric_opt(name_with_labels).unwrap_or(0.0)
+    }
+
+    /// Wait until `stats()` satisfies `cond`, and return those stats.
+    pub fn wait_stats(&self, what: &str, mut cond: impl FnMut(&Stats) -> bool) -> Stats {
+        let start = Instant::now();
+        loop {
+            let s = self.stats();
+            if cond(&s) {
+                return s;
+            }
+            if start.elapsed() > WAIT {
+                panic!(
+                    "timed out after {WAIT:?} waiting for: {what}; last stats {s:?}; stderr:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Wait until the tailer of `path` has read everything written to it except
+    /// `pending` bytes of an unfinished line, as its `tail_bytes_behind` gauge says.
+    /// The gauge is set only after the tailer has committed what it read, at the end
+    /// of the file.
+    pub fn wait_tail_behind(&self, path: &Path, pending: u64) {
+        let name = behind_metric(path);
+        wait_until(&format!("{name} == {pending}"), WAIT, || {
+            self.metric_opt(&name) == Some(pending as f64)
+        });
+    }
+
+    /// Open the database read-only (WAL lets this run beside the daemon).
+    pub fn sql(&self) -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open_with_flags(
+            &self.db,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .expect("opening the database read-only");
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        conn
+    }
+
+    /// One integer from a query.
+    pub fn sql_i64(&self, query: &str) -> i64 {
+        self.sql()
+            .query_row(query, [], |r| r.get(0))
+            .unwrap_or_else(|e| panic!("{query}: {e}"))
+    }
+
+    /// The bytes of the database file, its WAL and shared-memory files, concatenated.
+    pub fn db_file_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for suffix in ["", "-wal", "-shm"] {
+            let p = PathBuf::from(format!("{}{suffix}", self.db.display()));
+            if let Ok(b) = std::fs::read(&p) {
+                out.extend(b);
+            }
+        }
+        out
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The value of `name_with_labels` in Prometheus text.
+pub fn sample(text: &str, name_with_labels: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix(name_with_labels)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .map(|v| {
+                v.trim()
+                    .parse()
+                    .unwrap_or_else(|e| panic!("bad sample {line:?}: {e}"))
+            })
+    })
+}
+
+/// `source` label of a tailed file.
+pub fn tail_source(path: &Path) -> String {
+    format!("tail:{}", path.display())
+}
+
+/// `name{source="tail:PATH",format="FORMAT"}`.
+pub fn tail_counter(name: &str, path: &Path, format: &str) -> String {
+    format!(
+        "{name}{{source=\"{}\",format=\"{format}\"}}",
+        tail_source(path)
+    )
+}
+
+pub fn behind_metric(path: &Path) -> String {
+    format!(
+        "driftwarden_tail_bytes_behind{{path=\"{}\"}}",
+        path.display()
+    )
+}
+
+pub fn rotations_metric(path: &Path) -> String {
+    format!(
+        "driftwarden_tail_rotations_total{{path=\"{}\"}}",
+        path.display()
+    )
+}
+
+/// Whether `needle` occurs in `haystack`.
+pub fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
