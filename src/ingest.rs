@@ -2,7 +2,7 @@
 //! put the result in the batch the source will commit: an event, an eval score,
 //! a skip, or a dead letter with the reason.
 
-use crate::adapters::{Decoder, Record};
+use crate::adapters::{Decoder, Record, Rejected};
 use crate::domain::DeadLetter;
 use crate::redact;
 use crate::store::Batch;
@@ -17,14 +17,39 @@ pub fn add_record(
     where_: impl FnOnce() -> String,
     now_ms: i64,
 ) -> Option<String> {
-    match decoder.decode(raw, position, now_ms) {
+    let decoded = decoder.decode(raw, position, now_ms);
+    add_decoded(batch, decoded, where_, || raw.to_vec())
+}
+
+/// Like `add_record` for a record that is already a JSON value (a database row).
+pub fn add_value(
+    batch: &mut Batch,
+    decoder: &mut Decoder,
+    value: &serde_json::Value,
+    position: u64,
+    where_: impl FnOnce() -> String,
+    now_ms: i64,
+) -> Option<String> {
+    let decoded = decoder.decode_value(value, position, now_ms);
+    add_decoded(batch, decoded, where_, || {
+        serde_json::to_vec(value).expect("a JSON value serializes")
+    })
+}
+
+fn add_decoded(
+    batch: &mut Batch,
+    decoded: Result<Option<Record>, Rejected>,
+    where_: impl FnOnce() -> String,
+    raw: impl FnOnce() -> Vec<u8>,
+) -> Option<String> {
+    match decoded {
         Ok(Some(Record::Usage(e))) => batch.events.push(e),
         Ok(Some(Record::Eval(e))) => batch.evals.push(e),
         Ok(None) => batch.skipped += 1,
         Err(rejected) => {
             // Reasons may quote the offending value (serde does): redact them too.
             let reason = redact::for_storage(rejected.0.as_bytes());
-            add_dead_letter(batch, where_(), reason.clone(), raw);
+            add_dead_letter(batch, where_(), reason.clone(), &raw());
             return Some(reason);
         }
     }

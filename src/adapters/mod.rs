@@ -152,6 +152,31 @@ impl Decoder {
                 m.decode(raw, position, &mut self.csv_header, ctx)
             }
         }?;
+        self.finish(record, now_ms)
+    }
+
+    /// Decode a record that is already a JSON value (a gateway database row). New API
+    /// and One API rows are read from the value directly; other formats go through text.
+    pub fn decode_value(
+        &mut self,
+        value: &serde_json::Value,
+        position: u64,
+        now_ms: i64,
+    ) -> Result<Option<Record>, Rejected> {
+        let record = match &self.format {
+            Format::NewApi => newapi::decode_value(value, &self.ctx, newapi::Flavour::NewApi)?,
+            Format::OneApi => newapi::decode_value(value, &self.ctx, newapi::Flavour::OneApi)?,
+            _ => {
+                let raw = serde_json::to_vec(value).expect("a JSON value serializes");
+                return self.decode(&raw, position, now_ms);
+            }
+        };
+        self.finish(record, now_ms)
+    }
+
+    /// The checks and pricing every decoded record gets, whatever its format.
+    fn finish(&self, record: Option<Record>, now_ms: i64) -> Result<Option<Record>, Rejected> {
+        let ctx = &*self.ctx;
         match record {
             Some(Record::Usage(mut e)) => {
                 check_time(e.ts_ms, now_ms, ctx)?;

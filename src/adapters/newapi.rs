@@ -71,7 +71,27 @@ pub(super) fn decode(
     ctx: &Context,
     flavour: Flavour,
 ) -> Result<Option<Record>, Rejected> {
-    let row: Row = serde_json::from_slice(raw).map_err(Rejected::json)?;
+    from_row(
+        serde_json::from_slice(raw).map_err(Rejected::json)?,
+        ctx,
+        flavour,
+    )
+}
+
+/// A row already in memory as JSON (the database follower's), without a text round trip.
+pub(super) fn decode_value(
+    value: &serde_json::Value,
+    ctx: &Context,
+    flavour: Flavour,
+) -> Result<Option<Record>, Rejected> {
+    from_row(
+        Row::deserialize(value).map_err(Rejected::json)?,
+        ctx,
+        flavour,
+    )
+}
+
+fn from_row(row: Row, ctx: &Context, flavour: Flavour) -> Result<Option<Record>, Rejected> {
     let failed = match (row.kind, flavour) {
         (TYPE_CONSUME, _) => false,
         (TYPE_ERROR_OR_TEST, Flavour::NewApi) => true,
@@ -172,6 +192,14 @@ mod tests {
             tenant.starts_with("id-") && !tenant.contains("prod"),
             "{tenant}"
         );
+    }
+
+    #[test]
+    fn a_row_as_a_json_value_decodes_like_its_text() {
+        let value: serde_json::Value = serde_json::from_str(NEWAPI_CONSUME).unwrap();
+        let mut d = super::super::Decoder::new(Format::NewApi, ctx());
+        let from_value = d.decode_value(&value, 4711, NOW).unwrap();
+        assert_eq!(from_value, decode(Format::NewApi, NEWAPI_CONSUME).unwrap());
     }
 
     #[test]

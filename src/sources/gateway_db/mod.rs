@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 use crate::adapters::{Context, Decoder, Format};
 use crate::clock::now_ms;
 use crate::domain::DbCursor;
-use crate::ingest::add_record;
+use crate::ingest::add_value;
 use crate::store::writer::{Pending, Writer};
 use crate::store::{Batch, StoreError, queries};
 use crate::telemetry::{Metrics, SourceOnly};
@@ -413,12 +413,12 @@ impl Follower {
                 for mut row in rows {
                     let id = row.get("id").and_then(Value::as_i64).unwrap_or(cursor);
                     self.name_channel(&mut row);
-                    let raw = serde_json::to_vec(&row).expect("a JSON map serializes");
+                    let row = Value::Object(row);
                     let source = &self.source;
-                    add_record(
+                    add_value(
                         &mut batch,
                         &mut decoder,
-                        &raw,
+                        &row,
                         id as u64,
                         || format!("{source}@id={id}"),
                         now,
