@@ -59,6 +59,17 @@ fn main() {
     let started = Instant::now();
     let machine = Machine::probe();
     println!("# driftwarden ingest benchmark");
+    let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load1: f64 = load
+        .split_whitespace()
+        .next()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0.0);
+    if load1 > 0.5 {
+        println!(
+            "note: load average {load1} at start: other work on this machine skews the numbers"
+        );
+    }
     println!(
         "machine: {} CPUs, {}, {:.1} GiB RAM; lines {lines}, runs {runs}; temp dir {}",
         machine.nproc,
@@ -295,11 +306,12 @@ impl Bench {
         }
         let eps = n as f64 / out.secs;
         println!(
-            "run {run}: {:.2}s wall, {} events/s, peak RSS {:.1} MiB, CPU {:.2}s; it says: {}",
+            "run {run}: {:.2}s wall, {} events/s, peak RSS {:.1} MiB, CPU {:.2}s, preempted {}x; it says: {}",
             out.secs,
             thousands(eps),
             out.maxrss_mib,
             out.cpu_secs,
+            out.preempted,
             out.stdout.trim()
         );
         fs::remove_dir_all(&dir).expect("removing the import dir");
@@ -351,11 +363,12 @@ impl Bench {
         }
         let lps = lines as f64 / out.secs;
         println!(
-            "run {run}: {:.2}s wall, {} lines/s, peak RSS {:.1} MiB, CPU {:.2}s; counted {lines} lines, tokens per model match",
+            "run {run}: {:.2}s wall, {} lines/s, peak RSS {:.1} MiB, CPU {:.2}s, preempted {}x; counted {lines} lines, tokens per model match",
             out.secs,
             thousands(lps),
             out.maxrss_mib,
-            out.cpu_secs
+            out.cpu_secs,
+            out.preempted
         );
         fs::remove_dir_all(&dir).expect("removing the mtail dir");
         (lps, out.maxrss_mib)
@@ -505,6 +518,8 @@ struct Exit {
     secs: f64,
     maxrss_mib: f64,
     cpu_secs: f64,
+    /// Times the child was preempted: high counts mean other work competed for the CPU.
+    preempted: i64,
     stdout: String,
 }
 
@@ -623,6 +638,7 @@ fn run_child(mut cmd: Command, stderr: &Path, what: &'static str) -> Exit {
         // Linux reports ru_maxrss in KiB.
         maxrss_mib: ru.ru_maxrss as f64 / 1024.0,
         cpu_secs: tv(ru.ru_utime) + tv(ru.ru_stime),
+        preempted: ru.ru_nivcsw,
         stdout,
     }
 }
@@ -1006,8 +1022,13 @@ impl Machine {
                 .map_or("not installed".into(), |v| {
                     v.split(" git revision").next().unwrap_or(&v).to_string()
                 }),
-            commit: first_line("git", &["rev-parse", "--short", "HEAD"])
-                .map_or("(no git)".into(), |c| format!("at {c}")),
+            commit: first_line("git", &["rev-parse", "--short", "HEAD"]).map_or(
+                "(no git)".into(),
+                |c| match first_line("git", &["status", "--porcelain", "--untracked-files=no"]) {
+                    Some(_) => format!("at {c} + uncommitted changes"),
+                    None => format!("at {c}"),
+                },
+            ),
         }
     }
 }
