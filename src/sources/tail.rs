@@ -174,14 +174,15 @@ impl Tailer {
             return Ok(());
         };
         let mut chunk = vec![0u8; READ_CHUNK];
+        let mut batch = self.new_batch();
         loop {
             let n = open.file.read(&mut chunk)?;
             if n > 0 {
-                self.consume(&mut open, &chunk[..n], &mut decoder, &mut in_flight)?;
+                self.consume(&mut open, &chunk[..n], &mut decoder, &mut batch, &mut in_flight)?;
                 continue;
             }
             // At the end of what is written: commit what we have, then look around.
-            self.flush(&mut open, &mut decoder, &mut in_flight, Vec::new())?;
+            self.flush(&mut open, &mut decoder, &mut batch, &mut in_flight, Vec::new())?;
             self.update_behind(&open);
             if self.opts.stop_at_eof || self.stop.load(Ordering::Relaxed) {
                 return drain(in_flight);
@@ -207,7 +208,13 @@ impl Tailer {
                         .get_or_create(&self.labels())
                         .inc();
                     tracing::info!(path = %self.path_key, "file rotated; finishing the old file, then reading the new one");
-                    self.finish_old(&mut open, &mut chunk, &mut decoder, &mut in_flight)?;
+                    self.finish_old(
+                        &mut open,
+                        &mut chunk,
+                        &mut decoder,
+                        &mut batch,
+                        &mut in_flight,
+                    )?;
                     decoder = Decoder::new(self.spec.format.clone(), self.ctx.clone());
                     open = self.reopen_fresh(new_file)?;
                 }
@@ -251,7 +258,8 @@ impl Tailer {
                     old.seek(SeekFrom::Start(cp.offset))?;
                     let mut o = Open::new(old, cp.fingerprint, cp.offset);
                     let mut chunk = vec![0u8; READ_CHUNK];
-                    self.finish_old(&mut o, &mut chunk, decoder, in_flight)?;
+                    let mut batch = self.new_batch();
+                    self.finish_old(&mut o, &mut chunk, decoder, &mut batch, in_flight)?;
                     *decoder = Decoder::new(self.spec.format.clone(), self.ctx.clone());
                 }
                 0
@@ -280,17 +288,19 @@ impl Tailer {
         Ok(Some(open))
     }
 
-    /// Split `data` into lines and decode the complete ones.
+    /// Split `data` into lines and decode the complete ones into `batch`, committing
+    /// it whenever it is full. The rest waits for `flush` at the end of the file, so
+    /// an import commits full batches rather than one per read.
     fn consume(
         &self,
         open: &mut Open,
         data: &[u8],
         decoder: &mut Decoder,
+        batch: &mut Batch,
         in_flight: &mut VecDeque<Pending>,
     ) -> Result<(), TailError> {
         let base = open.read_pos;
         open.read_pos += data.len() as u64;
-        let mut batch = Batch::new(&self.source, &self.spec.format_name);
         let mut idx = 0;
         let now = now_ms();
         while let Some(nl) = memchr::memchr(b'\n', &data[idx..]) {
@@ -299,7 +309,7 @@ impl Tailer {
             if open.discarding {
                 open.discarding = false;
             } else if open.pending.len() + piece.len() > self.opts.max_line_bytes {
-                self.over_long(&mut batch, open, piece);
+                self.over_long(batch, open, piece);
             } else {
                 let line: &[u8] = if open.pending.is_empty() {
                     piece
@@ -311,7 +321,7 @@ impl Tailer {
                 if !line.trim_ascii().is_empty() {
                     let path = &self.path_key;
                     add_record(
-                        &mut batch,
+                        batch,
                         decoder,
                         line,
                         line_start,
@@ -324,8 +334,7 @@ impl Tailer {
             idx += nl + 1;
             open.pending_start = base + idx as u64;
             if batch.len() >= self.opts.batch_records {
-                let full =
-                    std::mem::replace(&mut batch, Batch::new(&self.source, &self.spec.format_name));
+                let full = std::mem::replace(batch, self.new_batch());
                 self.submit(open, full, in_flight)?;
             }
         }
@@ -333,7 +342,7 @@ impl Tailer {
         // Keep the unfinished line; past the limit, keep only enough to report it.
         if !open.discarding {
             if open.pending.len() + rest.len() > self.opts.max_line_bytes {
-                self.over_long(&mut batch, open, rest);
+                self.over_long(batch, open, rest);
                 open.discarding = true;
                 open.pending.clear();
                 open.pending_start = open.read_pos;
@@ -341,10 +350,11 @@ impl Tailer {
                 open.pending.extend_from_slice(rest);
             }
         }
-        if !batch.is_empty() {
-            self.submit(open, batch, in_flight)?;
-        }
         Ok(())
+    }
+
+    fn new_batch(&self) -> Batch {
+        Batch::new(&self.source, &self.spec.format_name)
     }
 
     fn over_long(&self, batch: &mut Batch, open: &Open, piece: &[u8]) {
@@ -391,15 +401,15 @@ impl Tailer {
         &self,
         open: &mut Open,
         decoder: &mut Decoder,
+        batch: &mut Batch,
         in_flight: &mut VecDeque<Pending>,
         final_line: Vec<u8>,
     ) -> Result<(), TailError> {
-        let mut batch = Batch::new(&self.source, &self.spec.format_name);
         if !final_line.is_empty() {
             let start = open.pending_start;
             let path = &self.path_key;
             add_record(
-                &mut batch,
+                batch,
                 decoder,
                 &final_line,
                 start,
@@ -409,7 +419,8 @@ impl Tailer {
             open.pending_start += final_line.len() as u64;
         }
         if !batch.is_empty() {
-            self.submit(open, batch, in_flight)?;
+            let done = std::mem::replace(batch, self.new_batch());
+            self.submit(open, done, in_flight)?;
         }
         drain(std::mem::take(in_flight))
     }
@@ -421,6 +432,7 @@ impl Tailer {
         open: &mut Open,
         chunk: &mut [u8],
         decoder: &mut Decoder,
+        batch: &mut Batch,
         in_flight: &mut VecDeque<Pending>,
     ) -> Result<(), TailError> {
         loop {
@@ -428,14 +440,14 @@ impl Tailer {
             if n == 0 {
                 break;
             }
-            self.consume(open, &chunk[..n], decoder, in_flight)?;
+            self.consume(open, &chunk[..n], decoder, batch, in_flight)?;
         }
         let last = if open.discarding || open.pending.trim_ascii().is_empty() {
             Vec::new()
         } else {
             std::mem::take(&mut open.pending)
         };
-        self.flush(open, decoder, in_flight, last)
+        self.flush(open, decoder, batch, in_flight, last)
     }
 
     fn reopen_fresh(&self, mut file: File) -> Result<Open, TailError> {
