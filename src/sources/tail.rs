@@ -178,11 +178,23 @@ impl Tailer {
         loop {
             let n = open.file.read(&mut chunk)?;
             if n > 0 {
-                self.consume(&mut open, &chunk[..n], &mut decoder, &mut batch, &mut in_flight)?;
+                self.consume(
+                    &mut open,
+                    &chunk[..n],
+                    &mut decoder,
+                    &mut batch,
+                    &mut in_flight,
+                )?;
                 continue;
             }
             // At the end of what is written: commit what we have, then look around.
-            self.flush(&mut open, &mut decoder, &mut batch, &mut in_flight, Vec::new())?;
+            self.flush(
+                &mut open,
+                &mut decoder,
+                &mut batch,
+                &mut in_flight,
+                Vec::new(),
+            )?;
             self.update_behind(&open);
             if self.opts.stop_at_eof || self.stop.load(Ordering::Relaxed) {
                 return drain(in_flight);

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
@@ -130,7 +130,8 @@ impl DbSpec {
     }
 }
 
-/// The URL without user, password or query parameters.
+/// The URL without password or query parameters (the user stays, so two sources
+/// that differ only by user keep separate cursors).
 pub fn printable_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "<invalid url>".to_string();
@@ -140,7 +141,13 @@ pub fn printable_url(url: &str) -> String {
         Some(i) => rest.split_at(i),
         None => (rest, ""),
     };
-    let host = authority.rsplit('@').next().unwrap_or("");
+    let host = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{user}@{host}")
+        }
+        None => authority.to_string(),
+    };
     format!("{scheme}://{host}{path}")
 }
 
@@ -245,6 +252,7 @@ impl Backend {
 struct Queries {
     columns: Vec<(&'static str, Kind)>,
     fetch: String,
+    fetch_range: String,
     max_id: String,
     first_since: String,
 }
@@ -277,6 +285,11 @@ impl Queries {
                 backend.placeholder(1),
                 backend.placeholder(2)
             ),
+            fetch_range: format!(
+                "SELECT {select} FROM {t} WHERE {id} >= {} AND {id} <= {} ORDER BY {id}",
+                backend.placeholder(1),
+                backend.placeholder(2)
+            ),
             max_id: format!("SELECT CAST(MAX({id}) AS {}) FROM {t}", int_type(backend)),
             first_since: format!(
                 "SELECT CAST(MIN({id}) AS {}) FROM {t} WHERE {} >= {}",
@@ -305,6 +318,8 @@ trait LogReader: Send {
     fn first_id_since(&mut self, created_at: i64) -> Result<Option<i64>, DbError>;
     /// Rows with id above `after`, in id order, at most `limit`.
     fn fetch(&mut self, after: i64, limit: u32) -> Result<Vec<Map<String, Value>>, DbError>;
+    /// Rows with `from <= id <= to`, in id order.
+    fn fetch_range(&mut self, from: i64, to: i64) -> Result<Vec<Map<String, Value>>, DbError>;
 }
 
 fn connect(spec: &DbSpec) -> Result<Box<dyn LogReader>, DbError> {
@@ -326,7 +341,9 @@ pub struct DbHealth {
     pub last_id: Option<i64>,
     pub rows_behind: Option<i64>,
     pub poll_errors: u64,
+    /// The latest failure's reason; cleared by the next successful poll.
     pub last_error: Option<String>,
+    pub last_error_ms: Option<i64>,
     pub last_success_ms: Option<i64>,
 }
 
@@ -335,6 +352,77 @@ pub type HealthBoard = Arc<std::sync::Mutex<BTreeMap<String, DbHealth>>>;
 
 /// Commits in flight at once: reading the next batch overlaps committing the last.
 const MAX_IN_FLIGHT: usize = 2;
+/// First wait after a failure.
+const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
+/// How long a missing id is waited for. Gateways insert each log row in its own
+/// transaction, so row N can become visible after row N+1; an id that never appears
+/// (a rolled-back insert) is given up after this long.
+const GAP_GRACE: Duration = Duration::from_secs(30);
+/// Rows created less than this long ago (by the gateway's clock, which may be off
+/// from ours) count as live traffic whose missing predecessors may still commit.
+const RECENT_ROW: Duration = Duration::from_secs(600);
+/// Jumps in id larger than this (deleted ranges, a reseeded sequence) are not tracked
+/// id by id.
+const MAX_GAP_IDS: i64 = 10_000;
+
+fn row_id(row: &Map<String, Value>) -> i64 {
+    row.get("id").and_then(Value::as_i64).unwrap_or(0)
+}
+
+/// How far the table has been read: the highest id seen, and the ids below it that
+/// were missing when it was read (their inserts may still commit).
+#[derive(Debug)]
+struct Progress {
+    high: i64,
+    gaps: BTreeMap<i64, Instant>,
+}
+
+impl Progress {
+    fn new(cursor: i64) -> Progress {
+        Progress {
+            high: cursor,
+            gaps: BTreeMap::new(),
+        }
+    }
+
+    /// The committed cursor: every id at or below it is stored or given up. A
+    /// restart re-reads from here, so a pending gap is never lost.
+    fn watermark(&self) -> i64 {
+        self.gaps
+            .first_key_value()
+            .map(|(id, _)| id - 1)
+            .unwrap_or(self.high)
+    }
+
+    /// Record that row `id` was read; `recent` says whether its missing
+    /// predecessors may still commit.
+    fn saw(&mut self, id: i64, recent: bool) {
+        if recent && id > self.high + 1 && id - self.high - 1 <= MAX_GAP_IDS {
+            let now = Instant::now();
+            for missing in self.high + 1..id {
+                self.gaps.insert(missing, now);
+            }
+        }
+        self.high = self.high.max(id);
+    }
+
+    /// Whether `id` was a gap (and is now filled).
+    fn filled(&mut self, id: i64) -> bool {
+        self.gaps.remove(&id).is_some()
+    }
+
+    fn expire(&mut self, now: Instant, grace: Duration) {
+        self.gaps
+            .retain(|_, seen| now.duration_since(*seen) < grace);
+    }
+
+    /// The id range to look at again for late rows.
+    fn gap_range(&self) -> Option<(i64, i64)> {
+        let first = *self.gaps.first_key_value()?.0;
+        let last = *self.gaps.last_key_value()?.0;
+        Some((first, last))
+    }
+}
 /// Longest wait between reconnect attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -348,6 +436,8 @@ pub struct Follower {
     metrics: Arc<Metrics>,
     health: HealthBoard,
     stop: Arc<AtomicBool>,
+    /// Set by every successful poll; read and cleared on the next failure.
+    polled_ok: AtomicBool,
 }
 
 impl Follower {
@@ -371,6 +461,7 @@ impl Follower {
             metrics,
             health,
             stop,
+            polled_ok: AtomicBool::new(false),
         }
     }
 
@@ -378,11 +469,16 @@ impl Follower {
     /// without credentials, and retried with exponential backoff from the last
     /// committed cursor.
     pub fn run(self) {
-        let mut backoff = Duration::from_millis(500);
+        let mut backoff = INITIAL_BACKOFF;
         while !self.stop.load(Ordering::Relaxed) {
             match self.follow() {
                 Ok(()) => return,
                 Err(e) => {
+                    // A source that polled fine since the last failure starts over
+                    // with a short wait: one long outage must not slow every later one.
+                    if self.polled_ok.swap(false, Ordering::Relaxed) {
+                        backoff = INITIAL_BACKOFF;
+                    }
                     self.record_error(&e);
                     tracing::warn!(source = %self.source, cause = %e, retry_in_ms = backoff.as_millis() as u64, "gateway database poll failed");
                     if self.sleep(backoff) {
@@ -396,8 +492,8 @@ impl Follower {
 
     fn follow(&self) -> Result<(), FollowError> {
         let mut reader = connect(&self.spec)?;
-        let mut cursor = self.start_cursor(reader.as_mut())?;
-        tracing::info!(source = %self.source, cursor, "following gateway database");
+        let mut progress = Progress::new(self.start_cursor(reader.as_mut())?);
+        tracing::info!(source = %self.source, cursor = progress.high, "following gateway database");
         let (format_name, format) = self.spec.flavour.format();
         let mut decoder = Decoder::new(format, self.ctx.clone());
         let mut in_flight: VecDeque<Pending> = VecDeque::new();
@@ -405,13 +501,26 @@ impl Follower {
             if self.stop.load(Ordering::Relaxed) {
                 return drain(in_flight);
             }
-            let rows = reader.fetch(cursor, self.spec.batch_rows)?;
+            let committed = progress.watermark();
+            let mut rows = reader.fetch(progress.high, self.spec.batch_rows)?;
             let full = rows.len() as u32 >= self.spec.batch_rows;
-            if !rows.is_empty() {
+            // Only a recent row's missing predecessors can still be in flight; gaps in
+            // history (deleted or rolled-back rows) are final.
+            let recent_from = now_ms() / 1000 - RECENT_ROW.as_secs() as i64;
+            for row in &rows {
+                let created = row.get("created_at").and_then(Value::as_i64).unwrap_or(0);
+                progress.saw(row_id(row), created >= recent_from);
+            }
+            progress.expire(Instant::now(), GAP_GRACE);
+            if let Some((from, to)) = progress.gap_range() {
+                let late = reader.fetch_range(from, to)?;
+                rows.extend(late.into_iter().filter(|r| progress.filled(row_id(r))));
+            }
+            if !rows.is_empty() || progress.watermark() != committed {
                 let mut batch = Batch::new(&self.source, format_name);
                 let now = now_ms();
                 for mut row in rows {
-                    let id = row.get("id").and_then(Value::as_i64).unwrap_or(cursor);
+                    let id = row_id(&row);
                     self.name_channel(&mut row);
                     let row = Value::Object(row);
                     let source = &self.source;
@@ -423,11 +532,10 @@ impl Follower {
                         || format!("{source}@id={id}"),
                         now,
                     );
-                    cursor = cursor.max(id);
                 }
                 batch.db_cursor = Some(DbCursor {
                     source: self.source.clone(),
-                    last_id: cursor,
+                    last_id: progress.watermark(),
                 });
                 if in_flight.len() >= MAX_IN_FLIGHT
                     && let Some(oldest) = in_flight.pop_front()
@@ -441,7 +549,7 @@ impl Follower {
             }
             drain(std::mem::take(&mut in_flight))?;
             let max = reader.max_id()?;
-            self.record_success(cursor, max);
+            self.record_success(progress.high, max);
             if self.sleep(self.spec.poll) {
                 return Ok(());
             }
@@ -482,6 +590,7 @@ impl Follower {
     }
 
     fn record_success(&self, cursor: i64, max: Option<i64>) {
+        self.polled_ok.store(true, Ordering::Relaxed);
         let behind = max.map(|m| (m - cursor).max(0));
         let labels = SourceOnly {
             source: self.source.clone(),
@@ -502,6 +611,7 @@ impl Follower {
         h.last_id = Some(cursor);
         h.rows_behind = behind;
         h.last_success_ms = Some(now);
+        h.last_error = None;
     }
 
     fn record_error(&self, e: &FollowError) {
@@ -514,6 +624,7 @@ impl Follower {
         h.source = self.source.clone();
         h.poll_errors += 1;
         h.last_error = Some(e.to_string());
+        h.last_error_ms = Some(now_ms());
     }
 
     fn sleep(&self, d: Duration) -> bool {
@@ -556,13 +667,13 @@ mod tests {
             printable_url(
                 "postgres://newapi:s3cret@db.internal:5432/newapi?sslmode=require&password=x"
             ),
-            "postgres://db.internal:5432/newapi"
+            "postgres://newapi@db.internal:5432/newapi"
         );
         assert_eq!(
             printable_url("sqlite:///data/one-api.db"),
             "sqlite:///data/one-api.db"
         );
-        assert_eq!(printable_url("mysql://u:p@h/db"), "mysql://h/db");
+        assert_eq!(printable_url("mysql://u:p@h/db"), "mysql://u@h/db");
     }
 
     #[test]
@@ -588,6 +699,33 @@ mod tests {
         assert!(q.fetch.contains("\"id\" > $1"), "{}", q.fetch);
         let err = Queries::new(Backend::Sqlite, "users", &["id".to_string()]).unwrap_err();
         assert!(err.0.contains("no column created_at"), "{err}");
+    }
+
+    #[test]
+    fn late_rows_hold_the_watermark_until_they_arrive_or_expire() {
+        let mut p = Progress::new(10);
+        p.saw(11, true);
+        p.saw(14, true); // 12 and 13 not visible yet
+        assert_eq!(p.high, 14);
+        assert_eq!(p.watermark(), 11);
+        assert_eq!(p.gap_range(), Some((12, 13)));
+        assert!(p.filled(12));
+        assert!(!p.filled(12), "a gap fills once");
+        assert_eq!(p.watermark(), 12);
+        p.expire(Instant::now() + GAP_GRACE, GAP_GRACE);
+        assert_eq!(
+            p.watermark(),
+            14,
+            "13 never committed: given up after the grace"
+        );
+        p.saw(14 + MAX_GAP_IDS + 5, true);
+        assert_eq!(
+            p.watermark(),
+            14 + MAX_GAP_IDS + 5,
+            "huge jumps are not tracked id by id"
+        );
+        p.saw(14 + MAX_GAP_IDS + 9, false);
+        assert_eq!(p.gap_range(), None, "gaps in history are final");
     }
 
     #[test]

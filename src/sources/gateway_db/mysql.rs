@@ -80,10 +80,22 @@ impl LogReader for Reader {
     }
 
     fn fetch(&mut self, after: i64, limit: u32) -> Result<Vec<Map<String, Value>>, DbError> {
+        let sql = self.queries.fetch.clone();
+        self.rows(&sql, (after, limit).into())
+    }
+
+    fn fetch_range(&mut self, from: i64, to: i64) -> Result<Vec<Map<String, Value>>, DbError> {
+        let sql = self.queries.fetch_range.clone();
+        self.rows(&sql, (from, to).into())
+    }
+}
+
+impl Reader {
+    fn rows(&mut self, sql: &str, args: mysql::Params) -> Result<Vec<Map<String, Value>>, DbError> {
         let url = self.url.clone();
         let rows: Vec<mysql::Row> = self
             .conn
-            .exec(&self.queries.fetch, (after, limit))
+            .exec(sql, args)
             .map_err(|e| DbError::from_driver(explain(&e, ""), &url))?;
         let columns = &self.queries.columns;
         let mut out = Vec::with_capacity(rows.len());

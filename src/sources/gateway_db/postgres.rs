@@ -62,14 +62,20 @@ impl Reader {
     }
 }
 
-/// Say what to do about the errors operators meet first.
+/// The error with its cause (the client's own text is only its kind, "db error"),
+/// and what to do about the ones operators meet first.
 fn explain(e: &postgres::Error, table: &str) -> String {
+    let text = match (e.as_db_error(), std::error::Error::source(e)) {
+        (Some(db), _) => format!("{e}: {}", db.message()),
+        (None, Some(cause)) => format!("{e}: {cause}"),
+        (None, None) => e.to_string(),
+    };
     match e.code() {
         Some(c) if *c == postgres::error::SqlState::INSUFFICIENT_PRIVILEGE => format!(
-            "{e}: the user lacks SELECT on the logs table; run GRANT SELECT ON {} TO <user>",
+            "{text}: the user lacks SELECT on the logs table; run GRANT SELECT ON {} TO <user>",
             if table.is_empty() { "logs" } else { table }
         ),
-        _ => e.to_string(),
+        _ => text,
     }
 }
 
@@ -85,9 +91,25 @@ impl LogReader for Reader {
     }
 
     fn fetch(&mut self, after: i64, limit: u32) -> Result<Vec<Map<String, Value>>, DbError> {
+        let sql = self.queries.fetch.clone();
+        self.rows(&sql, &[&after, &i64::from(limit)])
+    }
+
+    fn fetch_range(&mut self, from: i64, to: i64) -> Result<Vec<Map<String, Value>>, DbError> {
+        let sql = self.queries.fetch_range.clone();
+        self.rows(&sql, &[&from, &to])
+    }
+}
+
+impl Reader {
+    fn rows(
+        &mut self,
+        sql: &str,
+        args: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Map<String, Value>>, DbError> {
         let rows = self
             .client
-            .query(&self.queries.fetch, &[&after, &i64::from(limit)])
+            .query(sql, args)
             .map_err(|e| DbError::from_driver(explain(&e, ""), &self.url))?;
         let columns = &self.queries.columns;
         let mut out = Vec::with_capacity(rows.len());

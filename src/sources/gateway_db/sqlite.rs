@@ -69,11 +69,25 @@ impl LogReader for Reader {
     }
 
     fn fetch(&mut self, after: i64, limit: u32) -> Result<Vec<Map<String, Value>>, DbError> {
+        self.rows(&self.queries.fetch, params![after, limit])
+    }
+
+    fn fetch_range(&mut self, from: i64, to: i64) -> Result<Vec<Map<String, Value>>, DbError> {
+        self.rows(&self.queries.fetch_range, params![from, to])
+    }
+}
+
+impl Reader {
+    fn rows(
+        &self,
+        sql: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<Map<String, Value>>, DbError> {
         let err = |e: rusqlite::Error| DbError::from_driver(e, &self.url);
-        let mut stmt = self.conn.prepare_cached(&self.queries.fetch).map_err(err)?;
+        let mut stmt = self.conn.prepare_cached(sql).map_err(err)?;
         let columns = &self.queries.columns;
         let rows = stmt
-            .query_map(params![after, limit], |r| {
+            .query_map(args, |r| {
                 let mut row = Map::with_capacity(columns.len());
                 for (i, (name, kind)) in columns.iter().enumerate() {
                     let v = match kind {
