@@ -45,39 +45,39 @@ impl Totals {
     }
 }
 
-/// One batch's aggregates, keyed by (epoch minute, dimension, value).
+/// One minute's cells: the global totals and one map per dimension.
+#[derive(Debug, Default)]
+struct MinuteCells {
+    global: Totals,
+    dims: [FxHashMap<String, Totals>; DIMS.len()],
+}
+
+/// One batch's aggregates, keyed by epoch minute, then dimension and value.
 #[derive(Debug, Default)]
 pub(super) struct MinuteAggregates {
     // FxHash: hit five times per ingested event. Colliding keys could only slow one
     // batch (at most `batch_records` events), so SipHash's flood resistance is not needed.
-    cells: FxHashMap<(i64, &'static str), FxHashMap<String, Totals>>,
+    minutes: FxHashMap<i64, MinuteCells>,
 }
 
 impl MinuteAggregates {
     pub(super) fn add(&mut self, e: &UsageEvent) {
-        let minute = e.ts_ms.div_euclid(60_000);
-        self.cell(minute, "global", "").add(e);
+        let cells = self.minutes.entry(e.ts_ms.div_euclid(60_000)).or_default();
+        cells.global.add(e);
         let values = [
             Some(e.model.as_str()),
             e.route.as_deref(),
             e.tenant.as_deref(),
             e.provider.as_deref(),
         ];
-        for (dim, value) in DIMS.into_iter().zip(values) {
-            if let Some(v) = value {
-                self.cell(minute, dim, v).add(e);
+        for (map, value) in cells.dims.iter_mut().zip(values) {
+            let Some(v) = value else { continue };
+            // One lookup by borrowed key in the common case; allocate only for a new cell.
+            match map.get_mut(v) {
+                Some(t) => t.add(e),
+                None => map.entry(v.to_string()).or_default().add(e),
             }
         }
-    }
-
-    fn cell(&mut self, minute: i64, dim: &'static str, value: &str) -> &mut Totals {
-        let values = self.cells.entry((minute, dim)).or_default();
-        // Look up by borrowed key first: most events hit an existing cell, and this
-        // runs five times per ingested event.
-        if !values.contains_key(value) {
-            values.insert(value.to_string(), Totals::default());
-        }
-        values.get_mut(value).expect("inserted above")
     }
 
     pub(super) fn upsert(&self, tx: &Transaction) -> rusqlite::Result<()> {
@@ -95,8 +95,13 @@ impl MinuteAggregates {
              latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum, \
              latency_count = latency_count + excluded.latency_count",
         )?;
-        let cells = self.cells.iter().flat_map(|((minute, dim), values)| {
-            values.iter().map(move |(v, t)| (minute, dim, v, t))
+        let cells = self.minutes.iter().flat_map(|(minute, cells)| {
+            let dims = DIMS.iter().zip(&cells.dims).flat_map(move |(dim, values)| {
+                values
+                    .iter()
+                    .map(move |(v, t)| (minute, *dim, v.as_str(), t))
+            });
+            std::iter::once((minute, "global", "", &cells.global)).chain(dims)
         });
         for (minute, dim, value, t) in cells {
             stmt.execute(params![

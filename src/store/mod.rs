@@ -105,6 +105,9 @@ impl Store {
         };
         let mut conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(Duration::from_secs(5))?;
+        // Takes effect only when the file is created: wide event rows pack better in
+        // larger pages (fewer B-tree splits per insert).
+        conn.pragma_update(None, "page_size", 16384)?;
         // WAL: readers never block the writer. synchronous=NORMAL in WAL survives a
         // process crash (kill -9) with every committed transaction intact; only an OS
         // crash or power loss can drop the last commits.
@@ -112,9 +115,9 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "cache_size", -65536)?;
         conn.pragma_update(None, "temp_store", "MEMORY")?;
-        // Checkpoint the WAL every ~40 MB instead of ~4 MB: pages rewritten by
+        // Checkpoint the WAL every ~40 MB (2,500 16-KiB pages) instead of ~4 MB: pages rewritten by
         // consecutive batches (aggregates, the tree's right edge) are copied once.
-        conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 2_500)?;
         migrate::to_latest(&mut conn, path)?;
         Ok(Store {
             conn,
