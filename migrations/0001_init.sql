@@ -7,6 +7,13 @@ CREATE TABLE meta (
     value BLOB NOT NULL
 ) WITHOUT ROWID;
 
+-- Names of the sources records came from (`tail:/path`, `http:events`,
+-- `db:newapi:...`), stored once and referenced by id from every row.
+CREATE TABLE sources (
+    id   INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE
+);
+
 -- Raw usage events, kept for the retention period. (ts_ms, id) is the idempotency
 -- key: a resent record carries the same time and id. Keyed by time first, so
 -- ingest appends, retention deletes a range and time-range reads are one scan.
@@ -29,7 +36,7 @@ CREATE TABLE events (
     status            INTEGER,
     finish_reason     TEXT,
     error_type        TEXT,
-    source            TEXT NOT NULL,
+    source_id         INTEGER NOT NULL REFERENCES sources (id),
     received_ms       INTEGER NOT NULL,
     PRIMARY KEY (ts_ms, id)
 ) WITHOUT ROWID;
@@ -64,7 +71,7 @@ CREATE TABLE eval_scores (
     ts_ms       INTEGER NOT NULL,
     score       REAL,
     passed      INTEGER,
-    source      TEXT NOT NULL,
+    source_id   INTEGER NOT NULL REFERENCES sources (id),
     received_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX eval_scores_ts ON eval_scores (ts_ms);

@@ -283,7 +283,7 @@ impl Daemon {
         let mut stmt = c
             .prepare(
                 "SELECT id, ts_ms, status, error_type, latency_ms, ttft_ms, resolved_model, \
-                 cost_usd, provider, source FROM events",
+                 cost_usd, provider, sources.name FROM events JOIN sources ON sources.id = source_id",
             )
             .unwrap();
         let rows = stmt

@@ -9,6 +9,7 @@ mod migrate;
 pub mod queries;
 pub mod writer;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -94,6 +95,8 @@ pub struct CommitReport {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// Source name to its row in `sources`; a handful of entries, read on every commit.
+    source_ids: HashMap<String, i64>,
 }
 
 impl Store {
@@ -122,6 +125,7 @@ impl Store {
         Ok(Store {
             conn,
             path: path.to_path_buf(),
+            source_ids: HashMap::new(),
         })
     }
 
@@ -154,42 +158,61 @@ impl Store {
         Ok(salt)
     }
 
+    /// The id of a source name, created on first use.
+    fn source_id(&mut self, name: &str) -> Result<i64, StoreError> {
+        if let Some(id) = self.source_ids.get(name) {
+            return Ok(*id);
+        }
+        self.conn.execute(
+            "INSERT OR IGNORE INTO sources (name) VALUES (?1)",
+            params![name],
+        )?;
+        let id = self.conn.query_row(
+            "SELECT id FROM sources WHERE name = ?1",
+            params![name],
+            |r| r.get(0),
+        )?;
+        self.source_ids.insert(name.to_string(), id);
+        Ok(id)
+    }
+
     /// Store a batch in one transaction: events (idempotent by id) with their
     /// per-minute aggregates, eval scores, dead letters and the tail checkpoint.
     pub fn commit(&mut self, batch: &Batch, now_ms: i64) -> Result<CommitReport, StoreError> {
         let mut report = CommitReport::default();
+        let source_id = self.source_id(&batch.source)?;
         let tx = self.conn.transaction()?;
         {
             let mut agg = aggregate::MinuteAggregates::default();
             let mut insert = tx.prepare_cached(
                 "INSERT OR IGNORE INTO events (id, ts_ms, model, resolved_model, provider, route, tenant, \
                  prompt_tokens, completion_tokens, cached_tokens, cost_usd, cost_source, list_cost_usd, \
-                 latency_ms, ttft_ms, status, finish_reason, error_type, source, received_ms) \
+                 latency_ms, ttft_ms, status, finish_reason, error_type, source_id, received_ms) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
             )?;
             for e in &batch.events {
-                let changed = insert.execute(params![
-                    e.id,
-                    e.ts_ms,
-                    e.model,
-                    e.resolved_model,
-                    e.provider,
-                    e.route,
-                    e.tenant,
-                    e.prompt_tokens as i64,
-                    e.completion_tokens as i64,
-                    e.cached_tokens as i64,
-                    e.cost_usd,
-                    e.cost_source.as_str(),
-                    e.list_cost_usd,
-                    e.latency_ms.map(|v| v as i64),
-                    e.ttft_ms.map(|v| v as i64),
-                    e.status,
-                    e.finish_reason,
-                    e.error_type,
-                    batch.source,
-                    now_ms,
-                ])?;
+                // Positional binds without a params slice: this runs once per event.
+                insert.raw_bind_parameter(1, &e.id)?;
+                insert.raw_bind_parameter(2, e.ts_ms)?;
+                insert.raw_bind_parameter(3, &e.model)?;
+                insert.raw_bind_parameter(4, &e.resolved_model)?;
+                insert.raw_bind_parameter(5, &e.provider)?;
+                insert.raw_bind_parameter(6, &e.route)?;
+                insert.raw_bind_parameter(7, &e.tenant)?;
+                insert.raw_bind_parameter(8, e.prompt_tokens as i64)?;
+                insert.raw_bind_parameter(9, e.completion_tokens as i64)?;
+                insert.raw_bind_parameter(10, e.cached_tokens as i64)?;
+                insert.raw_bind_parameter(11, e.cost_usd)?;
+                insert.raw_bind_parameter(12, e.cost_source.as_str())?;
+                insert.raw_bind_parameter(13, e.list_cost_usd)?;
+                insert.raw_bind_parameter(14, e.latency_ms.map(|v| v as i64))?;
+                insert.raw_bind_parameter(15, e.ttft_ms.map(|v| v as i64))?;
+                insert.raw_bind_parameter(16, e.status)?;
+                insert.raw_bind_parameter(17, &e.finish_reason)?;
+                insert.raw_bind_parameter(18, &e.error_type)?;
+                insert.raw_bind_parameter(19, source_id)?;
+                insert.raw_bind_parameter(20, now_ms)?;
+                let changed = insert.raw_execute()?;
                 if changed == 1 {
                     report.events_inserted += 1;
                     agg.add(e);
@@ -200,7 +223,7 @@ impl Store {
             agg.upsert(&tx)?;
 
             let mut insert_eval = tx.prepare_cached(
-                "INSERT OR IGNORE INTO eval_scores (key, request_id, route, model, evaluator, ts_ms, score, passed, source, received_ms) \
+                "INSERT OR IGNORE INTO eval_scores (key, request_id, route, model, evaluator, ts_ms, score, passed, source_id, received_ms) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
             for s in &batch.evals {
@@ -213,7 +236,7 @@ impl Store {
                     s.ts_ms,
                     s.score,
                     s.passed,
-                    batch.source,
+                    source_id,
                     now_ms
                 ])?;
                 if changed == 1 {
