@@ -282,7 +282,7 @@ impl Daemon {
         let c = self.sql();
         let mut stmt = c
             .prepare(
-                "SELECT id, ts_ms, status, error_type, latency_ms, ttft_ms, resolved_model, \
+                "SELECT events.id, ts_ms, status, error_type, latency_ms, ttft_ms, resolved_model, \
                  cost_usd, provider, sources.name FROM events JOIN sources ON sources.id = source_id",
             )
             .unwrap();
