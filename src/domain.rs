@@ -3,6 +3,8 @@
 //! Adapters produce these, the store persists them, and later stages (lanes,
 //! baselines, detectors, alerts) read them. Nothing here does IO.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// One request seen by the gateway, normalized from any supported record shape.
@@ -137,4 +139,40 @@ pub struct DbCursor {
     pub source: String,
     /// Highest row id whose record is in the store (or was skipped).
     pub last_id: i64,
+}
+
+/// What changed, as posted to `/recalibrate` (or detected in the data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum ChangeKind {
+    Deploy,
+    ModelBump,
+    ConfigChange,
+}
+
+impl ChangeKind {
+    /// Stable name used in storage and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Deploy => "deploy",
+            ChangeKind::ModelBump => "model_bump",
+            ChangeKind::ConfigChange => "config_change",
+        }
+    }
+}
+
+/// The dimensions a scope can name.
+pub const SCOPE_DIMS: [&str; 4] = ["model", "route", "tenant", "provider"];
+
+/// A change that starts a new baseline epoch for the series in its scope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeEvent {
+    pub kind: ChangeKind,
+    pub ts_ms: i64,
+    /// Dimension to value (`{"route": "summarize"}`); empty means everything.
+    pub scope: BTreeMap<String, String>,
+    pub note: String,
+    /// `api` when posted, `detected` when found in the data.
+    pub origin: String,
 }

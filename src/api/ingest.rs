@@ -4,13 +4,12 @@
 //! is sent only after the records are committed, and counts what happened to each.
 
 use axum::Json;
-use axum::body::Body;
 use axum::extract::{Query, Request, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::auth::require_token;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, read_body};
 use crate::adapters::{Decoder, Format, MappedKind, body};
 use crate::clock::now_ms;
 use crate::ingest::{add_dead_letter, add_record};
@@ -140,19 +139,4 @@ async fn ingest(
         StatusCode::OK
     };
     Ok((status, Json(report)))
-}
-
-async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if too_large {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body is larger than {limit} bytes (max_body_bytes); send smaller batches"),
-            )
-        } else {
-            ApiError::new(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}"))
-        }
-    })
 }

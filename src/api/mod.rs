@@ -4,6 +4,7 @@
 //! responses. Handlers hand work to the same stages every source uses.
 
 mod auth;
+mod changes;
 mod health;
 mod ingest;
 
@@ -51,6 +52,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/deadletters", get(health::dead_letters))
         .route("/v1/events", post(ingest::events))
         .route("/v1/evals", post(ingest::evals))
+        .route("/recalibrate", post(changes::recalibrate))
+        .route("/v1/changes", get(changes::list))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -80,4 +83,23 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.status, axum::Json(json!({ "error": self.message }))).into_response()
     }
+}
+
+/// Read a request body of at most `limit` bytes (413 beyond it).
+pub(crate) async fn read_body(
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body is larger than {limit} bytes (max_body_bytes); send smaller batches"),
+            )
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}"))
+        }
+    })
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use crate::domain::{DbCursor, DeadLetter, EvalScore, TailCheckpoint, UsageEvent};
+use crate::domain::{ChangeEvent, DbCursor, DeadLetter, EvalScore, TailCheckpoint, UsageEvent};
 
 pub use migrate::SCHEMA_VERSION;
 
@@ -59,6 +59,8 @@ pub struct Batch {
     pub checkpoint: Option<TailCheckpoint>,
     /// For gateway databases: the last row id covered, committed with the records above.
     pub db_cursor: Option<DbCursor>,
+    /// Change events (deploys, model bumps, config changes).
+    pub changes: Vec<ChangeEvent>,
 }
 
 impl Batch {
@@ -72,7 +74,7 @@ impl Batch {
 
     /// Records in the batch (events, evals and dead letters).
     pub fn len(&self) -> usize {
-        self.events.len() + self.evals.len() + self.dead_letters.len()
+        self.events.len() + self.evals.len() + self.dead_letters.len() + self.changes.len()
     }
 
     /// Whether there is nothing to commit (not even a count of skipped records).
@@ -89,6 +91,8 @@ pub struct CommitReport {
     pub evals_inserted: u64,
     pub evals_duplicate: u64,
     pub dead_letters: u64,
+    pub changes_inserted: u64,
+    pub changes_duplicate: u64,
 }
 
 /// The writable store. Owned by exactly one thread.
@@ -272,6 +276,27 @@ impl Store {
                     ],
                 )?;
             }
+            let mut insert_change = tx.prepare_cached(
+                "INSERT OR IGNORE INTO change_events (ts_ms, kind, scope, note, origin, received_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for c in &batch.changes {
+                let scope = serde_json::to_string(&c.scope).expect("a string map serializes");
+                let changed = insert_change.execute(params![
+                    c.ts_ms,
+                    c.kind.as_str(),
+                    scope,
+                    c.note,
+                    c.origin,
+                    now_ms
+                ])?;
+                if changed == 1 {
+                    report.changes_inserted += 1;
+                } else {
+                    report.changes_duplicate += 1;
+                }
+            }
+
             if let Some(c) = &batch.db_cursor {
                 tx.execute(
                     "INSERT INTO db_cursors (source, last_id, updated_ms) VALUES (?1, ?2, ?3) \

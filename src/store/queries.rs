@@ -141,3 +141,37 @@ pub fn db_cursor(db: &Path, source: &str) -> Result<Option<i64>, StoreError> {
         )
         .optional()?)
 }
+
+/// A stored change event.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StoredChange {
+    pub id: i64,
+    pub kind: String,
+    pub ts_ms: i64,
+    pub scope: serde_json::Value,
+    pub note: String,
+    pub origin: String,
+    pub received_ms: i64,
+}
+
+/// Change events at or after `since_ms`, newest first.
+pub fn changes(db: &Path, since_ms: i64, limit: u32) -> Result<Vec<StoredChange>, StoreError> {
+    let conn = open_reader(db)?;
+    let mut stmt = conn.prepare(
+        "SELECT id, kind, ts_ms, scope, note, origin, received_ms FROM change_events \
+         WHERE ts_ms >= ?1 ORDER BY ts_ms DESC, id DESC LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![since_ms, limit], |r| {
+        let scope: String = r.get(3)?;
+        Ok(StoredChange {
+            id: r.get(0)?,
+            kind: r.get(1)?,
+            ts_ms: r.get(2)?,
+            scope: serde_json::from_str(&scope).unwrap_or(serde_json::Value::Null),
+            note: r.get(4)?,
+            origin: r.get(5)?,
+            received_ms: r.get(6)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

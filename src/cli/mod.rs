@@ -1,4 +1,7 @@
-//! The command line: `serve`, `import` and `check`.
+//! The command line: `serve`, `import` and `check` work on the store; `recalibrate`
+//! and `changes` talk to a running daemon over HTTP.
+
+mod client;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,6 +10,7 @@ use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, FileConfig, Overrides};
+use crate::domain::ChangeKind;
 use crate::pricing::PriceTable;
 use crate::sources::gateway_db::Flavour;
 use crate::sources::tail::StartAt;
@@ -42,6 +46,47 @@ enum Command {
     ///
     /// Example: driftwarden check --config driftwarden.toml --rules rules
     Check(StoreArgs),
+    /// Post a change event (deploy, model bump, config change) to a running daemon.
+    ///
+    /// The series in its scope start a new baseline epoch, so the change is not
+    /// mistaken for drift. Call it from your deploy pipeline.
+    ///
+    /// Example: driftwarden recalibrate --kind deploy --scope route=chat --note "prompt v2"
+    Recalibrate(RecalibrateArgs),
+    /// List change events known to a running daemon, newest first.
+    ///
+    /// Example: driftwarden changes --since 2026-06-01T00:00:00Z
+    Changes(ChangesArgs),
+}
+
+#[derive(Debug, Args)]
+struct RecalibrateArgs {
+    /// What changed.
+    #[arg(long, value_enum)]
+    kind: ChangeKind,
+    /// DIM=VALUE, where DIM is model, route, tenant or provider; repeatable. None: everything.
+    #[arg(long, value_name = "DIM=VALUE")]
+    scope: Vec<String>,
+    /// What changed, in words (shown in change-impact reports).
+    #[arg(long, default_value = "")]
+    note: String,
+    /// When it happened (RFC 3339) [default: now]
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+    #[command(flatten)]
+    client: client::ClientArgs,
+}
+
+#[derive(Debug, Args)]
+struct ChangesArgs {
+    /// Only changes at or after this time (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// At most this many.
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+    #[command(flatten)]
+    client: client::ClientArgs,
 }
 
 /// Options shared by the commands that open the store.
@@ -126,7 +171,62 @@ pub fn run() -> Result<()> {
         Command::Serve(args) => serve(args),
         Command::Import(args) => import(args),
         Command::Check(args) => check(args),
+        Command::Recalibrate(args) => recalibrate(args),
+        Command::Changes(args) => changes(args),
     }
+}
+
+fn recalibrate(args: RecalibrateArgs) -> Result<()> {
+    let mut scope = serde_json::Map::new();
+    for pair in &args.scope {
+        let (dim, value) = pair
+            .split_once('=')
+            .with_context(|| format!("--scope {pair:?} must be DIM=VALUE, e.g. route=chat"))?;
+        scope.insert(
+            dim.to_string(),
+            serde_json::Value::String(value.to_string()),
+        );
+    }
+    let mut body = serde_json::json!({
+        "kind": args.kind.as_str(),
+        "scope": scope,
+        "note": args.note,
+    });
+    if let Some(at) = &args.at {
+        body["ts"] = serde_json::Value::String(at.clone());
+    }
+    let answer = client::Client::new(&args.client)?.post("/recalibrate", &body)?;
+    let verb = if answer["duplicates"].as_u64() == Some(1) {
+        "already recorded"
+    } else {
+        "recorded"
+    };
+    println!("{verb}: {}", answer["change"]);
+    Ok(())
+}
+
+fn changes(args: ChangesArgs) -> Result<()> {
+    let mut path = format!("/v1/changes?limit={}", args.limit);
+    if let Some(since) = &args.since {
+        path.push_str(&format!("&since={since}"));
+    }
+    let answer = client::Client::new(&args.client)?.get(&path)?;
+    let rows = answer["changes"].as_array().cloned().unwrap_or_default();
+    if rows.is_empty() {
+        println!("no change events");
+    }
+    for c in rows {
+        let at = chrono::DateTime::from_timestamp_millis(c["ts_ms"].as_i64().unwrap_or(0))
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default();
+        println!(
+            "{at}  {:<13} {:<30} {}",
+            c["kind"].as_str().unwrap_or(""),
+            c["scope"].to_string(),
+            c["note"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
