@@ -6,7 +6,6 @@ use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -15,6 +14,7 @@ use crate::api::{AppState, router};
 use crate::config::Config;
 use crate::identity::Identity;
 use crate::pricing::{PriceTable, PricingError};
+use crate::sources::Stop;
 use crate::sources::gateway_db::{Follower, HealthBoard};
 use crate::sources::tail::{TailOptions, TailSpec, Tailer};
 use crate::store::writer::Writer;
@@ -79,13 +79,7 @@ impl Pipeline {
         })
     }
 
-    fn tailer(
-        &self,
-        config: &Config,
-        spec: TailSpec,
-        opts: TailOptions,
-        stop: Arc<AtomicBool>,
-    ) -> Tailer {
+    fn tailer(&self, config: &Config, spec: TailSpec, opts: TailOptions, stop: Stop) -> Tailer {
         Tailer::new(
             spec,
             opts,
@@ -125,7 +119,7 @@ pub async fn serve(
         })?;
     let addr = listener.local_addr().map_err(DaemonError::Serve)?;
 
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = Stop::default();
     let opts = TailOptions {
         max_line_bytes: config.max_line_bytes,
         ..TailOptions::default()
@@ -190,7 +184,7 @@ pub async fn serve(
         .await;
 
     tracing::info!("shutting down: finishing tailers and pending commits");
-    stop.store(true, Ordering::Relaxed);
+    stop.set();
     retention.abort();
     let _ = retention.await;
     for t in tailers.into_iter().chain(followers) {
@@ -275,9 +269,7 @@ pub fn import(config: &Config, spec: TailSpec) -> Result<ImportReport, DaemonErr
         stop_at_eof: true,
         ..TailOptions::default()
     };
-    let result = pipeline
-        .tailer(config, spec, opts, Arc::new(AtomicBool::new(false)))
-        .run();
+    let result = pipeline.tailer(config, spec, opts, Stop::default()).run();
     pipeline.close();
     result.map_err(|source| DaemonError::Import { path, source })?;
     let seconds = started.elapsed().as_secs_f64();

@@ -5,3 +5,37 @@
 pub mod fingerprint;
 pub mod gateway_db;
 pub mod tail;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// The stop signal every source thread watches; cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Stop(Arc<AtomicBool>);
+
+impl Stop {
+    /// Ask every holder to stop.
+    pub fn set(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Sleep up to `d`, waking early (within 20 ms) on stop. Returns whether to stop.
+    pub fn sleep(&self, d: Duration) -> bool {
+        let step = Duration::from_millis(20);
+        let mut left = d;
+        while !left.is_zero() {
+            if self.is_set() {
+                return true;
+            }
+            let s = left.min(step);
+            std::thread::sleep(s);
+            left -= s;
+        }
+        self.is_set()
+    }
+}

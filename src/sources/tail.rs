@@ -9,21 +9,20 @@
 //! - A partial last line waits for its newline; a line longer than the limit goes to
 //!   dead letters and the tailer skips to the next newline.
 
-use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::adapters::{Context, Decoder, Format};
 use crate::clock::now_ms;
 use crate::domain::TailCheckpoint;
 use crate::ingest::{add_dead_letter, add_record};
+use crate::sources::Stop;
 use crate::sources::fingerprint::Fingerprint;
-use crate::store::writer::{Pending, Writer};
+use crate::store::writer::{InFlight, Writer};
 use crate::store::{Batch, StoreError, queries};
 use crate::telemetry::{Metrics, PathLabels};
 
@@ -81,8 +80,6 @@ pub enum TailError {
 }
 
 const READ_CHUNK: usize = 1 << 20;
-/// Commits in flight at once: reading the next batch overlaps committing the last.
-const MAX_IN_FLIGHT: usize = 2;
 
 /// Follows one file. Run it on its own thread with `run`.
 pub struct Tailer {
@@ -92,7 +89,7 @@ pub struct Tailer {
     writer: Writer,
     db_path: PathBuf,
     metrics: Arc<Metrics>,
-    stop: Arc<AtomicBool>,
+    stop: Stop,
     source: String,
     path_key: String,
 }
@@ -118,7 +115,7 @@ impl Tailer {
         writer: Writer,
         db_path: PathBuf,
         metrics: Arc<Metrics>,
-        stop: Arc<AtomicBool>,
+        stop: Stop,
     ) -> Tailer {
         let path_key = spec.path.display().to_string();
         Tailer {
@@ -144,7 +141,7 @@ impl Tailer {
                 Err(e) if self.opts.stop_at_eof => return Err(e),
                 Err(e) => {
                     tracing::error!(path = %self.path_key, cause = %e, "tailer failed; resuming from the last checkpoint in 1s");
-                    if self.sleep(Duration::from_secs(1)) {
+                    if self.stop.sleep(Duration::from_secs(1)) {
                         return Ok(());
                     }
                 }
@@ -152,24 +149,9 @@ impl Tailer {
         }
     }
 
-    /// Sleep up to `d`, waking early on stop. Returns whether to stop.
-    fn sleep(&self, d: Duration) -> bool {
-        let step = Duration::from_millis(20);
-        let mut left = d;
-        while !left.is_zero() {
-            if self.stop.load(Ordering::Relaxed) {
-                return true;
-            }
-            let s = left.min(step);
-            std::thread::sleep(s);
-            left -= s;
-        }
-        self.stop.load(Ordering::Relaxed)
-    }
-
     fn follow(&mut self) -> Result<(), TailError> {
         let mut decoder = Decoder::new(self.spec.format.clone(), self.ctx.clone());
-        let mut in_flight: VecDeque<Pending> = VecDeque::new();
+        let mut in_flight = InFlight::default();
         let Some(mut open) = self.open_at_checkpoint(&mut decoder, &mut in_flight)? else {
             return Ok(());
         };
@@ -196,11 +178,11 @@ impl Tailer {
                 Vec::new(),
             )?;
             self.update_behind(&open);
-            if self.opts.stop_at_eof || self.stop.load(Ordering::Relaxed) {
-                return drain(in_flight);
+            if self.opts.stop_at_eof || self.stop.is_set() {
+                return Ok(in_flight.wait()?);
             }
-            if self.sleep(self.opts.poll) {
-                return drain(in_flight);
+            if self.stop.sleep(self.opts.poll) {
+                return Ok(in_flight.wait()?);
             }
             match self.check_rotation(&mut open)? {
                 Rotation::None => {}
@@ -239,7 +221,7 @@ impl Tailer {
     fn open_at_checkpoint(
         &mut self,
         decoder: &mut Decoder,
-        in_flight: &mut VecDeque<Pending>,
+        in_flight: &mut InFlight,
     ) -> Result<Option<Open>, TailError> {
         let checkpoint = queries::checkpoint(&self.db_path, &self.path_key)?;
         let mut file = loop {
@@ -250,7 +232,7 @@ impl Tailer {
                         return Err(e.into());
                     }
                     tracing::warn!(path = %self.path_key, "file does not exist yet; waiting for it");
-                    if self.sleep(Duration::from_secs(1)) {
+                    if self.stop.sleep(Duration::from_secs(1)) {
                         return Ok(None);
                     }
                 }
@@ -309,7 +291,7 @@ impl Tailer {
         data: &[u8],
         decoder: &mut Decoder,
         batch: &mut Batch,
-        in_flight: &mut VecDeque<Pending>,
+        in_flight: &mut InFlight,
     ) -> Result<(), TailError> {
         let base = open.read_pos;
         open.read_pos += data.len() as u64;
@@ -388,7 +370,7 @@ impl Tailer {
         &self,
         open: &mut Open,
         mut batch: Batch,
-        in_flight: &mut VecDeque<Pending>,
+        in_flight: &mut InFlight,
     ) -> Result<(), TailError> {
         if open.fingerprint.is_partial() {
             open.fingerprint = Fingerprint::of(&mut open.file)?;
@@ -398,12 +380,7 @@ impl Tailer {
             fingerprint: open.fingerprint,
             offset: open.pending_start,
         });
-        if in_flight.len() >= MAX_IN_FLIGHT
-            && let Some(oldest) = in_flight.pop_front()
-        {
-            oldest.wait_blocking()?;
-        }
-        in_flight.push_back(self.writer.submit_blocking(batch)?);
+        in_flight.submit(&self.writer, batch)?;
         Ok(())
     }
 
@@ -414,7 +391,7 @@ impl Tailer {
         open: &mut Open,
         decoder: &mut Decoder,
         batch: &mut Batch,
-        in_flight: &mut VecDeque<Pending>,
+        in_flight: &mut InFlight,
         final_line: Vec<u8>,
     ) -> Result<(), TailError> {
         if !final_line.is_empty() {
@@ -434,7 +411,7 @@ impl Tailer {
             let done = std::mem::replace(batch, self.new_batch());
             self.submit(open, done, in_flight)?;
         }
-        drain(std::mem::take(in_flight))
+        Ok(in_flight.wait()?)
     }
 
     /// Read a rotated-away file to its end. Its unfinished last line will never be
@@ -445,7 +422,7 @@ impl Tailer {
         chunk: &mut [u8],
         decoder: &mut Decoder,
         batch: &mut Batch,
-        in_flight: &mut VecDeque<Pending>,
+        in_flight: &mut InFlight,
     ) -> Result<(), TailError> {
         loop {
             let n = open.file.read(chunk)?;
@@ -522,13 +499,6 @@ impl Open {
             discarding: false,
         }
     }
-}
-
-fn drain(in_flight: VecDeque<Pending>) -> Result<(), TailError> {
-    for p in in_flight {
-        p.wait_blocking()?;
-    }
-    Ok(())
 }
 
 /// Find the file a checkpoint was taken of among the siblings of `path` (where a

@@ -47,6 +47,29 @@ impl Pending {
     }
 }
 
+/// The commit a source has queued and not yet seen land. One at a time: the source
+/// decodes its next batch while this one commits, and learns of a failure before it
+/// queues anything after it, so a later checkpoint never lands past a failed batch.
+#[derive(Default)]
+pub struct InFlight(Option<Pending>);
+
+impl InFlight {
+    /// Wait for the previous commit, then queue `batch`.
+    pub fn submit(&mut self, writer: &Writer, batch: Batch) -> Result<(), StoreError> {
+        self.wait()?;
+        self.0 = Some(writer.submit_blocking(batch)?);
+        Ok(())
+    }
+
+    /// Wait until the queued commit (if any) has landed.
+    pub fn wait(&mut self) -> Result<(), StoreError> {
+        match self.0.take() {
+            Some(p) => p.wait_blocking().map(drop),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Writer {
     /// Start the writer thread on `store`.
     pub fn spawn(store: Store, metrics: Arc<Metrics>) -> (Writer, JoinHandle<()>) {

@@ -10,10 +10,9 @@ mod mysql;
 mod postgres;
 mod sqlite;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
@@ -22,7 +21,8 @@ use crate::adapters::{Context, Decoder, Format};
 use crate::clock::now_ms;
 use crate::domain::DbCursor;
 use crate::ingest::add_value;
-use crate::store::writer::{Pending, Writer};
+use crate::sources::Stop;
+use crate::store::writer::{InFlight, Writer};
 use crate::store::{Batch, StoreError, queries};
 use crate::telemetry::{Metrics, SourceOnly};
 
@@ -350,8 +350,6 @@ pub struct DbHealth {
 /// Shared registry of database source health.
 pub type HealthBoard = Arc<std::sync::Mutex<BTreeMap<String, DbHealth>>>;
 
-/// Commits in flight at once: reading the next batch overlaps committing the last.
-const MAX_IN_FLIGHT: usize = 2;
 /// First wait after a failure.
 const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
 /// How long a missing id is waited for. Gateways insert each log row in its own
@@ -435,9 +433,9 @@ pub struct Follower {
     db_path: PathBuf,
     metrics: Arc<Metrics>,
     health: HealthBoard,
-    stop: Arc<AtomicBool>,
+    stop: Stop,
     /// Set by every successful poll; read and cleared on the next failure.
-    polled_ok: AtomicBool,
+    polled_ok: std::cell::Cell<bool>,
 }
 
 impl Follower {
@@ -449,7 +447,7 @@ impl Follower {
         db_path: PathBuf,
         metrics: Arc<Metrics>,
         health: HealthBoard,
-        stop: Arc<AtomicBool>,
+        stop: Stop,
     ) -> Follower {
         let source = spec.name();
         Follower {
@@ -461,7 +459,7 @@ impl Follower {
             metrics,
             health,
             stop,
-            polled_ok: AtomicBool::new(false),
+            polled_ok: std::cell::Cell::new(false),
         }
     }
 
@@ -470,18 +468,18 @@ impl Follower {
     /// committed cursor.
     pub fn run(self) {
         let mut backoff = INITIAL_BACKOFF;
-        while !self.stop.load(Ordering::Relaxed) {
+        while !self.stop.is_set() {
             match self.follow() {
                 Ok(()) => return,
                 Err(e) => {
                     // A source that polled fine since the last failure starts over
                     // with a short wait: one long outage must not slow every later one.
-                    if self.polled_ok.swap(false, Ordering::Relaxed) {
+                    if self.polled_ok.replace(false) {
                         backoff = INITIAL_BACKOFF;
                     }
                     self.record_error(&e);
                     tracing::warn!(source = %self.source, cause = %e, retry_in_ms = backoff.as_millis() as u64, "gateway database poll failed");
-                    if self.sleep(backoff) {
+                    if self.stop.sleep(backoff) {
                         return;
                     }
                     backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -496,10 +494,10 @@ impl Follower {
         tracing::info!(source = %self.source, cursor = progress.high, "following gateway database");
         let (format_name, format) = self.spec.flavour.format();
         let mut decoder = Decoder::new(format, self.ctx.clone());
-        let mut in_flight: VecDeque<Pending> = VecDeque::new();
+        let mut in_flight = InFlight::default();
         loop {
-            if self.stop.load(Ordering::Relaxed) {
-                return drain(in_flight);
+            if self.stop.is_set() {
+                return Ok(in_flight.wait()?);
             }
             let committed = progress.watermark();
             let mut rows = reader.fetch(progress.high, self.spec.batch_rows)?;
@@ -537,20 +535,15 @@ impl Follower {
                     source: self.source.clone(),
                     last_id: progress.watermark(),
                 });
-                if in_flight.len() >= MAX_IN_FLIGHT
-                    && let Some(oldest) = in_flight.pop_front()
-                {
-                    oldest.wait_blocking()?;
-                }
-                in_flight.push_back(self.writer.submit_blocking(batch)?);
+                in_flight.submit(&self.writer, batch)?;
             }
             if full {
                 continue;
             }
-            drain(std::mem::take(&mut in_flight))?;
+            in_flight.wait()?;
             let max = reader.max_id()?;
             self.record_success(progress.high, max);
-            if self.sleep(self.spec.poll) {
+            if self.stop.sleep(self.spec.poll) {
                 return Ok(());
             }
         }
@@ -590,7 +583,7 @@ impl Follower {
     }
 
     fn record_success(&self, cursor: i64, max: Option<i64>) {
-        self.polled_ok.store(true, Ordering::Relaxed);
+        self.polled_ok.set(true);
         let behind = max.map(|m| (m - cursor).max(0));
         let labels = SourceOnly {
             source: self.source.clone(),
@@ -626,20 +619,6 @@ impl Follower {
         h.last_error = Some(e.to_string());
         h.last_error_ms = Some(now_ms());
     }
-
-    fn sleep(&self, d: Duration) -> bool {
-        let step = Duration::from_millis(20);
-        let mut left = d;
-        while !left.is_zero() {
-            if self.stop.load(Ordering::Relaxed) {
-                return true;
-            }
-            let s = left.min(step);
-            std::thread::sleep(s);
-            left -= s;
-        }
-        self.stop.load(Ordering::Relaxed)
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -648,13 +627,6 @@ enum FollowError {
     Db(#[from] DbError),
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-fn drain(in_flight: VecDeque<Pending>) -> Result<(), FollowError> {
-    for p in in_flight {
-        p.wait_blocking()?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
