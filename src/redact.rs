@@ -12,8 +12,11 @@ pub const MAX_RAW_BYTES: usize = 2048;
 static SECRETS: LazyLock<[(Regex, &'static str); 3]> = LazyLock::new(|| {
     [
         // JSON members whose name says they hold a secret.
+        // JSON members whose name says they hold a secret or a person: credentials,
+        // user identities, addresses, and prompt or answer text. A value cut off by
+        // the length bound (no closing quote) is redacted too.
         (
-            Regex::new(r#"(?i)("[^"]*(?:key|token|secret|password|authorization)[^"]*"\s*:\s*)"(?:[^"\\]|\\.)*""#)
+            Regex::new(r#"(?i)("[^"]*(?:key|token|secret|password|authorization|user|email|ip|messages|response|content|prompt)[^"]*"\s*:\s*)"(?:[^"\\]|\\.)*(?:"|$)"#)
                 .expect("valid regex"),
             r#"$1"[redacted]""#,
         ),
@@ -43,7 +46,8 @@ pub fn looks_like_secret(value: &str) -> bool {
 
 /// Bound `raw` to `MAX_RAW_BYTES` (on a character boundary) and redact secrets.
 pub fn for_storage(raw: &[u8]) -> String {
-    let text = String::from_utf8_lossy(raw);
+    // Cut before redacting, so a 16 MiB body costs no more than a short record.
+    let text = String::from_utf8_lossy(&raw[..raw.len().min(4 * MAX_RAW_BYTES)]);
     let mut text = SECRETS.iter().fold(text.into_owned(), |t, (re, with)| {
         re.replace_all(&t, *with).into_owned()
     });
@@ -70,6 +74,17 @@ mod tests {
         assert!(!safe.contains("abcdefgh12345"), "{safe}");
         assert!(!safe.contains("ZZZZZZZZZZ"), "{safe}");
         assert!(safe.contains(r#""id":"a""#), "{safe}");
+    }
+
+    #[test]
+    fn people_and_text_are_redacted_even_when_cut_off() {
+        let raw = br#"{"id":1,"username":"alice","ip":"10.1.2.3","messages":[{"content":"my diagnosis"}],"email":"a@b.c"}"#;
+        let safe = for_storage(raw);
+        for leak in ["alice", "10.1.2.3", "diagnosis", "a@b.c"] {
+            assert!(!safe.contains(leak), "{leak} in {safe}");
+        }
+        let cut = for_storage(br#"{"api_key":"sk_live_unterminated_secret_value"#);
+        assert!(!cut.contains("unterminated_secret"), "{cut}");
     }
 
     #[test]

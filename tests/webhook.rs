@@ -198,9 +198,16 @@ fn mixed_ndjson_accepts_the_good_and_reports_each_bad_record() {
         assert_eq!(d.reason, e.reason);
     }
     assert!(app.dead_letters(Some("http:evals")).is_empty());
+    let anonymous = app.get("/v1/deadletters");
+    assert_eq!(
+        anonymous.status().as_u16(),
+        401,
+        "dead letters need the token"
+    );
     let newest = app
         .client
         .get(app.url("/v1/deadletters?source=http:events&limit=1"))
+        .bearer_auth(&app.token)
         .send()
         .unwrap()
         .json::<Value>()

@@ -193,6 +193,11 @@ impl Decoder {
 }
 
 fn check_time(ts_ms: i64, now_ms: i64, ctx: &Context) -> Result<(), Rejected> {
+    if ts_ms < MIN_TS_MS {
+        return Err(Rejected(format!(
+            "timestamp {ts_ms} ms is before 2001: check the timestamp unit (seconds, milliseconds or RFC 3339)"
+        )));
+    }
     if ts_ms > now_ms + ctx.max_future_ms {
         return Err(Rejected(format!(
             "timestamp is {}s in the future (limit {}s): check the gateway's clock or the timestamp unit",
@@ -234,18 +239,29 @@ fn price(e: &mut UsageEvent, pricing: &PriceTable) -> Result<(), Rejected> {
     Ok(())
 }
 
-/// A token count from a record: present and not negative.
+/// More tokens than any model's context in one request: a corrupt record, refused so
+/// that aggregate sums cannot overflow.
+const MAX_TOKENS: i64 = 1_000_000_000;
+/// Durations above a day are not request latencies; they are dropped.
+const MAX_MILLIS: f64 = 86_400_000.0;
+/// Epoch milliseconds before 2001-09-09 (1e12): a unit mistake, not a request time.
+const MIN_TS_MS: i64 = 1_000_000_000_000;
+
+/// A token count from a record: present, not negative, plausible.
 pub(crate) fn tokens(field: &str, v: Option<i64>) -> Result<u64, Rejected> {
     match v {
         None => Ok(0),
         Some(n) if n < 0 => Err(Rejected(format!("{field} is negative ({n})"))),
+        Some(n) if n > MAX_TOKENS => Err(Rejected(format!(
+            "{field} is implausibly large ({n} > {MAX_TOKENS})"
+        ))),
         Some(n) => Ok(n as u64),
     }
 }
 
-/// A duration in milliseconds from a record: not negative, else absent.
+/// A duration in milliseconds from a record: within 0..=1 day, else absent.
 pub(crate) fn millis(v: Option<f64>) -> Option<u64> {
-    v.filter(|x| x.is_finite() && *x >= 0.0)
+    v.filter(|x| x.is_finite() && (0.0..=MAX_MILLIS).contains(x))
         .map(|x| x.round() as u64)
 }
 
@@ -304,6 +320,26 @@ cached_input_per_1m = 1.25
 mod tests {
     use super::test_support::*;
     use super::*;
+
+    #[test]
+    fn implausible_numbers_are_refused_or_dropped() {
+        let big = r#"{"id":"a","ts":1780315200,"model":"m","prompt_tokens":9000000000000,"completion_tokens":1}"#;
+        assert!(
+            decode(Format::Native, big)
+                .unwrap_err()
+                .0
+                .contains("implausibly large")
+        );
+        let epoch = r#"{"id":"a","ts":0,"model":"m","prompt_tokens":1,"completion_tokens":1}"#;
+        assert!(
+            decode(Format::Native, epoch)
+                .unwrap_err()
+                .0
+                .contains("before 2001")
+        );
+        let slow = r#"{"id":"a","ts":1780315200,"model":"m","prompt_tokens":1,"completion_tokens":1,"latency_ms":1e300}"#;
+        assert_eq!(usage(Format::Native, slow).latency_ms, None);
+    }
 
     #[test]
     fn far_future_timestamps_are_rejected_with_a_hint() {

@@ -100,12 +100,11 @@ fn from_row(row: Row, ctx: &Context, flavour: Flavour) -> Result<Option<Record>,
     };
     let model = non_empty(row.model_name.as_deref())
         .ok_or_else(|| Rejected("model_name is empty".into()))?;
-    if row.created_at <= 0 {
-        return Err(Rejected(format!(
-            "created_at {} is not a unix time",
-            row.created_at
-        )));
-    }
+    let ts_ms = row
+        .created_at
+        .checked_mul(1000)
+        .filter(|_| row.created_at > 0)
+        .ok_or_else(|| Rejected(format!("created_at {} is not a unix time", row.created_at)))?;
     // A broken `other` must not lose the record: fall back to no extras.
     let other: Other = row
         .other
@@ -133,7 +132,7 @@ fn from_row(row: Row, ctx: &Context, flavour: Flavour) -> Result<Option<Record>,
     };
     Ok(Some(Record::Usage(UsageEvent {
         id: format!("{prefix}:{}", row.id),
-        ts_ms: row.created_at * 1000,
+        ts_ms,
         model,
         resolved_model,
         provider: non_empty(row.channel_name.as_deref())

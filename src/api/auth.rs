@@ -10,7 +10,11 @@ pub fn require_token(headers: &HeaderMap, token: &str) -> Result<(), ApiError> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| {
+            // The scheme name is case-insensitive (RFC 9110).
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(rest)
+        })
         .map(str::trim);
     match given {
         Some(g) if bool::from(g.as_bytes().ct_eq(token.as_bytes())) => Ok(()),
@@ -36,6 +40,7 @@ mod tests {
     fn only_the_exact_token_passes() {
         let token = "0123456789abcdef";
         assert!(require_token(&headers("Bearer 0123456789abcdef"), token).is_ok());
+        assert!(require_token(&headers("bearer 0123456789abcdef"), token).is_ok());
         assert!(require_token(&headers("Bearer 0123456789abcdeX"), token).is_err());
         assert!(require_token(&headers("Bearer 0123"), token).is_err());
         assert!(require_token(&headers("Basic 0123456789abcdef"), token).is_err());

@@ -2,11 +2,12 @@
 
 use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::auth::require_token;
 use super::{ApiError, AppState};
 use crate::store::queries;
 
@@ -63,10 +64,14 @@ pub struct DeadLetterQuery {
 }
 
 /// `GET /v1/deadletters?source=&limit=`: newest first (default 100, at most 1000).
+///
+/// Needs the token: dead letters keep (redacted) record text.
 pub async fn dead_letters(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Query(q): Query<DeadLetterQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    require_token(&headers, &state.token)?;
     let path = state.db_path.clone();
     let limit = q.limit.unwrap_or(100).min(1000);
     let rows = tokio::task::spawn_blocking(move || {

@@ -47,6 +47,8 @@ pub async fn events(
     Query(q): Query<FormatQuery>,
     req: Request,
 ) -> Result<(StatusCode, Json<IngestReport>), ApiError> {
+    // Before anything else: unknown callers learn nothing, not even format names.
+    require_token(req.headers(), &state.token)?;
     let name = q.format.unwrap_or_else(|| "native".into());
     let format = Format::by_name(&name, &state.formats)
         .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;

@@ -249,6 +249,9 @@ impl Tailer {
                 // Rotated while we were down: finish the old file if it is still in the
                 // directory under another name, then take the new one from its start.
                 if let Some(mut old) = find_rotated(&self.spec.path, &cp.fingerprint)? {
+                    if decoder.wants_header() {
+                        decoder.set_header(&first_line(&mut old)?);
+                    }
                     old.seek(SeekFrom::Start(cp.offset))?;
                     let mut o = Open::new(old, cp.fingerprint, cp.offset);
                     let mut chunk = vec![0u8; READ_CHUNK];

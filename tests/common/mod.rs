@@ -391,6 +391,7 @@ impl TestApp {
         let mut req = self
             .client
             .get(self.url("/v1/deadletters"))
+            .bearer_auth(&self.token)
             .query(&[("limit", "1000")]);
         if let Some(s) = source {
             req = req.query(&[("source", s)]);
