@@ -20,6 +20,38 @@ pub const DEFAULT_DB: &str = "driftwarden.db";
 /// Default rules directory (price table, later rules and tiers).
 pub const DEFAULT_RULES: &str = "rules";
 
+/// A secret value (an API token, a URL with a password). Its `Debug` never shows it,
+/// so a logged config or argument list cannot leak it.
+#[derive(Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The value, for the one place that must use it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Secret, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Secret {
+        Secret(s.to_string())
+    }
+}
+
 /// A configuration problem, with what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -42,7 +74,7 @@ pub struct FileConfig {
     pub db: Option<PathBuf>,
     pub rules: Option<PathBuf>,
     /// API token for write endpoints. Prefer `DRIFTWARDEN_TOKEN`.
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     pub retention_days: Option<u32>,
     pub max_body_bytes: Option<usize>,
     pub max_line_bytes: Option<usize>,
@@ -78,7 +110,7 @@ pub struct TailEntry {
 pub struct GatewayDbEntry {
     /// `sqlite:///path`, `postgres://...`, `mysql://...`, or `env:VAR` to read the URL
     /// (and its password) from an environment variable.
-    pub url: String,
+    pub url: Secret,
     #[serde(default)]
     pub flavour: Flavour,
     #[serde(default = "default_table")]
@@ -124,7 +156,7 @@ pub struct Config {
     pub db: PathBuf,
     pub rules: PathBuf,
     /// `None`: generate one and keep it in the token file beside the database.
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     pub retention_days: u32,
     pub max_body_bytes: usize,
     pub max_line_bytes: usize,
@@ -142,13 +174,13 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub db: Option<PathBuf>,
     pub rules: Option<PathBuf>,
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     pub retention_days: Option<u32>,
     /// `PATH[:FORMAT]` values of `--tail`.
     pub tails: Vec<String>,
     pub tail_start: Option<StartAt>,
     /// URLs of `--gateway-db`, with the flavour, table and start they share.
-    pub gateway_dbs: Vec<String>,
+    pub gateway_dbs: Vec<Secret>,
     pub gateway_db_flavour: Option<Flavour>,
     pub gateway_db_table: Option<String>,
     pub gateway_db_start: Option<String>,
@@ -215,7 +247,7 @@ impl Config {
                 channels.insert(id, name);
             }
             gateway_dbs.push(db_spec(
-                &entry.url,
+                entry.url.expose(),
                 entry.flavour,
                 entry.table,
                 flags.gateway_db_start.as_deref().or(entry.start.as_deref()),
@@ -226,7 +258,7 @@ impl Config {
         }
         for url in &flags.gateway_dbs {
             gateway_dbs.push(db_spec(
-                url,
+                url.expose(),
                 flags.gateway_db_flavour.unwrap_or_default(),
                 flags.gateway_db_table.clone().unwrap_or_else(default_table),
                 flags.gateway_db_start.as_deref(),
@@ -248,9 +280,9 @@ impl Config {
                 "retention_days must be at least 1".into(),
             ));
         }
-        let token = flags.token.or(file.token).filter(|t| !t.is_empty());
+        let token = flags.token.or(file.token).filter(|t| !t.0.is_empty());
         if let Some(t) = &token
-            && t.len() < 16
+            && t.0.len() < 16
         {
             return Err(ConfigError::Value(
                 "the API token must be at least 16 characters; generate one with `openssl rand -hex 24`".into(),
@@ -440,6 +472,23 @@ channels = { "7" = "azure-east" }
             .unwrap_err()
             .to_string();
         assert!(err.contains("must start with sqlite://"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let flags = Overrides {
+            token: Some("0123456789abcdef-very-secret".into()),
+            gateway_dbs: vec!["postgres://u:hunter2@h/db".into()],
+            ..Overrides::default()
+        };
+        let text = format!(
+            "{flags:?} {:?}",
+            Config::resolve(FileConfig::default(), flags.clone()).unwrap()
+        );
+        assert!(
+            !text.contains("very-secret") && !text.contains("hunter2"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -108,7 +108,7 @@ pub async fn serve(
 ) -> Result<(), DaemonError> {
     let pipeline = Pipeline::open(&config)?;
     let token = match &config.token {
-        Some(t) => t.clone(),
+        Some(t) => t.expose().to_string(),
         None => token_from_file(&config.db)?,
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -238,13 +238,16 @@ fn token_from_file(db: &Path) -> Result<String, DaemonError> {
     let mut raw = [0u8; 24];
     getrandom::fill(&mut raw).map_err(|e| err(std::io::Error::other(e.to_string())))?;
     let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(&path)
+        .map_err(err)?;
+    // `mode` applies only to a new file: tighten one that already existed too.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
         .map_err(err)?;
     f.write_all(token.as_bytes()).map_err(err)?;
     tracing::warn!(token_file = %path.display(), "no API token configured: generated one; set DRIFTWARDEN_TOKEN to choose your own");

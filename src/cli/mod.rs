@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, FileConfig, Overrides};
+use crate::config::{Config, FileConfig, Overrides, Secret};
 use crate::domain::ChangeKind;
 use crate::pricing::PriceTable;
 use crate::sources::gateway_db::Flavour;
@@ -121,7 +121,7 @@ struct ServeArgs {
     /// postgres://user@host/db or mysql://user@host/db, or env:VAR to read the URL
     /// (with its password) from the environment. Repeatable. Read-only.
     #[arg(long = "gateway-db", value_name = "URL")]
-    gateway_dbs: Vec<String>,
+    gateway_dbs: Vec<Secret>,
     /// Which gateway wrote the table [default: newapi]
     #[arg(long, value_enum, value_name = "FLAVOUR")]
     gateway_db_flavour: Option<Flavour>,
@@ -134,7 +134,7 @@ struct ServeArgs {
     gateway_db_start: Option<String>,
     /// API token for write endpoints (at least 16 characters).
     #[arg(long, env = "DRIFTWARDEN_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    token: Option<Secret>,
     /// Days to keep raw events (aggregates are kept longer) [default: 7]
     #[arg(long, value_name = "DAYS")]
     retention_days: Option<u32>,

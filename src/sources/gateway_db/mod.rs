@@ -136,19 +136,25 @@ pub fn printable_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "<invalid url>".to_string();
     };
-    let rest = rest.split('?').next().unwrap_or("");
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    let host = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{user}@{host}")
+    let (userinfo, host_and_path) = split_userinfo(rest);
+    let host_and_path = host_and_path.split('?').next().unwrap_or("");
+    match userinfo {
+        Some(info) => {
+            let user = info.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}@{host_and_path}")
         }
-        None => authority.to_string(),
-    };
-    format!("{scheme}://{host}{path}")
+        None => format!("{scheme}://{host_and_path}"),
+    }
+}
+
+/// Split `user:password@host/path` at the last `@` before the host. A password may
+/// hold `/`, `?` or `@` (drivers split on the last `@`), so the authority does not end
+/// at the first `/` when an `@` follows it.
+fn split_userinfo(rest: &str) -> (Option<&str>, &str) {
+    match rest.rfind('@') {
+        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+        None => (None, rest),
+    }
 }
 
 /// A database error, with credentials already removed from the message.
@@ -169,8 +175,7 @@ impl DbError {
 
 fn password_of(url: &str) -> Option<String> {
     let rest = url.split_once("://")?.1;
-    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
-    let userinfo = authority.rsplit_once('@')?.0;
+    let userinfo = split_userinfo(rest).0?;
     userinfo.split_once(':').map(|(_, p)| p.to_string())
 }
 
@@ -646,12 +651,18 @@ mod tests {
             "sqlite:///data/one-api.db"
         );
         assert_eq!(printable_url("mysql://u:p@h/db"), "mysql://u@h/db");
+        assert_eq!(
+            printable_url("postgres://u:pa/ss?@x@h:5432/db?sslmode=require"),
+            "postgres://u@h:5432/db"
+        );
     }
 
     #[test]
     fn driver_errors_lose_the_password() {
         let e = DbError::from_driver("auth failed for s3cret", "postgres://u:s3cret@h/db");
         assert_eq!(e.0, "auth failed for ***");
+        let e = DbError::from_driver("bad pa/ss?x", "postgres://u:pa/ss?x@h/db");
+        assert_eq!(e.0, "bad ***");
     }
 
     #[test]
