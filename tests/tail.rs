@@ -92,6 +92,39 @@ fn rename_and_create_rotation_reads_every_line_once() {
 }
 
 #[test]
+fn lines_written_to_the_old_file_after_the_new_one_appears_are_kept() {
+    let b = TestApp::builder().tail("usage.log");
+    let log = b.path("usage.log");
+    let ts = recent_ms();
+    let mut logger = File::create(&log).unwrap();
+    logger
+        .write_all(native_lines("before", 20, ts).as_bytes())
+        .unwrap();
+    let app = b.spawn();
+    settle(&app, &log, 20, 0);
+
+    // logrotate `create`: rename, then a new file at once; the gateway reopens later.
+    std::fs::rename(&log, app.path("usage.log.1")).unwrap();
+    append(&log, &native_lines("new", 10, ts + 2000));
+    // Let the tailer see the new file, then keep writing to the renamed one (within
+    // the grace), with a line split across two writes.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    logger
+        .write_all(native_lines("late", 5, ts + 1000).as_bytes())
+        .unwrap();
+    let last = native_line("late-split", ts + 1500);
+    let (head, tail) = last.split_at(last.len() / 2);
+    logger.write_all(head.as_bytes()).unwrap();
+    logger.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    logger.write_all(format!("{tail}\n").as_bytes()).unwrap();
+    drop(logger);
+
+    settle(&app, &log, 36, 0);
+    assert_eq!(app.metric(&tail_counter(DUPLICATE, &log, "native")), 0.0);
+}
+
+#[test]
 fn rotation_while_stopped_finishes_the_old_file_then_reads_the_new_one() {
     let b = TestApp::builder().tail("usage.log");
     let log = b.path("usage.log");

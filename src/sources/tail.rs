@@ -80,6 +80,9 @@ pub enum TailError {
 }
 
 const READ_CHUNK: usize = 1 << 20;
+/// How long a renamed-away file is still read after its last write: a gateway keeps
+/// writing to it until it reopens its log (logrotate's `create` without copytruncate).
+const ROTATED_FILE_GRACE: Duration = Duration::from_secs(2);
 
 /// Follows one file. Run it on its own thread with `run`.
 pub struct Tailer {
@@ -167,9 +170,12 @@ impl Tailer {
                     &mut batch,
                     &mut in_flight,
                 )?;
-                continue;
+                // Stop promptly even with a backlog: the checkpoint keeps our place.
+                if !self.stop.is_set() {
+                    continue;
+                }
             }
-            // At the end of what is written: commit what we have, then look around.
+            // At the end of what is written (or stopping): commit what we have, then look around.
             self.flush(
                 &mut open,
                 &mut decoder,
@@ -202,12 +208,14 @@ impl Tailer {
                         .get_or_create(&self.labels())
                         .inc();
                     tracing::info!(path = %self.path_key, "file rotated; finishing the old file, then reading the new one");
+                    // The gateway may write to the old file until it reopens its log.
                     self.finish_old(
                         &mut open,
                         &mut chunk,
                         &mut decoder,
                         &mut batch,
                         &mut in_flight,
+                        ROTATED_FILE_GRACE,
                     )?;
                     decoder = Decoder::new(self.spec.format.clone(), self.ctx.clone());
                     open = self.reopen_fresh(new_file)?;
@@ -256,7 +264,15 @@ impl Tailer {
                     let mut o = Open::new(old, cp.fingerprint, cp.offset);
                     let mut chunk = vec![0u8; READ_CHUNK];
                     let mut batch = self.new_batch();
-                    self.finish_old(&mut o, &mut chunk, decoder, &mut batch, in_flight)?;
+                    // Rotated while we were down: the gateway has long since reopened.
+                    self.finish_old(
+                        &mut o,
+                        &mut chunk,
+                        decoder,
+                        &mut batch,
+                        in_flight,
+                        Duration::ZERO,
+                    )?;
                     *decoder = Decoder::new(self.spec.format.clone(), self.ctx.clone());
                 }
                 0
@@ -417,8 +433,10 @@ impl Tailer {
         Ok(in_flight.wait()?)
     }
 
-    /// Read a rotated-away file to its end. Its unfinished last line will never be
-    /// finished, so it counts as a line.
+    /// Read a rotated-away file to its end, and keep reading it until it has been
+    /// quiet for `grace`. Its unfinished last line will never be finished then, so it
+    /// counts as a line.
+    #[allow(clippy::too_many_arguments)]
     fn finish_old(
         &self,
         open: &mut Open,
@@ -426,15 +444,26 @@ impl Tailer {
         decoder: &mut Decoder,
         batch: &mut Batch,
         in_flight: &mut InFlight,
+        grace: Duration,
     ) -> Result<(), TailError> {
+        let mut quiet = Duration::ZERO;
         loop {
             let n = open.file.read(chunk)?;
-            if n == 0 {
+            if n > 0 {
+                self.consume(open, &chunk[..n], decoder, batch, in_flight)?;
+                quiet = Duration::ZERO;
+                continue;
+            }
+            if quiet >= grace || self.stop.is_set() {
                 break;
             }
-            self.consume(open, &chunk[..n], decoder, batch, in_flight)?;
+            self.flush(open, decoder, batch, in_flight, Vec::new())?;
+            self.stop.sleep(self.opts.poll);
+            quiet += self.opts.poll;
         }
-        let last = if open.discarding || open.pending.trim_ascii().is_empty() {
+        // Stopping: the writer may still finish that line; the checkpoint stays before it.
+        let last = if open.discarding || self.stop.is_set() || open.pending.trim_ascii().is_empty()
+        {
             Vec::new()
         } else {
             std::mem::take(&mut open.pending)

@@ -364,6 +364,8 @@ const GAP_GRACE: Duration = Duration::from_secs(30);
 /// Rows created less than this long ago (by the gateway's clock, which may be off
 /// from ours) count as live traffic whose missing predecessors may still commit.
 const RECENT_ROW: Duration = Duration::from_secs(600);
+/// Queries for late rows per poll, at most (one per run of consecutive missing ids).
+const MAX_GAP_QUERIES: usize = 16;
 /// Jumps in id larger than this (deleted ranges, a reseeded sequence) are not tracked
 /// id by id.
 const MAX_GAP_IDS: i64 = 10_000;
@@ -419,11 +421,20 @@ impl Progress {
             .retain(|_, seen| now.duration_since(*seen) < grace);
     }
 
-    /// The id range to look at again for late rows.
-    fn gap_range(&self) -> Option<(i64, i64)> {
-        let first = *self.gaps.first_key_value()?.0;
-        let last = *self.gaps.last_key_value()?.0;
-        Some((first, last))
+    /// Runs of consecutive missing ids, lowest first, at most `max` of them.
+    fn gap_runs(&self, max: usize) -> Vec<(i64, i64)> {
+        let mut runs: Vec<(i64, i64)> = Vec::new();
+        for &id in self.gaps.keys() {
+            let extends = runs.last().is_some_and(|(_, end)| end + 1 == id);
+            if extends {
+                runs.last_mut().expect("checked above").1 = id;
+            } else if runs.len() == max {
+                break;
+            } else {
+                runs.push((id, id));
+            }
+        }
+        runs
     }
 }
 /// Longest wait between reconnect attempts.
@@ -515,7 +526,8 @@ impl Follower {
                 progress.saw(row_id(row), created >= recent_from);
             }
             progress.expire(Instant::now(), GAP_GRACE);
-            if let Some((from, to)) = progress.gap_range() {
+            // Look again only at the missing ids, one query per run of consecutive ones.
+            for (from, to) in progress.gap_runs(MAX_GAP_QUERIES) {
                 let late = reader.fetch_range(from, to)?;
                 rows.extend(late.into_iter().filter(|r| progress.filled(row_id(r))));
             }
@@ -691,24 +703,22 @@ mod tests {
         p.saw(14, true); // 12 and 13 not visible yet
         assert_eq!(p.high, 14);
         assert_eq!(p.watermark(), 11);
-        assert_eq!(p.gap_range(), Some((12, 13)));
+        p.saw(16, true); // 15 missing as well
+        assert_eq!(p.gap_runs(16), vec![(12, 13), (15, 15)]);
+        assert_eq!(p.gap_runs(1), vec![(12, 13)]);
         assert!(p.filled(12));
         assert!(!p.filled(12), "a gap fills once");
         assert_eq!(p.watermark(), 12);
         p.expire(Instant::now() + GAP_GRACE, GAP_GRACE);
+        assert_eq!(p.watermark(), 16, "13 and 15 never committed: given up");
+        p.saw(16 + MAX_GAP_IDS + 5, true);
         assert_eq!(
             p.watermark(),
-            14,
-            "13 never committed: given up after the grace"
+            16 + MAX_GAP_IDS + 5,
+            "huge jumps are not tracked"
         );
-        p.saw(14 + MAX_GAP_IDS + 5, true);
-        assert_eq!(
-            p.watermark(),
-            14 + MAX_GAP_IDS + 5,
-            "huge jumps are not tracked id by id"
-        );
-        p.saw(14 + MAX_GAP_IDS + 9, false);
-        assert_eq!(p.gap_range(), None, "gaps in history are final");
+        p.saw(16 + MAX_GAP_IDS + 9, false);
+        assert!(p.gap_runs(16).is_empty(), "gaps in history are final");
     }
 
     #[test]
