@@ -315,6 +315,18 @@ fn int_type(backend: Backend) -> &'static str {
     }
 }
 
+/// One row as the JSON object the adapter reads; `get(i, kind)` reads column `i`.
+fn row_object<E>(
+    columns: &[(&'static str, Kind)],
+    mut get: impl FnMut(usize, Kind) -> Result<Option<Value>, E>,
+) -> Result<Map<String, Value>, E> {
+    let mut row = Map::with_capacity(columns.len());
+    for (i, (name, kind)) in columns.iter().enumerate() {
+        row.insert((*name).to_string(), get(i, *kind)?.unwrap_or(Value::Null));
+    }
+    Ok(row)
+}
+
 /// One connection to a gateway database, read-only.
 trait LogReader: Send {
     /// Highest id in the table (`None` when empty).

@@ -5,7 +5,7 @@ use mysql::prelude::Queryable;
 use mysql::{Conn, Opts};
 use serde_json::{Map, Value};
 
-use super::{Backend, DbError, DbSpec, Kind, LogReader, Queries};
+use super::{Backend, DbError, DbSpec, Kind, LogReader, Queries, row_object};
 
 pub(super) struct Reader {
     conn: Conn,
@@ -98,26 +98,25 @@ impl Reader {
             .exec(sql, args)
             .map_err(|e| DbError::from_driver(explain(&e, ""), &url))?;
         let columns = &self.queries.columns;
-        let mut out = Vec::with_capacity(rows.len());
-        for mut r in rows {
-            let mut row = Map::with_capacity(columns.len());
-            for (i, (name, kind)) in columns.iter().enumerate() {
-                let v = match kind {
-                    Kind::Int => r
-                        .take_opt::<Option<i64>, _>(i)
-                        .and_then(Result::ok)
-                        .flatten()
-                        .map(Value::from),
-                    Kind::Text => r
-                        .take_opt::<Option<String>, _>(i)
-                        .and_then(Result::ok)
-                        .flatten()
-                        .map(Value::from),
-                };
-                row.insert((*name).to_string(), v.unwrap_or(Value::Null));
-            }
-            out.push(row);
-        }
-        Ok(out)
+        let out = rows
+            .into_iter()
+            .map(|mut r| {
+                row_object(columns, |i, kind| {
+                    Ok::<_, std::convert::Infallible>(match kind {
+                        Kind::Int => r
+                            .take_opt::<Option<i64>, _>(i)
+                            .and_then(Result::ok)
+                            .flatten()
+                            .map(Value::from),
+                        Kind::Text => r
+                            .take_opt::<Option<String>, _>(i)
+                            .and_then(Result::ok)
+                            .flatten()
+                            .map(Value::from),
+                    })
+                })
+            })
+            .collect::<Result<_, _>>();
+        Ok(out.unwrap_or_else(|never| match never {}))
     }
 }

@@ -4,7 +4,7 @@
 use postgres::{Client, NoTls};
 use serde_json::{Map, Value};
 
-use super::{Backend, DbError, DbSpec, Kind, LogReader, Queries};
+use super::{Backend, DbError, DbSpec, Kind, LogReader, Queries, row_object};
 
 pub(super) struct Reader {
     client: Client,
@@ -112,18 +112,16 @@ impl Reader {
             .query(sql, args)
             .map_err(|e| DbError::from_driver(explain(&e, ""), &self.url))?;
         let columns = &self.queries.columns;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let mut row = Map::with_capacity(columns.len());
-            for (i, (name, kind)) in columns.iter().enumerate() {
-                let v = match kind {
-                    Kind::Int => r.get::<_, Option<i64>>(i).map(Value::from),
-                    Kind::Text => r.get::<_, Option<String>>(i).map(Value::from),
-                };
-                row.insert((*name).to_string(), v.unwrap_or(Value::Null));
-            }
-            out.push(row);
-        }
-        Ok(out)
+        rows.iter()
+            .map(|r| {
+                row_object(columns, |i, kind| {
+                    Ok::<_, postgres::Error>(match kind {
+                        Kind::Int => r.try_get::<_, Option<i64>>(i)?.map(Value::from),
+                        Kind::Text => r.try_get::<_, Option<String>>(i)?.map(Value::from),
+                    })
+                })
+            })
+            .collect::<Result<_, _>>()
+            .map_err(|e| DbError::from_driver(explain(&e, ""), &self.url))
     }
 }

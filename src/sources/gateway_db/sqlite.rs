@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, params};
 use serde_json::{Map, Value};
 
-use super::{Backend, DbError, DbSpec, Kind, LogReader, Queries};
+use super::{Backend, DbError, DbSpec, Kind, LogReader, Queries, row_object};
 
 pub(super) struct Reader {
     conn: Connection,
@@ -88,15 +89,17 @@ impl Reader {
         let columns = &self.queries.columns;
         let rows = stmt
             .query_map(args, |r| {
-                let mut row = Map::with_capacity(columns.len());
-                for (i, (name, kind)) in columns.iter().enumerate() {
-                    let v = match kind {
-                        Kind::Int => r.get::<_, Option<i64>>(i)?.map(Value::from),
-                        Kind::Text => r.get::<_, Option<String>>(i)?.map(Value::from),
-                    };
-                    row.insert((*name).to_string(), v.unwrap_or(Value::Null));
-                }
-                Ok(row)
+                row_object(columns, |i, kind| {
+                    // Read text lossily: one row with invalid UTF-8 must not stall the source.
+                    Ok(match (kind, r.get_ref(i)?) {
+                        (_, ValueRef::Null) => None,
+                        (Kind::Int, v) => Some(Value::from(v.as_i64()?)),
+                        (Kind::Text, ValueRef::Text(t)) => {
+                            Some(Value::from(String::from_utf8_lossy(t).into_owned()))
+                        }
+                        (Kind::Text, v) => Some(Value::from(format!("{v:?}"))),
+                    })
+                })
             })
             .map_err(err)?;
         rows.collect::<Result<_, _>>().map_err(err)
