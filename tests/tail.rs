@@ -125,6 +125,28 @@ fn lines_written_to_the_old_file_after_the_new_one_appears_are_kept() {
 }
 
 #[test]
+fn copytruncate_keeps_lines_written_just_before_the_copy() {
+    let b = TestApp::builder().tail("usage.log");
+    let log = b.path("usage.log");
+    let ts = recent_ms();
+    append(&log, &native_lines("seen", 20, ts));
+    let app = b.spawn();
+    settle(&app, &log, 20, 0);
+    // Written and rotated within a poll interval: the tailer reads them from the copy.
+    append(&log, &native_lines("unread", 10, ts + 1000));
+    std::fs::copy(&log, app.path("usage.log.1")).unwrap();
+    File::options()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append(&log, &native_lines("fresh", 5, ts + 2000));
+    settle(&app, &log, 35, 0);
+    assert_eq!(app.metric(&tail_counter(DUPLICATE, &log, "native")), 0.0);
+}
+
+#[test]
 fn rotation_while_stopped_finishes_the_old_file_then_reads_the_new_one() {
     let b = TestApp::builder().tail("usage.log");
     let log = b.path("usage.log");

@@ -46,6 +46,15 @@ impl Fingerprint {
         Ok(head_hash(file, self.head_len)? == self.head_hash)
     }
 
+    /// Whether `file` starts with the same bytes, whatever its inode: a copy of the
+    /// file (copytruncate) does.
+    pub fn same_head(&self, file: &mut File) -> io::Result<bool> {
+        let len = file.metadata()?.len();
+        Ok(self.head_len > 0
+            && len >= self.head_len
+            && head_hash(file, self.head_len)? == self.head_hash)
+    }
+
     /// Whether the head checksum should be refreshed because the file has grown past
     /// the bytes it covers (so a later inode reuse is still caught).
     pub fn is_partial(&self) -> bool {
@@ -89,6 +98,19 @@ mod tests {
         // Same inode, different leading bytes: treated as a different file.
         std::fs::write(&path, b"other line\n").unwrap();
         assert!(!fp.matches(&mut File::open(&path).unwrap()).unwrap());
+    }
+
+    #[test]
+    fn a_copy_has_the_same_head_but_is_not_the_same_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("copied.log");
+        std::fs::write(&path, b"line one\nline two\n").unwrap();
+        let fp = Fingerprint::of(&mut File::open(&path).unwrap()).unwrap();
+        let copy = dir.path().join("copied.log.1");
+        std::fs::copy(&path, &copy).unwrap();
+        let mut c = File::open(&copy).unwrap();
+        assert!(fp.same_head(&mut c).unwrap());
+        assert!(!fp.matches(&mut c).unwrap());
     }
 
     #[test]

@@ -198,6 +198,22 @@ impl Tailer {
                         .get_or_create(&self.labels())
                         .inc();
                     tracing::info!(path = %self.path_key, "file truncated; reading from the start");
+                    // copytruncate: what we had not read yet is in the copy. Finish it there.
+                    if let Some(copy) =
+                        find_copy(&self.spec.path, &open.fingerprint, open.read_pos)?
+                    {
+                        let truncated = std::mem::replace(&mut open.file, copy);
+                        open.file.seek(SeekFrom::Start(open.read_pos))?;
+                        self.finish_old(
+                            &mut open,
+                            &mut chunk,
+                            &mut decoder,
+                            &mut batch,
+                            &mut in_flight,
+                            Duration::ZERO,
+                        )?;
+                        open.file = truncated;
+                    }
                     open = self.reopen_fresh(open.file)?;
                     // A rewritten file starts over, CSV header included.
                     decoder = Decoder::new(self.spec.format.clone(), self.ctx.clone());
@@ -551,6 +567,31 @@ fn find_rotated(path: &Path, fp: &Fingerprint) -> io::Result<Option<File>> {
         }
     }
     Ok(None)
+}
+
+/// Find the copy copytruncate made of the file we were reading: a sibling with another
+/// inode, the same leading bytes, and at least `read` bytes. The newest such file wins.
+fn find_copy(path: &Path, fp: &Fingerprint, read: u64) -> io::Result<Option<File>> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut best: Option<(std::time::SystemTime, File)> = None;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let Ok(meta) = entry.metadata() else { continue };
+        if !meta.is_file() || meta.ino() == fp.inode || meta.len() < read {
+            continue;
+        }
+        let mut f = File::open(entry.path())?;
+        if fp.same_head(&mut f)? {
+            let modified = meta.modified()?;
+            if best.as_ref().is_none_or(|(m, _)| modified > *m) {
+                best = Some((modified, f));
+            }
+        }
+    }
+    Ok(best.map(|(_, f)| f))
 }
 
 fn first_line(file: &mut File) -> io::Result<Vec<u8>> {
