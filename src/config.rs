@@ -366,11 +366,25 @@ fn tail_spec(
     let resolved = Format::by_name(format, formats)
         .map_err(|m| ConfigError::Value(format!("tail {}: {m}", path.display())))?;
     Ok(TailSpec {
-        path,
+        path: canonical_dir(path),
         format_name: format.to_string(),
         format: resolved,
         start,
     })
+}
+
+/// The path with its directory made absolute and free of `.`/`..`/links, so that
+/// `./usage.log` and `usage.log` share one checkpoint. The file itself may not exist
+/// yet (and may be replaced by rotation), so only the directory is resolved.
+fn canonical_dir(path: PathBuf) -> PathBuf {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    match (std::fs::canonicalize(&dir), path.file_name()) {
+        (Ok(dir), Some(name)) => dir.join(name),
+        _ => path,
+    }
 }
 
 #[cfg(test)]
@@ -488,6 +502,28 @@ channels = { "7" = "azure-east" }
         assert!(
             !text.contains("very-secret") && !text.contains("hunter2"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn spellings_of_one_tailed_file_share_a_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = canonical_dir(dir.path().join("usage.log"));
+        let b = canonical_dir(
+            dir.path()
+                .join(".")
+                .join("sub")
+                .join("..")
+                .join("usage.log"),
+        );
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let c = canonical_dir(dir.path().join("sub").join("..").join("usage.log"));
+        assert_eq!(a, c);
+        assert!(a.is_absolute());
+        assert_eq!(
+            b.file_name(),
+            a.file_name(),
+            "a missing directory is kept as given"
         );
     }
 
