@@ -394,14 +394,9 @@ fn over_long_line_written_in_pieces_is_one_dead_letter() {
     let app = b.spawn();
     app.wait_stats("the over-long head rejected", |s| s.dead_letters >= 1);
     append(&log, &rest[..200]);
-    // Held back as part of the skipped line (or already skipped over).
-    let behind = behind_metric(&log);
-    let held = (head.len() + 200) as f64;
-    wait_until(
-        "the middle piece read",
-        WAIT,
-        || matches!(app.metric_opt(&behind), Some(v) if v == held || v == 0.0),
-    );
+    // Pacing, not an assertion: give the tailer a few polls to read the middle piece
+    // on its own (its position inside a skipped line is not observable).
+    std::thread::sleep(Duration::from_millis(300));
     append(
         &log,
         &format!("{}\n{}\n", &rest[200..], native_line("good-2", ts + 2)),
