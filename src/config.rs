@@ -55,13 +55,23 @@ impl From<&str> for Secret {
 /// A configuration problem, with what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The config file could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
+        /// Path of the config file.
         path: String,
+        /// The IO error.
         source: std::io::Error,
     },
+    /// The config file is not valid TOML or does not fit the expected keys and types.
     #[error("config file {path} is invalid: {message}")]
-    Invalid { path: String, message: String },
+    Invalid {
+        /// Path of the config file.
+        path: String,
+        /// What the parser reported.
+        message: String,
+    },
+    /// A value from the file or the flags is unusable; the message says which and why.
     #[error("{0}")]
     Value(String),
 }
@@ -70,22 +80,32 @@ pub enum ConfigError {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
+    /// Address the HTTP API listens on (default `127.0.0.1:7878`).
     pub listen: Option<SocketAddr>,
+    /// Path of driftwarden's SQLite database (default `driftwarden.db`).
     pub db: Option<PathBuf>,
+    /// Rules directory holding `pricing.toml` (default `rules`).
     pub rules: Option<PathBuf>,
     /// API token for write endpoints. Prefer `DRIFTWARDEN_TOKEN`.
     pub token: Option<Secret>,
+    /// Days to keep raw events, eval scores and dead letters; aggregates are kept (default 7).
     pub retention_days: Option<u32>,
+    /// Largest request body accepted, in bytes (default 16 MiB).
     pub max_body_bytes: Option<usize>,
+    /// Longest tailed line read, in bytes; longer lines are dead-lettered (default 1 MiB).
     pub max_line_bytes: Option<usize>,
+    /// Seconds a record's timestamp may run ahead of our clock before it is refused (default 900).
     pub max_future_skew_secs: Option<u64>,
+    /// Usage log files to follow.
     #[serde(default)]
     pub tail: Vec<TailEntry>,
     /// Gateway databases to follow (New API / One API `logs` tables).
     #[serde(default)]
     pub gateway_db: Vec<GatewayDbEntry>,
+    /// Readable names for hashed gateway identities.
     #[serde(default)]
     pub identity: IdentityConfig,
+    /// New API / One API settings.
     #[serde(default)]
     pub newapi: NewApiConfig,
     /// Mapped formats by name, usable as `--tail PATH:NAME` and `?format=NAME`.
@@ -97,9 +117,12 @@ pub struct FileConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TailEntry {
+    /// The file to follow.
     pub path: PathBuf,
+    /// Record format: a built-in name or a `[formats.NAME]` (default `native`).
     #[serde(default = "default_format")]
     pub format: String,
+    /// Where to begin when the file has no checkpoint (default `beginning`).
     #[serde(default)]
     pub start: StartAt,
 }
@@ -111,13 +134,17 @@ pub struct GatewayDbEntry {
     /// `sqlite:///path`, `postgres://...`, `mysql://...`, or `env:VAR` to read the URL
     /// (and its password) from an environment variable.
     pub url: Secret,
+    /// Which gateway wrote the table (default `newapi`).
     #[serde(default)]
     pub flavour: Flavour,
+    /// Name of the usage table (default `logs`).
     #[serde(default = "default_table")]
     pub table: String,
     /// `newest` (default), `first`, or a time such as `2026-06-01T00:00:00Z`.
     pub start: Option<String>,
+    /// Milliseconds between polls once caught up (default 2000, at least 50).
     pub poll_ms: Option<u64>,
+    /// Rows read per query, at most (default 5000, at most 100000).
     pub batch_rows: Option<u32>,
     /// Channel id to provider name, e.g. `{ "7" = "azure-east" }`.
     #[serde(default)]
@@ -152,37 +179,58 @@ fn default_format() -> String {
 /// The resolved configuration the daemon runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Address the HTTP API listens on.
     pub listen: SocketAddr,
+    /// Path of driftwarden's SQLite database.
     pub db: PathBuf,
+    /// Rules directory holding `pricing.toml`.
     pub rules: PathBuf,
     /// `None`: generate one and keep it in the token file beside the database.
     pub token: Option<Secret>,
+    /// Days to keep raw events, eval scores and dead letters (at least 1).
     pub retention_days: u32,
+    /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Longest tailed line read, in bytes.
     pub max_line_bytes: usize,
+    /// Seconds a record's timestamp may run ahead of our clock before it is refused.
     pub max_future_skew_secs: u64,
+    /// Files to follow, from `[[tail]]` and `--tail`.
     pub tails: Vec<TailSpec>,
+    /// Gateway databases to follow, from `[[gateway_db]]` and `--gateway-db`.
     pub gateway_dbs: Vec<DbSpec>,
+    /// Raw identity to the label stored instead of its hash.
     pub aliases: HashMap<String, String>,
+    /// New API / One API quota units per US dollar.
     pub quota_per_unit: f64,
+    /// Validated mapped formats by name.
     pub formats: BTreeMap<String, Arc<MappedFormat>>,
 }
 
 /// Values given on the command line; each overrides the file.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
+    /// Address from `--listen`.
     pub listen: Option<SocketAddr>,
+    /// Database path from `--db`.
     pub db: Option<PathBuf>,
+    /// Rules directory from `--rules`.
     pub rules: Option<PathBuf>,
+    /// API token from `--token` or `DRIFTWARDEN_TOKEN`.
     pub token: Option<Secret>,
+    /// Days to keep raw records, from `--retention-days`.
     pub retention_days: Option<u32>,
     /// `PATH[:FORMAT]` values of `--tail`.
     pub tails: Vec<String>,
+    /// Where files without a checkpoint begin (`--tail-start`), `[[tail]]` entries included.
     pub tail_start: Option<StartAt>,
     /// URLs of `--gateway-db`, with the flavour, table and start they share.
     pub gateway_dbs: Vec<Secret>,
+    /// Which gateway wrote the `--gateway-db` tables (`--gateway-db-flavour`).
     pub gateway_db_flavour: Option<Flavour>,
+    /// Usage table name of the `--gateway-db` sources (`--gateway-db-table`).
     pub gateway_db_table: Option<String>,
+    /// Where databases without a cursor begin (`--gateway-db-start`), `[[gateway_db]]` included.
     pub gateway_db_start: Option<String>,
 }
 

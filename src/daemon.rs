@@ -24,27 +24,39 @@ use crate::telemetry::Metrics;
 /// Why the daemon could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    /// The store could not be opened or written.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The price table could not be loaded.
     #[error(transparent)]
     Pricing(#[from] PricingError),
+    /// The HTTP address could not be bound.
     #[error(
         "cannot listen on {addr}: {source} (is another process using it? pick one with --listen)"
     )]
     Bind {
+        /// The address asked for.
         addr: String,
+        /// The OS error.
         source: std::io::Error,
     },
+    /// The generated API token could not be read from or written to its file.
     #[error("token file {path}: {source}")]
     TokenFile {
+        /// Path of the token file.
         path: String,
+        /// The IO error.
         source: std::io::Error,
     },
+    /// An import stopped before the end of its file.
     #[error("reading {path}: {source}")]
     Import {
+        /// Path of the imported file.
         path: String,
+        /// What stopped the tailer.
         source: crate::sources::tail::TailError,
     },
+    /// The HTTP server failed while serving.
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -257,7 +269,9 @@ fn token_from_file(db: &Path) -> Result<String, DaemonError> {
 /// What an import stored.
 #[derive(Debug, Clone)]
 pub struct ImportReport {
+    /// Record counts in the store after the import.
     pub stats: queries::Stats,
+    /// Wall-clock duration of the import, in seconds.
     pub seconds: f64,
 }
 

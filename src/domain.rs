@@ -18,14 +18,18 @@ pub struct UsageEvent {
     pub model: String,
     /// The model that actually answered (a dated snapshot, an upstream name).
     pub resolved_model: Option<String>,
+    /// The upstream provider or gateway channel that served the request.
     pub provider: Option<String>,
     /// Application route or use case (for example `classify`).
     pub route: Option<String>,
     /// Tenant label: an operator-chosen label, or an alias / salted hash of a
     /// gateway identity. Never a raw key or user id.
     pub tenant: Option<String>,
+    /// Input tokens, cached ones included.
     pub prompt_tokens: u64,
+    /// Output tokens.
     pub completion_tokens: u64,
+    /// Input tokens served from the provider's prompt cache (part of `prompt_tokens`).
     pub cached_tokens: u64,
     /// Cost in USD as charged: from the record when it has one, else from the price table.
     pub cost_usd: Option<f64>,
@@ -34,12 +38,15 @@ pub struct UsageEvent {
     /// List price from the price table, kept beside a gateway-reported cost so a gap
     /// between what the gateway charged and list price stays visible.
     pub list_cost_usd: Option<f64>,
+    /// End-to-end request duration in milliseconds, when the gateway reports it.
     pub latency_ms: Option<u64>,
     /// Time to first token, when the gateway reports it.
     pub ttft_ms: Option<u64>,
     /// HTTP-like status: 200 for success, the upstream error code otherwise.
     pub status: Option<u16>,
+    /// Why generation stopped, as the provider said (`stop`, `length`, ...).
     pub finish_reason: Option<String>,
+    /// The error's type or class, when the request failed.
     pub error_type: Option<String>,
 }
 
@@ -81,13 +88,19 @@ impl CostSource {
 /// A quality score for one request (or for a route / model as a whole).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalScore {
+    /// The scored request's `UsageEvent::id`; `None` for a route- or model-level score.
     pub request_id: Option<String>,
+    /// The route the score is about, if given.
     pub route: Option<String>,
+    /// The model the score is about, if given.
     pub model: Option<String>,
+    /// What produced the score (`judge-v1`, `regex`); never empty.
     pub evaluator: String,
+    /// When the score was given, milliseconds since the Unix epoch (UTC).
     pub ts_ms: i64,
     /// Score in 0..=1.
     pub score: Option<f64>,
+    /// Pass/fail verdict, for evaluators that give one.
     pub passed: Option<bool>,
 }
 
@@ -116,6 +129,7 @@ pub struct DeadLetter {
     pub source: String,
     /// Where in that source: a byte offset, or a line number in a request body.
     pub position: String,
+    /// Why the record was refused, redacted and bounded like `raw`.
     pub reason: String,
     /// The record's text, bounded and with secrets redacted.
     pub raw: String,
@@ -126,6 +140,7 @@ pub struct DeadLetter {
 pub struct TailCheckpoint {
     /// The configured path being followed.
     pub path: String,
+    /// Identity of the file `offset` belongs to, so a rotated or replaced file is noticed.
     pub fingerprint: crate::sources::fingerprint::Fingerprint,
     /// Byte offset just past the last complete line handed to the store.
     pub offset: u64,
@@ -146,8 +161,11 @@ pub struct DbCursor {
 #[serde(rename_all = "snake_case")]
 #[value(rename_all = "snake_case")]
 pub enum ChangeKind {
+    /// A release of the application (code, prompts).
     Deploy,
+    /// A change of the model or model version behind the scope.
     ModelBump,
+    /// A gateway or application setting changed.
     ConfigChange,
 }
 
@@ -168,10 +186,13 @@ pub const SCOPE_DIMS: [&str; 4] = ["model", "route", "tenant", "provider"];
 /// A change that starts a new baseline epoch for the series in its scope.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChangeEvent {
+    /// What kind of change it was.
     pub kind: ChangeKind,
+    /// When the change took effect, milliseconds since the Unix epoch (UTC).
     pub ts_ms: i64,
     /// Dimension to value (`{"route": "summarize"}`); empty means everything.
     pub scope: BTreeMap<String, String>,
+    /// Free text saying what changed (`prompt template v2`); may be empty.
     pub note: String,
     /// `api` when posted, `detected` when found in the data.
     pub origin: String,

@@ -4,6 +4,8 @@
 //! records, `adapters` normalize them into `domain` types, `ingest` batches them,
 //! and `store` commits them.
 
+#![warn(missing_docs)]
+
 pub mod adapters;
 pub mod api;
 pub mod cli;

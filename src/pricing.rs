@@ -10,13 +10,22 @@ use serde::Deserialize;
 /// A price table failed to load.
 #[derive(Debug, thiserror::Error)]
 pub enum PricingError {
+    /// The price table file could not be read.
     #[error("cannot read price table {path}: {source}")]
     Read {
+        /// Path of the price table.
         path: String,
+        /// The IO error.
         source: std::io::Error,
     },
+    /// The price table does not parse or holds an impossible price.
     #[error("price table {path} is invalid: {message}")]
-    Invalid { path: String, message: String },
+    Invalid {
+        /// Path (or other origin) of the price table.
+        path: String,
+        /// What is wrong: the parser's message or the offending model.
+        message: String,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -30,9 +39,13 @@ struct PricingFile {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PriceEntry {
+    /// Model name, matched against an event's resolved model first, then its requested model.
     pub model: String,
+    /// First day (from midnight UTC) this price applies.
     pub effective_from: NaiveDate,
+    /// USD per million uncached prompt tokens.
     pub input_per_1m: f64,
+    /// USD per million completion tokens.
     pub output_per_1m: f64,
     /// Price of cached input tokens; defaults to the input price.
     pub cached_input_per_1m: Option<f64>,

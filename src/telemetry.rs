@@ -11,36 +11,52 @@ use prometheus_client::registry::Registry;
 pub struct SourceLabels {
     /// `tail:/path`, `http:events`, `http:evals`.
     pub source: String,
+    /// The format name the records were read as.
     pub format: String,
 }
 
 /// Labels for per-source gauges.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceOnly {
+    /// The gateway database source's name, credentials removed.
     pub source: String,
 }
 
 /// Labels for per-file gauges.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PathLabels {
+    /// The tailed file's configured path.
     pub path: String,
 }
 
 /// Every metric the daemon exports. Counted only after the store has committed.
 #[derive(Debug, Default)]
 pub struct Metrics {
+    /// Usage events stored, by source and format.
     pub events_ingested: Family<SourceLabels, Counter>,
+    /// Usage events received again and not stored twice.
     pub events_duplicate: Family<SourceLabels, Counter>,
+    /// Eval scores stored.
     pub evals_ingested: Family<SourceLabels, Counter>,
+    /// Records that went to dead letters.
     pub records_rejected: Family<SourceLabels, Counter>,
+    /// Records that are not usage records (top-ups, headers).
     pub records_skipped: Family<SourceLabels, Counter>,
+    /// Bytes written to a tailed file and not yet read.
     pub tail_bytes_behind: Family<PathLabels, Gauge>,
+    /// Rotations and truncations seen per tailed file.
     pub tail_rotations: Family<PathLabels, Counter>,
+    /// Size in bytes of the database and its write-ahead log.
     pub db_bytes: Gauge,
+    /// Store transactions that failed.
     pub commit_errors: Counter,
+    /// Highest gateway logs-table id read, per database source.
     pub db_last_id: Family<SourceOnly, Gauge>,
+    /// Rows in the gateway logs table above the cursor.
     pub db_rows_behind: Family<SourceOnly, Gauge>,
+    /// Failed polls of a gateway database.
     pub db_poll_errors: Family<SourceOnly, Counter>,
+    /// Unix time in seconds of the last successful poll of a gateway database.
     pub db_last_success: Family<SourceOnly, Gauge>,
 }
 

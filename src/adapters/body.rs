@@ -6,8 +6,11 @@ use serde_json::value::RawValue;
 /// One record of a body, numbered from 1, or the reason the body could not be split there.
 #[derive(Debug, PartialEq)]
 pub struct Item<'a> {
+    /// Position in the body, from 1: the array index, or the line number for line-based bodies.
     pub number: u64,
+    /// The record's bytes (the whole body when it could not be split).
     pub raw: &'a [u8],
+    /// Why the body could not be split here; `None` for a record to decode.
     pub error: Option<String>,
 }
 

@@ -21,7 +21,9 @@ use crate::domain::{CostSource, UsageEvent};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MappedKind {
+    /// Delimited columns, named by a header line or by `columns`.
     Csv,
+    /// One JSON object per line.
     Jsonl,
 }
 
@@ -29,6 +31,7 @@ pub enum MappedKind {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MappedFormat {
+    /// Whether the log is CSV or JSON lines.
     pub kind: MappedKind,
     /// CSV field delimiter (one byte).
     #[serde(default = "default_delimiter")]
@@ -42,6 +45,7 @@ pub struct MappedFormat {
     /// or aliased. Turn off only when it holds labels you chose.
     #[serde(default = "default_true")]
     pub hash_tenant: bool,
+    /// Which column or JSON path holds each `UsageEvent` field.
     pub fields: FieldMap,
 }
 

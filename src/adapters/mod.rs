@@ -35,7 +35,9 @@ impl Rejected {
 /// What one raw record became.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
+    /// A request's usage.
     Usage(UsageEvent),
+    /// A quality score.
     Eval(EvalScore),
 }
 
@@ -91,7 +93,9 @@ impl Format {
 /// What every adapter needs besides the record.
 #[derive(Debug, Clone)]
 pub struct Context {
+    /// Prices for list cost, and for cost when the record carries none.
     pub pricing: Arc<PriceTable>,
+    /// Turns gateway identities into tenant labels (alias or salted hash).
     pub identity: Arc<Identity>,
     /// New API / One API quota units per US dollar.
     pub quota_per_unit: f64,
@@ -109,6 +113,7 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// A decoder for `format` that has read no CSV header yet.
     pub fn new(format: Format, ctx: Arc<Context>) -> Decoder {
         Decoder {
             format,

@@ -27,10 +27,15 @@ use crate::telemetry::Metrics;
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
+    /// Handle to the store's writer thread, which commits every ingest batch.
     pub writer: Writer,
+    /// Prices, identity labels and limits, shared with the other sources.
     pub ctx: Arc<Context>,
+    /// Mapped formats by name, chosen with `?format=NAME`.
     pub formats: Arc<BTreeMap<String, Arc<MappedFormat>>>,
+    /// driftwarden's database, opened read-only for stats and listings.
     pub db_path: PathBuf,
+    /// The daemon's metrics, rendered by `/metrics`.
     pub metrics: Arc<Metrics>,
     /// The bearer token every write endpoint requires.
     pub token: Arc<str>,
@@ -66,6 +71,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// An error answer with this status and message.
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,

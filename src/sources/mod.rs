@@ -20,6 +20,7 @@ impl Stop {
         self.0.store(true, Ordering::Relaxed);
     }
 
+    /// Whether a stop has been asked for.
     pub fn is_set(&self) -> bool {
         self.0.load(Ordering::Relaxed)
     }

@@ -40,9 +40,13 @@ pub enum StartAt {
 /// What to tail and how.
 #[derive(Debug, Clone)]
 pub struct TailSpec {
+    /// The file to follow, its directory made canonical; also its checkpoint key.
     pub path: PathBuf,
+    /// The format's name as configured, for batches and metric labels.
     pub format_name: String,
+    /// The format the lines are decoded with.
     pub format: Format,
+    /// Where to begin when the file has no checkpoint.
     pub start: StartAt,
 }
 
@@ -73,8 +77,10 @@ impl Default for TailOptions {
 /// Why following stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum TailError {
+    /// Opening or reading the file failed.
     #[error("reading the file: {0}")]
     Io(#[from] io::Error),
+    /// Reading the checkpoint or committing a batch failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -111,6 +117,7 @@ struct Open {
 }
 
 impl Tailer {
+    /// A tailer of `spec` that commits through `writer`; `db_path` holds its checkpoint.
     pub fn new(
         spec: TailSpec,
         opts: TailOptions,

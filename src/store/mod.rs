@@ -22,23 +22,33 @@ pub use migrate::SCHEMA_VERSION;
 /// What can go wrong with the store. Messages say what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The database file could not be opened.
     #[error("cannot open database {path}: {source} (check the path exists and is writable)")]
     Open {
+        /// Path of the database.
         path: String,
+        /// SQLite's error.
         source: rusqlite::Error,
     },
+    /// The database was migrated by a newer driftwarden.
     #[error(
         "database {path} has schema version {found}, newer than this driftwarden understands ({supported}); run a newer driftwarden or point --db at another file"
     )]
     TooNew {
+        /// Path of the database.
         path: String,
+        /// Schema version of the file.
         found: i64,
+        /// Highest schema version this build knows.
         supported: i64,
     },
+    /// A migration step failed.
     #[error("database migration failed: {0}")]
     Migrate(String),
+    /// A statement or transaction failed.
     #[error("database error: {0}")]
     Sql(#[from] rusqlite::Error),
+    /// The writer thread has stopped, so nothing more can be committed.
     #[error("the store's writer has stopped (is the daemon shutting down?)")]
     WriterGone,
 }
@@ -52,8 +62,11 @@ pub struct Batch {
     pub format: String,
     /// Records skipped as not usage records (top-ups, CSV headers), counted with the commit.
     pub skipped: u64,
+    /// Usage events to insert.
     pub events: Vec<UsageEvent>,
+    /// Eval scores to insert.
     pub evals: Vec<EvalScore>,
+    /// Records refused, each with its reason.
     pub dead_letters: Vec<DeadLetter>,
     /// For tailed files: where reading has got to, committed with the records above.
     pub checkpoint: Option<TailCheckpoint>,
@@ -64,6 +77,7 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// An empty batch from `source`, read as `format`.
     pub fn new(source: impl Into<String>, format: impl Into<String>) -> Batch {
         Batch {
             source: source.into(),
@@ -86,12 +100,19 @@ impl Batch {
 /// What a commit stored.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CommitReport {
+    /// Usage events newly stored.
     pub events_inserted: u64,
+    /// Usage events already stored (same `(ts, id)`), left unchanged.
     pub events_duplicate: u64,
+    /// Eval scores newly stored.
     pub evals_inserted: u64,
+    /// Eval scores already stored (same key), left unchanged.
     pub evals_duplicate: u64,
+    /// Dead letters stored.
     pub dead_letters: u64,
+    /// Change events newly stored.
     pub changes_inserted: u64,
+    /// Change events already stored, left unchanged.
     pub changes_duplicate: u64,
 }
 

@@ -13,9 +13,13 @@ use crate::sources::fingerprint::Fingerprint;
 /// Stored record counts.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Stats {
+    /// Usage events in the store (within retention).
     pub events: u64,
+    /// Eval scores in the store.
     pub evals: u64,
+    /// Dead letters in the store.
     pub dead_letters: u64,
+    /// Per-minute aggregate rows, one per scope and minute.
     pub aggregate_rows: u64,
     /// Database file size plus its write-ahead log.
     pub db_bytes: u64,
@@ -24,11 +28,17 @@ pub struct Stats {
 /// A dead letter as stored.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct StoredDeadLetter {
+    /// Row id, increasing in arrival order.
     pub id: i64,
+    /// When it was stored, milliseconds since the Unix epoch.
     pub received_ms: i64,
+    /// Which source it came from (`tail:/path`, `http:events`, ...).
     pub source: String,
+    /// Where in that source: a byte offset, a line number or a row id.
     pub position: String,
+    /// Why the record was refused.
     pub reason: String,
+    /// The record's text, bounded and with secrets redacted.
     pub raw: String,
 }
 
@@ -145,12 +155,19 @@ pub fn db_cursor(db: &Path, source: &str) -> Result<Option<i64>, StoreError> {
 /// A stored change event.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct StoredChange {
+    /// Row id, increasing in arrival order.
     pub id: i64,
+    /// `deploy`, `model_bump` or `config_change`.
     pub kind: String,
+    /// When the change took effect, milliseconds since the Unix epoch.
     pub ts_ms: i64,
+    /// Dimension to value as a JSON object; empty means everything.
     pub scope: serde_json::Value,
+    /// Free text saying what changed.
     pub note: String,
+    /// `api` when posted, `detected` when found in the data.
     pub origin: String,
+    /// When it was stored, milliseconds since the Unix epoch.
     pub received_ms: i64,
 }
 

@@ -30,8 +30,10 @@ use crate::telemetry::{Metrics, SourceOnly};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Flavour {
+    /// New API (the default).
     #[default]
     Newapi,
+    /// One API.
     Oneapi,
 }
 
@@ -76,10 +78,15 @@ pub struct DbSpec {
     /// `sqlite:///path/one-api.db`, `postgres://...` or `mysql://...`. May hold a password:
     /// never logged; `name` is the printable form.
     pub url: String,
+    /// Which gateway wrote the table; picks the adapter.
     pub flavour: Flavour,
+    /// Name of the usage table (letters, digits and `_` only).
     pub table: String,
+    /// Where to begin when no cursor is stored.
     pub start: DbStart,
+    /// Wait between polls once caught up.
     pub poll: Duration,
+    /// Rows read per query, at most.
     pub batch_rows: u32,
     /// Channel id to a readable provider name.
     pub channels: BTreeMap<i64, String>,
@@ -354,13 +361,19 @@ fn connect(spec: &DbSpec) -> Result<Box<dyn LogReader>, DbError> {
 /// Live state of one source, shown in `/metrics` and `/v1/stats`.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct DbHealth {
+    /// The source's name, credentials removed.
     pub source: String,
+    /// Highest row id read, as of the last successful poll.
     pub last_id: Option<i64>,
+    /// How far the table's highest id was above `last_id` at the last successful poll.
     pub rows_behind: Option<i64>,
+    /// Failed polls since the daemon started.
     pub poll_errors: u64,
     /// The latest failure's reason; cleared by the next successful poll.
     pub last_error: Option<String>,
+    /// When the latest failure happened, milliseconds since the Unix epoch.
     pub last_error_ms: Option<i64>,
+    /// When the last successful poll ended, milliseconds since the Unix epoch.
     pub last_success_ms: Option<i64>,
 }
 
@@ -467,6 +480,7 @@ pub struct Follower {
 }
 
 impl Follower {
+    /// A follower of `spec` that commits through `writer` and reports into `health`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         spec: DbSpec,
