@@ -1,0 +1,1332 @@
+//! Backfill benchmark: `cargo bench --bench backfill`.
+//!
+//! Issue 5's target: backfill of 1M New API `logs` rows from SQLite and from PostgreSQL
+//! into driftwarden's store, rows/s and peak memory; at least 200k rows/s from SQLite.
+//!
+//! One generated New API `logs` table (BENCH_ROWS rows, default 1,000,000; fixed seed;
+//! `created_at` over the three days that end five minutes before now; several models,
+//! 50 token names, 20 users, 8 channels, `other` JSON as New API writes it; about 2%
+//! type 5 error rows and 1% type 1 top-ups, which driftwarden skips) is written to a
+//! SQLite file and, when PostgreSQL's server binaries are installed, copied into a
+//! private PostgreSQL server (tests/support/dbservers.rs) on loopback. Then, BENCH_RUNS
+//! times each (default 3), into a fresh store:
+//!
+//! 1. `driftwarden serve --gateway-db sqlite://FILE --gateway-db-start first`, on all
+//!    cores and pinned to one with `taskset -c 0`;
+//! 2. the same with `--gateway-db postgres://...`.
+//!
+//! A run's time is from spawning `driftwarden serve` until its `/metrics` shows the
+//! source's `gateway_db_last_id` at the table's max id and `gateway_db_rows_behind` 0
+//! (polled every 50 ms; the follower sets both only after the rows are committed).
+//! Rows/s counts every row read, skipped top-ups included; events/s the stored events.
+//! Peak RSS is the server's VmHWM. Each run also reports the CPU time other processes
+//! used meanwhile (`/proc/stat` less driftwarden's and this bench's own), and the end
+//! says so when that skewed a SQLite run. Every run then checks through `/v1/stats`
+//! that all consume and error rows were stored with no dead letters, stops the server
+//! with SIGTERM and requires exit code 0; anything else fails loudly. The end is a
+//! markdown table for the README. This is not a test: under `cargo test --all-targets` (which
+//! passes no `--bench`) it only says how to run it.
+
+#[path = "../tests/support/dbservers.rs"]
+mod dbservers;
+
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, BufWriter, ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, params};
+
+/// The API token (the daemon wants at least 16 characters).
+const TOKEN: &str = "bench-token-4f1c9a7e2b6d8c30";
+const SEED: u64 = 0xbacf_111d_a7a5_e7e5;
+const SQLITE_TARGET: f64 = 200_000.0;
+/// How often `/metrics` is read while a backfill runs.
+const POLL: Duration = Duration::from_millis(50);
+/// A backfill that takes longer than this is killed and the bench fails.
+const BACKFILL_LIMIT: Duration = Duration::from_secs(600);
+const READY_LIMIT: Duration = Duration::from_secs(30);
+const STOP_LIMIT: Duration = Duration::from_secs(60);
+/// CPU seconds other processes may use during a run before the numbers are called skewed.
+const OTHERS_LIMIT: f64 = 0.5;
+const PG_DB: &str = "newapi";
+const PG_USER: &str = "newapi_reader";
+
+/// New API's `logs` table in SQLite, as in tests/gateway_db.rs.
+const NEWAPI_SCHEMA: &str = r#"
+CREATE TABLE logs (
+    id integer PRIMARY KEY AUTOINCREMENT,
+    user_id integer, created_at integer, type integer, content text,
+    username text DEFAULT '', token_name text DEFAULT '', model_name text DEFAULT '',
+    quota integer DEFAULT 0, prompt_tokens integer DEFAULT 0, completion_tokens integer DEFAULT 0,
+    use_time integer DEFAULT 0, is_stream numeric, channel_id integer, token_id integer DEFAULT 0,
+    "group" text, ip text, other text
+);
+CREATE INDEX idx_created_at_type ON logs (created_at, type);
+"#;
+
+/// The columns every insert fills (`id` comes from the table).
+const INSERT_COLUMNS: &str = r#"user_id, created_at, type, content, username, token_name, model_name, quota, prompt_tokens, completion_tokens, use_time, is_stream, channel_id, token_id, "group", ip, other"#;
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!(
+            "backfill benchmark: run it with `cargo bench --bench backfill` (not run as a test)"
+        );
+        return;
+    }
+    let n = env_usize("BENCH_ROWS", 1_000_000);
+    let runs = env_usize("BENCH_RUNS", 3);
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let bench = Bench {
+        bin: PathBuf::from(env!("CARGO_BIN_EXE_driftwarden")),
+        rules: repo.join("rules"),
+        tmp: tempfile::Builder::new()
+            .prefix("driftwarden-backfill-")
+            .tempdir()
+            .expect("creating a temp dir"),
+    };
+    let started = Instant::now();
+    let pg_bindir = pg_bindir();
+    let machine = Machine::probe(pg_bindir.as_deref());
+    println!("# driftwarden backfill benchmark");
+    let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load1: f64 = load
+        .split_whitespace()
+        .next()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0.0);
+    if load1 > 0.5 {
+        println!(
+            "note: load average {load1} at start: other work on this machine skews the numbers"
+        );
+    }
+    println!(
+        "machine: {} CPUs, {}, {:.1} GiB RAM; rows {n}, runs {runs}; temp dir {}",
+        machine.nproc,
+        machine.cpu,
+        machine.mem_gib,
+        bench.tmp.path().display()
+    );
+
+    // The rows are a function of the seed and this end time, so both databases get
+    // the same table.
+    let now_s = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64;
+    let end_s = now_s / 60 * 60 - 5 * 60;
+    let gw_path = bench.tmp.path().join("newapi.db");
+    let facts = write_sqlite(&gw_path, n, end_s);
+    let sqlite_bytes = fs::metadata(&gw_path).expect("the gateway db").len();
+    let sqlite_url = format!("sqlite://{}", gw_path.display());
+    let sqlite = Table {
+        name: format!("db:newapi:{sqlite_url}#logs"),
+        url: sqlite_url,
+        facts,
+    };
+    let mut results: Vec<TableRow> = Vec::new();
+
+    // 1. SQLite, all cores and one.
+    let taskset = taskset();
+    for pin in [false, true] {
+        if pin && taskset.is_none() {
+            println!(
+                "\n## SQLite, 1 core: skipped (taskset not found or CPU 0 not usable; util-linux provides it)"
+            );
+            continue;
+        }
+        println!("\n## SQLite, {}", cores_label(pin));
+        let m = bench.measure(&sqlite, pin, runs, "sqlite");
+        println!(
+            "target: >= {} rows/s from SQLite: {}",
+            thousands(SQLITE_TARGET),
+            verdict(m.rows_s >= SQLITE_TARGET)
+        );
+        results.push(TableRow {
+            what: "New API `logs` in SQLite (file)".into(),
+            short: if pin {
+                "SQLite, 1 core"
+            } else {
+                "SQLite, all cores"
+            },
+            cores: cores_cell(pin),
+            target: format!(">= 200k rows/s: {}", verdict(m.rows_s >= SQLITE_TARGET)),
+            m,
+        });
+    }
+
+    // 2. PostgreSQL on loopback.
+    let mut pg_note = "PostgreSQL: not installed, skipped".to_string();
+    match &pg_bindir {
+        None => println!(
+            "\n## PostgreSQL: skipped (server binaries not found: no /usr/lib/postgresql/N/bin, \
+             no initdb on the PATH, no DRIFTWARDEN_PG_BINDIR): {}",
+            dbservers::APT_LINE
+        ),
+        Some(_) => match dbservers::PgServer::start_for("backfill bench") {
+            None => println!("\n## PostgreSQL: skipped (the server could not be set up)"),
+            Some(server) => {
+                println!("\n## PostgreSQL (loopback TCP, port {})", server.port());
+                let (table, bytes) = load_postgres(&server, n, end_s, &sqlite.facts);
+                pg_note = format!(
+                    "{} (fsync off, shared_buffers 32MB, as in tests/support/dbservers.rs), table {:.0} MiB",
+                    machine.pg_version,
+                    bytes as f64 / (1 << 20) as f64
+                );
+                let m = bench.measure(&table, false, runs, "postgres");
+                results.push(TableRow {
+                    what: "New API `logs` in PostgreSQL (loopback TCP)".into(),
+                    short: "PostgreSQL (its server's CPU included)",
+                    cores: format!("{} (shared with PostgreSQL)", machine.nproc),
+                    target: String::new(),
+                    m,
+                });
+                drop(server);
+            }
+        },
+    }
+
+    // 3. The table.
+    println!("\n## Results (paste into README.md)\n");
+    println!(
+        "Machine: {} CPUs ({}), {:.1} GiB RAM, Linux {}; SQLite {} (bundled); {pg_note}.  ",
+        machine.nproc,
+        machine.cpu,
+        machine.mem_gib,
+        machine.kernel,
+        rusqlite::version()
+    );
+    let f = &sqlite.facts;
+    println!(
+        "Input: {} New API `logs` rows ({} consume, {} error, {} top-up, skipped), SQLite file {:.0} MiB; \
+         time from spawning `driftwarden serve --gateway-db-start first` until `/metrics` shows the cursor \
+         at the last id with 0 rows behind (polled every {} ms); medians of {runs} runs; driftwarden {}.\n",
+        thousands(f.rows as f64),
+        thousands(f.consume as f64),
+        thousands(f.errors as f64),
+        thousands(f.topups as f64),
+        sqlite_bytes as f64 / (1 << 20) as f64,
+        POLL.as_millis(),
+        machine.commit
+    );
+    println!(
+        "| Backfill source | CPUs | Rows/s (median) | Events/s (median) | Peak RSS MiB (median) | Target |"
+    );
+    println!("|---|---|--:|--:|--:|---|");
+    for r in &results {
+        println!(
+            "| {} | {} | {} rows/s | {} events/s | {:.1} | {} |",
+            r.what,
+            r.cores,
+            thousands(r.m.rows_s),
+            thousands(r.m.events_s),
+            r.m.rss_mib,
+            r.target
+        );
+    }
+    let others: Vec<String> = results
+        .iter()
+        .map(|r| format!("{} {:.2}s", r.short, r.m.others_cpu))
+        .collect();
+    println!(
+        "\nCPU used by other processes during a run (the most in any run): {}",
+        others.join("; ")
+    );
+    if results
+        .iter()
+        .any(|r| r.short.starts_with("SQLite") && r.m.others_cpu > OTHERS_LIMIT)
+    {
+        println!(
+            "note: other processes used more than {OTHERS_LIMIT}s of CPU during a SQLite run: \
+             the machine was not quiet, so the numbers are skewed; run it again when it is"
+        );
+    }
+    println!(
+        "\nTotal bench time: {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// A gateway table to backfill from.
+struct Table {
+    url: String,
+    /// The source name driftwarden uses in its metrics.
+    name: String,
+    facts: Facts,
+}
+
+/// Medians of one configuration's runs.
+#[derive(Clone, Copy)]
+struct Medians {
+    rows_s: f64,
+    events_s: f64,
+    rss_mib: f64,
+    /// The most CPU seconds other processes used during one run.
+    others_cpu: f64,
+}
+
+struct TableRow {
+    what: String,
+    /// A few words for notes.
+    short: &'static str,
+    cores: String,
+    m: Medians,
+    target: String,
+}
+
+/// What one backfill run measured.
+struct Sample {
+    secs: f64,
+    rss_mib: f64,
+    /// CPU seconds used during the run by everything but driftwarden and this bench.
+    others_cpu: f64,
+}
+
+/// Paths every measurement needs.
+struct Bench {
+    bin: PathBuf,
+    rules: PathBuf,
+    tmp: tempfile::TempDir,
+}
+
+impl Bench {
+    fn measure(&self, table: &Table, pin: bool, runs: usize, label: &str) -> Medians {
+        let f = &table.facts;
+        let mut rows_s = Vec::new();
+        let mut events_s = Vec::new();
+        let mut rss = Vec::new();
+        let mut others_cpu = 0f64;
+        for run in 1..=runs {
+            let s = self.backfill_once(table, pin, &format!("{label}-{}-{run}", pin as u8), run);
+            rows_s.push(f.rows as f64 / s.secs);
+            events_s.push(f.events() as f64 / s.secs);
+            rss.push(s.rss_mib);
+            others_cpu = others_cpu.max(s.others_cpu);
+        }
+        let m = Medians {
+            rows_s: median(&mut rows_s),
+            events_s: median(&mut events_s),
+            rss_mib: median(&mut rss),
+            others_cpu,
+        };
+        println!(
+            "median: {} rows/s, {} events/s, peak RSS {:.1} MiB",
+            thousands(m.rows_s),
+            thousands(m.events_s),
+            m.rss_mib
+        );
+        m
+    }
+
+    /// One `driftwarden serve` backfilling `table` into a fresh store.
+    fn backfill_once(&self, table: &Table, pin: bool, dir_name: &str, run: usize) -> Sample {
+        let dir = self.fresh_dir(dir_name);
+        let stderr = dir.join("stderr.log");
+        let mut cmd = command(&self.bin, pin);
+        cmd.arg("serve")
+            .arg("--db")
+            .arg(dir.join("run.db"))
+            .arg("--rules")
+            .arg(&self.rules)
+            .args(["--listen", "127.0.0.1:0", "--gateway-db"])
+            .arg(&table.url)
+            .args(["--gateway-db-start", "first"])
+            .env("DRIFTWARDEN_TOKEN", TOKEN)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(File::create(&stderr).expect("creating the stderr file"));
+        let busy0 = machine_busy_secs();
+        let self0 = self_cpu_secs();
+        let started = Instant::now();
+        let mut child = cmd.spawn().expect("spawning driftwarden serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut server = Watched::new(&child, "driftwarden serve");
+        drop(child);
+
+        // The ready line, then keep draining stdout so the server never blocks on it.
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            let _ = tx.send(line);
+            let _ = std::io::copy(&mut r, &mut std::io::sink());
+        });
+        let line = rx.recv_timeout(READY_LIMIT).unwrap_or_default();
+        let Some(base) = line.trim().strip_prefix("driftwarden listening on ") else {
+            panic!(
+                "driftwarden serve did not print its ready line within {READY_LIMIT:?} (got {line:?}); stderr:\n{}",
+                tail(&stderr)
+            );
+        };
+        let client = reqwest::blocking::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("building the HTTP client");
+
+        // Poll /metrics until the cursor is at the end and nothing is behind.
+        let metrics_url = format!("{base}/metrics");
+        let last_id = format!(
+            "driftwarden_gateway_db_last_id{{source=\"{}\"}} ",
+            table.name
+        );
+        let behind = format!(
+            "driftwarden_gateway_db_rows_behind{{source=\"{}\"}} ",
+            table.name
+        );
+        let mut polls = 0u32;
+        let secs = loop {
+            let text = get(&client, &metrics_url);
+            polls += 1;
+            let gauge = |prefix: &str| -> Option<i64> {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(prefix))
+                    .and_then(|v| v.trim().parse().ok())
+            };
+            if gauge(&last_id) == Some(table.facts.max_id) && gauge(&behind) == Some(0) {
+                break started.elapsed().as_secs_f64();
+            }
+            let errors: f64 = text
+                .lines()
+                .filter(|l| l.starts_with("driftwarden_gateway_db_poll_errors"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            if errors > 0.0 {
+                panic!(
+                    "driftwarden could not read {}: {errors} poll errors; stderr:\n{}",
+                    table.name,
+                    tail(&stderr)
+                );
+            }
+            if let Some(status) = server.exited() {
+                panic!(
+                    "driftwarden serve exited during the backfill ({}); stderr:\n{}",
+                    describe(status),
+                    tail(&stderr)
+                );
+            }
+            if started.elapsed() > BACKFILL_LIMIT {
+                let gateway: Vec<&str> =
+                    text.lines().filter(|l| l.contains("gateway_db")).collect();
+                panic!(
+                    "the backfill did not reach id {} within {BACKFILL_LIMIT:?}; metrics:\n{}\nstderr:\n{}",
+                    table.facts.max_id,
+                    gateway.join("\n"),
+                    tail(&stderr)
+                );
+            }
+            std::thread::sleep(POLL);
+        };
+        let rss_mib = vm_hwm_kib(server.pid) as f64 / 1024.0;
+        let child_cpu = proc_cpu_secs(server.pid);
+        let others_cpu =
+            (machine_busy_secs() - busy0 - child_cpu - (self_cpu_secs() - self0)).max(0.0);
+
+        // Everything stored, nothing rejected (COUNT(*): only now, once).
+        let stats: serde_json::Value =
+            serde_json::from_str(&get(&client, &format!("{base}/v1/stats")))
+                .expect("/v1/stats answers JSON");
+        let events = stats["events"].as_u64();
+        let dead = stats["dead_letters"].as_u64();
+        if events != Some(table.facts.events()) || dead != Some(0) {
+            panic!(
+                "expected {} events and no dead letters; /v1/stats says {stats}; stderr:\n{}",
+                table.facts.events(),
+                tail(&stderr)
+            );
+        }
+        let ru = server.stop(libc::SIGTERM, STOP_LIMIT, &stderr);
+        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        let cpu = tv(ru.ru_utime) + tv(ru.ru_stime);
+        println!(
+            "run {run}: {secs:.2}s, {} rows/s, {} events/s, VmHWM {rss_mib:.1} MiB, CPU {child_cpu:.2}s ({cpu:.2}s to exit), preempted {}x, {polls} polls, others' CPU {others_cpu:.2}s; stored {} events",
+            thousands(table.facts.rows as f64 / secs),
+            thousands(table.facts.events() as f64 / secs),
+            ru.ru_nivcsw,
+            table.facts.events()
+        );
+        fs::remove_dir_all(&dir).expect("removing the run dir");
+        Sample {
+            secs,
+            rss_mib,
+            others_cpu,
+        }
+    }
+
+    fn fresh_dir(&self, name: &str) -> PathBuf {
+        let dir = self.tmp.path().join(name);
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("creating a run dir");
+        dir
+    }
+}
+
+/// GET `url` with the token; the body, panicking on anything but 200.
+fn get(client: &reqwest::blocking::Client, url: &str) -> String {
+    let resp = client
+        .get(url)
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = resp.status();
+    let text = resp.text().unwrap_or_default();
+    if status != reqwest::StatusCode::OK {
+        panic!("GET {url}: HTTP {status}: {text}");
+    }
+    text
+}
+
+// ---------------------------------------------------------------------------------
+// The gateway databases.
+
+/// Write the generated rows to a new SQLite file in one transaction.
+fn write_sqlite(path: &Path, n: usize, end_s: i64) -> Facts {
+    let started = Instant::now();
+    let mut conn = Connection::open(path).expect("creating the gateway db");
+    conn.execute_batch(NEWAPI_SCHEMA)
+        .expect("creating the logs table");
+    let tx = conn.transaction().expect("begin");
+    let mut facts = {
+        let mut stmt = tx
+            .prepare(&format!(
+                "INSERT INTO logs ({INSERT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+            ))
+            .expect("preparing the insert");
+        generate(n, end_s, |r| {
+            stmt.execute(params![
+                r.user_id,
+                r.created_at,
+                r.kind,
+                r.content,
+                r.username,
+                r.token_name,
+                r.model_name,
+                r.quota,
+                r.prompt_tokens,
+                r.completion_tokens,
+                r.use_time,
+                r.is_stream as i64,
+                r.channel_id,
+                r.token_id,
+                r.group,
+                r.ip,
+                r.other,
+            ])
+            .expect("inserting a row");
+        })
+    };
+    tx.commit().expect("commit");
+    let (max_id, count): (i64, i64) = conn
+        .query_row("SELECT MAX(id), COUNT(*) FROM logs", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .expect("counting the rows");
+    assert_eq!(count as usize, n, "rows in the SQLite table");
+    facts.max_id = max_id;
+    drop(conn);
+    println!(
+        "\nSQLite gateway db: {} rows ({} consume, {} error, {} top-up), {:.1} MiB, written in {:.1}s: {}",
+        thousands(n as f64),
+        thousands(facts.consume as f64),
+        thousands(facts.errors as f64),
+        thousands(facts.topups as f64),
+        fs::metadata(path).expect("the gateway db").len() as f64 / (1 << 20) as f64,
+        started.elapsed().as_secs_f64(),
+        path.display()
+    );
+    facts
+}
+
+/// Create the New API schema in a fresh database, COPY the same rows in, and give a
+/// login role SELECT on it. Returns the table and its size in bytes.
+fn load_postgres(
+    server: &dbservers::PgServer,
+    n: usize,
+    end_s: i64,
+    same_as: &Facts,
+) -> (Table, i64) {
+    let started = Instant::now();
+    let password = dbservers::secret("pw");
+    server.create_db_and_role(PG_DB, PG_USER, &password);
+    let mut c = server.admin(PG_DB);
+    c.batch_execute(dbservers::PG_NEWAPI_LOGS)
+        .expect("creating the logs table");
+    let writer = c
+        .copy_in(&format!("COPY logs ({INSERT_COLUMNS}) FROM STDIN"))
+        .expect("starting COPY");
+    let mut out = BufWriter::with_capacity(1 << 20, writer);
+    let mut line = String::new();
+    let mut facts = generate(n, end_s, |r| {
+        use std::fmt::Write as _;
+        line.clear();
+        let _ = write!(line, "{}\t{}\t{}\t", r.user_id, r.created_at, r.kind);
+        copy_text(&mut line, &r.content);
+        for s in [r.username, r.token_name, r.model_name] {
+            line.push('\t');
+            copy_text(&mut line, s);
+        }
+        let _ = write!(
+            line,
+            "\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t",
+            r.quota,
+            r.prompt_tokens,
+            r.completion_tokens,
+            r.use_time,
+            if r.is_stream { 't' } else { 'f' },
+            r.channel_id,
+            r.token_id
+        );
+        copy_text(&mut line, r.group);
+        line.push('\t');
+        copy_text(&mut line, &r.ip);
+        line.push('\t');
+        copy_text(&mut line, &r.other);
+        line.push('\n');
+        out.write_all(line.as_bytes()).expect("writing COPY data");
+    });
+    let writer = out
+        .into_inner()
+        .unwrap_or_else(|e| panic!("flushing COPY data: {}", e.error()));
+    let copied = writer.finish().expect("finishing COPY");
+    assert_eq!(copied as usize, n, "rows copied into PostgreSQL");
+    // Set hint bits and statistics now, so every run reads the same settled table.
+    c.batch_execute("VACUUM (FREEZE, ANALYZE) logs")
+        .expect("vacuuming the table");
+    c.batch_execute(&format!("GRANT SELECT ON logs TO {PG_USER}"))
+        .expect("granting SELECT");
+    let row = c
+        .query_one(
+            "SELECT MAX(id), COUNT(*), pg_total_relation_size('logs') FROM logs",
+            &[],
+        )
+        .expect("counting the rows");
+    facts.max_id = row.get(0);
+    assert_eq!(
+        row.get::<_, i64>(1) as usize,
+        n,
+        "rows in the PostgreSQL table"
+    );
+    let bytes: i64 = row.get(2);
+    assert!(
+        facts.same_rows(same_as),
+        "PostgreSQL got other rows than SQLite"
+    );
+    println!(
+        "PostgreSQL gateway db: {} rows COPYed, vacuumed and analysed in {:.1}s, table with indexes {:.1} MiB",
+        thousands(n as f64),
+        started.elapsed().as_secs_f64(),
+        bytes as f64 / (1 << 20) as f64
+    );
+    let table = Table {
+        url: server.url(PG_USER, &password, PG_DB),
+        name: format!("db:newapi:{}#logs", server.printable_url(PG_USER, PG_DB)),
+        facts,
+    };
+    (table, bytes)
+}
+
+/// Append `s` escaped for COPY's text format.
+fn copy_text(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// PostgreSQL's server binaries, found as tests/support/dbservers.rs finds them (so a
+/// missing server is a note here even with CI set, where dbservers would fail).
+fn pg_bindir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("DRIFTWARDEN_PG_BINDIR") {
+        let dir = PathBuf::from(dir);
+        return (dir.join("initdb").is_file() && dir.join("postgres").is_file()).then_some(dir);
+    }
+    let newest = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").is_file().then_some((v, bin))
+        })
+        .max();
+    if let Some((_, bin)) = newest {
+        return Some(bin);
+    }
+    let initdb = ["/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin"]
+        .iter()
+        .map(|d| Path::new(d).join("initdb"))
+        .find(|p| p.is_file())
+        .or_else(|| find_on_path("initdb"))?;
+    let dir = initdb.parent()?.to_path_buf();
+    dir.join("postgres").is_file().then_some(dir)
+}
+
+// ---------------------------------------------------------------------------------
+// The generated rows.
+
+/// How many rows of each kind a generation wrote.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Facts {
+    rows: usize,
+    consume: u64,
+    errors: u64,
+    topups: u64,
+    /// Sum of prompt + completion tokens, a check that two generations agree.
+    tokens: u64,
+    max_id: i64,
+}
+
+impl Facts {
+    /// The rows driftwarden stores as events: consume and error rows.
+    fn events(&self) -> u64 {
+        self.consume + self.errors
+    }
+
+    fn same_rows(&self, other: &Facts) -> bool {
+        (
+            self.rows,
+            self.consume,
+            self.errors,
+            self.topups,
+            self.tokens,
+        ) == (
+            other.rows,
+            other.consume,
+            other.errors,
+            other.topups,
+            other.tokens,
+        )
+    }
+}
+
+/// One New API `logs` row.
+struct LogRow<'a> {
+    user_id: i64,
+    created_at: i64,
+    kind: i64,
+    content: String,
+    username: &'a str,
+    token_name: &'a str,
+    model_name: &'a str,
+    quota: i64,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    use_time: i64,
+    is_stream: bool,
+    channel_id: i64,
+    token_id: i64,
+    group: &'a str,
+    ip: String,
+    other: String,
+}
+
+struct Model {
+    name: &'static str,
+    /// `upstream_model_name` when the channel maps it.
+    upstream: Option<&'static str>,
+    weight: u64,
+    /// New API's `model_ratio` and `completion_ratio`.
+    ratio: f64,
+    completion_ratio: f64,
+    cache_ratio: f64,
+    claude: bool,
+    /// Channel ids that serve the model.
+    channels: &'static [i64],
+}
+
+const MODELS: [Model; 8] = [
+    Model {
+        name: "gpt-4o-mini",
+        upstream: Some("gpt-4o-mini-2024-07-18"),
+        weight: 28,
+        ratio: 0.075,
+        completion_ratio: 4.0,
+        cache_ratio: 0.5,
+        claude: false,
+        channels: &[1, 2, 3],
+    },
+    Model {
+        name: "gpt-4o",
+        upstream: Some("gpt-4o-2024-08-06"),
+        weight: 16,
+        ratio: 1.25,
+        completion_ratio: 4.0,
+        cache_ratio: 0.5,
+        claude: false,
+        channels: &[1, 2, 3],
+    },
+    Model {
+        name: "gpt-4.1",
+        upstream: Some("gpt-4.1-2025-04-14"),
+        weight: 12,
+        ratio: 1.0,
+        completion_ratio: 4.0,
+        cache_ratio: 0.25,
+        claude: false,
+        channels: &[1, 2],
+    },
+    Model {
+        name: "gpt-4.1-mini",
+        upstream: Some("gpt-4.1-mini-2025-04-14"),
+        weight: 14,
+        ratio: 0.2,
+        completion_ratio: 4.0,
+        cache_ratio: 0.25,
+        claude: false,
+        channels: &[1, 3],
+    },
+    Model {
+        name: "claude-3-5-sonnet-20241022",
+        upstream: None,
+        weight: 12,
+        ratio: 1.5,
+        completion_ratio: 5.0,
+        cache_ratio: 0.1,
+        claude: true,
+        channels: &[4, 5],
+    },
+    Model {
+        name: "claude-3-5-haiku-20241022",
+        upstream: None,
+        weight: 8,
+        ratio: 0.4,
+        completion_ratio: 5.0,
+        cache_ratio: 0.1,
+        claude: true,
+        channels: &[4, 5],
+    },
+    Model {
+        name: "deepseek-chat",
+        upstream: Some("deepseek-v3"),
+        weight: 6,
+        ratio: 0.135,
+        completion_ratio: 4.0,
+        cache_ratio: 0.1,
+        claude: false,
+        channels: &[6],
+    },
+    Model {
+        name: "gemini-2.0-flash",
+        upstream: None,
+        weight: 4,
+        ratio: 0.05,
+        completion_ratio: 4.0,
+        cache_ratio: 0.25,
+        claude: false,
+        channels: &[7, 8],
+    },
+];
+
+/// Group name, weight, group ratio.
+const GROUPS: [(&str, u64, f64); 3] = [("default", 70, 1.0), ("vip", 20, 0.8), ("svip", 10, 0.6)];
+const USERS: u64 = 20;
+const TOKENS: u64 = 50;
+const TOKEN_KINDS: [&str; 5] = ["prod", "staging", "batch", "agent", "eval"];
+/// Failed requests: status code, error type, error code.
+const ERRORS: [(u16, &str, &str); 4] = [
+    (429, "upstream_error", "rate_limit_exceeded"),
+    (500, "upstream_error", "internal_server_error"),
+    (502, "new_api_error", "bad_response_status_code"),
+    (503, "upstream_error", "model_overloaded"),
+];
+
+/// Call `each` with `n` New API rows, oldest first, `created_at` spread over the
+/// three days before `end_s` (the rows depend only on the seed and `end_s`).
+fn generate(n: usize, end_s: i64, mut each: impl FnMut(&LogRow<'_>)) -> Facts {
+    let users: Vec<String> = (1..=USERS).map(|u| format!("user{u:02}")).collect();
+    let tokens: Vec<String> = (0..TOKENS)
+        .map(|t| format!("{}-{:02}", TOKEN_KINDS[(t % 5) as usize], t + 1))
+        .collect();
+    let model_cum = cumulative(MODELS.iter().map(|m| m.weight));
+    let group_cum = cumulative(GROUPS.iter().map(|g| g.1));
+    // Zipf-like: a few busy keys, a long tail.
+    let token_cum = cumulative((1..=TOKENS).map(|k| 10_000 / k));
+    let span_s: i64 = 3 * 86_400;
+    let mut rng = Rng(SEED);
+    let mut facts = Facts {
+        rows: n,
+        ..Facts::default()
+    };
+    for i in 0..n {
+        let token = rng.pick(&token_cum) as u64;
+        // Each key belongs to one user.
+        let user = token % USERS;
+        let model = &MODELS[rng.pick(&model_cum)];
+        let (group, _, group_ratio) = GROUPS[rng.pick(&group_cum)];
+        let channel_id = model.channels[rng.below(model.channels.len() as u64) as usize];
+        // Written when the request ends, so a second or two out of order.
+        let created_at = end_s - span_s + (i as i64 * span_s) / n as i64 - rng.below(3) as i64;
+        let is_stream = rng.below(100) < 60;
+        let ip = if rng.below(10) < 8 {
+            format!("10.0.{}.{}", user + 1, 10 + rng.below(200))
+        } else {
+            String::new()
+        };
+        let roll = rng.below(10_000);
+        let mut row = LogRow {
+            user_id: user as i64 + 1,
+            created_at,
+            kind: 2,
+            content: String::new(),
+            username: &users[user as usize],
+            token_name: &tokens[token as usize],
+            model_name: model.name,
+            quota: 0,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            use_time: 0,
+            is_stream,
+            channel_id,
+            token_id: token as i64 + 1,
+            group,
+            ip,
+            other: String::new(),
+        };
+        if roll < 100 {
+            // A top-up: not a request.
+            let dollars = [5, 10, 20, 50, 100][rng.below(5) as usize];
+            row.kind = 1;
+            row.content = format!("Recharged via redemption code, quota ${dollars}.00");
+            row.token_name = "";
+            row.model_name = "";
+            row.quota = dollars * 500_000;
+            row.channel_id = 0;
+            row.token_id = 0;
+            row.is_stream = false;
+            facts.topups += 1;
+        } else if roll < 300 {
+            // A failed request: no tokens, no quota.
+            let (status, error_type, error_code) = ERRORS[rng.below(4) as usize];
+            row.kind = 5;
+            row.content = format!("status_code={status}, upstream error: {error_code}");
+            row.use_time = rng.below(30) as i64;
+            row.other = format!(
+                r#"{{"error_type":"{error_type}","error_code":"{error_code}","status_code":{status},"channel_id":{channel_id},"request_path":"/v1/chat/completions"}}"#
+            );
+            facts.errors += 1;
+        } else {
+            let prompt = rng.lognormal(1200.0, 0.8);
+            let completion = rng.lognormal(250.0, 0.9);
+            let cache = if prompt >= 1024 && rng.below(100) < 30 {
+                (prompt as f64 * (0.3 + 0.6 * rng.unit())) as u64 / 128 * 128
+            } else {
+                0
+            };
+            let quota = ((prompt - cache) as f64
+                + cache as f64 * model.cache_ratio
+                + completion as f64 * model.completion_ratio)
+                * model.ratio
+                * group_ratio;
+            let frt = 150 + rng.below(2500);
+            row.quota = quota.round() as i64;
+            row.prompt_tokens = prompt as i64;
+            row.completion_tokens = completion as i64;
+            row.use_time = 1 + (frt + completion * 12) as i64 / 1000;
+            row.content = format!(
+                "model ratio {:.3}, completion ratio {:.2}, group ratio {group_ratio:.2}",
+                model.ratio, model.completion_ratio
+            );
+            let mut other = format!(
+                r#"{{"cache_ratio":{},"cache_tokens":{cache},"completion_ratio":{},"frt":{frt},"group_ratio":{group_ratio},"model_price":-1,"model_ratio":{},"user_group_ratio":-1"#,
+                model.cache_ratio, model.completion_ratio, model.ratio
+            );
+            if model.claude {
+                let creation = if rng.below(10) == 0 {
+                    rng.below(4096)
+                } else {
+                    0
+                };
+                other.push_str(&format!(r#","cache_creation_tokens":{creation}"#));
+            }
+            if let Some(upstream) = model.upstream.filter(|_| rng.below(10) < 6) {
+                other.push_str(&format!(
+                    r#","is_model_mapped":true,"upstream_model_name":"{upstream}""#
+                ));
+            }
+            if rng.below(20) == 0 {
+                other.push_str(r#","reasoning_effort":"medium""#);
+            }
+            other.push('}');
+            row.other = other;
+            facts.consume += 1;
+            facts.tokens += prompt + completion;
+        }
+        each(&row);
+    }
+    facts
+}
+
+/// xorshift64*: small, fast, and the same everywhere.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// Roughly standard normal (Irwin-Hall of four).
+    fn normal(&mut self) -> f64 {
+        let s: f64 = (0..4).map(|_| self.unit()).sum();
+        (s - 2.0) * 3f64.sqrt()
+    }
+
+    /// Index into `cumulative` weights.
+    fn pick(&mut self, cumulative: &[u64]) -> usize {
+        let r = self.below(*cumulative.last().expect("weights"));
+        cumulative.partition_point(|&c| c <= r)
+    }
+
+    /// `median * e^(sigma * N(0,1))`, at least 1.
+    fn lognormal(&mut self, median: f64, sigma: f64) -> u64 {
+        ((median * (sigma * self.normal()).exp()).round() as u64).max(1)
+    }
+}
+
+fn cumulative(weights: impl Iterator<Item = u64>) -> Vec<u64> {
+    weights
+        .scan(0, |acc, w| {
+            *acc += w;
+            Some(*acc)
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------
+// Child processes.
+
+/// A child reaped by `wait4` on a helper thread, so its exit status and rusage are
+/// exact and a hung child can be killed. Dropping it kills a child still running.
+struct Watched {
+    pid: libc::pid_t,
+    what: &'static str,
+    done: mpsc::Receiver<(libc::c_int, libc::rusage)>,
+    reaped: bool,
+}
+
+impl Watched {
+    fn new(child: &Child, what: &'static str) -> Watched {
+        let pid = child.id() as libc::pid_t;
+        let (tx, done) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut status = 0;
+            // SAFETY: rusage is plain integers; zero is a valid value.
+            let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+            loop {
+                // SAFETY: valid pointers to locals; `pid` is our child, reaped only here.
+                let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+                if r == pid {
+                    let _ = tx.send((status, ru));
+                    return;
+                }
+                let err = std::io::Error::last_os_error();
+                if err.kind() != ErrorKind::Interrupted {
+                    eprintln!("wait4({pid}): {err}");
+                    return;
+                }
+            }
+        });
+        Watched {
+            pid,
+            what,
+            done,
+            reaped: false,
+        }
+    }
+
+    /// The exit status, if the child has already exited.
+    fn exited(&mut self) -> Option<libc::c_int> {
+        let (status, _) = self.done.try_recv().ok()?;
+        self.reaped = true;
+        Some(status)
+    }
+
+    /// Wait for the exit; past `limit`, kill the child and fail.
+    fn wait(&mut self, limit: Duration) -> (libc::c_int, libc::rusage) {
+        match self.done.recv_timeout(limit) {
+            Ok(v) => {
+                self.reaped = true;
+                v
+            }
+            Err(_) => {
+                // SAFETY: plain syscall on our own child's pid, not yet reaped.
+                unsafe { libc::kill(self.pid, libc::SIGKILL) };
+                let _ = self.done.recv_timeout(Duration::from_secs(10));
+                self.reaped = true;
+                panic!("{} did not finish within {limit:?}; killed it", self.what);
+            }
+        }
+    }
+
+    /// Send `signal`, wait for a clean exit, and return the child's rusage.
+    fn stop(&mut self, signal: libc::c_int, limit: Duration, stderr: &Path) -> libc::rusage {
+        // SAFETY: plain syscall on our own child's pid, not yet reaped.
+        unsafe { libc::kill(self.pid, signal) };
+        let (status, ru) = self.wait(limit);
+        if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+            panic!(
+                "{} did not exit cleanly ({}); stderr:\n{}",
+                self.what,
+                describe(status),
+                tail(stderr)
+            );
+        }
+        ru
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if !self.reaped {
+            // SAFETY: plain syscall on our own child's pid, not yet reaped.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            let _ = self.done.recv_timeout(Duration::from_secs(10));
+        }
+    }
+}
+
+/// `program`, or `taskset -c 0 program` when pinned (taskset execs it: same pid).
+fn command(program: &Path, pin: bool) -> Command {
+    if pin {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+/// taskset, if present and CPU 0 is ours to pin to.
+fn taskset() -> Option<PathBuf> {
+    let exe = find_on_path("taskset")?;
+    let ok = Command::new(&exe)
+        .args(["-c", "0", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then_some(exe)
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+}
+
+fn vm_hwm_kib(pid: libc::pid_t) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status"))
+}
+
+/// CPU seconds all CPUs have spent busy since boot (`/proc/stat`; idle and iowait
+/// excluded).
+fn machine_busy_secs() -> f64 {
+    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<f64> = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("cpu "))
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let busy: f64 = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|&i| ticks.get(i))
+        .sum();
+    busy / clock_ticks()
+}
+
+/// User + system CPU seconds of a live process (`/proc/PID/stat`).
+fn proc_cpu_secs(pid: libc::pid_t) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name's closing parenthesis start at field 3 (state);
+    // utime and stime are fields 14 and 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |i: usize| -> f64 { fields.get(i).and_then(|v| v.parse().ok()).unwrap_or(0.0) };
+    (field(11) + field(12)) / clock_ticks()
+}
+
+/// This process's CPU seconds (all threads).
+fn self_cpu_secs() -> f64 {
+    // SAFETY: rusage is plain integers; getrusage fills it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a local.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
+fn describe(status: libc::c_int) -> String {
+    if libc::WIFEXITED(status) {
+        format!("exit code {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        format!("killed by signal {}", libc::WTERMSIG(status))
+    } else {
+        format!("wait status {status}")
+    }
+}
+
+/// The last lines of a log file, for failure messages.
+fn tail(path: &Path) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+// ---------------------------------------------------------------------------------
+// Reporting.
+
+struct Machine {
+    nproc: usize,
+    cpu: String,
+    mem_gib: f64,
+    kernel: String,
+    pg_version: String,
+    commit: String,
+}
+
+impl Machine {
+    fn probe(pg_bindir: Option<&Path>) -> Machine {
+        let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map_or("unknown CPU".into(), |(_, v)| v.trim().to_string());
+        let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let mem_kib: f64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        let first_line = |program: &Path, args: &[&str]| -> Option<String> {
+            let out = Command::new(program)
+                .args(args)
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .stderr(Stdio::null())
+                .output()
+                .ok()?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            let line = text.lines().next()?.trim().to_string();
+            (out.status.success() && !line.is_empty()).then_some(line)
+        };
+        let git = Path::new("git");
+        Machine {
+            nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu,
+            mem_gib: mem_kib / (1 << 20) as f64,
+            kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map_or("?".into(), |s| s.trim().to_string()),
+            pg_version: pg_bindir
+                .and_then(|d| first_line(&d.join("postgres"), &["--version"]))
+                .map_or("PostgreSQL".into(), |v| {
+                    v.replace("postgres (PostgreSQL)", "PostgreSQL")
+                }),
+            commit: first_line(git, &["rev-parse", "--short", "HEAD"]).map_or(
+                "(no git)".into(),
+                |c| match first_line(git, &["status", "--porcelain", "--untracked-files=no"]) {
+                    Some(_) => format!("at {c} + uncommitted changes"),
+                    None => format!("at {c}"),
+                },
+            ),
+        }
+    }
+}
+
+fn cores_label(pin: bool) -> &'static str {
+    if pin {
+        "pinned to one core (taskset -c 0)"
+    } else {
+        "all cores"
+    }
+}
+
+fn cores_cell(pin: bool) -> String {
+    if pin {
+        "1 (`taskset -c 0`)".into()
+    } else {
+        std::thread::available_parallelism().map_or("all".into(), |n| n.to_string())
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "below" }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// 1234567.8 as `1,234,568`.
+fn thousands(x: f64) -> String {
+    let digits = format!("{:.0}", x.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .replace('_', "")
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| panic!("{name}={v:?} is not a positive whole number")),
+        Err(_) => default,
+    }
+}
