@@ -2,7 +2,7 @@
 //! put the result in the batch the source will commit: an event, an eval score,
 //! a skip, or a dead letter with the reason.
 
-use crate::adapters::{Decoder, Record, Rejected};
+use crate::adapters::{Decoder, LogRow, Record, Rejected};
 use crate::domain::DeadLetter;
 use crate::redact;
 use crate::store::Batch;
@@ -21,18 +21,18 @@ pub fn add_record(
     add_decoded(batch, decoded, where_, || raw.to_vec())
 }
 
-/// Like `add_record` for a record that is already a JSON value (a database row).
-pub fn add_value(
+/// Like `add_record` for a gateway `logs` row read from its database.
+pub fn add_row(
     batch: &mut Batch,
     decoder: &mut Decoder,
-    value: &serde_json::Value,
-    position: u64,
+    row: &LogRow,
     where_: impl FnOnce() -> String,
     now_ms: i64,
 ) -> Option<String> {
-    let decoded = decoder.decode_value(value, position, now_ms);
+    let decoded = decoder.decode_row(row, now_ms);
+    // The row's text is made only for a dead letter.
     add_decoded(batch, decoded, where_, || {
-        serde_json::to_vec(value).expect("a JSON value serializes")
+        serde_json::to_vec(row).expect("a row serializes")
     })
 }
 

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub use mapped::{MappedFormat, MappedKind};
+pub use newapi::LogRow;
 
 use crate::domain::{CostSource, EvalScore, UsageEvent};
 use crate::identity::Identity;
@@ -160,22 +161,15 @@ impl Decoder {
         self.finish(record, now_ms)
     }
 
-    /// Decode a record that is already a JSON value (a gateway database row). New API
-    /// and One API rows are read from the value directly; other formats go through text.
-    pub fn decode_value(
-        &mut self,
-        value: &serde_json::Value,
-        position: u64,
-        now_ms: i64,
-    ) -> Result<Option<Record>, Rejected> {
-        let record = match &self.format {
-            Format::NewApi => newapi::decode_value(value, &self.ctx, newapi::Flavour::NewApi)?,
-            Format::OneApi => newapi::decode_value(value, &self.ctx, newapi::Flavour::OneApi)?,
-            _ => {
-                let raw = serde_json::to_vec(value).expect("a JSON value serializes");
-                return self.decode(&raw, position, now_ms);
-            }
+    /// Decode a gateway `logs` row built straight from database columns (no JSON text
+    /// in between). The format decides New API or One API semantics; any other format
+    /// reads the row as New API.
+    pub fn decode_row(&mut self, row: &LogRow, now_ms: i64) -> Result<Option<Record>, Rejected> {
+        let flavour = match &self.format {
+            Format::OneApi => newapi::Flavour::OneApi,
+            _ => newapi::Flavour::NewApi,
         };
+        let record = newapi::from_row(row, &self.ctx, flavour)?;
         self.finish(record, now_ms)
     }
 

@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Context, Record, Rejected, millis, non_empty, tokens};
 use crate::domain::{CostSource, UsageEvent};
@@ -21,39 +21,53 @@ const TYPE_CONSUME: i64 = 2;
 /// New API: a failed request (quota and tokens are 0). One API: a channel test, skipped.
 const TYPE_ERROR_OR_TEST: i64 = 5;
 
-#[derive(Deserialize)]
-struct Row<'a> {
-    id: i64,
-    created_at: i64,
+/// A New API / One API `logs` row: parsed from JSON (webhook) or built by the
+/// database follower straight from the columns.
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct LogRow<'a> {
+    /// The row's primary key: increasing, the follower's cursor.
+    pub id: i64,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// 2 consume, 5 error (New API) or channel test (One API); other types are skipped.
     #[serde(rename = "type")]
-    kind: i64,
+    pub kind: i64,
+    /// The gateway user (an identity: hashed or aliased).
     #[serde(borrow, default)]
-    username: Option<Cow<'a, str>>,
+    pub username: Option<Cow<'a, str>>,
+    /// The API key's name (an identity: hashed or aliased).
     #[serde(borrow, default)]
-    token_name: Option<Cow<'a, str>>,
+    pub token_name: Option<Cow<'a, str>>,
+    /// The model the client asked for.
     #[serde(borrow, default)]
-    model_name: Option<Cow<'a, str>>,
+    pub model_name: Option<Cow<'a, str>>,
+    /// Quota units charged (`quota_per_unit` of them make a dollar).
     #[serde(default)]
-    quota: Option<i64>,
+    pub quota: Option<i64>,
+    /// Input tokens.
     #[serde(default)]
-    prompt_tokens: Option<i64>,
+    pub prompt_tokens: Option<i64>,
+    /// Output tokens.
     #[serde(default)]
-    completion_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
     /// New API: seconds.
     #[serde(default)]
-    use_time: Option<f64>,
+    pub use_time: Option<f64>,
     /// One API: milliseconds.
     #[serde(default)]
-    elapsed_time: Option<f64>,
+    pub elapsed_time: Option<f64>,
+    /// The channel (upstream) id; the DB column is `channel_id`.
     #[serde(default, alias = "channel_id")]
-    channel: Option<i64>,
+    pub channel: Option<i64>,
+    /// The channel's name, when known (a join in the gateway, or our channel map).
     #[serde(borrow, default)]
-    channel_name: Option<Cow<'a, str>>,
+    pub channel_name: Option<Cow<'a, str>>,
+    /// New API's user group.
     #[serde(borrow, default)]
-    group: Option<Cow<'a, str>>,
+    pub group: Option<Cow<'a, str>>,
     /// New API: a JSON object stored as a string. Never trusted to parse.
     #[serde(borrow, default)]
-    other: Option<Cow<'a, str>>,
+    pub other: Option<Cow<'a, str>>,
 }
 
 /// The keys of New API's `other` column that we use; any may be missing.
@@ -72,26 +86,17 @@ pub(super) fn decode(
     flavour: Flavour,
 ) -> Result<Option<Record>, Rejected> {
     from_row(
-        serde_json::from_slice(raw).map_err(Rejected::json)?,
+        &serde_json::from_slice(raw).map_err(Rejected::json)?,
         ctx,
         flavour,
     )
 }
 
-/// A row already in memory as JSON (the database follower's), without a text round trip.
-pub(super) fn decode_value(
-    value: &serde_json::Value,
+pub(super) fn from_row(
+    row: &LogRow,
     ctx: &Context,
     flavour: Flavour,
 ) -> Result<Option<Record>, Rejected> {
-    from_row(
-        Row::deserialize(value).map_err(Rejected::json)?,
-        ctx,
-        flavour,
-    )
-}
-
-fn from_row(row: Row, ctx: &Context, flavour: Flavour) -> Result<Option<Record>, Rejected> {
     let failed = match (row.kind, flavour) {
         (TYPE_CONSUME, _) => false,
         (TYPE_ERROR_OR_TEST, Flavour::NewApi) => true,
@@ -194,11 +199,11 @@ mod tests {
     }
 
     #[test]
-    fn a_row_as_a_json_value_decodes_like_its_text() {
-        let value: serde_json::Value = serde_json::from_str(NEWAPI_CONSUME).unwrap();
+    fn a_row_built_in_memory_decodes_like_its_text() {
+        let row: super::LogRow = serde_json::from_str(NEWAPI_CONSUME).unwrap();
         let mut d = super::super::Decoder::new(Format::NewApi, ctx());
-        let from_value = d.decode_value(&value, 4711, NOW).unwrap();
-        assert_eq!(from_value, decode(Format::NewApi, NEWAPI_CONSUME).unwrap());
+        let from_row = d.decode_row(&row, NOW).unwrap();
+        assert_eq!(from_row, decode(Format::NewApi, NEWAPI_CONSUME).unwrap());
     }
 
     #[test]

@@ -15,12 +15,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
 
-use crate::adapters::{Context, Decoder, Format};
+use crate::adapters::{Context, Decoder, Format, LogRow};
 use crate::clock::now_ms;
 use crate::domain::DbCursor;
-use crate::ingest::add_value;
+use crate::ingest::add_row;
 use crate::sources::Stop;
 use crate::store::writer::{InFlight, Writer};
 use crate::store::{Batch, StoreError, queries};
@@ -322,14 +322,37 @@ fn int_type(backend: Backend) -> &'static str {
     }
 }
 
-/// One row as the JSON object the adapter reads; `get(i, kind)` reads column `i`.
-fn row_object<E>(
+/// One column value, as any backend reads it (see `Kind`).
+enum Cell {
+    Int(i64),
+    Text(String),
+}
+
+/// Build a `logs` row from its columns; `get(i, kind)` reads column `i`.
+fn log_row<E>(
     columns: &[(&'static str, Kind)],
-    mut get: impl FnMut(usize, Kind) -> Result<Option<Value>, E>,
-) -> Result<Map<String, Value>, E> {
-    let mut row = Map::with_capacity(columns.len());
+    mut get: impl FnMut(usize, Kind) -> Result<Option<Cell>, E>,
+) -> Result<LogRow<'static>, E> {
+    let mut row = LogRow::default();
     for (i, (name, kind)) in columns.iter().enumerate() {
-        row.insert((*name).to_string(), get(i, *kind)?.unwrap_or(Value::Null));
+        let Some(cell) = get(i, *kind)? else { continue };
+        match (*name, cell) {
+            ("id", Cell::Int(v)) => row.id = v,
+            ("created_at", Cell::Int(v)) => row.created_at = v,
+            ("type", Cell::Int(v)) => row.kind = v,
+            ("quota", Cell::Int(v)) => row.quota = Some(v),
+            ("prompt_tokens", Cell::Int(v)) => row.prompt_tokens = Some(v),
+            ("completion_tokens", Cell::Int(v)) => row.completion_tokens = Some(v),
+            ("use_time", Cell::Int(v)) => row.use_time = Some(v as f64),
+            ("elapsed_time", Cell::Int(v)) => row.elapsed_time = Some(v as f64),
+            ("channel_id", Cell::Int(v)) => row.channel = Some(v),
+            ("username", Cell::Text(t)) => row.username = Some(Cow::Owned(t)),
+            ("token_name", Cell::Text(t)) => row.token_name = Some(Cow::Owned(t)),
+            ("model_name", Cell::Text(t)) => row.model_name = Some(Cow::Owned(t)),
+            ("group", Cell::Text(t)) => row.group = Some(Cow::Owned(t)),
+            ("other", Cell::Text(t)) => row.other = Some(Cow::Owned(t)),
+            _ => {}
+        }
     }
     Ok(row)
 }
@@ -341,9 +364,9 @@ trait LogReader: Send {
     /// Lowest id created at or after `created_at` (unix seconds).
     fn first_id_since(&mut self, created_at: i64) -> Result<Option<i64>, DbError>;
     /// Rows with id above `after`, in id order, at most `limit`.
-    fn fetch(&mut self, after: i64, limit: u32) -> Result<Vec<Map<String, Value>>, DbError>;
+    fn fetch(&mut self, after: i64, limit: u32) -> Result<Vec<LogRow<'static>>, DbError>;
     /// Rows with `from <= id <= to`, in id order.
-    fn fetch_range(&mut self, from: i64, to: i64) -> Result<Vec<Map<String, Value>>, DbError>;
+    fn fetch_range(&mut self, from: i64, to: i64) -> Result<Vec<LogRow<'static>>, DbError>;
 }
 
 fn connect(spec: &DbSpec) -> Result<Box<dyn LogReader>, DbError> {
@@ -394,10 +417,6 @@ const MAX_GAP_QUERIES: usize = 16;
 /// Jumps in id larger than this (deleted ranges, a reseeded sequence) are not tracked
 /// id by id.
 const MAX_GAP_IDS: i64 = 10_000;
-
-fn row_id(row: &Map<String, Value>) -> i64 {
-    row.get("id").and_then(Value::as_i64).unwrap_or(0)
-}
 
 /// How far the table has been read: the highest id seen, and the ids below it that
 /// were missing when it was read (their inserts may still commit).
@@ -548,28 +567,25 @@ impl Follower {
             // history (deleted or rolled-back rows) are final.
             let recent_from = now_ms() / 1000 - RECENT_ROW.as_secs() as i64;
             for row in &rows {
-                let created = row.get("created_at").and_then(Value::as_i64).unwrap_or(0);
-                progress.saw(row_id(row), created >= recent_from);
+                progress.saw(row.id, row.created_at >= recent_from);
             }
             progress.expire(Instant::now(), GAP_GRACE);
             // Look again only at the missing ids, one query per run of consecutive ones.
             for (from, to) in progress.gap_runs(MAX_GAP_QUERIES) {
                 let late = reader.fetch_range(from, to)?;
-                rows.extend(late.into_iter().filter(|r| progress.filled(row_id(r))));
+                rows.extend(late.into_iter().filter(|r| progress.filled(r.id)));
             }
             if !rows.is_empty() || progress.watermark() != committed {
                 let mut batch = Batch::new(&self.source, format_name);
                 let now = now_ms();
                 for mut row in rows {
-                    let id = row_id(&row);
+                    let id = row.id;
                     self.name_channel(&mut row);
-                    let row = Value::Object(row);
                     let source = &self.source;
-                    add_value(
+                    add_row(
                         &mut batch,
                         &mut decoder,
                         &row,
-                        id as u64,
                         || format!("{source}@id={id}"),
                         now,
                     );
@@ -615,13 +631,11 @@ impl Follower {
         Ok(cursor)
     }
 
-    fn name_channel(&self, row: &mut Map<String, Value>) {
-        if let Some(name) = row
-            .get("channel_id")
-            .and_then(Value::as_i64)
-            .and_then(|id| self.spec.channels.get(&id))
+    fn name_channel(&self, row: &mut LogRow) {
+        if row.channel_name.is_none()
+            && let Some(name) = row.channel.and_then(|id| self.spec.channels.get(&id))
         {
-            row.insert("channel_name".into(), Value::String(name.clone()));
+            row.channel_name = Some(Cow::Owned(name.clone()));
         }
     }
 

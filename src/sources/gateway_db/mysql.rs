@@ -1,11 +1,11 @@
 //! A gateway's MySQL / MariaDB database: one connection, a read-only session, a
 //! statement time limit. A lost connection is an error; the follower reconnects.
 
+use crate::adapters::LogRow;
 use mysql::prelude::Queryable;
 use mysql::{Conn, Opts};
-use serde_json::{Map, Value};
 
-use super::{Backend, DbError, DbSpec, Kind, LogReader, Queries, row_object};
+use super::{Backend, Cell, DbError, DbSpec, Kind, LogReader, Queries, log_row};
 
 pub(super) struct Reader {
     conn: Conn,
@@ -79,19 +79,19 @@ impl LogReader for Reader {
         self.one_id(&sql, (created_at,).into())
     }
 
-    fn fetch(&mut self, after: i64, limit: u32) -> Result<Vec<Map<String, Value>>, DbError> {
+    fn fetch(&mut self, after: i64, limit: u32) -> Result<Vec<LogRow<'static>>, DbError> {
         let sql = self.queries.fetch.clone();
         self.rows(&sql, (after, limit).into())
     }
 
-    fn fetch_range(&mut self, from: i64, to: i64) -> Result<Vec<Map<String, Value>>, DbError> {
+    fn fetch_range(&mut self, from: i64, to: i64) -> Result<Vec<LogRow<'static>>, DbError> {
         let sql = self.queries.fetch_range.clone();
         self.rows(&sql, (from, to).into())
     }
 }
 
 impl Reader {
-    fn rows(&mut self, sql: &str, args: mysql::Params) -> Result<Vec<Map<String, Value>>, DbError> {
+    fn rows(&mut self, sql: &str, args: mysql::Params) -> Result<Vec<LogRow<'static>>, DbError> {
         let url = self.url.clone();
         let rows: Vec<mysql::Row> = self
             .conn
@@ -101,18 +101,18 @@ impl Reader {
         let out = rows
             .into_iter()
             .map(|mut r| {
-                row_object(columns, |i, kind| {
+                log_row(columns, |i, kind| {
                     Ok::<_, std::convert::Infallible>(match kind {
                         Kind::Int => r
                             .take_opt::<Option<i64>, _>(i)
                             .and_then(Result::ok)
                             .flatten()
-                            .map(Value::from),
+                            .map(Cell::Int),
                         Kind::Text => r
                             .take_opt::<Option<String>, _>(i)
                             .and_then(Result::ok)
                             .flatten()
-                            .map(Value::from),
+                            .map(Cell::Text),
                     })
                 })
             })

@@ -1,10 +1,10 @@
 //! A gateway's PostgreSQL database: one connection, a read-only session, a
 //! statement timeout. A lost connection is an error; the follower reconnects.
 
+use crate::adapters::LogRow;
 use postgres::{Client, NoTls};
-use serde_json::{Map, Value};
 
-use super::{Backend, DbError, DbSpec, Kind, LogReader, Queries, row_object};
+use super::{Backend, Cell, DbError, DbSpec, Kind, LogReader, Queries, log_row};
 
 pub(super) struct Reader {
     client: Client,
@@ -90,12 +90,12 @@ impl LogReader for Reader {
         self.one_id(&sql, &[&created_at])
     }
 
-    fn fetch(&mut self, after: i64, limit: u32) -> Result<Vec<Map<String, Value>>, DbError> {
+    fn fetch(&mut self, after: i64, limit: u32) -> Result<Vec<LogRow<'static>>, DbError> {
         let sql = self.queries.fetch.clone();
         self.rows(&sql, &[&after, &i64::from(limit)])
     }
 
-    fn fetch_range(&mut self, from: i64, to: i64) -> Result<Vec<Map<String, Value>>, DbError> {
+    fn fetch_range(&mut self, from: i64, to: i64) -> Result<Vec<LogRow<'static>>, DbError> {
         let sql = self.queries.fetch_range.clone();
         self.rows(&sql, &[&from, &to])
     }
@@ -106,7 +106,7 @@ impl Reader {
         &mut self,
         sql: &str,
         args: &[&(dyn postgres::types::ToSql + Sync)],
-    ) -> Result<Vec<Map<String, Value>>, DbError> {
+    ) -> Result<Vec<LogRow<'static>>, DbError> {
         let rows = self
             .client
             .query(sql, args)
@@ -114,10 +114,10 @@ impl Reader {
         let columns = &self.queries.columns;
         rows.iter()
             .map(|r| {
-                row_object(columns, |i, kind| {
+                log_row(columns, |i, kind| {
                     Ok::<_, postgres::Error>(match kind {
-                        Kind::Int => r.try_get::<_, Option<i64>>(i)?.map(Value::from),
-                        Kind::Text => r.try_get::<_, Option<String>>(i)?.map(Value::from),
+                        Kind::Int => r.try_get::<_, Option<i64>>(i)?.map(Cell::Int),
+                        Kind::Text => r.try_get::<_, Option<String>>(i)?.map(Cell::Text),
                     })
                 })
             })

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
+use crate::adapters::LogRow;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, params};
-use serde_json::{Map, Value};
 
-use super::{Backend, DbError, DbSpec, Kind, LogReader, Queries, row_object};
+use super::{Backend, Cell, DbError, DbSpec, Kind, LogReader, Queries, log_row};
 
 pub(super) struct Reader {
     conn: Connection,
@@ -69,11 +69,11 @@ impl LogReader for Reader {
         self.one_id(&self.queries.first_since, params![created_at])
     }
 
-    fn fetch(&mut self, after: i64, limit: u32) -> Result<Vec<Map<String, Value>>, DbError> {
+    fn fetch(&mut self, after: i64, limit: u32) -> Result<Vec<LogRow<'static>>, DbError> {
         self.rows(&self.queries.fetch, params![after, limit])
     }
 
-    fn fetch_range(&mut self, from: i64, to: i64) -> Result<Vec<Map<String, Value>>, DbError> {
+    fn fetch_range(&mut self, from: i64, to: i64) -> Result<Vec<LogRow<'static>>, DbError> {
         self.rows(&self.queries.fetch_range, params![from, to])
     }
 }
@@ -83,21 +83,21 @@ impl Reader {
         &self,
         sql: &str,
         args: impl rusqlite::Params,
-    ) -> Result<Vec<Map<String, Value>>, DbError> {
+    ) -> Result<Vec<LogRow<'static>>, DbError> {
         let err = |e: rusqlite::Error| DbError::from_driver(e, &self.url);
         let mut stmt = self.conn.prepare_cached(sql).map_err(err)?;
         let columns = &self.queries.columns;
         let rows = stmt
             .query_map(args, |r| {
-                row_object(columns, |i, kind| {
+                log_row(columns, |i, kind| {
                     // Read text lossily: one row with invalid UTF-8 must not stall the source.
                     Ok(match (kind, r.get_ref(i)?) {
                         (_, ValueRef::Null) => None,
-                        (Kind::Int, v) => Some(Value::from(v.as_i64()?)),
+                        (Kind::Int, v) => Some(Cell::Int(v.as_i64()?)),
                         (Kind::Text, ValueRef::Text(t)) => {
-                            Some(Value::from(String::from_utf8_lossy(t).into_owned()))
+                            Some(Cell::Text(String::from_utf8_lossy(t).into_owned()))
                         }
-                        (Kind::Text, v) => Some(Value::from(format!("{v:?}"))),
+                        (Kind::Text, v) => Some(Cell::Text(format!("{v:?}"))),
                     })
                 })
             })
