@@ -198,3 +198,27 @@ fn a_missing_table_is_reported_not_fatal() {
     });
     assert_eq!(app.get("/healthz").status().as_u16(), 200);
 }
+
+#[test]
+fn a_backfill_does_not_hold_up_the_webhook() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("new-api.db");
+    let mut gw = gateway(&db, "wal");
+    const ROWS: usize = 200_000;
+    insert(&mut gw, ROWS, 2, OTHER);
+    let app = app_on(&db, "start = \"first\"\n").spawn();
+    app.wait_stats("the backfill under way", |s| s.events > 0);
+    let line = common::native_line("live-1", common::recent_ms());
+    let (status, answer) = app.post_events("native", line);
+    assert_eq!(
+        (status, answer["accepted"].as_u64()),
+        (200, Some(1)),
+        "{answer}"
+    );
+    let during = app.stats().events;
+    assert!(
+        during < ROWS as u64 + 1,
+        "the webhook was answered before the backfill finished ({during} stored)"
+    );
+    app.wait_stats("the whole backfill", |s| s.events >= ROWS as u64 + 1);
+}
