@@ -30,24 +30,26 @@
 #[path = "../tests/support/dbservers.rs"]
 mod dbservers;
 
-use std::fs::{self, File};
-use std::io::{BufRead, BufReader, BufWriter, ErrorKind, Write};
+mod common;
+
+use std::fs;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, params};
 
-/// The API token (the daemon wants at least 16 characters).
-const TOKEN: &str = "bench-token-4f1c9a7e2b6d8c30";
+use common::{
+    Bench, Machine, Rng, TOKEN, command, cores_cell, cores_label, cumulative, describe, env_usize,
+    find_on_path, median, tail, taskset, thousands, verdict, vm_hwm_kib,
+};
+
 const SEED: u64 = 0xbacf_111d_a7a5_e7e5;
 const SQLITE_TARGET: f64 = 200_000.0;
 /// How often `/metrics` is read while a backfill runs.
 const POLL: Duration = Duration::from_millis(50);
 /// A backfill that takes longer than this is killed and the bench fails.
 const BACKFILL_LIMIT: Duration = Duration::from_secs(600);
-const READY_LIMIT: Duration = Duration::from_secs(30);
 const STOP_LIMIT: Duration = Duration::from_secs(60);
 /// CPU seconds other processes may use during a run before the numbers are called skewed.
 const OTHERS_LIMIT: f64 = 0.5;
@@ -71,45 +73,23 @@ CREATE INDEX idx_created_at_type ON logs (created_at, type);
 const INSERT_COLUMNS: &str = r#"user_id, created_at, type, content, username, token_name, model_name, quota, prompt_tokens, completion_tokens, use_time, is_stream, channel_id, token_id, "group", ip, other"#;
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        println!(
-            "backfill benchmark: run it with `cargo bench --bench backfill` (not run as a test)"
-        );
+    if !common::bench_requested("backfill") {
         return;
     }
     let n = env_usize("BENCH_ROWS", 1_000_000);
     let runs = env_usize("BENCH_RUNS", 3);
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let bench = Bench {
-        bin: PathBuf::from(env!("CARGO_BIN_EXE_driftwarden")),
-        rules: repo.join("rules"),
-        tmp: tempfile::Builder::new()
-            .prefix("driftwarden-backfill-")
-            .tempdir()
-            .expect("creating a temp dir"),
-    };
+    let bench = Bench::new("driftwarden-backfill-");
     let started = Instant::now();
     let pg_bindir = pg_bindir();
-    let machine = Machine::probe(pg_bindir.as_deref());
-    println!("# driftwarden backfill benchmark");
-    let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let load1: f64 = load
-        .split_whitespace()
-        .next()
-        .and_then(|l| l.parse().ok())
-        .unwrap_or(0.0);
-    if load1 > 0.5 {
-        println!(
-            "note: load average {load1} at start: other work on this machine skews the numbers"
-        );
-    }
-    println!(
-        "machine: {} CPUs, {}, {:.1} GiB RAM; rows {n}, runs {runs}; temp dir {}",
-        machine.nproc,
-        machine.cpu,
-        machine.mem_gib,
-        bench.tmp.path().display()
-    );
+    let machine = Machine::probe();
+    let pg_version = pg_bindir
+        .as_deref()
+        .and_then(|d| common::first_line(d.join("postgres"), &["--version"]))
+        .map_or("PostgreSQL".into(), |v| {
+            v.replace("postgres (PostgreSQL)", "PostgreSQL")
+        });
+    common::print_title("driftwarden backfill benchmark");
+    machine.print_start(&format!("rows {n}, runs {runs}"), &bench);
 
     // The rows are a function of the seed and this end time, so both databases get
     // the same table.
@@ -132,10 +112,7 @@ fn main() {
     // 1. SQLite, all cores and one.
     let taskset = taskset();
     for pin in [false, true] {
-        if pin && taskset.is_none() {
-            println!(
-                "\n## SQLite, 1 core: skipped (taskset not found or CPU 0 not usable; util-linux provides it)"
-            );
+        if common::skip_pinned(pin, taskset.is_some(), "SQLite") {
             continue;
         }
         println!("\n## SQLite, {}", cores_label(pin));
@@ -173,7 +150,7 @@ fn main() {
                 let (table, bytes) = load_postgres(&server, n, end_s, &sqlite.facts);
                 pg_note = format!(
                     "{} (fsync off, shared_buffers 32MB, as in tests/support/dbservers.rs), table {:.0} MiB",
-                    machine.pg_version,
+                    pg_version,
                     bytes as f64 / (1 << 20) as f64
                 );
                 let m = bench.measure(&table, false, runs, "postgres");
@@ -192,11 +169,8 @@ fn main() {
     // 3. The table.
     println!("\n## Results (paste into README.md)\n");
     println!(
-        "Machine: {} CPUs ({}), {:.1} GiB RAM, Linux {}; SQLite {} (bundled); {pg_note}.  ",
-        machine.nproc,
-        machine.cpu,
-        machine.mem_gib,
-        machine.kernel,
+        "Machine: {}; SQLite {} (bundled); {pg_note}.  ",
+        machine.summary(),
         rusqlite::version()
     );
     let f = &sqlite.facts;
@@ -212,21 +186,31 @@ fn main() {
         POLL.as_millis(),
         machine.commit
     );
-    println!(
-        "| Backfill source | CPUs | Rows/s (median) | Events/s (median) | Peak RSS MiB (median) | Target |"
+    let cells: Vec<Vec<String>> = results
+        .iter()
+        .map(|r| {
+            vec![
+                r.what.clone(),
+                r.cores.clone(),
+                format!("{} rows/s", thousands(r.m.rows_s)),
+                format!("{} events/s", thousands(r.m.events_s)),
+                format!("{:.1}", r.m.rss_mib),
+                r.target.clone(),
+            ]
+        })
+        .collect();
+    common::print_table(
+        &[
+            "Backfill source",
+            "CPUs",
+            "Rows/s (median)",
+            "Events/s (median)",
+            "Peak RSS MiB (median)",
+            "Target",
+        ],
+        &[false, false, true, true, true, false],
+        &cells,
     );
-    println!("|---|---|--:|--:|--:|---|");
-    for r in &results {
-        println!(
-            "| {} | {} | {} rows/s | {} events/s | {:.1} | {} |",
-            r.what,
-            r.cores,
-            thousands(r.m.rows_s),
-            thousands(r.m.events_s),
-            r.m.rss_mib,
-            r.target
-        );
-    }
     let others: Vec<String> = results
         .iter()
         .map(|r| format!("{} {:.2}s", r.short, r.m.others_cpu))
@@ -244,10 +228,7 @@ fn main() {
              the machine was not quiet, so the numbers are skewed; run it again when it is"
         );
     }
-    println!(
-        "\nTotal bench time: {:.0}s",
-        started.elapsed().as_secs_f64()
-    );
+    common::print_total(started);
 }
 
 /// A gateway table to backfill from.
@@ -283,13 +264,6 @@ struct Sample {
     rss_mib: f64,
     /// CPU seconds used during the run by everything but driftwarden and this bench.
     others_cpu: f64,
-}
-
-/// Paths every measurement needs.
-struct Bench {
-    bin: PathBuf,
-    rules: PathBuf,
-    tmp: tempfile::TempDir,
 }
 
 impl Bench {
@@ -333,40 +307,13 @@ impl Bench {
             .arg(&self.rules)
             .args(["--listen", "127.0.0.1:0", "--gateway-db"])
             .arg(&table.url)
-            .args(["--gateway-db-start", "first"])
-            .env("DRIFTWARDEN_TOKEN", TOKEN)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(File::create(&stderr).expect("creating the stderr file"));
+            .args(["--gateway-db-start", "first"]);
+        common::serve_io(&mut cmd, &stderr);
         let busy0 = machine_busy_secs();
         let self0 = self_cpu_secs();
         let started = Instant::now();
-        let mut child = cmd.spawn().expect("spawning driftwarden serve");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut server = Watched::new(&child, "driftwarden serve");
-        drop(child);
-
-        // The ready line, then keep draining stdout so the server never blocks on it.
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut r = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = r.read_line(&mut line);
-            let _ = tx.send(line);
-            let _ = std::io::copy(&mut r, &mut std::io::sink());
-        });
-        let line = rx.recv_timeout(READY_LIMIT).unwrap_or_default();
-        let Some(base) = line.trim().strip_prefix("driftwarden listening on ") else {
-            panic!(
-                "driftwarden serve did not print its ready line within {READY_LIMIT:?} (got {line:?}); stderr:\n{}",
-                tail(&stderr)
-            );
-        };
-        let client = reqwest::blocking::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("building the HTTP client");
+        let (mut server, base) = common::spawn_serve(&mut cmd, &stderr);
+        let client = common::http_client(Duration::from_secs(30));
 
         // Poll /metrics until the cursor is at the end and nothing is behind.
         let metrics_url = format!("{base}/metrics");
@@ -440,8 +387,7 @@ impl Bench {
             );
         }
         let ru = server.stop(libc::SIGTERM, STOP_LIMIT, &stderr);
-        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-        let cpu = tv(ru.ru_utime) + tv(ru.ru_stime);
+        let cpu = common::secs(ru.ru_utime) + common::secs(ru.ru_stime);
         println!(
             "run {run}: {secs:.2}s, {} rows/s, {} events/s, VmHWM {rss_mib:.1} MiB, CPU {child_cpu:.2}s ({cpu:.2}s to exit), preempted {}x, {polls} polls, others' CPU {others_cpu:.2}s; stored {} events",
             thousands(table.facts.rows as f64 / secs),
@@ -455,13 +401,6 @@ impl Bench {
             rss_mib,
             others_cpu,
         }
-    }
-
-    fn fresh_dir(&self, name: &str) -> PathBuf {
-        let dir = self.tmp.path().join(name);
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("creating a run dir");
-        dir
     }
 }
 
@@ -966,186 +905,8 @@ fn generate(n: usize, end_s: i64, mut each: impl FnMut(&LogRow<'_>)) -> Facts {
     facts
 }
 
-/// xorshift64*: small, fast, and the same everywhere.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// Roughly standard normal (Irwin-Hall of four).
-    fn normal(&mut self) -> f64 {
-        let s: f64 = (0..4).map(|_| self.unit()).sum();
-        (s - 2.0) * 3f64.sqrt()
-    }
-
-    /// Index into `cumulative` weights.
-    fn pick(&mut self, cumulative: &[u64]) -> usize {
-        let r = self.below(*cumulative.last().expect("weights"));
-        cumulative.partition_point(|&c| c <= r)
-    }
-
-    /// `median * e^(sigma * N(0,1))`, at least 1.
-    fn lognormal(&mut self, median: f64, sigma: f64) -> u64 {
-        ((median * (sigma * self.normal()).exp()).round() as u64).max(1)
-    }
-}
-
-fn cumulative(weights: impl Iterator<Item = u64>) -> Vec<u64> {
-    weights
-        .scan(0, |acc, w| {
-            *acc += w;
-            Some(*acc)
-        })
-        .collect()
-}
-
 // ---------------------------------------------------------------------------------
-// Child processes.
-
-/// A child reaped by `wait4` on a helper thread, so its exit status and rusage are
-/// exact and a hung child can be killed. Dropping it kills a child still running.
-struct Watched {
-    pid: libc::pid_t,
-    what: &'static str,
-    done: mpsc::Receiver<(libc::c_int, libc::rusage)>,
-    reaped: bool,
-}
-
-impl Watched {
-    fn new(child: &Child, what: &'static str) -> Watched {
-        let pid = child.id() as libc::pid_t;
-        let (tx, done) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut status = 0;
-            // SAFETY: rusage is plain integers; zero is a valid value.
-            let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-            loop {
-                // SAFETY: valid pointers to locals; `pid` is our child, reaped only here.
-                let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-                if r == pid {
-                    let _ = tx.send((status, ru));
-                    return;
-                }
-                let err = std::io::Error::last_os_error();
-                if err.kind() != ErrorKind::Interrupted {
-                    eprintln!("wait4({pid}): {err}");
-                    return;
-                }
-            }
-        });
-        Watched {
-            pid,
-            what,
-            done,
-            reaped: false,
-        }
-    }
-
-    /// The exit status, if the child has already exited.
-    fn exited(&mut self) -> Option<libc::c_int> {
-        let (status, _) = self.done.try_recv().ok()?;
-        self.reaped = true;
-        Some(status)
-    }
-
-    /// Wait for the exit; past `limit`, kill the child and fail.
-    fn wait(&mut self, limit: Duration) -> (libc::c_int, libc::rusage) {
-        match self.done.recv_timeout(limit) {
-            Ok(v) => {
-                self.reaped = true;
-                v
-            }
-            Err(_) => {
-                // SAFETY: plain syscall on our own child's pid, not yet reaped.
-                unsafe { libc::kill(self.pid, libc::SIGKILL) };
-                let _ = self.done.recv_timeout(Duration::from_secs(10));
-                self.reaped = true;
-                panic!("{} did not finish within {limit:?}; killed it", self.what);
-            }
-        }
-    }
-
-    /// Send `signal`, wait for a clean exit, and return the child's rusage.
-    fn stop(&mut self, signal: libc::c_int, limit: Duration, stderr: &Path) -> libc::rusage {
-        // SAFETY: plain syscall on our own child's pid, not yet reaped.
-        unsafe { libc::kill(self.pid, signal) };
-        let (status, ru) = self.wait(limit);
-        if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-            panic!(
-                "{} did not exit cleanly ({}); stderr:\n{}",
-                self.what,
-                describe(status),
-                tail(stderr)
-            );
-        }
-        ru
-    }
-}
-
-impl Drop for Watched {
-    fn drop(&mut self) {
-        if !self.reaped {
-            // SAFETY: plain syscall on our own child's pid, not yet reaped.
-            unsafe { libc::kill(self.pid, libc::SIGKILL) };
-            let _ = self.done.recv_timeout(Duration::from_secs(10));
-        }
-    }
-}
-
-/// `program`, or `taskset -c 0 program` when pinned (taskset execs it: same pid).
-fn command(program: &Path, pin: bool) -> Command {
-    if pin {
-        let mut c = Command::new("taskset");
-        c.args(["-c", "0"]).arg(program);
-        c
-    } else {
-        Command::new(program)
-    }
-}
-
-/// taskset, if present and CPU 0 is ours to pin to.
-fn taskset() -> Option<PathBuf> {
-    let exe = find_on_path("taskset")?;
-    let ok = Command::new(&exe)
-        .args(["-c", "0", "true"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    ok.then_some(exe)
-}
-
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(name))
-        .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
-}
-
-fn vm_hwm_kib(pid: libc::pid_t) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status"))
-}
+// CPU time, for what other processes used during a run.
 
 /// CPU seconds all CPUs have spent busy since boot (`/proc/stat`; idle and iowait
 /// excluded).
@@ -1187,146 +948,11 @@ fn self_cpu_secs() -> f64 {
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: a valid pointer to a local.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+    common::secs(ru.ru_utime) + common::secs(ru.ru_stime)
 }
 
 fn clock_ticks() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if t > 0 { t as f64 } else { 100.0 }
-}
-
-fn describe(status: libc::c_int) -> String {
-    if libc::WIFEXITED(status) {
-        format!("exit code {}", libc::WEXITSTATUS(status))
-    } else if libc::WIFSIGNALED(status) {
-        format!("killed by signal {}", libc::WTERMSIG(status))
-    } else {
-        format!("wait status {status}")
-    }
-}
-
-/// The last lines of a log file, for failure messages.
-fn tail(path: &Path) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
-}
-
-// ---------------------------------------------------------------------------------
-// Reporting.
-
-struct Machine {
-    nproc: usize,
-    cpu: String,
-    mem_gib: f64,
-    kernel: String,
-    pg_version: String,
-    commit: String,
-}
-
-impl Machine {
-    fn probe(pg_bindir: Option<&Path>) -> Machine {
-        let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let cpu = cpuinfo
-            .lines()
-            .find_map(|l| l.strip_prefix("model name"))
-            .and_then(|l| l.split_once(':'))
-            .map_or("unknown CPU".into(), |(_, v)| v.trim().to_string());
-        let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
-        let mem_kib: f64 = meminfo
-            .lines()
-            .find_map(|l| l.strip_prefix("MemTotal:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        let first_line = |program: &Path, args: &[&str]| -> Option<String> {
-            let out = Command::new(program)
-                .args(args)
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .stderr(Stdio::null())
-                .output()
-                .ok()?;
-            let text = String::from_utf8_lossy(&out.stdout);
-            let line = text.lines().next()?.trim().to_string();
-            (out.status.success() && !line.is_empty()).then_some(line)
-        };
-        let git = Path::new("git");
-        Machine {
-            nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            cpu,
-            mem_gib: mem_kib / (1 << 20) as f64,
-            kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
-                .map_or("?".into(), |s| s.trim().to_string()),
-            pg_version: pg_bindir
-                .and_then(|d| first_line(&d.join("postgres"), &["--version"]))
-                .map_or("PostgreSQL".into(), |v| {
-                    v.replace("postgres (PostgreSQL)", "PostgreSQL")
-                }),
-            commit: first_line(git, &["rev-parse", "--short", "HEAD"]).map_or(
-                "(no git)".into(),
-                |c| match first_line(git, &["status", "--porcelain", "--untracked-files=no"]) {
-                    Some(_) => format!("at {c} + uncommitted changes"),
-                    None => format!("at {c}"),
-                },
-            ),
-        }
-    }
-}
-
-fn cores_label(pin: bool) -> &'static str {
-    if pin {
-        "pinned to one core (taskset -c 0)"
-    } else {
-        "all cores"
-    }
-}
-
-fn cores_cell(pin: bool) -> String {
-    if pin {
-        "1 (`taskset -c 0`)".into()
-    } else {
-        std::thread::available_parallelism().map_or("all".into(), |n| n.to_string())
-    }
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok { "met" } else { "below" }
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-/// 1234567.8 as `1,234,568`.
-fn thousands(x: f64) -> String {
-    let digits = format!("{:.0}", x.max(0.0));
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .replace('_', "")
-            .parse()
-            .ok()
-            .filter(|&n| n > 0)
-            .unwrap_or_else(|| panic!("{name}={v:?} is not a positive whole number")),
-        Err(_) => default,
-    }
 }

@@ -18,17 +18,21 @@
 //! a markdown table for the README. This is not a test: under `cargo test --all-targets`
 //! (which passes no `--bench`) it only says how to run it.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, BufWriter, ErrorKind, Read, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// The webhook token (the daemon wants at least 16 characters).
-const TOKEN: &str = "bench-token-4f1c9a7e2b6d8c30";
+use common::{
+    Bench, Machine, Rng, TOKEN, Watched, command, cores_cell, cores_label, cumulative, describe,
+    env_usize, find_on_path, median, tail, taskset, thousands, verdict, vm_hwm_kib,
+};
+
 const SEED: u64 = 0x5eed_d21f_7a4d_e110;
 const ONE_CORE_TARGET: f64 = 400_000.0;
 const MTAIL_RATIO_TARGET: f64 = 4.0;
@@ -38,45 +42,23 @@ const WEBHOOK_CLIENTS: usize = 2;
 const WEBHOOK_BATCHES: [usize; 2] = [1000, 5000];
 /// A child that takes longer than this is killed and the bench fails.
 const CHILD_LIMIT: Duration = Duration::from_secs(600);
-const READY_LIMIT: Duration = Duration::from_secs(30);
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("ingest benchmark: run it with `cargo bench --bench ingest` (not run as a test)");
+    if !common::bench_requested("ingest") {
         return;
     }
     let lines = env_usize("BENCH_LINES", 1_000_000);
     let runs = env_usize("BENCH_RUNS", 5);
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let bench = Bench {
-        bin: PathBuf::from(env!("CARGO_BIN_EXE_driftwarden")),
-        rules: repo.join("rules"),
-        tmp: tempfile::Builder::new()
-            .prefix("driftwarden-bench-")
-            .tempdir()
-            .expect("creating a temp dir"),
-    };
+    let bench = Bench::new("driftwarden-bench-");
     let started = Instant::now();
     let machine = Machine::probe();
-    println!("# driftwarden ingest benchmark");
-    let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let load1: f64 = load
-        .split_whitespace()
-        .next()
-        .and_then(|l| l.parse().ok())
-        .unwrap_or(0.0);
-    if load1 > 0.5 {
-        println!(
-            "note: load average {load1} at start: other work on this machine skews the numbers"
-        );
-    }
-    println!(
-        "machine: {} CPUs, {}, {:.1} GiB RAM; lines {lines}, runs {runs}; temp dir {}",
-        machine.nproc,
-        machine.cpu,
-        machine.mem_gib,
-        bench.tmp.path().display()
-    );
+    let mtail_version = common::first_line("mtail", &["--version"])
+        .map_or("not installed".into(), |v| {
+            v.split(" git revision").next().unwrap_or(&v).to_string()
+        });
+    common::print_title("driftwarden ingest benchmark");
+    machine.print_start(&format!("lines {lines}, runs {runs}"), &bench);
 
     let log = generate(&bench.tmp.path().join("usage.jsonl"), lines);
     let mut rows: Vec<Row> = Vec::new();
@@ -85,10 +67,7 @@ fn main() {
     let taskset = taskset();
     let mut import = BTreeMap::new();
     for pin in [false, true] {
-        if pin && taskset.is_none() {
-            println!(
-                "\n## import, 1 core: skipped (taskset not found or CPU 0 not usable; util-linux provides it)"
-            );
+        if common::skip_pinned(pin, taskset.is_some(), "import") {
             continue;
         }
         println!("\n## import, {}", cores_label(pin));
@@ -238,13 +217,10 @@ fn main() {
     let mtail_note = if mtail.is_empty() {
         "mtail: not installed".to_string()
     } else {
-        format!("mtail: {}", machine.mtail_version)
+        format!("mtail: {mtail_version}")
     };
     println!("\n## Results (paste into README.md)\n");
-    println!(
-        "Machine: {} CPUs ({}), {:.1} GiB RAM, Linux {}; {mtail_note}.  ",
-        machine.nproc, machine.cpu, machine.mem_gib, machine.kernel
-    );
+    println!("Machine: {}; {mtail_note}.  ", machine.summary());
     println!(
         "Input: {} native JSON lines, {:.0} MiB; medians of {runs} import runs, {} mtail runs, {} webhook runs; driftwarden {}.\n",
         thousands(log.lines as f64),
@@ -253,27 +229,32 @@ fn main() {
         runs.min(WEBHOOK_RUNS),
         machine.commit
     );
-    println!(
-        "| Ingest path | CPUs | Throughput (median) | Peak RSS MiB (median) | vs mtail | Target |"
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.what.clone(),
+                r.cores.clone(),
+                r.rate.clone(),
+                format!("{:.1}", r.rss),
+                r.vs_mtail.clone(),
+                r.target.clone(),
+            ]
+        })
+        .collect();
+    common::print_table(
+        &[
+            "Ingest path",
+            "CPUs",
+            "Throughput (median)",
+            "Peak RSS MiB (median)",
+            "vs mtail",
+            "Target",
+        ],
+        &[false, false, true, true, true, false],
+        &cells,
     );
-    println!("|---|---|--:|--:|--:|---|");
-    for r in &rows {
-        println!(
-            "| {} | {} | {} | {:.1} | {} | {} |",
-            r.what, r.cores, r.rate, r.rss, r.vs_mtail, r.target
-        );
-    }
-    println!(
-        "\nTotal bench time: {:.0}s",
-        started.elapsed().as_secs_f64()
-    );
-}
-
-/// Paths every measurement needs.
-struct Bench {
-    bin: PathBuf,
-    rules: PathBuf,
-    tmp: tempfile::TempDir,
+    common::print_total(started);
 }
 
 impl Bench {
@@ -390,39 +371,12 @@ impl Bench {
             .arg(dir.join("w.db"))
             .arg("--rules")
             .arg(&self.rules)
-            .args(["--listen", "127.0.0.1:0"])
-            .env("DRIFTWARDEN_TOKEN", TOKEN)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(File::create(&stderr).expect("creating the stderr file"));
-        let mut child = cmd.spawn().expect("spawning driftwarden serve");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut server = Watched::new(&child, "driftwarden serve");
-        drop(child);
-
-        // The ready line, then keep draining stdout so the server never blocks on it.
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut r = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = r.read_line(&mut line);
-            let _ = tx.send(line);
-            let _ = std::io::copy(&mut r, &mut std::io::sink());
-        });
-        let line = rx.recv_timeout(READY_LIMIT).unwrap_or_default();
-        let Some(base) = line.trim().strip_prefix("driftwarden listening on ") else {
-            panic!(
-                "driftwarden serve did not print its ready line within {READY_LIMIT:?} (got {line:?}); stderr:\n{}",
-                tail(&stderr)
-            );
-        };
+            .args(["--listen", "127.0.0.1:0"]);
+        common::serve_io(&mut cmd, &stderr);
+        let (mut server, base) = common::spawn_serve(&mut cmd, &stderr);
         let url = format!("{base}/v1/events");
 
-        let client = reqwest::blocking::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(120))
-            .build()
-            .expect("building the HTTP client");
+        let client = common::http_client(Duration::from_secs(120));
         let next = AtomicUsize::new(0);
         let started = Instant::now();
         let accepted: u64 = std::thread::scope(|s| {
@@ -461,13 +415,6 @@ impl Bench {
         );
         fs::remove_dir_all(&dir).expect("removing the webhook dir");
         (eps, hwm_mib)
-    }
-
-    fn fresh_dir(&self, name: &str) -> PathBuf {
-        let dir = self.tmp.path().join(name);
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("creating a run dir");
-        dir
     }
 }
 
@@ -523,88 +470,6 @@ struct Exit {
     stdout: String,
 }
 
-/// A child reaped by `wait4` on a helper thread, so the exit time and rusage are exact
-/// and a hung child can be killed. Dropping it kills a child still running.
-struct Watched {
-    pid: libc::pid_t,
-    what: &'static str,
-    done: mpsc::Receiver<(Instant, libc::c_int, libc::rusage)>,
-    reaped: bool,
-}
-
-impl Watched {
-    fn new(child: &Child, what: &'static str) -> Watched {
-        let pid = child.id() as libc::pid_t;
-        let (tx, done) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut status = 0;
-            // SAFETY: rusage is plain integers; zero is a valid value.
-            let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-            loop {
-                // SAFETY: valid pointers to locals; `pid` is our child, reaped only here.
-                let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-                if r == pid {
-                    let _ = tx.send((Instant::now(), status, ru));
-                    return;
-                }
-                let err = std::io::Error::last_os_error();
-                if err.kind() != ErrorKind::Interrupted {
-                    eprintln!("wait4({pid}): {err}");
-                    return;
-                }
-            }
-        });
-        Watched {
-            pid,
-            what,
-            done,
-            reaped: false,
-        }
-    }
-
-    /// Wait for the exit; past `limit`, kill the child and fail.
-    fn wait(&mut self, limit: Duration) -> (Instant, libc::c_int, libc::rusage) {
-        match self.done.recv_timeout(limit) {
-            Ok(v) => {
-                self.reaped = true;
-                v
-            }
-            Err(_) => {
-                // SAFETY: plain syscall on our own child's pid, not yet reaped.
-                unsafe { libc::kill(self.pid, libc::SIGKILL) };
-                let _ = self.done.recv_timeout(Duration::from_secs(10));
-                self.reaped = true;
-                panic!("{} did not finish within {limit:?}; killed it", self.what);
-            }
-        }
-    }
-
-    /// Send `signal` and wait for a clean exit.
-    fn stop(&mut self, signal: libc::c_int, limit: Duration, stderr: &Path) {
-        // SAFETY: plain syscall on our own child's pid, not yet reaped.
-        unsafe { libc::kill(self.pid, signal) };
-        let (_, status, _) = self.wait(limit);
-        if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-            panic!(
-                "{} did not exit cleanly ({}); stderr:\n{}",
-                self.what,
-                describe(status),
-                tail(stderr)
-            );
-        }
-    }
-}
-
-impl Drop for Watched {
-    fn drop(&mut self) {
-        if !self.reaped {
-            // SAFETY: plain syscall on our own child's pid, not yet reaped.
-            unsafe { libc::kill(self.pid, libc::SIGKILL) };
-            let _ = self.done.recv_timeout(Duration::from_secs(10));
-        }
-    }
-}
-
 /// Run `cmd` to its end: wall time from spawn to exit, peak RSS, CPU time, stdout.
 /// Fails loudly on a non-zero exit, with the end of its stderr.
 fn run_child(mut cmd: Command, stderr: &Path, what: &'static str) -> Exit {
@@ -632,72 +497,14 @@ fn run_child(mut cmd: Command, stderr: &Path, what: &'static str) -> Exit {
             tail(stderr)
         );
     }
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     Exit {
         secs: ended.duration_since(started).as_secs_f64(),
         // Linux reports ru_maxrss in KiB.
         maxrss_mib: ru.ru_maxrss as f64 / 1024.0,
-        cpu_secs: tv(ru.ru_utime) + tv(ru.ru_stime),
+        cpu_secs: common::secs(ru.ru_utime) + common::secs(ru.ru_stime),
         preempted: ru.ru_nivcsw,
         stdout,
     }
-}
-
-/// `program`, or `taskset -c 0 program` when pinned.
-fn command(program: &Path, pin: bool) -> Command {
-    if pin {
-        let mut c = Command::new("taskset");
-        c.args(["-c", "0"]).arg(program);
-        c
-    } else {
-        Command::new(program)
-    }
-}
-
-/// taskset, if present and CPU 0 is ours to pin to.
-fn taskset() -> Option<PathBuf> {
-    let exe = find_on_path("taskset")?;
-    let ok = Command::new(&exe)
-        .args(["-c", "0", "true"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    ok.then_some(exe)
-}
-
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(name))
-        .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
-}
-
-fn vm_hwm_kib(pid: libc::pid_t) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status"))
-}
-
-fn describe(status: libc::c_int) -> String {
-    if libc::WIFEXITED(status) {
-        format!("exit code {}", libc::WEXITSTATUS(status))
-    } else if libc::WIFSIGNALED(status) {
-        format!("killed by signal {}", libc::WTERMSIG(status))
-    } else {
-        format!("wait status {status}")
-    }
-}
-
-/// The last lines of a log file, for failure messages.
-fn tail(path: &Path) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 // ---------------------------------------------------------------------------------
@@ -777,54 +584,6 @@ const ROUTES: [(&str, u64, f64, f64); 7] = [
 ];
 
 const TENANTS: u64 = 50;
-
-/// xorshift64*: small, fast, and the same everywhere.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// Roughly standard normal (Irwin-Hall of four).
-    fn normal(&mut self) -> f64 {
-        let s: f64 = (0..4).map(|_| self.unit()).sum();
-        (s - 2.0) * 3f64.sqrt()
-    }
-
-    /// Index into `cumulative` weights.
-    fn pick(&mut self, cumulative: &[u64]) -> usize {
-        let r = self.below(*cumulative.last().expect("weights"));
-        cumulative.partition_point(|&c| c <= r)
-    }
-
-    /// `median * e^(sigma * N(0,1))`, at least 1.
-    fn lognormal(&mut self, median: f64, sigma: f64) -> u64 {
-        ((median * (sigma * self.normal()).exp()).round() as u64).max(1)
-    }
-}
-
-fn cumulative(weights: impl Iterator<Item = u64>) -> Vec<u64> {
-    weights
-        .scan(0, |acc, w| {
-            *acc += w;
-            Some(*acc)
-        })
-        .collect()
-}
 
 /// splitmix64's finalizer: a bijection, so distinct inputs give distinct ids.
 fn mix(mut z: u64) -> u64 {
@@ -975,116 +734,4 @@ struct Row {
     rss: f64,
     vs_mtail: String,
     target: String,
-}
-
-struct Machine {
-    nproc: usize,
-    cpu: String,
-    mem_gib: f64,
-    kernel: String,
-    mtail_version: String,
-    commit: String,
-}
-
-impl Machine {
-    fn probe() -> Machine {
-        let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let cpu = cpuinfo
-            .lines()
-            .find_map(|l| l.strip_prefix("model name"))
-            .and_then(|l| l.split_once(':'))
-            .map_or("unknown CPU".into(), |(_, v)| v.trim().to_string());
-        let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
-        let mem_kib: f64 = meminfo
-            .lines()
-            .find_map(|l| l.strip_prefix("MemTotal:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        let first_line = |program: &str, args: &[&str]| -> Option<String> {
-            let out = Command::new(program)
-                .args(args)
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .stderr(Stdio::null())
-                .output()
-                .ok()?;
-            let text = String::from_utf8_lossy(&out.stdout);
-            let line = text.lines().next()?.trim().to_string();
-            (out.status.success() && !line.is_empty()).then_some(line)
-        };
-        Machine {
-            nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            cpu,
-            mem_gib: mem_kib / (1 << 20) as f64,
-            kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
-                .map_or("?".into(), |s| s.trim().to_string()),
-            mtail_version: first_line("mtail", &["--version"])
-                .map_or("not installed".into(), |v| {
-                    v.split(" git revision").next().unwrap_or(&v).to_string()
-                }),
-            commit: first_line("git", &["rev-parse", "--short", "HEAD"]).map_or(
-                "(no git)".into(),
-                |c| match first_line("git", &["status", "--porcelain", "--untracked-files=no"]) {
-                    Some(_) => format!("at {c} + uncommitted changes"),
-                    None => format!("at {c}"),
-                },
-            ),
-        }
-    }
-}
-
-fn cores_label(pin: bool) -> &'static str {
-    if pin {
-        "pinned to one core (taskset -c 0)"
-    } else {
-        "all cores"
-    }
-}
-
-fn cores_cell(pin: bool) -> String {
-    if pin {
-        "1 (`taskset -c 0`)".into()
-    } else {
-        std::thread::available_parallelism().map_or("all".into(), |n| n.to_string())
-    }
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok { "met" } else { "below" }
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-/// 1234567.8 as `1,234,568`.
-fn thousands(x: f64) -> String {
-    let digits = format!("{:.0}", x.max(0.0));
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .replace('_', "")
-            .parse()
-            .ok()
-            .filter(|&n| n > 0)
-            .unwrap_or_else(|| panic!("{name}={v:?} is not a positive whole number")),
-        Err(_) => default,
-    }
 }

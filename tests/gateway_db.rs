@@ -215,10 +215,11 @@ fn a_backfill_does_not_hold_up_the_webhook() {
         (200, Some(1)),
         "{answer}"
     );
+    let total = ROWS as u64 + 1;
     let during = app.stats().events;
     assert!(
-        during < ROWS as u64 + 1,
+        during < total,
         "the webhook was answered before the backfill finished ({during} stored)"
     );
-    app.wait_stats("the whole backfill", |s| s.events >= ROWS as u64 + 1);
+    app.wait_stats("the whole backfill", |s| s.events >= total);
 }
