@@ -35,16 +35,6 @@ fn settle(app: &TestApp, path: &Path, events: u64, dead: u64) -> Stats {
     s
 }
 
-/// Ids of stored events, sorted.
-fn stored_ids(app: &TestApp) -> Vec<String> {
-    let conn = app.sql();
-    let mut stmt = conn.prepare("SELECT id FROM events ORDER BY id").unwrap();
-    stmt.query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
-}
-
 fn sorted_ids(prefix: &str, count: usize) -> Vec<String> {
     let mut ids: Vec<String> = (0..count).map(|i| format!("{prefix}-{i}")).collect();
     ids.sort();
@@ -82,7 +72,7 @@ fn rename_and_create_rotation_reads_every_line_once() {
     ]
     .concat();
     want.sort();
-    assert_eq!(stored_ids(&app), want);
+    assert_eq!(app.stored_ids(), want);
     assert!(
         app.metric(&rotations_metric(&log)) >= 1.0,
         "rotation counted"
@@ -291,7 +281,7 @@ fn truncation_to_a_shorter_file_is_picked_up() {
 
     settle(&app, &log, 23, 0);
     assert!(app.metric(&rotations_metric(&log)) >= 1.0);
-    let ids = stored_ids(&app);
+    let ids = app.stored_ids();
     assert_eq!(ids.iter().filter(|id| id.starts_with("short-")).count(), 3);
 }
 
@@ -378,7 +368,7 @@ fn over_long_line_is_one_dead_letter_between_good_lines() {
         "{}",
         dl[0].reason
     );
-    assert_eq!(stored_ids(&app), vec!["good-1", "good-2"]);
+    assert_eq!(app.stored_ids(), vec!["good-1", "good-2"]);
     assert_eq!(app.metric(&tail_counter(REJECTED, &log, "native")), 1.0);
 }
 
@@ -403,7 +393,7 @@ fn over_long_line_written_in_pieces_is_one_dead_letter() {
     );
 
     settle(&app, &log, 2, 1);
-    assert_eq!(stored_ids(&app), vec!["good-1", "good-2"]);
+    assert_eq!(app.stored_ids(), vec!["good-1", "good-2"]);
     let dl = app.dead_letters(None);
     assert_eq!(dl[0].position, format!("{}@{}", log.display(), first.len()));
 }
@@ -456,7 +446,7 @@ fn bad_lines_become_dead_letters_with_offset_and_reason() {
     let app = b.spawn();
 
     settle(&app, &log, 3, 3);
-    assert_eq!(stored_ids(&app), vec!["good-1", "good-2", "good-3"]);
+    assert_eq!(app.stored_ids(), vec!["good-1", "good-2", "good-3"]);
     let mut dl = app.dead_letters(Some(&tail_source(&log)));
     dl.sort_by_key(|d| d.id);
     let want = [
@@ -564,7 +554,7 @@ fn tail_start_end_skips_existing_lines() {
         &format!("{tail}\n{}", native_lines("new", 5, ts + 100)),
     );
     settle(&app, &log, 5, 0);
-    assert_eq!(stored_ids(&app), sorted_ids("new", 5));
+    assert_eq!(app.stored_ids(), sorted_ids("new", 5));
 }
 
 #[test]
@@ -586,7 +576,7 @@ fn tail_start_end_keeps_its_position_across_a_restart() {
         s.events, 5,
         "lines written while stopped are read after the restart, old ones still not"
     );
-    assert_eq!(stored_ids(&app), sorted_ids("while-down", 5));
+    assert_eq!(app.stored_ids(), sorted_ids("while-down", 5));
 }
 
 const ROUTER: &str = r#"

@@ -15,15 +15,6 @@ fn ndjson(lines: &[String]) -> String {
     lines.iter().map(|l| format!("{l}\n")).collect()
 }
 
-fn ids(app: &TestApp) -> Vec<String> {
-    let conn = app.sql();
-    let mut stmt = conn.prepare("SELECT id FROM events ORDER BY id").unwrap();
-    stmt.query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
-}
-
 #[test]
 fn requests_without_the_right_token_are_refused_and_store_nothing() {
     let app = spawn_app();
@@ -155,7 +146,7 @@ fn one_pretty_printed_object_is_one_record() {
     assert_eq!(status, 200, "{v}");
     let r = report(&v);
     assert_eq!((r.accepted, r.rejected), (1, 0), "{v}");
-    assert_eq!(ids(&app), vec!["pretty"]);
+    assert_eq!(app.stored_ids(), vec!["pretty"]);
 }
 
 #[test]
@@ -187,7 +178,7 @@ fn mixed_ndjson_accepts_the_good_and_reports_each_bad_record() {
     for (e, want) in r.errors.iter().zip(want) {
         assert!(e.reason.contains(want), "record {}: {}", e.record, e.reason);
     }
-    assert_eq!(ids(&app), vec!["good-1", "good-2", "good-3"]);
+    assert_eq!(app.stored_ids(), vec!["good-1", "good-2", "good-3"]);
 
     let mut dl = app.dead_letters(Some("http:events"));
     dl.sort_by_key(|d| d.id);
@@ -399,7 +390,7 @@ fn newapi_consume_row_is_stored_and_top_up_skipped() {
     assert_eq!(status, 200, "{v}");
     let r = report(&v);
     assert_eq!((r.accepted, r.skipped, r.rejected), (1, 1, 0), "{v}");
-    assert_eq!(ids(&app), vec!["newapi:4711"]);
+    assert_eq!(app.stored_ids(), vec!["newapi:4711"]);
     let (cost, cached, ts): (f64, i64, i64) = app
         .sql()
         .query_row(

@@ -460,6 +460,16 @@ impl TestApp {
         conn
     }
 
+    /// Ids of stored events, sorted.
+    pub fn stored_ids(&self) -> Vec<String> {
+        let conn = self.sql();
+        let mut stmt = conn.prepare("SELECT id FROM events ORDER BY id").unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
     /// One integer from a query.
     pub fn sql_i64(&self, query: &str) -> i64 {
         self.sql()
