@@ -14,9 +14,9 @@ use crate::api::{AppState, router};
 use crate::config::Config;
 use crate::identity::Identity;
 use crate::pricing::{PriceTable, PricingError};
-use crate::sources::Stop;
 use crate::sources::gateway_db::{Follower, HealthBoard};
 use crate::sources::tail::{TailOptions, TailSpec, Tailer};
+use crate::sources::{SourceEnv, Stop};
 use crate::store::writer::Writer;
 use crate::store::{Store, StoreError, queries};
 use crate::telemetry::Metrics;
@@ -92,15 +92,18 @@ impl Pipeline {
     }
 
     fn tailer(&self, config: &Config, spec: TailSpec, opts: TailOptions, stop: Stop) -> Tailer {
-        Tailer::new(
-            spec,
-            opts,
-            self.ctx.clone(),
-            self.writer.clone(),
-            config.db.clone(),
-            self.metrics.clone(),
+        Tailer::new(spec, opts, self.env(config, stop))
+    }
+
+    /// What a source thread needs, sharing this pipeline's writer and metrics.
+    fn env(&self, config: &Config, stop: Stop) -> SourceEnv {
+        SourceEnv {
+            ctx: self.ctx.clone(),
+            writer: self.writer.clone(),
+            db_path: config.db.clone(),
+            metrics: self.metrics.clone(),
             stop,
-        )
+        }
     }
 
     /// Stop the writer after it has committed everything queued.
@@ -156,12 +159,8 @@ pub async fn serve(
         .map(|spec| {
             let f = Follower::new(
                 spec.clone(),
-                pipeline.ctx.clone(),
-                pipeline.writer.clone(),
-                config.db.clone(),
-                pipeline.metrics.clone(),
+                pipeline.env(&config, stop.clone()),
                 health.clone(),
-                stop.clone(),
             );
             std::thread::Builder::new()
                 .name(format!("db:{}", spec.table))

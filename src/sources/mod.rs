@@ -6,9 +6,30 @@ pub mod fingerprint;
 pub mod gateway_db;
 pub mod tail;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use crate::adapters::Context;
+use crate::store::writer::Writer;
+use crate::telemetry::Metrics;
+
+/// What every source thread works with: how to decode, where to commit, where its
+/// checkpoints are read back from, what to count, and when to stop.
+#[derive(Clone)]
+pub struct SourceEnv {
+    /// Pricing, identities and limits for the adapters.
+    pub ctx: Arc<Context>,
+    /// The store's writer thread.
+    pub writer: Writer,
+    /// driftwarden's database, for reading committed checkpoints and cursors.
+    pub db_path: PathBuf,
+    /// The daemon's metrics.
+    pub metrics: Arc<Metrics>,
+    /// The shutdown signal.
+    pub stop: Stop,
+}
 
 /// The stop signal every source thread watches; cheap to clone.
 #[derive(Debug, Clone, Default)]

@@ -13,18 +13,17 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::adapters::{Context, Decoder, Format};
+use crate::adapters::{Decoder, Format};
 use crate::clock::now_ms;
 use crate::domain::TailCheckpoint;
 use crate::ingest::{add_dead_letter, add_record};
-use crate::sources::Stop;
+use crate::sources::SourceEnv;
 use crate::sources::fingerprint::Fingerprint;
-use crate::store::writer::{InFlight, Writer};
+use crate::store::writer::InFlight;
 use crate::store::{Batch, StoreError, queries};
-use crate::telemetry::{Metrics, PathLabels};
+use crate::telemetry::PathLabels;
 
 /// Where a file without a checkpoint is read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum, Default)]
@@ -94,11 +93,7 @@ const ROTATED_FILE_GRACE: Duration = Duration::from_secs(2);
 pub struct Tailer {
     spec: TailSpec,
     opts: TailOptions,
-    ctx: Arc<Context>,
-    writer: Writer,
-    db_path: PathBuf,
-    metrics: Arc<Metrics>,
-    stop: Stop,
+    env: SourceEnv,
     source: String,
     path_key: String,
 }
@@ -118,26 +113,14 @@ struct Open {
 
 impl Tailer {
     /// A tailer of `spec` that commits through `writer`; `db_path` holds its checkpoint.
-    pub fn new(
-        spec: TailSpec,
-        opts: TailOptions,
-        ctx: Arc<Context>,
-        writer: Writer,
-        db_path: PathBuf,
-        metrics: Arc<Metrics>,
-        stop: Stop,
-    ) -> Tailer {
+    pub fn new(spec: TailSpec, opts: TailOptions, env: SourceEnv) -> Tailer {
         let path_key = spec.path.display().to_string();
         Tailer {
             source: format!("tail:{path_key}"),
             path_key,
             spec,
             opts,
-            ctx,
-            writer,
-            db_path,
-            metrics,
-            stop,
+            env,
         }
     }
 
@@ -151,7 +134,7 @@ impl Tailer {
                 Err(e) if self.opts.stop_at_eof => return Err(e),
                 Err(e) => {
                     tracing::error!(path = %self.path_key, cause = %e, "tailer failed; resuming from the last checkpoint in 1s");
-                    if self.stop.sleep(Duration::from_secs(1)) {
+                    if self.env.stop.sleep(Duration::from_secs(1)) {
                         return Ok(());
                     }
                 }
@@ -160,7 +143,7 @@ impl Tailer {
     }
 
     fn follow(&mut self) -> Result<(), TailError> {
-        let mut decoder = Decoder::new(self.spec.format.clone(), self.ctx.clone());
+        let mut decoder = Decoder::new(self.spec.format.clone(), self.env.ctx.clone());
         let mut in_flight = InFlight::default();
         let Some(mut open) = self.open_at_checkpoint(&mut decoder, &mut in_flight)? else {
             return Ok(());
@@ -178,7 +161,7 @@ impl Tailer {
                     &mut in_flight,
                 )?;
                 // Stop promptly even with a backlog: the checkpoint keeps our place.
-                if !self.stop.is_set() {
+                if !self.env.stop.is_set() {
                     continue;
                 }
             }
@@ -191,16 +174,17 @@ impl Tailer {
                 Vec::new(),
             )?;
             self.update_behind(&open);
-            if self.opts.stop_at_eof || self.stop.is_set() {
+            if self.opts.stop_at_eof || self.env.stop.is_set() {
                 return Ok(in_flight.wait()?);
             }
-            if self.stop.sleep(self.opts.poll) {
+            if self.env.stop.sleep(self.opts.poll) {
                 return Ok(in_flight.wait()?);
             }
             match self.check_rotation(&mut open)? {
                 Rotation::None => {}
                 Rotation::Truncated => {
-                    self.metrics
+                    self.env
+                        .metrics
                         .tail_rotations
                         .get_or_create(&self.labels())
                         .inc();
@@ -223,10 +207,11 @@ impl Tailer {
                     }
                     open = self.reopen_fresh(open.file)?;
                     // A rewritten file starts over, CSV header included.
-                    decoder = Decoder::new(self.spec.format.clone(), self.ctx.clone());
+                    decoder = Decoder::new(self.spec.format.clone(), self.env.ctx.clone());
                 }
                 Rotation::Renamed(new_file) => {
-                    self.metrics
+                    self.env
+                        .metrics
                         .tail_rotations
                         .get_or_create(&self.labels())
                         .inc();
@@ -240,7 +225,7 @@ impl Tailer {
                         &mut in_flight,
                         ROTATED_FILE_GRACE,
                     )?;
-                    decoder = Decoder::new(self.spec.format.clone(), self.ctx.clone());
+                    decoder = Decoder::new(self.spec.format.clone(), self.env.ctx.clone());
                     open = self.reopen_fresh(new_file)?;
                 }
             }
@@ -254,7 +239,7 @@ impl Tailer {
         decoder: &mut Decoder,
         in_flight: &mut InFlight,
     ) -> Result<Option<Open>, TailError> {
-        let checkpoint = queries::checkpoint(&self.db_path, &self.path_key)?;
+        let checkpoint = queries::checkpoint(&self.env.db_path, &self.path_key)?;
         let mut file = loop {
             match File::open(&self.spec.path) {
                 Ok(f) => break f,
@@ -263,7 +248,7 @@ impl Tailer {
                         return Err(e.into());
                     }
                     tracing::warn!(path = %self.path_key, "file does not exist yet; waiting for it");
-                    if self.stop.sleep(Duration::from_secs(1)) {
+                    if self.env.stop.sleep(Duration::from_secs(1)) {
                         return Ok(None);
                     }
                 }
@@ -296,7 +281,7 @@ impl Tailer {
                         in_flight,
                         Duration::ZERO,
                     )?;
-                    *decoder = Decoder::new(self.spec.format.clone(), self.ctx.clone());
+                    *decoder = Decoder::new(self.spec.format.clone(), self.env.ctx.clone());
                 }
                 0
             }
@@ -422,7 +407,7 @@ impl Tailer {
             fingerprint: open.fingerprint,
             offset: open.pending_start,
         });
-        in_flight.submit(&self.writer, batch)?;
+        in_flight.submit(&self.env.writer, batch)?;
         Ok(())
     }
 
@@ -477,20 +462,20 @@ impl Tailer {
                 quiet = Duration::ZERO;
                 continue;
             }
-            if quiet >= grace || self.stop.is_set() {
+            if quiet >= grace || self.env.stop.is_set() {
                 break;
             }
             self.flush(open, decoder, batch, in_flight, Vec::new())?;
-            self.stop.sleep(self.opts.poll);
+            self.env.stop.sleep(self.opts.poll);
             quiet += self.opts.poll;
         }
         // Stopping: the writer may still finish that line; the checkpoint stays before it.
-        let last = if open.discarding || self.stop.is_set() || open.pending.trim_ascii().is_empty()
-        {
-            Vec::new()
-        } else {
-            std::mem::take(&mut open.pending)
-        };
+        let last =
+            if open.discarding || self.env.stop.is_set() || open.pending.trim_ascii().is_empty() {
+                Vec::new()
+            } else {
+                std::mem::take(&mut open.pending)
+            };
         self.flush(open, decoder, batch, in_flight, last)
     }
 
@@ -523,7 +508,8 @@ impl Tailer {
     fn update_behind(&self, open: &Open) {
         if let Ok(m) = std::fs::metadata(&self.spec.path) {
             let behind = m.len().saturating_sub(open.pending_start);
-            self.metrics
+            self.env
+                .metrics
                 .tail_bytes_behind
                 .get_or_create(&self.labels())
                 .set(behind as i64);

@@ -11,20 +11,19 @@ mod postgres;
 mod sqlite;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use std::borrow::Cow;
 
-use crate::adapters::{Context, Decoder, Format, LogRow};
+use crate::adapters::{Decoder, Format, LogRow};
 use crate::clock::now_ms;
 use crate::domain::DbCursor;
 use crate::ingest::add_row;
-use crate::sources::Stop;
-use crate::store::writer::{InFlight, Writer};
+use crate::sources::SourceEnv;
+use crate::store::writer::InFlight;
 use crate::store::{Batch, StoreError, queries};
-use crate::telemetry::{Metrics, SourceOnly};
+use crate::telemetry::SourceOnly;
 
 /// Which gateway wrote the table (they differ in columns and type codes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum, Default)]
@@ -488,38 +487,21 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub struct Follower {
     spec: DbSpec,
     source: String,
-    ctx: Arc<Context>,
-    writer: Writer,
-    db_path: PathBuf,
-    metrics: Arc<Metrics>,
+    env: SourceEnv,
     health: HealthBoard,
-    stop: Stop,
     /// Set by every successful poll; read and cleared on the next failure.
     polled_ok: std::cell::Cell<bool>,
 }
 
 impl Follower {
     /// A follower of `spec` that commits through `writer` and reports into `health`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        spec: DbSpec,
-        ctx: Arc<Context>,
-        writer: Writer,
-        db_path: PathBuf,
-        metrics: Arc<Metrics>,
-        health: HealthBoard,
-        stop: Stop,
-    ) -> Follower {
+    pub fn new(spec: DbSpec, env: SourceEnv, health: HealthBoard) -> Follower {
         let source = spec.name();
         Follower {
             spec,
             source,
-            ctx,
-            writer,
-            db_path,
-            metrics,
+            env,
             health,
-            stop,
             polled_ok: std::cell::Cell::new(false),
         }
     }
@@ -529,7 +511,7 @@ impl Follower {
     /// committed cursor.
     pub fn run(self) {
         let mut backoff = INITIAL_BACKOFF;
-        while !self.stop.is_set() {
+        while !self.env.stop.is_set() {
             match self.follow() {
                 Ok(()) => return,
                 Err(e) => {
@@ -540,7 +522,7 @@ impl Follower {
                     }
                     self.record_error(&e);
                     tracing::warn!(source = %self.source, cause = %e, retry_in_ms = backoff.as_millis() as u64, "gateway database poll failed");
-                    if self.stop.sleep(backoff) {
+                    if self.env.stop.sleep(backoff) {
                         return;
                     }
                     backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -554,10 +536,10 @@ impl Follower {
         let mut progress = Progress::new(self.start_cursor(reader.as_mut())?);
         tracing::info!(source = %self.source, cursor = progress.high, "following gateway database");
         let (format_name, format) = self.spec.flavour.format();
-        let mut decoder = Decoder::new(format, self.ctx.clone());
+        let mut decoder = Decoder::new(format, self.env.ctx.clone());
         let mut in_flight = InFlight::default();
         loop {
-            if self.stop.is_set() {
+            if self.env.stop.is_set() {
                 return Ok(in_flight.wait()?);
             }
             let committed = progress.watermark();
@@ -594,7 +576,7 @@ impl Follower {
                     source: self.source.clone(),
                     last_id: progress.watermark(),
                 });
-                in_flight.submit(&self.writer, batch)?;
+                in_flight.submit(&self.env.writer, batch)?;
             }
             if full {
                 continue;
@@ -602,7 +584,7 @@ impl Follower {
             in_flight.wait()?;
             let max = reader.max_id()?;
             self.record_success(progress.high, max);
-            if self.stop.sleep(self.spec.poll) {
+            if self.env.stop.sleep(self.spec.poll) {
                 return Ok(());
             }
         }
@@ -611,7 +593,7 @@ impl Follower {
     /// The committed cursor, or the start policy's (committed at once, so a restart
     /// before the first new row does not skip rows written meanwhile).
     fn start_cursor(&self, reader: &mut dyn LogReader) -> Result<i64, FollowError> {
-        if let Some(c) = queries::db_cursor(&self.db_path, &self.source)? {
+        if let Some(c) = queries::db_cursor(&self.env.db_path, &self.source)? {
             return Ok(c);
         }
         let cursor = match self.spec.start {
@@ -627,7 +609,7 @@ impl Follower {
             source: self.source.clone(),
             last_id: cursor,
         });
-        self.writer.submit_blocking(batch)?.wait_blocking()?;
+        self.env.writer.submit_blocking(batch)?.wait_blocking()?;
         Ok(cursor)
     }
 
@@ -645,13 +627,19 @@ impl Follower {
         let labels = SourceOnly {
             source: self.source.clone(),
         };
-        self.metrics.db_last_id.get_or_create(&labels).set(cursor);
-        self.metrics
+        self.env
+            .metrics
+            .db_last_id
+            .get_or_create(&labels)
+            .set(cursor);
+        self.env
+            .metrics
             .db_rows_behind
             .get_or_create(&labels)
             .set(behind.unwrap_or(0));
         let now = now_ms();
-        self.metrics
+        self.env
+            .metrics
             .db_last_success
             .get_or_create(&labels)
             .set(now / 1000);
@@ -668,7 +656,7 @@ impl Follower {
         let labels = SourceOnly {
             source: self.source.clone(),
         };
-        self.metrics.db_poll_errors.get_or_create(&labels).inc();
+        self.env.metrics.db_poll_errors.get_or_create(&labels).inc();
         let mut board = self.health.lock().expect("health lock");
         let h = board.entry(self.source.clone()).or_default();
         h.source = self.source.clone();
