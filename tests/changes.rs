@@ -134,3 +134,39 @@ fn command_errors_say_what_to_do() {
         text(&down)
     );
 }
+
+#[test]
+fn the_ci_deploy_script_records_a_deploy() {
+    let app = spawn_app();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/ci/post-deploy.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .env("DRIFTWARDEN_BIN", env!("CARGO_BIN_EXE_driftwarden"))
+        .env("DRIFTWARDEN_URL", &app.address)
+        .env("DRIFTWARDEN_TOKEN", TOKEN)
+        .env("DEPLOY_ROUTE", "summarize")
+        .env("DEPLOY_NOTE", "release 2026.11.27")
+        .output()
+        .expect("run the deploy script");
+    assert!(out.status.success(), "{}", text(&out));
+    let list: Value = app.get("/v1/changes").json().unwrap();
+    let c = &list["changes"][0];
+    assert_eq!(
+        (c["kind"].as_str(), c["note"].as_str()),
+        (Some("deploy"), Some("release 2026.11.27"))
+    );
+    assert_eq!(c["scope"], json!({"route": "summarize"}));
+
+    let missing = Command::new("bash")
+        .arg(script)
+        .env_remove("DRIFTWARDEN_URL")
+        .env_remove("DRIFTWARDEN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing).contains("set DRIFTWARDEN_URL"),
+        "{}",
+        text(&missing)
+    );
+}
