@@ -29,6 +29,8 @@
 
 #[path = "../tests/support/dbservers.rs"]
 mod dbservers;
+#[path = "../tests/support/newapi_sqlite.rs"]
+mod newapi_sqlite;
 
 mod common;
 
@@ -55,19 +57,6 @@ const STOP_LIMIT: Duration = Duration::from_secs(60);
 const OTHERS_LIMIT: f64 = 0.5;
 const PG_DB: &str = "newapi";
 const PG_USER: &str = "newapi_reader";
-
-/// New API's `logs` table in SQLite, as in tests/gateway_db.rs.
-const NEWAPI_SCHEMA: &str = r#"
-CREATE TABLE logs (
-    id integer PRIMARY KEY AUTOINCREMENT,
-    user_id integer, created_at integer, type integer, content text,
-    username text DEFAULT '', token_name text DEFAULT '', model_name text DEFAULT '',
-    quota integer DEFAULT 0, prompt_tokens integer DEFAULT 0, completion_tokens integer DEFAULT 0,
-    use_time integer DEFAULT 0, is_stream numeric, channel_id integer, token_id integer DEFAULT 0,
-    "group" text, ip text, other text
-);
-CREATE INDEX idx_created_at_type ON logs (created_at, type);
-"#;
 
 /// The columns every insert fills (`id` comes from the table).
 const INSERT_COLUMNS: &str = r#"user_id, created_at, type, content, username, token_name, model_name, quota, prompt_tokens, completion_tokens, use_time, is_stream, channel_id, token_id, "group", ip, other"#;
@@ -426,7 +415,7 @@ fn get(client: &reqwest::blocking::Client, url: &str) -> String {
 fn write_sqlite(path: &Path, n: usize, end_s: i64) -> Facts {
     let started = Instant::now();
     let mut conn = Connection::open(path).expect("creating the gateway db");
-    conn.execute_batch(NEWAPI_SCHEMA)
+    conn.execute_batch(newapi_sqlite::NEWAPI_SCHEMA)
         .expect("creating the logs table");
     let tx = conn.transaction().expect("begin");
     let mut facts = {

@@ -2,6 +2,8 @@
 //! `driftwarden serve --gateway-db sqlite:///...` does for a real gateway.
 
 mod common;
+#[path = "support/newapi_sqlite.rs"]
+mod newapi_sqlite;
 
 use std::path::Path;
 use std::time::Duration;
@@ -9,26 +11,13 @@ use std::time::Duration;
 use common::{TestApp, WAIT, now_ms, wait_until};
 use rusqlite::{Connection, params};
 
-/// New API's `logs` table as GORM creates it in SQLite (model/log.go).
-const NEWAPI_SCHEMA: &str = r#"
-CREATE TABLE logs (
-    id integer PRIMARY KEY AUTOINCREMENT,
-    user_id integer, created_at integer, type integer, content text,
-    username text DEFAULT '', token_name text DEFAULT '', model_name text DEFAULT '',
-    quota integer DEFAULT 0, prompt_tokens integer DEFAULT 0, completion_tokens integer DEFAULT 0,
-    use_time integer DEFAULT 0, is_stream numeric, channel_id integer, token_id integer DEFAULT 0,
-    "group" text, ip text, other text
-);
-CREATE INDEX idx_created_at_type ON logs (created_at, type);
-"#;
-
 const OTHER: &str =
     r#"{"model_ratio":1.25,"group_ratio":1,"completion_ratio":4,"cache_tokens":0,"frt":350}"#;
 
 fn gateway(path: &Path, journal: &str) -> Connection {
     let conn = Connection::open(path).unwrap();
     conn.pragma_update(None, "journal_mode", journal).unwrap();
-    conn.execute_batch(NEWAPI_SCHEMA).unwrap();
+    conn.execute_batch(newapi_sqlite::NEWAPI_SCHEMA).unwrap();
     conn
 }
 

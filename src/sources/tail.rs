@@ -143,7 +143,7 @@ impl Tailer {
     }
 
     fn follow(&mut self) -> Result<(), TailError> {
-        let mut decoder = Decoder::new(self.spec.format.clone(), self.env.ctx.clone());
+        let mut decoder = self.new_decoder();
         let mut in_flight = InFlight::default();
         let Some(mut open) = self.open_at_checkpoint(&mut decoder, &mut in_flight)? else {
             return Ok(());
@@ -183,11 +183,7 @@ impl Tailer {
             match self.check_rotation(&mut open)? {
                 Rotation::None => {}
                 Rotation::Truncated => {
-                    self.env
-                        .metrics
-                        .tail_rotations
-                        .get_or_create(&self.labels())
-                        .inc();
+                    self.count_rotation();
                     tracing::info!(path = %self.path_key, "file truncated; reading from the start");
                     // copytruncate: what we had not read yet is in the copy. Finish it there.
                     if let Some(copy) =
@@ -207,14 +203,10 @@ impl Tailer {
                     }
                     open = self.reopen_fresh(open.file)?;
                     // A rewritten file starts over, CSV header included.
-                    decoder = Decoder::new(self.spec.format.clone(), self.env.ctx.clone());
+                    decoder = self.new_decoder();
                 }
                 Rotation::Renamed(new_file) => {
-                    self.env
-                        .metrics
-                        .tail_rotations
-                        .get_or_create(&self.labels())
-                        .inc();
+                    self.count_rotation();
                     tracing::info!(path = %self.path_key, "file rotated; finishing the old file, then reading the new one");
                     // The gateway may write to the old file until it reopens its log.
                     self.finish_old(
@@ -225,7 +217,7 @@ impl Tailer {
                         &mut in_flight,
                         ROTATED_FILE_GRACE,
                     )?;
-                    decoder = Decoder::new(self.spec.format.clone(), self.env.ctx.clone());
+                    decoder = self.new_decoder();
                     open = self.reopen_fresh(new_file)?;
                 }
             }
@@ -281,7 +273,7 @@ impl Tailer {
                         in_flight,
                         Duration::ZERO,
                     )?;
-                    *decoder = Decoder::new(self.spec.format.clone(), self.env.ctx.clone());
+                    *decoder = self.new_decoder();
                 }
                 0
             }
@@ -372,6 +364,19 @@ impl Tailer {
             }
         }
         Ok(())
+    }
+
+    /// A decoder in a fresh state: a new file has its own CSV header.
+    fn new_decoder(&self) -> Decoder {
+        Decoder::new(self.spec.format.clone(), self.env.ctx.clone())
+    }
+
+    fn count_rotation(&self) {
+        self.env
+            .metrics
+            .tail_rotations
+            .get_or_create(&self.labels())
+            .inc();
     }
 
     fn new_batch(&self) -> Batch {
