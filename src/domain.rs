@@ -197,3 +197,200 @@ pub struct ChangeEvent {
     /// `api` when posted, `detected` when found in the data.
     pub origin: String,
 }
+
+/// The labels a change, an alert or an exception applies to: dimension to value
+/// (`{"model": "gpt-4o", "route": "chat"}`). Empty means everything (the global scope).
+pub type Scope = BTreeMap<String, String>;
+
+/// Writes a scope as `model=gpt-4o,route=chat`, or `global` when it is empty.
+pub fn scope_label(scope: &Scope) -> String {
+    if scope.is_empty() {
+        return "global".to_string();
+    }
+    let parts: Vec<String> = scope.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    parts.join(",")
+}
+
+/// The signal lane a rule reads. `meta` is for alerts about alerting itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lane {
+    /// Errors, status and finish-reason mix, resolved models, token and latency distributions.
+    Structure,
+    /// Volume, spend, cost per request, cost per 1k tokens, tokens per request.
+    Cost,
+    /// Eval score, pass rate, eval coverage and lag.
+    Eval,
+    /// Alerting about alerting: tier floods, exception creep.
+    Meta,
+}
+
+/// What a finding says happened. Every alert has exactly one kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// More or fewer requests; unit cost unchanged.
+    TrafficDrift,
+    /// The same requests cost more or less.
+    CostDrift,
+    /// Errors, truncation, status mix, resolved models or token/latency shapes changed.
+    StructuralDrift,
+    /// Eval scores or pass rate fell.
+    QualityDrift,
+    /// Fewer requests are being evaluated.
+    EvalCoverageDrop,
+    /// Cost fell while eval coverage or quality fell too: the "disabled checks" trap.
+    FalseEfficiency,
+    /// A step change that no change event covers.
+    UnannouncedChange,
+    /// The rolling baseline drifted from its epoch's anchor with no change event.
+    BaselineCreep,
+    /// A tier's daily budget overflowed; names the rules that flood it.
+    TierFlooding,
+    /// A rule gathers too many exceptions, or most of its firings are suppressed.
+    ExceptionCreep,
+}
+
+impl Kind {
+    /// Stable name used in storage, rules and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::TrafficDrift => "traffic_drift",
+            Kind::CostDrift => "cost_drift",
+            Kind::StructuralDrift => "structural_drift",
+            Kind::QualityDrift => "quality_drift",
+            Kind::EvalCoverageDrop => "eval_coverage_drop",
+            Kind::FalseEfficiency => "false_efficiency",
+            Kind::UnannouncedChange => "unannounced_change",
+            Kind::BaselineCreep => "baseline_creep",
+            Kind::TierFlooding => "tier_flooding",
+            Kind::ExceptionCreep => "exception_creep",
+        }
+    }
+}
+
+/// The measured blast radius of an alert's scope over its window: what the tier is
+/// computed from. Shares are of the global totals over the same window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Impact {
+    /// Requests in scope / all requests, 0..=1.
+    pub requests_share: f64,
+    /// Spend in scope / all spend, 0..=1.
+    pub spend_share: f64,
+    /// Distinct tenants with traffic in scope.
+    pub tenants: u32,
+    /// Spend at risk per day in USD: the scope's daily spend run-rate for a cost or
+    /// quality finding, the extra spend per day for a cost increase.
+    pub money_at_risk_per_day_usd: f64,
+    /// Whether a route labelled customer-facing in the config is in scope.
+    pub customer_facing: bool,
+}
+
+/// Whether an alert line announces a firing or a resolve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertEvent {
+    /// The alert started firing (after its rule's `for` duration).
+    Firing,
+    /// The condition cleared.
+    Resolved,
+}
+
+/// One alert line: the shape printed by replay, served by the API and posted by the
+/// webhook notifier (DESIGN.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Firing or resolved.
+    pub event: AlertEvent,
+    /// The rule's name in `rules/*.toml`.
+    pub rule: String,
+    /// The lane the rule reads.
+    pub lane: Lane,
+    /// What happened.
+    pub kind: Kind,
+    /// The smallest scope that explains the finding.
+    pub scope: Scope,
+    /// When (data time), milliseconds since the Unix epoch (UTC); `at` on the wire.
+    #[serde(rename = "at", with = "rfc3339_ms")]
+    pub at_ms: i64,
+    /// Tier name (`page`, `alert`, `digest`, `record`).
+    pub tier: String,
+    /// 1 is the most severe tier.
+    pub tier_rank: u8,
+    /// One sentence a person reads first.
+    pub summary: String,
+    /// Observed vs baseline, test statistics, impact numbers, nearby change events.
+    pub evidence: serde_json::Value,
+}
+
+/// A blast-radius severity tier (`rules/tiers.toml`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tier {
+    /// Its name, for example `page`.
+    pub name: String,
+    /// 1 is the most severe.
+    pub rank: u8,
+    /// Notification channels (names from the config) that hear about this tier.
+    pub channels: Vec<String>,
+}
+
+/// An entry of the exception registry: while active, matching alerts are recorded
+/// but not notified. Always expires; renewals are limited.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Exception {
+    /// Registry id.
+    pub id: i64,
+    /// The rule it covers.
+    pub rule: String,
+    /// Scope labels that must match the alert's scope; a value `*` matches any value
+    /// (not allowed when the alert would be top tier).
+    pub scope: Scope,
+    /// Why the alert may be ignored.
+    pub reason: String,
+    /// Who answers for it.
+    pub owner: String,
+    /// A ticket tracking the fix, if any.
+    pub ticket: Option<String>,
+    /// Created, milliseconds since the Unix epoch.
+    pub created_ms: i64,
+    /// Expires (required), milliseconds since the Unix epoch.
+    pub expires_ms: i64,
+    /// How many times it was renewed.
+    pub renewals: u32,
+    /// How many alerts it suppressed.
+    pub hits: u64,
+    /// When it last suppressed one.
+    pub last_hit_ms: Option<i64>,
+    /// When it was revoked, if it was.
+    pub revoked_ms: Option<i64>,
+}
+
+/// Serde for a millisecond timestamp written as RFC 3339 (`2026-06-01T12:00:00.123Z`).
+pub mod rfc3339_ms {
+    use chrono::{DateTime, SecondsFormat, Utc};
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    /// Writes the timestamp as RFC 3339 UTC with milliseconds when they are not zero.
+    pub fn serialize<S: Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(*ms))
+    }
+
+    /// Reads an RFC 3339 timestamp.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        let text = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&text)
+            .map(|t| t.timestamp_millis())
+            .map_err(D::Error::custom)
+    }
+
+    /// The RFC 3339 text of a millisecond timestamp.
+    pub fn format(ms: i64) -> String {
+        let t = DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default();
+        let precision = if ms % 1000 == 0 {
+            SecondsFormat::Secs
+        } else {
+            SecondsFormat::Millis
+        };
+        t.to_rfc3339_opts(precision, true)
+    }
+}
