@@ -394,3 +394,168 @@ pub mod rfc3339_ms {
         t.to_rfc3339_opts(precision, true)
     }
 }
+
+/// A signal a lane computes per scope and evaluation bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Signal {
+    /// Requests in the bucket (volume).
+    Requests,
+    /// Spend in USD in the bucket.
+    Spend,
+    /// Spend / requests with a known cost.
+    CostPerRequest,
+    /// Spend per 1,000 tokens (prompt + completion).
+    CostPer1kTokens,
+    /// Prompt + completion tokens per request.
+    TokensPerRequest,
+    /// Failed requests / requests.
+    ErrorRate,
+    /// Completions cut off by the token limit (`finish_reason = length`) / requests.
+    TruncationRate,
+    /// Mix of status classes (2xx, 4xx, 429, 5xx, other).
+    StatusMix,
+    /// Mix of finish reasons (stop, length, tool_calls, content_filter, other).
+    FinishMix,
+    /// Mix of resolved models for a requested model.
+    ResolvedModelMix,
+    /// Distribution of prompt tokens per request.
+    PromptTokens,
+    /// Distribution of completion tokens per request.
+    CompletionTokens,
+    /// Median latency in ms.
+    LatencyP50,
+    /// 95th percentile latency in ms.
+    LatencyP95,
+    /// Mean eval score of the bucket's requests.
+    EvalScore,
+    /// Share of evaluated requests that passed.
+    EvalPassRate,
+    /// Evaluated requests / requests.
+    EvalCoverage,
+    /// Mean time from request to its eval, in seconds.
+    EvalLag,
+}
+
+impl Signal {
+    /// Every signal, in a fixed order (index = position).
+    pub const ALL: [Signal; 18] = [
+        Signal::Requests,
+        Signal::Spend,
+        Signal::CostPerRequest,
+        Signal::CostPer1kTokens,
+        Signal::TokensPerRequest,
+        Signal::ErrorRate,
+        Signal::TruncationRate,
+        Signal::StatusMix,
+        Signal::FinishMix,
+        Signal::ResolvedModelMix,
+        Signal::PromptTokens,
+        Signal::CompletionTokens,
+        Signal::LatencyP50,
+        Signal::LatencyP95,
+        Signal::EvalScore,
+        Signal::EvalPassRate,
+        Signal::EvalCoverage,
+        Signal::EvalLag,
+    ];
+
+    /// Position in `ALL`.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The lane that computes it.
+    pub fn lane(self) -> Lane {
+        use Signal::*;
+        match self {
+            Requests | Spend | CostPerRequest | CostPer1kTokens | TokensPerRequest => Lane::Cost,
+            EvalScore | EvalPassRate | EvalCoverage | EvalLag => Lane::Eval,
+            _ => Lane::Structure,
+        }
+    }
+
+    /// The kind a drift of this signal is, unless a rule says otherwise.
+    pub fn default_kind(self) -> Kind {
+        use Signal::*;
+        match self {
+            Requests => Kind::TrafficDrift,
+            Spend | CostPerRequest | CostPer1kTokens | TokensPerRequest => Kind::CostDrift,
+            EvalScore | EvalPassRate => Kind::QualityDrift,
+            EvalCoverage | EvalLag => Kind::EvalCoverageDrop,
+            _ => Kind::StructuralDrift,
+        }
+    }
+
+    /// Whether the signal's level follows the clock (volume, spend), so only a
+    /// seasonal baseline (same hour, same kind of day) can judge it.
+    pub fn seasonal_only(self) -> bool {
+        matches!(self, Signal::Requests | Signal::Spend)
+    }
+
+    /// Whether the signal is a mix or distribution (judged with a chi-square test
+    /// against pooled counts) rather than one number.
+    pub fn is_mix(self) -> bool {
+        use Signal::*;
+        matches!(
+            self,
+            StatusMix | FinishMix | ResolvedModelMix | PromptTokens | CompletionTokens
+        )
+    }
+
+    /// Stable name used in rules and evidence.
+    pub fn as_str(self) -> &'static str {
+        use Signal::*;
+        match self {
+            Requests => "requests",
+            Spend => "spend",
+            CostPerRequest => "cost_per_request",
+            CostPer1kTokens => "cost_per_1k_tokens",
+            TokensPerRequest => "tokens_per_request",
+            ErrorRate => "error_rate",
+            TruncationRate => "truncation_rate",
+            StatusMix => "status_mix",
+            FinishMix => "finish_mix",
+            ResolvedModelMix => "resolved_model_mix",
+            PromptTokens => "prompt_tokens",
+            CompletionTokens => "completion_tokens",
+            LatencyP50 => "latency_p50",
+            LatencyP95 => "latency_p95",
+            EvalScore => "eval_score",
+            EvalPassRate => "eval_pass_rate",
+            EvalCoverage => "eval_coverage",
+            EvalLag => "eval_lag",
+        }
+    }
+
+    /// The signal named `name` in rules.
+    pub fn parse(name: &str) -> Option<Signal> {
+        Signal::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+/// What normal looks like for one signal in one scope at one time of the week.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    /// Median of the history it was learned from.
+    pub median: f64,
+    /// Median absolute deviation of that history (robust spread).
+    pub mad: f64,
+    /// How many values it was learned from.
+    pub n: usize,
+    /// Whether it came from the same hour and kind of day (seasonal) rather than
+    /// the recent-window fallback.
+    pub seasonal: bool,
+}
+
+impl Baseline {
+    /// The robust z-score of `value`: distance from the median in MAD-derived
+    /// standard deviations, with the spread floored at `rel_floor` of the median so
+    /// a perfectly flat history does not turn noise into infinity.
+    pub fn z(&self, value: f64, rel_floor: f64) -> f64 {
+        let spread = (1.4826 * self.mad)
+            .max(self.median.abs() * rel_floor)
+            .max(1e-9);
+        (value - self.median) / spread
+    }
+}

@@ -8,13 +8,17 @@
 
 pub mod adapters;
 pub mod api;
+pub mod baselines;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod detect;
 pub mod domain;
+pub mod engine;
 pub mod identity;
 pub mod ingest;
+pub mod lanes;
 pub mod pricing;
 pub mod redact;
 pub mod sources;

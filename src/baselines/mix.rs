@@ -1,0 +1,194 @@
+//! Pooled counts of a mix or distribution (status classes, finish reasons,
+//! resolved models, token-length bins), decayed so old traffic fades.
+
+use serde::Serialize;
+
+/// A chi-square goodness-of-fit of one bucket's counts against the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct MixTest {
+    /// The chi-square statistic.
+    pub chi2: f64,
+    /// Degrees of freedom.
+    pub df: f64,
+    /// Its p-value.
+    pub p_value: f64,
+    /// Total variation distance between the two mixes (0..=1): the effect size.
+    pub tvd: f64,
+    /// Observations in the bucket.
+    pub n: u64,
+    /// The category whose share moved most, and its share before and now.
+    pub top: (u32, f64, f64),
+}
+
+/// Decayed pooled counts per category, with the warm-up's side pool.
+#[derive(Debug, Clone, Default)]
+pub struct Mix {
+    counts: Vec<(u32, f64)>,
+    post: Option<Vec<(u32, f64)>>,
+}
+
+impl Mix {
+    /// Fold in one bucket's counts, decaying the pool by `decay` first.
+    pub fn add(&mut self, bucket: &[(u32, u32)], decay: f64) {
+        let pool = match &mut self.post {
+            Some(post) => post,
+            None => {
+                for (_, c) in &mut self.counts {
+                    *c *= decay;
+                }
+                &mut self.counts
+            }
+        };
+        add_counts(pool, bucket);
+    }
+
+    /// Observations in the pool (decayed).
+    pub fn total(&self) -> f64 {
+        self.counts.iter().map(|(_, c)| c).sum()
+    }
+
+    /// The pooled count of one category.
+    pub fn count(&self, key: u32) -> f64 {
+        self.counts
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map_or(0.0, |p| p.1)
+    }
+
+    /// The categories in the pool.
+    pub fn keys(&self) -> impl Iterator<Item = u32> + '_ {
+        self.counts.iter().map(|&(k, _)| k)
+    }
+
+    /// The category with the largest pooled share.
+    pub fn dominant(&self) -> Option<u32> {
+        self.counts
+            .iter()
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|&(k, _)| k)
+    }
+
+    /// Test `bucket` against the pool; `None` when the pool has fewer than
+    /// `min_pool` observations or the bucket is empty.
+    pub fn test(&self, bucket: &[(u32, u32)], min_pool: f64) -> Option<MixTest> {
+        test_counts(&self.counts, bucket, min_pool)
+    }
+
+    /// Start a warm-up: new buckets pool aside.
+    pub fn begin_warmup(&mut self) {
+        self.post.get_or_insert_with(Vec::new);
+    }
+
+    /// End the warm-up: when the post-change pool differs (p < 0.001 and total
+    /// variation at least `min_tvd`), it becomes the new pool (a new epoch);
+    /// otherwise it is merged in. Returns the comparison.
+    pub fn end_warmup(&mut self, min_tvd: f64) -> Option<MixTest> {
+        let post = self.post.take()?;
+        let as_bucket: Vec<(u32, u32)> = post.iter().map(|&(k, c)| (k, c.round() as u32)).collect();
+        let verdict = self.test(&as_bucket, 30.0);
+        if verdict.is_some_and(|t| t.p_value < 0.001 && t.tvd >= min_tvd) {
+            self.counts = post;
+        } else {
+            for (k, c) in post {
+                add_count(&mut self.counts, k, c);
+            }
+        }
+        verdict
+    }
+
+    /// Whether a warm-up is running.
+    pub fn warming(&self) -> bool {
+        self.post.is_some()
+    }
+}
+
+fn add_counts(pool: &mut Vec<(u32, f64)>, bucket: &[(u32, u32)]) {
+    for &(k, n) in bucket {
+        add_count(pool, k, n as f64);
+    }
+}
+
+fn add_count(pool: &mut Vec<(u32, f64)>, key: u32, n: f64) {
+    match pool.iter_mut().find(|(k, _)| *k == key) {
+        Some((_, c)) => *c += n,
+        None => pool.push((key, n)),
+    }
+}
+
+fn test_counts(pool: &[(u32, f64)], bucket: &[(u32, u32)], min_pool: f64) -> Option<MixTest> {
+    let total: f64 = pool.iter().map(|(_, c)| c).sum();
+    let n: u64 = bucket.iter().map(|&(_, c)| c as u64).sum();
+    if total < min_pool || n == 0 {
+        return None;
+    }
+    let mut keys: Vec<u32> = pool.iter().map(|&(k, _)| k).collect();
+    keys.extend(bucket.iter().map(|&(k, _)| k));
+    keys.sort_unstable();
+    keys.dedup();
+    let k = keys.len() as f64;
+    let (mut chi2, mut tvd, mut top): (f64, f64, (u32, f64, f64)) = (0.0, 0.0, (0, 0.0, 0.0));
+    for key in keys {
+        let pooled = pool.iter().find(|(x, _)| *x == key).map_or(0.0, |p| p.1);
+        let observed = bucket.iter().find(|(x, _)| *x == key).map_or(0, |b| b.1) as f64;
+        // Add-half smoothing: a category the pool never saw has a small expected
+        // count instead of zero, so a brand-new category is significant but finite.
+        let share = (pooled + 0.5) / (total + 0.5 * k);
+        let expected = n as f64 * share;
+        chi2 += (observed - expected).powi(2) / expected;
+        let now = observed / n as f64;
+        let moved = (now - pooled / total).abs();
+        tvd += moved / 2.0;
+        if moved > (top.2 - top.1).abs() {
+            top = (key, pooled / total, now);
+        }
+    }
+    let df = (k - 1.0).max(1.0);
+    Some(MixTest {
+        chi2,
+        df,
+        p_value: crate::detect::stats::chi2_sf(chi2, df),
+        tvd,
+        n,
+        top,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_mix_is_not_significant_and_a_new_category_is() {
+        let mut mix = Mix::default();
+        for _ in 0..20 {
+            mix.add(&[(0, 95), (1, 5)], 1.0);
+        }
+        let same = mix.test(&[(0, 94), (1, 6)], 100.0).unwrap();
+        assert!(same.p_value > 0.1 && same.tvd < 0.02, "{same:?}");
+        let new = mix.test(&[(0, 40), (2, 60)], 100.0).unwrap();
+        assert!(new.p_value < 1e-9 && new.tvd > 0.5, "{new:?}");
+        assert_eq!(new.top.0, 2);
+        assert_eq!(mix.dominant(), Some(0));
+    }
+
+    #[test]
+    fn a_small_pool_judges_nothing() {
+        let mut mix = Mix::default();
+        mix.add(&[(0, 10)], 1.0);
+        assert!(mix.test(&[(1, 10)], 100.0).is_none());
+    }
+
+    #[test]
+    fn warmup_replaces_the_pool_only_when_the_mix_moved() {
+        let mut mix = Mix::default();
+        mix.add(&[(0, 900), (1, 100)], 1.0);
+        mix.begin_warmup();
+        mix.add(&[(0, 90), (1, 10)], 1.0);
+        assert!(!mix.end_warmup(0.1).unwrap().p_value.is_nan());
+        assert!((mix.total() - 1100.0).abs() < 1e-9, "merged");
+        mix.begin_warmup();
+        mix.add(&[(2, 100)], 1.0);
+        mix.end_warmup(0.1);
+        assert_eq!(mix.dominant(), Some(2), "replaced");
+    }
+}

@@ -1,0 +1,338 @@
+//! One scalar series (a signal in a scope): seasonal and recent rings, the epoch's
+//! anchor, a step detector, and the warm-up after a change event.
+
+use std::collections::VecDeque;
+
+use serde::Serialize;
+
+use super::{BaselineParams, SLOTS, median_mad, slot};
+use crate::domain::Baseline;
+
+/// The before/after comparison that ends a warm-up: the series' part of a
+/// change-impact report.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Verdict {
+    /// The old baseline's median (averaged over the post-change buckets' slots).
+    pub before: f64,
+    /// Values the old baseline was learned from (at the first post-change bucket).
+    pub before_n: usize,
+    /// Median of the post-change values.
+    pub after: f64,
+    /// Post-change values.
+    pub after_n: usize,
+    /// (after − before) / |before|.
+    pub shift: f64,
+    /// The shift in standard errors of the median residual.
+    pub z: f64,
+    /// Two-sided p-value of `z`.
+    pub p_value: f64,
+    /// Whether the level moved, so a new epoch started.
+    pub changed: bool,
+}
+
+/// A scalar series' history in its current epoch.
+#[derive(Debug, Clone, Default)]
+pub struct Series {
+    seasonal: Vec<VecDeque<f32>>,
+    recent: VecDeque<f32>,
+    since_epoch: usize,
+    anchor: Option<(f64, f64)>,
+    cusum: (f64, f64),
+    /// Post-change values `(ts_ms, value)` while a warm-up runs.
+    post: Option<Vec<(i64, f32)>>,
+    epoch: u32,
+}
+
+impl Series {
+    /// The baseline for a bucket starting at `ts_ms`, if there is enough history.
+    pub fn baseline(
+        &self,
+        ts_ms: i64,
+        seasonal_only: bool,
+        p: &BaselineParams,
+    ) -> Option<Baseline> {
+        if let Some(ring) = self
+            .seasonal
+            .get(slot(ts_ms))
+            .filter(|r| r.len() >= p.seasonal_min)
+        {
+            let mut values: Vec<f32> = ring.iter().copied().collect();
+            let (median, mad) = median_mad(&mut values)?;
+            return Some(Baseline {
+                median,
+                mad,
+                n: values.len(),
+                seasonal: true,
+            });
+        }
+        if seasonal_only || self.recent.len() < p.recent_min {
+            return None;
+        }
+        let skip = self.recent.len().saturating_sub(p.recent_window);
+        let mut values: Vec<f32> = self.recent.iter().skip(skip).copied().collect();
+        let (median, mad) = median_mad(&mut values)?;
+        Some(Baseline {
+            median,
+            mad,
+            n: values.len(),
+            seasonal: false,
+        })
+    }
+
+    /// Record a bucket's value (into the warm-up buffer while one runs).
+    pub fn push(&mut self, ts_ms: i64, value: f64, p: &BaselineParams) {
+        if !value.is_finite() {
+            return;
+        }
+        if let Some(post) = &mut self.post {
+            post.push((ts_ms, value as f32));
+            return;
+        }
+        self.learn(ts_ms, value as f32, p);
+    }
+
+    fn learn(&mut self, ts_ms: i64, value: f32, p: &BaselineParams) {
+        if self.seasonal.is_empty() {
+            self.seasonal = vec![VecDeque::new(); SLOTS];
+        }
+        let ring = &mut self.seasonal[slot(ts_ms)];
+        if ring.len() == p.seasonal_cap {
+            ring.pop_front();
+        }
+        ring.push_back(value);
+        if self.recent.len() == p.recent_cap {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(value);
+        self.since_epoch += 1;
+        if self.anchor.is_none() && self.since_epoch >= p.anchor_len {
+            let mut values: Vec<f32> = self.recent.iter().copied().collect();
+            self.anchor = median_mad(&mut values);
+        }
+    }
+
+    /// The epoch's anchor (median, MAD), once it has `anchor_len` values.
+    pub fn anchor(&self) -> Option<(f64, f64)> {
+        self.anchor
+    }
+
+    /// The rolling level: median of the recent ring, once it is full.
+    pub fn level(&self, p: &BaselineParams) -> Option<f64> {
+        if self.recent.len() < p.recent_cap {
+            return None;
+        }
+        let mut values: Vec<f32> = self.recent.iter().copied().collect();
+        median_mad(&mut values).map(|(m, _)| m)
+    }
+
+    /// Move the anchor to the current level (after a creep was reported, so it is
+    /// reported once per level, not on every bucket).
+    pub fn reanchor(&mut self, p: &BaselineParams) {
+        if let (Some(level), Some((_, mad))) = (self.level(p), self.anchor) {
+            self.anchor = Some((level, mad));
+        }
+    }
+
+    /// Feed a robust z-score to the two-sided CUSUM step detector (slack `k`,
+    /// threshold `h`). Returns +1 or −1 when a step up or down is detected, then
+    /// starts over.
+    pub fn cusum(&mut self, z: f64, k: f64, h: f64) -> i8 {
+        let z = z.clamp(-6.0, 6.0);
+        self.cusum.0 = (self.cusum.0 + z - k).max(0.0);
+        self.cusum.1 = (self.cusum.1 - z - k).max(0.0);
+        let step = if self.cusum.0 > h {
+            1
+        } else if self.cusum.1 > h {
+            -1
+        } else {
+            0
+        };
+        if step != 0 {
+            self.cusum = (0.0, 0.0);
+        }
+        step
+    }
+
+    /// Whether a warm-up is running.
+    pub fn warming(&self) -> bool {
+        self.post.is_some()
+    }
+
+    /// Start a warm-up: new values wait aside until `end_warmup`.
+    pub fn begin_warmup(&mut self) {
+        self.post.get_or_insert_with(Vec::new);
+        self.cusum = (0.0, 0.0);
+    }
+
+    /// The epoch number (0 for the first).
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// End the warm-up: compare the post-change values with the old baseline and
+    /// either start a new epoch from them or fold them into the old history.
+    /// `None` when there was nothing to compare.
+    pub fn end_warmup(
+        &mut self,
+        seasonal_only: bool,
+        min_shift: f64,
+        p: &BaselineParams,
+    ) -> Option<Verdict> {
+        let post = self.post.take()?;
+        let verdict = self.compare(&post, seasonal_only, min_shift, p);
+        let fresh = verdict.is_none_or(|v| v.changed);
+        if fresh && verdict.is_some() {
+            let epoch = self.epoch + 1;
+            *self = Series {
+                epoch,
+                ..Series::default()
+            };
+        }
+        for (ts, v) in post {
+            self.learn(ts, v, p);
+        }
+        verdict
+    }
+
+    fn compare(
+        &self,
+        post: &[(i64, f32)],
+        seasonal_only: bool,
+        min_shift: f64,
+        p: &BaselineParams,
+    ) -> Option<Verdict> {
+        let mut residuals = Vec::with_capacity(post.len());
+        let (mut before, mut spread, mut before_n) = (0.0, 0.0, 0);
+        for &(ts, v) in post {
+            let Some(b) = self.baseline(ts, seasonal_only, p) else {
+                continue;
+            };
+            if residuals.is_empty() {
+                before_n = b.n;
+            }
+            residuals.push((v as f64 - b.median) as f32);
+            before += b.median;
+            spread += (1.4826 * b.mad).max(b.median.abs() * 0.01);
+        }
+        let n = residuals.len();
+        if n < 3 {
+            return None;
+        }
+        before /= n as f64;
+        spread = (spread / n as f64).max(1e-9);
+        let mut after_values: Vec<f32> = post.iter().map(|&(_, v)| v).collect();
+        let (after, _) = median_mad(&mut after_values)?;
+        let (shift_abs, _) = median_mad(&mut residuals)?;
+        // Standard error of a median: √(π/2) · σ / √n.
+        let z = shift_abs / (1.2533 * spread / (n as f64).sqrt());
+        let p_value = crate::detect::stats::two_sided_p(z);
+        let shift = shift_abs / before.abs().max(1e-12);
+        Some(Verdict {
+            before,
+            before_n,
+            after,
+            after_n: post.len(),
+            shift,
+            z,
+            p_value,
+            changed: p_value < 0.001 && shift.abs() >= min_shift,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEN_MIN: i64 = 600_000;
+    /// 1970-01-05 was a Monday: tests start there so three days are weekdays.
+    const MONDAY: i64 = 4 * 86_400_000;
+
+    fn filled(days: i64, value: impl Fn(i64) -> f64, p: &BaselineParams) -> Series {
+        let mut s = Series::default();
+        for i in 0..days * 144 {
+            s.push(MONDAY + i * TEN_MIN, value(i), p);
+        }
+        s
+    }
+
+    #[test]
+    fn no_baseline_until_enough_history_then_recent_then_seasonal() {
+        let p = BaselineParams::default();
+        let mut s = Series::default();
+        assert!(s.baseline(0, false, &p).is_none());
+        for i in 0..18 {
+            s.push(MONDAY + i * TEN_MIN, 10.0, &p);
+        }
+        let b = s.baseline(MONDAY + 18 * TEN_MIN, false, &p).unwrap();
+        assert!(!b.seasonal && b.median == 10.0);
+        assert!(
+            s.baseline(MONDAY + 18 * TEN_MIN, true, &p).is_none(),
+            "volume waits for seasonal"
+        );
+        let s = filled(3, |i| (i % 144) as f64, &p);
+        let b = s
+            .baseline(MONDAY + 3 * 86_400_000 + 3_600_000, true, &p)
+            .unwrap();
+        assert!(b.seasonal);
+        assert!((6.0..=11.0).contains(&b.median), "hour 1 values: {b:?}");
+    }
+
+    #[test]
+    fn a_warmup_with_a_real_shift_starts_a_new_epoch() {
+        let p = BaselineParams::default();
+        let noisy = |i: i64| 10.0 + ((i * 7919) % 11) as f64 / 10.0;
+        let mut s = filled(3, noisy, &p);
+        s.begin_warmup();
+        let start = 3 * 144;
+        for i in start..start + 18 {
+            s.push(MONDAY + i * TEN_MIN, noisy(i) * 1.6, &p);
+        }
+        let v = s.end_warmup(false, 0.05, &p).unwrap();
+        assert!(v.changed && v.shift > 0.4 && v.p_value < 1e-6, "{v:?}");
+        assert_eq!(s.epoch(), 1);
+        let b = s
+            .baseline(MONDAY + (start + 18) * TEN_MIN, false, &p)
+            .unwrap();
+        assert!(b.median > 15.0, "learned from post-change data only: {b:?}");
+    }
+
+    #[test]
+    fn a_warmup_without_a_shift_keeps_the_history() {
+        let p = BaselineParams::default();
+        let noisy = |i: i64| 10.0 + ((i * 7919) % 11) as f64 / 10.0;
+        let mut s = filled(3, noisy, &p);
+        s.begin_warmup();
+        for i in 432..450 {
+            s.push(MONDAY + i * TEN_MIN, noisy(i), &p);
+        }
+        let v = s.end_warmup(false, 0.05, &p).unwrap();
+        assert!(!v.changed, "{v:?}");
+        assert_eq!(s.epoch(), 0);
+        assert!(
+            s.baseline(MONDAY + 450 * TEN_MIN, true, &p)
+                .unwrap()
+                .seasonal
+        );
+    }
+
+    #[test]
+    fn cusum_finds_a_step_and_not_noise() {
+        let mut s = Series::default();
+        let noise = [0.5, -0.8, 1.1, -0.3, 0.2, -1.0, 0.9, -0.4];
+        for z in noise.iter().cycle().take(200) {
+            assert_eq!(s.cusum(*z, 0.5, 8.0), 0);
+        }
+        let steps: Vec<i8> = (0..5).map(|_| s.cusum(3.0, 0.5, 8.0)).collect();
+        assert_eq!(steps, [0, 0, 0, 1, 0]);
+    }
+
+    #[test]
+    fn the_anchor_is_the_level_of_the_first_day() {
+        let p = BaselineParams::default();
+        let s = filled(3, |i| 10.0 + i as f64 / 144.0, &p);
+        let (anchor, _) = s.anchor().unwrap();
+        assert!((10.0..11.0).contains(&anchor), "{anchor}");
+        assert!(s.level(&p).unwrap() > 12.0);
+    }
+}

@@ -1,0 +1,229 @@
+//! Detectors: judge a bucket's signals against their baselines with tests that
+//! respect sample size, and attribute each finding to the smallest scope that
+//! explains it.
+
+pub mod rules;
+pub mod stats;
+
+use serde_json::{Value, json};
+
+use crate::domain::{Baseline, Impact, Kind, Lane, Scope, Signal};
+use crate::lanes::scopes::{ScopeId, ScopeIndex};
+use rules::{Direction, Rule};
+
+/// One rule's positive judgement on one scope in one bucket.
+#[derive(Debug, Clone)]
+pub struct Finding {
+    /// Index of the rule in the rule set.
+    pub rule: usize,
+    /// The rule's name.
+    pub rule_name: String,
+    /// The scope it was found on.
+    pub scope: ScopeId,
+    /// The scope's labels.
+    pub labels: Scope,
+    /// What it is.
+    pub kind: Kind,
+    /// The rule's lane.
+    pub lane: Lane,
+    /// The signal it read.
+    pub signal: Signal,
+    /// +1 up, −1 down.
+    pub sign: f64,
+    /// Size of the deviation in observation units (for attribution between a scope
+    /// and its children: extra errors, extra requests, extra spend-weighted units).
+    pub excess: f64,
+    /// One sentence.
+    pub summary: String,
+    /// Everything that supports it.
+    pub evidence: serde_json::Map<String, Value>,
+    /// The scope's blast radius over the bucket.
+    pub impact: Impact,
+    /// Why it must not alert though it was found (warm-up after a change event, a
+    /// change event nearby). Muted findings still explain their parents.
+    pub muted: Option<String>,
+    /// A hard guard: never muted.
+    pub hard: bool,
+    /// The rule's cap on the tier.
+    pub max_tier: Option<String>,
+    /// How long the condition must hold before firing, ms.
+    pub for_ms: i64,
+}
+
+/// The outcome of one test.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Test {
+    /// +1 or −1.
+    pub sign: f64,
+    /// Relative change against the baseline.
+    pub rel: f64,
+    /// Robust z-score.
+    pub z: f64,
+    /// The test's p-value (one-sided in the rule's direction).
+    pub p_value: f64,
+    /// Which test.
+    pub name: &'static str,
+}
+
+/// Counts a proportion or mean test needs besides the signal's value.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    /// Observations (requests, verdicts, scored evals).
+    pub n: u64,
+    /// Successes for a proportion (errors, truncations, passes, evaluated).
+    pub x: u64,
+    /// Variance of the observations, for a mean (eval scores).
+    pub variance: f64,
+}
+
+/// Judge a scalar value against its baseline under `rule`.
+pub fn judge_scalar(
+    rule: &Rule,
+    signal: Signal,
+    value: f64,
+    counts: Counts,
+    base: &Baseline,
+) -> Option<Test> {
+    let diff = value - base.median;
+    let sign = diff.signum();
+    if !rule.direction.admits(sign) {
+        return None;
+    }
+    let rel = diff / base.median.abs().max(1e-12);
+    let z = base.z(value, 0.02);
+    let up = sign > 0.0;
+    let (p_value, name) = match signal {
+        Signal::ErrorRate
+        | Signal::TruncationRate
+        | Signal::EvalPassRate
+        | Signal::EvalCoverage => (
+            stats::one_sided_p(stats::proportion_z(counts.x, counts.n, base.median), up),
+            "proportion z-test",
+        ),
+        Signal::Requests => (
+            stats::one_sided_p(stats::poisson_z(value, base.median), up),
+            "poisson",
+        ),
+        Signal::EvalScore => {
+            let spread = 1.4826 * base.mad;
+            let se = (counts.variance / counts.n.max(1) as f64 + spread * spread)
+                .sqrt()
+                .max(1e-9);
+            (stats::one_sided_p(diff / se, up), "mean vs baseline (t)")
+        }
+        _ => (stats::one_sided_p(z, up), "robust z"),
+    };
+    let enough = match signal {
+        Signal::Requests | Signal::Spend => true,
+        _ => counts.n >= rule.min_samples,
+    };
+    let passes = enough
+        && p_value < rule.alpha
+        && rel.abs() >= rule.min_change
+        && diff.abs() >= rule.min_abs
+        && z.abs() >= rule.min_z;
+    passes.then_some(Test {
+        sign,
+        rel,
+        z,
+        p_value,
+        name,
+    })
+}
+
+/// Whether a finding at `parent` is explained by a child finding: one child
+/// carries at least this share of the parent's excess.
+const EXPLAINS: f64 = 0.7;
+
+/// Keep, per rule and direction, only the smallest scopes that explain what was
+/// found: a parent whose excess one child carries is dropped (the child speaks for
+/// it), and a child of a parent that stands is dropped (it is part of the parent's
+/// incident). Muted findings take part, then are removed.
+pub fn attribute(findings: Vec<Finding>, index: &ScopeIndex) -> Vec<Finding> {
+    let explained: Vec<bool> = findings
+        .iter()
+        .map(|p| {
+            index.children(p.scope).iter().any(|&(_, child)| {
+                findings.iter().any(|c| {
+                    c.scope == child
+                        && c.rule == p.rule
+                        && c.sign == p.sign
+                        && p.excess != 0.0
+                        && c.excess / p.excess >= EXPLAINS
+                })
+            })
+        })
+        .collect();
+    let standing: Vec<bool> = findings
+        .iter()
+        .zip(&explained)
+        .map(|(f, e)| !e || f.hard)
+        .collect();
+    let keep: Vec<bool> = findings
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            standing[i]
+                && !findings.iter().enumerate().any(|(j, a)| {
+                    standing[j]
+                        && a.rule == f.rule
+                        && a.sign == f.sign
+                        && index.is_ancestor(a.scope, f.scope)
+                })
+        })
+        .collect();
+    findings
+        .into_iter()
+        .zip(keep)
+        .filter(|(f, k)| *k && (f.muted.is_none() || f.hard))
+        .map(|(f, _)| f)
+        .collect()
+}
+
+/// Kinds a more specific kind on the same scope makes redundant.
+fn supersedes(winner: Kind, other: Kind) -> bool {
+    winner == Kind::FalseEfficiency && matches!(other, Kind::EvalCoverageDrop | Kind::QualityDrift)
+}
+
+/// One alert per scope and kind per bucket: the earliest rule wins and lists the
+/// others in its evidence; a `false_efficiency` absorbs the coverage and quality
+/// findings it was built from.
+pub fn dedupe(findings: Vec<Finding>) -> Vec<Finding> {
+    let mut out: Vec<Finding> = Vec::with_capacity(findings.len());
+    let mut sorted = findings;
+    sorted.sort_by_key(|f| (f.scope, f.kind != Kind::FalseEfficiency, f.rule));
+    for f in sorted {
+        let winner = out
+            .iter_mut()
+            .find(|w| w.scope == f.scope && (w.kind == f.kind || supersedes(w.kind, f.kind)));
+        match winner {
+            Some(w) => {
+                let also = w.evidence.entry("also").or_insert_with(|| json!([]));
+                if let Value::Array(list) = also {
+                    list.push(json!({"rule": f.rule_name, "kind": f.kind, "summary": f.summary}));
+                }
+            }
+            None => out.push(f),
+        }
+    }
+    out
+}
+
+/// Words for a direction in summaries.
+pub fn movement(sign: f64) -> &'static str {
+    if sign > 0.0 { "above" } else { "below" }
+}
+
+/// Whether `rule` runs on scopes of this shape.
+pub fn applies(rule: &Rule, shape: rules::Shape) -> bool {
+    rule.scopes.contains(&shape)
+}
+
+/// The direction of a rule, for evidence.
+pub fn direction_name(d: Direction) -> &'static str {
+    match d {
+        Direction::Up => "up",
+        Direction::Down => "down",
+        Direction::Both => "both",
+    }
+}

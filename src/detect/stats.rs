@@ -1,0 +1,102 @@
+//! The statistical tests detectors use, on statrs distributions. Each respects
+//! sample size: the same relative change is significant in a thousand requests
+//! and not in ten.
+
+use statrs::distribution::{ChiSquared, ContinuousCDF, Normal, StudentsT};
+
+fn std_normal() -> Normal {
+    Normal::new(0.0, 1.0).expect("standard normal")
+}
+
+/// Two-sided p-value of a standard normal z.
+pub fn two_sided_p(z: f64) -> f64 {
+    if !z.is_finite() {
+        return 0.0;
+    }
+    2.0 * std_normal().sf(z.abs())
+}
+
+/// One-sided p-value of z in the direction `up` (true: larger is the alternative).
+pub fn one_sided_p(z: f64, up: bool) -> f64 {
+    let z = if up { z } else { -z };
+    if z.is_nan() {
+        return 1.0;
+    }
+    std_normal().sf(z)
+}
+
+/// Survival function of the chi-square distribution.
+pub fn chi2_sf(chi2: f64, df: f64) -> f64 {
+    match ChiSquared::new(df) {
+        Ok(d) if chi2.is_finite() => d.sf(chi2),
+        _ => 0.0,
+    }
+}
+
+/// Score test of a proportion: `x` successes in `n` trials against a baseline rate
+/// `p0` (floored away from 0 and 1). Returns the z statistic.
+pub fn proportion_z(x: u64, n: u64, p0: f64) -> f64 {
+    if n == 0 {
+        return 0.0;
+    }
+    let p0 = p0.clamp(1e-4, 1.0 - 1e-4);
+    let n = n as f64;
+    // Continuity correction toward the null.
+    let diff = x as f64 - n * p0;
+    let corrected = diff.signum() * (diff.abs() - 0.5).max(0.0);
+    corrected / (n * p0 * (1.0 - p0)).sqrt()
+}
+
+/// Test of a count against an expected Poisson mean: z of the observed count with
+/// the mean's own variance (a normal approximation, fine above ~10 expected).
+pub fn poisson_z(observed: f64, expected: f64) -> f64 {
+    let expected = expected.max(1.0);
+    (observed - expected) / expected.sqrt()
+}
+
+/// Welch's t-test of two samples given as (mean, variance, n). Returns (t, df,
+/// two-sided p).
+pub fn welch(a: (f64, f64, f64), b: (f64, f64, f64)) -> Option<(f64, f64, f64)> {
+    let ((ma, va, na), (mb, vb, nb)) = (a, b);
+    if na < 2.0 || nb < 2.0 {
+        return None;
+    }
+    let (sa, sb) = (va / na, vb / nb);
+    let se2 = sa + sb;
+    if se2 <= 0.0 {
+        return None;
+    }
+    let t = (ma - mb) / se2.sqrt();
+    let df = se2 * se2 / (sa * sa / (na - 1.0) + sb * sb / (nb - 1.0));
+    let dist = StudentsT::new(0.0, 1.0, df.max(1.0)).ok()?;
+    Some((t, df, 2.0 * dist.sf(t.abs())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normal_p_values() {
+        assert!((two_sided_p(1.96) - 0.05).abs() < 1e-3);
+        assert!((one_sided_p(1.645, true) - 0.05).abs() < 1e-3);
+        assert!(one_sided_p(1.645, false) > 0.9);
+    }
+
+    #[test]
+    fn proportion_test_respects_sample_size() {
+        // 2% → 4% is noise in 100 requests and certain in 10,000.
+        assert!(one_sided_p(proportion_z(4, 100, 0.02), true) > 0.05);
+        assert!(one_sided_p(proportion_z(400, 10_000, 0.02), true) < 1e-6);
+    }
+
+    #[test]
+    fn chi_square_and_welch() {
+        assert!((chi2_sf(3.841, 1.0) - 0.05).abs() < 1e-3);
+        let (_, _, p) = welch((0.85, 0.01, 200.0), (0.80, 0.01, 200.0)).unwrap();
+        assert!(p < 1e-4, "{p}");
+        let (_, _, p) = welch((0.85, 0.01, 10.0), (0.84, 0.01, 10.0)).unwrap();
+        assert!(p > 0.5, "{p}");
+        assert!(welch((0.8, 0.0, 1.0), (0.8, 0.0, 5.0)).is_none());
+    }
+}

@@ -1,0 +1,1186 @@
+//! The analysis engine: lanes → baselines → detectors, on a data clock.
+//!
+//! `serve` feeds it committed batches and advances it with the wall clock;
+//! `replay` feeds it files and advances it with the newest event time. Nothing
+//! here does IO: the caller stores what comes out (alert ticks, detected change
+//! events, change-impact reports), so live and replay share every decision.
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::baselines::{BaselineParams, Mix, Series, Verdict};
+use crate::detect::rules::{Detector, Rule, Shape, shape_of};
+use crate::detect::{Counts, Finding, Test, attribute, dedupe, judge_scalar, movement, stats};
+use crate::domain::{
+    Baseline, ChangeEvent, ChangeKind, EvalScore, Impact, Lane, Scope, Signal, UsageEvent,
+    rfc3339_ms, scope_label,
+};
+use crate::lanes::cell::{Cell, EvalCell};
+use crate::lanes::scopes::{GLOBAL, ScopeId};
+use crate::lanes::signals::{
+    category_name, eval_samples, eval_value, mix_counts, samples, usage_value,
+};
+use crate::lanes::{ClosedBucket, LaneParams, Lanes, SettledBucket};
+
+/// Engine parameters: `[analysis]` and `[baselines]` in the config.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineParams {
+    /// Buckets, lateness, eval settling, scopes.
+    pub analysis: LaneParams,
+    /// How baselines learn.
+    pub baselines: BaselineParams,
+    /// Recalibration after change events.
+    pub recalibration: RecalibrationParams,
+}
+
+/// How change events recalibrate baselines.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecalibrationParams {
+    /// Minutes after a change during which its scope raises no drift alert and
+    /// post-change values are gathered for the impact report.
+    pub warmup_minutes: i64,
+    /// Smallest relative level shift after a change that starts a new epoch.
+    pub min_shift: f64,
+    /// Smallest total variation distance of a mix after a change that starts a new epoch.
+    pub min_mix_shift: f64,
+    /// A step or model bump within this many minutes of a covering change event
+    /// counts as announced.
+    pub tolerance_minutes: i64,
+}
+
+impl Default for RecalibrationParams {
+    fn default() -> RecalibrationParams {
+        RecalibrationParams {
+            warmup_minutes: 180,
+            min_shift: 0.05,
+            min_mix_shift: 0.05,
+            tolerance_minutes: 60,
+        }
+    }
+}
+
+/// One evaluation: the findings of one bucket on some lanes.
+#[derive(Debug, Clone)]
+pub struct Tick {
+    /// Data time of the evaluation (the bucket's end), ms.
+    pub at_ms: i64,
+    /// The lanes evaluated (alerts of rules on other lanes are left as they are).
+    pub lanes: Vec<Lane>,
+    /// Positive findings after attribution.
+    pub findings: Vec<Finding>,
+}
+
+/// Before/after comparison of one signal for a change-impact report.
+#[derive(Debug, Clone, Serialize)]
+pub struct SignalImpact {
+    /// The signal.
+    pub signal: Signal,
+    /// The comparison.
+    #[serde(flatten)]
+    pub verdict: Verdict,
+}
+
+/// What a change event did, per signal, with confidence.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImpactReport {
+    /// The change.
+    pub change: ChangeEvent,
+    /// When the report was made (data time), ms.
+    pub at_ms: i64,
+    /// The scope the report is about.
+    pub scope: Scope,
+    /// Numeric signals compared before and after.
+    pub signals: Vec<SignalImpact>,
+    /// Mixes and distributions that moved: (signal, total variation, p-value).
+    pub mixes: Vec<(Signal, f64, f64)>,
+    /// One paragraph a person reads.
+    pub summary: String,
+}
+
+/// What the engine produced since the last drain.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Evaluations, in order.
+    pub ticks: Vec<Tick>,
+    /// Change events detected in the data (model bumps), to be stored.
+    pub changes: Vec<ChangeEvent>,
+    /// Finished change-impact reports, to be stored and notified.
+    pub reports: Vec<ImpactReport>,
+}
+
+#[derive(Debug)]
+struct KnownChange {
+    event: ChangeEvent,
+}
+
+#[derive(Debug, Default)]
+struct ScopeState {
+    series: Vec<Series>,
+    mixes: Vec<Mix>,
+    /// Per-model (requests, spend) pool for price-volume-mix.
+    models: Mix,
+    models_cost: Vec<(u32, f64)>,
+    warm_until: Option<i64>,
+    eval_warm_until: Option<i64>,
+    warm_change: Option<usize>,
+    pending_report: Option<Vec<SignalImpact>>,
+    pending_mixes: Vec<(Signal, f64, f64)>,
+    steps: FxHashMap<Signal, f64>,
+    bumped_to: Option<u32>,
+    /// (bucket start, relative change, z) of cost per request, for false efficiency.
+    cost_moves: Vec<(i64, f64, f64)>,
+}
+
+impl ScopeState {
+    fn new() -> ScopeState {
+        ScopeState {
+            series: vec![Series::default(); Signal::ALL.len()],
+            mixes: vec![Mix::default(); Signal::ALL.len()],
+            ..ScopeState::default()
+        }
+    }
+}
+
+const USAGE_SCALARS: [Signal; 9] = [
+    Signal::Requests,
+    Signal::Spend,
+    Signal::CostPerRequest,
+    Signal::CostPer1kTokens,
+    Signal::TokensPerRequest,
+    Signal::ErrorRate,
+    Signal::TruncationRate,
+    Signal::LatencyP50,
+    Signal::LatencyP95,
+];
+const MIXES: [Signal; 5] = [
+    Signal::StatusMix,
+    Signal::FinishMix,
+    Signal::ResolvedModelMix,
+    Signal::PromptTokens,
+    Signal::CompletionTokens,
+];
+const EVAL_SCALARS: [Signal; 4] = [
+    Signal::EvalScore,
+    Signal::EvalPassRate,
+    Signal::EvalCoverage,
+    Signal::EvalLag,
+];
+
+/// The engine.
+#[derive(Debug)]
+pub struct Engine {
+    params: EngineParams,
+    rules: Vec<Rule>,
+    lanes: Lanes,
+    states: Vec<ScopeState>,
+    changes: Vec<KnownChange>,
+    decay: f64,
+    out: Output,
+    watermark: i64,
+}
+
+impl Engine {
+    /// An engine with these rules; errors name a bad `[analysis]` setting.
+    pub fn new(params: EngineParams, rules: Vec<Rule>) -> Result<Engine, String> {
+        let plan = params.analysis.plan()?;
+        let decay = 0.5f64.powf(1.0 / params.baselines.mix_half_life.max(1.0));
+        Ok(Engine {
+            lanes: Lanes::new(params.analysis.clone(), plan),
+            params,
+            rules,
+            states: Vec::new(),
+            changes: Vec::new(),
+            decay,
+            out: Output::default(),
+            watermark: i64::MIN,
+        })
+    }
+
+    /// The pair shapes configured, for rule validation.
+    pub fn pair_shapes(params: &LaneParams) -> Result<Vec<Shape>, String> {
+        Ok(params
+            .plan()?
+            .pairs
+            .iter()
+            .map(|&(a, b)| (1 << a) | (1 << b))
+            .collect())
+    }
+
+    /// Counters of records the lanes could not use.
+    pub fn counters(&self) -> crate::lanes::LaneCounters {
+        self.lanes.counters
+    }
+
+    /// The newest watermark seen.
+    pub fn watermark(&self) -> i64 {
+        self.watermark
+    }
+
+    /// Count an event.
+    pub fn observe_event(&mut self, e: &UsageEvent) {
+        self.lanes.add_event(e);
+    }
+
+    /// Count an eval score.
+    pub fn observe_eval(&mut self, e: &EvalScore) {
+        self.lanes.add_eval(e);
+    }
+
+    /// A change event: every series whose traffic overlaps its scope starts a warm-up.
+    pub fn observe_change(&mut self, c: &ChangeEvent) {
+        let known = self.changes.iter().any(|k| {
+            k.event.kind == c.kind
+                && k.event.ts_ms == c.ts_ms
+                && k.event.scope == c.scope
+                && k.event.note == c.note
+        });
+        if known {
+            return;
+        }
+        let warm_until = c.ts_ms + self.params.recalibration.warmup_minutes * 60_000;
+        self.changes.push(KnownChange { event: c.clone() });
+        let idx = self.changes.len() - 1;
+        let ids: Vec<ScopeId> = self.lanes.index.ids().collect();
+        self.ensure_states();
+        for id in ids {
+            if !self.lanes.index.overlaps(id, &c.scope) {
+                continue;
+            }
+            let st = &mut self.states[id as usize];
+            st.warm_until = Some(st.warm_until.map_or(warm_until, |w| w.max(warm_until)));
+            st.eval_warm_until = st.warm_until;
+            st.warm_change = Some(idx);
+            for s in &mut st.series {
+                s.begin_warmup();
+            }
+            for m in &mut st.mixes {
+                m.begin_warmup();
+            }
+        }
+    }
+
+    fn ensure_states(&mut self) {
+        while self.states.len() < self.lanes.index.len() {
+            self.states.push(ScopeState::new());
+        }
+    }
+
+    /// Move the data clock to `watermark_ms`: close and judge every bucket that is
+    /// due, and judge every bucket whose evals settled.
+    pub fn advance(&mut self, watermark_ms: i64) {
+        self.watermark = self.watermark.max(watermark_ms);
+        for bucket in self.lanes.close_until(watermark_ms) {
+            self.ensure_states();
+            let tick = self.judge_usage(bucket);
+            self.out.ticks.push(tick);
+        }
+        for bucket in self.lanes.settle_until(watermark_ms) {
+            self.ensure_states();
+            let tick = self.judge_evals(bucket);
+            self.out.ticks.push(tick);
+        }
+    }
+
+    /// Take what was produced.
+    pub fn drain(&mut self) -> Output {
+        std::mem::take(&mut self.out)
+    }
+
+    fn nearby_changes(&self, scope: &Scope, at_ms: i64) -> Value {
+        let day = 86_400_000;
+        let list: Vec<Value> = self
+            .changes
+            .iter()
+            .map(|k| &k.event)
+            .filter(|c| (at_ms - day..=at_ms).contains(&c.ts_ms))
+            .filter(|c| c.scope.iter().all(|(k, v)| scope.get(k).is_none_or(|x| x == v)))
+            .map(|c| json!({"kind": c.kind, "at": rfc3339_ms::format(c.ts_ms), "scope": c.scope, "note": c.note, "origin": c.origin}))
+            .collect();
+        Value::Array(list)
+    }
+
+    fn judge_usage(&mut self, b: ClosedBucket) -> Tick {
+        let bucket_ms = self.params.analysis.bucket_ms();
+        let (start, end) = (b.start_ms, b.start_ms + bucket_ms);
+        let empty = Cell::default();
+        let global = b.cells.get(&GLOBAL).unwrap_or(&empty);
+        let (g_requests, g_spend) = (global.requests.max(1) as f64, global.cost);
+        let per_day = 86_400_000.0 / bucket_ms as f64;
+        let bp = self.params.baselines;
+        let mut findings = Vec::new();
+        let mut new_changes = Vec::new();
+
+        for id in self.lanes.index.ids() {
+            let cell = b.cells.get(&id).unwrap_or(&empty);
+            let labels = self.lanes.index.labels(id).clone();
+            let shape = shape_of(labels.keys());
+            let has_traffic = cell.requests > 0;
+            let st = &mut self.states[id as usize];
+            if !has_traffic
+                && st.series[Signal::Requests.index()]
+                    .baseline(start, true, &bp)
+                    .is_none()
+            {
+                continue;
+            }
+            let warming = st.warm_until.is_some_and(|u| start < u);
+            let impact = Impact {
+                requests_share: cell.requests as f64 / g_requests,
+                spend_share: if g_spend > 0.0 {
+                    cell.cost / g_spend
+                } else {
+                    0.0
+                },
+                tenants: if labels.contains_key("tenant") {
+                    has_traffic as u32
+                } else {
+                    cell.tenants.len() as u32
+                },
+                money_at_risk_per_day_usd: cell.cost * per_day,
+                customer_facing: cell.customer_facing,
+            };
+            let pvm = price_volume_mix(st, cell, start, &bp);
+            for (ri, rule) in self.rules.iter().enumerate() {
+                if rule.lane() == Lane::Eval || !rule.scopes.contains(&shape) {
+                    continue;
+                }
+                let finding = |test: Test,
+                               observed: Value,
+                               baseline: Value,
+                               summary: String,
+                               mut evidence: serde_json::Map<String, Value>,
+                               hard: bool| {
+                    let weight = match rule.signal {
+                        Signal::Requests | Signal::Spend => 1.0,
+                        s => samples(cell, s) as f64,
+                    };
+                    let mut impact = impact.clone();
+                    if rule.signal.lane() == Lane::Cost {
+                        let extra = cell.cost * test.rel / (1.0 + test.rel).max(1e-9);
+                        impact.money_at_risk_per_day_usd = extra.abs() * per_day;
+                    }
+                    evidence.insert("observed".into(), observed);
+                    evidence.insert("baseline".into(), baseline);
+                    evidence.insert("test".into(), json!({"name": test.name, "z": round(test.z), "p_value": test.p_value, "change": round(test.rel)}));
+                    evidence.insert("bucket".into(), json!({"start": rfc3339_ms::format(start), "end": rfc3339_ms::format(end), "requests": cell.requests}));
+                    evidence.insert(
+                        "impact".into(),
+                        serde_json::to_value(&impact).unwrap_or_default(),
+                    );
+                    Finding {
+                        rule: ri,
+                        rule_name: rule.name.clone(),
+                        scope: id,
+                        labels: labels.clone(),
+                        kind: rule.kind,
+                        lane: rule.lane(),
+                        signal: rule.signal,
+                        sign: test.sign,
+                        excess: (test.rel * weight).abs() * test.sign,
+                        summary,
+                        evidence,
+                        impact,
+                        muted: (warming && !hard)
+                            .then(|| "warm-up after a change event".to_string()),
+                        hard,
+                        max_tier: rule.max_tier.clone(),
+                        for_ms: rule.for_ms,
+                    }
+                };
+                let scope_text = scope_label(&labels);
+                match rule.detector {
+                    Detector::Drift if rule.signal.is_mix() => {
+                        let counts = mix_counts(cell, rule.signal);
+                        let n: u64 = counts.iter().map(|&(_, c)| c as u64).sum();
+                        if n < rule.min_samples {
+                            continue;
+                        }
+                        let Some(t) = st.mixes[rule.signal.index()].test(&counts, 200.0) else {
+                            continue;
+                        };
+                        if t.p_value >= rule.alpha || t.tvd < rule.min_change {
+                            continue;
+                        }
+                        let name = |c: u32| match rule.signal {
+                            Signal::ResolvedModelMix => self.lanes.syms.name(c).to_string(),
+                            s => category_name(s, c),
+                        };
+                        let (cat, before, now) = t.top;
+                        let summary = format!(
+                            "{} on {scope_text} shifted: {} is {:.0}% of requests, was {:.0}% (total variation {:.2}, chi-square p={:.1e})",
+                            rule.signal.as_str().replace('_', " "),
+                            name(cat),
+                            now * 100.0,
+                            before * 100.0,
+                            t.tvd,
+                            t.p_value
+                        );
+                        let test = Test {
+                            sign: 1.0,
+                            rel: t.tvd,
+                            z: 0.0,
+                            p_value: t.p_value,
+                            name: "chi-square",
+                        };
+                        let mut ev = serde_json::Map::new();
+                        ev.insert("signal".into(), json!(rule.signal));
+                        ev.insert("chi_square".into(), json!({"statistic": round(t.chi2), "df": t.df, "total_variation": round(t.tvd)}));
+                        findings.push(finding(
+                            test,
+                            json!({name(cat): now}),
+                            json!({name(cat): before}),
+                            summary,
+                            ev,
+                            false,
+                        ));
+                    }
+                    Detector::Drift => {
+                        let Some(value) = usage_value(cell, rule.signal) else {
+                            continue;
+                        };
+                        let counts = Counts {
+                            n: samples(cell, rule.signal),
+                            x: match rule.signal {
+                                Signal::ErrorRate => cell.errors as u64,
+                                Signal::TruncationRate => cell.truncated as u64,
+                                _ => 0,
+                            },
+                            variance: 0.0,
+                        };
+                        let series = &st.series[rule.signal.index()];
+                        let base = series.baseline(start, rule.signal.seasonal_only(), &bp);
+                        let hard = rule.hard_limit.is_some_and(|h| value >= h)
+                            && counts.n >= rule.min_samples;
+                        let test = match &base {
+                            Some(base) => judge_scalar(rule, rule.signal, value, counts, base),
+                            None => None,
+                        };
+                        let test = match (test, hard) {
+                            (Some(t), _) => t,
+                            (None, true) => Test {
+                                sign: 1.0,
+                                rel: 0.0,
+                                z: 0.0,
+                                p_value: 0.0,
+                                name: "hard limit",
+                            },
+                            (None, false) => continue,
+                        };
+                        let mut ev = serde_json::Map::new();
+                        ev.insert("signal".into(), json!(rule.signal));
+                        if let Some(limit) = rule.hard_limit.filter(|_| hard) {
+                            ev.insert("hard_limit".into(), json!(limit));
+                        }
+                        if rule.signal.lane() == Lane::Cost {
+                            if let Some(p) = &pvm {
+                                ev.insert("price_volume_mix".into(), p.to_json());
+                            }
+                        }
+                        // A spend change that is mostly more requests is traffic, not cost.
+                        if rule.signal == Signal::Spend
+                            && pvm.as_ref().is_some_and(|p| p.volume_share() >= 0.7)
+                        {
+                            continue;
+                        }
+                        let summary =
+                            scalar_summary(rule.signal, &scope_text, value, base.as_ref(), &test);
+                        findings.push(finding(
+                            test,
+                            json!(round(value)),
+                            base_json(base.as_ref()),
+                            summary,
+                            ev,
+                            hard,
+                        ));
+                    }
+                    Detector::Step => {
+                        let Some(value) = usage_value(cell, rule.signal) else {
+                            continue;
+                        };
+                        let series = &mut st.series[rule.signal.index()];
+                        let Some(base) = series.baseline(start, rule.signal.seasonal_only(), &bp)
+                        else {
+                            continue;
+                        };
+                        if warming || samples(cell, rule.signal) < rule.min_samples {
+                            continue;
+                        }
+                        let z = base.z(value, 0.02);
+                        let rel = (value - base.median) / base.median.abs().max(1e-12);
+                        let step = series.cusum(z, 0.5, 8.0);
+                        let held = st.steps.get(&rule.signal).copied().unwrap_or(0.0);
+                        let sign = if step != 0
+                            && rule.direction.admits(step as f64)
+                            && rel.abs() >= rule.min_change
+                        {
+                            step as f64
+                        } else if held != 0.0
+                            && rel.signum() == held
+                            && rel.abs() >= rule.min_change / 2.0
+                        {
+                            held
+                        } else {
+                            0.0
+                        };
+                        if sign == 0.0 {
+                            st.steps.remove(&rule.signal);
+                            continue;
+                        }
+                        st.steps.insert(rule.signal, sign);
+                        let cover = self.changes.iter().map(|k| &k.event).find(|c| {
+                            c.ts_ms
+                                >= start
+                                    - 6 * 3_600_000
+                                    - self.params.recalibration.tolerance_minutes * 60_000
+                                && c.ts_ms
+                                    <= end + self.params.recalibration.tolerance_minutes * 60_000
+                                && c.scope
+                                    .iter()
+                                    .all(|(k, v)| labels.get(k).is_none_or(|x| x == v))
+                        });
+                        let summary = format!(
+                            "{} on {scope_text} stepped {} its baseline ({:+.0}%) and no change event covers it: post one with `driftwarden recalibrate --kind deploy|model_bump|config_change {}` if this was intended, else investigate what changed",
+                            rule.signal.as_str().replace('_', " "),
+                            movement(sign),
+                            rel * 100.0,
+                            scope_args(&labels)
+                        );
+                        let test = Test {
+                            sign,
+                            rel,
+                            z,
+                            p_value: stats::one_sided_p(z, sign > 0.0),
+                            name: "cusum",
+                        };
+                        let mut ev = serde_json::Map::new();
+                        ev.insert("signal".into(), json!(rule.signal));
+                        let mut f = finding(
+                            test,
+                            json!(round(value)),
+                            base_json(Some(&base)),
+                            summary,
+                            ev,
+                            false,
+                        );
+                        if let Some(c) = cover {
+                            f.muted = Some(format!(
+                                "covered by the {} change at {}",
+                                c.kind.as_str(),
+                                rfc3339_ms::format(c.ts_ms)
+                            ));
+                        }
+                        findings.push(f);
+                    }
+                    Detector::Creep => {
+                        let series = &st.series[rule.signal.index()];
+                        let (Some((anchor, _)), Some(level)) = (series.anchor(), series.level(&bp))
+                        else {
+                            continue;
+                        };
+                        let rel = (level - anchor) / anchor.abs().max(1e-12);
+                        if warming || !rule.direction.admits(rel) || rel.abs() < rule.min_change {
+                            continue;
+                        }
+                        let summary = format!(
+                            "{} on {scope_text} has crept {:+.0}% from its epoch's anchor ({} → {}) with no change event; the rolling baseline absorbed it. If this is the new normal, post a change event to start a new epoch: `driftwarden recalibrate --kind config_change {}`",
+                            rule.signal.as_str().replace('_', " "),
+                            rel * 100.0,
+                            fmt_num(anchor),
+                            fmt_num(level),
+                            scope_args(&labels)
+                        );
+                        let test = Test {
+                            sign: rel.signum(),
+                            rel,
+                            z: 0.0,
+                            p_value: 0.0,
+                            name: "anchor vs rolling level",
+                        };
+                        let mut ev = serde_json::Map::new();
+                        ev.insert("signal".into(), json!(rule.signal));
+                        ev.insert("epoch".into(), json!(series.epoch()));
+                        findings.push(finding(
+                            test,
+                            json!({"rolling_level": round(level)}),
+                            json!({"anchor": round(anchor)}),
+                            summary,
+                            ev,
+                            false,
+                        ));
+                    }
+                    Detector::ModelBump => {
+                        let Some(model) = labels.get("model").cloned() else {
+                            continue;
+                        };
+                        let pool = &st.mixes[Signal::ResolvedModelMix.index()];
+                        if pool.total() < 100.0 || (cell.requests as u64) < rule.min_samples {
+                            continue;
+                        }
+                        let (Some(before), Some(&(now, n))) = (
+                            pool.dominant(),
+                            cell.resolved.iter().max_by_key(|(_, n)| *n),
+                        ) else {
+                            continue;
+                        };
+                        if now == before || (n as f64) < 0.5 * cell.requests as f64 {
+                            continue;
+                        }
+                        let (was, is) = (
+                            self.lanes.syms.name(before).to_string(),
+                            self.lanes.syms.name(now).to_string(),
+                        );
+                        let posted = covered(
+                            &self.changes,
+                            self.params.recalibration.tolerance_minutes,
+                            &labels,
+                            start,
+                            end,
+                            true,
+                        )
+                        .cloned();
+                        if st.bumped_to != Some(now) {
+                            st.bumped_to = Some(now);
+                            new_changes.push(ChangeEvent {
+                                kind: ChangeKind::ModelBump,
+                                ts_ms: start,
+                                scope: Scope::from([("model".to_string(), model.clone())]),
+                                note: format!("{model} now resolves to {is} (was {was}); detected from the data"),
+                                origin: "detected".into(),
+                            });
+                        }
+                        let summary = format!(
+                            "model {model} now resolves to {is} (was {was}) and no change event announced it: post `driftwarden recalibrate --kind model_bump --scope model={model}` when you bump models, or ask the provider what changed"
+                        );
+                        let test = Test {
+                            sign: 1.0,
+                            rel: n as f64 / cell.requests as f64,
+                            z: 0.0,
+                            p_value: 0.0,
+                            name: "dominant resolved model",
+                        };
+                        let mut ev = serde_json::Map::new();
+                        ev.insert("signal".into(), json!(Signal::ResolvedModelMix));
+                        let mut f = finding(
+                            test,
+                            json!({"resolved_model": is}),
+                            json!({"resolved_model": was}),
+                            summary,
+                            ev,
+                            false,
+                        );
+                        f.muted = posted.map(|c| {
+                            format!(
+                                "announced by the {} change at {}",
+                                c.kind.as_str(),
+                                rfc3339_ms::format(c.ts_ms)
+                            )
+                        });
+                        findings.push(f);
+                    }
+                    Detector::FalseEfficiency => {}
+                }
+            }
+            // Learn from this bucket (after judging it, so it is not its own baseline).
+            let st = &mut self.states[id as usize];
+            for signal in USAGE_SCALARS {
+                let value = if has_traffic {
+                    usage_value(cell, signal)
+                } else if signal.seasonal_only() {
+                    Some(0.0)
+                } else {
+                    None
+                };
+                if let Some(v) = value {
+                    if signal == Signal::CostPerRequest {
+                        if let Some(base) = st.series[signal.index()].baseline(start, false, &bp) {
+                            st.cost_moves.push((
+                                start,
+                                (v - base.median) / base.median.abs().max(1e-12),
+                                base.z(v, 0.02),
+                            ));
+                            let keep =
+                                start - (self.params.analysis.eval_settle_minutes + 60) * 60_000;
+                            st.cost_moves.retain(|m| m.0 >= keep);
+                        }
+                    }
+                    st.series[signal.index()].push(start, v, &bp);
+                }
+            }
+            if has_traffic {
+                for signal in MIXES {
+                    st.mixes[signal.index()].add(&mix_counts(cell, signal), self.decay);
+                }
+                let models: Vec<(u32, u32)> =
+                    cell.by_model.iter().map(|(m, s)| (*m, s.costed)).collect();
+                st.models.add(&models, self.decay);
+                for (m, s) in &cell.by_model {
+                    add_cost(&mut st.models_cost, *m, s.cost, self.decay);
+                }
+            }
+            if st.warm_until.is_some_and(|u| end >= u) {
+                self.end_usage_warmup(id);
+            }
+        }
+        for c in new_changes {
+            self.out.changes.push(c.clone());
+            self.observe_change(&c);
+        }
+        let findings = dedupe(attribute(findings, &self.lanes.index));
+        Tick {
+            at_ms: end,
+            lanes: vec![Lane::Structure, Lane::Cost],
+            findings: self.with_changes(findings, end),
+        }
+    }
+
+    fn with_changes(&self, mut findings: Vec<Finding>, at_ms: i64) -> Vec<Finding> {
+        for f in &mut findings {
+            f.evidence
+                .insert("changes".into(), self.nearby_changes(&f.labels, at_ms));
+        }
+        findings
+    }
+
+    fn end_usage_warmup(&mut self, id: ScopeId) {
+        let rp = self.params.recalibration;
+        let bp = self.params.baselines;
+        let st = &mut self.states[id as usize];
+        st.warm_until = None;
+        let mut signals = Vec::new();
+        for signal in USAGE_SCALARS {
+            let series = &mut st.series[signal.index()];
+            if let Some(v) = series.end_warmup(signal.seasonal_only(), rp.min_shift, &bp) {
+                if !v.changed {
+                    series.reanchor(&bp);
+                }
+                signals.push(SignalImpact { signal, verdict: v });
+            }
+        }
+        let mut mixes = Vec::new();
+        for signal in MIXES {
+            if let Some(t) = st.mixes[signal.index()].end_warmup(rp.min_mix_shift) {
+                if t.p_value < 0.001 && t.tvd >= rp.min_mix_shift {
+                    mixes.push((signal, round(t.tvd), t.p_value));
+                }
+            }
+        }
+        st.pending_report = Some(signals);
+        st.pending_mixes = mixes;
+    }
+
+    fn judge_evals(&mut self, b: SettledBucket) -> Tick {
+        let bucket_ms = self.params.analysis.bucket_ms();
+        let (start, end) = (b.start_ms, b.start_ms + bucket_ms);
+        let bp = self.params.baselines;
+        let mut findings = Vec::new();
+        let mut ids: Vec<ScopeId> = b.cells.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let cell = &b.cells[&id];
+            let labels = self.lanes.index.labels(id).clone();
+            let shape = shape_of(labels.keys());
+            let scope_text = scope_label(&labels);
+            let st = &mut self.states[id as usize];
+            let warming = st.eval_warm_until.is_some_and(|u| start < u);
+            let impact = Impact::default();
+            for (ri, rule) in self.rules.iter().enumerate() {
+                if rule.lane() != Lane::Eval || !rule.scopes.contains(&shape) {
+                    continue;
+                }
+                let make =
+                    |test: Test, summary: String, mut evidence: serde_json::Map<String, Value>| {
+                        evidence.insert("test".into(), json!({"name": test.name, "z": round(test.z), "p_value": test.p_value, "change": round(test.rel)}));
+                        evidence.insert("bucket".into(), json!({"start": rfc3339_ms::format(start), "end": rfc3339_ms::format(end), "requests": cell.requests, "evaluated": cell.evaluated, "scores": cell.scores}));
+                        Finding {
+                            rule: ri,
+                            rule_name: rule.name.clone(),
+                            scope: id,
+                            labels: labels.clone(),
+                            kind: rule.kind,
+                            lane: Lane::Eval,
+                            signal: rule.signal,
+                            sign: test.sign,
+                            excess: test.rel * cell.requests.max(1) as f64,
+                            summary,
+                            evidence,
+                            impact: impact.clone(),
+                            muted: warming.then(|| "warm-up after a change event".to_string()),
+                            hard: false,
+                            max_tier: rule.max_tier.clone(),
+                            for_ms: rule.for_ms,
+                        }
+                    };
+                match rule.detector {
+                    Detector::Drift => {
+                        let Some((value, test, base)) =
+                            eval_test(rule, rule.signal, cell, st, start, &bp)
+                        else {
+                            continue;
+                        };
+                        let summary =
+                            scalar_summary(rule.signal, &scope_text, value, Some(&base), &test);
+                        let mut ev = serde_json::Map::new();
+                        ev.insert("signal".into(), json!(rule.signal));
+                        ev.insert("observed".into(), json!(round(value)));
+                        ev.insert("baseline".into(), base_json(Some(&base)));
+                        findings.push(make(test, summary, ev));
+                    }
+                    Detector::Creep => {
+                        let series = &st.series[rule.signal.index()];
+                        let (Some((anchor, _)), Some(level)) = (series.anchor(), series.level(&bp))
+                        else {
+                            continue;
+                        };
+                        let rel = (level - anchor) / anchor.abs().max(1e-12);
+                        if warming || !rule.direction.admits(rel) || rel.abs() < rule.min_change {
+                            continue;
+                        }
+                        let summary = format!(
+                            "{} on {scope_text} has crept {:+.0}% from its epoch's anchor ({} → {}) with no change event",
+                            rule.signal.as_str().replace('_', " "),
+                            rel * 100.0,
+                            fmt_num(anchor),
+                            fmt_num(level)
+                        );
+                        let mut ev = serde_json::Map::new();
+                        ev.insert("signal".into(), json!(rule.signal));
+                        ev.insert("observed".into(), json!({"rolling_level": round(level)}));
+                        ev.insert("baseline".into(), json!({"anchor": round(anchor)}));
+                        findings.push(make(
+                            Test {
+                                sign: rel.signum(),
+                                rel,
+                                z: 0.0,
+                                p_value: 0.0,
+                                name: "anchor vs rolling level",
+                            },
+                            summary,
+                            ev,
+                        ));
+                    }
+                    Detector::FalseEfficiency => {
+                        let Some(&(_, cost_rel, cost_z)) =
+                            st.cost_moves.iter().find(|m| m.0 == start)
+                        else {
+                            continue;
+                        };
+                        if cost_rel > -0.1 || cost_z > -2.0 {
+                            continue;
+                        }
+                        let coverage = eval_test(rule, Signal::EvalCoverage, cell, st, start, &bp);
+                        let score_rule = Rule {
+                            min_change: 0.05,
+                            direction: crate::detect::rules::Direction::Down,
+                            ..rule.clone()
+                        };
+                        let score = eval_test(&score_rule, Signal::EvalScore, cell, st, start, &bp);
+                        let (what, (value, test, base)) = match (coverage, score) {
+                            (Some(c), _) => ("eval coverage", c),
+                            (None, Some(s)) => ("eval score", s),
+                            (None, None) => continue,
+                        };
+                        let summary = format!(
+                            "false efficiency on {scope_text}: cost per request fell {:.0}% while {what} fell to {} from {} — cheaper because checks stopped or answers got worse, not because of an improvement",
+                            -cost_rel * 100.0,
+                            fmt_num(value),
+                            fmt_num(base.median)
+                        );
+                        let mut ev = serde_json::Map::new();
+                        ev.insert("signal".into(), json!(rule.signal));
+                        ev.insert(
+                            "observed".into(),
+                            json!({what: round(value), "cost_per_request_change": round(cost_rel)}),
+                        );
+                        ev.insert("baseline".into(), base_json(Some(&base)));
+                        findings.push(make(test, summary, ev));
+                    }
+                    Detector::Step | Detector::ModelBump => {}
+                }
+            }
+            let st = &mut self.states[id as usize];
+            for signal in EVAL_SCALARS {
+                if let Some(v) = eval_value(cell, signal) {
+                    st.series[signal.index()].push(start, v, &bp);
+                }
+            }
+            if st.eval_warm_until.is_some_and(|u| end >= u) {
+                self.end_eval_warmup(id, end);
+            }
+        }
+        let findings = dedupe(attribute(findings, &self.lanes.index));
+        Tick {
+            at_ms: end,
+            lanes: vec![Lane::Eval],
+            findings: self.with_changes(findings, end),
+        }
+    }
+
+    fn end_eval_warmup(&mut self, id: ScopeId, at_ms: i64) {
+        let rp = self.params.recalibration;
+        let bp = self.params.baselines;
+        let labels = self.lanes.index.labels(id).clone();
+        let st = &mut self.states[id as usize];
+        st.eval_warm_until = None;
+        let mut signals = st.pending_report.take().unwrap_or_default();
+        for signal in EVAL_SCALARS {
+            let series = &mut st.series[signal.index()];
+            if let Some(v) = series.end_warmup(false, rp.min_shift, &bp) {
+                if !v.changed {
+                    series.reanchor(&bp);
+                }
+                signals.push(SignalImpact { signal, verdict: v });
+            }
+        }
+        let mixes = std::mem::take(&mut st.pending_mixes);
+        let Some(idx) = st.warm_change.take() else {
+            return;
+        };
+        let change = self.changes[idx].event.clone();
+        // The report belongs to the change's own scope (global for an empty scope).
+        if change.scope != labels {
+            return;
+        }
+        let moved: Vec<String> = signals
+            .iter()
+            .filter(|s| s.verdict.changed)
+            .map(|s| {
+                format!(
+                    "{} {:+.0}% (p={:.1e})",
+                    s.signal.as_str().replace('_', " "),
+                    s.verdict.shift * 100.0,
+                    s.verdict.p_value
+                )
+            })
+            .chain(mixes.iter().map(|(s, tvd, _)| {
+                format!(
+                    "{} shifted (total variation {tvd})",
+                    s.as_str().replace('_', " ")
+                )
+            }))
+            .collect();
+        let summary = if moved.is_empty() {
+            format!(
+                "{} on {} ({}): no signal moved beyond noise; baselines kept their history",
+                change.kind.as_str(),
+                scope_label(&change.scope),
+                change.note
+            )
+        } else {
+            format!(
+                "{} on {} ({}): {}; baselines for these signals restarted from post-change data",
+                change.kind.as_str(),
+                scope_label(&change.scope),
+                change.note,
+                moved.join(", ")
+            )
+        };
+        self.out.reports.push(ImpactReport {
+            scope: labels,
+            change,
+            at_ms,
+            signals,
+            mixes,
+            summary,
+        });
+    }
+}
+
+fn covered<'a>(
+    changes: &'a [KnownChange],
+    tol_minutes: i64,
+    scope: &Scope,
+    from_ms: i64,
+    to_ms: i64,
+    posted_only: bool,
+) -> Option<&'a ChangeEvent> {
+    let tol = tol_minutes * 60_000;
+    changes
+        .iter()
+        .map(|k| &k.event)
+        .filter(|c| !posted_only || c.origin != "detected")
+        .filter(|c| c.ts_ms >= from_ms - tol && c.ts_ms <= to_ms + tol)
+        .find(|c| {
+            c.scope
+                .iter()
+                .all(|(k, v)| scope.get(k).is_none_or(|x| x == v))
+        })
+}
+
+fn eval_test(
+    rule: &Rule,
+    signal: Signal,
+    cell: &EvalCell,
+    st: &ScopeState,
+    start: i64,
+    bp: &BaselineParams,
+) -> Option<(f64, Test, Baseline)> {
+    let value = eval_value(cell, signal)?;
+    let n = eval_samples(cell, signal);
+    let base = st.series[signal.index()].baseline(start, false, bp)?;
+    let mean = cell.score_sum / cell.scores.max(1) as f64;
+    let counts = Counts {
+        n,
+        x: match signal {
+            Signal::EvalPassRate => cell.passed as u64,
+            Signal::EvalCoverage => cell.evaluated as u64,
+            _ => 0,
+        },
+        variance: (cell.score_sq / cell.scores.max(1) as f64 - mean * mean).max(0.0),
+    };
+    let test = judge_scalar(rule, signal, value, counts, &base)?;
+    Some((value, test, base))
+}
+
+fn add_cost(pool: &mut Vec<(u32, f64)>, model: u32, cost: f64, decay: f64) {
+    for (_, c) in pool.iter_mut() {
+        *c *= decay.powf(1.0 / 8.0);
+    }
+    match pool.iter_mut().find(|(m, _)| *m == model) {
+        Some((_, c)) => *c += cost,
+        None => pool.push((model, cost)),
+    }
+}
+
+/// A spend change split into volume, mix and unit-rate effects.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Pvm {
+    expected: f64,
+    observed: f64,
+    volume: f64,
+    mix: f64,
+    rate: f64,
+}
+
+impl Pvm {
+    fn volume_share(&self) -> f64 {
+        let total = self.volume.abs() + self.mix.abs() + self.rate.abs();
+        if total > 0.0 {
+            self.volume.abs() / total
+        } else {
+            0.0
+        }
+    }
+
+    fn to_json(self) -> Value {
+        json!({
+            "expected_spend": round(self.expected),
+            "observed_spend": round(self.observed),
+            "volume_effect": round(self.volume),
+            "mix_effect": round(self.mix),
+            "rate_effect": round(self.rate),
+        })
+    }
+}
+
+/// Price-volume-mix against the pooled per-model shares and unit costs and the
+/// seasonal request baseline. The pool's models cost is decayed in step with its
+/// counts, so unit cost = pooled cost / pooled requests.
+fn price_volume_mix(st: &ScopeState, cell: &Cell, start: i64, bp: &BaselineParams) -> Option<Pvm> {
+    let n0 = st.series[Signal::Requests.index()]
+        .baseline(start, true, bp)?
+        .median;
+    let pool_total = st.models.total();
+    if pool_total <= 0.0 || cell.costed == 0 {
+        return None;
+    }
+    let n1 = cell.costed as f64;
+    let pooled = |m: u32| -> (f64, f64) {
+        let n = st.models.count(m);
+        let c = st
+            .models_cost
+            .iter()
+            .find(|(x, _)| *x == m)
+            .map_or(0.0, |p| p.1);
+        (n / pool_total, if n > 0.0 { c / n } else { 0.0 })
+    };
+    let unit0: f64 = st
+        .models
+        .keys()
+        .map(|m| {
+            let (s, c) = pooled(m);
+            s * c
+        })
+        .sum();
+    let (mut mix, mut rate) = (0.0, 0.0);
+    let mut keys: Vec<u32> = st.models.keys().collect();
+    keys.extend(cell.by_model.iter().map(|(m, _)| *m));
+    keys.sort_unstable();
+    keys.dedup();
+    for m in keys {
+        let (s0, c0) = pooled(m);
+        let now = cell.by_model.iter().find(|(x, _)| *x == m).map(|(_, s)| *s);
+        let s1 = now.map_or(0.0, |s| s.costed as f64 / n1);
+        let c1 = now
+            .filter(|s| s.costed > 0)
+            .map_or(c0, |s| s.cost / s.costed as f64);
+        let c0 = if s0 > 0.0 { c0 } else { c1 };
+        mix += n1 * (s1 - s0) * c0;
+        rate += n1 * s1 * (c1 - c0);
+    }
+    Some(Pvm {
+        expected: n0 * unit0,
+        observed: cell.cost,
+        volume: (n1 - n0) * unit0,
+        mix,
+        rate,
+    })
+}
+
+fn round(x: f64) -> f64 {
+    if !x.is_finite() || x == 0.0 {
+        return x;
+    }
+    let digits = 4 - x.abs().log10().ceil() as i32;
+    let f = 10f64.powi(digits.clamp(0, 12));
+    (x * f).round() / f
+}
+
+fn fmt_num(x: f64) -> String {
+    format!("{}", round(x))
+}
+
+fn base_json(b: Option<&Baseline>) -> Value {
+    match b {
+        Some(b) => {
+            json!({"median": round(b.median), "mad": round(b.mad), "n": b.n, "seasonal": b.seasonal})
+        }
+        None => Value::Null,
+    }
+}
+
+fn scope_args(labels: &Scope) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("--scope {k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn scalar_summary(
+    signal: Signal,
+    scope: &str,
+    value: f64,
+    base: Option<&Baseline>,
+    test: &Test,
+) -> String {
+    let name = signal.as_str().replace('_', " ");
+    match base {
+        Some(b) => format!(
+            "{name} on {scope} is {}, {:.0}% {} its {} baseline {} (z={:.1}, p={:.1e})",
+            fmt_num(value),
+            test.rel.abs() * 100.0,
+            movement(test.sign),
+            if b.seasonal { "seasonal" } else { "recent" },
+            fmt_num(b.median),
+            test.z,
+            test.p_value
+        ),
+        None => format!(
+            "{name} on {scope} is {}, past its hard limit",
+            fmt_num(value)
+        ),
+    }
+}

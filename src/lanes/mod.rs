@@ -1,0 +1,374 @@
+//! Lanes: fold usage events and eval scores into per-scope, per-bucket counts, and
+//! read the three lanes' signals off them.
+//!
+//! Buckets are fixed windows (10 minutes by default) on the data clock. A bucket
+//! closes when the watermark passes its end plus the allowed lateness; its
+//! structure and cost signals are judged then. Its eval signals wait until the
+//! evals have settled (`eval_settle`), because scores arrive hours late; each
+//! bucket is judged once, so a late score never raises a second alert.
+
+pub mod cell;
+pub mod scopes;
+pub mod signals;
+
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{EvalScore, UsageEvent};
+use cell::{Cell, EvalCell, EventSyms, Sym};
+use scopes::{ScopeId, ScopeIndex, ScopePlan};
+
+/// Lane parameters (`[analysis]` in the config).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LaneParams {
+    /// Bucket length in minutes.
+    pub bucket_minutes: i64,
+    /// How late (minutes past its end, on the data clock) an event may arrive and
+    /// still count in its bucket.
+    pub lateness_minutes: i64,
+    /// How long after a bucket ends its evals are waited for before it is judged.
+    pub eval_settle_minutes: i64,
+    /// Routes whose traffic reaches customers (raises the tier of alerts over them).
+    pub customer_facing_routes: Vec<String>,
+    /// Most distinct values per dimension; the rest count under `_other`.
+    pub cardinality_cap: usize,
+    /// Pairs of dimensions aggregated together, e.g. `["model+route"]`.
+    pub pairs: Vec<String>,
+    /// Most request ids remembered for joining late evals to their requests.
+    pub max_eval_joins: usize,
+}
+
+impl Default for LaneParams {
+    fn default() -> LaneParams {
+        LaneParams {
+            bucket_minutes: 10,
+            lateness_minutes: 2,
+            eval_settle_minutes: 240,
+            customer_facing_routes: Vec::new(),
+            cardinality_cap: ScopePlan::default().cap,
+            pairs: vec!["model+route".into()],
+            max_eval_joins: 2_000_000,
+        }
+    }
+}
+
+impl LaneParams {
+    /// Bucket length in ms.
+    pub fn bucket_ms(&self) -> i64 {
+        self.bucket_minutes.max(1) * 60_000
+    }
+
+    /// The scope plan these parameters describe; errors name a bad pair.
+    pub fn plan(&self) -> Result<ScopePlan, String> {
+        let dims = crate::domain::SCOPE_DIMS;
+        let mut pairs = Vec::new();
+        for p in &self.pairs {
+            let parts: Vec<&str> = p.split('+').collect();
+            let pos = |d: &str| dims.iter().position(|x| *x == d);
+            match parts.as_slice() {
+                [a, b] if pos(a).is_some() && pos(b).is_some() && a != b => {
+                    pairs.push((pos(a).unwrap_or(0), pos(b).unwrap_or(0)))
+                }
+                _ => {
+                    return Err(format!(
+                        "pair {p:?}: write two different dimensions joined by '+', from {}",
+                        dims.join(", ")
+                    ));
+                }
+            }
+        }
+        Ok(ScopePlan {
+            cap: self.cardinality_cap.max(1),
+            pairs,
+            pair_cap: self.cardinality_cap.max(1) * 4,
+        })
+    }
+}
+
+/// A bucket whose usage side closed: every scope's counts.
+#[derive(Debug)]
+pub struct ClosedBucket {
+    /// Bucket start, ms.
+    pub start_ms: i64,
+    /// Counts per scope with traffic.
+    pub cells: FxHashMap<ScopeId, Cell>,
+}
+
+/// A bucket whose evals settled: every scope's eval counts.
+#[derive(Debug)]
+pub struct SettledBucket {
+    /// Bucket start, ms.
+    pub start_ms: i64,
+    /// Eval counts per scope with traffic or evals.
+    pub cells: FxHashMap<ScopeId, EvalCell>,
+}
+
+#[derive(Debug)]
+struct Join {
+    bucket: i64,
+    ts_ms: i64,
+    evaluated: bool,
+    scopes: Box<[ScopeId]>,
+}
+
+/// Interned strings (models, resolved models, tenants).
+#[derive(Debug, Default)]
+pub struct Symbols {
+    ids: FxHashMap<Box<str>, Sym>,
+    names: Vec<Box<str>>,
+}
+
+impl Symbols {
+    /// The id of `name`, interning it.
+    pub fn intern(&mut self, name: &str) -> Sym {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = self.names.len() as Sym;
+        self.names.push(name.into());
+        self.ids.insert(name.into(), id);
+        id
+    }
+
+    /// The name of `id`.
+    pub fn name(&self, id: Sym) -> &str {
+        self.names.get(id as usize).map_or("?", |n| n)
+    }
+}
+
+/// Counters of records the lanes could not use (they are still stored).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LaneCounters {
+    /// Events whose bucket had already closed.
+    pub late_events: u64,
+    /// Evals whose bucket had already been judged, or whose request is unknown.
+    pub unmatched_evals: u64,
+}
+
+/// The open buckets of every scope.
+#[derive(Debug)]
+pub struct Lanes {
+    params: LaneParams,
+    /// The scope index, shared with baselines and detectors.
+    pub index: ScopeIndex,
+    /// Interned labels.
+    pub syms: Symbols,
+    customer_facing: Vec<String>,
+    open: BTreeMap<i64, FxHashMap<ScopeId, Cell>>,
+    evals: BTreeMap<i64, FxHashMap<ScopeId, EvalCell>>,
+    joins: FxHashMap<Box<str>, Join>,
+    closed_before: i64,
+    judged_before: i64,
+    /// What could not be used.
+    pub counters: LaneCounters,
+    scratch: Vec<ScopeId>,
+}
+
+impl Lanes {
+    /// Empty lanes.
+    pub fn new(params: LaneParams, plan: ScopePlan) -> Lanes {
+        Lanes {
+            customer_facing: params.customer_facing_routes.clone(),
+            params,
+            index: ScopeIndex::new(plan),
+            syms: Symbols::default(),
+            open: BTreeMap::new(),
+            evals: BTreeMap::new(),
+            joins: FxHashMap::default(),
+            closed_before: i64::MIN,
+            judged_before: i64::MIN,
+            counters: LaneCounters::default(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &LaneParams {
+        &self.params
+    }
+
+    fn bucket_of(&self, ts_ms: i64) -> i64 {
+        let b = self.params.bucket_ms();
+        ts_ms.div_euclid(b) * b
+    }
+
+    /// Count one event; false when its bucket has already closed.
+    pub fn add_event(&mut self, e: &UsageEvent) -> bool {
+        let bucket = self.bucket_of(e.ts_ms);
+        if bucket < self.closed_before {
+            self.counters.late_events += 1;
+            return false;
+        }
+        let syms = EventSyms {
+            model: self.syms.intern(&e.model),
+            resolved: self
+                .syms
+                .intern(e.resolved_model.as_deref().unwrap_or(&e.model)),
+            tenant: e.tenant.as_deref().map(|t| self.syms.intern(t)),
+            customer_facing: e
+                .route
+                .as_ref()
+                .is_some_and(|r| self.customer_facing.contains(r)),
+        };
+        let mut scopes = std::mem::take(&mut self.scratch);
+        self.index.scopes_of(e, &mut scopes);
+        let cells = self.open.entry(bucket).or_default();
+        for &s in &scopes {
+            cells.entry(s).or_default().add(e, syms);
+        }
+        if self.joins.len() < self.params.max_eval_joins {
+            self.joins.insert(
+                e.id.as_str().into(),
+                Join {
+                    bucket,
+                    ts_ms: e.ts_ms,
+                    evaluated: false,
+                    scopes: scopes.as_slice().into(),
+                },
+            );
+        }
+        self.scratch = scopes;
+        true
+    }
+
+    /// Count one eval score against its request (or its route/model scope).
+    pub fn add_eval(&mut self, ev: &EvalScore) {
+        if let Some(id) = &ev.request_id {
+            let Some(join) = self.joins.get_mut(id.as_str()) else {
+                self.counters.unmatched_evals += 1;
+                return;
+            };
+            if join.bucket < self.judged_before {
+                self.counters.unmatched_evals += 1;
+                return;
+            }
+            let first = !join.evaluated;
+            join.evaluated = true;
+            let lag_s = (ev.ts_ms - join.ts_ms).max(0) as f64 / 1000.0;
+            let cells = self.evals.entry(join.bucket).or_default();
+            for &s in join.scopes.iter() {
+                cells
+                    .entry(s)
+                    .or_default()
+                    .add(ev.score, ev.passed, lag_s, first);
+            }
+            return;
+        }
+        let bucket = self.bucket_of(ev.ts_ms);
+        if bucket < self.judged_before {
+            self.counters.unmatched_evals += 1;
+            return;
+        }
+        let mut scopes = Vec::new();
+        if let Some(r) = &ev.route {
+            scopes.push(self.index.single(1, r));
+        }
+        if let Some(m) = &ev.model {
+            scopes.push(self.index.single(0, m));
+        }
+        let cells = self.evals.entry(bucket).or_default();
+        for s in scopes {
+            cells
+                .entry(s)
+                .or_default()
+                .add(ev.score, ev.passed, 0.0, false);
+        }
+    }
+
+    /// Close every bucket that ends at least `lateness` before `watermark_ms`.
+    pub fn close_until(&mut self, watermark_ms: i64) -> Vec<ClosedBucket> {
+        let cutoff = watermark_ms - self.params.lateness_minutes * 60_000 - self.params.bucket_ms();
+        let mut closed = Vec::new();
+        while let Some(entry) = self.open.first_entry() {
+            if *entry.key() > cutoff {
+                break;
+            }
+            let (start_ms, cells) = entry.remove_entry();
+            let evals = self.evals.entry(start_ms).or_default();
+            for (&s, c) in &cells {
+                evals.entry(s).or_default().requests += c.requests;
+            }
+            closed.push(ClosedBucket { start_ms, cells });
+        }
+        let next = cutoff.div_euclid(self.params.bucket_ms()) * self.params.bucket_ms()
+            + self.params.bucket_ms();
+        self.closed_before = self.closed_before.max(next);
+        closed
+    }
+
+    /// Hand over every closed bucket whose evals have settled by `watermark_ms`.
+    pub fn settle_until(&mut self, watermark_ms: i64) -> Vec<SettledBucket> {
+        let cutoff =
+            watermark_ms - self.params.eval_settle_minutes * 60_000 - self.params.bucket_ms();
+        let mut settled = Vec::new();
+        while let Some(entry) = self.evals.first_entry() {
+            let start_ms = *entry.key();
+            if start_ms > cutoff || start_ms >= self.closed_before {
+                break;
+            }
+            settled.push(SettledBucket {
+                start_ms,
+                cells: entry.remove(),
+            });
+            self.judged_before = start_ms + self.params.bucket_ms();
+        }
+        if !settled.is_empty() {
+            let judged = self.judged_before;
+            self.joins.retain(|_, j| j.bucket >= judged);
+        }
+        settled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::event;
+
+    fn eval(id: &str, ts_ms: i64, score: f64) -> EvalScore {
+        EvalScore {
+            request_id: Some(id.into()),
+            route: None,
+            model: None,
+            evaluator: "j".into(),
+            ts_ms,
+            score: Some(score),
+            passed: Some(score >= 0.7),
+        }
+    }
+
+    #[test]
+    fn buckets_close_after_lateness_and_evals_settle_later() {
+        let mut lanes = Lanes::new(LaneParams::default(), ScopePlan::default());
+        assert!(lanes.add_event(&event("a", 60_000)));
+        assert!(lanes.add_event(&event("b", 590_000)));
+        assert!(
+            lanes.close_until(600_000 + 60_000).is_empty(),
+            "within lateness"
+        );
+        assert!(lanes.add_event(&event("c", 599_000)), "late but in time");
+        let closed = lanes.close_until(600_000 + 120_000);
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].cells[&scopes::GLOBAL].requests, 3);
+        assert!(!lanes.add_event(&event("d", 1_000)), "its bucket closed");
+        assert_eq!(lanes.counters.late_events, 1);
+
+        lanes.add_eval(&eval("a", 3_600_000, 0.9));
+        lanes.add_eval(&eval("a", 3_700_000, 0.5));
+        lanes.add_eval(&eval("zzz", 3_700_000, 0.5));
+        assert!(lanes.settle_until(3 * 3_600_000).is_empty(), "not settled");
+        let settled = lanes.settle_until(5 * 3_600_000);
+        assert_eq!(settled.len(), 1);
+        let g = &settled[0].cells[&scopes::GLOBAL];
+        assert_eq!((g.requests, g.evaluated, g.scores), (3, 1, 2));
+        assert!((g.lag_sum_s - 3_540.0).abs() < 1e-9);
+        lanes.add_eval(&eval("b", 6 * 3_600_000, 0.1));
+        assert_eq!(
+            lanes.counters.unmatched_evals, 2,
+            "a judged bucket takes no more evals"
+        );
+    }
+}
