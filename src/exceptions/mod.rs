@@ -8,12 +8,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use rusqlite::Connection;
 use serde_json::json;
 
 use crate::domain::{Alert, AlertEvent, Exception, Kind, Lane, SCOPE_DIMS, Scope, Tier};
 use crate::store::StoreError;
-use crate::store::exceptions::{self as sql, AuditEntry, NewException};
+use crate::store::exceptions::{self as sql, AuditEntry, Connection, NewException};
 
 /// The scope value that matches any value of its dimension.
 pub const WILDCARD: &str = "*";

@@ -9,12 +9,16 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 use serde::Serialize;
 use serde_json::Value;
 
 use super::StoreError;
 use crate::domain::{Exception, Scope};
+
+/// A connection to the daemon's database, as `open` returns it: callers hold it
+/// without knowing the database library.
+pub use rusqlite::Connection;
 
 const COLUMNS: &str = "id, rule, scope, reason, owner, ticket, created_ms, expires_ms, renewals, hits, last_hit_ms, revoked_ms";
 
