@@ -143,10 +143,10 @@ fn add(args: AddArgs) -> Result<()> {
         "owner": args.owner,
         "ticket": args.ticket,
     });
+    // clap makes --for and --expires exclusive and requires one of them.
     match (&args.duration, &args.expires) {
         (Some(d), _) => body["for"] = json!(d),
-        (None, Some(t)) => body["expires_at"] = json!(t),
-        (None, None) => unreachable!("clap requires --for or --expires"),
+        (None, t) => body["expires_at"] = json!(t),
     }
     if let Some(a) = &args.actor.actor {
         body["actor"] = json!(a);

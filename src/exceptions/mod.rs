@@ -151,11 +151,6 @@ impl Registry {
         Registry { policy }
     }
 
-    /// The limits in force.
-    pub fn policy(&self) -> Policy {
-        self.policy
-    }
-
     /// Validate and store a new exception, auditing `created` by `actor`.
     pub fn create(
         &self,
