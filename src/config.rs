@@ -111,6 +111,25 @@ pub struct FileConfig {
     /// Mapped formats by name, usable as `--tail PATH:NAME` and `?format=NAME`.
     #[serde(default)]
     pub formats: BTreeMap<String, MappedFormat>,
+    /// Routes whose answers customers see; an alert with one in scope can reach a
+    /// higher tier (`customer_facing_requests_share` in `rules/tiers.toml`).
+    #[serde(default)]
+    pub customer_facing_routes: Vec<String>,
+    /// Exception registry limits.
+    #[serde(default)]
+    pub exceptions: ExceptionsConfig,
+}
+
+/// `[exceptions]`: limits of the exception registry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExceptionsConfig {
+    /// Longest an exception may run ahead of now, in days (default 14).
+    pub max_lifetime_days: Option<u32>,
+    /// Renewals allowed per exception (default 2).
+    pub max_renewals: Option<u32>,
+    /// More active exceptions than this on one rule raise `exception_creep` (default 3).
+    pub max_active_per_rule: Option<u32>,
 }
 
 /// One `[[tail]]` entry.
@@ -205,6 +224,10 @@ pub struct Config {
     pub quota_per_unit: f64,
     /// Validated mapped formats by name.
     pub formats: BTreeMap<String, Arc<MappedFormat>>,
+    /// Routes whose answers customers see.
+    pub customer_facing_routes: Vec<String>,
+    /// Exception registry limits.
+    pub exceptions: crate::exceptions::Policy,
 }
 
 /// Values given on the command line; each overrides the file.
@@ -328,6 +351,27 @@ impl Config {
                 "retention_days must be at least 1".into(),
             ));
         }
+        let defaults = crate::exceptions::Policy::default();
+        let exceptions = crate::exceptions::Policy {
+            max_lifetime_days: file
+                .exceptions
+                .max_lifetime_days
+                .unwrap_or(defaults.max_lifetime_days),
+            max_renewals: file
+                .exceptions
+                .max_renewals
+                .unwrap_or(defaults.max_renewals),
+            max_active_per_rule: file
+                .exceptions
+                .max_active_per_rule
+                .unwrap_or(defaults.max_active_per_rule),
+        };
+        if !(1..=365).contains(&exceptions.max_lifetime_days) {
+            return Err(ConfigError::Value(
+                "[exceptions] max_lifetime_days must be between 1 and 365: exceptions must expire"
+                    .into(),
+            ));
+        }
         let token = flags.token.or(file.token).filter(|t| !t.0.is_empty());
         if let Some(t) = &token
             && t.0.len() < 16
@@ -356,6 +400,8 @@ impl Config {
             aliases: file.identity.aliases,
             quota_per_unit,
             formats,
+            customer_facing_routes: file.customer_facing_routes,
+            exceptions,
         })
     }
 }
@@ -573,6 +619,24 @@ channels = { "7" = "azure-east" }
             a.file_name(),
             "a missing directory is kept as given"
         );
+    }
+
+    #[test]
+    fn exception_limits_and_customer_facing_routes() {
+        let c = Config::resolve(FileConfig::default(), Overrides::default()).unwrap();
+        assert_eq!(c.exceptions, crate::exceptions::Policy::default());
+        let file: FileConfig =
+            toml::from_str("customer_facing_routes = [\"chat\"]\n[exceptions]\nmax_renewals = 1\n")
+                .unwrap();
+        let c = Config::resolve(file, Overrides::default()).unwrap();
+        assert_eq!(c.customer_facing_routes, ["chat"]);
+        assert_eq!(
+            (c.exceptions.max_renewals, c.exceptions.max_lifetime_days),
+            (1, 14)
+        );
+        let file: FileConfig = toml::from_str("[exceptions]\nmax_lifetime_days = 0\n").unwrap();
+        let err = Config::resolve(file, Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("must expire"), "{err}");
     }
 
     #[test]

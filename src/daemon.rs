@@ -182,6 +182,7 @@ pub async fn serve(
         token: token.into(),
         max_body_bytes: config.max_body_bytes,
         db_health: health,
+        exceptions: crate::exceptions::Registry::new(config.exceptions),
     });
     tracing::info!(%addr, tails = config.tails.len(), gateway_dbs = config.gateway_dbs.len(), "serving");
     {

@@ -77,6 +77,26 @@ fn check_fails_on_a_broken_price_table() {
 }
 
 #[test]
+fn check_fails_with_the_line_of_a_broken_tier_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tiers.toml"),
+        "[[tier]]\nname = \"page\"\n[tier.when]\nspend_share = 25\n\n[[tier]]\nname = \"record\"\n",
+    )
+    .unwrap();
+    let out = driftwarden(
+        &["check", "--rules", dir.path().to_str().unwrap()],
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    let msg = text(&out);
+    assert!(
+        msg.contains("tiers.toml:3:") && msg.contains("between 0 and 1"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn help_teaches_with_examples() {
     let out = driftwarden(&["serve", "--help"], repo());
     assert!(out.status.success());

@@ -5,6 +5,7 @@
 
 mod auth;
 mod changes;
+mod exceptions;
 mod health;
 mod ingest;
 
@@ -16,7 +17,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use serde_json::json;
 
 use crate::adapters::{Context, MappedFormat};
@@ -43,6 +44,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Live state of gateway database sources.
     pub db_health: HealthBoard,
+    /// The exception registry's limits.
+    pub exceptions: crate::exceptions::Registry,
 }
 
 /// The router with every endpoint.
@@ -59,6 +62,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/evals", post(ingest::evals))
         .route("/recalibrate", post(changes::recalibrate))
         .route("/v1/changes", get(changes::list))
+        .route(
+            "/v1/exceptions",
+            post(exceptions::create).get(exceptions::list),
+        )
+        .route("/v1/exceptions/{id}", delete(exceptions::revoke))
+        .route("/v1/exceptions/{id}/renew", post(exceptions::renew))
+        .route("/v1/exceptions/{id}/audit", get(exceptions::audit))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

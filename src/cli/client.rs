@@ -1,5 +1,5 @@
 //! The HTTP client behind the commands that talk to a running daemon
-//! (`recalibrate`, `changes`). Errors say what to check.
+//! (`recalibrate`, `changes`, `exceptions`). Errors say what to check.
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use clap::Args;
@@ -47,13 +47,31 @@ impl Client {
 
     /// POST a JSON body with the token; the answer's JSON.
     pub fn post(&self, path: &str, body: &Value) -> Result<Value> {
-        let Some(token) = &self.token else {
-            bail!(
-                "no API token: pass --token, set DRIFTWARDEN_TOKEN, or run where `serve` wrote driftwarden.token (--token-file)"
-            );
-        };
-        let req = self.http.post(self.url(path)).bearer_auth(token).json(body);
+        let req = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(self.token()?)
+            .json(body);
         self.send(req)
+    }
+
+    /// DELETE with the token and these query parameters; the answer's JSON.
+    pub fn delete(&self, path: &str, query: &[(&str, &str)]) -> Result<Value> {
+        let req = self
+            .http
+            .delete(self.url(path))
+            .query(query)
+            .bearer_auth(self.token()?);
+        self.send(req)
+    }
+
+    fn token(&self) -> Result<&str> {
+        match &self.token {
+            Some(t) => Ok(t),
+            None => bail!(
+                "no API token: pass --token, set DRIFTWARDEN_TOKEN, or run where `serve` wrote driftwarden.token (--token-file)"
+            ),
+        }
     }
 
     /// GET a JSON answer.

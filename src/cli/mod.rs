@@ -1,7 +1,8 @@
-//! The command line: `serve`, `import` and `check` work on the store; `recalibrate`
-//! and `changes` talk to a running daemon over HTTP.
+//! The command line: `serve`, `import` and `check` work on the store; `recalibrate`,
+//! `changes` and `exceptions` talk to a running daemon over HTTP.
 
 mod client;
+mod exceptions;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -57,6 +58,14 @@ enum Command {
     ///
     /// Example: driftwarden changes --since 2026-06-01T00:00:00Z
     Changes(ChangesArgs),
+    /// Add, list, renew or revoke exceptions on a running daemon.
+    ///
+    /// An exception stops notification (never recording) of a rule's alerts in a
+    /// scope until it expires; renewals are limited and every change is audited.
+    ///
+    /// Example: driftwarden exceptions add --rule cost-per-request --scope model=gpt-4o
+    /// --reason "nightly batch" --owner ana --for 7d
+    Exceptions(exceptions::ExceptionsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -173,6 +182,7 @@ pub fn run() -> Result<()> {
         Command::Check(args) => check(args),
         Command::Recalibrate(args) => recalibrate(args),
         Command::Changes(args) => changes(args),
+        Command::Exceptions(args) => exceptions::run(args),
     }
 }
 
@@ -275,13 +285,15 @@ fn import(args: ImportArgs) -> Result<()> {
 fn check(args: StoreArgs) -> Result<()> {
     let config = args.resolve(Overrides::default())?;
     let prices = PriceTable::load_dir(&config.rules)?;
+    let tiers = crate::tiers::Tiers::load(&config.rules)?;
     println!(
-        "ok: config valid; {} tail source(s); {} gateway database(s); {} mapped format(s); {} model(s) priced in {}",
+        "ok: config valid; {} tail source(s); {} gateway database(s); {} mapped format(s); {} model(s) priced in {}; {} tier(s)",
         config.tails.len(),
         config.gateway_dbs.len(),
         config.formats.len(),
         prices.len(),
-        config.rules.join("pricing.toml").display()
+        config.rules.join("pricing.toml").display(),
+        tiers.defs().len()
     );
     Ok(())
 }

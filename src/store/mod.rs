@@ -5,6 +5,7 @@
 //! open their own read-only connections (`queries.rs`), which WAL lets run beside it.
 
 mod aggregate;
+pub mod exceptions;
 mod migrate;
 pub mod queries;
 pub mod writer;
