@@ -111,6 +111,9 @@ pub struct FileConfig {
     /// Mapped formats by name, usable as `--tail PATH:NAME` and `?format=NAME`.
     #[serde(default)]
     pub formats: BTreeMap<String, MappedFormat>,
+    /// Notification channels (`[[channel]]`), besides those the environment sets up.
+    #[serde(default)]
+    pub channel: Vec<crate::notify::ChannelConfig>,
 }
 
 /// One `[[tail]]` entry.
@@ -205,6 +208,8 @@ pub struct Config {
     pub quota_per_unit: f64,
     /// Validated mapped formats by name.
     pub formats: BTreeMap<String, Arc<MappedFormat>>,
+    /// Validated notification channels, from `[[channel]]` and the environment.
+    pub channels: Vec<crate::notify::Channel>,
 }
 
 /// Values given on the command line; each overrides the file.
@@ -356,6 +361,7 @@ impl Config {
             aliases: file.identity.aliases,
             quota_per_unit,
             formats,
+            channels: crate::notify::config::resolve(file.channel).map_err(ConfigError::Value)?,
         })
     }
 }

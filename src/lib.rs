@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod domain;
 pub mod identity;
 pub mod ingest;
+pub mod notify;
 pub mod pricing;
 pub mod redact;
 pub mod sources;

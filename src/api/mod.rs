@@ -7,6 +7,7 @@ mod auth;
 mod changes;
 mod health;
 mod ingest;
+mod outbox;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -59,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/evals", post(ingest::evals))
         .route("/recalibrate", post(changes::recalibrate))
         .route("/v1/changes", get(changes::list))
+        .route("/v1/outbox", get(outbox::list))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

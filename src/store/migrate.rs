@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_gateway_db_cursors.sql"),
     include_str!("../../migrations/0003_change_events.sql"),
+    include_str!("../../migrations/0006_outbox.sql"),
 ];
 
 /// The schema version this build writes.

@@ -6,6 +6,7 @@
 
 mod aggregate;
 mod migrate;
+pub mod outbox;
 pub mod queries;
 pub mod writer;
 
