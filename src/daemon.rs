@@ -136,6 +136,12 @@ pub async fn serve(
             source,
         })?;
     let addr = listener.local_addr().map_err(DaemonError::Serve)?;
+    let notifier = crate::notify::spawn(
+        &config.db,
+        &config.channels,
+        crate::notify::WorkerOptions::default(),
+        pipeline.metrics.clone(),
+    )?;
 
     let stop = Stop::default();
     let opts = TailOptions {
@@ -172,12 +178,6 @@ pub async fn serve(
         })
         .collect();
 
-    let notifier = crate::notify::spawn(
-        &config.db,
-        &config.channels,
-        crate::notify::WorkerOptions::default(),
-        pipeline.metrics.clone(),
-    )?;
     let retention = tokio::spawn(retention_loop(
         pipeline.writer.clone(),
         config.retention_days,

@@ -6,10 +6,9 @@ use std::time::Duration;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
-use super::SendError;
 use super::config::EmailTarget;
 use super::message::{Facts, Message, facts, plain_text};
-use super::webhook::chain;
+use super::{SendError, chain};
 
 /// The subject line: `[driftwarden] [PAGE] title`.
 pub fn subject(m: &Message) -> String {

@@ -60,6 +60,19 @@ pub enum NotifyError {
     },
 }
 
+/// An error and its causes, `: `-joined (reqwest's own message alone says only
+/// "error sending request").
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
 /// Longest error text kept in `last_error` and logs.
 const MAX_ERROR_CHARS: usize = 300;
 

@@ -18,9 +18,14 @@ const MAX_FALLBACK: usize = 3900;
 
 /// The JSON body for a Slack incoming webhook.
 pub fn render(m: &Message) -> Value {
+    // Slack refuses a header with empty text, and a refused message is never retried.
+    let title = match m.title.trim() {
+        "" => "driftwarden",
+        t => t,
+    };
     let mut blocks = vec![json!({
         "type": "header",
-        "text": {"type": "plain_text", "text": cut(&m.title, MAX_HEADER), "emoji": true}
+        "text": {"type": "plain_text", "text": cut(title, MAX_HEADER), "emoji": true}
     })];
     let mut context = Vec::new();
     if let Some(tier) = &m.tier {
@@ -164,5 +169,10 @@ mod tests {
             .as_str()
             .unwrap();
         assert!(last.contains("30 more alerts"), "{last}");
+        let untitled = render(&Message {
+            title: " ".into(),
+            ..m
+        });
+        assert_eq!(untitled["blocks"][0]["text"]["text"], "driftwarden");
     }
 }

@@ -8,8 +8,8 @@ use reqwest::StatusCode;
 use reqwest::header::RETRY_AFTER;
 use serde_json::Value;
 
-use super::SendError;
 use super::message::Message;
+use super::{SendError, chain};
 use crate::config::Secret;
 
 /// The generic webhook's body: the message itself (`title`, `tier`, `alerts` as alert
@@ -71,19 +71,6 @@ pub fn parse_retry_after(value: &str, now_ms: i64) -> Option<Duration> {
     let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
     let ms = (at.timestamp_millis() - now_ms).max(0);
     Some(Duration::from_millis(ms as u64))
-}
-
-/// An error and its causes, `: `-joined (reqwest's own message alone says only
-/// "error sending request").
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

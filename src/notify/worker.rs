@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use super::config::{Channel, EmailTarget, Target};
 use super::message::Message;
-use super::{NotifyError, SendError, console, email, scrub, secret_parts, slack, webhook};
+use super::{NotifyError, SendError, chain, console, email, scrub, secret_parts, slack, webhook};
 use crate::clock::now_ms;
 use crate::config::Secret;
 use crate::store::StoreError;
@@ -110,7 +110,7 @@ pub fn spawn(
         .build()
         .map_err(|e| NotifyError::Channel {
             channel: "*".into(),
-            message: format!("HTTP client: {}", webhook::chain(&e)),
+            message: format!("HTTP client: {}", chain(&e)),
         })?;
     let pacer: Arc<DefaultKeyedRateLimiter<String>> =
         Arc::new(RateLimiter::keyed(Quota::per_second(NonZeroU32::MIN)));
