@@ -118,6 +118,9 @@ pub struct FileConfig {
     /// Exception registry limits.
     #[serde(default)]
     pub exceptions: ExceptionsConfig,
+    /// Notification channels (`[[channel]]`), besides those the environment sets up.
+    #[serde(default)]
+    pub channel: Vec<crate::notify::ChannelConfig>,
 }
 
 /// `[exceptions]`: limits of the exception registry.
@@ -228,6 +231,8 @@ pub struct Config {
     pub customer_facing_routes: Vec<String>,
     /// Exception registry limits.
     pub exceptions: crate::exceptions::Policy,
+    /// Validated notification channels, from `[[channel]]` and the environment.
+    pub channels: Vec<crate::notify::Channel>,
 }
 
 /// Values given on the command line; each overrides the file.
@@ -402,6 +407,7 @@ impl Config {
             formats,
             customer_facing_routes: file.customer_facing_routes,
             exceptions,
+            channels: crate::notify::config::resolve(file.channel).map_err(ConfigError::Value)?,
         })
     }
 }

@@ -56,6 +56,9 @@ pub enum DaemonError {
         /// What stopped the tailer.
         source: crate::sources::tail::TailError,
     },
+    /// The notification worker could not start.
+    #[error(transparent)]
+    Notify(#[from] crate::notify::NotifyError),
     /// The HTTP server failed while serving.
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
@@ -133,6 +136,12 @@ pub async fn serve(
             source,
         })?;
     let addr = listener.local_addr().map_err(DaemonError::Serve)?;
+    let notifier = crate::notify::spawn(
+        &config.db,
+        &config.channels,
+        crate::notify::WorkerOptions::default(),
+        pipeline.metrics.clone(),
+    )?;
 
     let stop = Stop::default();
     let opts = TailOptions {
@@ -197,6 +206,7 @@ pub async fn serve(
 
     tracing::info!("shutting down: finishing tailers and pending commits");
     stop.set();
+    notifier.stop().await;
     retention.abort();
     let _ = retention.await;
     for t in tailers.into_iter().chain(followers) {

@@ -20,6 +20,7 @@ pub mod exceptions;
 pub mod identity;
 pub mod ingest;
 pub mod lanes;
+pub mod notify;
 pub mod pricing;
 pub mod redact;
 pub mod sources;

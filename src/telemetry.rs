@@ -29,6 +29,13 @@ pub struct PathLabels {
     pub path: String,
 }
 
+/// Labels for per-channel notification metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChannelLabels {
+    /// The notification channel's name in the config.
+    pub channel: String,
+}
+
 /// Every metric the daemon exports. Counted only after the store has committed.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -58,6 +65,16 @@ pub struct Metrics {
     pub db_poll_errors: Family<SourceOnly, Counter>,
     /// Unix time in seconds of the last successful poll of a gateway database.
     pub db_last_success: Family<SourceOnly, Gauge>,
+    /// Notifications a channel accepted.
+    pub notifications_sent: Family<ChannelLabels, Counter>,
+    /// Failed delivery attempts (each retry counts).
+    pub notification_failures: Family<ChannelLabels, Counter>,
+    /// Notifications given up since start.
+    pub notifications_dead: Family<ChannelLabels, Counter>,
+    /// Outbox rows waiting for delivery.
+    pub outbox_pending: Family<ChannelLabels, Gauge>,
+    /// Outbox rows given up, as stored (survives restarts).
+    pub outbox_dead: Family<ChannelLabels, Gauge>,
 }
 
 impl Metrics {
@@ -128,6 +145,31 @@ impl Metrics {
             "gateway_db_last_success_seconds",
             "Unix time of the last successful poll of a gateway database",
             self.db_last_success.clone(),
+        );
+        registry.register(
+            "notifications_sent",
+            "Notifications a channel accepted",
+            self.notifications_sent.clone(),
+        );
+        registry.register(
+            "notification_failures",
+            "Failed notification delivery attempts, retries included",
+            self.notification_failures.clone(),
+        );
+        registry.register(
+            "notifications_dead",
+            "Notifications given up after too many failures or a permanent one",
+            self.notifications_dead.clone(),
+        );
+        registry.register(
+            "outbox_pending",
+            "Notifications waiting in the outbox",
+            self.outbox_pending.clone(),
+        );
+        registry.register(
+            "outbox_dead",
+            "Dead notifications kept in the outbox",
+            self.outbox_dead.clone(),
         );
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &registry)

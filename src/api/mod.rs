@@ -8,6 +8,7 @@ mod changes;
 mod exceptions;
 mod health;
 mod ingest;
+mod outbox;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -69,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/exceptions/{id}", delete(exceptions::revoke))
         .route("/v1/exceptions/{id}/renew", post(exceptions::renew))
         .route("/v1/exceptions/{id}/audit", get(exceptions::audit))
+        .route("/v1/outbox", get(outbox::list))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0003_change_events.sql"),
     include_str!("../../migrations/0004_alerts.sql"),
     include_str!("../../migrations/0005_exceptions.sql"),
+    include_str!("../../migrations/0006_outbox.sql"),
 ];
 
 /// The schema version this build writes.

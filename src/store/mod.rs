@@ -7,6 +7,7 @@
 mod aggregate;
 pub mod exceptions;
 mod migrate;
+pub mod outbox;
 pub mod queries;
 pub mod writer;
 

@@ -1,0 +1,276 @@
+//! What a notification says, independent of the channel: a group of alert lines, or
+//! an informational text (a change-impact report, a digest). Every renderer reads an
+//! alert's evidence through `facts`, so each channel shows the same numbers.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::domain::{Alert, AlertEvent, rfc3339_ms, scope_label};
+
+/// One notification as queued in the outbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// The headline (email subject, Slack header).
+    pub title: String,
+    /// The tier the alerts were routed by, if any.
+    pub tier: Option<String>,
+    /// The alert lines this notification groups; empty for an informational message.
+    pub alerts: Vec<Alert>,
+    /// Free text: the whole content of an informational message, an optional preface
+    /// for a group of alerts.
+    pub text: String,
+}
+
+/// What a person needs from one alert, as text each channel formats its own way.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Facts {
+    /// `FIRING` or `RESOLVED`.
+    pub event: &'static str,
+    /// `rule · kind`.
+    pub what: String,
+    /// The scope as `model=gpt-4o,route=chat`, or `global`.
+    pub scope: String,
+    /// When, RFC 3339.
+    pub at: String,
+    /// The alert's one-sentence summary.
+    pub summary: String,
+    /// `evidence.observed`, formatted.
+    pub observed: Option<String>,
+    /// `evidence.baseline`, formatted.
+    pub baseline: Option<String>,
+    /// Blast-radius numbers present in `evidence.impact`, one phrase each.
+    pub impact: Vec<String>,
+    /// Change events near the alert (`evidence.changes`), one line each.
+    pub changes: Vec<String>,
+}
+
+/// Read an alert's evidence, tolerating any field being absent or oddly typed.
+pub fn facts(alert: &Alert) -> Facts {
+    let ev = &alert.evidence;
+    Facts {
+        event: match alert.event {
+            AlertEvent::Firing => "FIRING",
+            AlertEvent::Resolved => "RESOLVED",
+        },
+        what: format!("{} · {}", alert.rule, alert.kind.as_str()),
+        scope: scope_label(&alert.scope),
+        at: rfc3339_ms::format(alert.at_ms),
+        summary: alert.summary.clone(),
+        observed: ev.get("observed").filter(|v| !v.is_null()).map(value),
+        baseline: ev.get("baseline").filter(|v| !v.is_null()).map(value),
+        impact: ev.get("impact").map(impact).unwrap_or_default(),
+        changes: ev
+            .get("changes")
+            .and_then(Value::as_array)
+            .map(|list| list.iter().map(change).collect())
+            .unwrap_or_default(),
+    }
+}
+
+/// A number with at most four significant digits; anything else compactly.
+fn value(v: &Value) -> String {
+    match v {
+        Value::Number(n) => n.as_f64().map(number).unwrap_or_else(|| n.to_string()),
+        Value::String(s) => s.clone(),
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| format!("{k}={}", value(v)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        Value::Array(items) => items.iter().map(value).collect::<Vec<_>>().join(", "),
+        other => other.to_string(),
+    }
+}
+
+fn number(x: f64) -> String {
+    if x == x.trunc() && x.abs() < 1e15 {
+        return format!("{x:.0}");
+    }
+    let digits = (3 - x.abs().log10().floor() as i32).clamp(0, 8) as usize;
+    let text = format!("{x:.digits$}");
+    if digits == 0 {
+        return text;
+    }
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+fn impact(v: &Value) -> Vec<String> {
+    let f = |k: &str| v.get(k).and_then(Value::as_f64);
+    let mut out = Vec::new();
+    if let Some(s) = f("requests_share") {
+        out.push(format!("{} of requests", percent(s)));
+    }
+    if let Some(s) = f("spend_share") {
+        out.push(format!("{} of spend", percent(s)));
+    }
+    if let Some(t) = v.get("tenants").and_then(Value::as_u64) {
+        out.push(format!("{t} tenant{}", if t == 1 { "" } else { "s" }));
+    }
+    if let Some(m) = f("money_at_risk_per_day_usd") {
+        out.push(format!("${m:.2}/day at risk"));
+    }
+    if v.get("customer_facing").and_then(Value::as_bool) == Some(true) {
+        out.push("customer-facing".to_string());
+    }
+    out
+}
+
+fn percent(share: f64) -> String {
+    format!("{:.1}%", share * 100.0)
+}
+
+fn change(v: &Value) -> String {
+    let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("");
+    let kind = match s("kind") {
+        "" => "change",
+        k => k,
+    };
+    let mut line = kind.to_string();
+    if !s("at").is_empty() {
+        line.push_str(&format!(" at {}", s("at")));
+    }
+    let scope = match v.get("scope") {
+        Some(Value::Object(map)) if !map.is_empty() => Some(value(&Value::Object(map.clone()))),
+        Some(Value::String(text)) if !text.is_empty() => Some(text.clone()),
+        _ => None,
+    };
+    line.push_str(&format!(" ({})", scope.as_deref().unwrap_or("global")));
+    if !s("note").is_empty() {
+        line.push_str(&format!(": {}", s("note")));
+    }
+    line
+}
+
+/// The message as plain text: the console's output, the email's text part and the
+/// source of Slack's fallback text.
+pub fn plain_text(m: &Message) -> String {
+    let mut out = String::new();
+    match &m.tier {
+        Some(tier) => out.push_str(&format!("[{}] {}\n", tier.to_uppercase(), m.title)),
+        None => out.push_str(&format!("{}\n", m.title)),
+    }
+    if !m.text.is_empty() {
+        out.push_str(&format!("\n{}\n", m.text.trim_end()));
+    }
+    for alert in &m.alerts {
+        out.push('\n');
+        out.push_str(&alert_text(&facts(alert)));
+    }
+    out
+}
+
+/// One alert as plain text lines.
+pub fn alert_text(f: &Facts) -> String {
+    let mut out = format!("{} {} on {} at {}\n", f.event, f.what, f.scope, f.at);
+    if !f.summary.is_empty() {
+        out.push_str(&format!("  {}\n", f.summary));
+    }
+    if f.observed.is_some() || f.baseline.is_some() {
+        out.push_str(&format!(
+            "  observed {} vs baseline {}\n",
+            f.observed.as_deref().unwrap_or("n/a"),
+            f.baseline.as_deref().unwrap_or("n/a")
+        ));
+    }
+    if !f.impact.is_empty() {
+        out.push_str(&format!("  blast radius: {}\n", f.impact.join(", ")));
+    }
+    for c in &f.changes {
+        out.push_str(&format!("  change nearby: {c}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::domain::{Kind, Lane};
+    use serde_json::json;
+
+    /// An alert with every evidence convention filled in.
+    pub(crate) fn alert() -> Alert {
+        Alert {
+            event: AlertEvent::Firing,
+            rule: "cost-per-request".into(),
+            lane: Lane::Cost,
+            kind: Kind::CostDrift,
+            scope: [("model".to_string(), "gpt-4o".to_string())].into(),
+            at_ms: 1_780_738_800_000,
+            tier: "page".into(),
+            tier_rank: 1,
+            summary: "cost per request up 48% <since> the deploy".into(),
+            evidence: json!({
+                "observed": 0.01234567,
+                "baseline": {"median": 0.0083, "mad": 0.0004},
+                "impact": {"requests_share": 0.42, "spend_share": 0.615, "tenants": 7,
+                           "money_at_risk_per_day_usd": 182.5, "customer_facing": true},
+                "changes": [{"kind": "deploy", "at": "2026-06-06T09:00:00Z",
+                             "scope": {"route": "summarize"}, "note": "prompt template v2"}]
+            }),
+        }
+    }
+
+    #[test]
+    fn evidence_conventions_are_read() {
+        let f = facts(&alert());
+        assert_eq!(f.event, "FIRING");
+        assert_eq!(f.scope, "model=gpt-4o");
+        assert_eq!(f.observed.as_deref(), Some("0.01235"));
+        assert_eq!(f.baseline.as_deref(), Some("mad=0.0004, median=0.0083"));
+        assert_eq!(
+            f.impact,
+            [
+                "42.0% of requests",
+                "61.5% of spend",
+                "7 tenants",
+                "$182.50/day at risk",
+                "customer-facing"
+            ]
+        );
+        assert_eq!(
+            f.changes,
+            ["deploy at 2026-06-06T09:00:00Z (route=summarize): prompt template v2"]
+        );
+    }
+
+    #[test]
+    fn absent_or_odd_evidence_renders_without_it() {
+        let mut a = alert();
+        a.evidence = json!({"observed": 120, "impact": {"tenants": "many"}, "changes": "none"});
+        let f = facts(&a);
+        assert_eq!(f.observed.as_deref(), Some("120"));
+        assert_eq!((f.baseline, f.impact.len(), f.changes.len()), (None, 0, 0));
+        a.evidence = Value::Null;
+        let text = alert_text(&facts(&a));
+        assert!(!text.contains("observed"), "{text}");
+        assert!(text.starts_with("FIRING cost-per-request · cost_drift on model=gpt-4o"));
+    }
+
+    #[test]
+    fn plain_text_has_everything_a_reader_needs() {
+        let m = Message {
+            title: "Cost drift on gpt-4o".into(),
+            tier: Some("page".into()),
+            alerts: vec![alert()],
+            text: String::new(),
+        };
+        let text = plain_text(&m);
+        for want in [
+            "[PAGE] Cost drift on gpt-4o",
+            "observed 0.01235 vs baseline mad=0.0004, median=0.0083",
+            "blast radius: 42.0% of requests, 61.5% of spend, 7 tenants",
+            "change nearby: deploy at 2026-06-06T09:00:00Z",
+        ] {
+            assert!(text.contains(want), "{want} missing from {text}");
+        }
+    }
+
+    #[test]
+    fn numbers_keep_four_significant_digits() {
+        assert_eq!(number(1234.5678), "1235");
+        assert_eq!(number(0.5), "0.5");
+        assert_eq!(number(3.0), "3");
+        assert_eq!(number(1230.4), "1230");
+        assert_eq!(number(-0.000123456), "-0.0001235");
+    }
+}

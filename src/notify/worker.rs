@@ -1,0 +1,464 @@
+//! The delivery worker: one task per channel takes due rows from the outbox, sends
+//! them, and records the outcome before it takes the next.
+//!
+//! A row is marked sent right after a channel accepted it, so it is never sent again,
+//! also across restarts (a crash between the 2xx and that update is the one window in
+//! which a message can be sent twice). Failures are retried with exponential backoff
+//! and jitter, or after `Retry-After` on a 429, which also pauses the whole channel.
+//! Slack webhooks are paced to one message a second each (Slack's documented limit),
+//! across channels that share a URL.
+
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use lettre::{AsyncSmtpTransport, Tokio1Executor};
+use rusqlite::Connection;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::config::{Channel, EmailTarget, Target};
+use super::message::Message;
+use super::{NotifyError, SendError, chain, console, email, scrub, secret_parts, slack, webhook};
+use crate::clock::now_ms;
+use crate::config::Secret;
+use crate::store::StoreError;
+use crate::store::outbox::{self, OutboxRow};
+use crate::telemetry::{ChannelLabels, Metrics};
+
+/// Rows taken from the outbox per query.
+const BATCH: u32 = 32;
+
+/// How the worker retries and paces.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Wait after the first failure; doubles with each further one (default 1 s).
+    pub backoff_base: Duration,
+    /// Longest wait between attempts (default 10 min).
+    pub backoff_cap: Duration,
+    /// Failed attempts after which a row is dead (default 8).
+    pub max_attempts: u32,
+    /// How often an idle channel looks for newly enqueued rows (default 1 s).
+    pub poll: Duration,
+    /// Longest one HTTP request or SMTP session may take (default 10 s).
+    pub send_timeout: Duration,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> WorkerOptions {
+        WorkerOptions {
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(600),
+            max_attempts: 8,
+            poll: Duration::from_secs(1),
+            send_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl WorkerOptions {
+    /// The wait after `failures` failed attempts: `base * 2^(failures-1)` up to the cap,
+    /// of which the upper half is random ("equal jitter"), so rows that failed together
+    /// spread out, yet none comes back sooner than half its backoff.
+    pub fn backoff(&self, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(30);
+        let full = self
+            .backoff_base
+            .saturating_mul(1u32 << doublings)
+            .min(self.backoff_cap);
+        let half = full / 2;
+        let spread = half.as_millis() as u64 + 1;
+        half + Duration::from_millis(getrandom::u64().unwrap_or(0) % spread)
+    }
+}
+
+/// The running worker. `stop` ends it cleanly.
+pub struct Notifier {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Notifier {
+    /// Let every channel finish the send in progress (and record its outcome), then stop.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            if let Err(e) = t.await {
+                tracing::error!(cause = %e, "notification worker panicked");
+            }
+        }
+    }
+}
+
+/// Start delivering the outbox of the database at `db` (already migrated) to
+/// `channels`. Rows left pending by an earlier run are picked up at once.
+pub fn spawn(
+    db: &Path,
+    channels: &[Channel],
+    options: WorkerOptions,
+    metrics: Arc<Metrics>,
+) -> Result<Notifier, NotifyError> {
+    let (stop, stopped) = watch::channel(false);
+    let client = reqwest::Client::builder()
+        .timeout(options.send_timeout)
+        .user_agent(concat!("driftwarden/", env!("CARGO_PKG_VERSION")))
+        // A redirect would resend the body somewhere the config never named.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| NotifyError::Channel {
+            channel: "*".into(),
+            message: format!("HTTP client: {}", chain(&e)),
+        })?;
+    let pacer: Arc<DefaultKeyedRateLimiter<String>> =
+        Arc::new(RateLimiter::keyed(Quota::per_second(NonZeroU32::MIN)));
+    warn_about_unrouted(&outbox::open(db)?, channels)?;
+    let mut tasks = Vec::new();
+    for channel in channels {
+        let (sender, secrets) = Sender::new(channel, &client, &options)?;
+        let worker = ChannelWorker {
+            name: channel.name.clone(),
+            labels: ChannelLabels {
+                channel: channel.name.clone(),
+            },
+            pace_key: match &channel.target {
+                Target::Slack { webhook_url } => Some(webhook_url.expose().to_string()),
+                _ => None,
+            },
+            sender,
+            secrets,
+            db: Db(Arc::new(Mutex::new(outbox::open(db)?))),
+            options: options.clone(),
+            metrics: metrics.clone(),
+            pacer: pacer.clone(),
+            stopped: stopped.clone(),
+            paused_until: None,
+        };
+        tracing::info!(channel = %channel.name, kind = channel.target.kind(), "notification channel ready");
+        tasks.push(tokio::spawn(worker.run()));
+    }
+    Ok(Notifier { stop, tasks })
+}
+
+/// Rows queued for a channel that is not configured wait until it is; say so.
+fn warn_about_unrouted(conn: &Connection, channels: &[Channel]) -> Result<(), StoreError> {
+    for (name, pending) in outbox::pending_by_channel(conn)? {
+        if !channels.iter().any(|c| c.name == name) {
+            tracing::warn!(channel = %name, pending, "notifications are queued for a channel that is not configured; they wait until it is");
+        }
+    }
+    Ok(())
+}
+
+/// One channel's connection to the outbox, used from blocking threads.
+#[derive(Clone)]
+struct Db(Arc<Mutex<Connection>>);
+
+impl Db {
+    async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let conn = self.0.clone();
+        tokio::task::spawn_blocking(move || f(&conn.lock().expect("outbox connection lock")))
+            .await
+            .expect("outbox query panicked")
+    }
+}
+
+/// How a channel sends, built once.
+enum Sender {
+    Slack {
+        client: reqwest::Client,
+        url: Secret,
+    },
+    Webhook {
+        client: reqwest::Client,
+        url: Secret,
+    },
+    Email {
+        mailer: Box<AsyncSmtpTransport<Tokio1Executor>>,
+        target: EmailTarget,
+    },
+    Console,
+}
+
+impl Sender {
+    /// The sender and the texts its errors must never show.
+    fn new(
+        channel: &Channel,
+        client: &reqwest::Client,
+        options: &WorkerOptions,
+    ) -> Result<(Sender, Vec<String>), NotifyError> {
+        Ok(match &channel.target {
+            Target::Slack { webhook_url } => (
+                Sender::Slack {
+                    client: client.clone(),
+                    url: webhook_url.clone(),
+                },
+                secret_parts(webhook_url.expose()),
+            ),
+            Target::Webhook { url } => (
+                Sender::Webhook {
+                    client: client.clone(),
+                    url: url.clone(),
+                },
+                secret_parts(url.expose()),
+            ),
+            Target::Email(target) => {
+                let secrets = secret_parts(target.smtp_url.expose());
+                let mailer = email::transport(target, options.send_timeout).map_err(|e| {
+                    NotifyError::Channel {
+                        channel: channel.name.clone(),
+                        message: scrub(&e.to_string(), &secrets),
+                    }
+                })?;
+                (
+                    Sender::Email {
+                        mailer: Box::new(mailer),
+                        target: target.clone(),
+                    },
+                    secrets,
+                )
+            }
+            Target::Console => (Sender::Console, Vec::new()),
+        })
+    }
+
+    async fn send(&self, m: &Message) -> Result<(), SendError> {
+        match self {
+            Sender::Slack { client, url } => {
+                webhook::post_json(client, url, &slack::render(m)).await
+            }
+            Sender::Webhook { client, url } => {
+                webhook::post_json(client, url, &webhook::render(m)).await
+            }
+            Sender::Email { mailer, target } => email::send(mailer, target, m).await,
+            Sender::Console => {
+                console::print(m).map_err(|e| SendError::Transient(format!("stdout: {e}")))
+            }
+        }
+    }
+}
+
+struct ChannelWorker {
+    name: String,
+    labels: ChannelLabels,
+    /// The Slack webhook URL, for pacing per webhook.
+    pace_key: Option<String>,
+    sender: Sender,
+    secrets: Vec<String>,
+    db: Db,
+    options: WorkerOptions,
+    metrics: Arc<Metrics>,
+    pacer: Arc<DefaultKeyedRateLimiter<String>>,
+    stopped: watch::Receiver<bool>,
+    /// After a 429, nothing goes to this channel before this instant.
+    paused_until: Option<Instant>,
+}
+
+impl ChannelWorker {
+    async fn run(mut self) {
+        while !self.is_stopped() {
+            let (name, now) = (self.name.clone(), now_ms());
+            let rows = match self
+                .db
+                .call(move |c| outbox::due(c, &name, now, BATCH))
+                .await
+            {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::error!(channel = %self.name, cause = %e, "reading the outbox failed");
+                    self.sleep(self.options.poll).await;
+                    continue;
+                }
+            };
+            if rows.is_empty() {
+                self.refresh_gauges().await;
+                let wait = self.idle_wait().await;
+                self.sleep(wait).await;
+                continue;
+            }
+            for row in rows {
+                if !self.pace().await {
+                    return;
+                }
+                let outcome = self.sender.send(&row.message).await;
+                let rate_limited = matches!(outcome, Err(SendError::RateLimited { .. }));
+                self.record(&row, outcome).await;
+                if rate_limited {
+                    // The rest of this batch would meet the same limit: look again after the pause.
+                    break;
+                }
+            }
+            self.refresh_gauges().await;
+        }
+    }
+
+    /// Stopped, or the `Notifier` is gone (then nothing could stop us later).
+    fn is_stopped(&self) -> bool {
+        *self.stopped.borrow() || self.stopped.has_changed().is_err()
+    }
+
+    /// Sleep, or return early when the worker is stopped.
+    async fn sleep(&mut self, d: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => {}
+            _ = self.stopped.changed() => {}
+        }
+    }
+
+    /// Until the next row is due, at most one poll interval (new rows arrive from
+    /// other connections without a signal).
+    async fn idle_wait(&self) -> Duration {
+        let name = self.name.clone();
+        let next = self
+            .db
+            .call(move |c| outbox::next_due_ms(c, &name))
+            .await
+            .ok()
+            .flatten();
+        match next {
+            Some(at) => Duration::from_millis((at - now_ms()).max(0) as u64).min(self.options.poll),
+            None => self.options.poll,
+        }
+    }
+
+    /// Wait out a 429 pause and Slack's pacing. False when stopped meanwhile.
+    async fn pace(&mut self) -> bool {
+        if let Some(until) = self.paused_until.take() {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => {}
+                _ = self.stopped.changed() => return false,
+            }
+        }
+        if let Some(key) = &self.pace_key {
+            let pacer = self.pacer.clone();
+            tokio::select! {
+                _ = pacer.until_key_ready(key) => {}
+                _ = self.stopped.changed() => return false,
+            }
+        }
+        !self.is_stopped()
+    }
+
+    async fn record(&mut self, row: &OutboxRow, outcome: Result<(), SendError>) {
+        let id = row.id;
+        let now = now_ms();
+        let failures = row.attempts + 1;
+        match outcome {
+            Ok(()) => {
+                self.persist(move |c| outbox::mark_sent(c, id, now).map(drop))
+                    .await;
+                self.metrics
+                    .notifications_sent
+                    .get_or_create(&self.labels)
+                    .inc();
+                tracing::info!(channel = %self.name, outbox_id = id, failed_before = row.attempts, "notification sent");
+            }
+            Err(e) => {
+                self.metrics
+                    .notification_failures
+                    .get_or_create(&self.labels)
+                    .inc();
+                let error = scrub(&e.to_string(), &self.secrets);
+                let permanent = matches!(e, SendError::Permanent(_));
+                if permanent || failures >= self.options.max_attempts {
+                    let stored = error.clone();
+                    self.persist(move |c| outbox::mark_dead(c, id, failures, &stored))
+                        .await;
+                    self.metrics
+                        .notifications_dead
+                        .get_or_create(&self.labels)
+                        .inc();
+                    tracing::error!(channel = %self.name, outbox_id = id, attempts = failures, permanent, error = %error, "notification given up (dead)");
+                    return;
+                }
+                let wait = match e {
+                    SendError::RateLimited {
+                        retry_after: Some(d),
+                        ..
+                    } => {
+                        self.paused_until = Some(Instant::now() + d);
+                        d
+                    }
+                    _ => self.options.backoff(failures),
+                };
+                let next = now + wait.as_millis() as i64;
+                let stored = error.clone();
+                self.persist(move |c| outbox::mark_retry(c, id, failures, next, &stored))
+                    .await;
+                tracing::warn!(channel = %self.name, outbox_id = id, attempts = failures, retry_in_ms = wait.as_millis() as u64, error = %error, "notification failed; will retry");
+            }
+        }
+    }
+
+    /// Write an outcome, retrying while the database is busy: losing a "sent" mark
+    /// would send the message again.
+    async fn persist(
+        &self,
+        f: impl Fn(&Connection) -> Result<(), StoreError> + Send + Sync + 'static,
+    ) {
+        let f = Arc::new(f);
+        for attempt in 1.. {
+            let g = f.clone();
+            match self.db.call(move |c| g(c)).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::error!(channel = %self.name, attempt, cause = %e, "recording a delivery outcome failed; retrying");
+                    if self.is_stopped() && attempt >= 3 {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    async fn refresh_gauges(&self) {
+        let name = self.name.clone();
+        if let Ok((pending, dead)) = self.db.call(move |c| outbox::backlog(c, &name)).await {
+            self.metrics
+                .outbox_pending
+                .get_or_create(&self.labels)
+                .set(pending as i64);
+            self.metrics
+                .outbox_dead
+                .get_or_create(&self.labels)
+                .set(dead as i64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let o = WorkerOptions {
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(600),
+            ..WorkerOptions::default()
+        };
+        for (failures, full) in [
+            (1, 1_000),
+            (2, 2_000),
+            (4, 8_000),
+            (10, 512_000),
+            (40, 600_000),
+        ] {
+            for _ in 0..20 {
+                let d = o.backoff(failures).as_millis() as u64;
+                assert!(
+                    (full / 2..=full).contains(&d),
+                    "{failures}: {d} not in {full}/2..={full}"
+                );
+            }
+        }
+        let spread: std::collections::BTreeSet<_> = (0..20).map(|_| o.backoff(10)).collect();
+        assert!(spread.len() > 1, "jitter varies");
+    }
+}

@@ -1,0 +1,630 @@
+//! Notification delivery against real receivers: an HTTP server standing in for Slack
+//! and generic webhooks (it records bodies and answers 500, 404 or 429 when told), and
+//! an SMTP server over TCP. The worker runs on a real SQLite outbox, and is stopped
+//! and started again on the same file to show what survives a restart.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use driftwarden::config::FileConfig;
+use driftwarden::domain::Alert;
+use driftwarden::notify::{self, Channel, Message, Notifier, WorkerOptions};
+use driftwarden::store::Store;
+use driftwarden::store::outbox::{self, OutboxRow, OutboxState};
+use driftwarden::telemetry::Metrics;
+use serde_json::{Value, json};
+
+/// How long a condition may take before a test fails.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// What the receiver answers next; 200 `ok` once the plan is used up.
+#[derive(Clone, Copy)]
+enum Reply {
+    Status(u16),
+    RetryAfter(u64),
+}
+
+struct Hit {
+    at: Instant,
+    path: String,
+    body: Value,
+}
+
+#[derive(Clone, Default)]
+struct Recorded {
+    hits: Arc<Mutex<Vec<Hit>>>,
+    plan: Arc<Mutex<VecDeque<Reply>>>,
+    always: Arc<Mutex<Option<Reply>>>,
+}
+
+/// An HTTP server on an ephemeral port, on its own thread and runtime.
+struct Receiver {
+    addr: SocketAddr,
+    state: Recorded,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Recorded::default();
+        let app = Router::new().fallback(receive).with_state(state.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                axum::serve(listener, app).await.unwrap();
+            });
+        });
+        Receiver { addr, state }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn then(&self, replies: &[Reply]) {
+        self.state.plan.lock().unwrap().extend(replies);
+    }
+
+    fn always(&self, reply: Reply) {
+        *self.state.always.lock().unwrap() = Some(reply);
+    }
+
+    fn count(&self) -> usize {
+        self.state.hits.lock().unwrap().len()
+    }
+
+    fn bodies(&self) -> Vec<Value> {
+        let hits = self.state.hits.lock().unwrap();
+        hits.iter().map(|h| h.body.clone()).collect()
+    }
+
+    fn gaps(&self) -> Vec<Duration> {
+        let hits = self.state.hits.lock().unwrap();
+        hits.windows(2).map(|w| w[1].at - w[0].at).collect()
+    }
+}
+
+async fn receive(State(s): State<Recorded>, uri: Uri, body: Bytes) -> Response {
+    s.hits.lock().unwrap().push(Hit {
+        at: Instant::now(),
+        path: uri.path().to_string(),
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+    });
+    let planned = s.plan.lock().unwrap().pop_front();
+    let reply = planned.or(*s.always.lock().unwrap());
+    match reply {
+        None => (StatusCode::OK, "ok").into_response(),
+        Some(Reply::Status(code)) => {
+            let status = StatusCode::from_u16(code).unwrap();
+            (status, format!("failure {code}")).into_response()
+        }
+        Some(Reply::RetryAfter(secs)) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", secs.to_string())],
+            "rate_limited",
+        )
+            .into_response(),
+    }
+}
+
+/// An alert line as the alert stage writes it (DESIGN.md), with full evidence.
+fn alert() -> Alert {
+    serde_json::from_value(json!({
+        "event": "firing", "rule": "cost-per-request", "lane": "cost", "kind": "cost_drift",
+        "scope": {"model": "gpt-4o"}, "at": "2026-06-06T09:40:00Z", "tier": "page",
+        "tier_rank": 1, "summary": "cost per request up 48% since the deploy",
+        "evidence": {
+            "observed": 0.0123, "baseline": 0.0083,
+            "impact": {"requests_share": 0.42, "spend_share": 0.615, "tenants": 7,
+                       "money_at_risk_per_day_usd": 182.5, "customer_facing": true},
+            "changes": [{"kind": "deploy", "at": "2026-06-06T09:00:00Z",
+                         "scope": {"route": "summarize"}, "note": "prompt template v2"}]
+        }
+    }))
+    .unwrap()
+}
+
+fn message(title: &str) -> Message {
+    Message {
+        title: title.into(),
+        tier: Some("page".into()),
+        alerts: vec![alert()],
+        text: String::new(),
+    }
+}
+
+/// Channels from `[[channel]]` TOML, resolved as the daemon does.
+fn channels(toml_text: &str) -> Vec<Channel> {
+    let file: FileConfig = toml::from_str(toml_text).unwrap();
+    notify::config::resolve(file.channel).unwrap()
+}
+
+fn fast() -> WorkerOptions {
+    WorkerOptions {
+        backoff_base: Duration::from_millis(50),
+        backoff_cap: Duration::from_millis(200),
+        max_attempts: 8,
+        poll: Duration::from_millis(25),
+        send_timeout: Duration::from_secs(5),
+    }
+}
+
+/// A migrated database in a temp dir.
+fn database() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("driftwarden.db");
+    drop(Store::open(&path).unwrap());
+    (dir, path)
+}
+
+fn enqueue(db: &Path, channel: &str, m: &Message) -> i64 {
+    let conn = outbox::open(db).unwrap();
+    outbox::enqueue(&conn, channel, m, common::now_ms()).unwrap()
+}
+
+fn start(db: &Path, channels: &[Channel], options: WorkerOptions) -> (Notifier, Arc<Metrics>) {
+    let metrics = Arc::new(Metrics::default());
+    let n = notify::spawn(db, channels, options, metrics.clone()).unwrap();
+    (n, metrics)
+}
+
+fn row(db: &Path, id: i64) -> OutboxRow {
+    outbox::list(db, None, 1000)
+        .unwrap()
+        .into_iter()
+        .find(|r| r.id == id)
+        .expect("row exists")
+}
+
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !cond() {
+        assert!(
+            started.elapsed() < WAIT,
+            "timed out after {WAIT:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn wait_state(db: &Path, id: i64, state: OutboxState) -> OutboxRow {
+    wait_for(&format!("row {id} {state:?}"), || {
+        row(db, id).state == state
+    })
+    .await;
+    row(db, id)
+}
+
+fn slack_toml(url: &str) -> String {
+    format!("[[channel]]\nname = \"oncall\"\ntype = \"slack\"\nwebhook_url = \"{url}\"\n")
+}
+
+fn webhook_toml(url: &str) -> String {
+    format!("[[channel]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"{url}\"\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_gets_block_kit_with_a_fallback_text() {
+    let slack = Receiver::start();
+    let (_dir, db) = database();
+    let id = enqueue(&db, "oncall", &message("Cost drift on gpt-4o"));
+    let (worker, metrics) = start(
+        &db,
+        &channels(&slack_toml(&slack.url("/services/T0/B0/x"))),
+        fast(),
+    );
+    let sent = wait_state(&db, id, OutboxState::Sent).await;
+    worker.stop().await;
+
+    assert_eq!((sent.attempts, sent.last_error), (0, None));
+    let body = &slack.bodies()[0];
+    let text = body["text"].as_str().unwrap();
+    for want in [
+        "[PAGE] Cost drift on gpt-4o",
+        "on model=gpt-4o",
+        "observed 0.0123 vs baseline 0.0083",
+        "42.0% of requests, 61.5% of spend, 7 tenants, $182.50/day at risk, customer-facing",
+        "change nearby: deploy at 2026-06-06T09:00:00Z (route=summarize): prompt template v2",
+    ] {
+        assert!(text.contains(want), "fallback lacks {want:?}: {text}");
+    }
+    let blocks = body["blocks"].as_array().unwrap();
+    assert_eq!(blocks[0]["type"], "header");
+    assert_eq!(blocks[0]["text"]["text"], "Cost drift on gpt-4o");
+    let section = blocks.iter().find(|b| b["type"] == "section").unwrap();
+    assert!(
+        section["text"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("*FIRING*")
+    );
+    assert_eq!(section["fields"].as_array().unwrap().len(), 3);
+    let rendered = metrics.render();
+    assert!(
+        common::sample(
+            &rendered,
+            "driftwarden_notifications_sent_total{channel=\"oncall\"}"
+        ) == Some(1.0),
+        "{rendered}"
+    );
+    assert_eq!(
+        common::sample(&rendered, "driftwarden_outbox_pending{channel=\"oncall\"}"),
+        Some(0.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_500_is_retried_with_backoff_until_it_is_accepted() {
+    let slack = Receiver::start();
+    slack.then(&[Reply::Status(500), Reply::Status(503)]);
+    let (_dir, db) = database();
+    let id = enqueue(&db, "oncall", &message("retry me"));
+    let (worker, metrics) = start(&db, &channels(&slack_toml(&slack.url("/s"))), fast());
+    let sent = wait_state(&db, id, OutboxState::Sent).await;
+    worker.stop().await;
+    assert_eq!(slack.count(), 3);
+    assert_eq!(sent.attempts, 2);
+    assert_eq!(sent.last_error.as_deref(), Some("HTTP 503: failure 503"));
+    let rendered = metrics.render();
+    assert_eq!(
+        common::sample(
+            &rendered,
+            "driftwarden_notification_failures_total{channel=\"oncall\"}"
+        ),
+        Some(2.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_on_429_is_honored() {
+    let hook = Receiver::start();
+    hook.then(&[Reply::RetryAfter(1)]);
+    let (_dir, db) = database();
+    let id = enqueue(&db, "hook", &message("slow down"));
+    let (worker, _) = start(&db, &channels(&webhook_toml(&hook.url("/alerts"))), fast());
+    let sent = wait_state(&db, id, OutboxState::Sent).await;
+    worker.stop().await;
+    assert_eq!(hook.count(), 2);
+    let gap = hook.gaps()[0];
+    // The backoff alone would retry after 25-50 ms.
+    assert!(gap >= Duration::from_secs(1), "retried after {gap:?}");
+    assert_eq!(sent.attempts, 1);
+    assert!(sent.last_error.unwrap().starts_with("HTTP 429"));
+    let body = &hook.bodies()[1];
+    assert_eq!(body["title"], "slow down");
+    assert_eq!(body["alerts"][0]["rule"], "cost-per-request");
+    assert_eq!(body["alerts"][0]["at"], "2026-06-06T09:40:00Z");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_gets_at_most_one_message_per_second() {
+    let slack = Receiver::start();
+    let (_dir, db) = database();
+    let ids: Vec<i64> = (0..3)
+        .map(|i| enqueue(&db, "oncall", &message(&format!("m{i}"))))
+        .collect();
+    let (worker, _) = start(&db, &channels(&slack_toml(&slack.url("/s"))), fast());
+    wait_state(&db, ids[2], OutboxState::Sent).await;
+    worker.stop().await;
+    assert_eq!(slack.count(), 3);
+    for gap in slack.gaps() {
+        // Arrival times carry some network jitter; without pacing the gaps are a few ms.
+        assert!(gap >= Duration::from_millis(900), "gap of {gap:?}");
+    }
+    let titles: Vec<Value> = slack
+        .bodies()
+        .iter()
+        .map(|b| b["blocks"][0]["text"]["text"].clone())
+        .collect();
+    assert_eq!(
+        titles,
+        [json!("m0"), json!("m1"), json!("m2")],
+        "in enqueue order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_max_attempts_a_notification_is_dead() {
+    let hook = Receiver::start();
+    hook.always(Reply::Status(500));
+    let (_dir, db) = database();
+    let id = enqueue(&db, "hook", &message("doomed"));
+    let options = WorkerOptions {
+        max_attempts: 3,
+        ..fast()
+    };
+    let (worker, metrics) = start(&db, &channels(&webhook_toml(&hook.url("/a"))), options);
+    let dead = wait_state(&db, id, OutboxState::Dead).await;
+    // Give a wrongly continuing worker the time to try again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    worker.stop().await;
+    assert_eq!(hook.count(), 3);
+    assert_eq!(dead.attempts, 3);
+    assert_eq!(dead.last_error.as_deref(), Some("HTTP 500: failure 500"));
+    let rendered = metrics.render();
+    for (name, want) in [
+        (
+            "driftwarden_notifications_dead_total{channel=\"hook\"}",
+            1.0,
+        ),
+        (
+            "driftwarden_notification_failures_total{channel=\"hook\"}",
+            3.0,
+        ),
+        ("driftwarden_outbox_dead{channel=\"hook\"}", 1.0),
+        ("driftwarden_outbox_pending{channel=\"hook\"}", 0.0),
+    ] {
+        assert_eq!(
+            common::sample(&rendered, name),
+            Some(want),
+            "{name} in {rendered}"
+        );
+    }
+    assert_eq!(
+        outbox::list(&db, Some(OutboxState::Dead), 10)
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_4xx_other_than_429_is_dead_at_once() {
+    let hook = Receiver::start();
+    hook.always(Reply::Status(404));
+    let (_dir, db) = database();
+    let id = enqueue(&db, "hook", &message("gone"));
+    let (worker, _) = start(&db, &channels(&webhook_toml(&hook.url("/a"))), fast());
+    let dead = wait_state(&db, id, OutboxState::Dead).await;
+    worker.stop().await;
+    assert_eq!((hook.count(), dead.attempts), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sent_notification_is_never_sent_again_after_a_restart() {
+    let slack = Receiver::start();
+    let (_dir, db) = database();
+    let chans = channels(&slack_toml(&slack.url("/s")));
+    let id = enqueue(&db, "oncall", &message("once"));
+    let (worker, _) = start(&db, &chans, fast());
+    wait_state(&db, id, OutboxState::Sent).await;
+    worker.stop().await;
+
+    let (worker, _) = start(&db, &chans, fast());
+    // Many poll intervals of the new worker.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    worker.stop().await;
+    assert_eq!(slack.count(), 1);
+    assert_eq!(row(&db, id).state, OutboxState::Sent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_notification_survives_a_restart_and_is_delivered_after_it() {
+    let slack = Receiver::start();
+    slack.then(&[Reply::Status(502)]);
+    let (_dir, db) = database();
+    let chans = channels(&slack_toml(&slack.url("/s")));
+    let id = enqueue(&db, "oncall", &message("persistent"));
+    // A long backoff: the retry is due only after the restart.
+    let slow = WorkerOptions {
+        backoff_base: Duration::from_secs(2),
+        backoff_cap: Duration::from_secs(2),
+        ..fast()
+    };
+    let (worker, _) = start(&db, &chans, slow);
+    wait_for("the first attempt", || row(&db, id).attempts == 1).await;
+    worker.stop().await;
+    assert_eq!(row(&db, id).state, OutboxState::Pending);
+
+    let (worker, _) = start(&db, &chans, fast());
+    let sent = wait_state(&db, id, OutboxState::Sent).await;
+    worker.stop().await;
+    assert_eq!((slack.count(), sent.attempts), (2, 1));
+    assert_eq!(slack.bodies()[1]["blocks"][0]["text"]["text"], "persistent");
+}
+
+/// A mail as the SMTP server received it.
+#[derive(Clone, Default)]
+struct Mailbag {
+    mails: Arc<Mutex<Vec<Vec<u8>>>>,
+    current: Vec<u8>,
+}
+
+impl mailin_embedded::Handler for Mailbag {
+    fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.current.extend_from_slice(buf);
+        Ok(())
+    }
+
+    fn data_end(&mut self) -> mailin_embedded::Response {
+        let mail = std::mem::take(&mut self.current);
+        self.mails.lock().unwrap().push(mail);
+        mailin_embedded::response::OK
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_arrives_over_smtp_with_plain_and_html_parts() {
+    let bag = Mailbag::default();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut server = mailin_embedded::Server::new(bag.clone());
+    server.with_name("mx.test").with_tcp_listener(listener);
+    std::thread::spawn(move || server.serve().map_err(|e| e.to_string()));
+
+    let (_dir, db) = database();
+    let chans = channels(&format!(
+        "[[channel]]\nname = \"mail\"\ntype = \"email\"\nsmtp_url = \"smtp://127.0.0.1:{port}?tls=none\"\n\
+         from = \"Driftwarden <dw@example.com>\"\nto = [\"ops@example.com\", \"sre@example.com\"]\n"
+    ));
+    let mut m = message("Cost drift on <gpt-4o>");
+    m.alerts[0].summary = "spend & cost <up>".into();
+    let id = enqueue(&db, "mail", &m);
+    let (worker, _) = start(&db, &chans, fast());
+    wait_state(&db, id, OutboxState::Sent).await;
+    worker.stop().await;
+
+    let mails = bag.mails.lock().unwrap().clone();
+    assert_eq!(mails.len(), 1);
+    let mail = mailparse::parse_mail(&mails[0]).unwrap();
+    let header = |name: &str| {
+        mail.headers
+            .iter()
+            .find(|h| h.get_key().eq_ignore_ascii_case(name))
+            .map(|h| h.get_value())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        header("Subject"),
+        "[driftwarden] [PAGE] Cost drift on <gpt-4o>"
+    );
+    assert!(header("From").contains("dw@example.com"));
+    assert!(header("To").contains("ops@example.com") && header("To").contains("sre@example.com"));
+    let part = |mime: &str| {
+        mail.subparts
+            .iter()
+            .find(|p| p.ctype.mimetype == mime)
+            .unwrap_or_else(|| panic!("no {mime} part"))
+            .get_body()
+            .unwrap()
+    };
+    let plain = part("text/plain");
+    assert!(
+        plain.contains("observed 0.0123 vs baseline 0.0083"),
+        "{plain}"
+    );
+    assert!(plain.contains("spend & cost <up>"), "{plain}");
+    let html = part("text/html");
+    assert!(
+        html.contains("<h2>Cost drift on &lt;gpt-4o&gt;</h2>"),
+        "{html}"
+    );
+    assert!(html.contains("spend &amp; cost &lt;up&gt;"), "{html}");
+    assert!(html.contains("prompt template v2"), "{html}");
+}
+
+/// A `tracing` writer into a shared buffer.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// One thread: the worker's tasks log on the thread the capturing subscriber is set on.
+#[tokio::test(flavor = "current_thread")]
+async fn webhook_urls_and_passwords_never_reach_logs_or_the_outbox() {
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let logs = Capture::default();
+    let sink = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || sink.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let toml_text = format!(
+        "[[channel]]\nname = \"oncall\"\ntype = \"slack\"\n\
+         webhook_url = \"http://127.0.0.1:{closed}/services/T0/B0/slack-s3cret-token\"\n\
+         [[channel]]\nname = \"mail\"\ntype = \"email\"\n\
+         smtp_url = \"smtp://bob:hunter2-pw@127.0.0.1:{closed}?tls=none\"\nto = [\"ops@example.com\"]\n"
+    );
+    let chans = channels(&toml_text);
+    let (_dir, db) = database();
+    let a = enqueue(&db, "oncall", &message("a"));
+    let b = enqueue(&db, "mail", &message("b"));
+    let options = WorkerOptions {
+        max_attempts: 2,
+        ..fast()
+    };
+    let (worker, _) = start(&db, &chans, options);
+    let slack_row = wait_state(&db, a, OutboxState::Dead).await;
+    let mail_row = wait_state(&db, b, OutboxState::Dead).await;
+    worker.stop().await;
+
+    let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(logged.contains("notification given up"), "{logged}");
+    let stored = format!("{:?} {:?}", slack_row.last_error, mail_row.last_error);
+    assert!(stored.to_lowercase().contains("refused"), "{stored}");
+    let debug = format!("{chans:?}");
+    // Logs at every level, the dependencies' included (hyper's trace lines name the
+    // host and port, which are no secret).
+    for secret in ["s3cret", "hunter2", "/services/"] {
+        assert!(!logged.contains(secret), "{secret} logged: {logged}");
+    }
+    for secret in ["s3cret", "hunter2", "/services/", &format!(":{closed}")] {
+        assert!(!stored.contains(secret), "{secret} stored: {stored}");
+        assert!(!debug.contains(secret), "{secret} in Debug: {debug}");
+    }
+}
+
+/// The daemon end to end: `[[channel]]` from its config file, a row enqueued by
+/// another connection (as the alert stage does), `/v1/outbox` and `/metrics`.
+#[test]
+fn the_daemon_delivers_the_outbox_and_lists_dead_notifications() {
+    let slack = Receiver::start();
+    slack.then(&[Reply::Status(404)]);
+    let app = common::TestApp::builder()
+        .config(&slack_toml(&slack.url("/services/T0/B0/daemon-secret")))
+        .spawn();
+    let conn = outbox::open(&app.db).unwrap();
+    let dead = outbox::enqueue(&conn, "oncall", &message("first"), common::now_ms()).unwrap();
+    common::wait_until("a dead notification", common::WAIT, || {
+        app.metric("driftwarden_outbox_dead{channel=\"oncall\"}") == 1.0
+    });
+    let sent = outbox::enqueue(&conn, "oncall", &message("second"), common::now_ms()).unwrap();
+    common::wait_until("a sent notification", common::WAIT, || {
+        app.metric("driftwarden_notifications_sent_total{channel=\"oncall\"}") == 1.0
+    });
+
+    let r = app.get("/v1/outbox?state=dead");
+    assert_eq!(r.status().as_u16(), 200);
+    let text = r.text().unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let rows = v["notifications"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{text}");
+    assert_eq!(rows[0]["id"], dead);
+    assert_eq!(rows[0]["title"], "first");
+    assert_eq!(rows[0]["last_error"], "HTTP 404: failure 404");
+    let all: Value = app.get("/v1/outbox").json().unwrap();
+    assert_eq!(all["notifications"][0]["id"], sent);
+    assert_eq!(all["notifications"][0]["state"], "sent");
+    assert_eq!(app.get("/v1/outbox?state=lost").status().as_u16(), 400);
+    assert_eq!(
+        slack.state.hits.lock().unwrap()[1].path,
+        "/services/T0/B0/daemon-secret"
+    );
+
+    let everything = format!("{text}{all}{}{}", app.metrics_text(), app.log_text());
+    assert!(!everything.contains("daemon-secret"), "{everything}");
+    assert!(
+        !everything.contains(&slack.addr.to_string()),
+        "{everything}"
+    );
+}
