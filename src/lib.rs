@@ -17,6 +17,7 @@ pub mod identity;
 pub mod ingest;
 pub mod pricing;
 pub mod redact;
+pub mod sim;
 pub mod sources;
 pub mod store;
 pub mod telemetry;
