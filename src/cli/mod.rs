@@ -1,7 +1,8 @@
 //! The command line: `serve`, `import` and `check` work on the store; `recalibrate`
-//! and `changes` talk to a running daemon over HTTP.
+//! and `changes` talk to a running daemon over HTTP; `generate` writes simulated traffic.
 
 mod client;
+mod generate;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -57,6 +58,15 @@ enum Command {
     ///
     /// Example: driftwarden changes --since 2026-06-01T00:00:00Z
     Changes(ChangesArgs),
+    /// Write a synthetic gateway log (seeded, deterministic) for trying `replay` or `import`.
+    ///
+    /// Simulates a gateway's traffic (weekly rhythm, 3 models, 4 routes, tenants, errors,
+    /// evals) and plants the named scenario's drift, mostly on day 15. Writes usage
+    /// events and eval scores as native JSONL, the announced change events, and
+    /// optionally a New API `logs` table to follow with --gateway-db.
+    ///
+    /// Example: driftwarden generate --scenario silent_model_bump --seed 7 --events usage.jsonl --evals evals.jsonl --changes changes.jsonl
+    Generate(generate::GenerateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -173,6 +183,7 @@ pub fn run() -> Result<()> {
         Command::Check(args) => check(args),
         Command::Recalibrate(args) => recalibrate(args),
         Command::Changes(args) => changes(args),
+        Command::Generate(args) => generate::generate(args),
     }
 }
 

@@ -457,3 +457,184 @@ fn mix(a: u64, b: u64) -> u64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
 }
+
+#[cfg(test)]
+pub(super) mod tests {
+    use std::collections::{HashMap, HashSet};
+
+    use super::super::{Profile, Scenario, SimRecord, scenarios};
+    use super::*;
+
+    /// Usage events and eval scores of a scenario, split.
+    pub fn run(s: &Scenario, seed: u64) -> (Vec<UsageEvent>, Vec<EvalScore>) {
+        let (mut usage, mut evals) = (Vec::new(), Vec::new());
+        for r in s.generator(seed).unwrap() {
+            match r {
+                SimRecord::Usage(e) => usage.push(e),
+                SimRecord::Eval(e) => evals.push(e),
+            }
+        }
+        (usage, evals)
+    }
+
+    fn small(days: f64, peak_rpm: f64) -> Scenario {
+        scenarios::quiet(Profile {
+            days,
+            peak_rpm,
+            ..Profile::default()
+        })
+    }
+
+    #[test]
+    fn same_seed_same_records_other_seed_other_records() {
+        let s = small(0.5, 20.0);
+        let a: Vec<SimRecord> = s.generator(1).unwrap().collect();
+        let b: Vec<SimRecord> = s.generator(1).unwrap().collect();
+        assert!(a.len() > 1000, "{}", a.len());
+        assert_eq!(a, b);
+        let strip = |mut e: UsageEvent| {
+            e.id.clear();
+            e
+        };
+        let other: Vec<UsageEvent> = run(&s, 2).0.into_iter().map(strip).collect();
+        let first: Vec<UsageEvent> = run(&s, 1).0.into_iter().map(strip).collect();
+        assert_ne!(other, first);
+    }
+
+    #[test]
+    fn records_are_time_ordered_ids_unique_and_eval_lag_bounded() {
+        let s = small(2.0, 10.0);
+        let records: Vec<SimRecord> = s.generator(3).unwrap().collect();
+        assert!(records.windows(2).all(|w| w[0].ts_ms() <= w[1].ts_ms()));
+        let mut requests = HashMap::new();
+        let mut lags = Vec::new();
+        for r in &records {
+            match r {
+                SimRecord::Usage(e) => {
+                    assert!(e.id.starts_with("req-3-"), "{}", e.id);
+                    assert!(
+                        requests.insert(e.id.clone(), e.ts_ms).is_none(),
+                        "duplicate id"
+                    );
+                    assert!(e.ts_ms >= s.profile.start_ms && e.ts_ms < s.profile.end_ms());
+                }
+                SimRecord::Eval(v) => {
+                    let asked = requests[v.request_id.as_ref().unwrap()];
+                    lags.push(v.ts_ms - asked);
+                    assert_eq!(v.passed, Some(v.score.unwrap() >= PASS_SCORE));
+                }
+            }
+        }
+        lags.sort_unstable();
+        assert!(lags.len() > 1000, "{}", lags.len());
+        assert!(lags[0] >= 60_000 && *lags.last().unwrap() <= 6 * 3_600_000);
+        let median_min = lags[lags.len() / 2] as f64 / 60_000.0;
+        assert!(
+            (15.0..27.0).contains(&median_min),
+            "median lag {median_min} min"
+        );
+        let share = lags.len() as f64 / requests.len() as f64;
+        assert!((0.08..0.2).contains(&share), "eval coverage {share}");
+    }
+
+    #[test]
+    fn weekly_seasonality_is_visible() {
+        let (usage, _) = run(&small(14.0, 4.0), 5);
+        let mut by_hour = [0u32; 24];
+        let mut by_day = [0u32; 14];
+        for e in &usage {
+            let day = ((e.ts_ms - DEFAULT_START) / DAY_MS) as usize;
+            by_day[day] += 1;
+            // The default start is a Monday: days 5, 6, 12, 13 are weekends.
+            if day % 7 < 5 {
+                by_hour[((e.ts_ms % DAY_MS) / 3_600_000) as usize] += 1;
+            }
+        }
+        assert!(by_hour[10] > 2 * by_hour[3], "{by_hour:?}");
+        assert!(by_hour[15] > 2 * by_hour[23], "{by_hour:?}");
+        let weekend = by_day
+            .iter()
+            .enumerate()
+            .filter(|(d, _)| d % 7 >= 5)
+            .map(|(_, n)| *n)
+            .sum::<u32>()
+            / 4;
+        let weekday = by_day
+            .iter()
+            .enumerate()
+            .filter(|(d, _)| d % 7 < 5)
+            .map(|(_, n)| *n)
+            .sum::<u32>()
+            / 10;
+        assert!(
+            (weekend as f64) < 0.55 * weekday as f64,
+            "weekend {weekend} weekday {weekday}"
+        );
+    }
+
+    const DEFAULT_START: i64 = super::super::DEFAULT_START_MS;
+
+    #[test]
+    fn ten_thousand_tenants_all_appear_in_a_large_run() {
+        let s = scenarios::quiet(Profile {
+            days: 1.0,
+            peak_rpm: 400.0,
+            tenants: 10_000,
+            tenant_skew: 0.3,
+            ..Profile::default()
+        });
+        let mut seen = HashSet::new();
+        let mut n = 0;
+        for r in s.generator(11).unwrap() {
+            if let SimRecord::Usage(e) = r {
+                seen.insert(e.tenant.unwrap());
+                n += 1;
+            }
+        }
+        assert_eq!(seen.len(), 10_000, "{n} events");
+        assert!(seen.contains("tenant-00001") && seen.contains("tenant-10000"));
+    }
+
+    #[test]
+    fn errors_truncation_and_cost_look_like_a_gateway() {
+        let (usage, _) = run(&small(1.0, 20.0), 9);
+        let n = usage.len() as f64;
+        let errors = usage.iter().filter(|e| e.is_error()).count() as f64 / n;
+        let truncated = usage.iter().filter(|e| e.is_truncated()).count() as f64 / n;
+        assert!((0.005..0.02).contains(&errors), "error share {errors}");
+        assert!(
+            (0.01..0.04).contains(&truncated),
+            "truncation share {truncated}"
+        );
+        for e in &usage {
+            assert_eq!(e.is_error(), e.status != Some(200));
+            assert!(e.cached_tokens <= e.prompt_tokens);
+            assert!(e.cost_usd.is_some(), "every default model is priced: {e:?}");
+        }
+        let claude = usage
+            .iter()
+            .find(|e| e.model == "claude-3-5-sonnet" && !e.is_error() && e.cached_tokens == 0)
+            .unwrap();
+        // Priced at claude-3-5-sonnet's list price: 3 in, 15 out per million.
+        let expected =
+            (claude.prompt_tokens as f64 * 3.0 + claude.completion_tokens as f64 * 15.0) / 1e6;
+        assert!((claude.cost_usd.unwrap() - expected).abs() < 1e-12);
+    }
+
+    #[test]
+    fn invalid_profiles_are_refused() {
+        let mut s = small(1.0, 1.0);
+        s.profile.routes[0].models.insert("gpt-5".into(), 1.0);
+        assert!(
+            s.generator(1)
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("unknown model gpt-5")
+        );
+        let s = small(1.0, 1.0);
+        let mut bad = s.clone();
+        bad.profile.hourly.pop();
+        assert!(bad.generator(1).is_err());
+    }
+}
