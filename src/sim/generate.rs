@@ -417,7 +417,11 @@ impl Plan {
         event.latency_ms = Some((ttft + generation).round() as u64);
         event.finish_reason = Some(if truncated { "length" } else { "stop" }.to_string());
         let eval = (!fx.evals_stop && u_eval < r.eval_fraction).then(|| {
-            let score = (r.eval_mean + fx.score_shift + SCORE_SD * z_score).clamp(0.0, 1.0);
+            // Three decimals, as judges report them (and exact through JSON).
+            let score = ((r.eval_mean + fx.score_shift + SCORE_SD * z_score).clamp(0.0, 1.0)
+                * 1000.0)
+                .round()
+                / 1000.0;
             let lag = (self.profile.eval_lag_median_min
                 * 60_000.0
                 * (self.profile.eval_lag_sigma * z_lag).exp())

@@ -156,3 +156,101 @@ impl NewApiLogWriter {
         tx.commit().map_err(err)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::generate::tests::run;
+    use super::super::scenarios;
+    use super::*;
+    use crate::adapters::test_support::ctx;
+    use crate::adapters::{Decoder, Format, Record};
+
+    #[test]
+    fn rows_round_trip_through_the_newapi_adapter() {
+        let profile = Profile {
+            days: 0.25,
+            peak_rpm: 20.0,
+            error_rate: 0.1,
+            ..Profile::default()
+        };
+        let (events, _) = run(&scenarios::quiet(profile.clone()), 2);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("one-api.db");
+        let mut writer = NewApiLogWriter::open(&path, &profile).unwrap();
+        let (head, tail) = events.split_at(events.len() / 2);
+        writer.insert(head).unwrap();
+        drop(writer);
+        // Opening an existing gateway database appends to its table.
+        let mut writer = NewApiLogWriter::open(&path, &profile).unwrap();
+        writer.insert(tail).unwrap();
+        assert_eq!(writer.channels()["openai"], 1);
+        assert_eq!(writer.channels()["anthropic"], 2);
+
+        // The webhook's JSON shape of a row, built by SQLite from the columns.
+        let conn = Connection::open(&path).unwrap();
+        let mut stmt = conn
+            .prepare(
+                "SELECT json_object('id', id, 'created_at', created_at, 'type', type, 'username', username, \
+                 'token_name', token_name, 'model_name', model_name, 'quota', quota, 'prompt_tokens', prompt_tokens, \
+                 'completion_tokens', completion_tokens, 'use_time', use_time, 'is_stream', is_stream, \
+                 'channel_id', channel_id, 'group', \"group\", 'other', other) FROM logs ORDER BY id",
+            )
+            .unwrap();
+        let rows: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows.len(), events.len());
+        let ctx = ctx();
+        let mut decoder = Decoder::new(Format::NewApi, ctx.clone());
+        let now = profile.end_ms();
+        let mut failures = 0;
+        for (i, (row, want)) in rows.iter().zip(&events).enumerate() {
+            let Ok(Some(Record::Usage(got))) = decoder.decode(row.as_bytes(), 0, now) else {
+                panic!("row {row} did not decode");
+            };
+            let channel = writer.channels()[want.provider.as_deref().unwrap()];
+            assert_eq!(got.id, format!("newapi:{}", i + 1));
+            assert_eq!(got.ts_ms, want.ts_ms / 1000 * 1000);
+            assert_eq!(got.model, want.model);
+            assert_eq!(got.provider, Some(format!("channel-{channel}")));
+            assert_eq!(got.route, want.route);
+            assert_eq!(
+                got.tenant,
+                Some(ctx.identity.label(want.tenant.as_deref().unwrap()))
+            );
+            assert_eq!(got.status, want.status);
+            assert_eq!(got.is_error(), want.is_error());
+            assert_eq!(
+                got.latency_ms,
+                want.latency_ms
+                    .map(|ms| (ms as f64 / 1000.0).round() as u64 * 1000)
+            );
+            assert!((got.cost_usd.unwrap() - want.cost_usd.unwrap()).abs() <= 1.0 / QUOTA_PER_USD);
+            if want.is_error() {
+                failures += 1;
+                continue;
+            }
+            assert_eq!(got.resolved_model, want.resolved_model);
+            assert_eq!(
+                (got.prompt_tokens, got.completion_tokens, got.cached_tokens),
+                (
+                    want.prompt_tokens,
+                    want.completion_tokens,
+                    want.cached_tokens
+                )
+            );
+            assert_eq!(got.ttft_ms, want.ttft_ms);
+        }
+        assert!(failures > 10, "error rows were covered: {failures}");
+        let streamed: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM logs WHERE is_stream = 1 AND \"group\" != 'chat'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(streamed, 0, "only chat streams");
+    }
+}

@@ -208,3 +208,76 @@ pub fn write_records_jsonl(
     let written_evals = eval_out.map(Jsonl::finish).transpose()?.unwrap_or(0);
     Ok((usage_out.finish()?, written_evals))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::generate::tests::run;
+    use super::super::{Profile, scenarios};
+    use super::*;
+    use crate::adapters::test_support::ctx;
+    use crate::adapters::{Decoder, Format, Record};
+    use crate::domain::CostSource;
+
+    fn decode_lines(path: &Path, format: Format) -> Vec<Record> {
+        let mut d = Decoder::new(format, ctx());
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| d.decode(l.as_bytes(), 0, i64::MAX / 2).unwrap().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn native_files_decode_back_into_the_same_records() {
+        let s = scenarios::announced_deploy(Profile {
+            days: 0.2,
+            peak_rpm: 10.0,
+            ..Profile::default()
+        });
+        let (events, evals) = run(&s, 8);
+        let dir = tempfile::tempdir().unwrap();
+        let (u, e, c) = (
+            dir.path().join("u.jsonl"),
+            dir.path().join("e.jsonl"),
+            dir.path().join("c.jsonl"),
+        );
+        assert_eq!(
+            write_native_jsonl(&events, &u).unwrap(),
+            events.len() as u64
+        );
+        assert_eq!(write_evals_jsonl(&evals, &e).unwrap(), evals.len() as u64);
+        for (got, want) in decode_lines(&u, Format::Native).into_iter().zip(&events) {
+            let Record::Usage(mut got) = got else {
+                panic!("not usage")
+            };
+            // The decoder prices with its own table; the charged cost is what travels, up
+            // to serde_json's last-digit float parsing.
+            got.list_cost_usd = want.list_cost_usd;
+            let (g, w) = (got.cost_usd.unwrap(), want.cost_usd.unwrap());
+            assert!((g - w).abs() <= 1e-12 * w, "{g} {w}");
+            got.cost_usd = want.cost_usd;
+            assert_eq!(got.cost_source, CostSource::Gateway);
+            assert_eq!(&got, want);
+        }
+        let got: Vec<Record> = decode_lines(&e, Format::Evals);
+        assert_eq!(
+            got,
+            evals.iter().cloned().map(Record::Eval).collect::<Vec<_>>()
+        );
+
+        let (n_events, n_evals) =
+            write_records_jsonl(s.generator(8).unwrap(), &u, Some(&e)).unwrap();
+        assert_eq!(
+            (n_events, n_evals),
+            (events.len() as u64, evals.len() as u64)
+        );
+
+        write_changes_jsonl(&s.changes, &c).unwrap();
+        let line: serde_json::Value =
+            serde_json::from_str(std::fs::read_to_string(&c).unwrap().trim()).unwrap();
+        assert_eq!(
+            line,
+            serde_json::json!({"kind": "deploy", "ts": "2026-06-15T00:00:00.000Z", "scope": {"route": "summarize"}, "note": "summarize prompt template v2"})
+        );
+    }
+}
