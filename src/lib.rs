@@ -23,6 +23,7 @@ pub mod lanes;
 pub mod notify;
 pub mod pricing;
 pub mod redact;
+pub mod sim;
 pub mod sources;
 pub mod store;
 pub mod telemetry;

@@ -1,8 +1,10 @@
-//! The command line: `serve`, `import` and `check` work on the store; `recalibrate`,
-//! `changes` and `exceptions` talk to a running daemon over HTTP.
+//! The command line: `serve`, `import`, `check` and `replay` work on files and the
+//! store; `recalibrate`, `changes` and `exceptions` talk to a running daemon over HTTP;
+//! `generate` writes simulated traffic.
 
 mod client;
 mod exceptions;
+mod generate;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -66,6 +68,15 @@ enum Command {
     /// Example: driftwarden exceptions add --rule cost-per-request --scope model=gpt-4o
     /// --reason "nightly batch" --owner ana --for 7d
     Exceptions(exceptions::ExceptionsArgs),
+    /// Write a synthetic gateway log (seeded, deterministic) for trying `replay` or `import`.
+    ///
+    /// Simulates a gateway's traffic (weekly rhythm, 3 models, 4 routes, tenants, errors,
+    /// evals) and plants the named scenario's drift, mostly on day 15. Writes usage
+    /// events and eval scores as native JSONL, the announced change events, and
+    /// optionally a New API `logs` table to follow with --gateway-db.
+    ///
+    /// Example: driftwarden generate --scenario silent_model_bump --seed 7 --events usage.jsonl --evals evals.jsonl --changes changes.jsonl
+    Generate(generate::GenerateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -183,6 +194,7 @@ pub fn run() -> Result<()> {
         Command::Recalibrate(args) => recalibrate(args),
         Command::Changes(args) => changes(args),
         Command::Exceptions(args) => exceptions::run(args),
+        Command::Generate(args) => generate::generate(args),
     }
 }
 
