@@ -121,6 +121,18 @@ pub struct FileConfig {
     /// Notification channels (`[[channel]]`), besides those the environment sets up.
     #[serde(default)]
     pub channel: Vec<crate::notify::ChannelConfig>,
+    /// `[analysis]`: buckets, lateness, eval settling, scopes and their cardinality cap.
+    #[serde(default)]
+    pub analysis: crate::lanes::LaneParams,
+    /// `[baselines]`: how baselines learn.
+    #[serde(default)]
+    pub baselines: crate::baselines::BaselineParams,
+    /// `[recalibration]`: warm-up and epoch rules after change events.
+    #[serde(default)]
+    pub recalibration: crate::engine::RecalibrationParams,
+    /// `[routing]`: notification grouping and repeats.
+    #[serde(default)]
+    pub routing: crate::alerts::RoutingParams,
 }
 
 /// `[exceptions]`: limits of the exception registry.
@@ -233,6 +245,10 @@ pub struct Config {
     pub exceptions: crate::exceptions::Policy,
     /// Validated notification channels, from `[[channel]]` and the environment.
     pub channels: Vec<crate::notify::Channel>,
+    /// Lanes, baselines and recalibration parameters.
+    pub engine: crate::engine::EngineParams,
+    /// Notification grouping and repeats.
+    pub routing: crate::alerts::RoutingParams,
 }
 
 /// Values given on the command line; each overrides the file.
@@ -405,6 +421,15 @@ impl Config {
             aliases: file.identity.aliases,
             quota_per_unit,
             formats,
+            engine: crate::engine::EngineParams {
+                analysis: crate::lanes::LaneParams {
+                    customer_facing_routes: file.customer_facing_routes.clone(),
+                    ..file.analysis
+                },
+                baselines: file.baselines,
+                recalibration: file.recalibration,
+            },
+            routing: file.routing,
             customer_facing_routes: file.customer_facing_routes,
             exceptions,
             channels: crate::notify::config::resolve(file.channel).map_err(ConfigError::Value)?,

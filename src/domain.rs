@@ -225,6 +225,18 @@ pub enum Lane {
     Meta,
 }
 
+impl Lane {
+    /// Stable name used in storage and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::Structure => "structure",
+            Lane::Cost => "cost",
+            Lane::Eval => "eval",
+            Lane::Meta => "meta",
+        }
+    }
+}
+
 /// What a finding says happened. Every alert has exactly one kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -541,6 +553,9 @@ pub struct Baseline {
     pub median: f64,
     /// Median absolute deviation of that history (robust spread).
     pub mad: f64,
+    /// Mean of that history: the pooled level of a rate of rare events, whose
+    /// median is often zero.
+    pub mean: f64,
     /// How many values it was learned from.
     pub n: usize,
     /// Whether it came from the same hour and kind of day (seasonal) rather than

@@ -510,7 +510,7 @@ impl Engine {
                         }
                         let z = base.z(value, 0.02);
                         let rel = (value - base.median) / base.median.abs().max(1e-12);
-                        let step = series.cusum(z, 0.5, 8.0);
+                        let step = series.cusum(base.z(value, 0.05), 1.0, 12.0);
                         let held = st.steps.get(&rule.signal).copied().unwrap_or(0.0);
                         let sign = if step != 0
                             && rule.direction.admits(step as f64)
@@ -1174,7 +1174,11 @@ fn scalar_summary(
             test.rel.abs() * 100.0,
             movement(test.sign),
             if b.seasonal { "seasonal" } else { "recent" },
-            fmt_num(b.median),
+            fmt_num(if crate::detect::is_proportion(signal) {
+                b.mean
+            } else {
+                b.median
+            }),
             test.z,
             test.p_value
         ),

@@ -7,6 +7,8 @@
 #![warn(missing_docs)]
 
 pub mod adapters;
+pub mod alerts;
+pub mod analysis;
 pub mod api;
 pub mod baselines;
 pub mod cli;
@@ -23,6 +25,7 @@ pub mod lanes;
 pub mod notify;
 pub mod pricing;
 pub mod redact;
+pub mod replay;
 pub mod sim;
 pub mod sources;
 pub mod store;

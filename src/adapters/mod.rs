@@ -5,6 +5,7 @@
 //! usage record (a top-up row, a CSV header) is skipped.
 
 pub mod body;
+pub mod changes;
 mod evals;
 mod litellm;
 mod mapped;

@@ -57,10 +57,12 @@ impl Series {
             .filter(|r| r.len() >= p.seasonal_min)
         {
             let mut values: Vec<f32> = ring.iter().copied().collect();
+            let mean = mean(&values);
             let (median, mad) = median_mad(&mut values)?;
             return Some(Baseline {
                 median,
                 mad,
+                mean,
                 n: values.len(),
                 seasonal: true,
             });
@@ -70,10 +72,12 @@ impl Series {
         }
         let skip = self.recent.len().saturating_sub(p.recent_window);
         let mut values: Vec<f32> = self.recent.iter().skip(skip).copied().collect();
+        let mean = mean(&values);
         let (median, mad) = median_mad(&mut values)?;
         Some(Baseline {
             median,
             mad,
+            mean,
             n: values.len(),
             seasonal: false,
         })
@@ -238,6 +242,10 @@ impl Series {
             changed: p_value < 0.001 && shift.abs() >= min_shift,
         })
     }
+}
+
+fn mean(values: &[f32]) -> f64 {
+    values.iter().map(|&v| v as f64).sum::<f64>() / values.len().max(1) as f64
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 mod client;
 mod exceptions;
 mod generate;
+mod replay;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -77,6 +78,15 @@ enum Command {
     ///
     /// Example: driftwarden generate --scenario silent_model_bump --seed 7 --events usage.jsonl --evals evals.jsonl --changes changes.jsonl
     Generate(generate::GenerateArgs),
+    /// Run the serve pipeline over usage, eval and change files on a data clock, as
+    /// fast as it goes, and print one JSON alert line per firing and resolve.
+    ///
+    /// The same adapters, store, lanes, baselines, detectors, tiers and lifecycle as
+    /// `serve`: a backtest shows what production would have sent. The store is a
+    /// temporary file unless --db is given. Summary on stderr.
+    ///
+    /// Example: driftwarden replay --events usage.jsonl --evals evals.jsonl --changes changes.jsonl
+    Replay(replay::ReplayArgs),
 }
 
 #[derive(Debug, Args)]
@@ -195,6 +205,7 @@ pub fn run() -> Result<()> {
         Command::Changes(args) => changes(args),
         Command::Exceptions(args) => exceptions::run(args),
         Command::Generate(args) => generate::generate(args),
+        Command::Replay(args) => replay::replay(args),
     }
 }
 

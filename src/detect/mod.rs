@@ -76,6 +76,18 @@ pub struct Counts {
     pub variance: f64,
 }
 
+/// Whether a signal is a rate of events among observations, judged with a
+/// proportion test against the pooled (mean) rate.
+pub fn is_proportion(signal: Signal) -> bool {
+    matches!(
+        signal,
+        Signal::ErrorRate | Signal::TruncationRate | Signal::EvalPassRate | Signal::EvalCoverage
+    )
+}
+
+/// Fewest events beyond (or short of) the baseline rate for a proportion to count.
+const MIN_EXCESS_EVENTS: f64 = 5.0;
+
 /// Judge a scalar value against its baseline under `rule`.
 pub fn judge_scalar(
     rule: &Rule,
@@ -84,44 +96,54 @@ pub fn judge_scalar(
     counts: Counts,
     base: &Baseline,
 ) -> Option<Test> {
-    let diff = value - base.median;
+    let proportion = is_proportion(signal);
+    let center = if proportion { base.mean } else { base.median };
+    let diff = value - center;
     let sign = diff.signum();
     if !rule.direction.admits(sign) {
         return None;
     }
-    let rel = diff / base.median.abs().max(1e-12);
-    let z = base.z(value, 0.02);
-    let up = sign > 0.0;
-    let (p_value, name) = match signal {
-        Signal::ErrorRate
-        | Signal::TruncationRate
-        | Signal::EvalPassRate
-        | Signal::EvalCoverage => (
-            stats::one_sided_p(stats::proportion_z(counts.x, counts.n, base.median), up),
+    let rel = diff / center.abs().max(1e-9);
+    let robust = base.z(value, 0.02);
+    let (z, name) = match signal {
+        _ if proportion => (
+            stats::proportion_z(counts.x, counts.n, center),
             "proportion z-test",
         ),
-        Signal::Requests => (
-            stats::one_sided_p(stats::poisson_z(value, base.median), up),
-            "poisson",
-        ),
+        // Both must agree: the count's own Poisson noise and the day-to-day spread.
+        Signal::Requests => {
+            let poisson = stats::poisson_z(value, center);
+            (
+                sign * poisson.abs().min(robust.abs()),
+                "poisson and robust z",
+            )
+        }
         Signal::EvalScore => {
             let spread = 1.4826 * base.mad;
             let se = (counts.variance / counts.n.max(1) as f64 + spread * spread)
                 .sqrt()
                 .max(1e-9);
-            (stats::one_sided_p(diff / se, up), "mean vs baseline (t)")
+            (diff / se, "mean vs baseline (t)")
         }
-        _ => (stats::one_sided_p(z, up), "robust z"),
+        _ => (robust, "robust z"),
     };
-    let enough = match signal {
-        Signal::Requests | Signal::Spend => true,
-        _ => counts.n >= rule.min_samples,
+    let p_value = stats::one_sided_p(z, sign > 0.0);
+    let enough = signal == Signal::Requests || counts.n >= rule.min_samples;
+    // A handful of events is an anecdote however small the baseline rate was.
+    let excess_events =
+        !proportion || (counts.x as f64 - counts.n as f64 * center).abs() >= MIN_EXCESS_EVENTS;
+    // The recent-window fallback knows nothing of the time of day: ask more of it.
+    let min_z = if base.seasonal {
+        rule.min_z
+    } else {
+        rule.min_z * 1.5
     };
     let passes = enough
+        && excess_events
         && p_value < rule.alpha
         && rel.abs() >= rule.min_change
         && diff.abs() >= rule.min_abs
-        && z.abs() >= rule.min_z;
+        && z.abs() >= min_z;
     passes.then_some(Test {
         sign,
         rel,

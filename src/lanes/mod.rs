@@ -31,7 +31,9 @@ pub struct LaneParams {
     pub lateness_minutes: i64,
     /// How long after a bucket ends its evals are waited for before it is judged.
     pub eval_settle_minutes: i64,
-    /// Routes whose traffic reaches customers (raises the tier of alerts over them).
+    /// Routes whose traffic reaches customers; filled from the top-level
+    /// `customer_facing_routes` setting.
+    #[serde(skip)]
     pub customer_facing_routes: Vec<String>,
     /// Most distinct values per dimension; the rest count under `_other`.
     pub cardinality_cap: usize,

@@ -5,6 +5,7 @@
 //! open their own read-only connections (`queries.rs`), which WAL lets run beside it.
 
 mod aggregate;
+pub mod alerts;
 pub mod exceptions;
 mod migrate;
 pub mod outbox;
@@ -118,15 +119,35 @@ pub struct CommitReport {
     pub changes_duplicate: u64,
 }
 
+/// Which records of a batch were new, by index into its vectors.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Fresh {
+    /// Indexes into `Batch::events`.
+    pub events: Vec<u32>,
+    /// Indexes into `Batch::evals`.
+    pub evals: Vec<u32>,
+    /// Indexes into `Batch::changes`.
+    pub changes: Vec<u32>,
+}
+
 /// The writable store. Owned by exactly one thread.
 pub struct Store {
     conn: Connection,
     path: PathBuf,
     /// Source name to its row in `sources`; a handful of entries, read on every commit.
     source_ids: HashMap<String, i64>,
+    /// Whether raw event rows are written (replay may keep aggregates only).
+    keep_raw: bool,
 }
 
 impl Store {
+    /// Keep only aggregates, not raw event rows: for a throwaway replay store, where
+    /// speed matters and nothing reads raw rows. Events are then not deduplicated.
+    pub fn without_raw_events(mut self) -> Store {
+        self.keep_raw = false;
+        self
+    }
+
     /// Open (creating if needed) and migrate the database at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let open_err = |source| StoreError::Open {
@@ -153,6 +174,7 @@ impl Store {
             conn,
             path: path.to_path_buf(),
             source_ids: HashMap::new(),
+            keep_raw: true,
         })
     }
 
@@ -206,7 +228,18 @@ impl Store {
     /// Store a batch in one transaction: events (idempotent by id) with their
     /// per-minute aggregates, eval scores, dead letters and the tail checkpoint.
     pub fn commit(&mut self, batch: &Batch, now_ms: i64) -> Result<CommitReport, StoreError> {
+        self.commit_fresh(batch, now_ms).map(|(report, _)| report)
+    }
+
+    /// Like `commit`, and say which records were new (not duplicates), so the
+    /// analysis counts each record once however often it is resent.
+    pub fn commit_fresh(
+        &mut self,
+        batch: &Batch,
+        now_ms: i64,
+    ) -> Result<(CommitReport, Fresh), StoreError> {
         let mut report = CommitReport::default();
+        let mut fresh = Fresh::default();
         let source_id = self.source_id(&batch.source)?;
         let tx = self.conn.transaction()?;
         {
@@ -217,7 +250,13 @@ impl Store {
                  latency_ms, ttft_ms, status, finish_reason, error_type, source_id, received_ms) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
             )?;
-            for e in &batch.events {
+            for (i, e) in batch.events.iter().enumerate() {
+                if !self.keep_raw {
+                    report.events_inserted += 1;
+                    fresh.events.push(i as u32);
+                    agg.add(e);
+                    continue;
+                }
                 // Positional binds without a params slice: this runs once per event.
                 insert.raw_bind_parameter(1, &e.id)?;
                 insert.raw_bind_parameter(2, e.ts_ms)?;
@@ -242,6 +281,7 @@ impl Store {
                 let changed = insert.raw_execute()?;
                 if changed == 1 {
                     report.events_inserted += 1;
+                    fresh.events.push(i as u32);
                     agg.add(e);
                 } else {
                     report.events_duplicate += 1;
@@ -253,7 +293,7 @@ impl Store {
                 "INSERT OR IGNORE INTO eval_scores (key, request_id, route, model, evaluator, ts_ms, score, passed, source_id, received_ms) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
-            for s in &batch.evals {
+            for (i, s) in batch.evals.iter().enumerate() {
                 let changed = insert_eval.execute(params![
                     s.key(),
                     s.request_id,
@@ -268,6 +308,7 @@ impl Store {
                 ])?;
                 if changed == 1 {
                     report.evals_inserted += 1;
+                    fresh.evals.push(i as u32);
                 } else {
                     report.evals_duplicate += 1;
                 }
@@ -303,7 +344,7 @@ impl Store {
                 "INSERT OR IGNORE INTO change_events (ts_ms, kind, scope, note, origin, received_ms) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
-            for c in &batch.changes {
+            for (i, c) in batch.changes.iter().enumerate() {
                 let scope = serde_json::to_string(&c.scope).expect("a string map serializes");
                 let changed = insert_change.execute(params![
                     c.ts_ms,
@@ -315,6 +356,7 @@ impl Store {
                 ])?;
                 if changed == 1 {
                     report.changes_inserted += 1;
+                    fresh.changes.push(i as u32);
                 } else {
                     report.changes_duplicate += 1;
                 }
@@ -329,7 +371,7 @@ impl Store {
             }
         }
         tx.commit()?;
-        Ok(report)
+        Ok((report, fresh))
     }
 
     /// Delete raw events, eval scores and dead letters older than `cutoff_ms`.

@@ -1,0 +1,106 @@
+//! Change events (deploys, model bumps, config changes) as posted to
+//! `/recalibrate` or written one per line in a replay's changes file.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::timestamp::Ts;
+use crate::domain::{ChangeEvent, ChangeKind, SCOPE_DIMS};
+
+/// Longest note kept, in characters.
+const MAX_NOTE_CHARS: usize = 1000;
+
+/// A change event as posted (DESIGN.md, "ChangeEvent").
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangeBody {
+    kind: ChangeKind,
+    /// When it happened; default now.
+    ts: Option<Ts>,
+    #[serde(default)]
+    scope: BTreeMap<String, String>,
+    #[serde(default)]
+    note: String,
+}
+
+/// Turn a posted body into a change event, or say what is wrong with it.
+pub fn parse_change(body: &[u8], now: i64, max_future_ms: i64) -> Result<ChangeEvent, String> {
+    let b: ChangeBody = serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "invalid change event: {e}; expected {{\"kind\":\"deploy|model_bump|config_change\",\"ts\":\"...\",\"scope\":{{\"route\":\"...\"}},\"note\":\"...\"}}"
+        )
+    })?;
+    for (dim, value) in &b.scope {
+        if !SCOPE_DIMS.contains(&dim.as_str()) {
+            return Err(format!(
+                "scope key {dim:?} is not one of {}",
+                SCOPE_DIMS.join(", ")
+            ));
+        }
+        if value.trim().is_empty() {
+            return Err(format!("scope {dim} has an empty value"));
+        }
+    }
+    if b.note.chars().count() > MAX_NOTE_CHARS {
+        return Err(format!("note is longer than {MAX_NOTE_CHARS} characters"));
+    }
+    let ts_ms = b.ts.map(|t| t.0).unwrap_or(now);
+    if ts_ms > now + max_future_ms {
+        return Err("ts is in the future: post a change when it happens".into());
+    }
+    Ok(ChangeEvent {
+        kind: b.kind,
+        ts_ms,
+        scope: b.scope,
+        note: b.note,
+        origin: "api".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_780_358_400_000;
+
+    #[test]
+    fn design_example_parses() {
+        let c = parse_change(
+            br#"{"kind":"deploy","ts":"2026-06-01T12:00:00Z","scope":{"route":"summarize"},"note":"prompt template v2"}"#,
+            NOW,
+            900_000,
+        )
+        .unwrap();
+        assert_eq!(c.kind, ChangeKind::Deploy);
+        assert_eq!(c.ts_ms, 1_780_315_200_000);
+        assert_eq!(c.scope.get("route").map(String::as_str), Some("summarize"));
+        assert_eq!(c.note, "prompt template v2");
+    }
+
+    #[test]
+    fn defaults_to_now_and_everything() {
+        let c = parse_change(br#"{"kind":"model_bump"}"#, NOW, 0).unwrap();
+        assert_eq!((c.ts_ms, c.scope.is_empty()), (NOW, true));
+    }
+
+    #[test]
+    fn mistakes_are_explained() {
+        for (body, want) in [
+            (r#"{"kind":"rollout"}"#, "deploy|model_bump|config_change"),
+            (
+                r#"{"kind":"deploy","scope":{"region":"eu"}}"#,
+                "is not one of model, route",
+            ),
+            (r#"{"kind":"deploy","scope":{"route":" "}}"#, "empty value"),
+            (
+                r#"{"kind":"deploy","ts":"2030-01-01T00:00:00Z"}"#,
+                "in the future",
+            ),
+            (r#"{"kind":"deploy","by":"me"}"#, "unknown field"),
+        ] {
+            let err = parse_change(body.as_bytes(), NOW, 900_000).unwrap_err();
+            assert!(err.contains(want), "{body}: {err}");
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Notification grouping per tier and channel: the first alert of a quiet group
+//! waits `group_wait` for company, later ones go out at most every
+//! `group_interval`, so a burst becomes one message instead of fifty.
+
+use std::collections::BTreeMap;
+
+use crate::domain::{Alert, AlertEvent, scope_label};
+use crate::notify::Message;
+
+#[derive(Debug, Default)]
+struct Group {
+    alerts: Vec<Alert>,
+    due_ms: i64,
+    last_flush_ms: Option<i64>,
+}
+
+/// Open notification groups, keyed by (tier, channel).
+#[derive(Debug)]
+pub struct Grouper {
+    wait_ms: i64,
+    interval_ms: i64,
+    groups: BTreeMap<(String, String), Group>,
+}
+
+impl Grouper {
+    /// Groups that wait `wait_ms` before their first message and `interval_ms` between messages.
+    pub fn new(wait_ms: i64, interval_ms: i64) -> Grouper {
+        Grouper {
+            wait_ms,
+            interval_ms,
+            groups: BTreeMap::new(),
+        }
+    }
+
+    /// Queue an alert line for `channel` under `tier`.
+    pub fn add(&mut self, tier: &str, channel: &str, alert: Alert, now_ms: i64) {
+        let group = self
+            .groups
+            .entry((tier.to_string(), channel.to_string()))
+            .or_default();
+        if group.alerts.is_empty() {
+            let after_last = group
+                .last_flush_ms
+                .map_or(i64::MIN, |t| t + self.interval_ms);
+            group.due_ms = (now_ms + self.wait_ms).max(after_last);
+        }
+        group.alerts.push(alert);
+    }
+
+    /// Messages due at `now_ms`, as (channel, message).
+    pub fn flush(&mut self, now_ms: i64) -> Vec<(String, Message)> {
+        let mut out = Vec::new();
+        for ((tier, channel), group) in &mut self.groups {
+            if group.alerts.is_empty() || group.due_ms > now_ms {
+                continue;
+            }
+            let alerts = std::mem::take(&mut group.alerts);
+            group.last_flush_ms = Some(now_ms);
+            out.push((channel.clone(), message(tier, alerts)));
+        }
+        out
+    }
+}
+
+fn message(tier: &str, alerts: Vec<Alert>) -> Message {
+    let firing = alerts
+        .iter()
+        .filter(|a| a.event == AlertEvent::Firing)
+        .count();
+    let resolved = alerts.len() - firing;
+    let title = match (alerts.as_slice(), firing, resolved) {
+        ([one], _, _) => format!(
+            "{} {} on {}",
+            if one.event == AlertEvent::Firing {
+                "FIRING"
+            } else {
+                "RESOLVED"
+            },
+            one.kind.as_str(),
+            scope_label(&one.scope)
+        ),
+        (_, f, 0) => format!("{f} alerts firing"),
+        (_, 0, r) => format!("{r} alerts resolved"),
+        (_, f, r) => format!("{f} firing, {r} resolved"),
+    };
+    Message {
+        title: format!("[{tier}] {title}"),
+        tier: Some(tier.to_string()),
+        alerts,
+        text: String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Kind, Lane};
+
+    fn alert(rule: &str) -> Alert {
+        Alert {
+            event: AlertEvent::Firing,
+            rule: rule.into(),
+            lane: Lane::Cost,
+            kind: Kind::CostDrift,
+            scope: Default::default(),
+            at_ms: 0,
+            tier: "page".into(),
+            tier_rank: 1,
+            summary: String::new(),
+            evidence: serde_json::json!({}),
+        }
+    }
+
+    #[test]
+    fn a_burst_waits_then_goes_as_one_message_and_later_ones_respect_the_interval() {
+        let mut g = Grouper::new(30_000, 300_000);
+        g.add("page", "slack", alert("a"), 0);
+        g.add("page", "slack", alert("b"), 10_000);
+        assert!(g.flush(29_000).is_empty());
+        let sent = g.flush(30_000);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].1.alerts.len(), 2);
+        assert_eq!(sent[0].1.title, "[page] 2 alerts firing");
+        g.add("page", "slack", alert("c"), 40_000);
+        assert!(g.flush(100_000).is_empty(), "within the group interval");
+        assert_eq!(g.flush(330_000).len(), 1);
+    }
+
+    #[test]
+    fn groups_are_per_tier_and_channel() {
+        let mut g = Grouper::new(0, 0);
+        g.add("page", "slack", alert("a"), 0);
+        g.add("page", "email", alert("a"), 0);
+        g.add("digest", "email", alert("b"), 0);
+        assert_eq!(g.flush(0).len(), 3);
+    }
+}

@@ -1,0 +1,464 @@
+//! Alerts: findings become alerts with a lifecycle (pending → firing → resolved,
+//! keyed by rule and scope), a tier from their blast radius, exception checks, a
+//! daily budget, grouping, and a durable outbox entry per notification.
+//!
+//! **Invariant:** every alert and transition is stored, including suppressed ones;
+//! an exception stops notification, never recording.
+
+pub mod grouping;
+
+use std::collections::HashMap;
+
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::detect::Finding;
+use crate::domain::{Alert, AlertEvent, Lane, Scope};
+use crate::engine::{Output, Tick};
+use crate::exceptions::Registry;
+use crate::notify::Message;
+use crate::store::{StoreError, alerts as sql, outbox};
+use crate::tiers::Tiers;
+use crate::tiers::{Admission, Budget, flood_summary, flooding_alerts};
+use grouping::Grouper;
+
+/// `[routing]` in the config: how notifications are grouped and repeated.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoutingParams {
+    /// Seconds a new group waits for more alerts before its first message.
+    pub group_wait_seconds: u64,
+    /// Seconds between two messages of one group.
+    pub group_interval_seconds: u64,
+    /// Seconds after which a still-firing alert is notified again.
+    pub repeat_interval_seconds: u64,
+}
+
+impl Default for RoutingParams {
+    fn default() -> RoutingParams {
+        RoutingParams {
+            group_wait_seconds: 30,
+            group_interval_seconds: 300,
+            repeat_interval_seconds: 4 * 3600,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Active {
+    id: i64,
+    firing: bool,
+    started_ms: i64,
+    suppressed_by: Option<i64>,
+    lane: Lane,
+    last: Option<Alert>,
+    notified_ms: i64,
+}
+
+/// The alert stage. Owns its own connection to the daemon's database.
+pub struct AlertStage {
+    conn: Connection,
+    tiers: Tiers,
+    budget: Budget,
+    registry: Option<Registry>,
+    routing: RoutingParams,
+    grouper: Grouper,
+    notify: bool,
+    active: HashMap<(String, Scope), Active>,
+    last_housekeeping_ms: i64,
+}
+
+const HOUR_MS: i64 = 3_600_000;
+
+impl AlertStage {
+    /// An alert stage on `conn`. With `notify` false (replay), nothing is queued
+    /// for delivery; alerts are still stored and returned.
+    pub fn new(
+        conn: Connection,
+        tiers: Tiers,
+        registry: Option<Registry>,
+        routing: RoutingParams,
+        notify: bool,
+    ) -> Result<AlertStage, StoreError> {
+        let mut active = HashMap::new();
+        for a in sql::open_alerts(&conn)? {
+            let lane = match a.lane.as_str() {
+                "cost" => Lane::Cost,
+                "eval" => Lane::Eval,
+                "meta" => Lane::Meta,
+                _ => Lane::Structure,
+            };
+            let key = (a.rule, a.scope);
+            active.insert(
+                key,
+                Active {
+                    id: a.id,
+                    firing: a.firing,
+                    started_ms: a.started_ms,
+                    suppressed_by: a.suppressed_by,
+                    lane,
+                    last: None,
+                    notified_ms: a.started_ms,
+                },
+            );
+        }
+        let budget = Budget::new(&tiers);
+        Ok(AlertStage {
+            conn,
+            grouper: Grouper::new(
+                routing.group_wait_seconds as i64 * 1000,
+                routing.group_interval_seconds as i64 * 1000,
+            ),
+            tiers,
+            budget,
+            registry,
+            routing,
+            notify,
+            active,
+            last_housekeeping_ms: i64::MIN,
+        })
+    }
+
+    /// Store and route what the engine produced; `now_ms` is the clock notifications
+    /// and budgets run on (wall clock live, data clock in replay). Returns every
+    /// firing and resolved line, suppressed ones included.
+    pub fn handle(&mut self, out: Output, now_ms: i64) -> Result<Vec<Alert>, StoreError> {
+        for c in &out.changes {
+            sql::insert_change(&self.conn, c, now_ms)?;
+        }
+        for r in &out.reports {
+            let report = serde_json::to_value(r).unwrap_or(Value::Null);
+            sql::set_impact(&self.conn, &r.change, &report)?;
+            tracing::info!(kind = r.change.kind.as_str(), scope = %crate::domain::scope_label(&r.scope), summary = %r.summary, "change-impact report");
+            self.inform(
+                &format!(
+                    "Change impact: {} {}",
+                    r.change.kind.as_str(),
+                    crate::domain::scope_label(&r.scope)
+                ),
+                &r.summary,
+                now_ms,
+            )?;
+        }
+        let mut lines = Vec::new();
+        for tick in &out.ticks {
+            self.tick(tick, now_ms, &mut lines)?;
+        }
+        if now_ms.div_euclid(HOUR_MS) != self.last_housekeeping_ms.div_euclid(HOUR_MS) {
+            self.last_housekeeping_ms = now_ms;
+            self.housekeeping(now_ms, &mut lines)?;
+        }
+        self.flush(now_ms)?;
+        Ok(lines)
+    }
+
+    /// Send what is due (call periodically even without new ticks).
+    pub fn flush(&mut self, now_ms: i64) -> Result<(), StoreError> {
+        for (channel, message) in self.grouper.flush(now_ms) {
+            outbox::enqueue(&self.conn, &channel, &message, now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// End of a replay: close the budget's days so floods are reported.
+    pub fn finish(&mut self, at_ms: i64) -> Result<Vec<Alert>, StoreError> {
+        let mut lines = Vec::new();
+        self.floods(i64::MAX, at_ms, &mut lines)?;
+        self.flush(i64::MAX)?;
+        Ok(lines)
+    }
+
+    fn inform(&mut self, title: &str, text: &str, now_ms: i64) -> Result<(), StoreError> {
+        if !self.notify {
+            return Ok(());
+        }
+        let meta = self.tiers.meta_tier().clone();
+        let message = Message {
+            title: title.to_string(),
+            tier: None,
+            alerts: Vec::new(),
+            text: text.to_string(),
+        };
+        for channel in &meta.channels {
+            outbox::enqueue(&self.conn, channel, &message, now_ms)?;
+        }
+        Ok(())
+    }
+
+    fn line(&self, f: &Finding, at_ms: i64) -> Alert {
+        let assignment = self.tiers.assign(&f.impact, f.max_tier.as_deref());
+        let mut evidence = f.evidence.clone();
+        evidence.insert("tier".into(), assignment.evidence(&f.impact));
+        Alert {
+            event: AlertEvent::Firing,
+            rule: f.rule_name.clone(),
+            lane: f.lane,
+            kind: f.kind,
+            scope: f.labels.clone(),
+            at_ms,
+            tier: assignment.tier.name,
+            tier_rank: assignment.tier.rank,
+            summary: f.summary.clone(),
+            evidence: Value::Object(evidence),
+        }
+    }
+
+    fn suppression(&self, a: &Alert, now_ms: i64) -> Result<Option<i64>, StoreError> {
+        let Some(registry) = &self.registry else {
+            return Ok(None);
+        };
+        registry
+            .matching(&self.conn, &a.rule, &a.scope, a.tier_rank, now_ms)
+            .map_err(|e| StoreError::Migrate(e.to_string()))
+    }
+
+    fn tick(&mut self, tick: &Tick, now_ms: i64, lines: &mut Vec<Alert>) -> Result<(), StoreError> {
+        let mut seen = std::collections::HashSet::new();
+        for f in &tick.findings {
+            let key = (f.rule_name.clone(), f.labels.clone());
+            seen.insert(key.clone());
+            let line = self.line(f, tick.at_ms);
+            match self
+                .active
+                .get(&key)
+                .map(|a| (a.firing, a.started_ms, a.suppressed_by, a.notified_ms, a.id))
+            {
+                None => {
+                    let fire = f.for_ms == 0;
+                    let suppressed = if fire {
+                        self.suppression(&line, now_ms)?
+                    } else {
+                        None
+                    };
+                    let state = if fire { "firing" } else { "pending" };
+                    let id = sql::insert(&self.conn, &line, state, tick.at_ms, suppressed)?;
+                    sql::transition(&self.conn, id, &line, state, suppressed)?;
+                    self.active.insert(
+                        key,
+                        Active {
+                            id,
+                            firing: fire,
+                            started_ms: tick.at_ms,
+                            suppressed_by: suppressed,
+                            lane: f.lane,
+                            last: Some(line.clone()),
+                            notified_ms: now_ms,
+                        },
+                    );
+                    if fire {
+                        self.fired(&line, suppressed, now_ms, lines)?;
+                    }
+                }
+                Some((false, started, _, _, id)) => {
+                    if tick.at_ms - started >= f.for_ms {
+                        let suppressed = self.suppression(&line, now_ms)?;
+                        sql::update(&self.conn, id, &line, "firing", suppressed)?;
+                        sql::transition(&self.conn, id, &line, "firing", suppressed)?;
+                        if let Some(a) = self.active.get_mut(&key) {
+                            a.firing = true;
+                            a.suppressed_by = suppressed;
+                            a.notified_ms = now_ms;
+                        }
+                        self.fired(&line, suppressed, now_ms, lines)?;
+                    }
+                    if let Some(a) = self.active.get_mut(&key) {
+                        a.last = Some(line);
+                    }
+                }
+                Some((true, _, suppressed, notified, id)) => {
+                    // An exception that expired or was revoked lets the alert flow again.
+                    let still = match suppressed {
+                        Some(_) => self.suppression(&line, now_ms)?,
+                        None => None,
+                    };
+                    sql::update(&self.conn, id, &line, "firing", still)?;
+                    let repeat =
+                        now_ms - notified >= self.routing.repeat_interval_seconds as i64 * 1000;
+                    if (suppressed.is_some() && still.is_none()) || (still.is_none() && repeat) {
+                        sql::transition(&self.conn, id, &line, "firing", None)?;
+                        self.route(&line, now_ms);
+                        if let Some(a) = self.active.get_mut(&key) {
+                            a.notified_ms = now_ms;
+                        }
+                    }
+                    if let Some(a) = self.active.get_mut(&key) {
+                        a.suppressed_by = still;
+                        a.last = Some(line);
+                    }
+                }
+            }
+        }
+        let cleared: Vec<(String, Scope)> = self
+            .active
+            .iter()
+            .filter(|(k, a)| tick.lanes.contains(&a.lane) && !seen.contains(*k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in cleared {
+            let Some(a) = self.active.remove(&key) else {
+                continue;
+            };
+            let Some(mut line) = a.last else {
+                sql::mark_resolved(&self.conn, a.id, tick.at_ms)?;
+                continue;
+            };
+            line.event = AlertEvent::Resolved;
+            line.at_ms = tick.at_ms;
+            sql::update(&self.conn, a.id, &line, "resolved", a.suppressed_by)?;
+            if a.firing {
+                sql::transition(&self.conn, a.id, &line, "resolved", a.suppressed_by)?;
+                if a.suppressed_by.is_none() {
+                    self.route(&line, now_ms);
+                }
+                lines.push(line);
+            }
+        }
+        Ok(())
+    }
+
+    fn fired(
+        &mut self,
+        line: &Alert,
+        suppressed: Option<i64>,
+        now_ms: i64,
+        lines: &mut Vec<Alert>,
+    ) -> Result<(), StoreError> {
+        match (suppressed, &self.registry) {
+            (Some(id), Some(registry)) => {
+                registry
+                    .record_hit(&self.conn, id, now_ms)
+                    .map_err(|e| StoreError::Migrate(e.to_string()))?;
+                tracing::info!(rule = %line.rule, exception = id, "alert suppressed by an exception");
+            }
+            _ => self.route(line, now_ms),
+        }
+        lines.push(line.clone());
+        Ok(())
+    }
+
+    fn route(&mut self, line: &Alert, now_ms: i64) {
+        if !self.notify {
+            return;
+        }
+        let Some(def) = self.tiers.by_name(&line.tier) else {
+            return;
+        };
+        for channel in def.tier.channels.clone() {
+            // Resolves are not budgeted: they close what was already said.
+            let admitted = line.event == AlertEvent::Resolved
+                || self.budget.admit(&line.tier, &channel, &line.rule, now_ms) == Admission::Send;
+            if admitted {
+                self.grouper.add(&line.tier, &channel, line.clone(), now_ms);
+            }
+        }
+    }
+
+    fn floods(
+        &mut self,
+        until_ms: i64,
+        at_ms: i64,
+        lines: &mut Vec<Alert>,
+    ) -> Result<(), StoreError> {
+        let floods = self.budget.take_floods(until_ms);
+        if floods.is_empty() {
+            return Ok(());
+        }
+        for f in &floods {
+            if self.notify {
+                let message = Message {
+                    title: format!("[{}] {} alerts folded", f.tier, f.folded),
+                    tier: Some(f.tier.clone()),
+                    alerts: Vec::new(),
+                    text: flood_summary(f),
+                };
+                outbox::enqueue(&self.conn, &f.channel, &message, at_ms)?;
+            }
+        }
+        let meta = self.tiers.meta_tier().clone();
+        for alert in flooding_alerts(&floods, &meta, at_ms) {
+            self.meta_alert(alert, at_ms, lines)?;
+        }
+        Ok(())
+    }
+
+    fn meta_alert(
+        &mut self,
+        alert: Alert,
+        now_ms: i64,
+        lines: &mut Vec<Alert>,
+    ) -> Result<(), StoreError> {
+        let key = (alert.rule.clone(), alert.scope.clone());
+        if self.active.contains_key(&key) {
+            return Ok(());
+        }
+        let id = sql::insert(&self.conn, &alert, "firing", alert.at_ms, None)?;
+        sql::transition(&self.conn, id, &alert, "firing", None)?;
+        if self.notify {
+            for channel in self.tiers.meta_tier().channels.clone() {
+                self.grouper
+                    .add(&alert.tier, &channel, alert.clone(), now_ms);
+            }
+        }
+        self.active.insert(
+            key,
+            Active {
+                id,
+                firing: true,
+                started_ms: alert.at_ms,
+                suppressed_by: None,
+                lane: Lane::Meta,
+                last: Some(alert.clone()),
+                notified_ms: now_ms,
+            },
+        );
+        lines.push(alert);
+        Ok(())
+    }
+
+    fn housekeeping(&mut self, now_ms: i64, lines: &mut Vec<Alert>) -> Result<(), StoreError> {
+        self.floods(now_ms, now_ms, lines)?;
+        let Some(registry) = &self.registry else {
+            return Ok(());
+        };
+        let err = |e: crate::exceptions::ExceptionError| StoreError::Migrate(e.to_string());
+        registry
+            .sweep_expired(&mut self.conn, now_ms)
+            .map_err(err)?;
+        let shares: HashMap<String, f64> =
+            sql::suppressed_share(&self.conn, now_ms - 7 * 24 * HOUR_MS)?
+                .into_iter()
+                .collect();
+        let meta = self.tiers.meta_tier().clone();
+        let creeping = registry
+            .creep(&self.conn, now_ms, &shares, &meta)
+            .map_err(err)?;
+        let keys: std::collections::HashSet<(String, Scope)> = creeping
+            .iter()
+            .map(|a| (a.rule.clone(), a.scope.clone()))
+            .collect();
+        for alert in creeping {
+            self.meta_alert(alert, now_ms, lines)?;
+        }
+        // Creep that went away resolves.
+        let gone: Vec<(String, Scope)> = self
+            .active
+            .keys()
+            .filter(|(rule, _)| rule == "exception_creep")
+            .filter(|k| !keys.contains(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some(a) = self.active.remove(&key) {
+                if let Some(mut line) = a.last {
+                    line.event = AlertEvent::Resolved;
+                    line.at_ms = now_ms;
+                    sql::update(&self.conn, a.id, &line, "resolved", None)?;
+                    sql::transition(&self.conn, a.id, &line, "resolved", None)?;
+                    lines.push(line);
+                }
+            }
+        }
+        Ok(())
+    }
+}

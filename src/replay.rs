@@ -1,0 +1,327 @@
+//! Replay: the `serve` pipeline on files, on a data clock, as fast as it goes.
+//!
+//! Records are read with the same adapters, committed to a (temporary) store the
+//! same way, and analysed by the same `Analysis`; the only difference is the clock:
+//! the newest event time read so far. Eval scores are released when the data
+//! clock reaches their time, as they would have arrived live.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::adapters::changes::parse_change;
+use crate::adapters::{Context, Decoder, Format, Record};
+use crate::analysis::{Analysis, AnalysisError};
+use crate::config::Config;
+use crate::domain::{Alert, AlertEvent, ChangeEvent, EvalScore};
+use crate::identity::Identity;
+use crate::ingest::add_record;
+use crate::pricing::{PriceTable, PricingError};
+use crate::store::{Batch, Store, StoreError};
+
+/// Records per commit.
+const CHUNK: usize = 8192;
+
+/// What to replay.
+#[derive(Debug, Clone)]
+pub struct ReplayFiles {
+    /// Usage log.
+    pub events: PathBuf,
+    /// Its format name (`native`, `litellm`, a mapped format, ...).
+    pub format: String,
+    /// Eval scores (native EvalScore JSON lines).
+    pub evals: Option<PathBuf>,
+    /// Change events (one ChangeEvent JSON per line).
+    pub changes: Option<PathBuf>,
+    /// Store raw event rows too (slower; deduplicates resent events by id).
+    pub keep_raw: bool,
+}
+
+/// Why a replay stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// A line of the changes file is not a change event.
+    #[error("{path}:{line}: {message}")]
+    Change {
+        /// The file.
+        path: String,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// The format name is unknown.
+    #[error("{0}")]
+    Format(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The price table failed to load.
+    #[error(transparent)]
+    Pricing(#[from] PricingError),
+    /// Rules, tiers or analysis settings are invalid.
+    #[error(transparent)]
+    Analysis(#[from] AnalysisError),
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReplaySummary {
+    /// Usage events read and stored.
+    pub events: u64,
+    /// Eval scores read and stored.
+    pub evals: u64,
+    /// Change events read.
+    pub changes: u64,
+    /// Records refused (in the store's dead letters).
+    pub dead_letters: u64,
+    /// Duplicate records (same id) counted once.
+    pub duplicates: u64,
+    /// Firing lines printed.
+    pub firing: u64,
+    /// Resolved lines printed.
+    pub resolved: u64,
+    /// Events whose bucket had closed when they were read.
+    pub late_events: u64,
+    /// Evals that matched no open bucket.
+    pub unmatched_evals: u64,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// Usage events per second.
+    pub events_per_second: f64,
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> ReplayError + '_ {
+    move |source| ReplayError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Load a changes file.
+pub fn read_changes(path: &Path) -> Result<Vec<ChangeEvent>, ReplayError> {
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let c = parse_change(line.as_bytes(), i64::MAX / 4, 0).map_err(|message| {
+            ReplayError::Change {
+                path: path.display().to_string(),
+                line: i + 1,
+                message,
+            }
+        })?;
+        out.push(c);
+    }
+    out.sort_by_key(|c| c.ts_ms);
+    Ok(out)
+}
+
+/// Evals released in time order as the data clock passes them.
+struct EvalStream {
+    reader: Option<BufReader<File>>,
+    decoder: Decoder,
+    next: Option<EvalScore>,
+    line: Vec<u8>,
+    position: u64,
+    dead: Vec<(u64, String, Vec<u8>)>,
+}
+
+impl EvalStream {
+    fn pull(&mut self) -> std::io::Result<()> {
+        while self.next.is_none() {
+            let Some(reader) = &mut self.reader else {
+                return Ok(());
+            };
+            self.line.clear();
+            if reader.read_until(b'\n', &mut self.line)? == 0 {
+                self.reader = None;
+                return Ok(());
+            }
+            self.position += 1;
+            let raw = trim_line(&self.line);
+            if raw.is_empty() {
+                continue;
+            }
+            match self.decoder.decode(raw, self.position, i64::MAX / 4) {
+                Ok(Some(Record::Eval(e))) => self.next = Some(e),
+                Ok(_) => {}
+                Err(r) => self.dead.push((self.position, r.0, raw.to_vec())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Move every eval at or before `until_ms` into `batch`.
+    fn release(&mut self, until_ms: i64, batch: &mut Batch) -> std::io::Result<()> {
+        loop {
+            self.pull()?;
+            match &self.next {
+                Some(e) if e.ts_ms <= until_ms => {
+                    batch.evals.push(self.next.take().expect("peeked"))
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+}
+
+fn trim_line(line: &[u8]) -> &[u8] {
+    let end = line
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(0, |p| p + 1);
+    &line[..end]
+}
+
+/// Replay `files` into the store at `config.db` (normally a temporary file),
+/// handing each firing and resolved line to `emit`.
+pub fn run(
+    config: &Config,
+    files: &ReplayFiles,
+    mut emit: impl FnMut(&Alert),
+) -> Result<ReplaySummary, ReplayError> {
+    let started = Instant::now();
+    let mut store = Store::open(&config.db)?;
+    if !files.keep_raw {
+        store = store.without_raw_events();
+    }
+    let salt = store.identity_salt()?;
+    let pricing = PriceTable::load_dir(&config.rules)?;
+    let ctx = Arc::new(Context {
+        pricing: Arc::new(pricing),
+        identity: Arc::new(Identity::new(salt, config.aliases.clone())),
+        quota_per_unit: config.quota_per_unit,
+        // Replayed data is history: no record is "in the future".
+        max_future_ms: i64::MAX / 4,
+    });
+    let format = Format::by_name(&files.format, &config.formats).map_err(ReplayError::Format)?;
+    let mut decoder = Decoder::new(format, ctx.clone());
+    let mut analysis = Analysis::open(config, false)?;
+    let mut summary = ReplaySummary::default();
+
+    let mut changes = match &files.changes {
+        Some(p) => read_changes(p)?,
+        None => Vec::new(),
+    };
+    changes.reverse();
+    let mut evals = EvalStream {
+        reader: match &files.evals {
+            Some(p) => Some(BufReader::with_capacity(
+                1 << 20,
+                File::open(p).map_err(io_err(p))?,
+            )),
+            None => None,
+        },
+        decoder: Decoder::new(Format::Evals, ctx.clone()),
+        next: None,
+        line: Vec::new(),
+        position: 0,
+        dead: Vec::new(),
+    };
+    let path = &files.events;
+    let mut reader = BufReader::with_capacity(1 << 20, File::open(path).map_err(io_err(path))?);
+    let mut line = Vec::with_capacity(4096);
+    let mut position = 0u64;
+    let mut watermark = i64::MIN;
+    let source = format!("replay:{}", path.display());
+    let mut eof = false;
+    if decoder.wants_header() {
+        reader.read_until(b'\n', &mut line).map_err(io_err(path))?;
+        decoder.set_header(trim_line(&line));
+        position += 1;
+    }
+    while !eof {
+        let mut batch = Batch::new(source.clone(), files.format.clone());
+        while batch.events.len() + batch.dead_letters.len() < CHUNK {
+            line.clear();
+            if reader.read_until(b'\n', &mut line).map_err(io_err(path))? == 0 {
+                eof = true;
+                break;
+            }
+            position += 1;
+            let raw = trim_line(&line);
+            if raw.is_empty() {
+                continue;
+            }
+            add_record(
+                &mut batch,
+                &mut decoder,
+                raw,
+                position,
+                || format!("line {position}"),
+                i64::MAX / 4,
+            );
+        }
+        if let Some(max) = batch.events.iter().map(|e| e.ts_ms).max() {
+            watermark = watermark.max(max);
+        }
+        let until = if eof { i64::MAX } else { watermark };
+        while changes.last().is_some_and(|c| c.ts_ms <= until) {
+            batch.changes.push(changes.pop().expect("peeked"));
+        }
+        evals
+            .release(until, &mut batch)
+            .map_err(|e| ReplayError::Io {
+                path: files
+                    .evals
+                    .as_ref()
+                    .map_or(String::new(), |p| p.display().to_string()),
+                source: e,
+            })?;
+        for (pos, reason, raw) in evals.dead.drain(..) {
+            crate::ingest::add_dead_letter(&mut batch, format!("evals line {pos}"), reason, &raw);
+        }
+        let (report, fresh) = store.commit_fresh(&batch, crate::clock::now_ms())?;
+        summary.events += report.events_inserted;
+        summary.evals += report.evals_inserted;
+        summary.changes += report.changes_inserted;
+        summary.dead_letters += report.dead_letters;
+        summary.duplicates += report.events_duplicate + report.evals_duplicate;
+        analysis.feed(&batch, &fresh);
+        let clock = if eof {
+            // The end of the data: let every bucket close and every eval settle.
+            let p = &config.engine.analysis;
+            watermark + (p.eval_settle_minutes + p.lateness_minutes) * 60_000 + 2 * p.bucket_ms()
+        } else {
+            watermark
+        };
+        for a in analysis.advance(clock, clock)? {
+            count(&mut summary, &a);
+            emit(&a);
+        }
+        if eof {
+            for a in analysis.finish(clock)? {
+                count(&mut summary, &a);
+                emit(&a);
+            }
+        }
+    }
+    let counters = analysis.counters();
+    summary.late_events = counters.late_events;
+    summary.unmatched_evals = counters.unmatched_evals;
+    summary.seconds = started.elapsed().as_secs_f64();
+    summary.events_per_second = summary.events as f64 / summary.seconds.max(1e-9);
+    Ok(summary)
+}
+
+fn count(summary: &mut ReplaySummary, a: &Alert) {
+    match a.event {
+        AlertEvent::Firing => summary.firing += 1,
+        AlertEvent::Resolved => summary.resolved += 1,
+    }
+}

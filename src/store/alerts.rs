@@ -1,0 +1,257 @@
+//! Alert rows and their transitions, detected change events and change-impact
+//! reports: written by the alert stage on its own connection (rare, small writes
+//! that SQLite serializes with the writer thread's through the busy timeout).
+
+use std::path::Path;
+
+use rusqlite::{Connection, params};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::StoreError;
+use crate::domain::{Alert, ChangeEvent, Scope, rfc3339_ms};
+
+/// A stored alert, as the API lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertRow {
+    /// Row id.
+    pub id: i64,
+    /// Rule name.
+    pub rule: String,
+    /// Scope labels.
+    pub scope: Scope,
+    /// Lane.
+    pub lane: String,
+    /// Kind.
+    pub kind: String,
+    /// pending, firing or resolved.
+    pub state: String,
+    /// Tier name.
+    pub tier: Option<String>,
+    /// Tier rank (1 = most severe).
+    pub tier_rank: Option<u8>,
+    /// When the condition was first seen (RFC 3339, data time).
+    pub started_at: String,
+    /// When it fired.
+    pub fired_at: Option<String>,
+    /// When it resolved.
+    pub resolved_at: Option<String>,
+    /// One sentence.
+    pub summary: String,
+    /// The evidence.
+    pub evidence: Value,
+    /// The exception that suppressed its notification, if any.
+    pub suppressed_by: Option<i64>,
+}
+
+/// Filters of `GET /v1/alerts`.
+#[derive(Debug, Clone, Default)]
+pub struct AlertFilter {
+    /// pending, firing, resolved; `None` for all.
+    pub state: Option<String>,
+    /// Rule name.
+    pub rule: Option<String>,
+    /// Kind name.
+    pub kind: Option<String>,
+    /// Tier name.
+    pub tier: Option<String>,
+    /// Only alerts started at or after this time (ms).
+    pub since_ms: Option<i64>,
+    /// Only suppressed (true) or only notified (false) alerts.
+    pub suppressed: Option<bool>,
+    /// At most this many, newest first.
+    pub limit: u32,
+}
+
+/// Open a writable connection for the alert stage.
+pub fn open(path: &Path) -> Result<Connection, StoreError> {
+    super::outbox::open(path)
+}
+
+fn scope_json(scope: &Scope) -> String {
+    serde_json::to_string(scope).expect("a string map serializes")
+}
+
+/// Store a new alert episode (pending or straight to firing). Returns its id.
+pub fn insert(
+    conn: &Connection,
+    a: &Alert,
+    state: &str,
+    started_ms: i64,
+    suppressed_by: Option<i64>,
+) -> Result<i64, StoreError> {
+    conn.execute(
+        "INSERT INTO alerts (rule, scope, lane, kind, state, tier, tier_rank, started_ms, fired_ms, summary, evidence, suppressed_by) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![
+            a.rule,
+            scope_json(&a.scope),
+            a.lane.as_str(),
+            a.kind.as_str(),
+            state,
+            a.tier,
+            a.tier_rank,
+            started_ms,
+            (state == "firing").then_some(a.at_ms),
+            a.summary,
+            a.evidence.to_string(),
+            suppressed_by
+        ],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Move an alert to `state` with its latest line; `firing` sets fired_ms, `resolved`
+/// resolved_ms.
+pub fn update(
+    conn: &Connection,
+    id: i64,
+    a: &Alert,
+    state: &str,
+    suppressed_by: Option<i64>,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE alerts SET state = ?2, tier = ?3, tier_rank = ?4, summary = ?5, evidence = ?6, suppressed_by = ?7, \
+         fired_ms = CASE WHEN ?2 = 'firing' AND fired_ms IS NULL THEN ?8 ELSE fired_ms END, \
+         resolved_ms = CASE WHEN ?2 = 'resolved' THEN ?8 ELSE resolved_ms END WHERE id = ?1",
+        params![id, state, a.tier, a.tier_rank, a.summary, a.evidence.to_string(), suppressed_by, a.at_ms],
+    )?;
+    Ok(())
+}
+
+/// Mark an alert resolved when only its row is known (it was open before a restart).
+pub fn mark_resolved(conn: &Connection, id: i64, at_ms: i64) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE alerts SET state = 'resolved', resolved_ms = ?2 WHERE id = ?1",
+        params![id, at_ms],
+    )?;
+    Ok(())
+}
+
+/// Record a transition with the line that announced it.
+pub fn transition(
+    conn: &Connection,
+    alert_id: i64,
+    a: &Alert,
+    state: &str,
+    suppressed_by: Option<i64>,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO alert_transitions (alert_id, at_ms, state, suppressed_by, line) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![alert_id, a.at_ms, state, suppressed_by, serde_json::to_string(a).expect("an alert serializes")],
+    )?;
+    Ok(())
+}
+
+/// An alert still pending or firing, picked up after a restart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenAlert {
+    /// Row id.
+    pub id: i64,
+    /// Rule name.
+    pub rule: String,
+    /// Scope labels.
+    pub scope: Scope,
+    /// Lane name.
+    pub lane: String,
+    /// Whether it fired (else pending).
+    pub firing: bool,
+    /// When its condition was first seen.
+    pub started_ms: i64,
+    /// The exception suppressing it, if any.
+    pub suppressed_by: Option<i64>,
+}
+
+/// Alerts pending or firing.
+pub fn open_alerts(conn: &Connection) -> Result<Vec<OpenAlert>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT id, rule, scope, lane, state, started_ms, suppressed_by FROM alerts WHERE state IN ('pending', 'firing') ORDER BY id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        let scope: String = r.get(2)?;
+        let state: String = r.get(4)?;
+        Ok(OpenAlert {
+            id: r.get(0)?,
+            rule: r.get(1)?,
+            scope: serde_json::from_str(&scope).unwrap_or_default(),
+            lane: r.get(3)?,
+            firing: state == "firing",
+            started_ms: r.get(5)?,
+            suppressed_by: r.get(6)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Share of firings suppressed per rule since `since_ms`.
+pub fn suppressed_share(
+    conn: &Connection,
+    since_ms: i64,
+) -> Result<Vec<(String, f64)>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT rule, AVG(suppressed_by IS NOT NULL) FROM alerts WHERE fired_ms IS NOT NULL AND started_ms >= ?1 AND lane != 'meta' GROUP BY rule",
+    )?;
+    let rows = stmt.query_map([since_ms], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Store a change event detected in the data (ignored when already stored).
+pub fn insert_change(conn: &Connection, c: &ChangeEvent, now_ms: i64) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT OR IGNORE INTO change_events (ts_ms, kind, scope, note, origin, received_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![c.ts_ms, c.kind.as_str(), scope_json(&c.scope), c.note, c.origin, now_ms],
+    )?;
+    Ok(())
+}
+
+/// Attach a change-impact report to its change event.
+pub fn set_impact(conn: &Connection, c: &ChangeEvent, report: &Value) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE change_events SET impact = ?5 WHERE kind = ?1 AND ts_ms = ?2 AND scope = ?3 AND note = ?4",
+        params![c.kind.as_str(), c.ts_ms, scope_json(&c.scope), c.note, report.to_string()],
+    )?;
+    Ok(())
+}
+
+/// Alerts matching `f`, newest first.
+pub fn list(conn: &Connection, f: &AlertFilter) -> Result<Vec<AlertRow>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT id, rule, scope, lane, kind, state, tier, tier_rank, started_ms, fired_ms, resolved_ms, summary, evidence, suppressed_by \
+         FROM alerts WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR rule = ?2) AND (?3 IS NULL OR kind = ?3) \
+         AND (?4 IS NULL OR tier = ?4) AND (?5 IS NULL OR started_ms >= ?5) \
+         AND (?6 IS NULL OR (suppressed_by IS NOT NULL) = ?6) ORDER BY id DESC LIMIT ?7",
+    )?;
+    let ts = |ms: Option<i64>| ms.map(rfc3339_ms::format);
+    let rows = stmt.query_map(
+        params![
+            f.state,
+            f.rule,
+            f.kind,
+            f.tier,
+            f.since_ms,
+            f.suppressed,
+            f.limit
+        ],
+        |r| {
+            let scope: String = r.get(2)?;
+            let evidence: String = r.get(12)?;
+            Ok(AlertRow {
+                id: r.get(0)?,
+                rule: r.get(1)?,
+                scope: serde_json::from_str(&scope).unwrap_or_default(),
+                lane: r.get(3)?,
+                kind: r.get(4)?,
+                state: r.get(5)?,
+                tier: r.get(6)?,
+                tier_rank: r.get(7)?,
+                started_at: rfc3339_ms::format(r.get(8)?),
+                fired_at: ts(r.get(9)?),
+                resolved_at: ts(r.get(10)?),
+                summary: r.get(11)?,
+                evidence: serde_json::from_str(&evidence).unwrap_or(Value::Null),
+                suppressed_by: r.get(13)?,
+            })
+        },
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
