@@ -149,9 +149,7 @@ async fn drive(chrome: PathBuf, url: String, token: String) -> Vec<String> {
         .request_timeout(Duration::from_secs(30))
         .build()
         .expect("a browser config");
-    let (mut browser, mut handler) = Browser::launch(config)
-        .await
-        .expect("launching Chromium");
+    let (mut browser, mut handler) = Browser::launch(config).await.expect("launching Chromium");
     // The handler drives the DevTools connection; a message it cannot parse (a newer
     // Chromium's event) is not the page's fault, so it keeps going.
     let driver = tokio::spawn(async move { while handler.next().await.is_some() {} });
@@ -189,7 +187,9 @@ async fn drive(chrome: PathBuf, url: String, token: String) -> Vec<String> {
         }
     });
 
-    page.goto(url.as_str()).await.expect("loading the dashboard");
+    page.goto(url.as_str())
+        .await
+        .expect("loading the dashboard");
     wait_js(
         &page,
         "the scope picker lists model=gpt-4o",
@@ -244,8 +244,21 @@ async fn drive(chrome: PathBuf, url: String, token: String) -> Vec<String> {
     browser.wait().await.expect("waiting for Chromium to exit");
     driver.abort();
     listeners.abort();
-    let found = problems.lock().unwrap().clone();
-    found
+    problems.lock().unwrap().clone()
+}
+
+/// Evals in `/v1/series` of `scope` over the last 6 hours, summed over the buckets.
+fn evals_in(app: &TestApp, scope: &str) -> f64 {
+    let since = now_ms() - 6 * 3_600_000;
+    let r = app.get(&format!("/v1/series?scope={scope}&since={since}&step=30m"));
+    assert_eq!(r.status().as_u16(), 200, "GET /v1/series?scope={scope}");
+    let body: Value = r.json().expect("series JSON");
+    body["lanes"]["eval"]["evals"]["values"]
+        .as_array()
+        .expect("eval counts")
+        .iter()
+        .map(|v| v.as_f64().unwrap_or(0.0))
+        .sum()
 }
 
 #[test]
@@ -253,6 +266,12 @@ fn the_dashboard_charts_seeded_data_and_creates_exceptions() {
     let chrome = chromium();
     let app = common::spawn_app();
     seed(&app);
+    // Evals reach a scope through the raw event they scored: every third scored
+    // request ran on claude, all of them on route chat.
+    assert_eq!(evals_in(&app, "global"), 40.0);
+    assert_eq!(evals_in(&app, "model=gpt-4o"), 26.0);
+    assert_eq!(evals_in(&app, "route=chat"), 40.0);
+    assert_eq!(evals_in(&app, "tenant=team-0"), 20.0);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

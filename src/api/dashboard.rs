@@ -50,10 +50,22 @@ fn serve(a: &Asset, headers: &HeaderMap) -> Response {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
     let common = [
-        (header::CACHE_CONTROL, HeaderValue::from_static(a.cache_control)),
-        (header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP)),
-        (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
-        (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
+        (
+            header::CACHE_CONTROL,
+            HeaderValue::from_static(a.cache_control),
+        ),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        ),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ),
         (
             header::ETAG,
             HeaderValue::from_str(&etag).expect("a hex ETag is a valid header"),
@@ -64,7 +76,10 @@ fn serve(a: &Asset, headers: &HeaderMap) -> Response {
     }
     (
         common,
-        [(header::CONTENT_TYPE, HeaderValue::from_static(a.content_type))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(a.content_type),
+        )],
         a.body,
     )
         .into_response()
@@ -92,7 +107,9 @@ mod tests {
         let a = asset("app.js").expect("app.js is compiled in");
         let r = serve(&a, &HeaderMap::new());
         assert_eq!(r.status(), StatusCode::OK);
-        let csp = r.headers()[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        let csp = r.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap();
         assert!(csp.starts_with("default-src 'self'"), "{csp}");
         let etag = r.headers()[header::ETAG].clone();
         let mut again = HeaderMap::new();

@@ -163,8 +163,7 @@ fn signal(starts: &[i64], values: Vec<Option<f64>>) -> Value {
 /// The three lanes of one scope, bucket by bucket; buckets without data count zero
 /// requests and have no ratios.
 fn lanes(starts: &[i64], aggs: &[AggBucket], evals: &[EvalBucket]) -> Value {
-    let aggs: BTreeMap<i64, &AggBucket> =
-        aggs.iter().map(|b| (b.minute * MINUTE_MS, b)).collect();
+    let aggs: BTreeMap<i64, &AggBucket> = aggs.iter().map(|b| (b.minute * MINUTE_MS, b)).collect();
     let evals: BTreeMap<i64, &EvalBucket> = evals.iter().map(|b| (b.start_ms, b)).collect();
     let empty = AggBucket::default();
     let a: Vec<&AggBucket> = starts
@@ -216,14 +215,8 @@ pub async fn series(
             range.until_ms / MINUTE_MS,
             range.step_ms / MINUTE_MS,
         )?;
-        let evals = queries::eval_buckets(
-            &path,
-            &d,
-            &v,
-            range.since_ms,
-            range.until_ms,
-            range.step_ms,
-        )?;
+        let evals =
+            queries::eval_buckets(&path, &d, &v, range.since_ms, range.until_ms, range.step_ms)?;
         Ok::<_, crate::store::StoreError>((aggs, evals))
     })
     .await
@@ -341,7 +334,10 @@ mod tests {
         };
         let v = lanes(&starts, &[agg], &[]);
         assert_eq!(v["cost"]["requests"]["values"], json!([4.0, 0.0]));
-        assert_eq!(v["cost"]["cost_per_request_usd"]["values"], json!([0.1, null]));
+        assert_eq!(
+            v["cost"]["cost_per_request_usd"]["values"],
+            json!([0.1, null])
+        );
         assert_eq!(v["structure"]["error_rate"]["values"], json!([0.25, null]));
         assert_eq!(v["eval"]["evals"]["values"], json!([0.0, 0.0]));
         assert_eq!(v["eval"]["mean_score"]["values"], json!([null, null]));

@@ -324,24 +324,34 @@ pub fn eval_buckets(
     // Column names cannot be bound as parameters, so each dimension has its own
     // statement text; values are always bound.
     let sql = match dim {
-        "global" => "SELECT (ts_ms / ?3) * ?3 AS b, COUNT(*), AVG(score), AVG(passed) \
-             FROM eval_scores WHERE ts_ms >= ?1 AND ts_ms < ?2 GROUP BY b ORDER BY b",
-        "model" => "SELECT (ts_ms / ?3) * ?3 AS b, COUNT(*), AVG(score), AVG(passed) \
+        "global" => {
+            "SELECT (ts_ms / ?3) * ?3 AS b, COUNT(*), AVG(score), AVG(passed) \
+             FROM eval_scores WHERE ts_ms >= ?1 AND ts_ms < ?2 GROUP BY b ORDER BY b"
+        }
+        "model" => {
+            "SELECT (ts_ms / ?3) * ?3 AS b, COUNT(*), AVG(score), AVG(passed) \
              FROM eval_scores WHERE ts_ms >= ?1 AND ts_ms < ?2 AND (model = ?4 OR request_id IN \
                (SELECT id FROM events WHERE ts_ms >= ?5 AND ts_ms < ?2 AND model = ?4)) \
-             GROUP BY b ORDER BY b",
-        "route" => "SELECT (ts_ms / ?3) * ?3 AS b, COUNT(*), AVG(score), AVG(passed) \
+             GROUP BY b ORDER BY b"
+        }
+        "route" => {
+            "SELECT (ts_ms / ?3) * ?3 AS b, COUNT(*), AVG(score), AVG(passed) \
              FROM eval_scores WHERE ts_ms >= ?1 AND ts_ms < ?2 AND (route = ?4 OR request_id IN \
                (SELECT id FROM events WHERE ts_ms >= ?5 AND ts_ms < ?2 AND route = ?4)) \
-             GROUP BY b ORDER BY b",
-        "tenant" => "SELECT (ts_ms / ?3) * ?3 AS b, COUNT(*), AVG(score), AVG(passed) \
+             GROUP BY b ORDER BY b"
+        }
+        "tenant" => {
+            "SELECT (ts_ms / ?3) * ?3 AS b, COUNT(*), AVG(score), AVG(passed) \
              FROM eval_scores WHERE ts_ms >= ?1 AND ts_ms < ?2 AND request_id IN \
                (SELECT id FROM events WHERE ts_ms >= ?5 AND ts_ms < ?2 AND tenant = ?4) \
-             GROUP BY b ORDER BY b",
-        "provider" => "SELECT (ts_ms / ?3) * ?3 AS b, COUNT(*), AVG(score), AVG(passed) \
+             GROUP BY b ORDER BY b"
+        }
+        "provider" => {
+            "SELECT (ts_ms / ?3) * ?3 AS b, COUNT(*), AVG(score), AVG(passed) \
              FROM eval_scores WHERE ts_ms >= ?1 AND ts_ms < ?2 AND request_id IN \
                (SELECT id FROM events WHERE ts_ms >= ?5 AND ts_ms < ?2 AND provider = ?4) \
-             GROUP BY b ORDER BY b",
+             GROUP BY b ORDER BY b"
+        }
         _ => return Ok(Vec::new()),
     };
     let conn = open_reader(db)?;

@@ -185,8 +185,10 @@
         h('h3', { text: lane.title }),
         h('div', { class: 'charts' }, lane.signals.map(([key, title]) =>
           h('figure', { class: 'chart', id: 'chart-' + lane.key + '-' + key },
-            h('figcaption', {}, h('span', { class: 'name', text: title }), h('span', { class: 'readout', text: '…' })),
-            s('svg', { viewBox: '0 0 480 150', role: 'img', 'aria-label': title })))))));
+            h('figcaption', {},
+              h('div', { class: 'head' }, h('span', { class: 'name', text: title }), h('span', { class: 'value', text: '…' })),
+              h('div', { class: 'readout', text: '' })),
+            s('svg', { viewBox: '0 0 360 140', role: 'img', 'aria-label': title })))))));
   }
 
   // A change marks a chart when it applies to the scope shown: changes to everything
@@ -210,12 +212,15 @@
   }
 
   function drawChart(fig, t, stepMs, sig, fmt, changes) {
-    const W = 480, H = 150, L = 50, R = 8, T = 8, B = 20;
+    const W = 360, H = 140, L = 46, R = 6, T = 8, B = 18;
     const svg = fig.querySelector('svg');
     const readout = fig.querySelector('.readout');
+    const valueEl = fig.querySelector('.head .value');
     const values = sig.values, median = sig.median, mad = sig.mad;
     const n = t.length;
-    const hi = (i) => median[i] + BAND_K * mad[i];
+    // Rates cannot pass 100%, so neither may their band.
+    const cap = fmt === fmtPct ? 1 : Infinity;
+    const hi = (i) => Math.min(cap, median[i] + BAND_K * mad[i]);
     const lo = (i) => Math.max(0, median[i] - BAND_K * mad[i]);
     const hasBand = (i) => median[i] !== null && mad[i] !== null;
     const has = (i) => values[i] !== null;
@@ -238,8 +243,8 @@
       nodes.push(s('line', { class: 'grid', x1: L, x2: W - R, y1: y(ymax * f), y2: y(ymax * f) }));
       nodes.push(s('text', { class: 'axis', x: L - 4, y: y(ymax * f) + 3, 'text-anchor': 'end', text: fmt(ymax * f) }));
     }
-    nodes.push(s('text', { class: 'axis', x: L, y: H - 5, text: fmtTime(t0) }));
-    nodes.push(s('text', { class: 'axis', x: W - R, y: H - 5, 'text-anchor': 'end', text: fmtTime(t1) }));
+    nodes.push(s('text', { class: 'axis', x: L, y: H - 5, text: fmtTime(t0).slice(5) }));
+    nodes.push(s('text', { class: 'axis', x: W - R, y: H - 5, 'text-anchor': 'end', text: fmtTime(t1).slice(5) }));
 
     const bandD = runs(n, hasBand).map((run) => {
       const top = run.map((i) => pt(xi(i), y(hi(i))));
@@ -270,17 +275,16 @@
     nodes.push(cursor);
     svg.replaceChildren(...nodes);
 
-    const describe = (i) => {
-      if (i === null) return 'no data';
-      let text = fmtTime(t[i]) + '  ' + (has(i) ? fmt(values[i]) : '—');
-      if (hasBand(i)) text += '  (normal ' + fmt(lo(i)) + '–' + fmt(hi(i)) + ')';
-      return text;
+    const show = (i) => {
+      valueEl.textContent = i === null || !has(i) ? '—' : fmt(values[i]);
+      valueEl.classList.toggle('outside', i !== null && outside(i));
+      if (i === null) { readout.textContent = 'no data'; return; }
+      readout.textContent = fmtTime(t[i]) + ' UTC' + (hasBand(i) ? ' · normal ' + fmt(lo(i)) + '–' + fmt(hi(i)) : ' · no baseline yet');
     };
     let latest = null;
     for (let i = n - 1; i >= 0; i -= 1) if (has(i)) { latest = i; break; }
     const showLatest = () => {
-      readout.textContent = describe(latest);
-      readout.classList.toggle('outside', latest !== null && outside(latest));
+      show(latest);
       cursor.setAttribute('visibility', 'hidden');
     };
     showLatest();
@@ -288,8 +292,7 @@
       const box = svg.getBoundingClientRect();
       const px = ((ev.clientX - box.left) / box.width) * W;
       const i = Math.min(n - 1, Math.max(0, Math.floor(((px - L) / (W - L - R)) * n)));
-      readout.textContent = describe(i);
-      readout.classList.toggle('outside', outside(i));
+      show(i);
       cursor.setAttribute('x1', xi(i));
       cursor.setAttribute('x2', xi(i));
       cursor.setAttribute('visibility', 'visible');
