@@ -5,10 +5,12 @@
 
 mod auth;
 mod changes;
+mod dashboard;
 mod exceptions;
 mod health;
 mod ingest;
 mod outbox;
+mod series;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -71,6 +73,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/exceptions/{id}/renew", post(exceptions::renew))
         .route("/v1/exceptions/{id}/audit", get(exceptions::audit))
         .route("/v1/outbox", get(outbox::list))
+        .route("/v1/scopes", get(series::scopes))
+        .route("/v1/series", get(series::series))
+        .route("/", get(dashboard::index))
+        .route("/assets/{name}", get(dashboard::assets))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

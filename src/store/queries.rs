@@ -169,13 +169,15 @@ pub struct StoredChange {
     pub origin: String,
     /// When it was stored, milliseconds since the Unix epoch.
     pub received_ms: i64,
+    /// The before/after report, once the change's warm-up is over.
+    pub impact: Option<serde_json::Value>,
 }
 
 /// Change events at or after `since_ms`, newest first.
 pub fn changes(db: &Path, since_ms: i64, limit: u32) -> Result<Vec<StoredChange>, StoreError> {
     let conn = open_reader(db)?;
     let mut stmt = conn.prepare(
-        "SELECT id, kind, ts_ms, scope, note, origin, received_ms FROM change_events \
+        "SELECT id, kind, ts_ms, scope, note, origin, received_ms, impact FROM change_events \
          WHERE ts_ms >= ?1 ORDER BY ts_ms DESC, id DESC LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![since_ms, limit], |r| {
@@ -188,7 +190,187 @@ pub fn changes(db: &Path, since_ms: i64, limit: u32) -> Result<Vec<StoredChange>
             note: r.get(4)?,
             origin: r.get(5)?,
             received_ms: r.get(6)?,
+            impact: r
+                .get::<_, Option<String>>(7)?
+                .and_then(|text| serde_json::from_str(&text).ok()),
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Requests of one scope (a dimension's value) over a period.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ScopeCount {
+    /// `global`, `model`, `route`, `tenant` or `provider`.
+    pub dim: String,
+    /// The dimension's value; empty for `global`.
+    pub value: String,
+    /// Requests in the period.
+    pub requests: u64,
+}
+
+/// The scopes with traffic since `since_minute` (epoch minutes): the `per_dim` busiest
+/// values of each dimension, by dimension and then most requests first.
+pub fn scopes(db: &Path, since_minute: i64, per_dim: u32) -> Result<Vec<ScopeCount>, StoreError> {
+    let conn = open_reader(db)?;
+    let mut stmt = conn.prepare(
+        "SELECT dim, value, n FROM ( \
+           SELECT dim, value, SUM(requests) AS n, \
+                  ROW_NUMBER() OVER (PARTITION BY dim ORDER BY SUM(requests) DESC, value) AS rank \
+           FROM agg_minute WHERE minute >= ?1 GROUP BY dim, value) \
+         WHERE rank <= ?2 ORDER BY dim, n DESC, value",
+    )?;
+    let rows = stmt.query_map(params![since_minute, per_dim], |r| {
+        Ok(ScopeCount {
+            dim: r.get(0)?,
+            value: r.get(1)?,
+            requests: r.get::<_, i64>(2)? as u64,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// One scope's per-minute aggregates summed over one time bucket.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AggBucket {
+    /// Start of the bucket, epoch minutes (a multiple of the step).
+    pub minute: i64,
+    /// Requests.
+    pub requests: u64,
+    /// Requests that failed.
+    pub errors: u64,
+    /// Requests cut off by the length limit.
+    pub truncated: u64,
+    /// Prompt plus completion tokens.
+    pub tokens: u64,
+    /// Spend in USD of the requests whose cost is known.
+    pub cost_usd: f64,
+    /// Requests whose cost is known.
+    pub costed_requests: u64,
+    /// Sum of the latencies reported.
+    pub latency_ms_sum: u64,
+    /// Requests that reported a latency.
+    pub latency_count: u64,
+}
+
+/// A scope's aggregates in buckets of `step_minutes` over `[since_minute, until_minute)`,
+/// oldest first; buckets without traffic are absent. `dim` is `global` (value `""`) or
+/// a dimension.
+pub fn agg_buckets(
+    db: &Path,
+    dim: &str,
+    value: &str,
+    since_minute: i64,
+    until_minute: i64,
+    step_minutes: i64,
+) -> Result<Vec<AggBucket>, StoreError> {
+    let conn = open_reader(db)?;
+    let mut stmt = conn.prepare(
+        "SELECT (minute / ?5) * ?5 AS b, SUM(requests), SUM(errors), SUM(truncated), \
+                SUM(prompt_tokens + completion_tokens), SUM(cost_usd), SUM(costed_requests), \
+                SUM(latency_ms_sum), SUM(latency_count) \
+         FROM agg_minute WHERE dim = ?1 AND value = ?2 AND minute >= ?3 AND minute < ?4 \
+         GROUP BY b ORDER BY b",
+    )?;
+    let rows = stmt.query_map(
+        params![dim, value, since_minute, until_minute, step_minutes],
+        |r| {
+            let n = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
+            Ok(AggBucket {
+                minute: r.get(0)?,
+                requests: n(1)?,
+                errors: n(2)?,
+                truncated: n(3)?,
+                tokens: n(4)?,
+                cost_usd: r.get(5)?,
+                costed_requests: n(6)?,
+                latency_ms_sum: n(7)?,
+                latency_count: n(8)?,
+            })
+        },
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Eval scores of one scope summed over one time bucket.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EvalBucket {
+    /// Start of the bucket, milliseconds since the Unix epoch (a multiple of the step).
+    pub start_ms: i64,
+    /// Eval scores in the bucket.
+    pub evals: u64,
+    /// Mean of the scores given; `None` when only pass/fail was given.
+    pub mean_score: Option<f64>,
+    /// Share of the pass/fail verdicts that passed; `None` when none was given.
+    pub pass_rate: Option<f64>,
+}
+
+/// How long before the first bucket the requests that evals of the range scored may
+/// have run: evals arrive after their request, and this bounds the events scanned.
+const EVAL_LAG_MS: i64 = 86_400_000;
+
+/// A scope's eval scores in buckets of `step_ms` over `[since_ms, until_ms)`, oldest
+/// first; buckets without evals are absent. For a dimension, an eval counts when the
+/// request it scored (a stored raw event) is in scope, or when it names the scope's
+/// route or model itself.
+pub fn eval_buckets(
+    db: &Path,
+    dim: &str,
+    value: &str,
+    since_ms: i64,
+    until_ms: i64,
+    step_ms: i64,
+) -> Result<Vec<EvalBucket>, StoreError> {
+    // Column names cannot be bound as parameters, so each dimension has its own
+    // statement text; values are always bound.
+    let sql = match dim {
+        "global" => {
+            "SELECT (ts_ms / ?3) * ?3 AS b, COUNT(*), AVG(score), AVG(passed) \
+             FROM eval_scores WHERE ts_ms >= ?1 AND ts_ms < ?2 GROUP BY b ORDER BY b"
+        }
+        "model" => {
+            "SELECT (ts_ms / ?3) * ?3 AS b, COUNT(*), AVG(score), AVG(passed) \
+             FROM eval_scores WHERE ts_ms >= ?1 AND ts_ms < ?2 AND (model = ?4 OR request_id IN \
+               (SELECT id FROM events WHERE ts_ms >= ?5 AND ts_ms < ?2 AND model = ?4)) \
+             GROUP BY b ORDER BY b"
+        }
+        "route" => {
+            "SELECT (ts_ms / ?3) * ?3 AS b, COUNT(*), AVG(score), AVG(passed) \
+             FROM eval_scores WHERE ts_ms >= ?1 AND ts_ms < ?2 AND (route = ?4 OR request_id IN \
+               (SELECT id FROM events WHERE ts_ms >= ?5 AND ts_ms < ?2 AND route = ?4)) \
+             GROUP BY b ORDER BY b"
+        }
+        "tenant" => {
+            "SELECT (ts_ms / ?3) * ?3 AS b, COUNT(*), AVG(score), AVG(passed) \
+             FROM eval_scores WHERE ts_ms >= ?1 AND ts_ms < ?2 AND request_id IN \
+               (SELECT id FROM events WHERE ts_ms >= ?5 AND ts_ms < ?2 AND tenant = ?4) \
+             GROUP BY b ORDER BY b"
+        }
+        "provider" => {
+            "SELECT (ts_ms / ?3) * ?3 AS b, COUNT(*), AVG(score), AVG(passed) \
+             FROM eval_scores WHERE ts_ms >= ?1 AND ts_ms < ?2 AND request_id IN \
+               (SELECT id FROM events WHERE ts_ms >= ?5 AND ts_ms < ?2 AND provider = ?4) \
+             GROUP BY b ORDER BY b"
+        }
+        _ => return Ok(Vec::new()),
+    };
+    let conn = open_reader(db)?;
+    let mut stmt = conn.prepare(sql)?;
+    let bucket = |r: &rusqlite::Row<'_>| {
+        Ok(EvalBucket {
+            start_ms: r.get(0)?,
+            evals: r.get::<_, i64>(1)?.max(0) as u64,
+            mean_score: r.get(2)?,
+            pass_rate: r.get(3)?,
+        })
+    };
+    let rows = if dim == "global" {
+        stmt.query_map(params![since_ms, until_ms, step_ms], bucket)?
+            .collect::<Result<_, _>>()?
+    } else {
+        let lag = since_ms - EVAL_LAG_MS;
+        stmt.query_map(params![since_ms, until_ms, step_ms, value, lag], bucket)?
+            .collect::<Result<_, _>>()?
+    };
+    Ok(rows)
 }
