@@ -1,5 +1,5 @@
 //! The command line: `serve`, `import`, `check` and `replay` work on files and the
-//! store; `recalibrate`, `changes` and `exceptions` talk to a running daemon over HTTP;
+//! store; `recalibrate`, `changes`, `exceptions` and `health` talk to a running daemon over HTTP;
 //! `generate` writes simulated traffic.
 
 mod client;
@@ -77,6 +77,12 @@ enum Command {
     ///
     /// Example: driftwarden generate --scenario silent_model_bump --seed 7 --events usage.jsonl --evals evals.jsonl --changes changes.jsonl
     Generate(generate::GenerateArgs),
+    /// Ask a running daemon whether it is healthy (GET /healthz); exit 0 if so.
+    ///
+    /// For container health checks in images without curl.
+    ///
+    /// Example: driftwarden health --url http://127.0.0.1:7878
+    Health(client::ClientArgs),
 }
 
 #[derive(Debug, Args)]
@@ -195,6 +201,7 @@ pub fn run() -> Result<()> {
         Command::Changes(args) => changes(args),
         Command::Exceptions(args) => exceptions::run(args),
         Command::Generate(args) => generate::generate(args),
+        Command::Health(args) => health(args),
     }
 }
 
@@ -248,6 +255,12 @@ fn changes(args: ChangesArgs) -> Result<()> {
             c["note"].as_str().unwrap_or("")
         );
     }
+    Ok(())
+}
+
+fn health(args: client::ClientArgs) -> Result<()> {
+    let answer = client::Client::new(&args)?.get("/healthz")?;
+    println!("{answer}");
     Ok(())
 }
 
