@@ -764,6 +764,7 @@ fn every_example_config_passes_check_and_keeps_secrets_in_the_environment() {
     for config in &configs {
         let out = check(config, &CONFIG_ENV);
         assert!(out.status.success(), "{}: {}", config.display(), text(&out));
+        assert!(text(&out).contains("model(s) priced"), "{}", text(&out));
         let table: toml::Table = std::fs::read_to_string(config).unwrap().parse().unwrap();
         assert!(
             !table.contains_key("token"),
