@@ -1,5 +1,5 @@
 //! The command line: `serve`, `import`, `check` and `replay` work on files and the
-//! store; `recalibrate`, `changes` and `exceptions` talk to a running daemon over HTTP;
+//! store; `recalibrate`, `changes`, `exceptions` and `health` talk to a running daemon over HTTP;
 //! `generate` writes simulated traffic.
 
 mod client;
@@ -87,6 +87,12 @@ enum Command {
     ///
     /// Example: driftwarden replay --events usage.jsonl --evals evals.jsonl --changes changes.jsonl
     Replay(replay::ReplayArgs),
+    /// Ask a running daemon whether it is healthy (GET /healthz); exit 0 if so.
+    ///
+    /// For container health checks in images without curl.
+    ///
+    /// Example: driftwarden health --url http://127.0.0.1:7878
+    Health(client::ClientArgs),
 }
 
 #[derive(Debug, Args)]
@@ -206,6 +212,7 @@ pub fn run() -> Result<()> {
         Command::Exceptions(args) => exceptions::run(args),
         Command::Generate(args) => generate::generate(args),
         Command::Replay(args) => replay::replay(args),
+        Command::Health(args) => health(args),
     }
 }
 
@@ -259,6 +266,12 @@ fn changes(args: ChangesArgs) -> Result<()> {
             c["note"].as_str().unwrap_or("")
         );
     }
+    Ok(())
+}
+
+fn health(args: client::ClientArgs) -> Result<()> {
+    let answer = client::Client::new(&args)?.get("/healthz")?;
+    println!("{answer}");
     Ok(())
 }
 
