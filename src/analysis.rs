@@ -11,7 +11,8 @@ use crate::detect::rules::{RuleContext, RuleErrors, RuleSet};
 use crate::domain::Alert;
 use crate::engine::Engine;
 use crate::exceptions::Registry;
-use crate::store::{Batch, Fresh, StoreError, alerts as sql};
+use crate::store::writer::Committed;
+use crate::store::{Batch, Fresh, StoreError, alerts as sql, queries};
 use crate::tiers::{TierError, Tiers};
 
 /// Why the analysis could not start.
@@ -88,8 +89,71 @@ impl Analysis {
         self.stage.finish(at_ms)
     }
 
+    /// Rebuild the engine's state from stored history (after a restart): the last
+    /// `days` of events, evals and change events, on their data clock. What that
+    /// history would have raised was raised when it happened, so it is dropped.
+    pub fn warm(&mut self, db: &Path, now_ms: i64, days: i64) -> Result<u64, StoreError> {
+        let conn = crate::store::open_reader(db)?;
+        let from = now_ms - days * 86_400_000;
+        let mut changes = queries::changes_since(&conn, from)?;
+        changes.reverse();
+        let mut evals = queries::evals_between(&conn, from, now_ms)?;
+        evals.reverse();
+        let mut after = (from - 1, String::new());
+        let mut warmed = 0u64;
+        loop {
+            let events = queries::events_page(&conn, (after.0, &after.1), now_ms, 50_000)?;
+            let Some(last) = events.last() else { break };
+            after = (last.ts_ms, last.id.clone());
+            let until = last.ts_ms;
+            while changes.last().is_some_and(|c| c.ts_ms <= until) {
+                let c = changes.pop().expect("peeked");
+                self.engine.observe_change(&c);
+            }
+            for e in &events {
+                self.engine.observe_event(e);
+            }
+            while evals.last().is_some_and(|e| e.ts_ms <= until) {
+                let e = evals.pop().expect("peeked");
+                self.engine.observe_eval(&e);
+            }
+            warmed += events.len() as u64;
+            self.engine.advance(until);
+            drop(self.engine.drain());
+        }
+        Ok(warmed)
+    }
+
     /// Records the lanes could not use.
     pub fn counters(&self) -> crate::lanes::LaneCounters {
         self.engine.counters()
     }
+}
+
+/// Run the analysis live until `batches` closes: fold each committed batch, and
+/// advance on the wall clock every second (so buckets close while traffic is quiet).
+pub fn run_live(mut analysis: Analysis, batches: std::sync::mpsc::Receiver<Committed>) {
+    use std::sync::mpsc::RecvTimeoutError;
+    let tick = std::time::Duration::from_secs(1);
+    let mut last = std::time::Instant::now();
+    loop {
+        match batches.recv_timeout(tick) {
+            Ok(c) => analysis.feed(&c.batch, &c.fresh),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if last.elapsed() >= tick {
+            last = std::time::Instant::now();
+            let now = crate::clock::now_ms();
+            match analysis.advance(now, now) {
+                Ok(lines) => {
+                    for a in lines {
+                        tracing::info!(event = ?a.event, rule = %a.rule, kind = a.kind.as_str(), scope = %crate::domain::scope_label(&a.scope), tier = %a.tier, summary = %a.summary, "alert");
+                    }
+                }
+                Err(e) => tracing::error!(cause = %e, "analysis could not store its results"),
+            }
+        }
+    }
+    tracing::debug!("analysis stopped");
 }

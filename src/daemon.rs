@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::adapters::Context;
+use crate::analysis::Analysis;
 use crate::api::{AppState, router};
 use crate::config::Config;
 use crate::identity::Identity;
@@ -59,10 +60,19 @@ pub enum DaemonError {
     /// The notification worker could not start.
     #[error(transparent)]
     Notify(#[from] crate::notify::NotifyError),
+    /// Rules, tiers or analysis settings are invalid.
+    #[error(transparent)]
+    Analysis(#[from] crate::analysis::AnalysisError),
     /// The HTTP server failed while serving.
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
 }
+
+/// Committed batches that may wait for the analysis before the writer blocks.
+const ANALYSIS_QUEUE: usize = 64;
+
+/// Days of stored history the analysis is rebuilt from at start.
+const WARM_DAYS: i64 = 4;
 
 /// The parts every run mode shares.
 struct Pipeline {
@@ -73,7 +83,10 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    fn open(config: &Config) -> Result<Pipeline, DaemonError> {
+    fn open(
+        config: &Config,
+        analysis: Option<std::sync::mpsc::SyncSender<crate::store::writer::Committed>>,
+    ) -> Result<Pipeline, DaemonError> {
         let store = Store::open(&config.db)?;
         let salt = store.identity_salt()?;
         let pricing = PriceTable::load_dir(&config.rules)?;
@@ -85,7 +98,7 @@ impl Pipeline {
             max_future_ms: config.max_future_skew_secs as i64 * 1000,
         });
         let metrics = Arc::new(Metrics::default());
-        let (writer, writer_thread) = Writer::spawn(store, metrics.clone());
+        let (writer, writer_thread) = Writer::spawn(store, metrics.clone(), analysis);
         Ok(Pipeline {
             writer,
             writer_thread,
@@ -124,7 +137,19 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
-    let pipeline = Pipeline::open(&config)?;
+    let (to_analysis, batches) = std::sync::mpsc::sync_channel(ANALYSIS_QUEUE);
+    let pipeline = Pipeline::open(&config, Some(to_analysis))?;
+    let mut analysis = Analysis::open(&config, true)?;
+    let warmed = analysis.warm(&config.db, crate::clock::now_ms(), WARM_DAYS)?;
+    tracing::info!(
+        events = warmed,
+        days = WARM_DAYS,
+        "analysis warmed from stored history"
+    );
+    let analysis_thread = std::thread::Builder::new()
+        .name("analysis".into())
+        .spawn(move || crate::analysis::run_live(analysis, batches))
+        .expect("spawning the analysis thread");
     let token = match &config.token {
         Some(t) => t.expose().to_string(),
         None => token_from_file(&config.db)?,
@@ -212,9 +237,15 @@ pub async fn serve(
     for t in tailers.into_iter().chain(followers) {
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
-    tokio::task::spawn_blocking(move || pipeline.close())
-        .await
-        .ok();
+    tokio::task::spawn_blocking(move || {
+        pipeline.close();
+        // The writer's end of the analysis queue is gone: the analysis drains and stops.
+        if analysis_thread.join().is_err() {
+            tracing::error!("analysis thread panicked");
+        }
+    })
+    .await
+    .ok();
     served.map_err(DaemonError::Serve)
 }
 
@@ -290,7 +321,7 @@ pub struct ImportReport {
 pub fn import(config: &Config, spec: TailSpec) -> Result<ImportReport, DaemonError> {
     let started = Instant::now();
     let path = spec.path.display().to_string();
-    let pipeline = Pipeline::open(config)?;
+    let pipeline = Pipeline::open(config, None)?;
     let opts = TailOptions {
         max_line_bytes: config.max_line_bytes,
         stop_at_eof: true,

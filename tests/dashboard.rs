@@ -171,12 +171,7 @@ async fn drive(chrome: PathBuf, url: String, token: String) -> Vec<String> {
                 Some(e) = thrown.next() => Some(format!("uncaught: {:?}", e.exception_details)),
                 Some(e) = log.next() => {
                     let entry = &e.entry;
-                    // `/v1/alerts` comes from another branch; until it is merged the page
-                    // gets a 404, which it shows as an empty panel, and Chromium logs the
-                    // failed load. Nothing else may fail.
-                    let alerts_404 = entry.url.as_deref().is_some_and(|u| u.contains("/v1/alerts"))
-                        && entry.text.contains("404");
-                    (entry.level == LogEntryLevel::Error && !alerts_404)
+                    (entry.level == LogEntryLevel::Error)
                         .then(|| format!("log {:?}: {} {:?}", entry.source, entry.text, entry.url))
                 }
                 else => break,
@@ -211,6 +206,13 @@ async fn drive(chrome: PathBuf, url: String, token: String) -> Vec<String> {
                 && p !== null && Number(p.dataset.points) >= 20 && (p.getAttribute('d').match(/L/g) || []).length >= 19
                 && document.querySelectorAll('#chart-cost-requests line.change').length >= 1;
         })()"#,
+    )
+    .await;
+    wait_js(
+        &page,
+        "the alerts panel shows the stored alert with its tier",
+        r#"(() => { const t = document.getElementById('alerts-body').textContent;
+            return t.includes('cost per request up 40%') && t.includes('page'); })()"#,
     )
     .await;
     wait_js(

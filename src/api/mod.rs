@@ -3,6 +3,7 @@
 //! **Invariant:** this module is the only one that knows axum and the wire JSON of
 //! responses. Handlers hand work to the same stages every source uses.
 
+mod alerts;
 mod auth;
 mod changes;
 mod dashboard;
@@ -73,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/exceptions/{id}/renew", post(exceptions::renew))
         .route("/v1/exceptions/{id}/audit", get(exceptions::audit))
         .route("/v1/outbox", get(outbox::list))
+        .route("/v1/alerts", get(alerts::list))
         .route("/v1/scopes", get(series::scopes))
         .route("/v1/series", get(series::series))
         .route("/", get(dashboard::index))

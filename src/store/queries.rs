@@ -3,11 +3,11 @@
 
 use std::path::Path;
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use super::{StoreError, open_reader};
-use crate::domain::TailCheckpoint;
+use crate::domain::{ChangeEvent, ChangeKind, CostSource, EvalScore, TailCheckpoint, UsageEvent};
 use crate::sources::fingerprint::Fingerprint;
 
 /// Stored record counts.
@@ -373,4 +373,101 @@ pub fn eval_buckets(
             .collect::<Result<_, _>>()?
     };
     Ok(rows)
+}
+
+/// Stored usage events with `ts_ms` in `[from_ms, to_ms)` after the key `after`
+/// (exclusive), in key order, at most `limit`: a page of history to warm the
+/// analysis with after a restart.
+pub fn events_page(
+    conn: &Connection,
+    after: (i64, &str),
+    to_ms: i64,
+    limit: u32,
+) -> Result<Vec<UsageEvent>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, ts_ms, model, resolved_model, provider, route, tenant, prompt_tokens, completion_tokens, \
+         cached_tokens, cost_usd, cost_source, list_cost_usd, latency_ms, ttft_ms, status, finish_reason, error_type \
+         FROM events WHERE (ts_ms, id) > (?1, ?2) AND ts_ms < ?3 ORDER BY ts_ms, id LIMIT ?4",
+    )?;
+    let rows = stmt.query_map(params![after.0, after.1, to_ms, limit], |r| {
+        let source: String = r.get(11)?;
+        Ok(UsageEvent {
+            id: r.get(0)?,
+            ts_ms: r.get(1)?,
+            model: r.get(2)?,
+            resolved_model: r.get(3)?,
+            provider: r.get(4)?,
+            route: r.get(5)?,
+            tenant: r.get(6)?,
+            prompt_tokens: r.get::<_, i64>(7)? as u64,
+            completion_tokens: r.get::<_, i64>(8)? as u64,
+            cached_tokens: r.get::<_, i64>(9)? as u64,
+            cost_usd: r.get(10)?,
+            cost_source: match source.as_str() {
+                "gateway" => CostSource::Gateway,
+                "price_table" => CostSource::PriceTable,
+                _ => CostSource::Unknown,
+            },
+            list_cost_usd: r.get(12)?,
+            latency_ms: r.get::<_, Option<i64>>(13)?.map(|v| v as u64),
+            ttft_ms: r.get::<_, Option<i64>>(14)?.map(|v| v as u64),
+            status: r.get(15)?,
+            finish_reason: r.get(16)?,
+            error_type: r.get(17)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Stored eval scores with `ts_ms` in `[from_ms, to_ms)`, oldest first.
+pub fn evals_between(
+    conn: &Connection,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<EvalScore>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT request_id, route, model, evaluator, ts_ms, score, passed FROM eval_scores \
+         WHERE ts_ms >= ?1 AND ts_ms < ?2 ORDER BY ts_ms",
+    )?;
+    let rows = stmt.query_map(params![from_ms, to_ms], |r| {
+        Ok(EvalScore {
+            request_id: r.get(0)?,
+            route: r.get(1)?,
+            model: r.get(2)?,
+            evaluator: r.get(3)?,
+            ts_ms: r.get(4)?,
+            score: r.get(5)?,
+            passed: r.get(6)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Stored change events since `from_ms`, oldest first.
+pub fn changes_since(conn: &Connection, from_ms: i64) -> Result<Vec<ChangeEvent>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT kind, ts_ms, scope, note, origin FROM change_events WHERE ts_ms >= ?1 ORDER BY ts_ms",
+    )?;
+    let rows = stmt.query_map([from_ms], |r| {
+        let kind: String = r.get(0)?;
+        let scope: String = r.get(2)?;
+        Ok((kind, r.get(1)?, scope, r.get(3)?, r.get(4)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (kind, ts_ms, scope, note, origin): (String, i64, String, String, String) = row?;
+        let kind = match kind.as_str() {
+            "deploy" => ChangeKind::Deploy,
+            "model_bump" => ChangeKind::ModelBump,
+            _ => ChangeKind::ConfigChange,
+        };
+        out.push(ChangeEvent {
+            kind,
+            ts_ms,
+            scope: serde_json::from_str(&scope).unwrap_or_default(),
+            note,
+            origin,
+        });
+    }
+    Ok(out)
 }

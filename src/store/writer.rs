@@ -11,6 +11,14 @@ use tokio::sync::{mpsc, oneshot};
 use super::{Batch, CommitReport, Store, StoreError};
 use crate::telemetry::{Metrics, SourceLabels};
 
+/// A committed batch and which of its records were new, for the analysis.
+pub struct Committed {
+    /// The batch as committed.
+    pub batch: Box<Batch>,
+    /// Its new (non-duplicate) records.
+    pub fresh: super::Fresh,
+}
+
 /// How many batches may wait for the writer before senders block (backpressure).
 const QUEUE_DEPTH: usize = 8;
 
@@ -71,12 +79,17 @@ impl InFlight {
 }
 
 impl Writer {
-    /// Start the writer thread on `store`.
-    pub fn spawn(store: Store, metrics: Arc<Metrics>) -> (Writer, JoinHandle<()>) {
+    /// Start the writer thread on `store`. With `analysis`, every committed batch
+    /// that holds new records is handed on to it after its commit.
+    pub fn spawn(
+        store: Store,
+        metrics: Arc<Metrics>,
+        analysis: Option<std::sync::mpsc::SyncSender<Committed>>,
+    ) -> (Writer, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || run(store, rx, metrics))
+            .spawn(move || run(store, rx, metrics, analysis))
             .expect("spawning the writer thread");
         (Writer { jobs: tx }, handle)
     }
@@ -117,20 +130,38 @@ impl Writer {
     }
 }
 
-fn run(mut store: Store, mut jobs: mpsc::Receiver<Job>, metrics: Arc<Metrics>) {
+fn run(
+    mut store: Store,
+    mut jobs: mpsc::Receiver<Job>,
+    metrics: Arc<Metrics>,
+    analysis: Option<std::sync::mpsc::SyncSender<Committed>>,
+) {
     while let Some(job) = jobs.blocking_recv() {
         match job {
             Job::Commit { batch, reply } => {
-                let result = store.commit(&batch, crate::clock::now_ms());
-                match &result {
-                    Ok(report) => record(&metrics, &batch, report),
+                let result = store.commit_fresh(&batch, crate::clock::now_ms());
+                let fresh = match &result {
+                    Ok((report, fresh)) => {
+                        record(&metrics, &batch, report);
+                        Some(fresh.clone())
+                    }
                     Err(e) => {
                         metrics.commit_errors.inc();
                         tracing::error!(source = %batch.source, cause = %e, "commit failed");
+                        None
+                    }
+                };
+                // The sender may have given up waiting (shutdown); the commit stands.
+                let _ = reply.send(result.map(|(report, _)| report));
+                if let (Some(tx), Some(fresh)) = (&analysis, fresh) {
+                    let new = fresh.events.len() + fresh.evals.len() + fresh.changes.len();
+                    // Blocks while the analysis is behind: backpressure, not loss.
+                    if new > 0 && tx.send(Committed { batch, fresh }).is_err() {
+                        tracing::warn!(
+                            "analysis stopped; committed batches are no longer analysed"
+                        );
                     }
                 }
-                // The sender may have given up waiting (shutdown); the commit stands.
-                let _ = reply.send(result);
             }
             Job::Prune { cutoff_ms, reply } => {
                 let _ = reply.send(store.prune(cutoff_ms));
