@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0004_alerts.sql"),
     include_str!("../../migrations/0005_exceptions.sql"),
     include_str!("../../migrations/0006_outbox.sql"),
+    include_str!("../../migrations/0007_compact_events.sql"),
 ];
 
 /// The schema version this build writes.
