@@ -177,8 +177,7 @@ impl Interner {
             source_id,
             id,
         };
-        self.labels
-            .insert_unique(hash, owned, |o| o.key().hash());
+        self.labels.insert_unique(hash, owned, |o| o.key().hash());
         Ok(id)
     }
 

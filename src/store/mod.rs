@@ -355,7 +355,10 @@ impl Store {
     /// Per-minute aggregates are kept. Returns the number of events deleted.
     pub fn prune(&mut self, cutoff_ms: i64) -> Result<u64, StoreError> {
         let tx = self.conn.transaction()?;
-        let events = tx.execute("DELETE FROM event_rows WHERE ts_ms < ?1", params![cutoff_ms])?;
+        let events = tx.execute(
+            "DELETE FROM event_rows WHERE ts_ms < ?1",
+            params![cutoff_ms],
+        )?;
         tx.execute(
             "DELETE FROM eval_scores WHERE ts_ms < ?1",
             params![cutoff_ms],
@@ -426,6 +429,27 @@ pub(crate) mod tests {
         assert_eq!(stats.events, 2);
         let global = queries::minute_totals(store.path(), "global", "").unwrap();
         assert_eq!(global, vec![(1, 2)], "one minute, two requests");
+    }
+
+    #[test]
+    fn labels_are_stored_once_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut batch = Batch::new("test", "native");
+        batch.events = vec![event("a", 60_000)];
+        Store::open(&path).unwrap().commit(&batch, 0).unwrap();
+        let mut other = event("b", 61_000);
+        other.tenant = Some("team-b".into());
+        batch.events = vec![event("c", 62_000), other];
+        Store::open(&path).unwrap().commit(&batch, 0).unwrap();
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(count("SELECT COUNT(*) FROM event_labels"), 1);
+        assert_eq!(count("SELECT COUNT(*) FROM event_tenants"), 2);
+        assert_eq!(
+            count("SELECT COUNT(*) FROM events WHERE tenant = 'team-a'"),
+            2
+        );
     }
 
     #[test]
