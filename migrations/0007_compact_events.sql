@@ -1,9 +1,9 @@
 -- driftwarden schema: compact raw events. The strings an event shares with thousands
 -- of others (model, provider, route, finish reason, status, ...) are stored once in
 -- event_labels, tenants once in event_tenants, and each row of event_rows holds their
--- ids: rows are mostly small integers, about half the bytes of the 0001 rows, so the
--- writer inserts them twice as fast. The `events` view puts every field back under
--- its 0001 name and type, so readers are unchanged.
+-- ids: rows are mostly small integers, half the bytes of the 0001 rows, with one text
+-- value to bind instead of eight. The `events` view puts every field back under its
+-- 0001 name and type, so readers are unchanged.
 
 -- One row per distinct combination of an event's low-cardinality fields. The writer
 -- keeps them in memory and assigns ids; NULL means absent, as in 0001.
