@@ -1,10 +1,10 @@
 //! The price table (`rules/pricing.toml`): dollars per million tokens per model, with
 //! an `effective_from` date on every entry so that a price change is history, not a rewrite.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use chrono::NaiveDate;
+use rustc_hash::FxHashMap;
 use serde::Deserialize;
 
 /// A price table failed to load.
@@ -54,7 +54,8 @@ pub struct PriceEntry {
 /// All prices, per model, ordered by `effective_from`.
 #[derive(Debug, Clone, Default)]
 pub struct PriceTable {
-    by_model: HashMap<String, Vec<(i64, PriceEntry)>>,
+    // FxHash: looked up once or twice per event; the keys come from the config.
+    by_model: FxHashMap<String, Vec<(i64, PriceEntry)>>,
 }
 
 impl PriceTable {
@@ -78,7 +79,7 @@ impl PriceTable {
             message,
         };
         let file: PricingFile = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
-        let mut by_model: HashMap<String, Vec<(i64, PriceEntry)>> = HashMap::new();
+        let mut by_model: FxHashMap<String, Vec<(i64, PriceEntry)>> = FxHashMap::default();
         for entry in file.price {
             let prices = [
                 entry.input_per_1m,

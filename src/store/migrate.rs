@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0004_alerts.sql"),
     include_str!("../../migrations/0005_exceptions.sql"),
     include_str!("../../migrations/0006_outbox.sql"),
+    include_str!("../../migrations/0007_compact_events.sql"),
 ];
 
 /// The schema version this build writes.
@@ -61,5 +62,44 @@ mod tests {
         let err = Store::open(&path).err().expect("must refuse").to_string();
         assert!(err.contains("newer than this driftwarden"), "{err}");
         assert!(err.contains("run a newer driftwarden"), "{err}");
+    }
+
+    #[test]
+    fn events_stored_before_0007_read_the_same_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let mut conn = Connection::open(&path).unwrap();
+        Migrations::new(MIGRATIONS[..6].iter().map(|sql| M::up(sql)).collect())
+            .to_version(&mut conn, 6)
+            .unwrap();
+        conn.execute_batch(
+            "INSERT INTO sources (id, name) VALUES (1, 'tail:/a'), (2, 'http:events');
+             INSERT INTO events VALUES
+               (60000, 'a', 'gpt-4o', 'gpt-4o-2024-08-06', 'openai', 'chat', 'team-a', 10, 2, 1,
+                0.5, 'gateway', 0.4, 120, 30, 200, 'stop', NULL, 1, 7),
+               (60001, 'b', 'gpt-4o', NULL, NULL, NULL, NULL, 3, 4, 0,
+                NULL, 'unknown', NULL, NULL, NULL, NULL, NULL, 'timeout', 2, 8),
+               (60002, 'c', 'gpt-4o', 'gpt-4o-2024-08-06', 'openai', 'chat', 'team-b', 5, 6, 0,
+                0.1, 'gateway', 0.1, 90, NULL, 200, 'stop', NULL, 1, 9);",
+        )
+        .unwrap();
+        let dump = |conn: &Connection| -> Vec<String> {
+            let mut stmt = conn
+                .prepare("SELECT quote(ts_ms) || quote(id) || quote(model) || quote(resolved_model) || quote(provider) || quote(route) || quote(tenant) || quote(prompt_tokens) || quote(completion_tokens) || quote(cached_tokens) || quote(cost_usd) || quote(cost_source) || quote(list_cost_usd) || quote(latency_ms) || quote(ttft_ms) || quote(status) || quote(finish_reason) || quote(error_type) || quote(source_id) || quote(received_ms) FROM events ORDER BY ts_ms")
+                .unwrap();
+            stmt.query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let before = dump(&conn);
+        drop(conn);
+        drop(Store::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(dump(&conn), before);
+        let labels: i64 = conn
+            .query_row("SELECT COUNT(*) FROM event_labels", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(labels, 2, "rows a and c share their labels");
     }
 }

@@ -7,6 +7,7 @@
 mod aggregate;
 pub mod alerts;
 pub mod exceptions;
+mod labels;
 mod migrate;
 pub mod outbox;
 pub mod queries;
@@ -138,6 +139,9 @@ pub struct Store {
     source_ids: HashMap<String, i64>,
     /// Whether raw event rows are written (replay may keep aggregates only).
     keep_raw: bool,
+    /// Label and tenant ids of stored events; `None` until loaded, and again after a
+    /// failed commit (which may have rolled back ids it handed out).
+    interner: Option<labels::Interner>,
 }
 
 impl Store {
@@ -175,6 +179,7 @@ impl Store {
             path: path.to_path_buf(),
             source_ids: HashMap::new(),
             keep_raw: true,
+            interner: None,
         })
     }
 
@@ -238,17 +243,34 @@ impl Store {
         batch: &Batch,
         now_ms: i64,
     ) -> Result<(CommitReport, Fresh), StoreError> {
+        let source_id = self.source_id(&batch.source)?;
+        let mut interner = match self.interner.take() {
+            Some(i) => i,
+            None => labels::Interner::load(&self.conn)?,
+        };
+        let result = self.commit_with(batch, now_ms, source_id, &mut interner);
+        if result.is_ok() {
+            self.interner = Some(interner);
+        }
+        result
+    }
+
+    fn commit_with(
+        &mut self,
+        batch: &Batch,
+        now_ms: i64,
+        source_id: i64,
+        interner: &mut labels::Interner,
+    ) -> Result<(CommitReport, Fresh), StoreError> {
         let mut report = CommitReport::default();
         let mut fresh = Fresh::default();
-        let source_id = self.source_id(&batch.source)?;
         let tx = self.conn.transaction()?;
         {
             let mut agg = aggregate::MinuteAggregates::default();
             let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO events (id, ts_ms, model, resolved_model, provider, route, tenant, \
-                 prompt_tokens, completion_tokens, cached_tokens, cost_usd, cost_source, list_cost_usd, \
-                 latency_ms, ttft_ms, status, finish_reason, error_type, source_id, received_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+                "INSERT OR IGNORE INTO event_rows (ts_ms, id, labels_id, tenant_id, prompt_tokens, \
+                 completion_tokens, cached_tokens, cost_usd, list_cost_usd, latency_ms, ttft_ms, received_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?;
             for (i, e) in batch.events.iter().enumerate() {
                 if !self.keep_raw {
@@ -257,27 +279,24 @@ impl Store {
                     agg.add(e);
                     continue;
                 }
+                let labels_id = interner.label_id(&tx, e, source_id)?;
+                let tenant_id = match &e.tenant {
+                    Some(t) => Some(interner.tenant_id(&tx, t)?),
+                    None => None,
+                };
                 // Positional binds without a params slice: this runs once per event.
-                insert.raw_bind_parameter(1, &e.id)?;
-                insert.raw_bind_parameter(2, e.ts_ms)?;
-                insert.raw_bind_parameter(3, &e.model)?;
-                insert.raw_bind_parameter(4, &e.resolved_model)?;
-                insert.raw_bind_parameter(5, &e.provider)?;
-                insert.raw_bind_parameter(6, &e.route)?;
-                insert.raw_bind_parameter(7, &e.tenant)?;
-                insert.raw_bind_parameter(8, e.prompt_tokens as i64)?;
-                insert.raw_bind_parameter(9, e.completion_tokens as i64)?;
-                insert.raw_bind_parameter(10, e.cached_tokens as i64)?;
-                insert.raw_bind_parameter(11, e.cost_usd)?;
-                insert.raw_bind_parameter(12, e.cost_source.as_str())?;
-                insert.raw_bind_parameter(13, e.list_cost_usd)?;
-                insert.raw_bind_parameter(14, e.latency_ms.map(|v| v as i64))?;
-                insert.raw_bind_parameter(15, e.ttft_ms.map(|v| v as i64))?;
-                insert.raw_bind_parameter(16, e.status)?;
-                insert.raw_bind_parameter(17, &e.finish_reason)?;
-                insert.raw_bind_parameter(18, &e.error_type)?;
-                insert.raw_bind_parameter(19, source_id)?;
-                insert.raw_bind_parameter(20, now_ms)?;
+                insert.raw_bind_parameter(1, e.ts_ms)?;
+                insert.raw_bind_parameter(2, &e.id)?;
+                insert.raw_bind_parameter(3, labels_id)?;
+                insert.raw_bind_parameter(4, tenant_id)?;
+                insert.raw_bind_parameter(5, e.prompt_tokens as i64)?;
+                insert.raw_bind_parameter(6, e.completion_tokens as i64)?;
+                insert.raw_bind_parameter(7, e.cached_tokens as i64)?;
+                insert.raw_bind_parameter(8, e.cost_usd)?;
+                insert.raw_bind_parameter(9, e.list_cost_usd)?;
+                insert.raw_bind_parameter(10, e.latency_ms.map(|v| v as i64))?;
+                insert.raw_bind_parameter(11, e.ttft_ms.map(|v| v as i64))?;
+                insert.raw_bind_parameter(12, now_ms)?;
                 let changed = insert.raw_execute()?;
                 if changed == 1 {
                     report.events_inserted += 1;
@@ -378,7 +397,10 @@ impl Store {
     /// Per-minute aggregates are kept. Returns the number of events deleted.
     pub fn prune(&mut self, cutoff_ms: i64) -> Result<u64, StoreError> {
         let tx = self.conn.transaction()?;
-        let events = tx.execute("DELETE FROM events WHERE ts_ms < ?1", params![cutoff_ms])?;
+        let events = tx.execute(
+            "DELETE FROM event_rows WHERE ts_ms < ?1",
+            params![cutoff_ms],
+        )?;
         tx.execute(
             "DELETE FROM eval_scores WHERE ts_ms < ?1",
             params![cutoff_ms],
@@ -449,6 +471,27 @@ pub(crate) mod tests {
         assert_eq!(stats.events, 2);
         let global = queries::minute_totals(store.path(), "global", "").unwrap();
         assert_eq!(global, vec![(1, 2)], "one minute, two requests");
+    }
+
+    #[test]
+    fn labels_are_stored_once_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut batch = Batch::new("test", "native");
+        batch.events = vec![event("a", 60_000)];
+        Store::open(&path).unwrap().commit(&batch, 0).unwrap();
+        let mut other = event("b", 61_000);
+        other.tenant = Some("team-b".into());
+        batch.events = vec![event("c", 62_000), other];
+        Store::open(&path).unwrap().commit(&batch, 0).unwrap();
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(count("SELECT COUNT(*) FROM event_labels"), 1);
+        assert_eq!(count("SELECT COUNT(*) FROM event_tenants"), 2);
+        assert_eq!(
+            count("SELECT COUNT(*) FROM events WHERE tenant = 'team-a'"),
+            2
+        );
     }
 
     #[test]
