@@ -131,28 +131,45 @@ impl Analysis {
 }
 
 /// Run the analysis live until `batches` closes: fold each committed batch, and
-/// advance on the wall clock every second (so buckets close while traffic is quiet).
+/// advance every second. The clock is the data's while records flow (so a backfill
+/// of old rows is judged in order, as replay would) and the wall clock once ingest
+/// has been quiet for a while (so buckets close when traffic stops).
 pub fn run_live(mut analysis: Analysis, batches: std::sync::mpsc::Receiver<Committed>) {
     use std::sync::mpsc::RecvTimeoutError;
     let tick = std::time::Duration::from_secs(1);
-    let mut last = std::time::Instant::now();
+    let quiet = std::time::Duration::from_secs(10);
+    let mut last_tick = std::time::Instant::now();
+    let mut last_batch: Option<std::time::Instant> = None;
+    let mut newest = i64::MIN;
     loop {
         match batches.recv_timeout(tick) {
-            Ok(c) => analysis.feed(&c.batch, &c.fresh),
+            Ok(c) => {
+                analysis.feed(&c.batch, &c.fresh);
+                newest = c
+                    .batch
+                    .events
+                    .iter()
+                    .map(|e| e.ts_ms)
+                    .fold(newest, i64::max);
+                last_batch = Some(std::time::Instant::now());
+            }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
-        if last.elapsed() >= tick {
-            last = std::time::Instant::now();
-            let now = crate::clock::now_ms();
-            match analysis.advance(now, now) {
-                Ok(lines) => {
-                    for a in lines {
-                        tracing::info!(event = ?a.event, rule = %a.rule, kind = a.kind.as_str(), scope = %crate::domain::scope_label(&a.scope), tier = %a.tier, summary = %a.summary, "alert");
-                    }
+        if last_tick.elapsed() < tick {
+            continue;
+        }
+        last_tick = std::time::Instant::now();
+        let now = crate::clock::now_ms();
+        let flowing = last_batch.is_some_and(|t| t.elapsed() < quiet);
+        let watermark = if flowing { newest.min(now) } else { now };
+        match analysis.advance(watermark, now) {
+            Ok(lines) => {
+                for a in lines {
+                    tracing::info!(event = ?a.event, rule = %a.rule, kind = a.kind.as_str(), scope = %crate::domain::scope_label(&a.scope), tier = %a.tier, summary = %a.summary, "alert");
                 }
-                Err(e) => tracing::error!(cause = %e, "analysis could not store its results"),
             }
+            Err(e) => tracing::error!(cause = %e, "analysis could not store its results"),
         }
     }
     tracing::debug!("analysis stopped");
