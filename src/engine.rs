@@ -54,7 +54,7 @@ pub struct RecalibrationParams {
 impl Default for RecalibrationParams {
     fn default() -> RecalibrationParams {
         RecalibrationParams {
-            warmup_minutes: 180,
+            warmup_minutes: 360,
             min_shift: 0.05,
             min_mix_shift: 0.05,
             tolerance_minutes: 60,
@@ -121,8 +121,7 @@ struct ScopeState {
     series: Vec<Series>,
     mixes: Vec<Mix>,
     /// Per-model (requests, spend) pool for price-volume-mix.
-    models: Mix,
-    models_cost: Vec<(u32, f64)>,
+    models: ModelPool,
     warm_until: Option<i64>,
     eval_warm_until: Option<i64>,
     warm_change: Option<usize>,
@@ -132,6 +131,8 @@ struct ScopeState {
     bumped_to: Option<u32>,
     /// (bucket start, relative change, z) of cost per request, for false efficiency.
     cost_moves: Vec<(i64, f64, f64)>,
+    /// (bucket start, blast radius) of buckets whose evals are not judged yet.
+    impacts: Vec<(i64, Impact)>,
 }
 
 impl ScopeState {
@@ -241,6 +242,12 @@ impl Engine {
             return;
         }
         let warm_until = c.ts_ms + self.params.recalibration.warmup_minutes * 60_000;
+        if std::env::var("DW_DEBUG").is_ok() {
+            eprintln!(
+                "observe change {:?} at {} wm {}",
+                c, c.ts_ms, self.watermark
+            );
+        }
         self.changes.push(KnownChange { event: c.clone() });
         let idx = self.changes.len() - 1;
         let ids: Vec<ScopeId> = self.lanes.index.ids().collect();
@@ -254,10 +261,10 @@ impl Engine {
             st.eval_warm_until = st.warm_until;
             st.warm_change = Some(idx);
             for s in &mut st.series {
-                s.begin_warmup();
+                s.begin_warmup(c.ts_ms);
             }
             for m in &mut st.mixes {
-                m.begin_warmup();
+                m.begin_warmup(c.ts_ms);
             }
         }
     }
@@ -343,6 +350,9 @@ impl Engine {
                 customer_facing: cell.customer_facing,
             };
             let pvm = price_volume_mix(st, cell, start, &bp);
+            let keep = start - (self.params.analysis.eval_settle_minutes + 60) * 60_000;
+            st.impacts.retain(|m| m.0 >= keep);
+            st.impacts.push((start, impact.clone()));
             for (ri, rule) in self.rules.iter().enumerate() {
                 if rule.lane() == Lane::Eval || !rule.scopes.contains(&shape) {
                     continue;
@@ -576,12 +586,10 @@ impl Engine {
                     }
                     Detector::Creep => {
                         let series = &st.series[rule.signal.index()];
-                        let (Some((anchor, _)), Some(level)) = (series.anchor(), series.level(&bp))
-                        else {
+                        let Some((anchor, level, rel)) = series.creep(rule.min_change, &bp) else {
                             continue;
                         };
-                        let rel = (level - anchor) / anchor.abs().max(1e-12);
-                        if warming || !rule.direction.admits(rel) || rel.abs() < rule.min_change {
+                        if warming || !rule.direction.admits(rel) {
                             continue;
                         }
                         let summary = format!(
@@ -711,14 +719,9 @@ impl Engine {
             }
             if has_traffic {
                 for signal in MIXES {
-                    st.mixes[signal.index()].add(&mix_counts(cell, signal), self.decay);
+                    st.mixes[signal.index()].add(&mix_counts(cell, signal), self.decay, start);
                 }
-                let models: Vec<(u32, u32)> =
-                    cell.by_model.iter().map(|(m, s)| (*m, s.costed)).collect();
-                st.models.add(&models, self.decay);
-                for (m, s) in &cell.by_model {
-                    add_cost(&mut st.models_cost, *m, s.cost, self.decay);
-                }
+                st.models.add(cell, self.decay);
             }
             if st.warm_until.is_some_and(|u| end >= u) {
                 self.end_usage_warmup(id);
@@ -748,6 +751,13 @@ impl Engine {
         let rp = self.params.recalibration;
         let bp = self.params.baselines;
         let st = &mut self.states[id as usize];
+        if std::env::var("DW_DEBUG").is_ok() {
+            eprintln!(
+                "end warmup {:?} until {:?}",
+                self.lanes.index.labels(id),
+                st.warm_until
+            );
+        }
         st.warm_until = None;
         let mut signals = Vec::new();
         for signal in USAGE_SCALARS {
@@ -785,7 +795,12 @@ impl Engine {
             let scope_text = scope_label(&labels);
             let st = &mut self.states[id as usize];
             let warming = st.eval_warm_until.is_some_and(|u| start < u);
-            let impact = Impact::default();
+            let impact = st
+                .impacts
+                .iter()
+                .find(|m| m.0 == start)
+                .map(|m| m.1.clone())
+                .unwrap_or_default();
             for (ri, rule) in self.rules.iter().enumerate() {
                 if rule.lane() != Lane::Eval || !rule.scopes.contains(&shape) {
                     continue;
@@ -830,12 +845,10 @@ impl Engine {
                     }
                     Detector::Creep => {
                         let series = &st.series[rule.signal.index()];
-                        let (Some((anchor, _)), Some(level)) = (series.anchor(), series.level(&bp))
-                        else {
+                        let Some((anchor, level, rel)) = series.creep(rule.min_change, &bp) else {
                             continue;
                         };
-                        let rel = (level - anchor) / anchor.abs().max(1e-12);
-                        if warming || !rule.direction.admits(rel) || rel.abs() < rule.min_change {
+                        if warming || !rule.direction.admits(rel) {
                             continue;
                         }
                         let summary = format!(
@@ -1034,13 +1047,38 @@ fn eval_test(
     Some((value, test, base))
 }
 
-fn add_cost(pool: &mut Vec<(u32, f64)>, model: u32, cost: f64, decay: f64) {
-    for (_, c) in pool.iter_mut() {
-        *c *= decay.powf(1.0 / 8.0);
+/// Per requested model: decayed requests with a known cost and their spend, the
+/// "before" side of price-volume-mix. Both decay together, so spend / requests is
+/// the model's recent unit cost.
+#[derive(Debug, Default)]
+struct ModelPool {
+    entries: Vec<(u32, f64, f64)>,
+}
+
+impl ModelPool {
+    fn add(&mut self, cell: &Cell, decay: f64) {
+        for e in &mut self.entries {
+            e.1 *= decay;
+            e.2 *= decay;
+        }
+        for (m, share) in &cell.by_model {
+            match self.entries.iter_mut().find(|e| e.0 == *m) {
+                Some(e) => {
+                    e.1 += share.costed as f64;
+                    e.2 += share.cost;
+                }
+                None => self.entries.push((*m, share.costed as f64, share.cost)),
+            }
+        }
     }
-    match pool.iter_mut().find(|(m, _)| *m == model) {
-        Some((_, c)) => *c += cost,
-        None => pool.push((model, cost)),
+
+    /// (share of requests, unit cost) of model `m`.
+    fn pooled(&self, m: u32) -> (f64, f64) {
+        let total: f64 = self.entries.iter().map(|e| e.1).sum();
+        match self.entries.iter().find(|e| e.0 == m) {
+            Some(&(_, n, cost)) if n > 0.0 && total > 0.0 => (n / total, cost / n),
+            _ => (0.0, 0.0),
+        }
     }
 }
 
@@ -1076,36 +1114,27 @@ impl Pvm {
 }
 
 /// Price-volume-mix against the pooled per-model shares and unit costs and the
-/// seasonal request baseline. The pool's models cost is decayed in step with its
-/// counts, so unit cost = pooled cost / pooled requests.
+/// seasonal request baseline.
 fn price_volume_mix(st: &ScopeState, cell: &Cell, start: i64, bp: &BaselineParams) -> Option<Pvm> {
     let n0 = st.series[Signal::Requests.index()]
         .baseline(start, true, bp)?
         .median;
-    let pool_total = st.models.total();
-    if pool_total <= 0.0 || cell.costed == 0 {
+    if st.models.entries.is_empty() || cell.costed == 0 {
         return None;
     }
     let n1 = cell.costed as f64;
-    let pooled = |m: u32| -> (f64, f64) {
-        let n = st.models.count(m);
-        let c = st
-            .models_cost
-            .iter()
-            .find(|(x, _)| *x == m)
-            .map_or(0.0, |p| p.1);
-        (n / pool_total, if n > 0.0 { c / n } else { 0.0 })
-    };
+    let pooled = |m: u32| st.models.pooled(m);
     let unit0: f64 = st
         .models
-        .keys()
-        .map(|m| {
-            let (s, c) = pooled(m);
+        .entries
+        .iter()
+        .map(|e| {
+            let (s, c) = pooled(e.0);
             s * c
         })
         .sum();
     let (mut mix, mut rate) = (0.0, 0.0);
-    let mut keys: Vec<u32> = st.models.keys().collect();
+    let mut keys: Vec<u32> = st.models.entries.iter().map(|e| e.0).collect();
     keys.extend(cell.by_model.iter().map(|(m, _)| *m));
     keys.sort_unstable();
     keys.dedup();

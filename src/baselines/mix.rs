@@ -25,12 +25,14 @@ pub struct MixTest {
 pub struct Mix {
     counts: Vec<(u32, f64)>,
     post: Option<Vec<(u32, f64)>>,
+    post_from: i64,
 }
 
 impl Mix {
-    /// Fold in one bucket's counts, decaying the pool by `decay` first.
-    pub fn add(&mut self, bucket: &[(u32, u32)], decay: f64) {
-        let pool = match &mut self.post {
+    /// Fold in the counts of the bucket starting at `ts_ms`, decaying the pool by
+    /// `decay` first.
+    pub fn add(&mut self, bucket: &[(u32, u32)], decay: f64, ts_ms: i64) {
+        let pool = match self.post.as_mut().filter(|_| ts_ms >= self.post_from) {
             Some(post) => post,
             None => {
                 for (_, c) in &mut self.counts {
@@ -74,8 +76,11 @@ impl Mix {
         test_counts(&self.counts, bucket, min_pool)
     }
 
-    /// Start a warm-up: new buckets pool aside.
-    pub fn begin_warmup(&mut self) {
+    /// Start a warm-up for a change at `from_ms`: buckets from then on pool aside.
+    pub fn begin_warmup(&mut self, from_ms: i64) {
+        if self.post.is_none() {
+            self.post_from = from_ms;
+        }
         self.post.get_or_insert_with(Vec::new);
     }
 
@@ -161,7 +166,7 @@ mod tests {
     fn the_same_mix_is_not_significant_and_a_new_category_is() {
         let mut mix = Mix::default();
         for _ in 0..20 {
-            mix.add(&[(0, 95), (1, 5)], 1.0);
+            mix.add(&[(0, 95), (1, 5)], 1.0, 0);
         }
         let same = mix.test(&[(0, 94), (1, 6)], 100.0).unwrap();
         assert!(same.p_value > 0.1 && same.tvd < 0.02, "{same:?}");
@@ -174,20 +179,20 @@ mod tests {
     #[test]
     fn a_small_pool_judges_nothing() {
         let mut mix = Mix::default();
-        mix.add(&[(0, 10)], 1.0);
+        mix.add(&[(0, 10)], 1.0, 0);
         assert!(mix.test(&[(1, 10)], 100.0).is_none());
     }
 
     #[test]
     fn warmup_replaces_the_pool_only_when_the_mix_moved() {
         let mut mix = Mix::default();
-        mix.add(&[(0, 900), (1, 100)], 1.0);
-        mix.begin_warmup();
-        mix.add(&[(0, 90), (1, 10)], 1.0);
+        mix.add(&[(0, 900), (1, 100)], 1.0, 0);
+        mix.begin_warmup(0);
+        mix.add(&[(0, 90), (1, 10)], 1.0, 0);
         assert!(!mix.end_warmup(0.1).unwrap().p_value.is_nan());
         assert!((mix.total() - 1100.0).abs() < 1e-9, "merged");
-        mix.begin_warmup();
-        mix.add(&[(2, 100)], 1.0);
+        mix.begin_warmup(0);
+        mix.add(&[(2, 100)], 1.0, 0);
         mix.end_warmup(0.1);
         assert_eq!(mix.dominant(), Some(2), "replaced");
     }

@@ -37,9 +37,13 @@ pub struct Series {
     recent: VecDeque<f32>,
     since_epoch: usize,
     anchor: Option<(f64, f64)>,
+    /// The rolling level as it was at the last whole day of the epoch.
+    day_level: Option<f64>,
     cusum: (f64, f64),
     /// Post-change values `(ts_ms, value)` while a warm-up runs.
     post: Option<Vec<(i64, f32)>>,
+    /// When the running warm-up's change took effect: earlier buckets still learn.
+    post_from: i64,
     epoch: u32,
 }
 
@@ -88,7 +92,7 @@ impl Series {
         if !value.is_finite() {
             return;
         }
-        if let Some(post) = &mut self.post {
+        if let Some(post) = self.post.as_mut().filter(|_| ts_ms >= self.post_from) {
             post.push((ts_ms, value as f32));
             return;
         }
@@ -109,6 +113,9 @@ impl Series {
         }
         self.recent.push_back(value);
         self.since_epoch += 1;
+        if self.since_epoch % p.recent_cap == 0 {
+            self.day_level = self.level(p);
+        }
         if self.anchor.is_none() && self.since_epoch >= p.anchor_len {
             let mut values: Vec<f32> = self.recent.iter().copied().collect();
             self.anchor = median_mad(&mut values);
@@ -127,6 +134,19 @@ impl Series {
         }
         let mut values: Vec<f32> = self.recent.iter().copied().collect();
         median_mad(&mut values).map(|(m, _)| m)
+    }
+
+    /// Slow drift of the rolling level away from the epoch's anchor: `(anchor,
+    /// level, relative change)` when the change is at least `min_change` and did
+    /// not arrive as a step within the last day (a step is the drift and step
+    /// detectors' business; creep is what moves a little every day).
+    pub fn creep(&self, min_change: f64, p: &BaselineParams) -> Option<(f64, f64, f64)> {
+        let (anchor, _) = self.anchor?;
+        let level = self.level(p)?;
+        let scale = anchor.abs().max(1e-12);
+        let rel = (level - anchor) / scale;
+        let recent_step = ((level - self.day_level?) / scale).abs();
+        (rel.abs() >= min_change && recent_step < min_change / 2.0).then_some((anchor, level, rel))
     }
 
     /// Move the anchor to the current level (after a creep was reported, so it is
@@ -162,8 +182,12 @@ impl Series {
         self.post.is_some()
     }
 
-    /// Start a warm-up: new values wait aside until `end_warmup`.
-    pub fn begin_warmup(&mut self) {
+    /// Start a warm-up for a change at `from_ms`: values of buckets from then on
+    /// wait aside until `end_warmup`; earlier buckets (closing late) still learn.
+    pub fn begin_warmup(&mut self, from_ms: i64) {
+        if self.post.is_none() {
+            self.post_from = from_ms;
+        }
         self.post.get_or_insert_with(Vec::new);
         self.cusum = (0.0, 0.0);
     }
@@ -291,7 +315,7 @@ mod tests {
         let p = BaselineParams::default();
         let noisy = |i: i64| 10.0 + ((i * 7919) % 11) as f64 / 10.0;
         let mut s = filled(3, noisy, &p);
-        s.begin_warmup();
+        s.begin_warmup(i64::MIN);
         let start = 3 * 144;
         for i in start..start + 18 {
             s.push(MONDAY + i * TEN_MIN, noisy(i) * 1.6, &p);
@@ -310,7 +334,7 @@ mod tests {
         let p = BaselineParams::default();
         let noisy = |i: i64| 10.0 + ((i * 7919) % 11) as f64 / 10.0;
         let mut s = filled(3, noisy, &p);
-        s.begin_warmup();
+        s.begin_warmup(i64::MIN);
         for i in 432..450 {
             s.push(MONDAY + i * TEN_MIN, noisy(i), &p);
         }

@@ -133,7 +133,9 @@ impl Cell {
             }
         };
         share.requests += 1;
-        if let Some(c) = e.cost_usd {
+        // Failed requests cost nothing and are never evaluated: counting them would
+        // turn an error burst into a fake cost drop and a fake coverage drop.
+        if let Some(c) = e.cost_usd.filter(|_| !e.is_error()) {
             self.cost += c;
             self.costed += 1;
             self.costed_tokens += e.prompt_tokens + e.completion_tokens;

@@ -291,7 +291,7 @@ impl Lanes {
             let (start_ms, cells) = entry.remove_entry();
             let evals = self.evals.entry(start_ms).or_default();
             for (&s, c) in &cells {
-                evals.entry(s).or_default().requests += c.requests;
+                evals.entry(s).or_default().requests += c.requests - c.errors;
             }
             closed.push(ClosedBucket { start_ms, cells });
         }
