@@ -127,6 +127,7 @@ pub struct AppBuilder {
     config: Option<String>,
     tail_start: Option<String>,
     rust_log: String,
+    rules: Option<PathBuf>,
 }
 
 impl AppBuilder {
@@ -159,6 +160,12 @@ impl AppBuilder {
         self
     }
 
+    /// `--rules DIR` (default: the shipped `rules/`).
+    pub fn rules(mut self, dir: &Path) -> AppBuilder {
+        self.rules = Some(dir.to_path_buf());
+        self
+    }
+
     /// `RUST_LOG` for the daemon (default `info`).
     pub fn rust_log(mut self, filter: &str) -> AppBuilder {
         self.rust_log = filter.to_string();
@@ -174,7 +181,10 @@ impl AppBuilder {
             "--db".into(),
             db.display().to_string(),
             "--rules".into(),
-            concat!(env!("CARGO_MANIFEST_DIR"), "/rules").into(),
+            self.rules.map_or_else(
+                || concat!(env!("CARGO_MANIFEST_DIR"), "/rules").into(),
+                |dir| dir.display().to_string(),
+            ),
             "--listen".into(),
             "127.0.0.1:0".into(),
         ];
@@ -240,6 +250,7 @@ impl TestApp {
             config: None,
             tail_start: None,
             rust_log: "info".into(),
+            rules: None,
         }
     }
 

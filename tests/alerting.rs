@@ -1,0 +1,868 @@
+//! Alert routing from findings to notifications, end to end.
+//!
+//! The first tests drive the real `AlertStage` with engine ticks built by hand, on a
+//! migrated SQLite file and the shipped (or lightly edited) rule files, and read what
+//! it stored and queued: tiers from blast radius, daily budgets that fold and raise
+//! `tier_flooding`, exceptions that suppress, expire and let the alert flow again.
+//! The last ones run the real daemon against a real HTTP server standing in for
+//! Slack and an SMTP server over TCP, and count what arrives.
+//!
+//! The third renewal of an exception being refused (409 with its message) is
+//! covered by `tests/exceptions.rs`.
+
+mod common;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use driftwarden::alerts::{AlertStage, RoutingParams};
+use driftwarden::detect::Finding;
+use driftwarden::domain::{Alert, AlertEvent, Impact, Kind, Lane, Scope, Signal};
+use driftwarden::engine::{Output, Tick};
+use driftwarden::exceptions::{Policy, Registry};
+use driftwarden::notify::Message;
+use driftwarden::store::Store;
+use driftwarden::store::alerts::{self as alert_sql, AlertFilter, AlertRow};
+use driftwarden::store::exceptions::{self as exception_sql, NewException};
+use driftwarden::store::outbox::{self, OutboxRow, OutboxState};
+use driftwarden::tiers::Tiers;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+/// 2026-06-06T09:00:00Z: a working morning, well inside one UTC day.
+const T0: i64 = 1_780_736_400_000;
+const MINUTE: i64 = 60_000;
+const HOUR: i64 = 3_600_000;
+/// The end of the UTC day of `T0`.
+const MIDNIGHT: i64 = 1_780_790_400_000;
+
+/// Both lanes of the usage rules: a tick that evaluates them resolves any alert of
+/// theirs it does not find again.
+const USAGE_LANES: [Lane; 2] = [Lane::Structure, Lane::Cost];
+
+/// A copy of the shipped `rules/` in a temp dir, each file passed through `edit`
+/// (file name, text) so a test can change one setting and keep everything else real.
+fn rules_dir(edit: impl Fn(&str, &str) -> String) -> TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    for entry in std::fs::read_dir(&shipped).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        if name.ends_with(".toml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            std::fs::write(dir.path().join(&name), edit(&name, &text)).unwrap();
+        }
+    }
+    dir
+}
+
+/// `text` with `from` replaced exactly once (the test fails if the shipped file no
+/// longer has it, rather than silently testing the defaults).
+fn replace_once(text: &str, from: &str, to: &str) -> String {
+    assert_eq!(text.matches(from).count(), 1, "expected one {from:?}");
+    text.replace(from, to)
+}
+
+/// A migrated database in a temp dir.
+fn database() -> (TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("driftwarden.db");
+    drop(Store::open(&path).unwrap());
+    (dir, path)
+}
+
+/// Notifications go out as soon as they are routed, so each handled tick shows its
+/// messages in the outbox at once.
+fn immediate() -> RoutingParams {
+    RoutingParams {
+        group_wait_seconds: 0,
+        group_interval_seconds: 0,
+        ..RoutingParams::default()
+    }
+}
+
+fn stage(db: &Path, tiers: Tiers) -> AlertStage {
+    AlertStage::new(
+        alert_sql::open(db).unwrap(),
+        tiers,
+        Some(Registry::new(Policy::default())),
+        immediate(),
+        true,
+    )
+    .unwrap()
+}
+
+fn scope(pairs: &[(&str, &str)]) -> Scope {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn impact(share: f64, tenants: u32, money: f64) -> Impact {
+    Impact {
+        requests_share: share,
+        spend_share: share,
+        tenants,
+        money_at_risk_per_day_usd: money,
+        customer_facing: false,
+    }
+}
+
+/// A finding as the engine hands it over, for a rule of `rules/drift.toml`.
+fn finding(rule: &str, labels: Scope, impact: Impact, for_ms: i64) -> Finding {
+    let (kind, lane, signal) = match rule {
+        "error-rate" => (Kind::StructuralDrift, Lane::Structure, Signal::ErrorRate),
+        "traffic-volume" => (Kind::TrafficDrift, Lane::Cost, Signal::Requests),
+        "spend" => (Kind::CostDrift, Lane::Cost, Signal::Spend),
+        "unit-price" => (Kind::CostDrift, Lane::Cost, Signal::CostPer1kTokens),
+        "cost-per-request" => (Kind::CostDrift, Lane::Cost, Signal::CostPerRequest),
+        other => panic!("no finding template for rule {other}"),
+    };
+    let mut evidence = serde_json::Map::new();
+    evidence.insert("signal".into(), json!(signal));
+    evidence.insert("observed".into(), json!(0.31));
+    evidence.insert("baseline".into(), json!(0.02));
+    evidence.insert("impact".into(), serde_json::to_value(&impact).unwrap());
+    Finding {
+        rule: 0,
+        rule_name: rule.to_string(),
+        scope: 0,
+        summary: format!("{rule} on {labels:?} moved"),
+        labels,
+        kind,
+        lane,
+        signal,
+        sign: 1.0,
+        excess: 1.0,
+        evidence,
+        impact,
+        muted: None,
+        hard: false,
+        max_tier: None,
+        for_ms,
+    }
+}
+
+fn tick(at_ms: i64, findings: Vec<Finding>) -> Output {
+    Output {
+        ticks: vec![Tick {
+            at_ms,
+            lanes: USAGE_LANES.to_vec(),
+            findings,
+        }],
+        ..Output::default()
+    }
+}
+
+fn stored(db: &Path) -> Vec<AlertRow> {
+    let conn = alert_sql::open(db).unwrap();
+    alert_sql::list(
+        &conn,
+        &AlertFilter {
+            limit: 1000,
+            ..AlertFilter::default()
+        },
+    )
+    .unwrap()
+}
+
+fn stored_one(db: &Path, rule: &str, labels: &Scope) -> AlertRow {
+    let rows: Vec<AlertRow> = stored(db)
+        .into_iter()
+        .filter(|a| a.rule == rule && &a.scope == labels)
+        .collect();
+    assert_eq!(rows.len(), 1, "one stored {rule} alert on {labels:?}");
+    rows.into_iter().next().unwrap()
+}
+
+/// Outbox rows of `channel`, oldest first.
+fn queued(db: &Path, channel: &str) -> Vec<OutboxRow> {
+    let mut rows: Vec<OutboxRow> = outbox::list(db, None, 1000)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.channel == channel)
+        .collect();
+    rows.reverse();
+    rows
+}
+
+/// Every alert line queued for `channel`, in order.
+fn queued_alerts(db: &Path, channel: &str) -> Vec<Alert> {
+    queued(db, channel)
+        .into_iter()
+        .flat_map(|r| r.message.alerts)
+        .collect()
+}
+
+#[test]
+fn a_small_tenant_lands_in_a_low_tier_while_a_global_burst_pages() {
+    let (_dir, db) = database();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let mut stage = stage(&db, Tiers::load(&shipped).unwrap());
+    let tenant = scope(&[("tenant", "tiny-co")]);
+    let global = Scope::new();
+    let findings = || {
+        vec![
+            finding(
+                "error-rate",
+                tenant.clone(),
+                impact(0.01, 1, 2.0),
+                10 * MINUTE,
+            ),
+            finding(
+                "error-rate",
+                global.clone(),
+                impact(1.0, 40, 900.0),
+                10 * MINUTE,
+            ),
+        ]
+    };
+
+    // error-rate holds for 10 minutes before it fires: one bucket is not enough.
+    let lines = stage.handle(tick(T0, findings()), T0).unwrap();
+    assert!(lines.is_empty(), "pending alerts print nothing: {lines:?}");
+    assert!(outbox::list(&db, None, 10).unwrap().is_empty());
+    assert!(stored(&db).iter().all(|a| a.state == "pending"));
+
+    let at = T0 + 10 * MINUTE;
+    let lines = stage.handle(tick(at, findings()), at).unwrap();
+    let line = |s: &Scope| {
+        lines
+            .iter()
+            .find(|a| &a.scope == s)
+            .unwrap_or_else(|| panic!("no line for {s:?} in {lines:?}"))
+    };
+    let (small, big) = (line(&tenant), line(&global));
+    assert_eq!(small.event, AlertEvent::Firing);
+    assert!(small.tier_rank >= 3, "small tenant tier {small:?}");
+    assert_eq!((small.tier.as_str(), small.tier_rank), ("digest", 3));
+    assert_eq!((big.tier.as_str(), big.tier_rank), ("page", 1));
+
+    // The evidence carries the numbers that chose the tier.
+    let tier = &small.evidence["tier"];
+    assert_eq!(tier["tier"], "digest");
+    assert_eq!(tier["impact"]["requests_share"], 0.01);
+    assert_eq!(tier["impact"]["spend_share"], 0.01);
+    assert_eq!(tier["impact"]["tenants"], 1);
+    let chosen = tier["chosen_by"].as_str().unwrap();
+    assert!(chosen.contains("requests_share 0.01 >= 0.005"), "{chosen}");
+    let tier = &big.evidence["tier"];
+    assert_eq!(tier["impact"]["tenants"], 40);
+    assert_eq!(tier["impact"]["requests_share"], 1.0);
+    assert!(
+        tier["chosen_by"].as_str().unwrap().contains(">= 0.25"),
+        "{tier}"
+    );
+
+    for (labels, tier, rank) in [(&tenant, "digest", 3), (&global, "page", 1)] {
+        let row = stored_one(&db, "error-rate", labels);
+        assert_eq!(row.state, "firing");
+        assert_eq!(
+            (row.tier.as_deref(), row.tier_rank),
+            (Some(tier), Some(rank))
+        );
+        assert_eq!(row.suppressed_by, None);
+        assert_eq!(row.evidence["tier"]["tier_rank"], rank);
+    }
+
+    // The page goes to Slack and email; the digest to email only (rules/tiers.toml).
+    let slack = queued_alerts(&db, "slack");
+    assert_eq!(slack.len(), 1, "{slack:?}");
+    assert_eq!((&slack[0].scope, slack[0].tier_rank), (&global, 1));
+    let mut email: Vec<(String, u8)> = queued(&db, "email")
+        .iter()
+        .map(|r| {
+            assert_eq!(r.message.alerts.len(), 1);
+            let a = &r.message.alerts[0];
+            (scope_text(&a.scope), a.tier_rank)
+        })
+        .collect();
+    email.sort();
+    assert_eq!(
+        email,
+        [("global".to_string(), 1), ("tenant=tiny-co".to_string(), 3)]
+    );
+    for row in queued(&db, "email") {
+        let tier = row.message.tier.clone().unwrap();
+        assert!(
+            row.message.title.starts_with(&format!("[{tier}] FIRING")),
+            "{}",
+            row.message.title
+        );
+    }
+}
+
+fn scope_text(s: &Scope) -> String {
+    driftwarden::domain::scope_label(s)
+}
+
+#[test]
+fn a_budget_overflow_folds_into_one_summary_and_raises_tier_flooding() {
+    let rules = rules_dir(|name, text| match name {
+        "tiers.toml" => replace_once(
+            text,
+            "name = \"page\"\nchannels = [\"slack\", \"email\"]\ndaily_budget = 5\n",
+            "name = \"page\"\nchannels = [\"slack\", \"email\"]\ndaily_budget = 2\n",
+        ),
+        _ => text.to_string(),
+    });
+    let (_dir, db) = database();
+    let mut stage = stage(&db, Tiers::load(rules.path()).unwrap());
+    let page = || impact(0.6, 12, 1200.0);
+    // Five page alerts across rules, one more per 10-minute bucket; each tick holds
+    // every finding of its bucket, so the earlier ones keep firing (not resolving).
+    let firing = [
+        ("error-rate", scope(&[("provider", "openai")])),
+        ("spend", Scope::new()),
+        ("cost-per-request", scope(&[("model", "gpt-4o")])),
+        ("unit-price", scope(&[("model", "gpt-4o")])),
+        ("traffic-volume", Scope::new()),
+    ];
+    for i in 0..firing.len() {
+        let findings = firing[..=i]
+            .iter()
+            .map(|(rule, s)| finding(rule, s.clone(), page(), 0))
+            .collect();
+        let at = T0 + i as i64 * 10 * MINUTE;
+        let lines = stage.handle(tick(at, findings), at).unwrap();
+        assert_eq!(lines.len(), 1, "one new firing line per tick: {lines:?}");
+        assert_eq!(lines[0].tier, "page");
+    }
+
+    // Only the budget's worth went out, on each channel of the tier.
+    for channel in ["slack", "email"] {
+        let rules: Vec<String> = queued_alerts(&db, channel)
+            .into_iter()
+            .map(|a| a.rule)
+            .collect();
+        assert_eq!(rules, ["error-rate", "spend"], "{channel}");
+    }
+    assert!(stored(&db).iter().all(|a| a.rule != "tier_flooding"));
+    assert_eq!(stored(&db).len(), 5, "folded alerts are still recorded");
+
+    // The first evaluation of the next UTC day closes the flooded one.
+    let next_day = MIDNIGHT + 5 * MINUTE;
+    let lines = stage.handle(Output::default(), next_day).unwrap();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let meta = &lines[0];
+    assert_eq!(
+        (meta.rule.as_str(), meta.kind),
+        ("tier_flooding", Kind::TierFlooding)
+    );
+    assert_eq!((meta.tier.as_str(), meta.tier_rank), ("alert", 2));
+    let row = stored_one(&db, "tier_flooding", &scope(&[("tier", "page")]));
+    assert_eq!((row.state.as_str(), row.lane.as_str()), ("firing", "meta"));
+    assert_eq!(row.evidence["folded"], 3);
+    for rule in ["cost-per-request", "unit-price", "traffic-volume"] {
+        assert!(
+            row.summary.contains(&format!("{rule} (1)")),
+            "{}",
+            row.summary
+        );
+    }
+    assert!(!row.summary.contains("spend"), "{}", row.summary);
+
+    // One summary per channel for the folded three; the meta-alert goes to the meta
+    // tier's channel (slack), outside the page budget.
+    for channel in ["slack", "email"] {
+        let summaries: Vec<Message> = queued(&db, channel)
+            .into_iter()
+            .map(|r| r.message)
+            .filter(|m| m.alerts.is_empty())
+            .collect();
+        assert_eq!(summaries.len(), 1, "{channel}: {summaries:?}");
+        assert_eq!(summaries[0].title, "[page] 3 alerts folded");
+        let want =
+            format!("3 more page alerts on {channel} were not sent on 2026-06-06 (daily budget 2)");
+        assert!(summaries[0].text.contains(&want), "{}", summaries[0].text);
+    }
+    let slack = queued_alerts(&db, "slack");
+    assert_eq!(slack.last().unwrap().rule, "tier_flooding");
+    assert!(
+        queued_alerts(&db, "email")
+            .iter()
+            .all(|a| a.rule != "tier_flooding")
+    );
+
+    // The new day has a fresh budget.
+    let at = next_day + 10 * MINUTE;
+    let findings = vec![finding(
+        "error-rate",
+        scope(&[("route", "chat")]),
+        page(),
+        0,
+    )];
+    stage.handle(tick(at, findings), at).unwrap();
+    let last = queued(&db, "slack").pop().unwrap().message;
+    assert!(
+        last.alerts.iter().any(|a| a.rule == "error-rate"
+            && a.scope == scope(&[("route", "chat")])
+            && a.event == AlertEvent::Firing),
+        "{last:?}"
+    );
+}
+
+#[test]
+fn an_exception_suppresses_then_expires_and_the_alert_flows_again() {
+    let (_dir, db) = database();
+    let registry = Registry::new(Policy::default());
+    let mut conn = exception_sql::open(&db).unwrap();
+    let gpt = scope(&[("model", "gpt-4o")]);
+    let claude = scope(&[("model", "claude-3-5-sonnet")]);
+    let created = registry
+        .create(
+            &mut conn,
+            NewException {
+                rule: "cost-per-request".into(),
+                scope: gpt.clone(),
+                reason: "nightly batch re-embeds the catalogue".into(),
+                owner: "ana".into(),
+                ticket: Some("OPS-42".into()),
+                expires_ms: T0 + 2 * HOUR,
+            },
+            "ana",
+            T0 - MINUTE,
+        )
+        .unwrap();
+    let id = created.exception.id;
+    let mut stage = stage(&db, Tiers::defaults());
+    // 10% of requests: the `alert` tier, which notifies Slack.
+    let findings = || {
+        vec![
+            finding("cost-per-request", gpt.clone(), impact(0.1, 3, 20.0), 0),
+            finding("cost-per-request", claude.clone(), impact(0.1, 3, 20.0), 0),
+        ]
+    };
+
+    let lines = stage.handle(tick(T0, findings()), T0).unwrap();
+    assert_eq!(
+        lines.len(),
+        2,
+        "a suppressed alert is still a line: {lines:?}"
+    );
+    let row = stored_one(&db, "cost-per-request", &gpt);
+    assert_eq!(
+        (row.state.as_str(), row.suppressed_by),
+        ("firing", Some(id))
+    );
+    assert_eq!(
+        stored_one(&db, "cost-per-request", &claude).suppressed_by,
+        None
+    );
+    let slack = queued_alerts(&db, "slack");
+    assert_eq!(
+        slack.len(),
+        1,
+        "only the unexcepted scope is notified: {slack:?}"
+    );
+    assert_eq!(slack[0].scope, claude);
+    let exception =
+        |conn: &exception_sql::Connection| exception_sql::get(conn, id).unwrap().unwrap();
+    let e = exception(&conn);
+    assert_eq!((e.hits, e.last_hit_ms), (1, Some(T0)));
+
+    // Still firing an hour later, still excepted: nothing more is queued.
+    let at = T0 + HOUR;
+    stage.handle(tick(at, findings()), at).unwrap();
+    assert_eq!(queued_alerts(&db, "slack").len(), 1);
+    assert_eq!(
+        stored_one(&db, "cost-per-request", &gpt).suppressed_by,
+        Some(id)
+    );
+
+    // The exception expires at T0 + 2h; the next evaluation notifies the alert.
+    let at = T0 + 3 * HOUR;
+    stage.handle(tick(at, findings()), at).unwrap();
+    let slack = queued_alerts(&db, "slack");
+    assert_eq!(slack.len(), 2, "{slack:?}");
+    assert_eq!(
+        (&slack[1].scope, slack[1].event),
+        (&gpt, AlertEvent::Firing)
+    );
+    assert_eq!(
+        stored_one(&db, "cost-per-request", &gpt).suppressed_by,
+        None
+    );
+    let actions: Vec<String> = registry
+        .audit(&conn, id)
+        .unwrap()
+        .into_iter()
+        .map(|a| a.action)
+        .collect();
+    assert_eq!(actions, ["created", "expired"]);
+    assert_eq!(
+        exception(&conn).hits,
+        1,
+        "an expired exception counts no more hits"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The real daemon, a Slack stand-in and an SMTP server.
+
+/// What the Slack stand-in answers next; 200 once the plan is used up and no
+/// `always` is set.
+#[derive(Clone, Copy)]
+enum Reply {
+    Status(u16),
+}
+
+struct Hit {
+    status: u16,
+    body: Value,
+}
+
+#[derive(Clone, Default)]
+struct Recorded {
+    hits: Arc<Mutex<Vec<Hit>>>,
+    plan: Arc<Mutex<VecDeque<Reply>>>,
+    always: Arc<Mutex<Option<Reply>>>,
+}
+
+/// An HTTP server on an ephemeral port, on its own thread and runtime, that records
+/// every body with the status it answered.
+struct Receiver {
+    addr: SocketAddr,
+    state: Recorded,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Recorded::default();
+        let app = Router::new().fallback(receive).with_state(state.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                axum::serve(listener, app).await.unwrap();
+            });
+        });
+        Receiver { addr, state }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/services/T0/B0/alerting", self.addr)
+    }
+
+    fn then(&self, replies: &[Reply]) {
+        self.state.plan.lock().unwrap().extend(replies);
+    }
+
+    fn always(&self, reply: Option<Reply>) {
+        *self.state.always.lock().unwrap() = reply;
+    }
+
+    fn hits(&self) -> usize {
+        self.state.hits.lock().unwrap().len()
+    }
+
+    /// Bodies the receiver accepted (answered 200), in arrival order.
+    fn accepted(&self) -> Vec<Value> {
+        let hits = self.state.hits.lock().unwrap();
+        hits.iter()
+            .filter(|h| h.status == 200)
+            .map(|h| h.body.clone())
+            .collect()
+    }
+}
+
+async fn receive(State(s): State<Recorded>, body: Bytes) -> Response {
+    let planned = s.plan.lock().unwrap().pop_front();
+    let status = match planned.or(*s.always.lock().unwrap()) {
+        None => 200,
+        Some(Reply::Status(code)) => code,
+    };
+    s.hits.lock().unwrap().push(Hit {
+        status,
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+    });
+    let code = StatusCode::from_u16(status).unwrap();
+    (code, if status == 200 { "ok" } else { "failure" }).into_response()
+}
+
+/// Slack's header block: the message title.
+fn slack_title(body: &Value) -> String {
+    body["blocks"][0]["text"]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Mails as an in-process SMTP server over TCP received them.
+#[derive(Clone, Default)]
+struct Mailbag {
+    mails: Arc<Mutex<Vec<Vec<u8>>>>,
+    current: Vec<u8>,
+}
+
+impl mailin_embedded::Handler for Mailbag {
+    fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.current.extend_from_slice(buf);
+        Ok(())
+    }
+
+    fn data_end(&mut self) -> mailin_embedded::Response {
+        let mail = std::mem::take(&mut self.current);
+        self.mails.lock().unwrap().push(mail);
+        mailin_embedded::response::OK
+    }
+}
+
+/// Start an SMTP server; returns its mailbag and port.
+fn smtp_server() -> (Mailbag, u16) {
+    let bag = Mailbag::default();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut server = mailin_embedded::Server::new(bag.clone());
+    server.with_name("mx.test").with_tcp_listener(listener);
+    std::thread::spawn(move || server.serve().map_err(|e| e.to_string()));
+    (bag, port)
+}
+
+/// `[[channel]]` entries named as the shipped tiers route (`slack`, `email`).
+fn channels_toml(slack: &Receiver, smtp_port: Option<u16>) -> String {
+    let mut toml = format!(
+        "[[channel]]\nname = \"slack\"\ntype = \"slack\"\nwebhook_url = \"{}\"\n",
+        slack.url()
+    );
+    if let Some(port) = smtp_port {
+        toml.push_str(&format!(
+            "[[channel]]\nname = \"email\"\ntype = \"email\"\nsmtp_url = \"smtp://127.0.0.1:{port}?tls=none\"\n\
+             from = \"driftwarden <dw@example.com>\"\nto = [\"oncall@example.com\"]\n"
+        ));
+    }
+    toml
+}
+
+/// (id, state, failed attempts) of each outbox row of `channel`, oldest first. A
+/// writable connection: after a kill the WAL may need recovering, which a read-only
+/// one cannot do.
+fn outbox_states(app: &common::TestApp, channel: &str) -> Vec<(i64, String, u32)> {
+    let conn = outbox::open(&app.db).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT id, state, attempts FROM outbox WHERE channel = ?1 ORDER BY id")
+        .unwrap();
+    stmt.query_map([channel], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// Poll `cond` until it holds, failing after `limit` with the daemon's log.
+fn wait_for(app: &common::TestApp, what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}; daemon log:\n{}",
+            app.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Long enough for a worker that wrongly resends to do it: the daemon's idle worker
+/// polls the outbox every second.
+const SETTLE: Duration = Duration::from_millis(2500);
+
+/// A burst of upstream errors trips error-rate's hard limit (0.25 in
+/// `rules/drift.toml`), which fires without any baseline. The daemon runs on
+/// one-minute buckets with no lateness and error-rate without its `for`, so the
+/// burst is judged when the current minute closes (at most a minute of waiting)
+/// instead of after two ten-minute buckets. Slack answers 500 twice, then 200.
+#[test]
+fn a_hard_guard_burst_reaches_slack_and_email_exactly_once_through_500s() {
+    let slack = Receiver::start();
+    slack.then(&[Reply::Status(500), Reply::Status(500)]);
+    let (mails, smtp_port) = smtp_server();
+    let rules = rules_dir(|name, text| match name {
+        "drift.toml" => replace_once(
+            text,
+            "hard_limit = 0.25\nfor = \"10m\"\n",
+            "hard_limit = 0.25\n",
+        ),
+        _ => text.to_string(),
+    });
+    let config = format!(
+        "[analysis]\nbucket_minutes = 1\nlateness_minutes = 0\n[routing]\ngroup_wait_seconds = 0\n{}",
+        channels_toml(&slack, Some(smtp_port))
+    );
+    let app = common::TestApp::builder()
+        .rules(rules.path())
+        .config(&config)
+        .spawn();
+
+    // Posted in the last seconds of a minute, the burst could land in a bucket the
+    // idle daemon closes before it reads the batch; start with the next minute.
+    let into_minute = common::now_ms() % MINUTE;
+    if into_minute > 50_000 {
+        std::thread::sleep(Duration::from_millis((MINUTE - into_minute + 100) as u64));
+    }
+    let ts = common::now_ms();
+    let events: Vec<String> = (0..40)
+        .map(|i| {
+            let (status, error) = if i % 2 == 0 {
+                (502, "\"upstream_error\"")
+            } else {
+                (200, "null")
+            };
+            format!(
+                r#"{{"id":"burst-{i}","ts":{ts},"model":"gpt-4o","provider":"openai","route":"chat","tenant":"team-a","prompt_tokens":100,"completion_tokens":20,"cost_usd":0.0005,"latency_ms":300,"status":{status},"error_type":{error}}}"#
+            )
+        })
+        .collect();
+    let (status, report) = app.post_events("native", events.join("\n"));
+    assert_eq!(
+        (status, report["accepted"].as_u64()),
+        (200, Some(40)),
+        "{report}"
+    );
+
+    // The minute closes on the wall clock once ingest has been quiet for 10 s.
+    let limit = Duration::from_secs(100);
+    wait_for(&app, "a queued Slack notification", limit, || {
+        !outbox_states(&app, "slack").is_empty()
+    });
+    wait_for(
+        &app,
+        "every notification sent",
+        Duration::from_secs(30),
+        || {
+            ["slack", "email"].iter().all(|c| {
+                let rows = outbox_states(&app, c);
+                !rows.is_empty() && rows.iter().all(|(_, state, _)| state == "sent")
+            })
+        },
+    );
+    std::thread::sleep(SETTLE);
+
+    let alerts = app.sql_i64(
+        "SELECT COUNT(*) FROM alerts WHERE rule = 'error-rate' AND state = 'firing' AND tier = 'page'",
+    );
+    assert!(alerts >= 1, "no firing error-rate page alert stored");
+    let rows = outbox_states(&app, "slack");
+    let accepted = slack.accepted();
+    assert_eq!(
+        accepted.len(),
+        rows.len(),
+        "each Slack notification once: {rows:?}"
+    );
+    assert_eq!(
+        slack.hits(),
+        rows.len() + 2,
+        "two refusals, then one delivery each"
+    );
+    assert!(rows.iter().map(|r| r.2).sum::<u32>() == 2, "{rows:?}");
+    let mut titles: Vec<String> = accepted.iter().map(slack_title).collect();
+    titles.sort();
+    titles.dedup();
+    assert_eq!(titles.len(), accepted.len(), "{titles:?}");
+    let text = accepted[0]["text"].as_str().unwrap();
+    for want in [
+        "[PAGE]",
+        "error-rate",
+        "structural_drift",
+        "past its hard limit",
+        "100.0% of requests",
+    ] {
+        assert!(text.contains(want), "Slack text lacks {want:?}: {text}");
+    }
+
+    let email_rows = outbox_states(&app, "email");
+    let received = mails.mails.lock().unwrap().clone();
+    assert_eq!(received.len(), email_rows.len(), "each mail once");
+    let mail = mailparse::parse_mail(&received[0]).unwrap();
+    let subject = mail
+        .headers
+        .iter()
+        .find(|h| h.get_key().eq_ignore_ascii_case("subject"))
+        .map(|h| h.get_value())
+        .unwrap_or_default();
+    assert!(subject.starts_with("[driftwarden] [PAGE]"), "{subject}");
+    let plain = mail
+        .subparts
+        .iter()
+        .find(|p| p.ctype.mimetype == "text/plain")
+        .expect("a plain-text part")
+        .get_body()
+        .unwrap();
+    assert!(
+        plain.contains("error-rate") && plain.contains("past its hard limit"),
+        "{plain}"
+    );
+}
+
+/// Notifications queued before a start (as an alert stage leaves them), refused
+/// while the daemon runs, the daemon killed with them pending; after the restart
+/// Slack accepts, and each arrives exactly once.
+#[test]
+fn after_kill_9_with_notifications_pending_each_arrives_exactly_once() {
+    let slack = Receiver::start();
+    slack.always(Some(Reply::Status(500)));
+    let builder = common::TestApp::builder().config(&format!(
+        "[routing]\ngroup_wait_seconds = 0\n{}",
+        channels_toml(&slack, None)
+    ));
+    let db = builder.path("driftwarden.db");
+    drop(Store::open(&db).unwrap());
+    let titles: Vec<String> = (1..=3).map(|i| format!("pending {i}")).collect();
+    {
+        let conn = outbox::open(&db).unwrap();
+        for t in &titles {
+            let message = Message {
+                title: t.clone(),
+                tier: Some("page".into()),
+                alerts: Vec::new(),
+                text: format!("{t} of 3"),
+            };
+            outbox::enqueue(&conn, "slack", &message, common::now_ms()).unwrap();
+        }
+    }
+    let mut app = builder.spawn();
+    wait_for(&app, "refused attempts", common::WAIT, || slack.hits() >= 2);
+    app.kill9();
+    let rows = outbox_states(&app, "slack");
+    assert!(
+        rows.iter().all(|(_, state, _)| state == "pending"),
+        "killed with every notification pending: {rows:?}"
+    );
+    assert!(slack.accepted().is_empty());
+
+    slack.always(None);
+    app.restart();
+    wait_for(
+        &app,
+        "every notification sent",
+        Duration::from_secs(30),
+        || {
+            outbox_states(&app, "slack")
+                .iter()
+                .all(|(_, state, _)| state == "sent")
+        },
+    );
+    std::thread::sleep(SETTLE);
+
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for body in slack.accepted() {
+        *counts.entry(slack_title(&body)).or_default() += 1;
+    }
+    let want: BTreeMap<String, usize> = titles.iter().map(|t| (t.clone(), 1)).collect();
+    assert_eq!(counts, want);
+    let sent = outbox::list(&db, Some(OutboxState::Sent), 10).unwrap();
+    assert_eq!(sent.len(), 3);
+}
