@@ -54,7 +54,13 @@ struct Active {
     lane: Lane,
     last: Option<Alert>,
     notified_ms: i64,
+    /// Evaluations of its lane in a row that did not find it.
+    misses: u32,
 }
+
+/// Evaluations in a row without the condition before a firing alert resolves, so an
+/// alert near its threshold does not flap between firing and resolved.
+const RESOLVE_AFTER: u32 = 3;
 
 /// The alert stage. Owns its own connection to the daemon's database.
 pub struct AlertStage {
@@ -99,7 +105,7 @@ impl AlertStage {
                     suppressed_by: a.suppressed_by,
                     lane,
                     last: None,
-                    notified_ms: a.started_ms,
+                    notified_ms: a.started_ms, misses: 0,
                 },
             );
         }
@@ -243,7 +249,7 @@ impl AlertStage {
                             suppressed_by: suppressed,
                             lane: f.lane,
                             last: Some(line.clone()),
-                            notified_ms: now_ms,
+                            notified_ms: now_ms, misses: 0,
                         },
                     );
                     if fire {
@@ -289,13 +295,25 @@ impl AlertStage {
                 }
             }
         }
-        let cleared: Vec<(String, Scope)> = self
+        for key in &seen {
+            if let Some(a) = self.active.get_mut(key) {
+                a.misses = 0;
+            }
+        }
+        let missed: Vec<(String, Scope)> = self
             .active
             .iter()
             .filter(|(k, a)| tick.lanes.contains(&a.lane) && !seen.contains(*k))
             .map(|(k, _)| k.clone())
             .collect();
-        for key in cleared {
+        for key in missed {
+            let Some(a) = self.active.get_mut(&key) else {
+                continue;
+            };
+            a.misses += 1;
+            if a.firing && a.misses < RESOLVE_AFTER {
+                continue;
+            }
             let Some(a) = self.active.remove(&key) else {
                 continue;
             };
@@ -409,7 +427,7 @@ impl AlertStage {
                 suppressed_by: None,
                 lane: Lane::Meta,
                 last: Some(alert.clone()),
-                notified_ms: now_ms,
+                notified_ms: now_ms, misses: 0,
             },
         );
         lines.push(alert);

@@ -88,6 +88,9 @@ pub fn is_proportion(signal: Signal) -> bool {
 /// Fewest events beyond (or short of) the baseline rate for a proportion to count.
 const MIN_EXCESS_EVENTS: f64 = 5.0;
 
+/// Fewest requests beyond (or short of) the baseline for a volume change to count.
+const MIN_EXCESS_REQUESTS: f64 = 10.0;
+
 /// Judge a scalar value against its baseline under `rule`.
 pub fn judge_scalar(
     rule: &Rule,
@@ -130,8 +133,13 @@ pub fn judge_scalar(
     let p_value = stats::one_sided_p(z, sign > 0.0);
     let enough = signal == Signal::Requests || counts.n >= rule.min_samples;
     // A handful of events is an anecdote however small the baseline rate was.
-    let excess_events =
-        !proportion || (counts.x as f64 - counts.n as f64 * center).abs() >= MIN_EXCESS_EVENTS;
+    let excess_events = match signal {
+        _ if proportion => {
+            (counts.x as f64 - counts.n as f64 * center).abs() >= MIN_EXCESS_EVENTS
+        }
+        Signal::Requests => diff.abs() >= MIN_EXCESS_REQUESTS,
+        _ => true,
+    };
     // The recent-window fallback knows nothing of the time of day: ask more of it.
     let min_z = if base.seasonal {
         rule.min_z

@@ -1,0 +1,186 @@
+//! Scenario tests of the lanes, baselines and detectors: seeded simulated traffic
+//! (weekly rhythm, several models, routes and tenants, late evals) is replayed
+//! through the same pipeline `serve` runs, and each test asserts what fires and
+//! what does not.
+
+use std::path::Path;
+
+use driftwarden::config::{Config, FileConfig, Overrides};
+use driftwarden::domain::{Alert, AlertEvent, Kind, Scope};
+use driftwarden::replay::{ReplayFiles, run};
+use driftwarden::sim::{Profile, scenarios, write_changes_jsonl, write_records_jsonl};
+
+/// What a replay of one scenario produced.
+struct Outcome {
+    firing: Vec<Alert>,
+    db: tempfile::TempDir,
+}
+
+impl Outcome {
+    fn fired(&self, kind: Kind, scope: &[(&str, &str)]) -> Vec<&Alert> {
+        let scope: Scope = scope.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        self.firing.iter().filter(|a| a.kind == kind && a.scope == scope).collect()
+    }
+
+    fn describe(&self) -> String {
+        self.firing
+            .iter()
+            .map(|a| format!("{} {} {:?} {}", a.rule, a.kind.as_str(), a.scope, a.tier))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+fn replay_scenario(name: &str, seed: u64) -> Outcome {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let scenario = scenarios::by_name(name, Profile::default()).expect("a shipped scenario");
+    let events = dir.path().join("events.jsonl");
+    let evals = dir.path().join("evals.jsonl");
+    let changes = dir.path().join("changes.jsonl");
+    let generator = scenario.generator(seed).expect("a valid profile");
+    write_records_jsonl(generator, &events, Some(&evals)).expect("writing the log");
+    write_changes_jsonl(&scenario.changes, &changes).expect("writing the changes");
+    let overrides = Overrides {
+        db: Some(dir.path().join("replay.db")),
+        rules: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules")),
+        ..Overrides::default()
+    };
+    let config = Config::resolve(FileConfig::default(), overrides).expect("default config");
+    let files = ReplayFiles {
+        events,
+        format: "native".into(),
+        evals: Some(evals),
+        changes: Some(changes),
+        keep_raw: false,
+    };
+    let mut firing = Vec::new();
+    let summary = run(&config, &files, |a| {
+        if a.event == AlertEvent::Firing {
+            firing.push(a.clone());
+        }
+    })
+    .expect("replay runs");
+    assert!(summary.events > 500_000, "the scenario is two weeks of traffic: {summary:?}");
+    Outcome { firing, db: dir }
+}
+
+#[test]
+fn two_quiet_weeks_raise_nothing() {
+    let out = replay_scenario("quiet", 11);
+    assert!(out.firing.is_empty(), "quiet traffic fired:\n{}", out.describe());
+}
+
+#[test]
+fn an_announced_deploy_that_lengthens_prompts_raises_no_drift_and_yields_an_impact_report() {
+    let out = replay_scenario("announced_deploy", 12);
+    let on_route: Vec<&Alert> = out
+        .firing
+        .iter()
+        .filter(|a| a.scope.get("route").is_some_and(|r| r == "summarize"))
+        .collect();
+    assert!(on_route.is_empty(), "the announced deploy raised drift:\n{}", out.describe());
+    let conn = rusqlite::Connection::open(out.db.path().join("replay.db")).expect("replay store");
+    let impact: String = conn
+        .query_row("SELECT impact FROM change_events WHERE kind = 'deploy'", [], |r| r.get(0))
+        .expect("the deploy has an impact report");
+    let report: serde_json::Value = serde_json::from_str(&impact).expect("report JSON");
+    let tokens = report["signals"]
+        .as_array()
+        .expect("signals")
+        .iter()
+        .find(|s| s["signal"] == "tokens_per_request")
+        .expect("tokens per request compared");
+    assert_eq!(tokens["changed"], true, "{report:#}");
+    assert!(tokens["shift"].as_f64().unwrap() > 0.3, "{report:#}");
+    assert!(tokens["p_value"].as_f64().unwrap() < 0.001, "{report:#}");
+}
+
+#[test]
+fn a_silent_model_version_change_with_a_price_rise_is_unannounced() {
+    let out = replay_scenario("silent_model_bump", 13);
+    let flagged = out.fired(Kind::UnannouncedChange, &[("model", "gpt-4o")]).len()
+        + out.fired(Kind::CostDrift, &[("model", "gpt-4o")]).len();
+    assert!(flagged > 0, "no unannounced_change or cost_drift on gpt-4o:\n{}", out.describe());
+    let conn = rusqlite::Connection::open(out.db.path().join("replay.db")).expect("replay store");
+    let detected: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM change_events WHERE kind = 'model_bump' AND origin = 'detected'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(detected, 1, "the bump is recorded as an automatic change event");
+}
+
+#[test]
+fn a_slow_daily_cost_creep_raises_baseline_creep() {
+    let out = replay_scenario("slow_creep", 14);
+    let creep: Vec<&Alert> = out
+        .firing
+        .iter()
+        .filter(|a| a.kind == Kind::BaselineCreep && a.scope.get("route").is_some_and(|r| r == "extract"))
+        .collect();
+    assert!(!creep.is_empty(), "no baseline_creep on route=extract:\n{}", out.describe());
+    let elsewhere = out
+        .firing
+        .iter()
+        .filter(|a| a.kind == Kind::BaselineCreep && a.scope.get("route").is_some_and(|r| r != "extract"))
+        .count();
+    assert_eq!(elsewhere, 0, "creep on other routes:\n{}", out.describe());
+}
+
+#[test]
+fn evals_stopping_while_cost_falls_raises_false_efficiency() {
+    let out = replay_scenario("evals_off", 15);
+    assert!(
+        !out.fired(Kind::FalseEfficiency, &[("route", "classify")]).is_empty(),
+        "no false_efficiency on route=classify:\n{}",
+        out.describe()
+    );
+}
+
+#[test]
+fn one_tenants_spike_is_traffic_drift_on_that_tenant_only() {
+    let out = replay_scenario("tenant_spike", 16);
+    assert!(
+        !out.fired(Kind::TrafficDrift, &[("tenant", "tenant-16")]).is_empty(),
+        "no traffic_drift on tenant-16:\n{}",
+        out.describe()
+    );
+    let wider: Vec<&Alert> = out
+        .firing
+        .iter()
+        .filter(|a| matches!(a.kind, Kind::TrafficDrift | Kind::CostDrift))
+        .filter(|a| a.scope.get("tenant").is_none_or(|t| t != "tenant-16"))
+        .filter(|a| a.at_ms >= Profile::default().day(14.0))
+        .collect();
+    assert!(wider.is_empty(), "the spike leaked into other scopes: {wider:#?}");
+}
+
+#[test]
+fn lagged_evals_with_falling_scores_raise_quality_drift_on_that_route() {
+    let out = replay_scenario("quality_drop", 17);
+    assert!(
+        !out.fired(Kind::QualityDrift, &[("route", "summarize")]).is_empty(),
+        "no quality_drift on route=summarize:\n{}",
+        out.describe()
+    );
+    let other_routes = out
+        .firing
+        .iter()
+        .filter(|a| a.kind == Kind::QualityDrift)
+        .filter(|a| a.scope.get("route").is_some_and(|r| r != "summarize"))
+        .count();
+    assert_eq!(other_routes, 0, "{}", out.describe());
+}
+
+#[test]
+fn a_global_error_burst_pages() {
+    let out = replay_scenario("error_burst", 18);
+    let burst = out.fired(Kind::StructuralDrift, &[]);
+    assert!(
+        burst.iter().any(|a| a.rule == "error-rate" && a.tier_rank == 1),
+        "no page-tier error-rate alert on global:\n{}",
+        out.describe()
+    );
+}
