@@ -142,14 +142,23 @@ pub fn split(before: &[ScopeTotal], after: &[ScopeTotal]) -> Spend {
     }
     let models = &by_dim[0].1;
     let total = |f: fn(&Split) -> (u64, f64)| {
-        models.iter().map(f).fold((0u64, 0.0), |(n, s), (dn, ds)| (n + dn, s + ds))
+        models
+            .iter()
+            .map(f)
+            .fold((0u64, 0.0), |(n, s), (dn, ds)| (n + dn, s + ds))
     };
     let (n0, s0) = total(|m| (m.requests_before, m.spend_before));
     let (n1, s1) = total(|m| (m.requests, m.spend));
     // A first day of traffic is all volume, like a new scope's.
     let mut global = volume_rate("global", "", (n0, s0), (n1, s1));
     if n0 > 0 {
-        let share = |n: u64, total: u64| if total == 0 { 0.0 } else { n as f64 / total as f64 };
+        let share = |n: u64, total: u64| {
+            if total == 0 {
+                0.0
+            } else {
+                n as f64 / total as f64
+            }
+        };
         let (mut mix, mut rate) = (0.0, 0.0);
         for m in models {
             let c1m = unit(m.requests, m.spend).unwrap_or(0.0);
@@ -204,9 +213,7 @@ impl Digest {
             .collect();
         let mut exceptions: Vec<Exception> = crate::store::exceptions::list(&conn, None)?
             .into_iter()
-            .filter(|e| {
-                e.revoked_ms.is_none() && e.created_ms < now_ms && e.expires_ms > from_ms
-            })
+            .filter(|e| e.revoked_ms.is_none() && e.created_ms < now_ms && e.expires_ms > from_ms)
             .collect();
         exceptions.sort_by(|a, b| b.hits.cmp(&a.hits).then(a.created_ms.cmp(&b.created_ms)));
         let to_minute = now_ms.div_euclid(60_000);
@@ -347,6 +354,10 @@ impl Digest {
     fn spend_text(&self, out: &mut String) {
         let g = &self.spend.global;
         out.push_str("\nSpend (against the day before)\n");
+        if g.requests == 0 && g.requests_before == 0 {
+            out.push_str("  no traffic on either day\n");
+            return;
+        }
         out.push_str(&format!(
             "  global {} (was {}), {} requests (was {}): {} = volume {}, mix {}, rate {}\n",
             usd(g.spend),

@@ -94,11 +94,12 @@ impl Default for Schedules {
 impl SchedulesConfig {
     /// Validate every expression and the calendar's scope. The message names the key.
     pub fn resolve(self) -> Result<Schedules, String> {
-        let optional = |key: &str, value: Option<String>, default: Option<&str>| {
-            match value.as_deref().or(default) {
-                None | Some(OFF) => Ok(None),
-                Some(expr) => parse(key, expr).map(Some),
-            }
+        let optional = |key: &str, value: Option<String>, default: Option<&str>| match value
+            .as_deref()
+            .or(default)
+        {
+            None | Some(OFF) => Ok(None),
+            Some(expr) => parse(key, expr).map(Some),
         };
         let retention = match self.retention.as_deref() {
             Some(OFF) => {
@@ -373,8 +374,12 @@ async fn drive(
             (Job::Calendar, None) => Err("calendar recalibration without settings".into()),
         };
         match result {
-            Ok(outcome) => tracing::info!(schedule = job.name(), at_ms = at, %outcome, "schedule ran"),
-            Err(cause) => tracing::error!(schedule = job.name(), at_ms = at, %cause, "schedule failed"),
+            Ok(outcome) => {
+                tracing::info!(schedule = job.name(), at_ms = at, %outcome, "schedule ran")
+            }
+            Err(cause) => {
+                tracing::error!(schedule = job.name(), at_ms = at, %cause, "schedule failed")
+            }
         }
     }
 }
@@ -426,7 +431,10 @@ calendar_note = "weekly reset"
 "#,
         )
         .unwrap();
-        assert_eq!(next_fire(s.digest.as_ref().unwrap(), CLOCK), Some(1_780_876_800_000));
+        assert_eq!(
+            next_fire(s.digest.as_ref().unwrap(), CLOCK),
+            Some(1_780_876_800_000)
+        );
         assert!(s.exception_sweep.is_none());
         assert_eq!(next_fire(&s.retention, CLOCK), Some(1_780_885_800_000));
         let cal = s.calendar.unwrap();
@@ -452,9 +460,13 @@ calendar_note = "weekly reset"
         let err = config("retention = \"off\"").unwrap_err();
         assert!(err.contains("retention cannot be"), "{err}");
         let err = config("exception_sweep = \"0 0 0 30 2 *\"").unwrap_err();
-        assert!(err.contains("exception_sweep") && err.contains("never fires"), "{err}");
-        let err = config("calendar_recalibration = \"@daily\"\ncalendar_scope = { region = \"eu\" }")
-            .unwrap_err();
+        assert!(
+            err.contains("exception_sweep") && err.contains("never fires"),
+            "{err}"
+        );
+        let err =
+            config("calendar_recalibration = \"@daily\"\ncalendar_scope = { region = \"eu\" }")
+                .unwrap_err();
         assert!(err.contains("calendar_scope"), "{err}");
         let err = config("digets = \"@daily\"").unwrap_err();
         assert!(err.contains("unknown field"), "{err}");
