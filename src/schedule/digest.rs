@@ -433,3 +433,232 @@ fn signed(x: f64) -> String {
     let sign = if x < 0.0 { "-" } else { "+" };
     format!("{sign}{}", usd(x.abs()))
 }
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::{Connection, params};
+    use serde_json::json;
+
+    use super::*;
+    use crate::domain::{ChangeEvent, ChangeKind};
+    use crate::store::Store;
+    use crate::store::exceptions::NewException;
+
+    /// 2026-06-07T09:00:00Z, a digest's default fire time.
+    const NOW: i64 = 1_780_822_800_000;
+    const HOUR: i64 = 3_600_000;
+
+    fn store() -> (tempfile::TempDir, std::path::PathBuf, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        drop(Store::open(&path).unwrap());
+        let conn = crate::store::outbox::open(&path).unwrap();
+        (dir, path, conn)
+    }
+
+    /// One `agg_minute` cell with only requests and spend.
+    fn agg(conn: &Connection, minute: i64, dim: &str, value: &str, requests: i64, cost: f64) {
+        conn.execute(
+            "INSERT INTO agg_minute (minute, dim, value, requests, errors, truncated, prompt_tokens, \
+             completion_tokens, cached_tokens, cost_usd, costed_requests, list_cost_usd, \
+             latency_ms_sum, latency_count) VALUES (?1, ?2, ?3, ?4, 0, 0, 0, 0, 0, ?5, ?4, 0, 0, 0)",
+            params![minute, dim, value, requests, cost],
+        )
+        .unwrap();
+    }
+
+    fn close(got: f64, want: f64, what: &str) {
+        assert!((got - want).abs() < 1e-9, "{what}: got {got}, want {want}");
+    }
+
+    #[test]
+    fn spend_splits_into_volume_mix_and_rate() {
+        let (_dir, path, conn) = store();
+        let to = NOW / 60_000;
+        let (day, before) = (to - DAY_MINUTES, to - 2 * DAY_MINUTES);
+        // The day before: a 100 requests at $0.01, b 100 at $0.02 (a in two minutes).
+        agg(&conn, before + 10, "model", "a", 60, 0.60);
+        agg(&conn, before + 700, "model", "a", 40, 0.40);
+        agg(&conn, before + 20, "model", "b", 100, 2.00);
+        // The day: a unchanged, b doubles its traffic and costs $0.024 a request.
+        agg(&conn, day + 5, "model", "a", 100, 1.00);
+        agg(&conn, day + 900, "model", "b", 200, 4.80);
+        agg(&conn, before + 30, "route", "chat", 100, 1.50);
+        agg(&conn, day + 30, "route", "chat", 150, 3.00);
+        agg(&conn, before + 40, "tenant", "team-a", 50, 1.00);
+        agg(&conn, day + 40, "tenant", "team-b", 20, 0.40);
+        // Outside both days: ignored.
+        agg(&conn, before - 1, "model", "a", 1000, 100.0);
+        agg(&conn, to, "model", "b", 1000, 100.0);
+
+        let digest = Digest::build(&path, "digest", NOW).unwrap();
+        let spend = &digest.spend;
+        let g = &spend.global;
+        assert_eq!((g.requests_before, g.requests), (200, 300));
+        close(g.spend_before, 3.00, "C0");
+        close(g.spend, 5.80, "C1");
+        // (300 − 200) · $0.015
+        close(g.volume, 1.50, "global volume");
+        // 300 · ((1/3 − 1/2) · $0.01 + (2/3 − 1/2) · $0.02)
+        close(g.mix, 0.50, "global mix");
+        // 100 · ($0.01 − $0.01) + 200 · ($0.024 − $0.02)
+        close(g.rate, 0.80, "global rate");
+        close(g.volume + g.mix + g.rate, g.spend - g.spend_before, "sum");
+
+        let dim = |name: &str| &spend.by_dim.iter().find(|(d, _)| d == name).unwrap().1;
+        let models = dim("model");
+        assert_eq!(
+            models.iter().map(|s| s.value.as_str()).collect::<Vec<_>>(),
+            ["b", "a"],
+            "biggest spend first"
+        );
+        close(models[0].volume, 2.00, "b volume: (200 − 100) · $0.02");
+        close(models[0].rate, 0.80, "b rate: 200 · $0.004");
+        close(models[1].volume + models[1].rate, 0.0, "a unchanged");
+        assert_eq!(models[0].mix, 0.0, "mix is the global scope's");
+        let chat = &dim("route")[0];
+        close(chat.volume, 0.75, "chat volume: 50 · $0.015");
+        close(chat.rate, 0.75, "chat rate: 150 · $0.005");
+        let tenants = dim("tenant");
+        close(tenants[0].volume, -1.00, "team-a left: all volume");
+        close(tenants[1].volume, 0.40, "team-b is new: all volume");
+        close(
+            tenants[0].rate + tenants[1].rate,
+            0.0,
+            "no rate for new or gone",
+        );
+
+        let text = digest.text();
+        for want in [
+            "global $5.80 (was $3.00), 300 requests (was 200): +$2.80 = volume +$1.50, mix +$0.5000, rate +$0.8000",
+            "    b $4.80 (was $2.00), 200 requests (was 100): +$2.80 = volume +$2.00, rate +$0.8000",
+        ] {
+            assert!(text.contains(want), "{want:?} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_first_day_of_traffic_is_all_volume() {
+        let after = [ScopeTotal {
+            dim: "model".into(),
+            value: "a".into(),
+            requests: 10,
+            cost_usd: 0.5,
+        }];
+        let g = split(&[], &after).global;
+        close(g.volume, 0.5, "volume");
+        close(g.mix + g.rate, 0.0, "no mix or rate");
+    }
+
+    #[test]
+    fn digest_lists_tier_alerts_changes_with_impact_and_exceptions() {
+        let (_dir, path, conn) = store();
+        let mut alert = crate::notify::message::tests::alert();
+        alert.tier = "digest".into();
+        alert.summary = "tokens per request up 30% on gpt-4o".into();
+        crate::store::alerts::insert(&conn, &alert, "firing", NOW - HOUR, None).unwrap();
+        let mut old = alert.clone();
+        old.summary = "two days ago".into();
+        crate::store::alerts::insert(&conn, &old, "firing", NOW - 50 * HOUR, None).unwrap();
+        let mut loud = alert.clone();
+        loud.tier = "page".into();
+        loud.summary = "a page".into();
+        crate::store::alerts::insert(&conn, &loud, "firing", NOW - HOUR, None).unwrap();
+
+        let deploy = ChangeEvent {
+            kind: ChangeKind::Deploy,
+            ts_ms: NOW - 5 * HOUR,
+            scope: [("route".to_string(), "summarize".to_string())].into(),
+            note: "prompt template v2".into(),
+            origin: "api".into(),
+        };
+        crate::store::alerts::insert_change(&conn, &deploy, NOW - 5 * HOUR).unwrap();
+        let report = json!({"summary": "cost per request up 12% after the deploy"});
+        crate::store::alerts::set_impact(&conn, &deploy, &report).unwrap();
+        let calendar = ChangeEvent {
+            kind: ChangeKind::ConfigChange,
+            ts_ms: NOW - HOUR,
+            scope: Scope::new(),
+            note: "calendar recalibration".into(),
+            origin: "calendar".into(),
+        };
+        crate::store::alerts::insert_change(&conn, &calendar, NOW - HOUR).unwrap();
+
+        let exception = |rule: &str, created: i64, hits: u32| {
+            let e = crate::store::exceptions::insert(
+                &conn,
+                &NewException {
+                    rule: rule.into(),
+                    scope: [("model".to_string(), "gpt-4o".to_string())].into(),
+                    reason: format!("{rule} is known"),
+                    owner: "ana".into(),
+                    ticket: None,
+                    expires_ms: NOW + 3 * DAY_MS,
+                },
+                created,
+            )
+            .unwrap();
+            for _ in 0..hits {
+                crate::store::exceptions::add_hit(&conn, e.id, NOW - HOUR).unwrap();
+            }
+            e.id
+        };
+        exception("cost-per-request", NOW - 2 * DAY_MS, 5);
+        exception("error-rate", NOW - DAY_MS, 9);
+        let revoked = exception("latency", NOW - DAY_MS, 1);
+        crate::store::exceptions::set_revoked(&conn, revoked, NOW - HOUR).unwrap();
+
+        let digest = Digest::build(&path, "digest", NOW).unwrap();
+        let message = digest.message();
+        assert_eq!(message.title, "driftwarden daily digest 2026-06-07");
+        assert_eq!(message.tier.as_deref(), Some("digest"));
+        let text = &message.text;
+        for want in [
+            "Digest alerts (1)",
+            "FIRING cost-per-request · cost_drift on model=gpt-4o since 2026-06-07T08:00:00Z",
+            "tokens per request up 30% on gpt-4o",
+            "Changes (2)",
+            "deploy route=summarize at 2026-06-07T04:00:00Z (api): prompt template v2",
+            "impact: cost per request up 12% after the deploy",
+            "config_change global at 2026-06-07T08:00:00Z (calendar): calendar recalibration",
+            "impact: report pending",
+            "Exceptions (2, most hits first)",
+            "cost-per-request on model=gpt-4o: 5 hits, age 2.0d, expires 2026-06-10T09:00:00Z (in 3.0d), owner ana",
+            "Spend (against the day before)\n  no traffic on either day",
+        ] {
+            assert!(text.contains(want), "{want:?} missing from\n{text}");
+        }
+        for absent in ["two days ago", "a page", "latency"] {
+            assert!(!text.contains(absent), "{absent:?} in\n{text}");
+        }
+        let (busy, quiet) = (
+            text.find("error-rate").unwrap(),
+            text.find("cost-per-request on").unwrap(),
+        );
+        assert!(busy < quiet, "most hits first:\n{text}");
+
+        let tiers = Tiers::defaults();
+        let tier = digest_tier(&tiers);
+        assert_eq!(tier.tier.name, "digest");
+        assert_eq!(enqueue(&path, tier, &message, NOW).unwrap(), 1);
+        let queued: (String, String) = conn
+            .query_row("SELECT channel, message FROM outbox", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(queued.0, "email");
+        assert!(queued.1.contains("driftwarden daily digest 2026-06-07"));
+    }
+
+    #[test]
+    fn without_a_tier_named_digest_the_second_least_severe_gets_it() {
+        let tiers = Tiers::parse(
+            "[[tier]]\nname = \"page\"\nchannels = [\"slack\"]\n[tier.when]\nspend_share = 0.2\n\
+             [[tier]]\nname = \"low\"\nchannels = [\"email\"]\n[tier.when]\ntenants = 2\n\
+             [[tier]]\nname = \"record\"\n",
+            "test",
+        )
+        .unwrap();
+        assert_eq!(digest_tier(&tiers).tier.name, "low");
+    }
+}
