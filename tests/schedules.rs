@@ -21,22 +21,24 @@ calendar_note = "every two seconds"
 "#,
         )
         .spawn();
-    let mut found = Value::Null;
+    let mut calendar = Vec::new();
+    // Two, so the analysis has had a tick after a change-only batch.
     wait_until(
-        "a calendar change event in GET /v1/changes",
+        "two calendar change events in GET /v1/changes",
         Duration::from_secs(10),
         || {
             let changes: Value = app.get("/v1/changes").json().expect("changes JSON");
-            let hit = changes["changes"]
+            calendar = changes["changes"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .find(|c| c["origin"] == "calendar")
-                .cloned();
-            found = hit.unwrap_or(Value::Null);
-            !found.is_null()
+                .filter(|c| c["origin"] == "calendar")
+                .cloned()
+                .collect();
+            calendar.len() >= 2
         },
     );
+    let found = &calendar[0];
     assert_eq!(found["kind"], "config_change");
     assert_eq!(found["scope"]["route"], "chat");
     assert_eq!(found["note"], "every two seconds");
@@ -67,6 +69,11 @@ calendar_note = "every two seconds"
         assert!(text.contains(want), "{want:?} missing from\n{text}");
     }
     app.terminate();
+    let log = app.log_text();
+    assert!(
+        !log.contains("panicked") && !log.contains("no longer analysed"),
+        "the analysis must survive change-only batches:\n{log}"
+    );
 }
 
 #[test]

@@ -279,21 +279,29 @@ pub fn calendar_change(calendar: &Calendar, at_ms: i64) -> ChangeEvent {
     }
 }
 
-#[derive(Clone, Copy)]
 enum Job {
     Retention,
     Sweep,
     Digest,
-    Calendar,
+    Calendar(Box<Calendar>),
 }
 
 impl Job {
-    fn name(self) -> &'static str {
+    fn name(&self) -> &'static str {
         match self {
             Job::Retention => "retention",
             Job::Sweep => "exception_sweep",
             Job::Digest => "digest",
-            Job::Calendar => "calendar_recalibration",
+            Job::Calendar(_) => "calendar_recalibration",
+        }
+    }
+
+    async fn run(&self, jobs: &Jobs, at_ms: i64) -> Result<String, String> {
+        match self {
+            Job::Retention => jobs.retention(at_ms).await,
+            Job::Sweep => jobs.sweep(at_ms).await,
+            Job::Digest => jobs.digest(at_ms).await,
+            Job::Calendar(c) => jobs.calendar(c, at_ms).await,
         }
     }
 }
@@ -308,27 +316,21 @@ impl Scheduler {
     /// Start one task per configured schedule on the current tokio runtime.
     pub fn spawn(schedules: &Schedules, jobs: Jobs) -> Scheduler {
         let (stop, stopped) = watch::channel(false);
-        let mut planned = vec![(Job::Retention, schedules.retention.clone(), None)];
+        let mut planned = vec![(Job::Retention, schedules.retention.clone())];
         if let Some(s) = &schedules.exception_sweep {
-            planned.push((Job::Sweep, s.clone(), None));
+            planned.push((Job::Sweep, s.clone()));
         }
         if let Some(s) = &schedules.digest {
-            planned.push((Job::Digest, s.clone(), None));
+            planned.push((Job::Digest, s.clone()));
         }
         if let Some(c) = &schedules.calendar {
-            planned.push((Job::Calendar, c.schedule.clone(), Some(c.clone())));
+            planned.push((Job::Calendar(Box::new(c.clone())), c.schedule.clone()));
         }
         let tasks = planned
             .into_iter()
-            .map(|(job, schedule, calendar)| {
+            .map(|(job, schedule)| {
                 tracing::info!(schedule = job.name(), cron = %schedule, "schedule started");
-                tokio::spawn(drive(
-                    job,
-                    schedule,
-                    calendar,
-                    jobs.clone(),
-                    stopped.clone(),
-                ))
+                tokio::spawn(drive(job, schedule, jobs.clone(), stopped.clone()))
             })
             .collect();
         Scheduler { stop, tasks }
@@ -345,13 +347,7 @@ impl Scheduler {
     }
 }
 
-async fn drive(
-    job: Job,
-    schedule: Schedule,
-    calendar: Option<Calendar>,
-    jobs: Jobs,
-    mut stopped: watch::Receiver<bool>,
-) {
+async fn drive(job: Job, schedule: Schedule, jobs: Jobs, mut stopped: watch::Receiver<bool>) {
     // The last fire time: a sleep that ends a hair early must not fire it twice.
     let mut last = i64::MIN;
     loop {
@@ -366,14 +362,7 @@ async fn drive(
             _ = stopped.changed() => return,
         }
         last = at;
-        let result = match (job, &calendar) {
-            (Job::Retention, _) => jobs.retention(at).await,
-            (Job::Sweep, _) => jobs.sweep(at).await,
-            (Job::Digest, _) => jobs.digest(at).await,
-            (Job::Calendar, Some(c)) => jobs.calendar(c, at).await,
-            (Job::Calendar, None) => Err("calendar recalibration without settings".into()),
-        };
-        match result {
+        match job.run(&jobs, at).await {
             Ok(outcome) => {
                 tracing::info!(schedule = job.name(), at_ms = at, %outcome, "schedule ran")
             }
