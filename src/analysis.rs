@@ -162,7 +162,13 @@ pub fn run_live(mut analysis: Analysis, batches: std::sync::mpsc::Receiver<Commi
         last_tick = std::time::Instant::now();
         let now = crate::clock::now_ms();
         let flowing = last_batch.is_some_and(|t| t.elapsed() < quiet);
-        let watermark = if flowing { newest.min(now) } else { now };
+        // A batch of change events alone (a posted or calendar recalibration before
+        // any usage) carries no data time: the wall clock stays in charge.
+        let watermark = if flowing && newest > i64::MIN {
+            newest.min(now)
+        } else {
+            now
+        };
         match analysis.advance(watermark, now) {
             Ok(lines) => {
                 for a in lines {

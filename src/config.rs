@@ -133,6 +133,9 @@ pub struct FileConfig {
     /// `[routing]`: notification grouping and repeats.
     #[serde(default)]
     pub routing: crate::alerts::RoutingParams,
+    /// `[schedules]`: cron expressions for the digest, sweeps, retention and calendar.
+    #[serde(default)]
+    pub schedules: crate::schedule::SchedulesConfig,
 }
 
 /// `[exceptions]`: limits of the exception registry.
@@ -249,6 +252,8 @@ pub struct Config {
     pub engine: crate::engine::EngineParams,
     /// Notification grouping and repeats.
     pub routing: crate::alerts::RoutingParams,
+    /// Validated schedules of the digest, sweeps, retention and calendar recalibration.
+    pub schedules: crate::schedule::Schedules,
 }
 
 /// Values given on the command line; each overrides the file.
@@ -393,6 +398,7 @@ impl Config {
                     .into(),
             ));
         }
+        let schedules = file.schedules.resolve().map_err(ConfigError::Value)?;
         let token = flags.token.or(file.token).filter(|t| !t.0.is_empty());
         if let Some(t) = &token
             && t.0.len() < 16
@@ -430,6 +436,7 @@ impl Config {
                 recalibration: file.recalibration,
             },
             routing: file.routing,
+            schedules,
             customer_facing_routes: file.customer_facing_routes,
             exceptions,
             channels: crate::notify::config::resolve(file.channel).map_err(ConfigError::Value)?,

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::adapters::Context;
 use crate::analysis::Analysis;
@@ -63,6 +63,9 @@ pub enum DaemonError {
     /// Rules, tiers or analysis settings are invalid.
     #[error(transparent)]
     Analysis(#[from] crate::analysis::AnalysisError),
+    /// The schedules could not start.
+    #[error(transparent)]
+    Schedule(#[from] crate::schedule::ScheduleError),
     /// The HTTP server failed while serving.
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
@@ -140,6 +143,13 @@ pub async fn serve(
     let (to_analysis, batches) = std::sync::mpsc::sync_channel(ANALYSIS_QUEUE);
     let pipeline = Pipeline::open(&config, Some(to_analysis))?;
     let mut analysis = Analysis::open(&config, true)?;
+    let jobs = crate::schedule::Jobs::new(
+        pipeline.writer.clone(),
+        config.db.clone(),
+        &config.rules,
+        config.retention_days,
+        crate::exceptions::Registry::new(config.exceptions),
+    )?;
     let warmed = analysis.warm(&config.db, crate::clock::now_ms(), WARM_DAYS)?;
     tracing::info!(
         events = warmed,
@@ -203,10 +213,7 @@ pub async fn serve(
         })
         .collect();
 
-    let retention = tokio::spawn(retention_loop(
-        pipeline.writer.clone(),
-        config.retention_days,
-    ));
+    let schedules = crate::schedule::Scheduler::spawn(&config.schedules, jobs);
     let app = router(AppState {
         writer: pipeline.writer.clone(),
         ctx: pipeline.ctx.clone(),
@@ -232,8 +239,7 @@ pub async fn serve(
     tracing::info!("shutting down: finishing tailers and pending commits");
     stop.set();
     notifier.stop().await;
-    retention.abort();
-    let _ = retention.await;
+    schedules.stop().await;
     for t in tailers.into_iter().chain(followers) {
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
@@ -247,25 +253,6 @@ pub async fn serve(
     .await
     .ok();
     served.map_err(DaemonError::Serve)
-}
-
-async fn retention_loop(writer: Writer, days: u32) {
-    let hour = Duration::from_secs(3600);
-    // First pass a minute after start, so a restart loop does not prune in a loop.
-    let mut every =
-        tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(60), hour);
-    loop {
-        every.tick().await;
-        let cutoff = crate::clock::now_ms() - i64::from(days) * 86_400_000;
-        match writer.prune(cutoff).await {
-            Ok(n) => tracing::info!(
-                deleted_events = n,
-                retention_days = days,
-                "retention applied"
-            ),
-            Err(e) => tracing::error!(cause = %e, "retention failed"),
-        }
-    }
 }
 
 /// The generated API token lives beside the database, readable by its owner only.

@@ -26,6 +26,7 @@ pub mod notify;
 pub mod pricing;
 pub mod redact;
 pub mod replay;
+pub mod schedule;
 pub mod sim;
 pub mod sources;
 pub mod store;

@@ -1,8 +1,9 @@
-//! The command line: `serve`, `import`, `check` and `replay` work on files and the
+//! The command line: `serve`, `import`, `check`, `replay` and `digest` work on files and the
 //! store; `recalibrate`, `changes`, `exceptions` and `health` talk to a running daemon over HTTP;
 //! `generate` writes simulated traffic.
 
 mod client;
+mod digest;
 mod exceptions;
 mod generate;
 mod replay;
@@ -87,6 +88,15 @@ enum Command {
     ///
     /// Example: driftwarden replay --events usage.jsonl --evals evals.jsonl --changes changes.jsonl
     Replay(replay::ReplayArgs),
+    /// Print the daily digest of the past 24 hours from the store, and queue it for
+    /// the digest tier's channels unless --print.
+    ///
+    /// The same digest `[schedules] digest` sends every day: digest-tier alerts,
+    /// change events with their impact reports, exceptions by hits and age, and spend
+    /// by model, route and tenant split into volume, mix and rate effects.
+    ///
+    /// Example: driftwarden digest --db driftwarden.db --print
+    Digest(digest::DigestArgs),
     /// Ask a running daemon whether it is healthy (GET /healthz); exit 0 if so.
     ///
     /// For container health checks in images without curl.
@@ -212,6 +222,7 @@ pub fn run() -> Result<()> {
         Command::Exceptions(args) => exceptions::run(args),
         Command::Generate(args) => generate::generate(args),
         Command::Replay(args) => replay::replay(args),
+        Command::Digest(args) => digest::digest(args),
         Command::Health(args) => health(args),
     }
 }

@@ -11,6 +11,7 @@ mod labels;
 mod migrate;
 pub mod outbox;
 pub mod queries;
+pub mod spend;
 pub mod writer;
 
 use std::collections::HashMap;
