@@ -7,7 +7,7 @@ use rusqlite::Transaction;
 
 use crate::domain::UsageEvent;
 
-/// The dimensions aggregated on ingest. `global` has the empty value.
+/// The dimensions aggregated on ingest, besides `global` (which has the empty value).
 const DIMS: [&str; 4] = ["model", "route", "tenant", "provider"];
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -45,35 +45,34 @@ impl Totals {
     }
 }
 
-/// One minute's cells: the global totals and one map per dimension. Values borrow
-/// from the batch's events, so a new cell costs no allocation.
-#[derive(Debug, Default)]
-struct MinuteCells<'a> {
-    global: Totals,
-    dims: [FxHashMap<&'a str, Totals>; DIMS.len()],
-}
-
-/// One batch's aggregates, keyed by epoch minute, then dimension and value.
+/// One batch's aggregates, keyed by (epoch minute, dimension, value); the dimension
+/// indexes `DIMS`, or is `GLOBAL` (value ""). Values borrow from the batch's events,
+/// and one flat map serves the whole batch: with thousands of tenants nearly every
+/// event opens a tenant cell, and neither a key allocation nor a small map per minute
+/// (growing from empty every time) is then cheap.
 #[derive(Debug, Default)]
 pub(super) struct MinuteAggregates<'a> {
     // FxHash: hit five times per ingested event. Colliding keys could only slow one
     // batch (at most `batch_records` events), so SipHash's flood resistance is not needed.
-    minutes: FxHashMap<i64, MinuteCells<'a>>,
+    cells: FxHashMap<(i64, u8, &'a str), Totals>,
 }
+
+/// The dimension index of the global cell.
+const GLOBAL: u8 = DIMS.len() as u8;
 
 impl<'a> MinuteAggregates<'a> {
     pub(super) fn add(&mut self, e: &'a UsageEvent) {
-        let cells = self.minutes.entry(e.ts_ms.div_euclid(60_000)).or_default();
-        cells.global.add(e);
+        let minute = e.ts_ms.div_euclid(60_000);
+        self.cells.entry((minute, GLOBAL, "")).or_default().add(e);
         let values = [
             Some(e.model.as_str()),
             e.route.as_deref(),
             e.tenant.as_deref(),
             e.provider.as_deref(),
         ];
-        for (map, value) in cells.dims.iter_mut().zip(values) {
+        for (dim, value) in values.into_iter().enumerate() {
             let Some(v) = value else { continue };
-            map.entry(v).or_default().add(e);
+            self.cells.entry((minute, dim as u8, v)).or_default().add(e);
         }
     }
 
@@ -92,13 +91,12 @@ impl<'a> MinuteAggregates<'a> {
              latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum, \
              latency_count = latency_count + excluded.latency_count",
         )?;
-        let mut rows: Vec<(i64, &str, &str, &Totals)> = Vec::new();
-        for (&minute, cells) in &self.minutes {
-            rows.push((minute, "global", "", &cells.global));
-            for (dim, values) in DIMS.iter().zip(&cells.dims) {
-                rows.extend(values.iter().map(|(v, t)| (minute, *dim, *v, t)));
-            }
-        }
+        let dim_name = |d: u8| DIMS.get(d as usize).copied().unwrap_or("global");
+        let mut rows: Vec<(i64, &str, &str, &Totals)> = self
+            .cells
+            .iter()
+            .map(|(&(minute, dim, value), t)| (minute, dim_name(dim), value, t))
+            .collect();
         // In primary-key order (SQLite's BINARY collation is byte order, as `str`'s):
         // each upsert then lands next to the previous one in the WITHOUT ROWID tree, so
         // new rows append at its right edge instead of splitting pages at random.
