@@ -245,8 +245,12 @@ pub fn run(
         decoder.set_header(trim_line(&line));
         position += 1;
     }
+    // The events vector is reused from chunk to chunk: a fresh one of megabytes per
+    // chunk is memory the allocator hands back and the kernel zeroes again each time.
+    let mut spare_events = Vec::with_capacity(CHUNK);
     while !eof {
         let mut batch = Batch::new(source.clone(), files.format.clone());
+        batch.events = std::mem::take(&mut spare_events);
         while batch.events.len() + batch.dead_letters.len() < CHUNK {
             line.clear();
             if reader.read_until(b'\n', &mut line).map_err(io_err(path))? == 0 {
@@ -310,6 +314,8 @@ pub fn run(
                 emit(&a);
             }
         }
+        spare_events = std::mem::take(&mut batch.events);
+        spare_events.clear();
     }
     let counters = analysis.counters();
     summary.late_events = counters.late_events;

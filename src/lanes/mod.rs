@@ -12,6 +12,7 @@ pub mod scopes;
 pub mod signals;
 
 use std::collections::BTreeMap;
+use std::hash::{BuildHasher, RandomState};
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -108,12 +109,44 @@ pub struct SettledBucket {
     pub cells: FxHashMap<ScopeId, EvalCell>,
 }
 
+/// What a request's evals need of it: its bucket, time and scopes.
 #[derive(Debug)]
 struct Join {
     bucket: i64,
     ts_ms: i64,
     evaluated: bool,
-    scopes: Box<[ScopeId]>,
+    scopes: JoinScopes,
+}
+
+/// Scopes an event counts in with the default plan: global, four dimensions, one pair.
+const INLINE_SCOPES: usize = 6;
+
+/// A request's scopes, kept inline when they fit (the default plan's always do): one
+/// join is stored per event, and a heap allocation for each was a measurable part of
+/// a replay's time.
+#[derive(Debug)]
+enum JoinScopes {
+    Inline(u8, [ScopeId; INLINE_SCOPES]),
+    Spilled(Box<[ScopeId]>),
+}
+
+impl JoinScopes {
+    fn new(scopes: &[ScopeId]) -> JoinScopes {
+        if scopes.len() <= INLINE_SCOPES {
+            let mut inline = [0; INLINE_SCOPES];
+            inline[..scopes.len()].copy_from_slice(scopes);
+            JoinScopes::Inline(scopes.len() as u8, inline)
+        } else {
+            JoinScopes::Spilled(scopes.into())
+        }
+    }
+
+    fn as_slice(&self) -> &[ScopeId] {
+        match self {
+            JoinScopes::Inline(n, inline) => &inline[..*n as usize],
+            JoinScopes::Spilled(s) => s,
+        }
+    }
 }
 
 /// Interned strings (models, resolved models, tenants).
@@ -161,7 +194,12 @@ pub struct Lanes {
     customer_facing: Vec<String>,
     open: BTreeMap<i64, FxHashMap<ScopeId, Cell>>,
     evals: BTreeMap<i64, FxHashMap<ScopeId, EvalCell>>,
-    joins: FxHashMap<Box<str>, Join>,
+    /// Joins by a keyed 64-bit hash of the request id rather than the id itself: no
+    /// allocation per event, and the key (random per process) keeps senders from
+    /// crafting ids that collide. Two ids colliding by chance (about 1e-7 for 2M
+    /// remembered ids) behave like a resent id: the later request's join wins.
+    joins: FxHashMap<u64, Join>,
+    join_keys: RandomState,
     closed_before: i64,
     judged_before: i64,
     /// What could not be used.
@@ -180,6 +218,7 @@ impl Lanes {
             open: BTreeMap::new(),
             evals: BTreeMap::new(),
             joins: FxHashMap::default(),
+            join_keys: RandomState::new(),
             closed_before: i64::MIN,
             judged_before: i64::MIN,
             counters: LaneCounters::default(),
@@ -223,12 +262,12 @@ impl Lanes {
         }
         if self.joins.len() < self.params.max_eval_joins {
             self.joins.insert(
-                e.id.as_str().into(),
+                self.join_keys.hash_one(e.id.as_str()),
                 Join {
                     bucket,
                     ts_ms: e.ts_ms,
                     evaluated: false,
-                    scopes: scopes.as_slice().into(),
+                    scopes: JoinScopes::new(&scopes),
                 },
             );
         }
@@ -239,7 +278,8 @@ impl Lanes {
     /// Count one eval score against its request (or its route/model scope).
     pub fn add_eval(&mut self, ev: &EvalScore) {
         if let Some(id) = &ev.request_id {
-            let Some(join) = self.joins.get_mut(id.as_str()) else {
+            let key = self.join_keys.hash_one(id.as_str());
+            let Some(join) = self.joins.get_mut(&key) else {
                 self.counters.unmatched_evals += 1;
                 return;
             };
@@ -251,7 +291,7 @@ impl Lanes {
             join.evaluated = true;
             let lag_s = (ev.ts_ms - join.ts_ms).max(0) as f64 / 1000.0;
             let cells = self.evals.entry(join.bucket).or_default();
-            for &s in join.scopes.iter() {
+            for &s in join.scopes.as_slice() {
                 cells
                     .entry(s)
                     .or_default()

@@ -1,0 +1,304 @@
+//! Replay benchmark: `cargo bench --bench replay`.
+//!
+//! The target: `driftwarden replay` of a 1M-event, 14-day log at >= 300k
+//! events/s on one core and under 200 MB peak RSS with 10k distinct tenants.
+//!
+//! `driftwarden::sim` writes a 14-day `quiet` scenario (fixed seed) in native JSONL with
+//! its eval scores beside it: about BENCH_EVENTS events (default 1,000,000; the peak
+//! rate is solved from the profile's weekly rhythm) over BENCH_TENANTS tenants (default
+//! 10,000, Zipf exponent 0.5 so that every tenant appears; the bench checks they do).
+//! Then `driftwarden replay --events .. --evals .. --rules rules` runs BENCH_RUNS times
+//! (default 3) on all cores and pinned to one with `taskset -c 0`, each with a fresh
+//! temporary store (raw rows off, as replay's default). Per run: wall time from spawn
+//! to exit, events/s on it, the child's CPU time and peak RSS (`wait4` rusage), and
+//! every run must replay every event and print the same alert lines. The end prints the
+//! medians as a markdown table for the README. BENCH_DATA=DIR writes (and keeps) the
+//! generated files in DIR instead of the temp dir. This is not a test: under
+//! `cargo test --all-targets` (which passes no `--bench`) it only says how to run it.
+
+mod common;
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{
+    Bench, Machine, Watched, command, cores_cell, cores_label, describe, env_usize, median, tail,
+    taskset, thousands, verdict,
+};
+use driftwarden::sim::{self, Profile, SimRecord};
+
+const SEED: u64 = 0x7e91_a7ad_2026_0601;
+const DAYS: f64 = 14.0;
+/// Zipf exponent of tenant shares: low enough that the smallest of 10k tenants still
+/// expects about 50 requests in 1M.
+const TENANT_SKEW: f64 = 0.5;
+const ONE_CORE_TARGET: f64 = 300_000.0;
+const RSS_TARGET_MB: f64 = 200.0;
+/// A replay that takes longer than this is killed and the bench fails.
+const CHILD_LIMIT: Duration = Duration::from_secs(600);
+
+fn main() {
+    if !common::bench_requested("replay") {
+        return;
+    }
+    let want = env_usize("BENCH_EVENTS", 1_000_000);
+    let tenants = env_usize("BENCH_TENANTS", 10_000);
+    let runs = env_usize("BENCH_RUNS", 3);
+    let bench = Bench::new("driftwarden-bench-replay-");
+    let started = Instant::now();
+    let machine = Machine::probe();
+    common::print_title("driftwarden replay benchmark");
+    machine.print_start(
+        &format!("about {want} events, {tenants} tenants, {DAYS} days, runs {runs}"),
+        &bench,
+    );
+
+    // BENCH_DATA keeps the generated files in a directory of one's choosing (to profile
+    // or diff a replay by hand); by default they go with the temp dir.
+    let data = std::env::var_os("BENCH_DATA").map_or(bench.tmp.path().to_path_buf(), PathBuf::from);
+    fs::create_dir_all(&data).expect("creating the data dir");
+    let log = generate(&data, want, tenants);
+    let taskset = taskset();
+    let mut results = Vec::new();
+    let mut alerts: Option<String> = None;
+    for pin in [false, true] {
+        if common::skip_pinned(pin, taskset.is_some(), "replay") {
+            continue;
+        }
+        println!("\n## replay, {}", cores_label(pin));
+        let (mut eps, mut cpu_eps, mut rss) = (Vec::new(), Vec::new(), Vec::new());
+        for run in 1..=runs {
+            let r = replay_once(&bench, &log, pin, run);
+            match &alerts {
+                None => alerts = Some(r.stdout),
+                Some(first) if *first != r.stdout => {
+                    panic!("run {run} printed other alert lines than the first run")
+                }
+                Some(_) => {}
+            }
+            eps.push(r.events_per_sec);
+            cpu_eps.push(r.events_per_cpu_sec);
+            rss.push(r.maxrss_mb);
+        }
+        let m = (median(&mut eps), median(&mut cpu_eps), median(&mut rss));
+        println!(
+            "median: {} events/s wall, {} events per CPU second, peak RSS {:.1} MB",
+            thousands(m.0),
+            thousands(m.1),
+            m.2
+        );
+        if pin {
+            println!(
+                "target on one core: >= {} events/s: {}",
+                thousands(ONE_CORE_TARGET),
+                verdict(m.0 >= ONE_CORE_TARGET)
+            );
+        }
+        println!(
+            "target peak RSS < {RSS_TARGET_MB} MB: {}",
+            verdict(m.2 < RSS_TARGET_MB)
+        );
+        results.push((pin, m));
+    }
+    let lines = alerts.as_deref().map_or(0, |a| a.lines().count());
+    println!("\nevery run printed the same {lines} alert lines");
+
+    println!(
+        "\n## Results ({}; {}, {} events, {} evals, {} tenants; medians of {runs})\n",
+        machine.summary(),
+        machine.commit,
+        thousands(log.events as f64),
+        thousands(log.evals as f64),
+        thousands(log.tenants as f64)
+    );
+    let rows: Vec<Vec<String>> = results
+        .iter()
+        .map(|&(pin, (eps, cpu_eps, rss))| {
+            let mut target = format!("< {RSS_TARGET_MB} MB: {}", verdict(rss < RSS_TARGET_MB));
+            if pin {
+                target = format!(">= 300k/s: {}; {target}", verdict(eps >= ONE_CORE_TARGET));
+            }
+            vec![
+                "`driftwarden replay` (native, evals)".into(),
+                cores_cell(pin),
+                format!("{} events/s", thousands(eps)),
+                format!("{} events/s", thousands(cpu_eps)),
+                format!("{rss:.1}"),
+                target,
+            ]
+        })
+        .collect();
+    common::print_table(
+        &[
+            "Path",
+            "CPUs",
+            "Wall (median)",
+            "Per CPU second (median)",
+            "Peak RSS MB",
+            "Target",
+        ],
+        &[false, false, true, true, true, false],
+        &rows,
+    );
+    common::print_total(started);
+}
+
+/// The generated files and what they hold.
+struct Log {
+    events_path: PathBuf,
+    evals_path: PathBuf,
+    events: u64,
+    evals: u64,
+    tenants: usize,
+}
+
+/// Write the scenario's events and evals under `dir`, about `want` events over
+/// `tenants` tenants; fails if a tenant never appears.
+fn generate(dir: &Path, want: usize, tenants: usize) -> Log {
+    let started = Instant::now();
+    let unit = Profile {
+        days: DAYS,
+        peak_rpm: 1.0,
+        tenants: tenants as u32,
+        tenant_skew: TENANT_SKEW,
+        ..Profile::default()
+    };
+    // Expected requests at a peak of 1 request/minute, summed minute by minute.
+    let per_peak_rpm: f64 = (unit.start_ms..unit.end_ms())
+        .step_by(60_000)
+        .map(|t| unit.rate_at(t))
+        .sum();
+    let profile = Profile {
+        peak_rpm: want as f64 / per_peak_rpm,
+        ..unit
+    };
+    let scenario = sim::scenarios::quiet(profile);
+    let mut seen = HashSet::new();
+    let records = scenario
+        .generator(SEED)
+        .expect("the bench profile is valid")
+        .inspect(|r| {
+            if let SimRecord::Usage(e) = r
+                && let Some(t) = &e.tenant
+                && !seen.contains(t.as_str())
+            {
+                seen.insert(t.clone());
+            }
+        });
+    let events_path = dir.join("events.jsonl");
+    let evals_path = dir.join("evals.jsonl");
+    let (events, evals) = sim::write_records_jsonl(records, &events_path, Some(&evals_path))
+        .expect("writing the generated log");
+    let bytes = fs::metadata(&events_path).map_or(0, |m| m.len());
+    println!(
+        "generated {} events ({:.0} MiB) and {} evals, {} distinct tenants, peak {:.1} requests/min, in {:.1}s",
+        thousands(events as f64),
+        bytes as f64 / (1 << 20) as f64,
+        thousands(evals as f64),
+        seen.len(),
+        scenario.profile.peak_rpm,
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        seen.len(),
+        tenants,
+        "not every tenant appears: lower TENANT_SKEW or raise BENCH_EVENTS"
+    );
+    Log {
+        events_path,
+        evals_path,
+        events,
+        evals,
+        tenants: seen.len(),
+    }
+}
+
+/// What one replay run measured.
+struct Run {
+    events_per_sec: f64,
+    events_per_cpu_sec: f64,
+    maxrss_mb: f64,
+    stdout: String,
+}
+
+/// One `driftwarden replay` over the log, its store in a fresh directory.
+fn replay_once(bench: &Bench, log: &Log, pin: bool, run: usize) -> Run {
+    let dir = bench.fresh_dir(&format!("replay-{}-{run}", if pin { 1 } else { 0 }));
+    let stderr = dir.join("stderr.log");
+    let mut cmd = command(&bench.bin, pin);
+    cmd.arg("replay")
+        .arg("--events")
+        .arg(&log.events_path)
+        .arg("--evals")
+        .arg(&log.evals_path)
+        .arg("--rules")
+        .arg(&bench.rules)
+        // The replay's temporary store goes under the run's directory.
+        .env("TMPDIR", &dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(File::create(&stderr).expect("creating the stderr file"));
+    let spawned = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+    let mut out = child.stdout.take().expect("piped stdout");
+    let mut watched = Watched::new(&child, "driftwarden replay");
+    drop(child);
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let (ended, status, ru) = watched.wait(CHILD_LIMIT);
+    let stdout = reader.join().expect("stdout reader");
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        panic!(
+            "{cmd:?} failed ({}); stderr:\n{}",
+            describe(status),
+            tail(&stderr)
+        );
+    }
+    let summary = fs::read_to_string(&stderr).unwrap_or_default();
+    let replayed = replayed_events(&summary);
+    if replayed != Some(log.events) {
+        panic!(
+            "replay read {replayed:?} of {} events; stderr:\n{}",
+            log.events,
+            tail(&stderr)
+        );
+    }
+    let secs = ended.duration_since(spawned).as_secs_f64();
+    let cpu = common::secs(ru.ru_utime) + common::secs(ru.ru_stime);
+    // Linux reports ru_maxrss in KiB; the target is in MB.
+    let maxrss_mb = ru.ru_maxrss as f64 * 1024.0 / 1e6;
+    let r = Run {
+        events_per_sec: log.events as f64 / secs,
+        events_per_cpu_sec: log.events as f64 / cpu,
+        maxrss_mb,
+        stdout,
+    };
+    println!(
+        "run {run}: {secs:.2}s wall, {} events/s, CPU {cpu:.2}s ({} events/s), peak RSS {maxrss_mb:.1} MB, preempted {}x, {} alert lines",
+        thousands(r.events_per_sec),
+        thousands(r.events_per_cpu_sec),
+        ru.ru_nivcsw,
+        r.stdout.lines().count()
+    );
+    fs::remove_dir_all(&dir).expect("removing the run dir");
+    r
+}
+
+/// The event count of replay's summary line (`replayed N events, ...`).
+fn replayed_events(stderr: &str) -> Option<u64> {
+    stderr
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("replayed "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
