@@ -242,12 +242,6 @@ impl Engine {
             return;
         }
         let warm_until = c.ts_ms + self.params.recalibration.warmup_minutes * 60_000;
-        if std::env::var("DW_DEBUG").is_ok() {
-            eprintln!(
-                "observe change {:?} at {} wm {}",
-                c, c.ts_ms, self.watermark
-            );
-        }
         self.changes.push(KnownChange { event: c.clone() });
         let idx = self.changes.len() - 1;
         let ids: Vec<ScopeId> = self.lanes.index.ids().collect();
@@ -751,13 +745,6 @@ impl Engine {
         let rp = self.params.recalibration;
         let bp = self.params.baselines;
         let st = &mut self.states[id as usize];
-        if std::env::var("DW_DEBUG").is_ok() {
-            eprintln!(
-                "end warmup {:?} until {:?}",
-                self.lanes.index.labels(id),
-                st.warm_until
-            );
-        }
         st.warm_until = None;
         let mut signals = Vec::new();
         for signal in USAGE_SCALARS {

@@ -18,8 +18,14 @@ struct Outcome {
 
 impl Outcome {
     fn fired(&self, kind: Kind, scope: &[(&str, &str)]) -> Vec<&Alert> {
-        let scope: Scope = scope.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        self.firing.iter().filter(|a| a.kind == kind && a.scope == scope).collect()
+        let scope: Scope = scope
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.firing
+            .iter()
+            .filter(|a| a.kind == kind && a.scope == scope)
+            .collect()
     }
 
     fn describe(&self) -> String {
@@ -60,14 +66,21 @@ fn replay_scenario(name: &str, seed: u64) -> Outcome {
         }
     })
     .expect("replay runs");
-    assert!(summary.events > 500_000, "the scenario is two weeks of traffic: {summary:?}");
+    assert!(
+        summary.events > 500_000,
+        "the scenario is two weeks of traffic: {summary:?}"
+    );
     Outcome { firing, db: dir }
 }
 
 #[test]
 fn two_quiet_weeks_raise_nothing() {
     let out = replay_scenario("quiet", 11);
-    assert!(out.firing.is_empty(), "quiet traffic fired:\n{}", out.describe());
+    assert!(
+        out.firing.is_empty(),
+        "quiet traffic fired:\n{}",
+        out.describe()
+    );
 }
 
 #[test]
@@ -78,10 +91,18 @@ fn an_announced_deploy_that_lengthens_prompts_raises_no_drift_and_yields_an_impa
         .iter()
         .filter(|a| a.scope.get("route").is_some_and(|r| r == "summarize"))
         .collect();
-    assert!(on_route.is_empty(), "the announced deploy raised drift:\n{}", out.describe());
+    assert!(
+        on_route.is_empty(),
+        "the announced deploy raised drift:\n{}",
+        out.describe()
+    );
     let conn = rusqlite::Connection::open(out.db.path().join("replay.db")).expect("replay store");
     let impact: String = conn
-        .query_row("SELECT impact FROM change_events WHERE kind = 'deploy'", [], |r| r.get(0))
+        .query_row(
+            "SELECT impact FROM change_events WHERE kind = 'deploy'",
+            [],
+            |r| r.get(0),
+        )
         .expect("the deploy has an impact report");
     let report: serde_json::Value = serde_json::from_str(&impact).expect("report JSON");
     let tokens = report["signals"]
@@ -98,9 +119,15 @@ fn an_announced_deploy_that_lengthens_prompts_raises_no_drift_and_yields_an_impa
 #[test]
 fn a_silent_model_version_change_with_a_price_rise_is_unannounced() {
     let out = replay_scenario("silent_model_bump", 13);
-    let flagged = out.fired(Kind::UnannouncedChange, &[("model", "gpt-4o")]).len()
+    let flagged = out
+        .fired(Kind::UnannouncedChange, &[("model", "gpt-4o")])
+        .len()
         + out.fired(Kind::CostDrift, &[("model", "gpt-4o")]).len();
-    assert!(flagged > 0, "no unannounced_change or cost_drift on gpt-4o:\n{}", out.describe());
+    assert!(
+        flagged > 0,
+        "no unannounced_change or cost_drift on gpt-4o:\n{}",
+        out.describe()
+    );
     let conn = rusqlite::Connection::open(out.db.path().join("replay.db")).expect("replay store");
     let detected: i64 = conn
         .query_row(
@@ -109,7 +136,10 @@ fn a_silent_model_version_change_with_a_price_rise_is_unannounced() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(detected, 1, "the bump is recorded as an automatic change event");
+    assert_eq!(
+        detected, 1,
+        "the bump is recorded as an automatic change event"
+    );
 }
 
 #[test]
@@ -118,13 +148,21 @@ fn a_slow_daily_cost_creep_raises_baseline_creep() {
     let creep: Vec<&Alert> = out
         .firing
         .iter()
-        .filter(|a| a.kind == Kind::BaselineCreep && a.scope.get("route").is_some_and(|r| r == "extract"))
+        .filter(|a| {
+            a.kind == Kind::BaselineCreep && a.scope.get("route").is_some_and(|r| r == "extract")
+        })
         .collect();
-    assert!(!creep.is_empty(), "no baseline_creep on route=extract:\n{}", out.describe());
+    assert!(
+        !creep.is_empty(),
+        "no baseline_creep on route=extract:\n{}",
+        out.describe()
+    );
     let elsewhere = out
         .firing
         .iter()
-        .filter(|a| a.kind == Kind::BaselineCreep && a.scope.get("route").is_some_and(|r| r != "extract"))
+        .filter(|a| {
+            a.kind == Kind::BaselineCreep && a.scope.get("route").is_some_and(|r| r != "extract")
+        })
         .count();
     assert_eq!(elsewhere, 0, "creep on other routes:\n{}", out.describe());
 }
@@ -133,7 +171,8 @@ fn a_slow_daily_cost_creep_raises_baseline_creep() {
 fn evals_stopping_while_cost_falls_raises_false_efficiency() {
     let out = replay_scenario("evals_off", 15);
     assert!(
-        !out.fired(Kind::FalseEfficiency, &[("route", "classify")]).is_empty(),
+        !out.fired(Kind::FalseEfficiency, &[("route", "classify")])
+            .is_empty(),
         "no false_efficiency on route=classify:\n{}",
         out.describe()
     );
@@ -143,7 +182,8 @@ fn evals_stopping_while_cost_falls_raises_false_efficiency() {
 fn one_tenants_spike_is_traffic_drift_on_that_tenant_only() {
     let out = replay_scenario("tenant_spike", 16);
     assert!(
-        !out.fired(Kind::TrafficDrift, &[("tenant", "tenant-16")]).is_empty(),
+        !out.fired(Kind::TrafficDrift, &[("tenant", "tenant-16")])
+            .is_empty(),
         "no traffic_drift on tenant-16:\n{}",
         out.describe()
     );
@@ -154,14 +194,18 @@ fn one_tenants_spike_is_traffic_drift_on_that_tenant_only() {
         .filter(|a| a.scope.get("tenant").is_none_or(|t| t != "tenant-16"))
         .filter(|a| a.at_ms >= Profile::default().day(14.0))
         .collect();
-    assert!(wider.is_empty(), "the spike leaked into other scopes: {wider:#?}");
+    assert!(
+        wider.is_empty(),
+        "the spike leaked into other scopes: {wider:#?}"
+    );
 }
 
 #[test]
 fn lagged_evals_with_falling_scores_raise_quality_drift_on_that_route() {
     let out = replay_scenario("quality_drop", 17);
     assert!(
-        !out.fired(Kind::QualityDrift, &[("route", "summarize")]).is_empty(),
+        !out.fired(Kind::QualityDrift, &[("route", "summarize")])
+            .is_empty(),
         "no quality_drift on route=summarize:\n{}",
         out.describe()
     );
@@ -179,7 +223,9 @@ fn a_global_error_burst_pages() {
     let out = replay_scenario("error_burst", 18);
     let burst = out.fired(Kind::StructuralDrift, &[]);
     assert!(
-        burst.iter().any(|a| a.rule == "error-rate" && a.tier_rank == 1),
+        burst
+            .iter()
+            .any(|a| a.rule == "error-rate" && a.tier_rank == 1),
         "no page-tier error-rate alert on global:\n{}",
         out.describe()
     );

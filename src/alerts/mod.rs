@@ -105,7 +105,8 @@ impl AlertStage {
                     suppressed_by: a.suppressed_by,
                     lane,
                     last: None,
-                    notified_ms: a.started_ms, misses: 0,
+                    notified_ms: a.started_ms,
+                    misses: 0,
                 },
             );
         }
@@ -249,7 +250,8 @@ impl AlertStage {
                             suppressed_by: suppressed,
                             lane: f.lane,
                             last: Some(line.clone()),
-                            notified_ms: now_ms, misses: 0,
+                            notified_ms: now_ms,
+                            misses: 0,
                         },
                     );
                     if fire {
@@ -300,12 +302,14 @@ impl AlertStage {
                 a.misses = 0;
             }
         }
-        let missed: Vec<(String, Scope)> = self
+        let mut missed: Vec<(String, Scope)> = self
             .active
             .iter()
             .filter(|(k, a)| tick.lanes.contains(&a.lane) && !seen.contains(*k))
             .map(|(k, _)| k.clone())
             .collect();
+        // A stable order, so a replay prints the same lines in the same order every run.
+        missed.sort();
         for key in missed {
             let Some(a) = self.active.get_mut(&key) else {
                 continue;
@@ -427,7 +431,8 @@ impl AlertStage {
                 suppressed_by: None,
                 lane: Lane::Meta,
                 last: Some(alert.clone()),
-                notified_ms: now_ms, misses: 0,
+                notified_ms: now_ms,
+                misses: 0,
             },
         );
         lines.push(alert);
@@ -459,13 +464,14 @@ impl AlertStage {
             self.meta_alert(alert, now_ms, lines)?;
         }
         // Creep that went away resolves.
-        let gone: Vec<(String, Scope)> = self
+        let mut gone: Vec<(String, Scope)> = self
             .active
             .keys()
             .filter(|(rule, _)| rule == "exception_creep")
             .filter(|k| !keys.contains(*k))
             .cloned()
             .collect();
+        gone.sort();
         for key in gone {
             if let Some(a) = self.active.remove(&key) {
                 if let Some(mut line) = a.last {

@@ -134,9 +134,7 @@ pub fn judge_scalar(
     let enough = signal == Signal::Requests || counts.n >= rule.min_samples;
     // A handful of events is an anecdote however small the baseline rate was.
     let excess_events = match signal {
-        _ if proportion => {
-            (counts.x as f64 - counts.n as f64 * center).abs() >= MIN_EXCESS_EVENTS
-        }
+        _ if proportion => (counts.x as f64 - counts.n as f64 * center).abs() >= MIN_EXCESS_EVENTS,
         Signal::Requests => diff.abs() >= MIN_EXCESS_REQUESTS,
         _ => true,
     };
