@@ -90,7 +90,8 @@ impl Pipeline {
         config: &Config,
         analysis: Option<std::sync::mpsc::SyncSender<crate::store::writer::Committed>>,
     ) -> Result<Pipeline, DaemonError> {
-        let store = Store::open(&config.db)?;
+        let store =
+            Store::open(&config.db)?.with_cardinality_cap(config.engine.analysis.cardinality_cap);
         let salt = store.identity_salt()?;
         let pricing = PriceTable::load_dir(&config.rules)?;
         tracing::info!(db = %config.db.display(), models_priced = pricing.len(), "store open");

@@ -196,7 +196,8 @@ pub fn run(
     mut emit: impl FnMut(&Alert),
 ) -> Result<ReplaySummary, ReplayError> {
     let started = Instant::now();
-    let mut store = Store::open(&config.db)?;
+    let mut store =
+        Store::open(&config.db)?.with_cardinality_cap(config.engine.analysis.cardinality_cap);
     if !files.keep_raw {
         store = store.without_raw_events();
     }

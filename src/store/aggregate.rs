@@ -1,9 +1,9 @@
 //! Per-minute aggregates per scope, folded in memory for one batch and then
 //! upserted, so a batch of thousands of events touches a handful of rows.
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
-use rusqlite::Transaction;
+use rusqlite::{Connection, Transaction, params};
 
 use crate::domain::UsageEvent;
 
@@ -60,20 +60,73 @@ pub(super) struct MinuteAggregates<'a> {
 /// The dimension index of the global cell.
 const GLOBAL: u8 = DIMS.len() as u8;
 
+/// The value a dimension's overflow is counted under (as the lanes' scopes do).
+const OTHER: &str = "_other";
+
+/// The values each dimension keeps its own rows for, at most `cap` per dimension.
+#[derive(Debug)]
+pub(super) struct AggValues {
+    cap: usize,
+    known: [FxHashSet<Box<str>>; DIMS.len()],
+}
+
+impl AggValues {
+    /// Load the admitted values.
+    pub(super) fn load(conn: &Connection, cap: usize) -> rusqlite::Result<AggValues> {
+        let mut known: [FxHashSet<Box<str>>; DIMS.len()] = Default::default();
+        let mut stmt = conn.prepare("SELECT dim, value FROM agg_values")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        for row in rows {
+            let (dim, value) = row?;
+            if let Some(d) = DIMS.iter().position(|x| *x == dim) {
+                known[d].insert(value.into());
+            }
+        }
+        Ok(AggValues { cap, known })
+    }
+
+    /// The value to aggregate `value` under: itself when admitted (admitting it, and
+    /// recording it in `tx`, while the dimension is under its cap), else `_other`.
+    fn admit<'a>(
+        &mut self,
+        tx: &Transaction,
+        dim: usize,
+        value: &'a str,
+    ) -> rusqlite::Result<&'a str> {
+        if self.known[dim].contains(value) {
+            return Ok(value);
+        }
+        if self.known[dim].len() >= self.cap {
+            return Ok(OTHER);
+        }
+        tx.prepare_cached("INSERT OR IGNORE INTO agg_values (dim, value) VALUES (?1, ?2)")?
+            .execute(params![DIMS[dim], value])?;
+        self.known[dim].insert(value.into());
+        Ok(value)
+    }
+}
+
 impl<'a> MinuteAggregates<'a> {
-    pub(super) fn add(&mut self, e: &'a UsageEvent) {
+    pub(super) fn add(
+        &mut self,
+        e: &'a UsageEvent,
+        values: &mut AggValues,
+        tx: &Transaction,
+    ) -> rusqlite::Result<()> {
         let minute = e.ts_ms.div_euclid(60_000);
         self.cells.entry((minute, GLOBAL, "")).or_default().add(e);
-        let values = [
+        let labels = [
             Some(e.model.as_str()),
             e.route.as_deref(),
             e.tenant.as_deref(),
             e.provider.as_deref(),
         ];
-        for (dim, value) in values.into_iter().enumerate() {
+        for (dim, value) in labels.into_iter().enumerate() {
             let Some(v) = value else { continue };
+            let v = values.admit(tx, dim, v)?;
             self.cells.entry((minute, dim as u8, v)).or_default().add(e);
         }
+        Ok(())
     }
 
     pub(super) fn upsert(&self, tx: &Transaction) -> rusqlite::Result<()> {

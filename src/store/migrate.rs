@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0005_exceptions.sql"),
     include_str!("../../migrations/0006_outbox.sql"),
     include_str!("../../migrations/0007_compact_events.sql"),
+    include_str!("../../migrations/0008_agg_values.sql"),
 ];
 
 /// The schema version this build writes.

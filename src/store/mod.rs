@@ -143,9 +143,22 @@ pub struct Store {
     /// Label and tenant ids of stored events; `None` until loaded, and again after a
     /// failed commit (which may have rolled back ids it handed out).
     interner: Option<labels::Interner>,
+    /// Values with their own aggregate rows; `None` until loaded, and again after a
+    /// failed commit (which may have rolled back values it admitted).
+    agg_values: Option<aggregate::AggValues>,
+    /// Most values per aggregated dimension.
+    cardinality_cap: usize,
 }
 
 impl Store {
+    /// Keep at most `cap` values per aggregated dimension (model, route, tenant,
+    /// provider) in their own rows; later ones are counted under `_other`.
+    pub fn with_cardinality_cap(mut self, cap: usize) -> Store {
+        self.cardinality_cap = cap.max(1);
+        self.agg_values = None;
+        self
+    }
+
     /// Keep only aggregates, not raw event rows: for a throwaway replay store, where
     /// speed matters and nothing reads raw rows. Events are then not deduplicated.
     pub fn without_raw_events(mut self) -> Store {
@@ -181,6 +194,8 @@ impl Store {
             source_ids: HashMap::new(),
             keep_raw: true,
             interner: None,
+            agg_values: None,
+            cardinality_cap: crate::lanes::scopes::ScopePlan::default().cap,
         })
     }
 
@@ -249,9 +264,14 @@ impl Store {
             Some(i) => i,
             None => labels::Interner::load(&self.conn)?,
         };
-        let result = self.commit_with(batch, now_ms, source_id, &mut interner);
+        let mut values = match self.agg_values.take() {
+            Some(v) => v,
+            None => aggregate::AggValues::load(&self.conn, self.cardinality_cap)?,
+        };
+        let result = self.commit_with(batch, now_ms, source_id, &mut interner, &mut values);
         if result.is_ok() {
             self.interner = Some(interner);
+            self.agg_values = Some(values);
         }
         result
     }
@@ -262,6 +282,7 @@ impl Store {
         now_ms: i64,
         source_id: i64,
         interner: &mut labels::Interner,
+        values: &mut aggregate::AggValues,
     ) -> Result<(CommitReport, Fresh), StoreError> {
         let mut report = CommitReport::default();
         let mut fresh = Fresh::default();
@@ -277,7 +298,7 @@ impl Store {
                 if !self.keep_raw {
                     report.events_inserted += 1;
                     fresh.events.push(i as u32);
-                    agg.add(e);
+                    agg.add(e, values, &tx)?;
                     continue;
                 }
                 let labels_id = interner.label_id(&tx, e, source_id)?;
@@ -302,7 +323,7 @@ impl Store {
                 if changed == 1 {
                     report.events_inserted += 1;
                     fresh.events.push(i as u32);
-                    agg.add(e);
+                    agg.add(e, values, &tx)?;
                 } else {
                     report.events_duplicate += 1;
                 }
@@ -456,6 +477,53 @@ pub(crate) mod tests {
             finish_reason: Some("stop".into()),
             error_type: None,
         }
+    }
+
+    #[test]
+    fn values_past_the_cardinality_cap_aggregate_under_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut store = Store::open(&path).unwrap().with_cardinality_cap(2);
+        let mut batch = Batch::new("test", "native");
+        for (i, t) in ["a", "b", "c", "d", "a"].iter().enumerate() {
+            let mut e = event(&format!("r{i}"), 60_000);
+            e.tenant = Some(t.to_string());
+            batch.events.push(e);
+        }
+        store.commit(&batch, 0).unwrap();
+        let rows: Vec<(String, i64)> = {
+            let mut stmt = store
+                .conn
+                .prepare(
+                    "SELECT value, requests FROM agg_minute WHERE dim = 'tenant' ORDER BY value",
+                )
+                .unwrap();
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        assert_eq!(
+            rows,
+            [("_other".to_string(), 2), ("a".into(), 2), ("b".into(), 1)]
+        );
+        drop(store);
+        // The admitted values survive a restart: `c` stays under `_other`.
+        let mut store = Store::open(&path).unwrap().with_cardinality_cap(2);
+        let mut batch = Batch::new("test", "native");
+        let mut e = event("r9", 60_000);
+        e.tenant = Some("c".into());
+        batch.events.push(e);
+        store.commit(&batch, 0).unwrap();
+        let other: i64 = store
+            .conn
+            .query_row(
+                "SELECT requests FROM agg_minute WHERE dim = 'tenant' AND value = '_other'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(other, 3);
     }
 
     #[test]
