@@ -1,8 +1,10 @@
 //! The command line: `serve`, `import`, `check` and `replay` work on files and the
 //! store; `recalibrate`, `changes`, `exceptions` and `health` talk to a running daemon over HTTP;
-//! `generate` writes simulated traffic.
+//! `generate` writes simulated traffic; `demo` plays a story of drifts against a
+//! simulated gateway.
 
 mod client;
+mod demo;
 mod exceptions;
 mod generate;
 mod replay;
@@ -87,6 +89,16 @@ enum Command {
     ///
     /// Example: driftwarden replay --events usage.jsonl --evals evals.jsonl --changes changes.jsonl
     Replay(replay::ReplayArgs),
+    /// Try driftwarden in one command: the daemon on a temporary store follows a
+    /// simulated New API gateway while a story of drifts plays in under two minutes.
+    ///
+    /// Days of normal traffic first, then two days of data time on an accelerated clock:
+    /// an announced deploy, a silent model bump, evals switched off while cost falls, a
+    /// one-tenant spike and a global error burst. Alerts print as they would reach
+    /// Slack and email; the dashboard URL is printed at start. Nothing to configure.
+    ///
+    /// Example: driftwarden demo --listen 127.0.0.1:0 --exit
+    Demo(demo::DemoArgs),
     /// Ask a running daemon whether it is healthy (GET /healthz); exit 0 if so.
     ///
     /// For container health checks in images without curl.
@@ -202,7 +214,11 @@ impl StoreArgs {
 /// Parse the command line and run the command.
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
-    crate::telemetry::init_tracing();
+    match cli.command {
+        // The demo's output is its story and its alerts: logs only for warnings.
+        Command::Demo(_) => crate::telemetry::init_tracing_with("warn"),
+        _ => crate::telemetry::init_tracing(),
+    }
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Import(args) => import(args),
@@ -213,6 +229,7 @@ pub fn run() -> Result<()> {
         Command::Generate(args) => generate::generate(args),
         Command::Replay(args) => replay::replay(args),
         Command::Health(args) => health(args),
+        Command::Demo(args) => demo::demo(args),
     }
 }
 
