@@ -3,7 +3,7 @@
 //! accelerated clock.
 //!
 //! The simulated gateway writes days of normal traffic first (as fast as the daemon
-//! takes it), then the story's last two days of data time in about 75 seconds. Every
+//! takes it), then the story's last two days of data time in 70 seconds. Every
 //! row goes through the gateway-database follower exactly as a real New API's would;
 //! eval scores go to `POST /v1/evals` and the announced deploy to `POST /recalibrate`,
 //! each once the follower has stored the requests before it, so the daemon sees the
@@ -44,12 +44,12 @@ const MINUTE_MS: i64 = 60_000;
 const HOUR_MS: i64 = 3_600_000;
 
 /// Days of normal traffic before the story. Seasonal slots need two days of values,
-/// and weekend slots are their own, so the history spans at least one weekend.
-pub const HISTORY_DAYS: i64 = 9;
+/// and weekend slots are their own: a week holds two of each.
+pub const HISTORY_DAYS: i64 = 7;
 /// Days of data time the story covers; it ends at the moment the demo starts.
 pub const STORY_DAYS: i64 = 2;
 /// Wall time the story's days are played in.
-pub const STORY_WALL: Duration = Duration::from_secs(75);
+pub const STORY_WALL: Duration = Duration::from_secs(70);
 /// Mean requests per minute at the simulated gateway's busiest hour.
 const PEAK_RPM: f64 = 40.0;
 /// History is written in chunks this long (data time) as fast as the daemon follows.
@@ -88,7 +88,9 @@ pub enum DemoError {
         source: std::io::Error,
     },
     /// The address could not be bound.
-    #[error("cannot listen on {addr}: {source} (pick another address with --listen, e.g. 127.0.0.1:0)")]
+    #[error(
+        "cannot listen on {addr}: {source} (pick another address with --listen, e.g. 127.0.0.1:0)"
+    )]
     Bind {
         /// The address asked for.
         addr: String,
@@ -339,9 +341,7 @@ pub async fn run(
         }
     }
     let _ = stop_daemon.send(());
-    let served = daemon
-        .await
-        .map_err(|e| DemoError::Task(e.to_string()))?;
+    let served = daemon.await.map_err(|e| DemoError::Task(e.to_string()))?;
     // The daemon has stopped: the temporary directory can go.
     drop(dir);
     outcome?;
@@ -607,7 +607,11 @@ impl Player {
             "note": c.note,
         });
         self.post("/recalibrate", &body)?;
-        tracing::debug!(kind = c.kind.as_str(), ts_ms = c.ts_ms, "demo posted a change event");
+        tracing::debug!(
+            kind = c.kind.as_str(),
+            ts_ms = c.ts_ms,
+            "demo posted a change event"
+        );
         Ok(())
     }
 
@@ -658,7 +662,9 @@ impl Player {
             let kind = a["kind"].as_str().unwrap_or("?").to_string();
             let tier = a["tier"].as_str().unwrap_or("?").to_string();
             let rank = a["tier_rank"].as_u64().unwrap_or(u64::MAX);
-            *by_kind.entry((kind.clone(), rank, tier.clone())).or_default() += 1;
+            *by_kind
+                .entry((kind.clone(), rank, tier.clone()))
+                .or_default() += 1;
             let scope = scope_text(&a["scope"]);
             let entry = by_scope
                 .entry((kind, scope))
