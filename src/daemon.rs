@@ -141,6 +141,22 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| DaemonError::Bind {
+            addr: config.listen.to_string(),
+            source,
+        })?;
+    serve_on(config, listener, shutdown).await
+}
+
+/// `serve` on a listener the caller bound, so it knows the address (port 0) before
+/// the daemon starts; `config.listen` is not used.
+pub async fn serve_on(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), DaemonError> {
     let (to_analysis, batches) = std::sync::mpsc::sync_channel(ANALYSIS_QUEUE);
     let pipeline = Pipeline::open(&config, Some(to_analysis))?;
     let mut analysis = Analysis::open(&config, true)?;
@@ -165,12 +181,6 @@ pub async fn serve(
         Some(t) => t.expose().to_string(),
         None => token_from_file(&config.db)?,
     };
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| DaemonError::Bind {
-            addr: config.listen.to_string(),
-            source,
-        })?;
     let addr = listener.local_addr().map_err(DaemonError::Serve)?;
     let notifier = crate::notify::spawn(
         &config.db,

@@ -181,8 +181,13 @@ impl Metrics {
 /// Install the global tracing subscriber: human-readable by default, JSON with
 /// `DRIFTWARDEN_LOG_FORMAT=json`; level from `RUST_LOG` (default `info`). Logs go to stderr.
 pub fn init_tracing() {
+    init_tracing_with("info");
+}
+
+/// `init_tracing` with `default` as the filter when `RUST_LOG` is not set.
+pub fn init_tracing_with(default: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -1,8 +1,10 @@
 //! The command line: `serve`, `import`, `check`, `replay` and `digest` work on files and the
 //! store; `recalibrate`, `changes`, `exceptions` and `health` talk to a running daemon over HTTP;
-//! `generate` writes simulated traffic.
+//! `generate` writes simulated traffic; `demo` plays a story of drifts against a
+//! simulated gateway.
 
 mod client;
+mod demo;
 mod digest;
 mod exceptions;
 mod generate;
@@ -88,6 +90,16 @@ enum Command {
     ///
     /// Example: driftwarden replay --events usage.jsonl --evals evals.jsonl --changes changes.jsonl
     Replay(replay::ReplayArgs),
+    /// Try driftwarden in one command: the daemon on a temporary store follows a
+    /// simulated New API gateway while a story of drifts plays in under two minutes.
+    ///
+    /// Days of normal traffic first, then two days of data time on an accelerated clock:
+    /// an announced deploy, a silent model bump, evals switched off while cost falls, a
+    /// one-tenant spike and a global error burst. Alerts print as they would reach
+    /// Slack and email; the dashboard URL is printed at start. Nothing to configure.
+    ///
+    /// Example: driftwarden demo --listen 127.0.0.1:0 --exit
+    Demo(demo::DemoArgs),
     /// Print the daily digest of the past 24 hours from the store, and queue it for
     /// the digest tier's channels unless --print.
     ///
@@ -212,7 +224,11 @@ impl StoreArgs {
 /// Parse the command line and run the command.
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
-    crate::telemetry::init_tracing();
+    match cli.command {
+        // The demo's output is its story and its alerts: logs only for warnings.
+        Command::Demo(_) => crate::telemetry::init_tracing_with("warn"),
+        _ => crate::telemetry::init_tracing(),
+    }
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Import(args) => import(args),
@@ -224,6 +240,7 @@ pub fn run() -> Result<()> {
         Command::Replay(args) => replay::replay(args),
         Command::Digest(args) => digest::digest(args),
         Command::Health(args) => health(args),
+        Command::Demo(args) => demo::demo(args),
     }
 }
 

@@ -4,14 +4,15 @@ use std::io::Write;
 
 use super::message::{Message, plain_text};
 
-/// The message as printed: its plain text between separator lines.
-pub fn render(m: &Message) -> String {
-    format!("──── driftwarden ────\n{}", plain_text(m))
+/// The message as printed: a separator line naming the channel, then its plain text.
+/// The name shows which real channel (`slack`, `email`) a console stands in for.
+pub fn render(channel: &str, m: &Message) -> String {
+    format!("──── driftwarden → {channel} ────\n{}", plain_text(m))
 }
 
-/// Print the message to stdout.
-pub fn print(m: &Message) -> std::io::Result<()> {
+/// Print the message of channel `channel` to stdout.
+pub fn print(channel: &str, m: &Message) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
-    out.write_all(render(m).as_bytes())?;
+    out.write_all(render(channel, m).as_bytes())?;
     out.flush()
 }

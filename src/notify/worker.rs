@@ -182,7 +182,10 @@ enum Sender {
         mailer: Box<AsyncSmtpTransport<Tokio1Executor>>,
         target: EmailTarget,
     },
-    Console,
+    Console {
+        /// The channel's name, printed with each message.
+        channel: String,
+    },
 }
 
 impl Sender {
@@ -223,7 +226,12 @@ impl Sender {
                     secrets,
                 )
             }
-            Target::Console => (Sender::Console, Vec::new()),
+            Target::Console => (
+                Sender::Console {
+                    channel: channel.name.clone(),
+                },
+                Vec::new(),
+            ),
         })
     }
 
@@ -236,8 +244,8 @@ impl Sender {
                 webhook::post_json(client, url, &webhook::render(m)).await
             }
             Sender::Email { mailer, target } => email::send(mailer, target, m).await,
-            Sender::Console => {
-                console::print(m).map_err(|e| SendError::Transient(format!("stdout: {e}")))
+            Sender::Console { channel } => {
+                console::print(channel, m).map_err(|e| SendError::Transient(format!("stdout: {e}")))
             }
         }
     }

@@ -1,0 +1,34 @@
+//! `driftwarden demo`: the daemon, a simulated New API gateway and a story of drifts,
+//! in one command and under two minutes.
+
+use std::net::SocketAddr;
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+
+use crate::demo::{DemoOptions, run};
+
+/// Arguments of `demo`.
+#[derive(Debug, Args)]
+pub(super) struct DemoArgs {
+    /// Seed of the simulated traffic: the same seed plays the same requests.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Address for the daemon's HTTP API and dashboard; port 0 picks a free one.
+    #[arg(long, value_name = "ADDR", default_value = crate::config::DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// Quit when the story is over instead of serving the dashboard until Ctrl-C.
+    #[arg(long)]
+    exit: bool,
+}
+
+pub(super) fn demo(args: DemoArgs) -> Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let opts = DemoOptions {
+        seed: args.seed,
+        listen: args.listen,
+        exit: args.exit,
+    };
+    runtime.block_on(run(opts, super::shutdown_signal()))?;
+    Ok(())
+}
