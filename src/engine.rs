@@ -124,7 +124,8 @@ struct ScopeState {
     models: ModelPool,
     warm_until: Option<i64>,
     eval_warm_until: Option<i64>,
-    warm_change: Option<usize>,
+    /// Changes whose warm-up covers this scope and whose report is still due.
+    warm_changes: Vec<usize>,
     pending_report: Option<Vec<SignalImpact>>,
     pending_mixes: Vec<(Signal, f64, f64)>,
     steps: FxHashMap<Signal, f64>,
@@ -253,7 +254,7 @@ impl Engine {
             let st = &mut self.states[id as usize];
             st.warm_until = Some(st.warm_until.map_or(warm_until, |w| w.max(warm_until)));
             st.eval_warm_until = st.warm_until;
-            st.warm_change = Some(idx);
+            st.warm_changes.push(idx);
             for s in &mut st.series {
                 s.begin_warmup(c.ts_ms);
             }
@@ -935,14 +936,32 @@ impl Engine {
             }
         }
         let mixes = std::mem::take(&mut st.pending_mixes);
-        let Some(idx) = st.warm_change.take() else {
-            return;
-        };
-        let change = self.changes[idx].event.clone();
-        // The report belongs to the change's own scope (global for an empty scope).
-        if change.scope != labels {
-            return;
+        // The report belongs to the change's own scope (global for an empty scope); two
+        // changes in one warm-up share the comparison rather than lose a report.
+        let due: Vec<ChangeEvent> = std::mem::take(&mut st.warm_changes)
+            .into_iter()
+            .map(|i| self.changes[i].event.clone())
+            .filter(|c| c.scope == labels)
+            .collect();
+        for change in due {
+            self.report(
+                change,
+                labels.clone(),
+                signals.clone(),
+                mixes.clone(),
+                at_ms,
+            );
         }
+    }
+
+    fn report(
+        &mut self,
+        change: ChangeEvent,
+        labels: Scope,
+        signals: Vec<SignalImpact>,
+        mixes: Vec<(Signal, f64, f64)>,
+        at_ms: i64,
+    ) {
         let moved: Vec<String> = signals
             .iter()
             .filter(|s| s.verdict.changed)

@@ -142,9 +142,12 @@ impl Cell {
             share.cost += c;
             share.costed += 1;
         }
-        match self.resolved.iter_mut().find(|(m, _)| *m == syms.resolved) {
-            Some((_, n)) => *n += 1,
-            None => self.resolved.push((syms.resolved, 1)),
+        // A failed request often names no upstream model: it says nothing of the mix.
+        if !e.is_error() {
+            match self.resolved.iter_mut().find(|(m, _)| *m == syms.resolved) {
+                Some((_, n)) => *n += 1,
+                None => self.resolved.push((syms.resolved, 1)),
+            }
         }
         if let Some(l) = e.latency_ms {
             self.latency
@@ -265,7 +268,7 @@ mod tests {
         assert_eq!(cell.status, [1, 0, 1, 0, 0]);
         assert_eq!(cell.finish, [1, 1, 0, 0, 0]);
         assert_eq!(cell.by_model[0].1.requests, 2);
-        assert_eq!(cell.resolved, vec![(2, 2)]);
+        assert_eq!(cell.resolved, vec![(2, 1)], "the failed request says nothing of the mix");
         let p50 = cell.latency_quantile(0.5).unwrap();
         assert!((95.0..=105.0).contains(&p50), "{p50}");
         assert!(cell.customer_facing && cell.tenants.contains(&3));
