@@ -268,7 +268,11 @@ mod tests {
         assert_eq!(cell.status, [1, 0, 1, 0, 0]);
         assert_eq!(cell.finish, [1, 1, 0, 0, 0]);
         assert_eq!(cell.by_model[0].1.requests, 2);
-        assert_eq!(cell.resolved, vec![(2, 1)], "the failed request says nothing of the mix");
+        assert_eq!(
+            cell.resolved,
+            vec![(2, 1)],
+            "the failed request says nothing of the mix"
+        );
         let p50 = cell.latency_quantile(0.5).unwrap();
         assert!((95.0..=105.0).contains(&p50), "{p50}");
         assert!(cell.customer_facing && cell.tenants.contains(&3));
