@@ -18,9 +18,9 @@ use crate::tiers::{TierError, Tiers};
 /// Why the analysis could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AnalysisError {
-    /// The rule files are invalid.
-    #[error("{0}\n(run `driftwarden check --rules DIR` to see every problem)")]
-    Rules(#[from] RuleErrors),
+    /// The rule files are invalid (every error, with file and line).
+    #[error("{0}")]
+    Rules(RuleErrors),
     /// The tier file is invalid.
     #[error(transparent)]
     Tiers(#[from] TierError),
@@ -30,6 +30,12 @@ pub enum AnalysisError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<RuleErrors> for AnalysisError {
+    fn from(e: RuleErrors) -> AnalysisError {
+        AnalysisError::Rules(e)
+    }
 }
 
 /// Load and validate the tiers and rules of `dir`, with the pairs configured.

@@ -78,6 +78,28 @@ fn check_fails_with_the_line_of_a_broken_tier_file() {
 }
 
 #[test]
+fn check_lists_every_broken_rule_with_its_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mine.toml"),
+        "[[rule]]\nname = \"a\"\nsignal = \"eror_rate\"\n\n[[rule]]\nname = \"b\"\nsignal = \"requests\"\nfor = \"soon\"\n",
+    )
+    .unwrap();
+    let out = driftwarden(
+        &["check", "--rules", dir.path().to_str().unwrap()],
+        dir.path(),
+    );
+    assert!(!out.status.success(), "an invalid rule set must fail check");
+    let msg = text(&out);
+    assert!(msg.contains("2 error(s) in the rules"), "{msg}");
+    assert!(
+        msg.contains("mine.toml:3:") && msg.contains("error_rate"),
+        "{msg}"
+    );
+    assert!(msg.contains("mine.toml:8:") && msg.contains("20m"), "{msg}");
+}
+
+#[test]
 fn help_teaches_with_examples() {
     let out = driftwarden(&["serve", "--help"], repo());
     assert!(out.status.success());

@@ -349,15 +349,16 @@ fn import(args: ImportArgs) -> Result<()> {
 fn check(args: StoreArgs) -> Result<()> {
     let config = args.resolve(Overrides::default())?;
     let prices = PriceTable::load_dir(&config.rules)?;
-    let tiers = crate::tiers::Tiers::load(&config.rules)?;
+    let (tiers, rules) = crate::analysis::load_rules(&config, &config.rules)?;
     println!(
-        "ok: config valid; {} tail source(s); {} gateway database(s); {} mapped format(s); {} model(s) priced in {}; {} tier(s)",
+        "ok: config valid; {} tail source(s); {} gateway database(s); {} mapped format(s); {} model(s) priced in {}; {} tier(s); {} detector rule(s)",
         config.tails.len(),
         config.gateway_dbs.len(),
         config.formats.len(),
         prices.len(),
         config.rules.join("pricing.toml").display(),
-        tiers.defs().len()
+        tiers.defs().len(),
+        rules.rules.len()
     );
     Ok(())
 }
