@@ -170,3 +170,48 @@ fn the_ci_deploy_script_records_a_deploy() {
         text(&missing)
     );
 }
+
+#[test]
+fn alerts_are_listed_with_filters_by_the_api_and_the_alerts_command() {
+    let app = spawn_app();
+    let conn = rusqlite::Connection::open(&app.db).expect("opening the database");
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .unwrap();
+    for (rule, state, tier, rank, suppressed) in [
+        ("cost-per-request", "firing", "page", 1, None),
+        ("traffic-volume", "resolved", "digest", 3, Some(7)),
+    ] {
+        conn.execute(
+            "INSERT INTO alerts (rule, scope, lane, kind, state, tier, tier_rank, started_ms, fired_ms, summary, evidence, suppressed_by) \
+             VALUES (?1, '{\"model\":\"gpt-4o\"}', 'cost', 'cost_drift', ?2, ?3, ?4, ?5, ?5, ?6, '{}', ?7)",
+            rusqlite::params![rule, state, tier, rank, common::now_ms(), format!("{rule} moved"), suppressed],
+        )
+        .expect("storing an alert");
+    }
+    let all: Value = app.get("/v1/alerts").json().unwrap();
+    assert_eq!(all["alerts"].as_array().unwrap().len(), 2);
+    let firing: Value = app.get("/v1/alerts?state=firing&tier=page").json().unwrap();
+    let rows = firing["alerts"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{firing}");
+    assert_eq!(rows[0]["rule"], "cost-per-request");
+    assert_eq!(rows[0]["scope"]["model"], "gpt-4o");
+    let suppressed: Value = app.get("/v1/alerts?suppressed=true").json().unwrap();
+    assert_eq!(suppressed["alerts"][0]["suppressed_by"], 7);
+    assert_eq!(app.get("/v1/alerts?state=burning").status(), 400);
+
+    let out = cli(&["alerts", "--state", "firing"], &app.address, None);
+    assert!(out.status.success(), "{}", text(&out));
+    let listed = text(&out);
+    assert!(
+        listed.contains("cost-per-request")
+            && listed.contains("page")
+            && !listed.contains("traffic-volume"),
+        "{listed}"
+    );
+    let out = cli(&["alerts", "--kind", "cost_drift"], &app.address, None);
+    assert!(
+        text(&out).contains("suppressed by exception 7"),
+        "{}",
+        text(&out)
+    );
+}

@@ -3,6 +3,7 @@
 //! `generate` writes simulated traffic; `demo` plays a story of drifts against a
 //! simulated gateway.
 
+mod alerts;
 mod client;
 mod demo;
 mod digest;
@@ -60,6 +61,13 @@ enum Command {
     ///
     /// Example: driftwarden recalibrate --kind deploy --scope route=chat --note "prompt v2"
     Recalibrate(RecalibrateArgs),
+    /// List a running daemon's alerts (suppressed ones too), newest first.
+    ///
+    /// Each line shows when it started, its state, tier, rule, kind and scope, and the
+    /// summary a person reads first; --json prints the evidence too.
+    ///
+    /// Example: driftwarden alerts --state firing --tier page
+    Alerts(alerts::AlertsArgs),
     /// List change events known to a running daemon, newest first.
     ///
     /// Example: driftwarden changes --since 2026-06-01T00:00:00Z
@@ -235,6 +243,7 @@ pub fn run() -> Result<()> {
         Command::Check(args) => check(args),
         Command::Recalibrate(args) => recalibrate(args),
         Command::Changes(args) => changes(args),
+        Command::Alerts(args) => alerts::alerts(args),
         Command::Exceptions(args) => exceptions::run(args),
         Command::Generate(args) => generate::generate(args),
         Command::Replay(args) => replay::replay(args),
@@ -293,6 +302,9 @@ fn changes(args: ChangesArgs) -> Result<()> {
             c["scope"].to_string(),
             c["note"].as_str().unwrap_or("")
         );
+        if let Some(summary) = c["impact"]["summary"].as_str() {
+            println!("    impact: {summary}");
+        }
     }
     Ok(())
 }
