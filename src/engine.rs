@@ -587,14 +587,7 @@ impl Engine {
                         if warming || !rule.direction.admits(rel) {
                             continue;
                         }
-                        let summary = format!(
-                            "{} on {scope_text} has crept {:+.0}% from its epoch's anchor ({} → {}) with no change event; the rolling baseline absorbed it. If this is the new normal, post a change event to start a new epoch: `driftwarden recalibrate --kind config_change {}`",
-                            rule.signal.as_str().replace('_', " "),
-                            rel * 100.0,
-                            fmt_num(anchor),
-                            fmt_num(level),
-                            scope_args(&labels)
-                        );
+                        let summary = creep_summary(rule.signal, &labels, anchor, level, rel);
                         let test = Test {
                             sign: rel.signum(),
                             rel,
@@ -839,13 +832,7 @@ impl Engine {
                         if warming || !rule.direction.admits(rel) {
                             continue;
                         }
-                        let summary = format!(
-                            "{} on {scope_text} has crept {:+.0}% from its epoch's anchor ({} → {}) with no change event",
-                            rule.signal.as_str().replace('_', " "),
-                            rel * 100.0,
-                            fmt_num(anchor),
-                            fmt_num(level)
-                        );
+                        let summary = creep_summary(rule.signal, &labels, anchor, level, rel);
                         let mut ev = serde_json::Map::new();
                         ev.insert("signal".into(), json!(rule.signal));
                         ev.insert("observed".into(), json!({"rolling_level": round(level)}));
@@ -1184,6 +1171,18 @@ fn base_json(b: Option<&Baseline>) -> Value {
         }
         None => Value::Null,
     }
+}
+
+fn creep_summary(signal: Signal, labels: &Scope, anchor: f64, level: f64, rel: f64) -> String {
+    format!(
+        "{} on {} has crept {:+.0}% from its epoch's anchor ({} → {}) with no change event; the rolling baseline absorbed it. If this is the new normal, post a change event to start a new epoch: `driftwarden recalibrate --kind config_change {}`",
+        signal.as_str().replace('_', " "),
+        scope_label(labels),
+        rel * 100.0,
+        fmt_num(anchor),
+        fmt_num(level),
+        scope_args(labels)
+    )
 }
 
 fn scope_args(labels: &Scope) -> String {
