@@ -715,6 +715,15 @@ fn kubernetes_sidecar_args_follow_a_new_api_logs_table() {
         .unwrap();
     assert_eq!(daemon.get(probe).status().as_u16(), 200, "probe on :{port}");
 
+    // The follower starts at the table's newest row: wait until it has read the table
+    // once, or a row written in between would count as history and be skipped.
+    wait_until("the follower has read the logs table", WAIT, || {
+        daemon
+            .get("/metrics")
+            .text()
+            .unwrap_or_default()
+            .contains("gateway_db_last_success_seconds{")
+    });
     // A consume row the gateway writes after the sidecar started becomes an event.
     let now = common::now_ms() / 1000;
     conn.execute(
