@@ -181,7 +181,6 @@ pub struct Engine {
     changes: Vec<KnownChange>,
     decay: f64,
     out: Output,
-    watermark: i64,
 }
 
 impl Engine {
@@ -197,7 +196,6 @@ impl Engine {
             changes: Vec::new(),
             decay,
             out: Output::default(),
-            watermark: i64::MIN,
         })
     }
 
@@ -214,11 +212,6 @@ impl Engine {
     /// Counters of records the lanes could not use.
     pub fn counters(&self) -> crate::lanes::LaneCounters {
         self.lanes.counters
-    }
-
-    /// The newest watermark seen.
-    pub fn watermark(&self) -> i64 {
-        self.watermark
     }
 
     /// Count an event.
@@ -273,7 +266,6 @@ impl Engine {
     /// Move the data clock to `watermark_ms`: close and judge every bucket that is
     /// due, and judge every bucket whose evals settled.
     pub fn advance(&mut self, watermark_ms: i64) {
-        self.watermark = self.watermark.max(watermark_ms);
         for bucket in self.lanes.close_until(watermark_ms) {
             self.ensure_states();
             let tick = self.judge_usage(bucket);

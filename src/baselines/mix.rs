@@ -49,19 +49,6 @@ impl Mix {
         self.counts.iter().map(|(_, c)| c).sum()
     }
 
-    /// The pooled count of one category.
-    pub fn count(&self, key: u32) -> f64 {
-        self.counts
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map_or(0.0, |p| p.1)
-    }
-
-    /// The categories in the pool.
-    pub fn keys(&self) -> impl Iterator<Item = u32> + '_ {
-        self.counts.iter().map(|&(k, _)| k)
-    }
-
     /// The category with the largest pooled share.
     pub fn dominant(&self) -> Option<u32> {
         self.counts
@@ -99,11 +86,6 @@ impl Mix {
             }
         }
         verdict
-    }
-
-    /// Whether a warm-up is running.
-    pub fn warming(&self) -> bool {
-        self.post.is_some()
     }
 }
 

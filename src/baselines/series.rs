@@ -177,11 +177,6 @@ impl Series {
         step
     }
 
-    /// Whether a warm-up is running.
-    pub fn warming(&self) -> bool {
-        self.post.is_some()
-    }
-
     /// Start a warm-up for a change at `from_ms`: values of buckets from then on
     /// wait aside until `end_warmup`; earlier buckets (closing late) still learn.
     pub fn begin_warmup(&mut self, from_ms: i64) {

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::domain::{Baseline, Impact, Kind, Lane, Scope, Signal};
 use crate::lanes::scopes::{ScopeId, ScopeIndex};
-use rules::{Direction, Rule};
+use rules::Rule;
 
 /// One rule's positive judgement on one scope in one bucket.
 #[derive(Debug, Clone)]
@@ -240,18 +240,4 @@ pub fn dedupe(findings: Vec<Finding>) -> Vec<Finding> {
 /// Words for a direction in summaries.
 pub fn movement(sign: f64) -> &'static str {
     if sign > 0.0 { "above" } else { "below" }
-}
-
-/// Whether `rule` runs on scopes of this shape.
-pub fn applies(rule: &Rule, shape: rules::Shape) -> bool {
-    rule.scopes.contains(&shape)
-}
-
-/// The direction of a rule, for evidence.
-pub fn direction_name(d: Direction) -> &'static str {
-    match d {
-        Direction::Up => "up",
-        Direction::Down => "down",
-        Direction::Both => "both",
-    }
 }

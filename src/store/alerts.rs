@@ -65,7 +65,7 @@ pub struct AlertFilter {
 
 /// Open a writable connection for the alert stage.
 pub fn open(path: &Path) -> Result<Connection, StoreError> {
-    super::outbox::open(path)
+    super::open_side(path)
 }
 
 fn scope_json(scope: &Scope) -> String {

@@ -7,9 +7,8 @@
 //! the busy handler (5 s on both sides) instead of failing; WAL keeps readers unblocked.
 
 use std::path::Path;
-use std::time::Duration;
 
-use rusqlite::{OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -59,16 +58,7 @@ pub struct AuditEntry {
 /// Open a read-write connection on the daemon's (already migrated) database. It
 /// never creates the file: a missing database means the daemon has not started.
 pub fn open(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|source| StoreError::Open {
-        path: path.display().to_string(),
-        source,
-    })?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    Ok(conn)
+    super::open_side(path)
 }
 
 /// Run `f` in one `BEGIN IMMEDIATE` transaction: committed when it returns `Ok`,

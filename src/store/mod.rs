@@ -436,6 +436,23 @@ impl Store {
     }
 }
 
+/// Open a read-write connection of its own on the daemon's (already migrated)
+/// database, for the stages that write rare, small rows beside the writer thread
+/// (exceptions, alerts, the outbox). It never creates the file; SQLite serializes
+/// its writes with the writer's through the busy timeout.
+pub fn open_side(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|source| StoreError::Open {
+        path: path.display().to_string(),
+        source,
+    })?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    Ok(conn)
+}
+
 /// Open a read-only connection for queries.
 pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(

@@ -7,7 +7,6 @@
 //! never changes again.
 
 use std::path::Path;
-use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
@@ -96,12 +95,7 @@ fn row(r: &Row<'_>) -> rusqlite::Result<OutboxRow> {
 /// Open a writable connection to the (already migrated) database, for the delivery
 /// worker or the alert stage.
 pub fn open(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path).map_err(|source| StoreError::Open {
-        path: path.display().to_string(),
-        source,
-    })?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    Ok(conn)
+    super::open_side(path)
 }
 
 /// Queue `message` for the channel named `channel`, due at once. Returns the row id.
