@@ -110,7 +110,7 @@ impl Analysis {
         loop {
             let events = queries::events_page(&conn, (after.0, &after.1), now_ms, 50_000)?;
             let Some(last) = events.last() else { break };
-            after = (last.ts_ms, last.id.clone());
+            after = (last.ts_ms, last.id.to_string());
             let until = last.ts_ms;
             while changes.last().is_some_and(|c| c.ts_ms <= until) {
                 let c = changes.pop().expect("peeked");

@@ -532,7 +532,7 @@ impl Player {
             }
             for e in &events {
                 rows += 1;
-                row_of.insert(e.id.clone(), rows);
+                row_of.insert(e.id.to_string(), rows);
             }
             gateway.insert(&events)?;
             self.wait_stored(rows)?;

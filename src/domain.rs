@@ -5,26 +5,27 @@
 
 use std::collections::BTreeMap;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 /// One request seen by the gateway, normalized from any supported record shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UsageEvent {
     /// Idempotency key: a resent record with the same id is stored once.
-    pub id: String,
+    pub id: CompactString,
     /// Request time, milliseconds since the Unix epoch (UTC).
     pub ts_ms: i64,
     /// The model the client asked for.
-    pub model: String,
+    pub model: CompactString,
     /// The model that actually answered (a dated snapshot, an upstream name).
-    pub resolved_model: Option<String>,
+    pub resolved_model: Option<CompactString>,
     /// The upstream provider or gateway channel that served the request.
-    pub provider: Option<String>,
+    pub provider: Option<CompactString>,
     /// Application route or use case (for example `classify`).
-    pub route: Option<String>,
+    pub route: Option<CompactString>,
     /// Tenant label: an operator-chosen label, or an alias / salted hash of a
     /// gateway identity. Never a raw key or user id.
-    pub tenant: Option<String>,
+    pub tenant: Option<CompactString>,
     /// Input tokens, cached ones included.
     pub prompt_tokens: u64,
     /// Output tokens.
@@ -45,9 +46,9 @@ pub struct UsageEvent {
     /// HTTP-like status: 200 for success, the upstream error code otherwise.
     pub status: Option<u16>,
     /// Why generation stopped, as the provider said (`stop`, `length`, ...).
-    pub finish_reason: Option<String>,
+    pub finish_reason: Option<CompactString>,
     /// The error's type or class, when the request failed.
-    pub error_type: Option<String>,
+    pub error_type: Option<CompactString>,
 }
 
 impl UsageEvent {

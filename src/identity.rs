@@ -3,26 +3,29 @@
 
 use std::collections::HashMap;
 
+use compact_str::{CompactString, format_compact};
+
 /// Turns raw gateway identities into storable tenant labels.
 #[derive(Debug, Clone)]
 pub struct Identity {
     salt: [u8; 32],
-    aliases: HashMap<String, String>,
+    aliases: HashMap<String, CompactString>,
 }
 
 impl Identity {
     /// `salt` keys the hash (kept in the store, so labels are stable across restarts);
     /// `aliases` maps raw identities to the names operators want to read.
     pub fn new(salt: [u8; 32], aliases: HashMap<String, String>) -> Identity {
+        let aliases = aliases.into_iter().map(|(k, v)| (k, v.into())).collect();
         Identity { salt, aliases }
     }
 
     /// A label the sender chose itself: its alias if one is configured, else unchanged —
     /// unless it looks like a credential (`sk-...`, a bearer token), which is hashed.
-    pub fn alias_or(&self, label: String) -> String {
+    pub fn alias_or(&self, label: CompactString) -> CompactString {
         // Most deployments configure no aliases: skip hashing every event's tenant then.
         if !self.aliases.is_empty()
-            && let Some(alias) = self.aliases.get(&label)
+            && let Some(alias) = self.aliases.get(label.as_str())
         {
             return alias.clone();
         }
@@ -33,12 +36,12 @@ impl Identity {
     }
 
     /// The label stored for a raw identity: its alias, or `id-` and 12 hex digits of a keyed hash.
-    pub fn label(&self, raw: &str) -> String {
+    pub fn label(&self, raw: &str) -> CompactString {
         if let Some(alias) = self.aliases.get(raw) {
             return alias.clone();
         }
         let hash = blake3::keyed_hash(&self.salt, raw.as_bytes());
-        format!("id-{}", &hash.to_hex()[..12])
+        format_compact!("id-{}", &hash.to_hex()[..12])
     }
 }
 

@@ -20,11 +20,12 @@ struct RawEval {
 pub(super) fn decode(raw: &[u8]) -> Result<EvalScore, Rejected> {
     let r: RawEval = serde_json::from_slice(raw).map_err(Rejected::json)?;
     let e = EvalScore {
-        request_id: non_empty(r.request_id),
-        route: non_empty(r.route),
-        model: non_empty(r.model),
+        request_id: non_empty(r.request_id).map(Into::into),
+        route: non_empty(r.route).map(Into::into),
+        model: non_empty(r.model).map(Into::into),
         evaluator: non_empty(Some(r.evaluator))
-            .ok_or_else(|| Rejected("evaluator is empty".into()))?,
+            .ok_or_else(|| Rejected("evaluator is empty".into()))?
+            .into(),
         ts_ms: r.ts.0,
         score: r.score,
         passed: r.passed,

@@ -4,6 +4,8 @@
 
 use std::borrow::Cow;
 
+use compact_str::CompactString;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -125,7 +127,10 @@ pub(super) fn decode(raw: &[u8], ctx: &Context) -> Result<UsageEvent, Rejected> 
     let route = p
         .request_tags
         .as_ref()
-        .and_then(|tags| tags.iter().find_map(|t| t.as_str().map(str::to_string)))
+        .and_then(|tags| {
+            tags.iter()
+                .find_map(|t| t.as_str().map(CompactString::from))
+        })
         .or_else(|| non_empty(meta.user_api_key_request_route.as_deref()));
     let cached = meta
         .usage_object
@@ -140,7 +145,7 @@ pub(super) fn decode(raw: &[u8], ctx: &Context) -> Result<UsageEvent, Rejected> 
     let ts_ms = epoch_to_ms(p.startTime).map_err(Rejected)?;
     let since_start = |t: Option<f64>| millis(t.map(|t| (t - p.startTime) * 1000.0));
     Ok(UsageEvent {
-        id: p.id.into_owned(),
+        id: p.id.into(),
         ts_ms,
         resolved_model: non_empty(p.model.as_deref()).filter(|m| *m != model),
         model,
@@ -166,10 +171,7 @@ pub(super) fn decode(raw: &[u8], ctx: &Context) -> Result<UsageEvent, Rejected> 
         status: Some(status),
         finish_reason: non_empty(finish_reason),
         error_type: if failed {
-            Some(
-                non_empty(error.and_then(|e| e.error_class))
-                    .unwrap_or_else(|| "failure".to_string()),
-            )
+            Some(non_empty(error.and_then(|e| e.error_class)).unwrap_or_else(|| "failure".into()))
         } else {
             None
         },

@@ -163,7 +163,7 @@ impl MappedFormat {
             Some(id) => id,
             None => {
                 let h = blake3::hash(raw);
-                format!("{}@{position}", &h.to_hex()[..16])
+                compact_str::format_compact!("{}@{position}", &h.to_hex()[..16])
             }
         };
         let text = |k: &Option<String>| k.as_ref().and_then(|k| non_empty(fields.text(k)));

@@ -7,6 +7,7 @@
 pub mod body;
 pub mod changes;
 mod evals;
+mod flat;
 mod litellm;
 mod mapped;
 mod native;
@@ -15,6 +16,8 @@ pub mod timestamp;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use compact_str::CompactString;
 
 pub use mapped::{MappedFormat, MappedKind};
 pub use newapi::LogRow;
@@ -266,9 +269,11 @@ pub(crate) fn millis(v: Option<f64>) -> Option<u64> {
 }
 
 /// Treat empty strings as absent.
-pub(crate) fn non_empty<S: AsRef<str>>(s: Option<S>) -> Option<String> {
-    s.map(|s| s.as_ref().trim().to_string())
-        .filter(|s| !s.is_empty())
+pub(crate) fn non_empty<S: AsRef<str>>(s: Option<S>) -> Option<CompactString> {
+    s.and_then(|s| {
+        let t = s.as_ref().trim();
+        (!t.is_empty()).then(|| CompactString::from(t))
+    })
 }
 
 #[cfg(test)]

@@ -4,11 +4,13 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use super::timestamp::Ts;
+use super::flat::{self, Flat};
+use super::timestamp::{Ts, epoch_to_ms, parse_ts_str};
 use super::{Context, Rejected, millis, non_empty, tokens};
 use crate::domain::{CostSource, UsageEvent};
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 struct NativeRecord<'a> {
     #[serde(borrow)]
     id: Cow<'a, str>,
@@ -41,10 +43,12 @@ pub(super) fn decode(raw: &[u8], ctx: &Context) -> Result<UsageEvent, Rejected> 
     // per string field: that per-field check was about 6% of a replay's instructions.
     // A line that is not UTF-8 takes the slice path, so its rejection reads as before.
     let r: NativeRecord = match std::str::from_utf8(raw) {
-        Ok(text) => serde_json::from_str(text),
-        Err(_) => serde_json::from_slice(raw),
-    }
-    .map_err(Rejected::json)?;
+        Ok(text) => match fast(text) {
+            Some(r) => r,
+            None => serde_json::from_str(text).map_err(Rejected::json)?,
+        },
+        Err(_) => serde_json::from_slice(raw).map_err(Rejected::json)?,
+    };
     if r.id.trim().is_empty() {
         return Err(Rejected("id is empty".into()));
     }
@@ -52,9 +56,9 @@ pub(super) fn decode(raw: &[u8], ctx: &Context) -> Result<UsageEvent, Rejected> 
         return Err(Rejected("model is empty".into()));
     }
     Ok(UsageEvent {
-        id: r.id.into_owned(),
+        id: r.id.into(),
         ts_ms: r.ts.0,
-        model: r.model.into_owned(),
+        model: r.model.into(),
         resolved_model: non_empty(r.resolved_model),
         provider: non_empty(r.provider),
         route: non_empty(r.route),
@@ -76,6 +80,99 @@ pub(super) fn decode(raw: &[u8], ctx: &Context) -> Result<UsageEvent, Rejected> 
         finish_reason: non_empty(r.finish_reason),
         error_type: non_empty(r.error_type),
     })
+}
+
+/// The record read by the flat scanner, exactly as serde would read it; `None` for
+/// anything serde might read differently or reject (a wrong type, a missing or
+/// repeated field, a bad timestamp), which serde then reads and words the error for.
+fn fast(text: &str) -> Option<NativeRecord<'_>> {
+    let mut r = NativeRecord {
+        id: Cow::Borrowed(""),
+        ts: Ts(0),
+        model: Cow::Borrowed(""),
+        resolved_model: None,
+        provider: None,
+        route: None,
+        tenant: None,
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        cached_tokens: None,
+        cost_usd: None,
+        latency_ms: None,
+        ttft_ms: None,
+        status: None,
+        finish_reason: None,
+        error_type: None,
+    };
+    // One bit per field: serde rejects a repeated field, and a required one missing.
+    let mut seen = 0u32;
+    const REQUIRED: u32 = 0b11111; // id, ts, model, prompt_tokens, completion_tokens
+    fn text_of(v: Flat<'_>) -> Option<Option<Cow<'_, str>>> {
+        match v {
+            Flat::Str(s) => Some(Some(Cow::Borrowed(s))),
+            Flat::Null => Some(None),
+            _ => None,
+        }
+    }
+    flat::scan(text, |key, v| {
+        let bit = match key {
+            "id" => 0,
+            "ts" => 1,
+            "model" => 2,
+            "prompt_tokens" => 3,
+            "completion_tokens" => 4,
+            "resolved_model" => 5,
+            "provider" => 6,
+            "route" => 7,
+            "tenant" => 8,
+            "cached_tokens" => 9,
+            "cost_usd" => 10,
+            "latency_ms" => 11,
+            "ttft_ms" => 12,
+            "status" => 13,
+            "finish_reason" => 14,
+            "error_type" => 15,
+            _ => return Some(()),
+        };
+        if seen & (1 << bit) != 0 {
+            return None;
+        }
+        seen |= 1 << bit;
+        match (bit, v) {
+            (0, Flat::Str(s)) => r.id = Cow::Borrowed(s),
+            (1, Flat::Str(s)) => r.ts = Ts(parse_ts_str(s).ok()?),
+            (1, Flat::Num(n)) => {
+                let n = match n.parse::<u64>() {
+                    Ok(u) => u as f64,
+                    Err(_) => n.parse().ok()?,
+                };
+                r.ts = Ts(epoch_to_ms(n).ok()?);
+            }
+            (2, Flat::Str(s)) => r.model = Cow::Borrowed(s),
+            (3, Flat::Num(n)) => r.prompt_tokens = n.parse().ok()?,
+            (4, Flat::Num(n)) => r.completion_tokens = n.parse().ok()?,
+            (5, v) => r.resolved_model = text_of(v)?,
+            (6, v) => r.provider = text_of(v)?,
+            (7, v) => r.route = text_of(v)?,
+            (8, v) => r.tenant = text_of(v)?,
+            (9, Flat::Num(n)) => r.cached_tokens = Some(n.parse().ok()?),
+            (10..=12, Flat::Num(n)) => {
+                let n = Some(n.parse().ok()?);
+                match bit {
+                    10 => r.cost_usd = n,
+                    11 => r.latency_ms = n,
+                    _ => r.ttft_ms = n,
+                }
+            }
+            (13, Flat::Num(n)) => r.status = Some(n.parse().ok()?),
+            (14, v) => r.finish_reason = text_of(v)?,
+            (15, v) => r.error_type = text_of(v)?,
+            (9..=13, Flat::Null) => {}
+            _ => return None,
+        }
+        Some(())
+    })?;
+    (seen & REQUIRED == REQUIRED).then_some(r)
 }
 
 #[cfg(test)]
@@ -156,6 +253,82 @@ mod tests {
                 .starts_with("invalid record: invalid unicode code point"),
             "{err}"
         );
+    }
+
+    /// The fast path and serde agree on every line the fast path reads, and the fast
+    /// path reads the ordinary ones.
+    fn agrees_with_serde(text: &str) -> bool {
+        let serde = serde_json::from_str::<super::NativeRecord>(text);
+        match super::fast(text) {
+            Some(fast) => {
+                assert_eq!(Some(&fast), serde.as_ref().ok(), "{text}");
+                true
+            }
+            None => false,
+        }
+    }
+
+    #[test]
+    fn the_fast_path_reads_ordinary_lines_as_serde_does() {
+        let ordinary = [
+            DESIGN_EXAMPLE,
+            r#"{"id":"a","ts":1780315200,"model":"m","prompt_tokens":1,"completion_tokens":1}"#,
+            r#"{"id":"a","ts":1780315200.5,"model":"m","prompt_tokens":0,"completion_tokens":-1}"#,
+            r#" { "id" : "a", "ts" : "2026-06-01T14:00:00+02:00", "model":"m", "prompt_tokens":1,
+                 "completion_tokens":2, "extra":{"ignored":true} } "#,
+            r#"{"model":"m","completion_tokens":2,"prompt_tokens":1,"ts":"2026-06-01 12:00:00","id":"é",
+                "route":null,"tenant":"","cost_usd":1e-3,"latency_ms":12.5,"ttft_ms":null,
+                "status":503,"finish_reason":null,"error_type":"timeout","cached_tokens":null,"other":[1]}"#,
+        ];
+        let mut read = 0;
+        for text in ordinary {
+            read += agrees_with_serde(text) as usize;
+        }
+        // Only the two with nested unknown values go to serde.
+        assert_eq!(read, 3);
+        for declined in [
+            r#"{"id":"a","id":"b","ts":1,"model":"m","prompt_tokens":1,"completion_tokens":1}"#,
+            r#"{"ts":1,"model":"m","prompt_tokens":1,"completion_tokens":1}"#,
+            r#"{"id":"a","ts":1,"model":"m","prompt_tokens":1.5,"completion_tokens":1}"#,
+            r#"{"id":"a","ts":-1,"model":"m","prompt_tokens":1,"completion_tokens":1}"#,
+            r#"{"id":"a","ts":"soon","model":"m","prompt_tokens":1,"completion_tokens":1}"#,
+            r#"{"id":"a","ts":1,"model":"m","prompt_tokens":1,"completion_tokens":1,"status":70000}"#,
+            r#"{"id":"a","ts":1,"model":"m","prompt_tokens":1,"completion_tokens":1,"route":5}"#,
+            r#"{"id":null,"ts":1,"model":"m","prompt_tokens":1,"completion_tokens":1}"#,
+            r#"{"id":"a\u0062","ts":1,"model":"m","prompt_tokens":1,"completion_tokens":1}"#,
+        ] {
+            assert!(super::fast(declined).is_none(), "{declined}");
+        }
+    }
+
+    #[test]
+    fn the_fast_path_never_disagrees_with_serde_on_damaged_lines() {
+        // Every one-byte deletion and a set of one-byte replacements of a full line:
+        // whatever the fast path still reads, serde must read the same.
+        let line = DESIGN_EXAMPLE.replace(
+            r#""error_type":null"#,
+            r#""error_type":null,"cost_usd":2.5e-3"#,
+        );
+        let line = line.replacen(r#""cost_usd":0.00267,"#, "", 1);
+        let bytes = line.as_bytes();
+        let mut read = 0;
+        for i in 0..bytes.len() {
+            let mut cut = bytes.to_vec();
+            cut.remove(i);
+            if let Ok(text) = std::str::from_utf8(&cut) {
+                read += agrees_with_serde(text) as usize;
+            }
+            for b in [
+                b'"', b'0', b'-', b'.', b'e', b',', b'}', b' ', b'x', b'\\', b'n',
+            ] {
+                let mut changed = bytes.to_vec();
+                changed[i] = b;
+                if let Ok(text) = std::str::from_utf8(&changed) {
+                    read += agrees_with_serde(text) as usize;
+                }
+            }
+        }
+        assert!(read > bytes.len(), "only {read} variants were read");
     }
 
     #[test]

@@ -136,12 +136,14 @@ pub(super) fn from_row(
         Flavour::OneApi => "oneapi",
     };
     Ok(Some(Record::Usage(UsageEvent {
-        id: format!("{prefix}:{}", row.id),
+        id: compact_str::format_compact!("{prefix}:{}", row.id),
         ts_ms,
         model,
         resolved_model,
-        provider: non_empty(row.channel_name.as_deref())
-            .or_else(|| row.channel.map(|c| format!("channel-{c}"))),
+        provider: non_empty(row.channel_name.as_deref()).or_else(|| {
+            row.channel
+                .map(|c| compact_str::format_compact!("channel-{c}"))
+        }),
         route: non_empty(row.group.as_deref()),
         tenant: identity.map(|raw| ctx.identity.label(&raw)),
         prompt_tokens: tokens("prompt_tokens", row.prompt_tokens)?,
@@ -158,7 +160,7 @@ pub(super) fn from_row(
             200
         }),
         finish_reason: None,
-        error_type: failed.then(|| "gateway_error".to_string()),
+        error_type: failed.then(|| "gateway_error".into()),
     })))
 }
 

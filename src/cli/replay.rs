@@ -26,8 +26,8 @@ pub struct ReplayArgs {
     /// Change events (one ChangeEvent JSON per line): deploys, model bumps, config changes.
     #[arg(long, value_name = "FILE")]
     changes: Option<PathBuf>,
-    /// Also store raw event rows (slower). Without it the replay store keeps
-    /// aggregates, alerts and change reports only, and a resent event counts twice.
+    /// Also store raw event and eval rows (slower). Without it the replay store keeps
+    /// aggregates, alerts and change reports only, and a resent event or eval counts twice.
     #[arg(long)]
     keep_raw: bool,
     /// Rules, tiers and prices; the database defaults to a temporary file.

@@ -251,8 +251,8 @@ impl Lanes {
             tenant: e.tenant.as_deref().map(|t| self.syms.intern(t)),
             customer_facing: e
                 .route
-                .as_ref()
-                .is_some_and(|r| self.customer_facing.contains(r)),
+                .as_deref()
+                .is_some_and(|r| self.customer_facing.iter().any(|c| c == r)),
         };
         let mut scopes = std::mem::take(&mut self.scratch);
         self.index.scopes_of(e, &mut scopes);

@@ -11,6 +11,8 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 
+use compact_str::CompactString;
+
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, Poisson, StandardNormal, Zipf};
@@ -107,12 +109,12 @@ impl Generator {
         }
         self.drafts.sort_by_key(|d| (d.event.ts_ms, d.order));
         for mut d in self.drafts.drain(..) {
-            d.event.id = format!("req-{}-{}", self.seed, self.next_id);
+            d.event.id = compact_str::format_compact!("req-{}-{}", self.seed, self.next_id);
             if let Some((score, lag_ms)) = d.eval {
                 self.evals.push(Reverse(PendingEval {
                     seq: self.next_id,
                     eval: EvalScore {
-                        request_id: Some(d.event.id.clone()),
+                        request_id: Some(d.event.id.to_string()),
                         route: None,
                         model: None,
                         evaluator: self.plan.profile.evaluator.clone(),
@@ -349,13 +351,13 @@ impl Plan {
         let m: &ModelSpec = &self.profile.models[model];
         let resolved = fx.resolve.map_or(m.resolved.as_str(), |(name, _)| name);
         let mut event = UsageEvent {
-            id: String::new(),
+            id: CompactString::default(),
             ts_ms: ts,
-            model: m.name.clone(),
-            resolved_model: Some(resolved.to_string()),
-            provider: Some(m.provider.clone()),
-            route: Some(r.name.clone()),
-            tenant: Some(self.tenants[tenant as usize].clone()),
+            model: m.name.as_str().into(),
+            resolved_model: Some(resolved.into()),
+            provider: Some(m.provider.as_str().into()),
+            route: Some(r.name.as_str().into()),
+            tenant: Some(self.tenants[tenant as usize].as_str().into()),
             prompt_tokens: 0,
             completion_tokens: 0,
             cached_tokens: 0,
@@ -375,7 +377,7 @@ impl Plan {
                 _ => (503, "overloaded_error"),
             };
             event.status = Some(status);
-            event.error_type = Some(kind.to_string());
+            event.error_type = Some(kind.into());
             // Failures come back fast and cost nothing.
             event.latency_ms = Some((300.0 * (0.5 * z_latency).exp()) as u64);
             return Draft {
@@ -415,7 +417,7 @@ impl Plan {
         }
         event.ttft_ms = Some(ttft.round() as u64);
         event.latency_ms = Some((ttft + generation).round() as u64);
-        event.finish_reason = Some(if truncated { "length" } else { "stop" }.to_string());
+        event.finish_reason = Some(if truncated { "length" } else { "stop" }.into());
         let eval = (!fx.evals_stop && u_eval < r.eval_fraction).then(|| {
             // Three decimals, as judges report them (and exact through JSON).
             let score = ((r.eval_mean + fx.score_shift + SCORE_SD * z_score).clamp(0.0, 1.0)
@@ -523,7 +525,7 @@ pub(super) mod tests {
                     assert!(e.ts_ms >= s.profile.start_ms && e.ts_ms < s.profile.end_ms());
                 }
                 SimRecord::Eval(v) => {
-                    let asked = requests[v.request_id.as_ref().unwrap()];
+                    let asked = requests[v.request_id.as_deref().unwrap()];
                     lags.push(v.ts_ms - asked);
                     assert_eq!(v.passed, Some(v.score.unwrap() >= PASS_SCORE));
                 }

@@ -135,9 +135,9 @@ impl NewApiLogWriter {
                     e.ts_ms.div_euclid(1000),
                     kind,
                     content,
-                    e.tenant,
-                    e.tenant,
-                    e.model,
+                    e.tenant.as_deref(),
+                    e.tenant.as_deref(),
+                    e.model.as_str(),
                     quota,
                     prompt,
                     completion,
@@ -146,7 +146,7 @@ impl NewApiLogWriter {
                         .and_then(|r| self.streaming.get(r))
                         .copied()
                         .unwrap_or(false),
-                    e.provider.as_ref().and_then(|p| self.channels.get(p)),
+                    e.provider.as_deref().and_then(|p| self.channels.get(p)),
                     route,
                     other.to_string(),
                 ])
@@ -214,7 +214,10 @@ mod tests {
             assert_eq!(got.id, format!("newapi:{}", i + 1));
             assert_eq!(got.ts_ms, want.ts_ms / 1000 * 1000);
             assert_eq!(got.model, want.model);
-            assert_eq!(got.provider, Some(format!("channel-{channel}")));
+            assert_eq!(
+                got.provider.as_deref(),
+                Some(format!("channel-{channel}").as_str())
+            );
             assert_eq!(got.route, want.route);
             assert_eq!(
                 got.tenant,

@@ -165,6 +165,7 @@ mod tests {
     use super::super::profile::DAY_MS;
     use super::*;
     use crate::domain::{EvalScore, UsageEvent};
+    use compact_str::CompactString;
 
     /// The scenario with most of its quiet prefix skipped (it starts a day before the
     /// drift), and the quiet run over the same profile.
@@ -187,7 +188,9 @@ mod tests {
     fn affected(s: &Scenario, e: &UsageEvent) -> bool {
         s.injections.iter().any(|inj| {
             let f = &inj.filter;
-            let is = |want: &Option<String>, got: &Option<String>| want.is_none() || want == got;
+            let is = |want: &Option<String>, got: &Option<CompactString>| {
+                want.is_none() || want.as_deref() == got.as_deref()
+            };
             inj.active_at(e.ts_ms)
                 && f.model.as_ref().is_none_or(|m| *m == e.model)
                 && is(&f.route, &e.route)
@@ -281,7 +284,7 @@ mod tests {
             }
         });
         let touched = touched.into_inner();
-        let ids = touched.iter().map(String::as_str).collect();
+        let ids = touched.iter().map(CompactString::as_str).collect();
         assert!(scores(&quiet_evals, &ids).len() > 10);
         assert!(scores(&drifted_evals, &ids).is_empty());
         assert_eq!(
@@ -298,7 +301,7 @@ mod tests {
             touched.borrow_mut().insert(a.id.clone());
         });
         let touched = touched.into_inner();
-        let ids = touched.iter().map(String::as_str).collect();
+        let ids = touched.iter().map(CompactString::as_str).collect();
         let (before, after) = (scores(&quiet_evals, &ids), scores(&drifted_evals, &ids));
         assert_eq!(before.len(), after.len());
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;

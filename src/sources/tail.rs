@@ -380,7 +380,11 @@ impl Tailer {
     }
 
     fn new_batch(&self) -> Batch {
-        Batch::new(&self.source, &self.spec.format_name)
+        Batch::with_capacity(
+            &self.source,
+            &self.spec.format_name,
+            self.opts.batch_records,
+        )
     }
 
     fn over_long(&self, batch: &mut Batch, open: &Open, piece: &[u8]) {

@@ -1,7 +1,7 @@
 //! Per-minute aggregates per scope, folded in memory for one batch and then
 //! upserted, so a batch of thousands of events touches a handful of rows.
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
 use rusqlite::{Connection, Transaction, params};
 
@@ -45,16 +45,15 @@ impl Totals {
     }
 }
 
-/// One batch's aggregates, keyed by (epoch minute, dimension, value); the dimension
-/// indexes `DIMS`, or is `GLOBAL` (value ""). Values borrow from the batch's events,
-/// and one flat map serves the whole batch: with thousands of tenants nearly every
-/// event opens a tenant cell, and neither a key allocation nor a small map per minute
-/// (growing from empty every time) is then cheap.
+/// One batch's aggregates, keyed by (epoch minute, dimension, value id); the dimension
+/// indexes `DIMS`, or is `GLOBAL` (value id 0), and the value id indexes
+/// `AggValues::names`. Integer keys: this map is hit five times per ingested event, and
+/// hashing and comparing label strings there was most of its cost.
 #[derive(Debug, Default)]
-pub(super) struct MinuteAggregates<'a> {
-    // FxHash: hit five times per ingested event. Colliding keys could only slow one
-    // batch (at most `batch_records` events), so SipHash's flood resistance is not needed.
-    cells: FxHashMap<(i64, u8, &'a str), Totals>,
+pub(super) struct MinuteAggregates {
+    // FxHash: colliding keys could only slow one batch (at most `batch_records`
+    // events), so SipHash's flood resistance is not needed.
+    cells: FxHashMap<(i64, u8, u32), Totals>,
 }
 
 /// The dimension index of the global cell.
@@ -63,73 +62,133 @@ const GLOBAL: u8 = DIMS.len() as u8;
 /// The value a dimension's overflow is counted under (as the lanes' scopes do).
 const OTHER: &str = "_other";
 
-/// The values each dimension keeps its own rows for, at most `cap` per dimension.
+/// The value id of `OTHER` in every dimension.
+const OTHER_ID: u32 = 0;
+
+/// The value ids an event aggregates under, per dimension of `DIMS`.
+pub(super) type ValueIds = [Option<u32>; DIMS.len()];
+
+/// The values each dimension keeps its own rows for, at most `cap` per dimension,
+/// with the value ids of the label rows and tenants already seen (admission never
+/// changes once decided, so each is decided once).
 #[derive(Debug)]
 pub(super) struct AggValues {
     cap: usize,
-    known: [FxHashSet<Box<str>>; DIMS.len()],
+    /// Per dimension: admitted value to its id (an index into `names`).
+    known: [FxHashMap<Box<str>, u32>; DIMS.len()],
+    /// Per dimension: id to value; id 0 is `OTHER`.
+    names: [Vec<Box<str>>; DIMS.len()],
+    /// `event_labels` id to the value ids of its model, route and provider.
+    by_labels: FxHashMap<i64, ValueIds>,
+    /// `event_tenants` id to the tenant's value id.
+    by_tenant: FxHashMap<i64, u32>,
 }
+
+const MODEL: usize = 0;
+const ROUTE: usize = 1;
+const TENANT: usize = 2;
+const PROVIDER: usize = 3;
 
 impl AggValues {
     /// Load the admitted values.
     pub(super) fn load(conn: &Connection, cap: usize) -> rusqlite::Result<AggValues> {
-        let mut known: [FxHashSet<Box<str>>; DIMS.len()] = Default::default();
+        let mut values = AggValues {
+            cap,
+            known: Default::default(),
+            names: std::array::from_fn(|_| vec![Box::from(OTHER)]),
+            by_labels: FxHashMap::default(),
+            by_tenant: FxHashMap::default(),
+        };
         let mut stmt = conn.prepare("SELECT dim, value FROM agg_values")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         for row in rows {
             let (dim, value) = row?;
             if let Some(d) = DIMS.iter().position(|x| *x == dim) {
-                known[d].insert(value.into());
+                values.remember(d, &value);
             }
         }
-        Ok(AggValues { cap, known })
+        Ok(values)
     }
 
-    /// The value to aggregate `value` under: itself when admitted (admitting it, and
-    /// recording it in `tx`, while the dimension is under its cap), else `_other`.
-    fn admit<'a>(
-        &mut self,
-        tx: &Transaction,
-        dim: usize,
-        value: &'a str,
-    ) -> rusqlite::Result<&'a str> {
-        if self.known[dim].contains(value) {
-            return Ok(value);
+    fn remember(&mut self, dim: usize, value: &str) -> u32 {
+        let id = self.names[dim].len() as u32;
+        self.names[dim].push(value.into());
+        self.known[dim].insert(value.into(), id);
+        id
+    }
+
+    /// The id to aggregate `value` under: its own when admitted (admitting it, and
+    /// recording it in `tx`, while the dimension is under its cap), else `OTHER_ID`.
+    fn admit(&mut self, tx: &Transaction, dim: usize, value: &str) -> rusqlite::Result<u32> {
+        if let Some(&id) = self.known[dim].get(value) {
+            return Ok(id);
         }
         if self.known[dim].len() >= self.cap {
-            return Ok(OTHER);
+            return Ok(OTHER_ID);
         }
         tx.prepare_cached("INSERT OR IGNORE INTO agg_values (dim, value) VALUES (?1, ?2)")?
             .execute(params![DIMS[dim], value])?;
-        self.known[dim].insert(value.into());
-        Ok(value)
+        Ok(self.remember(dim, value))
+    }
+
+    /// The value ids of `e`, stored with labels `labels_id` and tenant `tenant_id`.
+    pub(super) fn ids(
+        &mut self,
+        tx: &Transaction,
+        e: &UsageEvent,
+        labels_id: i64,
+        tenant_id: Option<i64>,
+    ) -> rusqlite::Result<ValueIds> {
+        let mut ids = match self.by_labels.get(&labels_id) {
+            Some(ids) => *ids,
+            None => {
+                let mut ids = [None; DIMS.len()];
+                ids[MODEL] = Some(self.admit(tx, MODEL, &e.model)?);
+                for (dim, value) in [(ROUTE, &e.route), (PROVIDER, &e.provider)] {
+                    if let Some(v) = value {
+                        ids[dim] = Some(self.admit(tx, dim, v)?);
+                    }
+                }
+                self.by_labels.insert(labels_id, ids);
+                ids
+            }
+        };
+        if let (Some(tid), Some(name)) = (tenant_id, e.tenant.as_deref()) {
+            ids[TENANT] = Some(match self.by_tenant.get(&tid) {
+                Some(&id) => id,
+                None => {
+                    let id = self.admit(tx, TENANT, name)?;
+                    self.by_tenant.insert(tid, id);
+                    id
+                }
+            });
+        }
+        Ok(ids)
+    }
+
+    fn name(&self, dim: u8, id: u32) -> (&'static str, &str) {
+        match self.names.get(dim as usize) {
+            Some(names) => (DIMS[dim as usize], &names[id as usize]),
+            None => ("global", ""),
+        }
     }
 }
 
-impl<'a> MinuteAggregates<'a> {
-    pub(super) fn add(
-        &mut self,
-        e: &'a UsageEvent,
-        values: &mut AggValues,
-        tx: &Transaction,
-    ) -> rusqlite::Result<()> {
+impl MinuteAggregates {
+    pub(super) fn add(&mut self, e: &UsageEvent, ids: &ValueIds) {
         let minute = e.ts_ms.div_euclid(60_000);
-        self.cells.entry((minute, GLOBAL, "")).or_default().add(e);
-        let labels = [
-            Some(e.model.as_str()),
-            e.route.as_deref(),
-            e.tenant.as_deref(),
-            e.provider.as_deref(),
-        ];
-        for (dim, value) in labels.into_iter().enumerate() {
-            let Some(v) = value else { continue };
-            let v = values.admit(tx, dim, v)?;
-            self.cells.entry((minute, dim as u8, v)).or_default().add(e);
+        self.cells.entry((minute, GLOBAL, 0)).or_default().add(e);
+        for (dim, id) in ids.iter().enumerate() {
+            if let Some(id) = id {
+                self.cells
+                    .entry((minute, dim as u8, *id))
+                    .or_default()
+                    .add(e);
+            }
         }
-        Ok(())
     }
 
-    pub(super) fn upsert(&self, tx: &Transaction) -> rusqlite::Result<()> {
+    pub(super) fn upsert(&self, tx: &Transaction, values: &AggValues) -> rusqlite::Result<()> {
         let mut stmt = tx.prepare_cached(
             "INSERT INTO agg_minute (minute, dim, value, requests, errors, truncated, prompt_tokens, \
              completion_tokens, cached_tokens, cost_usd, costed_requests, list_cost_usd, latency_ms_sum, latency_count) \
@@ -144,11 +203,13 @@ impl<'a> MinuteAggregates<'a> {
              latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum, \
              latency_count = latency_count + excluded.latency_count",
         )?;
-        let dim_name = |d: u8| DIMS.get(d as usize).copied().unwrap_or("global");
         let mut rows: Vec<(i64, &str, &str, &Totals)> = self
             .cells
             .iter()
-            .map(|(&(minute, dim, value), t)| (minute, dim_name(dim), value, t))
+            .map(|(&(minute, dim, id), t)| {
+                let (dim, value) = values.name(dim, id);
+                (minute, dim, value, t)
+            })
             .collect();
         // In primary-key order (SQLite's BINARY collation is byte order, as `str`'s):
         // each upsert then lands next to the previous one in the WITHOUT ROWID tree, so

@@ -91,6 +91,18 @@ impl Batch {
         }
     }
 
+    /// Like `new`, with room for `events` usage events: a tailer fills thousands, and
+    /// growing the vector by doubling copied each event twice more.
+    pub fn with_capacity(
+        source: impl Into<String>,
+        format: impl Into<String>,
+        events: usize,
+    ) -> Batch {
+        let mut batch = Batch::new(source, format);
+        batch.events.reserve_exact(events);
+        batch
+    }
+
     /// Records in the batch (events, evals and dead letters).
     pub fn len(&self) -> usize {
         self.events.len() + self.evals.len() + self.dead_letters.len() + self.changes.len()
@@ -138,7 +150,7 @@ pub struct Store {
     path: PathBuf,
     /// Source name to its row in `sources`; a handful of entries, read on every commit.
     source_ids: HashMap<String, i64>,
-    /// Whether raw event rows are written (replay may keep aggregates only).
+    /// Whether raw event and eval rows are written (replay may keep aggregates only).
     keep_raw: bool,
     /// Label and tenant ids of stored events; `None` until loaded, and again after a
     /// failed commit (which may have rolled back ids it handed out).
@@ -159,8 +171,9 @@ impl Store {
         self
     }
 
-    /// Keep only aggregates, not raw event rows: for a throwaway replay store, where
-    /// speed matters and nothing reads raw rows. Events are then not deduplicated.
+    /// Keep only aggregates, not raw event and eval rows: for a throwaway replay store,
+    /// where speed matters and nothing reads raw rows. Events and evals are then not
+    /// deduplicated.
     pub fn without_raw_events(mut self) -> Store {
         self.keep_raw = false;
         self
@@ -295,20 +308,21 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?;
             for (i, e) in batch.events.iter().enumerate() {
-                if !self.keep_raw {
-                    report.events_inserted += 1;
-                    fresh.events.push(i as u32);
-                    agg.add(e, values, &tx)?;
-                    continue;
-                }
                 let labels_id = interner.label_id(&tx, e, source_id)?;
                 let tenant_id = match &e.tenant {
                     Some(t) => Some(interner.tenant_id(&tx, t)?),
                     None => None,
                 };
+                let ids = values.ids(&tx, e, labels_id, tenant_id)?;
+                if !self.keep_raw {
+                    report.events_inserted += 1;
+                    fresh.events.push(i as u32);
+                    agg.add(e, &ids);
+                    continue;
+                }
                 // Positional binds without a params slice: this runs once per event.
                 insert.raw_bind_parameter(1, e.ts_ms)?;
-                insert.raw_bind_parameter(2, &e.id)?;
+                insert.raw_bind_parameter(2, e.id.as_str())?;
                 insert.raw_bind_parameter(3, labels_id)?;
                 insert.raw_bind_parameter(4, tenant_id)?;
                 insert.raw_bind_parameter(5, e.prompt_tokens as i64)?;
@@ -323,18 +337,23 @@ impl Store {
                 if changed == 1 {
                     report.events_inserted += 1;
                     fresh.events.push(i as u32);
-                    agg.add(e, values, &tx)?;
+                    agg.add(e, &ids);
                 } else {
                     report.events_duplicate += 1;
                 }
             }
-            agg.upsert(&tx)?;
+            agg.upsert(&tx, values)?;
 
             let mut insert_eval = tx.prepare_cached(
                 "INSERT OR IGNORE INTO eval_scores (key, request_id, route, model, evaluator, ts_ms, score, passed, source_id, received_ms) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
             for (i, s) in batch.evals.iter().enumerate() {
+                if !self.keep_raw {
+                    report.evals_inserted += 1;
+                    fresh.evals.push(i as u32);
+                    continue;
+                }
                 let changed = insert_eval.execute(params![
                     s.key(),
                     s.request_id,
@@ -504,7 +523,7 @@ pub(crate) mod tests {
         let mut batch = Batch::new("test", "native");
         for (i, t) in ["a", "b", "c", "d", "a"].iter().enumerate() {
             let mut e = event(&format!("r{i}"), 60_000);
-            e.tenant = Some(t.to_string());
+            e.tenant = Some((*t).into());
             batch.events.push(e);
         }
         store.commit(&batch, 0).unwrap();

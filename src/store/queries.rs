@@ -394,13 +394,13 @@ pub fn events_page(
     let rows = stmt.query_map(params![after.0, after.1, to_ms, limit], |r| {
         let source: String = r.get(11)?;
         Ok(UsageEvent {
-            id: r.get(0)?,
+            id: r.get_ref(0)?.as_str()?.into(),
             ts_ms: r.get(1)?,
-            model: r.get(2)?,
-            resolved_model: r.get(3)?,
-            provider: r.get(4)?,
-            route: r.get(5)?,
-            tenant: r.get(6)?,
+            model: r.get_ref(2)?.as_str()?.into(),
+            resolved_model: r.get_ref(3)?.as_str_or_null()?.map(Into::into),
+            provider: r.get_ref(4)?.as_str_or_null()?.map(Into::into),
+            route: r.get_ref(5)?.as_str_or_null()?.map(Into::into),
+            tenant: r.get_ref(6)?.as_str_or_null()?.map(Into::into),
             prompt_tokens: r.get::<_, i64>(7)? as u64,
             completion_tokens: r.get::<_, i64>(8)? as u64,
             cached_tokens: r.get::<_, i64>(9)? as u64,
@@ -414,8 +414,8 @@ pub fn events_page(
             latency_ms: r.get::<_, Option<i64>>(13)?.map(|v| v as u64),
             ttft_ms: r.get::<_, Option<i64>>(14)?.map(|v| v as u64),
             status: r.get(15)?,
-            finish_reason: r.get(16)?,
-            error_type: r.get(17)?,
+            finish_reason: r.get_ref(16)?.as_str_or_null()?.map(Into::into),
+            error_type: r.get_ref(17)?.as_str_or_null()?.map(Into::into),
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
