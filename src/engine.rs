@@ -309,15 +309,11 @@ impl Engine {
 
         for id in self.lanes.index.ids() {
             let cell = b.cells.get(&id).unwrap_or(&empty);
-            let labels = self.lanes.index.labels(id).clone();
+            let labels = self.lanes.index.labels(id);
             let shape = shape_of(labels.keys());
             let has_traffic = cell.requests > 0;
             let st = &mut self.states[id as usize];
-            if !has_traffic
-                && st.series[Signal::Requests.index()]
-                    .baseline(start, true, &bp)
-                    .is_none()
-            {
+            if !has_traffic && !st.series[Signal::Requests.index()].has_baseline(start, true, &bp) {
                 continue;
             }
             let warming = st.warm_until.is_some_and(|u| start < u);
@@ -387,7 +383,6 @@ impl Engine {
                         for_ms: rule.for_ms,
                     }
                 };
-                let scope_text = scope_label(&labels);
                 match rule.detector {
                     Detector::Drift if rule.signal.is_mix() => {
                         let counts = mix_counts(cell, rule.signal);
@@ -407,8 +402,9 @@ impl Engine {
                         };
                         let (cat, before, now) = t.top;
                         let summary = format!(
-                            "{} on {scope_text} shifted: {} is {:.0}% of requests, was {:.0}% (total variation {:.2}, chi-square p={:.1e})",
+                            "{} on {} shifted: {} is {:.0}% of requests, was {:.0}% (total variation {:.2}, chi-square p={:.1e})",
                             rule.signal.as_str().replace('_', " "),
+                            scope_label(labels),
                             name(cat),
                             now * 100.0,
                             before * 100.0,
@@ -482,8 +478,13 @@ impl Engine {
                         {
                             continue;
                         }
-                        let summary =
-                            scalar_summary(rule.signal, &scope_text, value, base.as_ref(), &test);
+                        let summary = scalar_summary(
+                            rule.signal,
+                            &scope_label(labels),
+                            value,
+                            base.as_ref(),
+                            &test,
+                        );
                         findings.push(finding(
                             test,
                             json!(round(value)),
@@ -543,7 +544,8 @@ impl Engine {
                             rule.signal.as_str().replace('_', " "),
                             movement(sign),
                             rel * 100.0,
-                            scope_args(&labels)
+                            scope_args(labels),
+                            scope_text = scope_label(labels),
                         );
                         let test = Test {
                             sign,
@@ -579,7 +581,7 @@ impl Engine {
                         if warming || !rule.direction.admits(rel) {
                             continue;
                         }
-                        let summary = creep_summary(rule.signal, &labels, anchor, level, rel);
+                        let summary = creep_summary(rule.signal, labels, anchor, level, rel);
                         let test = Test {
                             sign: rel.signum(),
                             rel,
@@ -623,7 +625,7 @@ impl Engine {
                         let posted = covered(
                             &self.changes,
                             self.params.recalibration.tolerance_minutes,
-                            &labels,
+                            labels,
                             start,
                             end,
                             true,

@@ -87,6 +87,21 @@ impl Series {
         })
     }
 
+    /// Whether `baseline` would give one, without computing it: the engine asks this of
+    /// every quiet scope in every bucket.
+    pub fn has_baseline(&self, ts_ms: i64, seasonal_only: bool, p: &BaselineParams) -> bool {
+        if let Some(ring) = self
+            .seasonal
+            .get(slot(ts_ms))
+            .filter(|r| r.len() >= p.seasonal_min)
+        {
+            return !ring.is_empty();
+        }
+        !seasonal_only
+            && self.recent.len() >= p.recent_min
+            && self.recent.len().min(p.recent_window) > 0
+    }
+
     /// Record a bucket's value (into the warm-up buffer while one runs).
     pub fn push(&mut self, ts_ms: i64, value: f64, p: &BaselineParams) {
         if !value.is_finite() {
@@ -281,6 +296,23 @@ mod tests {
             s.push(MONDAY + i * TEN_MIN, value(i), p);
         }
         s
+    }
+
+    #[test]
+    fn has_baseline_says_what_baseline_would() {
+        let p = BaselineParams::default();
+        let mut s = Series::default();
+        let mut seen = [false; 2];
+        for i in 0..4 * 144 {
+            let next = MONDAY + (i + 1) * TEN_MIN;
+            s.push(MONDAY + i * TEN_MIN, (i % 7) as f64, &p);
+            for seasonal_only in [false, true] {
+                let has = s.has_baseline(next, seasonal_only, &p);
+                assert_eq!(has, s.baseline(next, seasonal_only, &p).is_some(), "{i}");
+                seen[has as usize] = true;
+            }
+        }
+        assert_eq!(seen, [true, true]);
     }
 
     #[test]
