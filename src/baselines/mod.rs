@@ -76,7 +76,8 @@ pub fn median_mad(values: &mut [f32]) -> Option<(f64, f64)> {
     Some((med, median(values)?))
 }
 
-fn median(values: &mut [f32]) -> Option<f64> {
+/// The median of `values` (reordered in place), if there are any.
+pub fn median(values: &mut [f32]) -> Option<f64> {
     let n = values.len();
     if n == 0 {
         return None;

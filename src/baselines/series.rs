@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 
 use serde::Serialize;
 
-use super::{BaselineParams, SLOTS, median_mad, slot};
+use super::{BaselineParams, SLOTS, median, median_mad, slot};
 use crate::domain::Baseline;
 
 /// The before/after comparison that ends a warm-up: the series' part of a
@@ -148,7 +148,7 @@ impl Series {
             return None;
         }
         let mut values: Vec<f32> = self.recent.iter().copied().collect();
-        median_mad(&mut values).map(|(m, _)| m)
+        median(&mut values)
     }
 
     /// Slow drift of the rolling level away from the epoch's anchor: `(anchor,

@@ -6,6 +6,7 @@
 
 mod aggregate;
 pub mod alerts;
+mod events;
 pub mod exceptions;
 mod labels;
 mod migrate;
@@ -302,45 +303,31 @@ impl Store {
         let tx = self.conn.transaction()?;
         {
             let mut agg = aggregate::MinuteAggregates::default();
-            let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO event_rows (ts_ms, id, labels_id, tenant_id, prompt_tokens, \
-                 completion_tokens, cached_tokens, cost_usd, list_cost_usd, latency_ms, ttft_ms, received_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            )?;
+            let mut rows = Vec::with_capacity(batch.events.len());
+            let mut ids = Vec::with_capacity(batch.events.len());
             for (i, e) in batch.events.iter().enumerate() {
                 let labels_id = interner.label_id(&tx, e, source_id)?;
                 let tenant_id = match &e.tenant {
                     Some(t) => Some(interner.tenant_id(&tx, t)?),
                     None => None,
                 };
-                let ids = values.ids(&tx, e, labels_id, tenant_id)?;
-                if !self.keep_raw {
-                    report.events_inserted += 1;
-                    fresh.events.push(i as u32);
-                    agg.add(e, &ids);
-                    continue;
-                }
-                // Positional binds without a params slice: this runs once per event.
-                insert.raw_bind_parameter(1, e.ts_ms)?;
-                insert.raw_bind_parameter(2, e.id.as_str())?;
-                insert.raw_bind_parameter(3, labels_id)?;
-                insert.raw_bind_parameter(4, tenant_id)?;
-                insert.raw_bind_parameter(5, e.prompt_tokens as i64)?;
-                insert.raw_bind_parameter(6, e.completion_tokens as i64)?;
-                insert.raw_bind_parameter(7, e.cached_tokens as i64)?;
-                insert.raw_bind_parameter(8, e.cost_usd)?;
-                insert.raw_bind_parameter(9, e.list_cost_usd)?;
-                insert.raw_bind_parameter(10, e.latency_ms.map(|v| v as i64))?;
-                insert.raw_bind_parameter(11, e.ttft_ms.map(|v| v as i64))?;
-                insert.raw_bind_parameter(12, now_ms)?;
-                let changed = insert.raw_execute()?;
-                if changed == 1 {
-                    report.events_inserted += 1;
-                    fresh.events.push(i as u32);
-                    agg.add(e, &ids);
-                } else {
-                    report.events_duplicate += 1;
-                }
+                ids.push(values.ids(&tx, e, labels_id, tenant_id)?);
+                rows.push(events::Row {
+                    index: i as u32,
+                    labels_id,
+                    tenant_id,
+                });
+            }
+            let mut stored = |i: u32| {
+                report.events_inserted += 1;
+                fresh.events.push(i);
+                agg.add(&batch.events[i as usize], &ids[i as usize]);
+            };
+            if self.keep_raw {
+                report.events_duplicate =
+                    events::insert(&tx, &batch.events, &rows, now_ms, stored)?;
+            } else {
+                rows.iter().for_each(|r| stored(r.index));
             }
             agg.upsert(&tx, values)?;
 
@@ -576,6 +563,27 @@ pub(crate) mod tests {
         assert_eq!(stats.events, 2);
         let global = queries::minute_totals(store.path(), "global", "").unwrap();
         assert_eq!(global, vec![(1, 2)], "one minute, two requests");
+    }
+
+    #[test]
+    fn a_resent_event_inside_a_full_chunk_is_found_among_new_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("t.db")).unwrap();
+        let mut first = Batch::new("test", "native");
+        first.events = vec![event("e10", 60_000), event("e70", 60_000)];
+        store.commit(&first, 0).unwrap();
+        // 100 events: two full chunks of new ones around the resent e10 and e70,
+        // and a repeat of e20 inside the batch itself.
+        let mut batch = Batch::new("test", "native");
+        batch.events = (0..100).map(|i| event(&format!("e{i}"), 60_000)).collect();
+        batch.events[90] = event("e20", 60_000);
+        let (r, fresh) = store.commit_fresh(&batch, 0).unwrap();
+        assert_eq!((r.events_inserted, r.events_duplicate), (97, 3));
+        let want: Vec<u32> = (0..100).filter(|i| ![10, 70, 90].contains(i)).collect();
+        assert_eq!(fresh.events, want);
+        assert_eq!(queries::stats(store.path()).unwrap().events, 99);
+        let global = queries::minute_totals(store.path(), "global", "").unwrap();
+        assert_eq!(global, vec![(1, 99)]);
     }
 
     #[test]
