@@ -37,8 +37,11 @@ pub struct ReplayFiles {
     pub evals: Option<PathBuf>,
     /// Change events (one ChangeEvent JSON per line).
     pub changes: Option<PathBuf>,
-    /// Store raw event rows too (slower; deduplicates resent events by id).
+    /// Store raw event and eval rows too (slower; deduplicates resent records).
     pub keep_raw: bool,
+    /// Store per-minute aggregates (for a store that outlives the replay; a temporary
+    /// one is deleted unread).
+    pub keep_aggregates: bool,
 }
 
 /// Why a replay stopped.
@@ -222,6 +225,9 @@ pub fn run(
         Store::open(&config.db)?.with_cardinality_cap(config.engine.analysis.cardinality_cap);
     if !files.keep_raw {
         store = store.without_raw_events();
+    }
+    if !files.keep_aggregates {
+        store = store.without_aggregates();
     }
     let salt = store.identity_salt()?;
     let pricing = PriceTable::load_dir(&config.rules)?;

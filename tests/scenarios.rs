@@ -38,6 +38,10 @@ impl Outcome {
 }
 
 fn replay_scenario(name: &str, seed: u64) -> Outcome {
+    replay_scenario_with(name, seed, true)
+}
+
+fn replay_scenario_with(name: &str, seed: u64, keep_aggregates: bool) -> Outcome {
     let dir = tempfile::tempdir().expect("temp dir");
     let scenario = scenarios::by_name(name, Profile::default()).expect("a shipped scenario");
     let events = dir.path().join("events.jsonl");
@@ -58,6 +62,7 @@ fn replay_scenario(name: &str, seed: u64) -> Outcome {
         evals: Some(evals),
         changes: Some(changes),
         keep_raw: false,
+        keep_aggregates,
     };
     let mut firing = Vec::new();
     let summary = run(&config, &files, |a| {
@@ -198,6 +203,24 @@ fn one_tenants_spike_is_traffic_drift_on_that_tenant_only() {
         wider.is_empty(),
         "the spike leaked into other scopes: {wider:#?}"
     );
+
+    // A temporary replay store keeps no aggregates: the alerts are the same.
+    let lean = replay_scenario_with("tenant_spike", 16, false);
+    let lines = |o: &Outcome| -> Vec<String> {
+        o.firing
+            .iter()
+            .map(|a| serde_json::to_string(a).expect("an alert serializes"))
+            .collect()
+    };
+    assert_eq!(lines(&lean), lines(&out));
+    let aggregate_rows = |o: &Outcome| -> i64 {
+        rusqlite::Connection::open(o.db.path().join("replay.db"))
+            .expect("replay store")
+            .query_row("SELECT COUNT(*) FROM agg_minute", [], |r| r.get(0))
+            .expect("counting aggregate rows")
+    };
+    assert!(aggregate_rows(&out) > 0);
+    assert_eq!(aggregate_rows(&lean), 0);
 }
 
 #[test]

@@ -27,7 +27,8 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "FILE")]
     changes: Option<PathBuf>,
     /// Also store raw event and eval rows (slower). Without it the replay store keeps
-    /// aggregates, alerts and change reports only, and a resent event or eval counts twice.
+    /// alerts and change reports (and per-minute aggregates when --db names it), and a
+    /// resent event or eval counts twice.
     #[arg(long)]
     keep_raw: bool,
     /// Rules, tiers and prices; the database defaults to a temporary file.
@@ -40,6 +41,9 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
     // Removed when the replay ends, unless --db names a store to keep.
     let tmp = tempfile::tempdir().context("creating a temporary directory for the replay store")?;
     let mut store = args.store;
+    // A store named by --db outlives the replay: it gets the per-minute aggregates the
+    // API and the dashboard read.
+    let keep_aggregates = store.db.is_some();
     if store.db.is_none() {
         store.db = Some(tmp.path().join("replay.db"));
     }
@@ -50,6 +54,7 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
         evals: args.evals,
         changes: args.changes,
         keep_raw: args.keep_raw,
+        keep_aggregates,
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());

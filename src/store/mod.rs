@@ -153,6 +153,8 @@ pub struct Store {
     source_ids: HashMap<String, i64>,
     /// Whether raw event and eval rows are written (replay may keep aggregates only).
     keep_raw: bool,
+    /// Whether per-minute aggregates are written (a replay store deleted unread skips them).
+    keep_aggregates: bool,
     /// Label and tenant ids of stored events; `None` until loaded, and again after a
     /// failed commit (which may have rolled back ids it handed out).
     interner: Option<labels::Interner>,
@@ -177,6 +179,14 @@ impl Store {
     /// deduplicated.
     pub fn without_raw_events(mut self) -> Store {
         self.keep_raw = false;
+        self
+    }
+
+    /// Keep no per-minute aggregates either: for a replay store that is deleted when
+    /// the replay ends, which nothing reads (the analysis keeps its own buckets). A
+    /// commit then stores only evals' absence, changes, dead letters and checkpoints.
+    pub fn without_aggregates(mut self) -> Store {
+        self.keep_aggregates = false;
         self
     }
 
@@ -207,6 +217,7 @@ impl Store {
             path: path.to_path_buf(),
             source_ids: HashMap::new(),
             keep_raw: true,
+            keep_aggregates: true,
             interner: None,
             agg_values: None,
             cardinality_cap: crate::lanes::scopes::ScopePlan::default().cap,
@@ -302,34 +313,42 @@ impl Store {
         let mut fresh = Fresh::default();
         let tx = self.conn.transaction()?;
         {
-            let mut agg = aggregate::MinuteAggregates::default();
-            let mut rows = Vec::with_capacity(batch.events.len());
-            let mut ids = Vec::with_capacity(batch.events.len());
-            for (i, e) in batch.events.iter().enumerate() {
-                let labels_id = interner.label_id(&tx, e, source_id)?;
-                let tenant_id = match &e.tenant {
-                    Some(t) => Some(interner.tenant_id(&tx, t)?),
-                    None => None,
+            if self.keep_raw || self.keep_aggregates {
+                let mut agg = aggregate::MinuteAggregates::default();
+                let mut rows = Vec::with_capacity(batch.events.len());
+                let mut ids = Vec::with_capacity(batch.events.len());
+                for (i, e) in batch.events.iter().enumerate() {
+                    let labels_id = interner.label_id(&tx, e, source_id)?;
+                    let tenant_id = match &e.tenant {
+                        Some(t) => Some(interner.tenant_id(&tx, t)?),
+                        None => None,
+                    };
+                    ids.push(values.ids(&tx, e, labels_id, tenant_id)?);
+                    rows.push(events::Row {
+                        index: i as u32,
+                        labels_id,
+                        tenant_id,
+                    });
+                }
+                let mut stored = |i: u32| {
+                    report.events_inserted += 1;
+                    fresh.events.push(i);
+                    if self.keep_aggregates {
+                        agg.add(&batch.events[i as usize], &ids[i as usize]);
+                    }
                 };
-                ids.push(values.ids(&tx, e, labels_id, tenant_id)?);
-                rows.push(events::Row {
-                    index: i as u32,
-                    labels_id,
-                    tenant_id,
-                });
-            }
-            let mut stored = |i: u32| {
-                report.events_inserted += 1;
-                fresh.events.push(i);
-                agg.add(&batch.events[i as usize], &ids[i as usize]);
-            };
-            if self.keep_raw {
-                report.events_duplicate =
-                    events::insert(&tx, &batch.events, &rows, now_ms, stored)?;
+                if self.keep_raw {
+                    report.events_duplicate =
+                        events::insert(&tx, &batch.events, &rows, now_ms, stored)?;
+                } else {
+                    rows.iter().for_each(|r| stored(r.index));
+                }
+                agg.upsert(&tx, values)?;
             } else {
-                rows.iter().for_each(|r| stored(r.index));
+                // Nothing of an event is stored: each only passes on to the analysis.
+                report.events_inserted = batch.events.len() as u64;
+                fresh.events.extend(0..batch.events.len() as u32);
             }
-            agg.upsert(&tx, values)?;
 
             let mut insert_eval = tx.prepare_cached(
                 "INSERT OR IGNORE INTO eval_scores (key, request_id, route, model, evaluator, ts_ms, score, passed, source_id, received_ms) \
