@@ -18,26 +18,26 @@ const ROWS: usize = 32;
 
 const INSERT: &str = "INSERT INTO event_rows (ts_ms, id, labels_id, tenant_id, prompt_tokens, \
     completion_tokens, cached_tokens, cost_usd, list_cost_usd, latency_ms, ttft_ms, received_ms) VALUES ";
-const COLUMNS: usize = 12;
+/// Columns bound per row. The last column, `received_ms`, is the same for every row of
+/// a batch: it is parameter `?1` in every row, bound once per statement.
+const COLUMNS: usize = 11;
+
+/// Row `r`'s values: `(?2, ..., ?12, ?1)` for row 0, `(?13, ..., ?23, ?1)` for row 1, ...
+fn values(r: usize) -> String {
+    let params: Vec<String> = (0..COLUMNS)
+        .map(|c| format!("?{}", 2 + r * COLUMNS + c))
+        .collect();
+    format!("({}, ?1)", params.join(", "))
+}
 
 static MANY: LazyLock<String> = LazyLock::new(|| {
-    let row = |r: usize| {
-        let params: Vec<String> = (1..=COLUMNS)
-            .map(|c| format!("?{}", r * COLUMNS + c))
-            .collect();
-        format!("({})", params.join(", "))
-    };
-    let rows: Vec<String> = (0..ROWS).map(row).collect();
+    let rows: Vec<String> = (0..ROWS).map(values).collect();
     format!("{INSERT}{}", rows.join(", "))
 });
 
 static ONE: LazyLock<String> = LazyLock::new(|| {
-    let params: Vec<String> = (1..=COLUMNS).map(|c| format!("?{c}")).collect();
-    format!(
-        "{}({})",
-        INSERT.replacen("INSERT", "INSERT OR IGNORE", 1),
-        params.join(", ")
-    )
+    let or_ignore = INSERT.replacen("INSERT", "INSERT OR IGNORE", 1);
+    format!("{or_ignore}{}", values(0))
 });
 
 /// An event to store, with the ids of its label row and tenant.
@@ -65,16 +65,12 @@ pub(super) fn insert(
     // goes back to the cache, and SQLite then allocates every bound text again.
     let mut many = tx.prepare_cached(&MANY)?;
     let mut one = tx.prepare_cached(&ONE)?;
+    many.raw_bind_parameter(1, now_ms)?;
+    one.raw_bind_parameter(1, now_ms)?;
     for chunk in rows.chunks(ROWS) {
         if chunk.len() == ROWS {
             for (r, row) in chunk.iter().enumerate() {
-                bind(
-                    &mut many,
-                    r * COLUMNS,
-                    &events[row.index as usize],
-                    row,
-                    now_ms,
-                )?;
+                bind(&mut many, 1 + r * COLUMNS, &events[row.index as usize], row)?;
             }
             match many.raw_execute() {
                 Ok(_) => {
@@ -86,7 +82,7 @@ pub(super) fn insert(
             }
         }
         for row in chunk {
-            bind(&mut one, 0, &events[row.index as usize], row, now_ms)?;
+            bind(&mut one, 1, &events[row.index as usize], row)?;
             if one.raw_execute()? == 1 {
                 stored(row.index);
             } else {
@@ -99,13 +95,7 @@ pub(super) fn insert(
 
 /// Bind one row's values to parameters `at + 1 ..= at + COLUMNS`, without a params
 /// slice: this runs once per event.
-fn bind(
-    stmt: &mut Statement,
-    at: usize,
-    e: &UsageEvent,
-    row: &Row,
-    now_ms: i64,
-) -> rusqlite::Result<()> {
+fn bind(stmt: &mut Statement, at: usize, e: &UsageEvent, row: &Row) -> rusqlite::Result<()> {
     stmt.raw_bind_parameter(at + 1, e.ts_ms)?;
     stmt.raw_bind_parameter(at + 2, e.id.as_str())?;
     stmt.raw_bind_parameter(at + 3, row.labels_id)?;
@@ -116,6 +106,5 @@ fn bind(
     stmt.raw_bind_parameter(at + 8, e.cost_usd)?;
     stmt.raw_bind_parameter(at + 9, e.list_cost_usd)?;
     stmt.raw_bind_parameter(at + 10, e.latency_ms.map(|v| v as i64))?;
-    stmt.raw_bind_parameter(at + 11, e.ttft_ms.map(|v| v as i64))?;
-    stmt.raw_bind_parameter(at + 12, now_ms)
+    stmt.raw_bind_parameter(at + 11, e.ttft_ms.map(|v| v as i64))
 }
