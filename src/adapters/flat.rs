@@ -20,12 +20,26 @@ pub(super) enum Flat<'a> {
     Null,
 }
 
+/// A key of the object: the index of one of the keys the caller named, or another.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Key<'a> {
+    /// `keys[i]`.
+    Known(usize),
+    /// A key not in `keys`.
+    Other(&'a str),
+}
+
 /// Call `field` with each key and value of the object `text`, in order. `None` when
 /// `text` is not one flat, escape-free object (surrounding whitespace allowed) or
 /// `field` says `None`.
+///
+/// `keys` are the keys the caller reads (plain ASCII, no quotes or backslashes), in the
+/// order writers usually put them: the key after the last one found is tried first,
+/// by one comparison, which spares scanning and matching most keys.
 pub(super) fn scan<'a>(
     text: &'a str,
-    mut field: impl FnMut(&'a str, Flat<'a>) -> Option<()>,
+    keys: &[&str],
+    mut field: impl FnMut(Key<'a>, Flat<'a>) -> Option<()>,
 ) -> Option<()> {
     let mut s = Scanner {
         text,
@@ -36,9 +50,22 @@ pub(super) fn scan<'a>(
     s.eat(b'{')?;
     s.ws();
     if s.eat(b'}').is_none() {
+        let mut next = 0;
         loop {
             s.ws();
-            let key = s.string()?;
+            let key = match keys.get(next).filter(|k| s.quoted(k)) {
+                Some(_) => Key::Known(next),
+                None => {
+                    let key = s.string()?;
+                    match keys.iter().position(|k| *k == key) {
+                        Some(i) => Key::Known(i),
+                        None => Key::Other(key),
+                    }
+                }
+            };
+            if let Key::Known(i) = key {
+                next = i + 1;
+            }
             s.ws();
             s.eat(b':')?;
             s.ws();
@@ -86,6 +113,19 @@ impl<'a> Scanner<'a> {
         let c = *self.b.get(self.i)?;
         self.i += 1;
         Some(c)
+    }
+
+    /// Whether the cursor is at `"key"`, stepping over it if so. `key` has no quotes
+    /// or backslashes, so the bytes alone decide.
+    fn quoted(&mut self, key: &str) -> bool {
+        let end = self.i + key.len() + 2;
+        let hit = self.b.get(self.i..end).is_some_and(|w| {
+            w[0] == b'"' && w[end - self.i - 1] == b'"' && &w[1..w.len() - 1] == key.as_bytes()
+        });
+        if hit {
+            self.i = end;
+        }
+        hit
     }
 
     fn eat(&mut self, want: u8) -> Option<()> {
@@ -180,12 +220,43 @@ mod tests {
     use super::*;
 
     fn fields(text: &str) -> Option<Vec<(&str, Flat<'_>)>> {
+        let keys = ["b", "a", "z"];
         let mut out = Vec::new();
-        scan(text, |k, v| {
-            out.push((k, v));
+        scan(text, &keys, |k, v| {
+            let name = match k {
+                Key::Known(i) => keys[i],
+                Key::Other(s) => s,
+            };
+            out.push((name, v));
             Some(())
         })?;
         Some(out)
+    }
+
+    #[test]
+    fn keys_are_known_by_index_whatever_their_order() {
+        let keys = ["a", "b", "c"];
+        let mut got = Vec::new();
+        let text = r#"{"a":1,"b":2,"x":3,"c":4,"a":5,"bb":6,"b":7,"":8}"#;
+        scan(text, &keys, |k, _| {
+            got.push(k);
+            Some(())
+        })
+        .unwrap();
+        use Key::*;
+        assert_eq!(
+            got,
+            [
+                Known(0),
+                Known(1),
+                Other("x"),
+                Known(2),
+                Known(0),
+                Other("bb"),
+                Known(1),
+                Other("")
+            ]
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use super::flat::{self, Flat};
+use super::flat::{self, Flat, Key};
 use super::timestamp::{Ts, epoch_to_ms, parse_ts_str};
 use super::{Context, Rejected, millis, non_empty, tokens};
 use crate::domain::{CostSource, UsageEvent};
@@ -82,6 +82,27 @@ pub(super) fn decode(raw: &[u8], ctx: &Context) -> Result<UsageEvent, Rejected> 
     })
 }
 
+/// The fields in the order DESIGN.md (and most writers) put them; a field's index
+/// here is its bit in `fast`.
+const KEYS: [&str; 16] = [
+    "id",
+    "ts",
+    "model",
+    "resolved_model",
+    "provider",
+    "route",
+    "tenant",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cost_usd",
+    "latency_ms",
+    "ttft_ms",
+    "status",
+    "finish_reason",
+    "error_type",
+];
+
 /// The record read by the flat scanner, exactly as serde would read it; `None` for
 /// anything serde might read differently or reject (a wrong type, a missing or
 /// repeated field, a bad timestamp), which serde then reads and words the error for.
@@ -106,7 +127,7 @@ fn fast(text: &str) -> Option<NativeRecord<'_>> {
     };
     // One bit per field: serde rejects a repeated field, and a required one missing.
     let mut seen = 0u32;
-    const REQUIRED: u32 = 0b11111; // id, ts, model, prompt_tokens, completion_tokens
+    const REQUIRED: u32 = 0b1_1000_0111; // id, ts, model, prompt_tokens, completion_tokens
     fn text_of(v: Flat<'_>) -> Option<Option<Cow<'_, str>>> {
         match v {
             Flat::Str(s) => Some(Some(Cow::Borrowed(s))),
@@ -114,25 +135,9 @@ fn fast(text: &str) -> Option<NativeRecord<'_>> {
             _ => None,
         }
     }
-    flat::scan(text, |key, v| {
-        let bit = match key {
-            "id" => 0,
-            "ts" => 1,
-            "model" => 2,
-            "prompt_tokens" => 3,
-            "completion_tokens" => 4,
-            "resolved_model" => 5,
-            "provider" => 6,
-            "route" => 7,
-            "tenant" => 8,
-            "cached_tokens" => 9,
-            "cost_usd" => 10,
-            "latency_ms" => 11,
-            "ttft_ms" => 12,
-            "status" => 13,
-            "finish_reason" => 14,
-            "error_type" => 15,
-            _ => return Some(()),
+    flat::scan(text, &KEYS, |key, v| {
+        let Key::Known(bit) = key else {
+            return Some(());
         };
         if seen & (1 << bit) != 0 {
             return None;
@@ -149,12 +154,12 @@ fn fast(text: &str) -> Option<NativeRecord<'_>> {
                 r.ts = Ts(epoch_to_ms(n).ok()?);
             }
             (2, Flat::Str(s)) => r.model = Cow::Borrowed(s),
-            (3, Flat::Num(n)) => r.prompt_tokens = n.parse().ok()?,
-            (4, Flat::Num(n)) => r.completion_tokens = n.parse().ok()?,
-            (5, v) => r.resolved_model = text_of(v)?,
-            (6, v) => r.provider = text_of(v)?,
-            (7, v) => r.route = text_of(v)?,
-            (8, v) => r.tenant = text_of(v)?,
+            (3, v) => r.resolved_model = text_of(v)?,
+            (4, v) => r.provider = text_of(v)?,
+            (5, v) => r.route = text_of(v)?,
+            (6, v) => r.tenant = text_of(v)?,
+            (7, Flat::Num(n)) => r.prompt_tokens = n.parse().ok()?,
+            (8, Flat::Num(n)) => r.completion_tokens = n.parse().ok()?,
             (9, Flat::Num(n)) => r.cached_tokens = Some(n.parse().ok()?),
             (10..=12, Flat::Num(n)) => {
                 let n = Some(n.parse().ok()?);
