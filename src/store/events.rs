@@ -13,8 +13,11 @@ use rusqlite::{ErrorCode, Statement, Transaction};
 
 use crate::domain::UsageEvent;
 
-/// Rows per multi-row statement: past a few dozen the per-statement cost is noise.
-const ROWS: usize = 32;
+/// Rows per multi-row statement. Besides its fixed cost, a statement that may abort
+/// copies every page it is first to touch into SQLite's statement journal (16 KiB a
+/// page), and more rows share that copy: 32 rows per statement saved 4% of an import's
+/// instructions over one, 128 another 4.5%, 512 only 0.5% more.
+pub(super) const ROWS: usize = 256;
 
 const INSERT: &str = "INSERT INTO event_rows (ts_ms, id, labels_id, tenant_id, prompt_tokens, \
     completion_tokens, cached_tokens, cost_usd, list_cost_usd, latency_ms, ttft_ms, received_ms) VALUES ";

@@ -588,21 +588,30 @@ pub(crate) mod tests {
     fn a_resent_event_inside_a_full_chunk_is_found_among_new_ones() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("t.db")).unwrap();
+        let rows = events::ROWS as u32;
+        let (resent, repeated) = (rows + 10, 2 * rows + 5);
         let mut first = Batch::new("test", "native");
-        first.events = vec![event("e10", 60_000), event("e70", 60_000)];
+        first.events = vec![event("e10", 60_000), event(&format!("e{resent}"), 60_000)];
         store.commit(&first, 0).unwrap();
-        // 100 events: two full chunks of new ones around the resent e10 and e70,
-        // and a repeat of e20 inside the batch itself.
+        // Four full chunks and a tail: the first two each hold a resent event, the third
+        // repeats e20 from inside the batch, the fourth is all new.
+        let n = 4 * rows + 7;
         let mut batch = Batch::new("test", "native");
-        batch.events = (0..100).map(|i| event(&format!("e{i}"), 60_000)).collect();
-        batch.events[90] = event("e20", 60_000);
+        batch.events = (0..n).map(|i| event(&format!("e{i}"), 60_000)).collect();
+        batch.events[repeated as usize] = event("e20", 60_000);
         let (r, fresh) = store.commit_fresh(&batch, 0).unwrap();
-        assert_eq!((r.events_inserted, r.events_duplicate), (97, 3));
-        let want: Vec<u32> = (0..100).filter(|i| ![10, 70, 90].contains(i)).collect();
+        assert_eq!(
+            (r.events_inserted, r.events_duplicate),
+            (u64::from(n) - 3, 3)
+        );
+        let want: Vec<u32> = (0..n)
+            .filter(|i| ![10, resent, repeated].contains(i))
+            .collect();
         assert_eq!(fresh.events, want);
-        assert_eq!(queries::stats(store.path()).unwrap().events, 99);
+        let stored = u64::from(n) - 1;
+        assert_eq!(queries::stats(store.path()).unwrap().events, stored);
         let global = queries::minute_totals(store.path(), "global", "").unwrap();
-        assert_eq!(global, vec![(1, 99)]);
+        assert_eq!(global, vec![(1, stored)]);
     }
 
     #[test]
