@@ -271,7 +271,13 @@ pub(crate) fn millis(v: Option<f64>) -> Option<u64> {
 /// Treat empty strings as absent.
 pub(crate) fn non_empty<S: AsRef<str>>(s: Option<S>) -> Option<CompactString> {
     s.and_then(|s| {
-        let t = s.as_ref().trim();
+        let s = s.as_ref();
+        // Most labels have nothing to trim: two visible ASCII ends say so without
+        // `trim`, which decodes characters from both ends (1% of an import).
+        let t = match (s.as_bytes().first(), s.as_bytes().last()) {
+            (Some(a), Some(z)) if a.is_ascii_graphic() && z.is_ascii_graphic() => s,
+            _ => s.trim(),
+        };
         (!t.is_empty()).then(|| CompactString::from(t))
     })
 }
@@ -325,6 +331,26 @@ cached_input_per_1m = 1.25
 mod tests {
     use super::test_support::*;
     use super::*;
+
+    #[test]
+    fn labels_are_trimmed_and_blank_ones_dropped() {
+        let cases = [
+            ("gpt-4o", Some("gpt-4o")),
+            (" gpt-4o", Some("gpt-4o")),
+            ("gpt-4o\t", Some("gpt-4o")),
+            ("\u{a0}équipe\u{2003}", Some("équipe")),
+            ("é", Some("é")),
+            ("a b", Some("a b")),
+            ("x", Some("x")),
+            ("", None),
+            (" \n ", None),
+            ("\u{3000}", None),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(non_empty(Some(raw)).as_deref(), want, "{raw:?}");
+        }
+        assert_eq!(non_empty(None::<&str>), None);
+    }
 
     #[test]
     fn implausible_numbers_are_refused_or_dropped() {
