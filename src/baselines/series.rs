@@ -48,6 +48,29 @@ pub struct Series {
 }
 
 impl Series {
+    /// The values a baseline for a bucket starting at `ts_ms` is learned from, and
+    /// whether they are seasonal: the slot's ring once it has `seasonal_min` values,
+    /// else (unless `seasonal_only`) the last `recent_window` of the recent ring once
+    /// it has `recent_min`. Empty when there is not enough history.
+    fn window(
+        &self,
+        ts_ms: i64,
+        seasonal_only: bool,
+        p: &BaselineParams,
+    ) -> (impl Iterator<Item = &f32>, bool) {
+        let recent = self.recent.len();
+        let (ring, skip, seasonal) = match self
+            .seasonal
+            .get(slot(ts_ms))
+            .filter(|r| r.len() >= p.seasonal_min)
+        {
+            Some(ring) => (ring, 0, true),
+            None if seasonal_only || recent < p.recent_min => (&self.recent, recent, false),
+            None => (&self.recent, recent.saturating_sub(p.recent_window), false),
+        };
+        (ring.iter().skip(skip), seasonal)
+    }
+
     /// The baseline for a bucket starting at `ts_ms`, if there is enough history.
     pub fn baseline(
         &self,
@@ -55,27 +78,8 @@ impl Series {
         seasonal_only: bool,
         p: &BaselineParams,
     ) -> Option<Baseline> {
-        if let Some(ring) = self
-            .seasonal
-            .get(slot(ts_ms))
-            .filter(|r| r.len() >= p.seasonal_min)
-        {
-            let mut values: Vec<f32> = ring.iter().copied().collect();
-            let mean = mean(&values);
-            let (median, mad) = median_mad(&mut values)?;
-            return Some(Baseline {
-                median,
-                mad,
-                mean,
-                n: values.len(),
-                seasonal: true,
-            });
-        }
-        if seasonal_only || self.recent.len() < p.recent_min {
-            return None;
-        }
-        let skip = self.recent.len().saturating_sub(p.recent_window);
-        let mut values: Vec<f32> = self.recent.iter().skip(skip).copied().collect();
+        let (window, seasonal) = self.window(ts_ms, seasonal_only, p);
+        let mut values: Vec<f32> = window.copied().collect();
         let mean = mean(&values);
         let (median, mad) = median_mad(&mut values)?;
         Some(Baseline {
@@ -83,23 +87,14 @@ impl Series {
             mad,
             mean,
             n: values.len(),
-            seasonal: false,
+            seasonal,
         })
     }
 
     /// Whether `baseline` would give one, without computing it: the engine asks this of
     /// every quiet scope in every bucket.
     pub fn has_baseline(&self, ts_ms: i64, seasonal_only: bool, p: &BaselineParams) -> bool {
-        if let Some(ring) = self
-            .seasonal
-            .get(slot(ts_ms))
-            .filter(|r| r.len() >= p.seasonal_min)
-        {
-            return !ring.is_empty();
-        }
-        !seasonal_only
-            && self.recent.len() >= p.recent_min
-            && self.recent.len().min(p.recent_window) > 0
+        self.window(ts_ms, seasonal_only, p).0.next().is_some()
     }
 
     /// Record a bucket's value (into the warm-up buffer while one runs).

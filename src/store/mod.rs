@@ -313,42 +313,44 @@ impl Store {
         let mut fresh = Fresh::default();
         let tx = self.conn.transaction()?;
         {
+            // Label ids for raw rows, value ids for aggregates; a replay store that keeps
+            // neither only passes each event on to the analysis.
+            let mut rows = Vec::new();
+            let mut ids = Vec::new();
             if self.keep_raw || self.keep_aggregates {
-                let mut agg = aggregate::MinuteAggregates::default();
-                let mut rows = Vec::with_capacity(batch.events.len());
-                let mut ids = Vec::with_capacity(batch.events.len());
                 for (i, e) in batch.events.iter().enumerate() {
                     let labels_id = interner.label_id(&tx, e, source_id)?;
                     let tenant_id = match &e.tenant {
                         Some(t) => Some(interner.tenant_id(&tx, t)?),
                         None => None,
                     };
-                    ids.push(values.ids(&tx, e, labels_id, tenant_id)?);
-                    rows.push(events::Row {
-                        index: i as u32,
-                        labels_id,
-                        tenant_id,
-                    });
-                }
-                let mut stored = |i: u32| {
-                    report.events_inserted += 1;
-                    fresh.events.push(i);
                     if self.keep_aggregates {
-                        agg.add(&batch.events[i as usize], &ids[i as usize]);
+                        ids.push(values.ids(&tx, e, labels_id, tenant_id)?);
                     }
-                };
-                if self.keep_raw {
-                    report.events_duplicate =
-                        events::insert(&tx, &batch.events, &rows, now_ms, stored)?;
-                } else {
-                    rows.iter().for_each(|r| stored(r.index));
+                    if self.keep_raw {
+                        rows.push(events::Row {
+                            index: i as u32,
+                            labels_id,
+                            tenant_id,
+                        });
+                    }
                 }
-                agg.upsert(&tx, values)?;
-            } else {
-                // Nothing of an event is stored: each only passes on to the analysis.
-                report.events_inserted = batch.events.len() as u64;
-                fresh.events.extend(0..batch.events.len() as u32);
             }
+            let mut agg = aggregate::MinuteAggregates::default();
+            let stored = |i: u32| {
+                report.events_inserted += 1;
+                fresh.events.push(i);
+                if let Some(ids) = ids.get(i as usize) {
+                    agg.add(&batch.events[i as usize], ids);
+                }
+            };
+            if self.keep_raw {
+                report.events_duplicate =
+                    events::insert(&tx, &batch.events, &rows, now_ms, stored)?;
+            } else {
+                (0..batch.events.len() as u32).for_each(stored);
+            }
+            agg.upsert(&tx, values)?;
 
             let mut insert_eval = tx.prepare_cached(
                 "INSERT OR IGNORE INTO eval_scores (key, request_id, route, model, evaluator, ts_ms, score, passed, source_id, received_ms) \
@@ -466,28 +468,22 @@ impl Store {
 /// (exceptions, alerts, the outbox). It never creates the file; SQLite serializes
 /// its writes with the writer's through the busy timeout.
 pub fn open_side(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|source| StoreError::Open {
-        path: path.display().to_string(),
-        source,
-    })?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    Ok(conn)
+    open_existing(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
 }
 
 /// Open a read-only connection for queries.
 pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|source| StoreError::Open {
-        path: path.display().to_string(),
-        source,
-    })?;
+    open_existing(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+}
+
+/// A connection of its own on an existing database, with the store's busy timeout.
+fn open_existing(path: &Path, mode: OpenFlags) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(path, mode | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(
+        |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        },
+    )?;
     conn.busy_timeout(Duration::from_secs(5))?;
     Ok(conn)
 }
