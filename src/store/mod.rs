@@ -206,7 +206,11 @@ impl Store {
         // crash or power loss can drop the last commits.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "cache_size", -65536)?;
+        // 16 MiB: the writer's working set is the right edge of event_rows, the current
+        // minutes' aggregates and the interior pages above them. A larger cache only keeps
+        // pages ingest never touches again, each costing page faults on first use (64 MiB
+        // took 19k faults per million imported events, 16 MiB 6k, for 3% of the import).
+        conn.pragma_update(None, "cache_size", -16384)?;
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         // Checkpoint the WAL every ~40 MB (2,500 16-KiB pages) instead of ~4 MB: pages rewritten by
         // consecutive batches (aggregates, the tree's right edge) are copied once.
