@@ -737,7 +737,12 @@ impl Engine {
         let mut signals = Vec::new();
         for signal in USAGE_SCALARS {
             let series = &mut st.series[signal.index()];
-            if let Some(v) = series.end_warmup(signal.seasonal_only(), rp.min_shift, &bp) {
+            if let Some(v) = series.end_warmup(
+                signal.seasonal_only(),
+                signal == Signal::Requests,
+                rp.min_shift,
+                &bp,
+            ) {
                 if !v.changed {
                     series.reanchor(&bp);
                 }
@@ -909,7 +914,7 @@ impl Engine {
         let mut signals = st.pending_report.take().unwrap_or_default();
         for signal in EVAL_SCALARS {
             let series = &mut st.series[signal.index()];
-            if let Some(v) = series.end_warmup(false, rp.min_shift, &bp) {
+            if let Some(v) = series.end_warmup(false, false, rp.min_shift, &bp) {
                 if !v.changed {
                     series.reanchor(&bp);
                 }

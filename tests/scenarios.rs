@@ -6,9 +6,10 @@
 use std::path::Path;
 
 use driftwarden::config::{Config, FileConfig, Overrides};
+use driftwarden::demo::Story;
 use driftwarden::domain::{Alert, AlertEvent, Kind, Scope};
 use driftwarden::replay::{ReplayFiles, run};
-use driftwarden::sim::{Profile, scenarios, write_changes_jsonl, write_records_jsonl};
+use driftwarden::sim::{Profile, Scenario, scenarios, write_changes_jsonl, write_records_jsonl};
 
 /// What a replay of one scenario produced.
 struct Outcome {
@@ -42,8 +43,18 @@ fn replay_scenario(name: &str, seed: u64) -> Outcome {
 }
 
 fn replay_scenario_with(name: &str, seed: u64, keep_aggregates: bool) -> Outcome {
-    let dir = tempfile::tempdir().expect("temp dir");
     let scenario = scenarios::by_name(name, Profile::default()).expect("a shipped scenario");
+    let (out, events) = replay(&scenario, seed, keep_aggregates);
+    assert!(
+        events > 500_000,
+        "the scenario is two weeks of traffic: {events} events"
+    );
+    out
+}
+
+/// Replay `scenario`'s traffic, evals and changes; the outcome and the event count.
+fn replay(scenario: &Scenario, seed: u64, keep_aggregates: bool) -> (Outcome, u64) {
+    let dir = tempfile::tempdir().expect("temp dir");
     let events = dir.path().join("events.jsonl");
     let evals = dir.path().join("evals.jsonl");
     let changes = dir.path().join("changes.jsonl");
@@ -71,11 +82,7 @@ fn replay_scenario_with(name: &str, seed: u64, keep_aggregates: bool) -> Outcome
         }
     })
     .expect("replay runs");
-    assert!(
-        summary.events > 500_000,
-        "the scenario is two weeks of traffic: {summary:?}"
-    );
-    Outcome { firing, db: dir }
+    (Outcome { firing, db: dir }, summary.events)
 }
 
 #[test]
@@ -252,4 +259,45 @@ fn a_global_error_burst_pages() {
         "no page-tier error-rate alert on global:\n{}",
         out.describe()
     );
+}
+
+/// `driftwarden demo` ends its story at the minute it starts, so the story's buckets
+/// fall differently on every run. Replayed from start minutes across a whole bucket,
+/// every chapter's alert fires. At 07:34 and 07:44 the quiet spiking tenant's
+/// request counts once read as a level change after the model bump (a median of
+/// about 2 requests a bucket moves in whole steps), its baselines restarted, and
+/// the spike a day later went unseen.
+#[test]
+fn the_demo_story_fires_every_chapter_whatever_minute_it_starts() {
+    for start in ["07:30", "07:34", "07:37", "07:44"] {
+        let now = chrono::DateTime::parse_from_rfc3339(&format!("2026-11-27T{start}:00Z"))
+            .expect("a valid time")
+            .timestamp_millis();
+        let story = Story::new(now);
+        let (out, _) = replay(&story.scenario, 1, false);
+        let fired = |kind: Kind, scope: &[(&str, &str)]| !out.fired(kind, scope).is_empty();
+        let tenant = story.spiking_tenant.as_str();
+        assert!(
+            fired(Kind::UnannouncedChange, &[("model", "gpt-4o")]),
+            "{start}: no unannounced change on gpt-4o:\n{}",
+            out.describe()
+        );
+        assert!(
+            out.firing.iter().any(|a| a.kind == Kind::FalseEfficiency),
+            "{start}: no false efficiency:\n{}",
+            out.describe()
+        );
+        assert!(
+            fired(Kind::TrafficDrift, &[("tenant", tenant)]),
+            "{start}: no traffic drift on {tenant}:\n{}",
+            out.describe()
+        );
+        assert!(
+            out.fired(Kind::StructuralDrift, &[])
+                .iter()
+                .any(|a| a.rule == "error-rate" && a.tier_rank == 1),
+            "{start}: no page-tier error-rate alert:\n{}",
+            out.describe()
+        );
+    }
 }
