@@ -11,18 +11,13 @@
 //! covered by `tests/exceptions.rs`.
 
 mod common;
+#[path = "support/receivers.rs"]
+mod receivers;
 
-use std::collections::{BTreeMap, VecDeque};
-use std::net::{SocketAddr, TcpListener};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use driftwarden::alerts::{AlertStage, RoutingParams};
 use driftwarden::detect::Finding;
 use driftwarden::domain::{Alert, AlertEvent, Impact, Kind, Lane, Scope, Signal};
@@ -34,6 +29,7 @@ use driftwarden::store::alerts::{self as alert_sql, AlertFilter, AlertRow};
 use driftwarden::store::exceptions::{self as exception_sql, NewException};
 use driftwarden::store::outbox::{self, OutboxRow, OutboxState};
 use driftwarden::tiers::Tiers;
+use receivers::{Receiver, Reply, smtp_server};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -509,92 +505,6 @@ fn an_exception_suppresses_then_expires_and_the_alert_flows_again() {
 // ---------------------------------------------------------------------------
 // The real daemon, a Slack stand-in and an SMTP server.
 
-/// What the Slack stand-in answers next; 200 once the plan is used up and no
-/// `always` is set.
-#[derive(Clone, Copy)]
-enum Reply {
-    Status(u16),
-}
-
-struct Hit {
-    status: u16,
-    body: Value,
-}
-
-#[derive(Clone, Default)]
-struct Recorded {
-    hits: Arc<Mutex<Vec<Hit>>>,
-    plan: Arc<Mutex<VecDeque<Reply>>>,
-    always: Arc<Mutex<Option<Reply>>>,
-}
-
-/// An HTTP server on an ephemeral port, on its own thread and runtime, that records
-/// every body with the status it answered.
-struct Receiver {
-    addr: SocketAddr,
-    state: Recorded,
-}
-
-impl Receiver {
-    fn start() -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let state = Recorded::default();
-        let app = Router::new().fallback(receive).with_state(state.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                axum::serve(listener, app).await.unwrap();
-            });
-        });
-        Receiver { addr, state }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/services/T0/B0/alerting", self.addr)
-    }
-
-    fn then(&self, replies: &[Reply]) {
-        self.state.plan.lock().unwrap().extend(replies);
-    }
-
-    fn always(&self, reply: Option<Reply>) {
-        *self.state.always.lock().unwrap() = reply;
-    }
-
-    fn hits(&self) -> usize {
-        self.state.hits.lock().unwrap().len()
-    }
-
-    /// Bodies the receiver accepted (answered 200), in arrival order.
-    fn accepted(&self) -> Vec<Value> {
-        let hits = self.state.hits.lock().unwrap();
-        hits.iter()
-            .filter(|h| h.status == 200)
-            .map(|h| h.body.clone())
-            .collect()
-    }
-}
-
-async fn receive(State(s): State<Recorded>, body: Bytes) -> Response {
-    let planned = s.plan.lock().unwrap().pop_front();
-    let status = match planned.or(*s.always.lock().unwrap()) {
-        None => 200,
-        Some(Reply::Status(code)) => code,
-    };
-    s.hits.lock().unwrap().push(Hit {
-        status,
-        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-    });
-    let code = StatusCode::from_u16(status).unwrap();
-    (code, if status == 200 { "ok" } else { "failure" }).into_response()
-}
-
 /// Slack's header block: the message title.
 fn slack_title(body: &Value) -> String {
     body["blocks"][0]["text"]["text"]
@@ -603,42 +513,11 @@ fn slack_title(body: &Value) -> String {
         .to_string()
 }
 
-/// Mails as an in-process SMTP server over TCP received them.
-#[derive(Clone, Default)]
-struct Mailbag {
-    mails: Arc<Mutex<Vec<Vec<u8>>>>,
-    current: Vec<u8>,
-}
-
-impl mailin_embedded::Handler for Mailbag {
-    fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        self.current.extend_from_slice(buf);
-        Ok(())
-    }
-
-    fn data_end(&mut self) -> mailin_embedded::Response {
-        let mail = std::mem::take(&mut self.current);
-        self.mails.lock().unwrap().push(mail);
-        mailin_embedded::response::OK
-    }
-}
-
-/// Start an SMTP server; returns its mailbag and port.
-fn smtp_server() -> (Mailbag, u16) {
-    let bag = Mailbag::default();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let mut server = mailin_embedded::Server::new(bag.clone());
-    server.with_name("mx.test").with_tcp_listener(listener);
-    std::thread::spawn(move || server.serve().map_err(|e| e.to_string()));
-    (bag, port)
-}
-
 /// `[[channel]]` entries named as the shipped tiers route (`slack`, `email`).
 fn channels_toml(slack: &Receiver, smtp_port: Option<u16>) -> String {
     let mut toml = format!(
         "[[channel]]\nname = \"slack\"\ntype = \"slack\"\nwebhook_url = \"{}\"\n",
-        slack.url()
+        slack.url("/services/T0/B0/alerting")
     );
     if let Some(port) = smtp_port {
         toml.push_str(&format!(
@@ -763,7 +642,7 @@ fn a_hard_guard_burst_reaches_slack_and_email_exactly_once_through_500s() {
         "each Slack notification once: {rows:?}"
     );
     assert_eq!(
-        slack.hits(),
+        slack.count(),
         rows.len() + 2,
         "two refusals, then one delivery each"
     );
@@ -834,7 +713,9 @@ fn after_kill_9_with_notifications_pending_each_arrives_exactly_once() {
         }
     }
     let mut app = builder.spawn();
-    wait_for(&app, "refused attempts", common::WAIT, || slack.hits() >= 2);
+    wait_for(&app, "refused attempts", common::WAIT, || {
+        slack.count() >= 2
+    });
     app.kill9();
     let rows = outbox_states(&app, "slack");
     assert!(

@@ -4,124 +4,25 @@
 //! and started again on the same file to show what survives a restart.
 
 mod common;
+#[path = "support/receivers.rs"]
+mod receivers;
 
-use std::collections::VecDeque;
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
 use driftwarden::config::FileConfig;
 use driftwarden::domain::Alert;
 use driftwarden::notify::{self, Channel, Message, Notifier, WorkerOptions};
 use driftwarden::store::Store;
 use driftwarden::store::outbox::{self, OutboxRow, OutboxState};
 use driftwarden::telemetry::Metrics;
+use receivers::{Receiver, Reply, smtp_server};
 use serde_json::{Value, json};
 
 /// How long a condition may take before a test fails.
 const WAIT: Duration = Duration::from_secs(20);
-
-/// What the receiver answers next; 200 `ok` once the plan is used up.
-#[derive(Clone, Copy)]
-enum Reply {
-    Status(u16),
-    RetryAfter(u64),
-}
-
-struct Hit {
-    at: Instant,
-    path: String,
-    body: Value,
-}
-
-#[derive(Clone, Default)]
-struct Recorded {
-    hits: Arc<Mutex<Vec<Hit>>>,
-    plan: Arc<Mutex<VecDeque<Reply>>>,
-    always: Arc<Mutex<Option<Reply>>>,
-}
-
-/// An HTTP server on an ephemeral port, on its own thread and runtime.
-struct Receiver {
-    addr: SocketAddr,
-    state: Recorded,
-}
-
-impl Receiver {
-    fn start() -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let state = Recorded::default();
-        let app = Router::new().fallback(receive).with_state(state.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                axum::serve(listener, app).await.unwrap();
-            });
-        });
-        Receiver { addr, state }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn then(&self, replies: &[Reply]) {
-        self.state.plan.lock().unwrap().extend(replies);
-    }
-
-    fn always(&self, reply: Reply) {
-        *self.state.always.lock().unwrap() = Some(reply);
-    }
-
-    fn count(&self) -> usize {
-        self.state.hits.lock().unwrap().len()
-    }
-
-    fn bodies(&self) -> Vec<Value> {
-        let hits = self.state.hits.lock().unwrap();
-        hits.iter().map(|h| h.body.clone()).collect()
-    }
-
-    fn gaps(&self) -> Vec<Duration> {
-        let hits = self.state.hits.lock().unwrap();
-        hits.windows(2).map(|w| w[1].at - w[0].at).collect()
-    }
-}
-
-async fn receive(State(s): State<Recorded>, uri: Uri, body: Bytes) -> Response {
-    s.hits.lock().unwrap().push(Hit {
-        at: Instant::now(),
-        path: uri.path().to_string(),
-        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-    });
-    let planned = s.plan.lock().unwrap().pop_front();
-    let reply = planned.or(*s.always.lock().unwrap());
-    match reply {
-        None => (StatusCode::OK, "ok").into_response(),
-        Some(Reply::Status(code)) => {
-            let status = StatusCode::from_u16(code).unwrap();
-            (status, format!("failure {code}")).into_response()
-        }
-        Some(Reply::RetryAfter(secs)) => (
-            StatusCode::TOO_MANY_REQUESTS,
-            [("retry-after", secs.to_string())],
-            "rate_limited",
-        )
-            .into_response(),
-    }
-}
 
 /// An alert line as the alert stage writes it (DESIGN.md), with full evidence.
 fn alert() -> Alert {
@@ -342,7 +243,7 @@ async fn slack_gets_at_most_one_message_per_second() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_max_attempts_a_notification_is_dead() {
     let hook = Receiver::start();
-    hook.always(Reply::Status(500));
+    hook.always(Some(Reply::Status(500)));
     let (_dir, db) = database();
     let id = enqueue(&db, "hook", &message("doomed"));
     let options = WorkerOptions {
@@ -387,7 +288,7 @@ async fn after_max_attempts_a_notification_is_dead() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_4xx_other_than_429_is_dead_at_once() {
     let hook = Receiver::start();
-    hook.always(Reply::Status(404));
+    hook.always(Some(Reply::Status(404)));
     let (_dir, db) = database();
     let id = enqueue(&db, "hook", &message("gone"));
     let (worker, _) = start(&db, &channels(&webhook_toml(&hook.url("/a"))), fast());
@@ -439,34 +340,9 @@ async fn a_pending_notification_survives_a_restart_and_is_delivered_after_it() {
     assert_eq!(slack.bodies()[1]["blocks"][0]["text"]["text"], "persistent");
 }
 
-/// A mail as the SMTP server received it.
-#[derive(Clone, Default)]
-struct Mailbag {
-    mails: Arc<Mutex<Vec<Vec<u8>>>>,
-    current: Vec<u8>,
-}
-
-impl mailin_embedded::Handler for Mailbag {
-    fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        self.current.extend_from_slice(buf);
-        Ok(())
-    }
-
-    fn data_end(&mut self) -> mailin_embedded::Response {
-        let mail = std::mem::take(&mut self.current);
-        self.mails.lock().unwrap().push(mail);
-        mailin_embedded::response::OK
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn email_arrives_over_smtp_with_plain_and_html_parts() {
-    let bag = Mailbag::default();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let mut server = mailin_embedded::Server::new(bag.clone());
-    server.with_name("mx.test").with_tcp_listener(listener);
-    std::thread::spawn(move || server.serve().map_err(|e| e.to_string()));
+    let (bag, port) = smtp_server();
 
     let (_dir, db) = database();
     let chans = channels(&format!(
@@ -616,15 +492,12 @@ fn the_daemon_delivers_the_outbox_and_lists_dead_notifications() {
     assert_eq!(all["notifications"][0]["id"], sent);
     assert_eq!(all["notifications"][0]["state"], "sent");
     assert_eq!(app.get("/v1/outbox?state=lost").status().as_u16(), 400);
-    assert_eq!(
-        slack.state.hits.lock().unwrap()[1].path,
-        "/services/T0/B0/daemon-secret"
-    );
+    assert_eq!(slack.paths()[1], "/services/T0/B0/daemon-secret");
 
     let everything = format!("{text}{all}{}{}", app.metrics_text(), app.log_text());
     assert!(!everything.contains("daemon-secret"), "{everything}");
     assert!(
-        !everything.contains(&slack.addr.to_string()),
+        !everything.contains(&slack.addr().to_string()),
         "{everything}"
     );
 }
