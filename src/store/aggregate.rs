@@ -3,7 +3,9 @@
 
 use rustc_hash::FxHashMap;
 
-use rusqlite::{Connection, Transaction, params};
+use std::sync::LazyLock;
+
+use rusqlite::{Connection, Statement, Transaction, params};
 
 use crate::domain::UsageEvent;
 
@@ -43,6 +45,70 @@ impl Totals {
             self.latency_count += 1;
         }
     }
+}
+
+/// Aggregate rows per multi-row upsert: one statement per row spent most of an
+/// upsert's time on the statement itself (as event rows did, see `events`).
+pub(super) const UPSERT_ROWS: usize = 32;
+
+/// Columns of an `agg_minute` row, each bound per row.
+const AGG_COLUMNS: usize = 14;
+
+/// Upsert of `rows` aggregate rows: a new row is inserted, an existing one (a minute
+/// an earlier batch also counted) adds this batch's totals to its own.
+fn upsert_sql(rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|r| {
+            format!(
+                "({})",
+                super::placeholders(1 + r * AGG_COLUMNS, AGG_COLUMNS)
+            )
+        })
+        .collect();
+    format!(
+        "INSERT INTO agg_minute (minute, dim, value, requests, errors, truncated, prompt_tokens, \
+         completion_tokens, cached_tokens, cost_usd, costed_requests, list_cost_usd, latency_ms_sum, latency_count) \
+         VALUES {} \
+         ON CONFLICT (minute, dim, value) DO UPDATE SET \
+         requests = requests + excluded.requests, errors = errors + excluded.errors, \
+         truncated = truncated + excluded.truncated, prompt_tokens = prompt_tokens + excluded.prompt_tokens, \
+         completion_tokens = completion_tokens + excluded.completion_tokens, \
+         cached_tokens = cached_tokens + excluded.cached_tokens, cost_usd = cost_usd + excluded.cost_usd, \
+         costed_requests = costed_requests + excluded.costed_requests, \
+         list_cost_usd = list_cost_usd + excluded.list_cost_usd, \
+         latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum, \
+         latency_count = latency_count + excluded.latency_count",
+        values.join(", ")
+    )
+}
+
+static UPSERT_MANY: LazyLock<String> = LazyLock::new(|| upsert_sql(UPSERT_ROWS));
+static UPSERT_ONE: LazyLock<String> = LazyLock::new(|| upsert_sql(1));
+
+/// Bind one aggregate row to parameters `at + 1 ..= at + AGG_COLUMNS`, positionally:
+/// this runs about once per event when every event has its own tenant.
+fn bind_row(
+    stmt: &mut Statement,
+    at: usize,
+    minute: i64,
+    dim: &str,
+    value: &str,
+    t: &Totals,
+) -> rusqlite::Result<()> {
+    stmt.raw_bind_parameter(at + 1, minute)?;
+    stmt.raw_bind_parameter(at + 2, dim)?;
+    stmt.raw_bind_parameter(at + 3, value)?;
+    stmt.raw_bind_parameter(at + 4, t.requests)?;
+    stmt.raw_bind_parameter(at + 5, t.errors)?;
+    stmt.raw_bind_parameter(at + 6, t.truncated)?;
+    stmt.raw_bind_parameter(at + 7, t.prompt_tokens)?;
+    stmt.raw_bind_parameter(at + 8, t.completion_tokens)?;
+    stmt.raw_bind_parameter(at + 9, t.cached_tokens)?;
+    stmt.raw_bind_parameter(at + 10, t.cost_usd)?;
+    stmt.raw_bind_parameter(at + 11, t.costed_requests)?;
+    stmt.raw_bind_parameter(at + 12, t.list_cost_usd)?;
+    stmt.raw_bind_parameter(at + 13, t.latency_ms_sum)?;
+    stmt.raw_bind_parameter(at + 14, t.latency_count)
 }
 
 /// One batch's aggregates, keyed by (epoch minute, dimension, value id); the dimension
@@ -189,20 +255,6 @@ impl MinuteAggregates {
     }
 
     pub(super) fn upsert(&self, tx: &Transaction, values: &AggValues) -> rusqlite::Result<()> {
-        let mut stmt = tx.prepare_cached(
-            "INSERT INTO agg_minute (minute, dim, value, requests, errors, truncated, prompt_tokens, \
-             completion_tokens, cached_tokens, cost_usd, costed_requests, list_cost_usd, latency_ms_sum, latency_count) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
-             ON CONFLICT (minute, dim, value) DO UPDATE SET \
-             requests = requests + excluded.requests, errors = errors + excluded.errors, \
-             truncated = truncated + excluded.truncated, prompt_tokens = prompt_tokens + excluded.prompt_tokens, \
-             completion_tokens = completion_tokens + excluded.completion_tokens, \
-             cached_tokens = cached_tokens + excluded.cached_tokens, cost_usd = cost_usd + excluded.cost_usd, \
-             costed_requests = costed_requests + excluded.costed_requests, \
-             list_cost_usd = list_cost_usd + excluded.list_cost_usd, \
-             latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum, \
-             latency_count = latency_count + excluded.latency_count",
-        )?;
         let mut rows: Vec<(i64, &str, &str, &Totals)> = self
             .cells
             .iter()
@@ -215,24 +267,22 @@ impl MinuteAggregates {
         // each upsert then lands next to the previous one in the WITHOUT ROWID tree, so
         // new rows append at its right edge instead of splitting pages at random.
         rows.sort_unstable_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
-        for (minute, dim, value, t) in rows {
-            // Positional binds without a params slice: this runs about once per event
-            // when every event has its own tenant.
-            stmt.raw_bind_parameter(1, minute)?;
-            stmt.raw_bind_parameter(2, dim)?;
-            stmt.raw_bind_parameter(3, value)?;
-            stmt.raw_bind_parameter(4, t.requests)?;
-            stmt.raw_bind_parameter(5, t.errors)?;
-            stmt.raw_bind_parameter(6, t.truncated)?;
-            stmt.raw_bind_parameter(7, t.prompt_tokens)?;
-            stmt.raw_bind_parameter(8, t.completion_tokens)?;
-            stmt.raw_bind_parameter(9, t.cached_tokens)?;
-            stmt.raw_bind_parameter(10, t.cost_usd)?;
-            stmt.raw_bind_parameter(11, t.costed_requests)?;
-            stmt.raw_bind_parameter(12, t.list_cost_usd)?;
-            stmt.raw_bind_parameter(13, t.latency_ms_sum)?;
-            stmt.raw_bind_parameter(14, t.latency_count)?;
-            stmt.raw_execute()?;
+        // Prepared once per batch, as events::insert does.
+        let mut many = tx.prepare_cached(&UPSERT_MANY)?;
+        let mut one = tx.prepare_cached(&UPSERT_ONE)?;
+        for chunk in rows.chunks(UPSERT_ROWS) {
+            // The last, partial chunk goes row by row.
+            let (stmt, per) = if chunk.len() == UPSERT_ROWS {
+                (&mut many, UPSERT_ROWS)
+            } else {
+                (&mut one, 1)
+            };
+            for group in chunk.chunks(per) {
+                for (r, &(minute, dim, value, t)) in group.iter().enumerate() {
+                    bind_row(stmt, r * AGG_COLUMNS, minute, dim, value, t)?;
+                }
+                stmt.raw_execute()?;
+            }
         }
         Ok(())
     }

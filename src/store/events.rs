@@ -27,10 +27,7 @@ const COLUMNS: usize = 11;
 
 /// Row `r`'s values: `(?2, ..., ?12, ?1)` for row 0, `(?13, ..., ?23, ?1)` for row 1, ...
 fn values(r: usize) -> String {
-    let params: Vec<String> = (0..COLUMNS)
-        .map(|c| format!("?{}", 2 + r * COLUMNS + c))
-        .collect();
-    format!("({}, ?1)", params.join(", "))
+    format!("({}, ?1)", super::placeholders(2 + r * COLUMNS, COLUMNS))
 }
 
 static MANY: LazyLock<String> = LazyLock::new(|| {

@@ -492,6 +492,13 @@ fn open_existing(path: &Path, mode: OpenFlags) -> Result<Connection, StoreError>
     Ok(conn)
 }
 
+/// `count` numbered parameters from `first`: `?3, ?4, ?5` for (3, 3). The multi-row
+/// statements of ingest number every row's values apart.
+fn placeholders(first: usize, count: usize) -> String {
+    let params: Vec<String> = (first..first + count).map(|i| format!("?{i}")).collect();
+    params.join(", ")
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -612,6 +619,34 @@ pub(crate) mod tests {
         assert_eq!(queries::stats(store.path()).unwrap().events, stored);
         let global = queries::minute_totals(store.path(), "global", "").unwrap();
         assert_eq!(global, vec![(1, stored)]);
+    }
+
+    #[test]
+    fn aggregates_of_overlapping_batches_add_up_across_full_upsert_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("t.db")).unwrap();
+        // Minutes 0..20, then 10..30: each minute is five aggregate rows (global, model,
+        // route, tenant, provider), so each batch spans several full multi-row upserts,
+        // and the second one's first half updates rows the first one inserted.
+        let mut expected = std::collections::BTreeMap::new();
+        for (b, minutes) in [(0, 0..20i64), (1, 10..30)] {
+            let mut batch = Batch::new("test", "native");
+            for m in minutes {
+                for k in 0..=(m % 3) {
+                    batch
+                        .events
+                        .push(event(&format!("b{b}m{m}k{k}"), m * 60_000));
+                    *expected.entry(m).or_insert(0u64) += 1;
+                }
+            }
+            store.commit(&batch, 0).unwrap();
+        }
+        let want: Vec<(i64, u64)> = expected.into_iter().collect();
+        assert!(aggregate::UPSERT_ROWS < 5 * 20);
+        for (dim, value) in [("global", ""), ("tenant", "team-a"), ("model", "gpt-4o")] {
+            let got = queries::minute_totals(store.path(), dim, value).unwrap();
+            assert_eq!(got, want, "{dim}");
+        }
     }
 
     #[test]
