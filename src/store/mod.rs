@@ -642,7 +642,7 @@ pub(crate) mod tests {
             store.commit(&batch, 0).unwrap();
         }
         let want: Vec<(i64, u64)> = expected.into_iter().collect();
-        assert!(aggregate::UPSERT_ROWS < 5 * 20);
+        const { assert!(aggregate::UPSERT_ROWS < 5 * 20) };
         for (dim, value) in [("global", ""), ("tenant", "team-a"), ("model", "gpt-4o")] {
             let got = queries::minute_totals(store.path(), dim, value).unwrap();
             assert_eq!(got, want, "{dim}");
