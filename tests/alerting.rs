@@ -297,6 +297,64 @@ fn a_small_tenant_lands_in_a_low_tier_while_a_global_burst_pages() {
     }
 }
 
+/// A line waits in its group (`group_wait`) before it becomes an outbox message. A
+/// crash in that window must not lose it: the next start regroups it from
+/// `notify_pending`, and it goes out once on each of its tier's channels.
+#[test]
+fn a_line_waiting_in_its_group_survives_a_crash_and_goes_out_once() {
+    let (_dir, db) = database();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let waiting = RoutingParams {
+        group_wait_seconds: 60,
+        group_interval_seconds: 300,
+        ..RoutingParams::default()
+    };
+    let open = || {
+        AlertStage::new(
+            alert_sql::open(&db).unwrap(),
+            Tiers::load(&shipped).unwrap(),
+            Some(Registry::new(Policy::default())),
+            waiting,
+            true,
+        )
+        .unwrap()
+    };
+    let burst = vec![finding(
+        "error-rate",
+        Scope::new(),
+        impact(1.0, 40, 900.0),
+        0,
+    )];
+    let mut stage = open();
+    let lines = stage.handle(tick(T0, burst), T0).unwrap();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0].tier, "page");
+    assert!(
+        outbox::list(&db, None, 10).unwrap().is_empty(),
+        "in its group"
+    );
+    drop(stage); // the daemon dies inside group_wait
+
+    let mut stage = open();
+    stage.flush(T0 + 1_000).unwrap();
+    assert!(
+        outbox::list(&db, None, 10).unwrap().is_empty(),
+        "regrouped, it waits group_wait again"
+    );
+    stage.flush(T0 + 62_000).unwrap();
+    for channel in ["slack", "email"] {
+        let sent = queued_alerts(&db, channel);
+        assert_eq!(sent.len(), 1, "{channel}: {sent:?}");
+        assert_eq!(sent[0].rule, "error-rate");
+    }
+    drop(stage);
+
+    // In the outbox, it is no longer waiting: another start sends nothing more.
+    let mut stage = open();
+    stage.flush(T0 + 10 * MINUTE).unwrap();
+    assert_eq!(outbox::list(&db, None, 10).unwrap().len(), 2);
+}
+
 fn scope_text(s: &Scope) -> String {
     driftwarden::domain::scope_label(s)
 }
@@ -559,33 +617,28 @@ fn wait_for(app: &common::TestApp, what: &str, limit: Duration, mut cond: impl F
 /// polls the outbox every second.
 const SETTLE: Duration = Duration::from_millis(2500);
 
-/// A burst of upstream errors trips error-rate's hard limit (0.25 in
-/// `rules/drift.toml`), which fires without any baseline. The daemon runs on
-/// one-minute buckets with no lateness and error-rate without its `for`, so the
-/// burst is judged when the current minute closes (at most a minute of waiting)
-/// instead of after two ten-minute buckets. Slack answers 500 twice, then 200.
-#[test]
-fn a_hard_guard_burst_reaches_slack_and_email_exactly_once_through_500s() {
-    let slack = Receiver::start();
-    slack.then(&[Reply::Status(500), Reply::Status(500)]);
-    let (mails, smtp_port) = smtp_server();
-    let rules = rules_dir(|name, text| match name {
+/// The shipped rules with the error-rate hard guard firing at once (no `for`), so a
+/// burst of errors pages in its first bucket.
+fn hard_guard_rules() -> TempDir {
+    rules_dir(|name, text| match name {
         "drift.toml" => replace_once(
             text,
             "hard_limit = 0.25\nfor = \"10m\"\n",
             "hard_limit = 0.25\n",
         ),
         _ => text.to_string(),
-    });
-    let config = format!(
-        "[analysis]\nbucket_minutes = 1\nlateness_minutes = 0\n[routing]\ngroup_wait_seconds = 0\n{}",
-        channels_toml(&slack, Some(smtp_port))
-    );
-    let app = common::TestApp::builder()
-        .rules(rules.path())
-        .config(&config)
-        .spawn();
+    })
+}
 
+/// One-minute buckets closed without lateness, and `[routing]`'s group wait.
+fn burst_config(group_wait_seconds: u32, channels: &str) -> String {
+    format!(
+        "[analysis]\nbucket_minutes = 1\nlateness_minutes = 0\n[routing]\ngroup_wait_seconds = {group_wait_seconds}\n{channels}"
+    )
+}
+
+/// Post 40 requests, half of them 502s, in the current minute.
+fn post_error_burst(app: &common::TestApp) {
     // Posted in the last seconds of a minute, the burst could land in a bucket the
     // idle daemon closes before it reads the batch; start with the next minute.
     let into_minute = common::now_ms() % MINUTE;
@@ -611,10 +664,28 @@ fn a_hard_guard_burst_reaches_slack_and_email_exactly_once_through_500s() {
         (200, Some(40)),
         "{report}"
     );
+}
 
-    // The minute closes on the wall clock once ingest has been quiet for 10 s.
-    let limit = Duration::from_secs(100);
-    wait_for(&app, "a queued Slack notification", limit, || {
+/// The minute closes on the wall clock once ingest has been quiet for 10 s.
+const BURST_JUDGED: Duration = Duration::from_secs(100);
+
+/// A burst of upstream errors trips error-rate's hard limit (0.25 in
+/// `rules/drift.toml`), which fires without any baseline. The daemon runs on
+/// one-minute buckets with no lateness and error-rate without its `for`, so the
+/// burst is judged when the current minute closes (at most a minute of waiting)
+/// instead of after two ten-minute buckets. Slack answers 500 twice, then 200.
+#[test]
+fn a_hard_guard_burst_reaches_slack_and_email_exactly_once_through_500s() {
+    let slack = Receiver::start();
+    slack.then(&[Reply::Status(500), Reply::Status(500)]);
+    let (mails, smtp_port) = smtp_server();
+    let rules = hard_guard_rules();
+    let app = common::TestApp::builder()
+        .rules(rules.path())
+        .config(&burst_config(0, &channels_toml(&slack, Some(smtp_port))))
+        .spawn();
+    post_error_burst(&app);
+    wait_for(&app, "a queued Slack notification", BURST_JUDGED, || {
         !outbox_states(&app, "slack").is_empty()
     });
     wait_for(
@@ -689,6 +760,38 @@ fn a_hard_guard_burst_reaches_slack_and_email_exactly_once_through_500s() {
 /// Notifications queued before a start (as an alert stage leaves them), refused
 /// while the daemon runs, the daemon killed with them pending; after the restart
 /// Slack accepts, and each arrives exactly once.
+/// `kill -9` while an alert waits in its group (`group_wait`): after the restart it
+/// goes out once, neither lost nor repeated.
+#[test]
+fn kill_9_while_an_alert_waits_in_its_group_loses_nothing() {
+    let slack = Receiver::start();
+    let rules = hard_guard_rules();
+    let channels = channels_toml(&slack, None);
+    let mut app = common::TestApp::builder()
+        .rules(rules.path())
+        .config(&burst_config(3600, &channels))
+        .spawn();
+    post_error_burst(&app);
+    wait_for(&app, "the alert waiting in its group", BURST_JUDGED, || {
+        app.sql_i64("SELECT COUNT(*) FROM notify_pending WHERE channel = 'slack'") == 1
+    });
+    assert_eq!(app.sql_i64("SELECT COUNT(*) FROM outbox"), 0);
+    app.kill9();
+
+    std::fs::write(app.path("driftwarden.toml"), burst_config(0, &channels)).unwrap();
+    app.restart();
+    wait_for(&app, "the regrouped alert sent", common::WAIT, || {
+        let rows = outbox_states(&app, "slack");
+        !rows.is_empty() && rows.iter().all(|(_, state, _)| state == "sent")
+    });
+    std::thread::sleep(SETTLE);
+    let accepted = slack.accepted();
+    assert_eq!(accepted.len(), 1, "{accepted:#?}");
+    let text = accepted[0]["text"].as_str().unwrap();
+    assert!(text.contains("error-rate"), "{text}");
+    assert_eq!(app.sql_i64("SELECT COUNT(*) FROM notify_pending"), 0);
+}
+
 #[test]
 fn after_kill_9_with_notifications_pending_each_arrives_exactly_once() {
     let slack = Receiver::start();

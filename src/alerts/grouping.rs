@@ -1,6 +1,9 @@
 //! Notification grouping per tier and channel: the first alert of a quiet group
 //! waits `group_wait` for company, later ones go out at most every
 //! `group_interval`, so a burst becomes one message instead of fifty.
+//!
+//! Each line carries the id of the alert transition it announces, so the stage can
+//! mark it sent to the outbox (see `notify_pending` in `store::alerts`).
 
 use std::collections::BTreeMap;
 
@@ -9,9 +12,21 @@ use crate::notify::Message;
 
 #[derive(Debug, Default)]
 struct Group {
-    alerts: Vec<Alert>,
+    /// (transition id, line), in arrival order.
+    alerts: Vec<(i64, Alert)>,
     due_ms: i64,
     last_flush_ms: Option<i64>,
+}
+
+/// A group's message, due now.
+#[derive(Debug)]
+pub struct Flushed {
+    /// The channel to send it to.
+    pub channel: String,
+    /// The message, one or more alert lines.
+    pub message: Message,
+    /// The transitions its lines announce.
+    pub transitions: Vec<i64>,
 }
 
 /// Open notification groups, keyed by (tier, channel).
@@ -32,8 +47,8 @@ impl Grouper {
         }
     }
 
-    /// Queue an alert line for `channel` under `tier`.
-    pub fn add(&mut self, tier: &str, channel: &str, alert: Alert, now_ms: i64) {
+    /// Queue an alert line, announcing transition `transition`, for `channel` under `tier`.
+    pub fn add(&mut self, tier: &str, channel: &str, transition: i64, alert: Alert, now_ms: i64) {
         let group = self
             .groups
             .entry((tier.to_string(), channel.to_string()))
@@ -44,19 +59,23 @@ impl Grouper {
                 .map_or(i64::MIN, |t| t + self.interval_ms);
             group.due_ms = (now_ms + self.wait_ms).max(after_last);
         }
-        group.alerts.push(alert);
+        group.alerts.push((transition, alert));
     }
 
-    /// Messages due at `now_ms`, as (channel, message).
-    pub fn flush(&mut self, now_ms: i64) -> Vec<(String, Message)> {
+    /// Messages due at `now_ms`.
+    pub fn flush(&mut self, now_ms: i64) -> Vec<Flushed> {
         let mut out = Vec::new();
         for ((tier, channel), group) in &mut self.groups {
             if group.alerts.is_empty() || group.due_ms > now_ms {
                 continue;
             }
-            let alerts = std::mem::take(&mut group.alerts);
+            let (transitions, alerts) = std::mem::take(&mut group.alerts).into_iter().unzip();
             group.last_flush_ms = Some(now_ms);
-            out.push((channel.clone(), message(tier, alerts)));
+            out.push(Flushed {
+                channel: channel.clone(),
+                message: message(tier, alerts),
+                transitions,
+            });
         }
         out
     }
@@ -114,14 +133,15 @@ mod tests {
     #[test]
     fn a_burst_waits_then_goes_as_one_message_and_later_ones_respect_the_interval() {
         let mut g = Grouper::new(30_000, 300_000);
-        g.add("page", "slack", alert("a"), 0);
-        g.add("page", "slack", alert("b"), 10_000);
+        g.add("page", "slack", 7, alert("a"), 0);
+        g.add("page", "slack", 8, alert("b"), 10_000);
         assert!(g.flush(29_000).is_empty());
         let sent = g.flush(30_000);
         assert_eq!(sent.len(), 1);
-        assert_eq!(sent[0].1.alerts.len(), 2);
-        assert_eq!(sent[0].1.title, "[page] 2 alerts firing");
-        g.add("page", "slack", alert("c"), 40_000);
+        assert_eq!(sent[0].message.alerts.len(), 2);
+        assert_eq!(sent[0].message.title, "[page] 2 alerts firing");
+        assert_eq!(sent[0].transitions, [7, 8]);
+        g.add("page", "slack", 9, alert("c"), 40_000);
         assert!(g.flush(100_000).is_empty(), "within the group interval");
         assert_eq!(g.flush(330_000).len(), 1);
     }
@@ -129,9 +149,9 @@ mod tests {
     #[test]
     fn groups_are_per_tier_and_channel() {
         let mut g = Grouper::new(0, 0);
-        g.add("page", "slack", alert("a"), 0);
-        g.add("page", "email", alert("a"), 0);
-        g.add("digest", "email", alert("b"), 0);
+        g.add("page", "slack", 1, alert("a"), 0);
+        g.add("page", "email", 1, alert("a"), 0);
+        g.add("digest", "email", 2, alert("b"), 0);
         assert_eq!(g.flush(0).len(), 3);
     }
 }

@@ -73,6 +73,9 @@ pub struct AlertStage {
     notify: bool,
     active: HashMap<(String, Scope), Active>,
     last_housekeeping_ms: i64,
+    /// Lines that waited in a group when the daemon last stopped, regrouped on the
+    /// first flush (which has the clock).
+    regroup: Vec<sql::PendingLine>,
 }
 
 const HOUR_MS: i64 = 3_600_000;
@@ -111,6 +114,17 @@ impl AlertStage {
             );
         }
         let budget = Budget::new(&tiers);
+        let regroup = if notify {
+            sql::pending_lines(&conn)?
+        } else {
+            Vec::new()
+        };
+        if !regroup.is_empty() {
+            tracing::info!(
+                lines = regroup.len(),
+                "alert lines that waited in a group at the last stop are regrouped"
+            );
+        }
         Ok(AlertStage {
             conn,
             grouper: Grouper::new(
@@ -124,6 +138,7 @@ impl AlertStage {
             notify,
             active,
             last_housekeeping_ms: i64::MIN,
+            regroup,
         })
     }
 
@@ -160,11 +175,34 @@ impl AlertStage {
         Ok(lines)
     }
 
-    /// Send what is due (call periodically even without new ticks).
+    /// Send what is due (call periodically even without new ticks). A message goes
+    /// to the outbox in the same transaction that clears its lines' `notify_pending`
+    /// rows, so after a crash each line is either in the outbox or regrouped.
     pub fn flush(&mut self, now_ms: i64) -> Result<(), StoreError> {
-        for (channel, message) in self.grouper.flush(now_ms) {
-            outbox::enqueue(&self.conn, &channel, &message, now_ms)?;
+        for p in std::mem::take(&mut self.regroup) {
+            let routed = self
+                .tiers
+                .by_name(&p.tier)
+                .is_some_and(|d| d.tier.channels.contains(&p.channel));
+            if routed {
+                self.grouper
+                    .add(&p.tier, &p.channel, p.transition, p.line, now_ms);
+            } else {
+                // The configuration changed since: the tier no longer sends there.
+                tracing::warn!(tier = %p.tier, channel = %p.channel, rule = %p.line.rule, "a waiting alert line's tier no longer routes to its channel; dropped");
+                sql::clear_pending(&self.conn, &[p.transition], &p.channel)?;
+            }
         }
+        let due = self.grouper.flush(now_ms);
+        if due.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.unchecked_transaction()?;
+        for f in due {
+            outbox::enqueue(&tx, &f.channel, &f.message, now_ms)?;
+            sql::clear_pending(&tx, &f.transitions, &f.channel)?;
+        }
+        tx.commit()?;
         Ok(())
     }
 
@@ -240,7 +278,7 @@ impl AlertStage {
                     };
                     let state = if fire { "firing" } else { "pending" };
                     let id = sql::insert(&self.conn, &line, state, tick.at_ms, suppressed)?;
-                    sql::transition(&self.conn, id, &line, state, suppressed)?;
+                    let transition = sql::transition(&self.conn, id, &line, state, suppressed)?;
                     self.active.insert(
                         key,
                         Active {
@@ -255,20 +293,21 @@ impl AlertStage {
                         },
                     );
                     if fire {
-                        self.fired(&line, suppressed, now_ms, lines)?;
+                        self.fired(&line, suppressed, transition, now_ms, lines)?;
                     }
                 }
                 Some((false, started, _, _, id)) => {
                     if tick.at_ms - started >= f.for_ms {
                         let suppressed = self.suppression(&line, now_ms)?;
                         sql::update(&self.conn, id, &line, "firing", suppressed)?;
-                        sql::transition(&self.conn, id, &line, "firing", suppressed)?;
+                        let transition =
+                            sql::transition(&self.conn, id, &line, "firing", suppressed)?;
                         if let Some(a) = self.active.get_mut(&key) {
                             a.firing = true;
                             a.suppressed_by = suppressed;
                             a.notified_ms = now_ms;
                         }
-                        self.fired(&line, suppressed, now_ms, lines)?;
+                        self.fired(&line, suppressed, transition, now_ms, lines)?;
                     }
                     if let Some(a) = self.active.get_mut(&key) {
                         a.last = Some(line);
@@ -284,8 +323,8 @@ impl AlertStage {
                     let repeat =
                         now_ms - notified >= self.routing.repeat_interval_seconds as i64 * 1000;
                     if (suppressed.is_some() && still.is_none()) || (still.is_none() && repeat) {
-                        sql::transition(&self.conn, id, &line, "firing", None)?;
-                        self.route(&line, now_ms);
+                        let transition = sql::transition(&self.conn, id, &line, "firing", None)?;
+                        self.route(&line, transition, now_ms)?;
                         if let Some(a) = self.active.get_mut(&key) {
                             a.notified_ms = now_ms;
                         }
@@ -329,9 +368,10 @@ impl AlertStage {
             line.at_ms = tick.at_ms;
             sql::update(&self.conn, a.id, &line, "resolved", a.suppressed_by)?;
             if a.firing {
-                sql::transition(&self.conn, a.id, &line, "resolved", a.suppressed_by)?;
+                let transition =
+                    sql::transition(&self.conn, a.id, &line, "resolved", a.suppressed_by)?;
                 if a.suppressed_by.is_none() {
-                    self.route(&line, now_ms);
+                    self.route(&line, transition, now_ms)?;
                 }
                 lines.push(line);
             }
@@ -343,6 +383,7 @@ impl AlertStage {
         &mut self,
         line: &Alert,
         suppressed: Option<i64>,
+        transition: i64,
         now_ms: i64,
         lines: &mut Vec<Alert>,
     ) -> Result<(), StoreError> {
@@ -353,27 +394,44 @@ impl AlertStage {
                     .map_err(|e| StoreError::Migrate(e.to_string()))?;
                 tracing::info!(rule = %line.rule, exception = id, "alert suppressed by an exception");
             }
-            _ => self.route(line, now_ms),
+            _ => self.route(line, transition, now_ms)?,
         }
         lines.push(line.clone());
         Ok(())
     }
 
-    fn route(&mut self, line: &Alert, now_ms: i64) {
+    fn route(&mut self, line: &Alert, transition: i64, now_ms: i64) -> Result<(), StoreError> {
         if !self.notify {
-            return;
+            return Ok(());
         }
         let Some(def) = self.tiers.by_name(&line.tier) else {
-            return;
+            return Ok(());
         };
         for channel in def.tier.channels.clone() {
             // Resolves are not budgeted: they close what was already said.
             let admitted = line.event == AlertEvent::Resolved
                 || self.budget.admit(&line.tier, &channel, &line.rule, now_ms) == Admission::Send;
             if admitted {
-                self.grouper.add(&line.tier, &channel, line.clone(), now_ms);
+                self.group(&line.tier, &channel, transition, line, now_ms)?;
             }
         }
+        Ok(())
+    }
+
+    /// Put a line in its group, durably: a crash before the group's message reaches
+    /// the outbox regroups it at the next start.
+    fn group(
+        &mut self,
+        tier: &str,
+        channel: &str,
+        transition: i64,
+        line: &Alert,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sql::add_pending(&self.conn, transition, channel, tier)?;
+        self.grouper
+            .add(tier, channel, transition, line.clone(), now_ms);
+        Ok(())
     }
 
     fn floods(
@@ -415,11 +473,10 @@ impl AlertStage {
             return Ok(());
         }
         let id = sql::insert(&self.conn, &alert, "firing", alert.at_ms, None)?;
-        sql::transition(&self.conn, id, &alert, "firing", None)?;
+        let transition = sql::transition(&self.conn, id, &alert, "firing", None)?;
         if self.notify {
             for channel in self.tiers.meta_tier().channels.clone() {
-                self.grouper
-                    .add(&alert.tier, &channel, alert.clone(), now_ms);
+                self.group(&alert.tier, &channel, transition, &alert, now_ms)?;
             }
         }
         self.active.insert(

@@ -128,19 +128,93 @@ pub fn mark_resolved(conn: &Connection, id: i64, at_ms: i64) -> Result<(), Store
     Ok(())
 }
 
-/// Record a transition with the line that announced it.
+/// Record a transition with the line that announced it; its id.
 pub fn transition(
     conn: &Connection,
     alert_id: i64,
     a: &Alert,
     state: &str,
     suppressed_by: Option<i64>,
-) -> Result<(), StoreError> {
+) -> Result<i64, StoreError> {
     conn.execute(
         "INSERT INTO alert_transitions (alert_id, at_ms, state, suppressed_by, line) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![alert_id, a.at_ms, state, suppressed_by, serde_json::to_string(a).expect("an alert serializes")],
     )?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Note that transition `transition`'s line waits in a group for `channel` of `tier`.
+pub fn add_pending(
+    conn: &Connection,
+    transition: i64,
+    channel: &str,
+    tier: &str,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT OR IGNORE INTO notify_pending (transition_id, channel, tier) VALUES (?1, ?2, ?3)",
+        params![transition, channel, tier],
+    )?;
     Ok(())
+}
+
+/// The lines of `channel` that left their group for the outbox.
+pub fn clear_pending(
+    conn: &Connection,
+    transitions: &[i64],
+    channel: &str,
+) -> Result<(), StoreError> {
+    let mut stmt = conn
+        .prepare_cached("DELETE FROM notify_pending WHERE transition_id = ?1 AND channel = ?2")?;
+    for t in transitions {
+        stmt.execute(params![t, channel])?;
+    }
+    Ok(())
+}
+
+/// A line that was waiting in a group when the daemon stopped.
+#[derive(Debug, Clone)]
+pub struct PendingLine {
+    /// The transition it announces.
+    pub transition: i64,
+    /// The channel it waits for.
+    pub channel: String,
+    /// The tier whose group it is in.
+    pub tier: String,
+    /// The alert line.
+    pub line: Alert,
+}
+
+/// Every line waiting in a group, oldest transition first.
+pub fn pending_lines(conn: &Connection) -> Result<Vec<PendingLine>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT p.transition_id, p.channel, p.tier, t.line FROM notify_pending p \
+         JOIN alert_transitions t ON t.id = p.transition_id ORDER BY p.transition_id, p.channel",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (transition, channel, tier, line) = row?;
+        match serde_json::from_str(&line) {
+            Ok(line) => out.push(PendingLine {
+                transition,
+                channel,
+                tier,
+                line,
+            }),
+            // Written by this program; a line it cannot read is reported, not fatal.
+            Err(e) => {
+                tracing::warn!(transition, error = %e, "unreadable pending alert line skipped")
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// An alert still pending or firing, picked up after a restart.
