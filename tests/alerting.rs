@@ -465,6 +465,42 @@ fn a_budget_overflow_folds_into_one_summary_and_raises_tier_flooding() {
     );
 }
 
+/// The daily budget counts what the outbox already holds for the day: a restarted
+/// daemon does not send a fresh budget's worth.
+#[test]
+fn a_restart_does_not_renew_the_days_budget() {
+    let rules = rules_dir(|name, text| match name {
+        "tiers.toml" => replace_once(
+            text,
+            "name = \"page\"\nchannels = [\"slack\", \"email\"]\ndaily_budget = 5\n",
+            "name = \"page\"\nchannels = [\"slack\", \"email\"]\ndaily_budget = 2\n",
+        ),
+        _ => text.to_string(),
+    });
+    let (_dir, db) = database();
+    let page = || impact(0.6, 12, 1200.0);
+    let rules_then = [
+        ("error-rate", scope(&[("provider", "openai")])),
+        ("spend", Scope::new()),
+        ("cost-per-request", scope(&[("model", "gpt-4o")])),
+    ];
+    for (i, (rule, labels)) in rules_then.iter().enumerate() {
+        // A new stage on the same file for each alert: three restarts in one day.
+        let mut stage = stage(&db, Tiers::load(rules.path()).unwrap());
+        let at = T0 + i as i64 * 10 * MINUTE;
+        let findings = vec![finding(rule, labels.clone(), page(), 0)];
+        let lines = stage.handle(tick(at, findings), at).unwrap();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+    }
+    for channel in ["slack", "email"] {
+        let rules: Vec<String> = queued_alerts(&db, channel)
+            .into_iter()
+            .map(|a| a.rule)
+            .collect();
+        assert_eq!(rules, ["error-rate", "spend"], "{channel}");
+    }
+}
+
 #[test]
 fn an_exception_suppresses_then_expires_and_the_alert_flows_again() {
     let (_dir, db) = database();

@@ -45,6 +45,12 @@ impl Default for RoutingParams {
     }
 }
 
+/// Whether a line counted against its tier's budget when it was routed: firing
+/// lines do; resolves and meta-alerts do not.
+fn budgeted(line: &Alert) -> bool {
+    line.event == AlertEvent::Firing && line.lane != Lane::Meta
+}
+
 #[derive(Debug)]
 struct Active {
     id: i64,
@@ -73,9 +79,11 @@ pub struct AlertStage {
     notify: bool,
     active: HashMap<(String, Scope), Active>,
     last_housekeeping_ms: i64,
-    /// Lines that waited in a group when the daemon last stopped, regrouped on the
-    /// first flush (which has the clock).
+    /// Lines that waited in a group when the daemon last stopped, regrouped by
+    /// `resume` (which has the clock).
     regroup: Vec<sql::PendingLine>,
+    /// Whether `resume` ran.
+    resumed: bool,
 }
 
 const HOUR_MS: i64 = 3_600_000;
@@ -139,6 +147,7 @@ impl AlertStage {
             active,
             last_housekeeping_ms: i64::MIN,
             regroup,
+            resumed: !notify,
         })
     }
 
@@ -146,6 +155,7 @@ impl AlertStage {
     /// and budgets run on (wall clock live, data clock in replay). Returns every
     /// firing and resolved line, suppressed ones included.
     pub fn handle(&mut self, out: Output, now_ms: i64) -> Result<Vec<Alert>, StoreError> {
+        self.resume(now_ms)?;
         for c in &out.changes {
             sql::insert_change(&self.conn, c, now_ms)?;
         }
@@ -179,20 +189,7 @@ impl AlertStage {
     /// to the outbox in the same transaction that clears its lines' `notify_pending`
     /// rows, so after a crash each line is either in the outbox or regrouped.
     pub fn flush(&mut self, now_ms: i64) -> Result<(), StoreError> {
-        for p in std::mem::take(&mut self.regroup) {
-            let routed = self
-                .tiers
-                .by_name(&p.tier)
-                .is_some_and(|d| d.tier.channels.contains(&p.channel));
-            if routed {
-                self.grouper
-                    .add(&p.tier, &p.channel, p.transition, p.line, now_ms);
-            } else {
-                // The configuration changed since: the tier no longer sends there.
-                tracing::warn!(tier = %p.tier, channel = %p.channel, rule = %p.line.rule, "a waiting alert line's tier no longer routes to its channel; dropped");
-                sql::clear_pending(&self.conn, &[p.transition], &p.channel)?;
-            }
-        }
+        self.resume(now_ms)?;
         let due = self.grouper.flush(now_ms);
         if due.is_empty() {
             return Ok(());
@@ -203,6 +200,46 @@ impl AlertStage {
             sql::clear_pending(&tx, &f.transitions, &f.channel)?;
         }
         tx.commit()?;
+        Ok(())
+    }
+
+    /// Once, at the first clock after a start: count the day's notifications already
+    /// in the outbox against the budget, and regroup the lines that waited in a group
+    /// when the daemon stopped (admitted then, so they count too).
+    fn resume(&mut self, now_ms: i64) -> Result<(), StoreError> {
+        if self.resumed {
+            return Ok(());
+        }
+        self.resumed = true;
+        let day_start = now_ms - now_ms.rem_euclid(86_400_000);
+        let mut sent: HashMap<(String, String), u32> = HashMap::new();
+        for row in outbox::created_since(&self.conn, day_start)? {
+            let Some(tier) = row.message.tier else {
+                continue;
+            };
+            let firing = row.message.alerts.iter().filter(|a| budgeted(a)).count() as u32;
+            *sent.entry((tier, row.channel)).or_default() += firing;
+        }
+        for p in std::mem::take(&mut self.regroup) {
+            let routed = self
+                .tiers
+                .by_name(&p.tier)
+                .is_some_and(|d| d.tier.channels.contains(&p.channel));
+            if !routed {
+                // The configuration changed since: the tier no longer sends there.
+                tracing::warn!(tier = %p.tier, channel = %p.channel, rule = %p.line.rule, "a waiting alert line's tier no longer routes to its channel; dropped");
+                sql::clear_pending(&self.conn, &[p.transition], &p.channel)?;
+                continue;
+            }
+            if budgeted(&p.line) {
+                *sent.entry((p.tier.clone(), p.channel.clone())).or_default() += 1;
+            }
+            self.grouper
+                .add(&p.tier, &p.channel, p.transition, p.line, now_ms);
+        }
+        for ((tier, channel), n) in sent {
+            self.budget.seed(&tier, &channel, now_ms, n);
+        }
         Ok(())
     }
 
@@ -409,7 +446,7 @@ impl AlertStage {
         };
         for channel in def.tier.channels.clone() {
             // Resolves are not budgeted: they close what was already said.
-            let admitted = line.event == AlertEvent::Resolved
+            let admitted = !budgeted(line)
                 || self.budget.admit(&line.tier, &channel, &line.rule, now_ms) == Admission::Send;
             if admitted {
                 self.group(&line.tier, &channel, transition, line, now_ms)?;

@@ -113,6 +113,15 @@ pub fn enqueue(
     Ok(conn.last_insert_rowid())
 }
 
+/// Rows enqueued at or after `since_ms`, in enqueue order.
+pub fn created_since(conn: &Connection, since_ms: i64) -> Result<Vec<OutboxRow>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM outbox WHERE created_ms >= ?1 ORDER BY id"
+    ))?;
+    let rows = stmt.query_map(params![since_ms], row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Pending rows of `channel` due at `now_ms`, oldest due first, at most `limit`.
 pub fn due(
     conn: &Connection,

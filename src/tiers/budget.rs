@@ -3,9 +3,9 @@
 //! `tier_flooding` meta-alert names the rules that flooded.
 //!
 //! Pure: the clock is an argument, so replay on a data clock folds exactly as live
-//! does. The counts live in memory only: a restart starts the current day's counts
-//! again (at worst one more budget's worth of notifications that day), which is
-//! cheaper than another table written on every notification.
+//! does. The counts live in memory; a start seeds the day's sent counts from the
+//! messages already in the outbox (`seed`), so a restarting daemon does not send a
+//! fresh budget's worth each time. The day's folded counts are not recovered.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -96,6 +96,18 @@ impl Budget {
             );
             Admission::Fold
         }
+    }
+
+    /// Count `sent` notifications already sent on `channel` for `tier` on the UTC day
+    /// of `at_ms` (from the outbox, at a start).
+    pub fn seed(&mut self, tier: &str, channel: &str, at_ms: i64, sent: u32) {
+        if !self.limits.contains_key(tier) {
+            return;
+        }
+        self.counts
+            .entry((tier.to_string(), channel.to_string(), day_of(at_ms)))
+            .or_default()
+            .sent += sent;
     }
 
     /// The floods of every UTC day before `now_ms`'s, each returned once, oldest
