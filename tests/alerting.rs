@@ -359,16 +359,21 @@ fn scope_text(s: &Scope) -> String {
     driftwarden::domain::scope_label(s)
 }
 
-#[test]
-fn a_budget_overflow_folds_into_one_summary_and_raises_tier_flooding() {
-    let rules = rules_dir(|name, text| match name {
+/// The shipped rules with the page tier's daily budget lowered from 5 to 2.
+fn rules_with_page_budget_of_two() -> TempDir {
+    rules_dir(|name, text| match name {
         "tiers.toml" => replace_once(
             text,
             "name = \"page\"\nchannels = [\"slack\", \"email\"]\ndaily_budget = 5\n",
             "name = \"page\"\nchannels = [\"slack\", \"email\"]\ndaily_budget = 2\n",
         ),
         _ => text.to_string(),
-    });
+    })
+}
+
+#[test]
+fn a_budget_overflow_folds_into_one_summary_and_raises_tier_flooding() {
+    let rules = rules_with_page_budget_of_two();
     let (_dir, db) = database();
     let mut stage = stage(&db, Tiers::load(rules.path()).unwrap());
     let page = || impact(0.6, 12, 1200.0);
@@ -469,14 +474,7 @@ fn a_budget_overflow_folds_into_one_summary_and_raises_tier_flooding() {
 /// daemon does not send a fresh budget's worth.
 #[test]
 fn a_restart_does_not_renew_the_days_budget() {
-    let rules = rules_dir(|name, text| match name {
-        "tiers.toml" => replace_once(
-            text,
-            "name = \"page\"\nchannels = [\"slack\", \"email\"]\ndaily_budget = 5\n",
-            "name = \"page\"\nchannels = [\"slack\", \"email\"]\ndaily_budget = 2\n",
-        ),
-        _ => text.to_string(),
-    });
+    let rules = rules_with_page_budget_of_two();
     let (_dir, db) = database();
     let page = || impact(0.6, 12, 1200.0);
     let rules_then = [
