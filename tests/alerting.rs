@@ -319,14 +319,16 @@ fn a_line_waiting_in_its_group_survives_a_crash_and_goes_out_once() {
         )
         .unwrap()
     };
-    let burst = vec![finding(
-        "error-rate",
-        Scope::new(),
-        impact(1.0, 40, 900.0),
-        0,
-    )];
+    let burst = || {
+        vec![finding(
+            "error-rate",
+            Scope::new(),
+            impact(1.0, 40, 900.0),
+            0,
+        )]
+    };
     let mut stage = open();
-    let lines = stage.handle(tick(T0, burst), T0).unwrap();
+    let lines = stage.handle(tick(T0, burst()), T0).unwrap();
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0].tier, "page");
     assert!(
@@ -335,28 +337,68 @@ fn a_line_waiting_in_its_group_survives_a_crash_and_goes_out_once() {
     );
     drop(stage); // the daemon dies inside group_wait
 
+    // The restart comes 5 h later, past the 4 h repeat interval, and the alert still
+    // holds: the regrouped line is its notification, not a repeat beside it.
+    let restart = T0 + 5 * 60 * MINUTE;
     let mut stage = open();
-    stage.flush(T0 + 1_000).unwrap();
+    let lines = stage.handle(tick(restart, burst()), restart).unwrap();
+    assert!(lines.is_empty(), "still firing, nothing new: {lines:?}");
     assert!(
         outbox::list(&db, None, 10).unwrap().is_empty(),
         "regrouped, it waits group_wait again"
     );
-    stage.flush(T0 + 62_000).unwrap();
+    stage.flush(restart + 61_000).unwrap();
     for channel in ["slack", "email"] {
         let sent = queued_alerts(&db, channel);
         assert_eq!(sent.len(), 1, "{channel}: {sent:?}");
         assert_eq!(sent[0].rule, "error-rate");
     }
+    let waiting: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM notify_pending", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(waiting, 0);
     drop(stage);
 
     // In the outbox, it is no longer waiting: another start sends nothing more.
     let mut stage = open();
-    stage.flush(T0 + 10 * MINUTE).unwrap();
+    stage.flush(restart + 10 * MINUTE).unwrap();
     assert_eq!(outbox::list(&db, None, 10).unwrap().len(), 2);
 }
 
 fn scope_text(s: &Scope) -> String {
     driftwarden::domain::scope_label(s)
+}
+
+/// An alert firing when the daemon restarts still resolves out loud: its last line
+/// comes back from the store, so the resolve is notified like any other.
+#[test]
+fn an_alert_firing_across_a_restart_resolves_with_a_notification() {
+    let (_dir, db) = database();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let burst = vec![finding(
+        "error-rate",
+        Scope::new(),
+        impact(1.0, 40, 900.0),
+        0,
+    )];
+    let mut before = stage(&db, Tiers::load(&shipped).unwrap());
+    before.handle(tick(T0, burst), T0).unwrap();
+    drop(before);
+
+    let mut after = stage(&db, Tiers::load(&shipped).unwrap());
+    let mut resolved = Vec::new();
+    for i in 1..=3 {
+        let at = T0 + i * 10 * MINUTE;
+        resolved.extend(after.handle(tick(at, Vec::new()), at).unwrap());
+    }
+    assert_eq!(resolved.len(), 1, "{resolved:?}");
+    assert_eq!(resolved[0].event, AlertEvent::Resolved);
+    let events: Vec<AlertEvent> = queued_alerts(&db, "slack")
+        .into_iter()
+        .map(|a| a.event)
+        .collect();
+    assert_eq!(events, [AlertEvent::Firing, AlertEvent::Resolved]);
 }
 
 /// The shipped rules with the page tier's daily budget lowered from 5 to 2.
@@ -791,9 +833,6 @@ fn a_hard_guard_burst_reaches_slack_and_email_exactly_once_through_500s() {
     );
 }
 
-/// Notifications queued before a start (as an alert stage leaves them), refused
-/// while the daemon runs, the daemon killed with them pending; after the restart
-/// Slack accepts, and each arrives exactly once.
 /// `kill -9` while an alert waits in its group (`group_wait`): after the restart it
 /// goes out once, neither lost nor repeated.
 #[test]
@@ -807,7 +846,7 @@ fn kill_9_while_an_alert_waits_in_its_group_loses_nothing() {
         .spawn();
     post_error_burst(&app);
     wait_for(&app, "the alert waiting in its group", BURST_JUDGED, || {
-        app.sql_i64("SELECT COUNT(*) FROM notify_pending WHERE channel = 'slack'") == 1
+        app.sql_i64("SELECT COUNT(*) FROM notify_pending WHERE channel = 'slack'") >= 1
     });
     assert_eq!(app.sql_i64("SELECT COUNT(*) FROM outbox"), 0);
     app.kill9();
@@ -826,6 +865,9 @@ fn kill_9_while_an_alert_waits_in_its_group_loses_nothing() {
     assert_eq!(app.sql_i64("SELECT COUNT(*) FROM notify_pending"), 0);
 }
 
+/// Notifications queued before a start (as an alert stage leaves them), refused
+/// while the daemon runs, the daemon killed with them pending; after the restart
+/// Slack accepts, and each arrives exactly once.
 #[test]
 fn after_kill_9_with_notifications_pending_each_arrives_exactly_once() {
     let slack = Receiver::start();

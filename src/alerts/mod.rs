@@ -106,6 +106,13 @@ impl AlertStage {
                 "meta" => Lane::Meta,
                 _ => Lane::Structure,
             };
+            // A firing alert's last line lets it resolve with a notification; its last
+            // firing notification (first or repeat) is when the next repeat counts from.
+            let fired = match a.firing {
+                true => sql::last_transition(&conn, a.id, "firing")?,
+                false => None,
+            };
+            let notified_ms = fired.as_ref().map_or(a.started_ms, |(_, at)| *at);
             let key = (a.rule, a.scope);
             active.insert(
                 key,
@@ -115,8 +122,8 @@ impl AlertStage {
                     started_ms: a.started_ms,
                     suppressed_by: a.suppressed_by,
                     lane,
-                    last: None,
-                    notified_ms: a.started_ms,
+                    last: fired.map(|(line, _)| line),
+                    notified_ms,
                     misses: 0,
                 },
             );
@@ -175,7 +182,16 @@ impl AlertStage {
         }
         let mut lines = Vec::new();
         for tick in &out.ticks {
-            self.tick(tick, now_ms, &mut lines)?;
+            // One transaction per evaluation: an alert's transition and the
+            // `notify_pending` rows of its notification are stored together or not at all.
+            self.conn.execute_batch("BEGIN IMMEDIATE")?;
+            match self.tick(tick, now_ms, &mut lines) {
+                Ok(()) => self.conn.execute_batch("COMMIT")?,
+                Err(e) => {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    return Err(e);
+                }
+            }
         }
         if now_ms.div_euclid(HOUR_MS) != self.last_housekeeping_ms.div_euclid(HOUR_MS) {
             self.last_housekeeping_ms = now_ms;
@@ -194,12 +210,24 @@ impl AlertStage {
         if due.is_empty() {
             return Ok(());
         }
-        let tx = self.conn.unchecked_transaction()?;
-        for f in due {
-            outbox::enqueue(&tx, &f.channel, &f.message, now_ms)?;
-            sql::clear_pending(&tx, &f.transitions, &f.channel)?;
+        let written = (|| -> Result<(), StoreError> {
+            let tx = self.conn.unchecked_transaction()?;
+            for f in &due {
+                outbox::enqueue(&tx, &f.channel, &f.message, now_ms)?;
+                sql::clear_pending(&tx, &f.transitions, &f.channel)?;
+            }
+            Ok(tx.commit()?)
+        })();
+        if let Err(e) = written {
+            // Nothing was written: the lines wait in their groups for the next flush.
+            for f in due {
+                let tier = f.message.tier.unwrap_or_default();
+                for (t, line) in f.transitions.into_iter().zip(f.message.alerts) {
+                    self.grouper.add(&tier, &f.channel, t, line, now_ms);
+                }
+            }
+            return Err(e);
         }
-        tx.commit()?;
         Ok(())
     }
 
@@ -210,7 +238,6 @@ impl AlertStage {
         if self.resumed {
             return Ok(());
         }
-        self.resumed = true;
         let day_start = now_ms - now_ms.rem_euclid(86_400_000);
         let mut sent: HashMap<(String, String), u32> = HashMap::new();
         for row in outbox::created_since(&self.conn, day_start)? {
@@ -233,6 +260,13 @@ impl AlertStage {
             }
             if budgeted(&p.line) {
                 *sent.entry((p.tier.clone(), p.channel.clone())).or_default() += 1;
+                // It is the alert's latest notification: a repeat counts from now.
+                if let Some(a) = self
+                    .active
+                    .get_mut(&(p.line.rule.clone(), p.line.scope.clone()))
+                {
+                    a.notified_ms = now_ms;
+                }
             }
             self.grouper
                 .add(&p.tier, &p.channel, p.transition, p.line, now_ms);
@@ -240,6 +274,7 @@ impl AlertStage {
         for ((tier, channel), n) in sent {
             self.budget.seed(&tier, &channel, now_ms, n);
         }
+        self.resumed = true;
         Ok(())
     }
 

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -215,6 +215,23 @@ pub fn pending_lines(conn: &Connection) -> Result<Vec<PendingLine>, StoreError> 
         }
     }
     Ok(out)
+}
+
+/// The line and data time of an alert's latest transition to `state`.
+pub fn last_transition(
+    conn: &Connection,
+    alert_id: i64,
+    state: &str,
+) -> Result<Option<(Alert, i64)>, StoreError> {
+    let row: Option<(String, i64)> = conn
+        .query_row(
+            "SELECT line, at_ms FROM alert_transitions WHERE alert_id = ?1 AND state = ?2 \
+             ORDER BY id DESC LIMIT 1",
+            params![alert_id, state],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(row.and_then(|(line, at)| Some((serde_json::from_str(&line).ok()?, at))))
 }
 
 /// An alert still pending or firing, picked up after a restart.

@@ -113,13 +113,23 @@ pub fn enqueue(
     Ok(conn.last_insert_rowid())
 }
 
-/// Rows enqueued at or after `since_ms`, in enqueue order.
+/// Rows enqueued at or after `since_ms`, in enqueue order. A row whose message cannot
+/// be read is skipped with a warning.
 pub fn created_since(conn: &Connection, since_ms: i64) -> Result<Vec<OutboxRow>, StoreError> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {COLUMNS} FROM outbox WHERE created_ms >= ?1 ORDER BY id"
     ))?;
-    let rows = stmt.query_map(params![since_ms], row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut out = Vec::new();
+    for r in stmt.query_map(params![since_ms], row)? {
+        match r {
+            Ok(r) => out.push(r),
+            Err(rusqlite::Error::FromSqlConversionFailure(..)) => {
+                tracing::warn!("unreadable outbox message skipped");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(out)
 }
 
 /// Pending rows of `channel` due at `now_ms`, oldest due first, at most `limit`.
