@@ -221,7 +221,7 @@ impl Jobs {
         let cutoff = at_ms - i64::from(self.retention_days) * 86_400_000;
         let n = self.writer.prune(cutoff).await.map_err(|e| e.to_string())?;
         Ok(format!(
-            "deleted {n} raw events older than {} days",
+            "deleted {n} raw events (and delivered notifications) older than {} days",
             self.retention_days
         ))
     }

@@ -446,8 +446,9 @@ impl Store {
         Ok((report, fresh))
     }
 
-    /// Delete raw events, eval scores and dead letters older than `cutoff_ms`.
-    /// Per-minute aggregates are kept. Returns the number of events deleted.
+    /// Delete raw events, eval scores and dead letters older than `cutoff_ms`, and
+    /// notifications delivered before it. Per-minute aggregates, alerts and pending or
+    /// dead notifications are kept. Returns the number of events deleted.
     pub fn prune(&mut self, cutoff_ms: i64) -> Result<u64, StoreError> {
         let tx = self.conn.transaction()?;
         let events = tx.execute(
@@ -462,6 +463,7 @@ impl Store {
             "DELETE FROM dead_letters WHERE received_ms < ?1",
             params![cutoff_ms],
         )?;
+        outbox::prune_sent(&tx, cutoff_ms)?;
         tx.commit()?;
         Ok(events as u64)
     }
@@ -647,6 +649,53 @@ pub(crate) mod tests {
             let got = queries::minute_totals(store.path(), dim, value).unwrap();
             assert_eq!(got, want, "{dim}");
         }
+    }
+
+    #[test]
+    fn retention_deletes_old_raw_rows_and_delivered_notifications_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("t.db")).unwrap();
+        let mut batch = Batch::new("test", "native");
+        batch.events = vec![event("old", 60_000), event("new", 10 * 60_000)];
+        store.commit(&batch, 0).unwrap();
+        let message = crate::notify::Message {
+            title: "t".into(),
+            tier: None,
+            alerts: Vec::new(),
+            text: String::new(),
+        };
+        let sent_at = |id: i64, ms: i64| {
+            store
+                .conn
+                .execute(
+                    "UPDATE outbox SET state = 'sent', sent_ms = ?2 WHERE id = ?1",
+                    params![id, ms],
+                )
+                .unwrap();
+        };
+        let old_sent = outbox::enqueue(&store.conn, "slack", &message, 1_000).unwrap();
+        let new_sent = outbox::enqueue(&store.conn, "slack", &message, 1_000).unwrap();
+        let pending = outbox::enqueue(&store.conn, "slack", &message, 1_000).unwrap();
+        sent_at(old_sent, 2_000);
+        sent_at(new_sent, 9 * 60_000);
+
+        assert_eq!(store.prune(5 * 60_000).unwrap(), 1);
+        let ids: Vec<String> = {
+            let mut stmt = store.conn.prepare("SELECT id FROM event_rows").unwrap();
+            stmt.query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        assert_eq!(ids, ["new"]);
+        let global = queries::minute_totals(store.path(), "global", "").unwrap();
+        assert_eq!(global, vec![(1, 1), (10, 1)], "aggregates are kept");
+        let ids: Vec<i64> = outbox::list(store.path(), None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, [pending, new_sent]);
     }
 
     #[test]
