@@ -151,6 +151,7 @@ pub fn run_live(mut analysis: Analysis, batches: std::sync::mpsc::Receiver<Commi
         match batches.recv_timeout(tick) {
             Ok(c) => {
                 analysis.feed(&c.batch, &c.fresh);
+                let before = newest;
                 newest = c
                     .batch
                     .events
@@ -158,6 +159,14 @@ pub fn run_live(mut analysis: Analysis, batches: std::sync::mpsc::Receiver<Commi
                     .map(|e| e.ts_ms)
                     .fold(newest, i64::max);
                 last_batch = Some(std::time::Instant::now());
+                // Close buckets as the data time moves, not only once a second: a
+                // backfill feeds days of data a second, and every bucket left open
+                // until the next tick (cells and sketches for every scope) is held at
+                // once.
+                if newest > before {
+                    let now = crate::clock::now_ms();
+                    advance(&mut analysis, newest.min(now), now);
+                }
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
@@ -175,14 +184,19 @@ pub fn run_live(mut analysis: Analysis, batches: std::sync::mpsc::Receiver<Commi
         } else {
             now
         };
-        match analysis.advance(watermark, now) {
-            Ok(lines) => {
-                for a in lines {
-                    tracing::info!(event = ?a.event, rule = %a.rule, kind = a.kind.as_str(), scope = %crate::domain::scope_label(&a.scope), tier = %a.tier, summary = %a.summary, "alert");
-                }
-            }
-            Err(e) => tracing::error!(cause = %e, "analysis could not store its results"),
-        }
+        advance(&mut analysis, watermark, now);
     }
     tracing::debug!("analysis stopped");
+}
+
+/// Advance the analysis to `watermark` and log the alert lines it produced.
+fn advance(analysis: &mut Analysis, watermark: i64, now: i64) {
+    match analysis.advance(watermark, now) {
+        Ok(lines) => {
+            for a in lines {
+                tracing::info!(event = ?a.event, rule = %a.rule, kind = a.kind.as_str(), scope = %crate::domain::scope_label(&a.scope), tier = %a.tier, summary = %a.summary, "alert");
+            }
+        }
+        Err(e) => tracing::error!(cause = %e, "analysis could not store its results"),
+    }
 }

@@ -71,8 +71,10 @@ pub enum DaemonError {
     Serve(std::io::Error),
 }
 
-/// Committed batches that may wait for the analysis before the writer blocks.
-const ANALYSIS_QUEUE: usize = 64;
+/// Committed batches that may wait for the analysis before the writer blocks. Each
+/// holds up to `batch_records` events in memory; a backfill runs ahead of the analysis,
+/// so this bounds its peak (64 batches held about 100 MiB more at the same speed).
+const ANALYSIS_QUEUE: usize = 8;
 
 /// Days of stored history the analysis is rebuilt from at start.
 const WARM_DAYS: i64 = 4;
