@@ -192,6 +192,17 @@ fn queued(db: &Path, channel: &str) -> Vec<OutboxRow> {
 }
 
 /// Every alert line queued for `channel`, in order.
+/// The page tier's channels each got exactly these rules' lines, in order.
+fn assert_page_sent(db: &Path, rules: &[&str]) {
+    for channel in ["slack", "email"] {
+        let sent: Vec<String> = queued_alerts(db, channel)
+            .into_iter()
+            .map(|a| a.rule)
+            .collect();
+        assert_eq!(sent, rules, "{channel}");
+    }
+}
+
 fn queued_alerts(db: &Path, channel: &str) -> Vec<Alert> {
     queued(db, channel)
         .into_iter()
@@ -440,13 +451,7 @@ fn a_budget_overflow_folds_into_one_summary_and_raises_tier_flooding() {
     }
 
     // Only the budget's worth went out, on each channel of the tier.
-    for channel in ["slack", "email"] {
-        let rules: Vec<String> = queued_alerts(&db, channel)
-            .into_iter()
-            .map(|a| a.rule)
-            .collect();
-        assert_eq!(rules, ["error-rate", "spend"], "{channel}");
-    }
+    assert_page_sent(&db, &["error-rate", "spend"]);
     assert!(stored(&db).iter().all(|a| a.rule != "tier_flooding"));
     assert_eq!(stored(&db).len(), 5, "folded alerts are still recorded");
 
@@ -532,13 +537,7 @@ fn a_restart_does_not_renew_the_days_budget() {
         let lines = stage.handle(tick(at, findings), at).unwrap();
         assert_eq!(lines.len(), 1, "{lines:?}");
     }
-    for channel in ["slack", "email"] {
-        let rules: Vec<String> = queued_alerts(&db, channel)
-            .into_iter()
-            .map(|a| a.rule)
-            .collect();
-        assert_eq!(rules, ["error-rate", "spend"], "{channel}");
-    }
+    assert_page_sent(&db, &["error-rate", "spend"]);
 }
 
 #[test]

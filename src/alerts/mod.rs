@@ -80,10 +80,8 @@ pub struct AlertStage {
     active: HashMap<(String, Scope), Active>,
     last_housekeeping_ms: i64,
     /// Lines that waited in a group when the daemon last stopped, regrouped by
-    /// `resume` (which has the clock).
-    regroup: Vec<sql::PendingLine>,
-    /// Whether `resume` ran.
-    resumed: bool,
+    /// `resume` (which has the clock); `None` once it ran, and in replay.
+    regroup: Option<Vec<sql::PendingLine>>,
 }
 
 const HOUR_MS: i64 = 3_600_000;
@@ -130,13 +128,13 @@ impl AlertStage {
         }
         let budget = Budget::new(&tiers);
         let regroup = if notify {
-            sql::pending_lines(&conn)?
+            Some(sql::pending_lines(&conn)?)
         } else {
-            Vec::new()
+            None
         };
-        if !regroup.is_empty() {
+        if let Some(lines) = regroup.as_ref().filter(|r| !r.is_empty()) {
             tracing::info!(
-                lines = regroup.len(),
+                lines = lines.len(),
                 "alert lines that waited in a group at the last stop are regrouped"
             );
         }
@@ -154,7 +152,6 @@ impl AlertStage {
             active,
             last_housekeeping_ms: i64::MIN,
             regroup,
-            resumed: !notify,
         })
     }
 
@@ -235,7 +232,7 @@ impl AlertStage {
     /// in the outbox against the budget, and regroup the lines that waited in a group
     /// when the daemon stopped (admitted then, so they count too).
     fn resume(&mut self, now_ms: i64) -> Result<(), StoreError> {
-        if self.resumed {
+        if self.regroup.is_none() {
             return Ok(());
         }
         let day_start = now_ms - now_ms.rem_euclid(86_400_000);
@@ -247,7 +244,7 @@ impl AlertStage {
             let firing = row.message.alerts.iter().filter(|a| budgeted(a)).count() as u32;
             *sent.entry((tier, row.channel)).or_default() += firing;
         }
-        for p in std::mem::take(&mut self.regroup) {
+        for p in self.regroup.take().unwrap_or_default() {
             let routed = self
                 .tiers
                 .by_name(&p.tier)
@@ -274,7 +271,6 @@ impl AlertStage {
         for ((tier, channel), n) in sent {
             self.budget.seed(&tier, &channel, now_ms, n);
         }
-        self.resumed = true;
         Ok(())
     }
 
