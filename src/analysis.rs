@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::alerts::AlertStage;
+use crate::alerts::{AlertStage, Delivery, Sent};
 use crate::config::Config;
 use crate::detect::rules::{RuleContext, RuleErrors, RuleSet};
 use crate::domain::Alert;
@@ -56,15 +56,15 @@ pub struct Analysis {
 }
 
 impl Analysis {
-    /// Open on the config's database and rules. `notify` false: alerts are stored
-    /// and returned but nothing is queued for delivery (replay).
-    pub fn open(config: &Config, notify: bool) -> Result<Analysis, AnalysisError> {
+    /// Open on the config's database and rules. Under `Delivery::Count` (replay)
+    /// alerts are stored and returned, and messages counted, not queued.
+    pub fn open(config: &Config, delivery: Delivery) -> Result<Analysis, AnalysisError> {
         let (tiers, rules) = load_rules(config, &config.rules)?;
         let engine =
             Engine::new(config.engine.clone(), rules.rules).map_err(AnalysisError::Config)?;
         let conn = sql::open(&config.db)?;
         let registry = Some(Registry::new(config.exceptions));
-        let stage = AlertStage::new(conn, tiers, registry, config.routing, notify)?;
+        let stage = AlertStage::new(conn, tiers, registry, config.routing, delivery)?;
         Ok(Analysis { engine, stage })
     }
 
@@ -88,6 +88,19 @@ impl Analysis {
         self.engine.advance(watermark_ms);
         let out = self.engine.drain();
         self.stage.handle(out, now_ms)
+    }
+
+    /// The data ends at `last_ms` (end of a replay): judge what is complete, not
+    /// the partial last bucket; notifications on the `now_ms` clock.
+    pub fn end_of_data(&mut self, last_ms: i64, now_ms: i64) -> Result<Vec<Alert>, StoreError> {
+        self.engine.end_of_data(last_ms);
+        let out = self.engine.drain();
+        self.stage.handle(out, now_ms)
+    }
+
+    /// The messages counted under `Delivery::Count` since the last call.
+    pub fn take_sent(&mut self) -> Vec<Sent> {
+        self.stage.take_sent()
     }
 
     /// Close the day's budgets and send what is still grouped (end of a replay).

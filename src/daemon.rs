@@ -161,7 +161,7 @@ pub async fn serve_on(
 ) -> Result<(), DaemonError> {
     let (to_analysis, batches) = std::sync::mpsc::sync_channel(ANALYSIS_QUEUE);
     let pipeline = Pipeline::open(&config, Some(to_analysis))?;
-    let mut analysis = Analysis::open(&config, true)?;
+    let mut analysis = Analysis::open(&config, crate::alerts::Delivery::Outbox)?;
     let jobs = crate::schedule::Jobs::new(
         pipeline.writer.clone(),
         config.db.clone(),

@@ -25,10 +25,12 @@ use serde_json::{Value, json};
 use crate::alerts::RoutingParams;
 use crate::config::{Config, ConfigError, FileConfig, GatewayDbEntry, IdentityConfig, Overrides};
 use crate::daemon::DaemonError;
-use crate::domain::{ChangeEvent, ChangeKind, EvalScore, UsageEvent};
+use crate::domain::{ChangeEvent, ChangeKind, EvalScore, Kind, Scope, UsageEvent};
 use crate::notify::{Channel, Target};
+use crate::sim::scenarios::{incident, scope, silent};
 use crate::sim::{
     DAY_MS, Effect, Filter, Injection, NewApiLogWriter, Profile, Scenario, SimError, SimRecord,
+    Truth,
 };
 use crate::sources::gateway_db::Flavour;
 
@@ -251,12 +253,56 @@ impl Story {
             ),
             chapter(burst.1, "outage over".into()),
         ];
+        let mut evals_gone = incident(
+            "evals switched off on classify while its cost falls",
+            (evals_off, None),
+            scope("route", "classify"),
+            &[Kind::FalseEfficiency, Kind::EvalCoverageDrop],
+            6 * 60,
+            ("page", "alert"),
+        );
+        evals_gone.related = vec![scope("model", "gpt-4o-mini"), scope("provider", "openai")];
+        let truth = Truth {
+            incidents: vec![
+                incident(
+                    "gpt-4o silently bumped to a pricier snapshot",
+                    (bump, None),
+                    scope("model", "gpt-4o"),
+                    &[Kind::UnannouncedChange, Kind::CostDrift],
+                    120,
+                    ("page", "alert"),
+                ),
+                evals_gone,
+                incident(
+                    "one tenant's spike",
+                    (spike.0, Some(spike.1)),
+                    scope("tenant", &spiking_tenant),
+                    &[Kind::TrafficDrift],
+                    60,
+                    ("alert", "digest"),
+                ),
+                incident(
+                    "upstream outage",
+                    (burst.0, Some(burst.1)),
+                    Scope::new(),
+                    &[Kind::StructuralDrift],
+                    30,
+                    ("page", "page"),
+                ),
+            ],
+            silent: vec![silent(
+                "announced deploy",
+                (deploy, Some(bump)),
+                scope("route", "summarize"),
+            )],
+        };
         Story {
             scenario: Scenario {
                 name: "demo".to_string(),
                 profile,
                 injections,
                 changes: vec![change],
+                truth,
             },
             chapters,
             history_start_ms,
@@ -398,6 +444,7 @@ fn demo_config(dir: &Path, token: &str) -> Result<Config, DemoError> {
             group_wait_seconds: 1,
             group_interval_seconds: 5,
             repeat_interval_seconds: 24 * 3600,
+            ..RoutingParams::default()
         },
         ..FileConfig::default()
     };

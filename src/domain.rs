@@ -303,17 +303,43 @@ pub struct Impact {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertEvent {
-    /// The alert started firing (after its rule's `for` duration).
+    /// An incident opened (its root alert fired after its rule's `for` duration):
+    /// the one line that notifies.
     Firing,
-    /// The condition cleared.
+    /// An open incident changed: a consequence joined it, or its tier rose (only a
+    /// rise in tier notifies).
+    Updated,
+    /// A resolved incident fired again within the reopen window: the same incident,
+    /// not a new one, and not notified again.
+    Reopened,
+    /// Every alert of the incident cleared.
     Resolved,
+}
+
+/// A consequence listed under an incident's root.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    /// The member alert's rule.
+    pub rule: String,
+    /// What it found.
+    pub kind: Kind,
+    /// Where.
+    pub scope: Scope,
+    /// Its own tier.
+    pub tier: String,
+    /// Its own sentence.
+    pub summary: String,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// One alert line: the shape printed by replay, served by the API and posted by the
 /// webhook notifier (DESIGN.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
-    /// Firing or resolved.
+    /// Which transition of its incident the line announces.
     pub event: AlertEvent,
     /// The rule's name in `rules/*.toml`.
     pub rule: String,
@@ -334,6 +360,12 @@ pub struct Alert {
     pub summary: String,
     /// Observed vs baseline, test statistics, impact numbers, nearby change events.
     pub evidence: serde_json::Value,
+    /// The incident's consequences: alerts of the same cause on related scopes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<Member>,
+    /// How often the incident reopened.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reopens: u32,
 }
 
 /// A blast-radius severity tier (`rules/tiers.toml`).

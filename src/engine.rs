@@ -71,7 +71,27 @@ pub struct Tick {
     pub lanes: Vec<Lane>,
     /// Positive findings after attribution.
     pub findings: Vec<Finding>,
+    /// Lasting levels learned as the new normal in this evaluation: (rule, scope,
+    /// what a person reads when its alert resolves).
+    pub learned: Vec<(String, Scope, String)>,
 }
+
+/// An open alert as the engine tracks it on one scope: its series are held (not
+/// learned) and it is judged against the relaxed bar until it is calm.
+#[derive(Debug, Clone, Copy)]
+struct Open {
+    rule: usize,
+    since_ms: i64,
+    /// Evaluations in a row without a finding.
+    calm: u32,
+    /// Whether its condition held for the rule's `for` (its alert fires): only then
+    /// is it judged against the relaxed bar. A blip that never fired closes at once.
+    confirmed: bool,
+}
+
+/// Evaluations in a row back inside the band before an open alert closes and its
+/// series learn again.
+const CALM_TO_CLOSE: u32 = 3;
 
 /// Before/after comparison of one signal for a change-impact report.
 #[derive(Debug, Clone, Serialize)]
@@ -134,6 +154,8 @@ struct ScopeState {
     cost_moves: Vec<(i64, f64, f64)>,
     /// (bucket start, blast radius) of buckets whose evals are not judged yet.
     impacts: Vec<(i64, Impact)>,
+    /// Rules with an open alert on this scope.
+    open: Vec<Open>,
 }
 
 impl ScopeState {
@@ -266,12 +288,25 @@ impl Engine {
     /// Move the data clock to `watermark_ms`: close and judge every bucket that is
     /// due, and judge every bucket whose evals settled.
     pub fn advance(&mut self, watermark_ms: i64) {
+        self.advance_split(watermark_ms, watermark_ms);
+    }
+
+    /// The data ends at `last_ms` (a replay's files are read): judge every complete
+    /// bucket and the evals of each (the files held every eval there is). The bucket
+    /// `last_ms` falls in is partial and is left unjudged, not read as a drop.
+    pub fn end_of_data(&mut self, last_ms: i64) {
+        let p = &self.params.analysis;
+        let partial = last_ms.div_euclid(p.bucket_ms()) * p.bucket_ms();
+        self.advance_split(partial + p.lateness_minutes * 60_000, i64::MAX / 4);
+    }
+
+    fn advance_split(&mut self, watermark_ms: i64, eval_watermark_ms: i64) {
         for bucket in self.lanes.close_until(watermark_ms) {
             self.ensure_states();
             let tick = self.judge_usage(bucket);
             self.out.ticks.push(tick);
         }
-        for bucket in self.lanes.settle_until(watermark_ms) {
+        for bucket in self.lanes.settle_until(eval_watermark_ms) {
             self.ensure_states();
             let tick = self.judge_evals(bucket);
             self.out.ticks.push(tick);
@@ -306,6 +341,7 @@ impl Engine {
         let bp = self.params.baselines;
         let mut findings = Vec::new();
         let mut new_changes = Vec::new();
+        let mut learned = Vec::new();
 
         for id in self.lanes.index.ids() {
             let cell = b.cells.get(&id).unwrap_or(&empty);
@@ -336,10 +372,20 @@ impl Engine {
             let keep = start - (self.params.analysis.eval_settle_minutes + 60) * 60_000;
             st.impacts.retain(|m| m.0 >= keep);
             st.impacts.push((start, impact.clone()));
+            let first = findings.len();
             for (ri, rule) in self.rules.iter().enumerate() {
                 if rule.lane() == Lane::Eval || !rule.scopes.contains(&shape) {
                     continue;
                 }
+                let open = st.open.iter().any(|o| o.rule == ri && o.confirmed);
+                let relaxed;
+                let rule = match open {
+                    true => {
+                        relaxed = rule.relaxed();
+                        &relaxed
+                    }
+                    false => rule,
+                };
                 let finding = |test: Test,
                                observed: Value,
                                baseline: Value,
@@ -381,6 +427,7 @@ impl Engine {
                         hard,
                         max_tier: rule.max_tier.clone(),
                         for_ms: rule.for_ms,
+                        links: links(cell, &self.lanes.syms),
                     }
                 };
                 match rule.detector {
@@ -575,7 +622,8 @@ impl Engine {
                     }
                     Detector::Creep => {
                         let series = &st.series[rule.signal.index()];
-                        let Some((anchor, level, rel)) = series.creep(rule.min_change, &bp) else {
+                        let Some((anchor, level, rel)) = series.creep(rule.min_change, open, &bp)
+                        else {
                             continue;
                         };
                         if warming || !rule.direction.admits(rel) {
@@ -673,6 +721,10 @@ impl Engine {
                     Detector::FalseEfficiency => {}
                 }
             }
+            let st = &mut self.states[id as usize];
+            let found = found_rules(&findings[first..]);
+            let lasting = track_open(st, &self.rules, &found, (start, end), false, &self.params);
+            learned.extend(lasting.into_iter().map(|l| (id, l)));
             // Learn from this bucket (after judging it, so it is not its own baseline).
             let st = &mut self.states[id as usize];
             for signal in USAGE_SCALARS {
@@ -713,12 +765,61 @@ impl Engine {
             self.out.changes.push(c.clone());
             self.observe_change(&c);
         }
+        let learned = self.learned(learned, end);
         let findings = dedupe(attribute(findings, &self.lanes.index));
         Tick {
             at_ms: end,
             lanes: vec![Lane::Structure, Lane::Cost],
             findings: self.with_changes(findings, end),
+            learned,
         }
+    }
+
+    /// Lasting levels learned by their series: each becomes a detected change event
+    /// with its impact report, and a note for its alert's resolve.
+    fn learned(&mut self, lasting: Vec<(ScopeId, Lasting)>, at_ms: i64) -> Vec<(String, Scope, String)> {
+        let mut notes = Vec::new();
+        for (id, l) in lasting {
+            let labels = self.lanes.index.labels(id).clone();
+            let rule = &self.rules[l.rule];
+            let what = l.signal.as_str().replace('_', " ");
+            let change = ChangeEvent {
+                kind: ChangeKind::ConfigChange,
+                ts_ms: l.since_ms,
+                scope: labels.clone(),
+                note: format!(
+                    "{what} on {} stayed away from its baseline for {} h with no change event; learned as the new normal (detected from the data)",
+                    scope_label(&labels),
+                    (at_ms - l.since_ms) / 3_600_000
+                ),
+                origin: "detected".into(),
+            };
+            notes.push((
+                rule.name.clone(),
+                labels.clone(),
+                format!(
+                    "{what} on {} held its new level since {}: learned as the new normal (a detected config_change with its impact report, see `driftwarden changes`). If the level is not acceptable, fix its cause: the way back is judged against the new level and announced",
+                    scope_label(&labels),
+                    rfc3339_ms::format(l.since_ms)
+                ),
+            ));
+            self.out.changes.push(change.clone());
+            self.changes.push(KnownChange {
+                event: change.clone(),
+            });
+            let (signals, mixes) = match l.verdict {
+                LastingVerdict::Scalar(v) => (
+                    vec![SignalImpact {
+                        signal: l.signal,
+                        verdict: v,
+                    }],
+                    Vec::new(),
+                ),
+                LastingVerdict::Mix(tvd, p) => (Vec::new(), vec![(l.signal, round(tvd), p)]),
+            };
+            self.report(change, labels, signals, mixes, at_ms);
+        }
+        notes
     }
 
     fn with_changes(&self, mut findings: Vec<Finding>, at_ms: i64) -> Vec<Finding> {
@@ -766,6 +867,7 @@ impl Engine {
         let (start, end) = (b.start_ms, b.start_ms + bucket_ms);
         let bp = self.params.baselines;
         let mut findings = Vec::new();
+        let mut learned = Vec::new();
         let mut ids: Vec<ScopeId> = b.cells.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {
@@ -781,10 +883,20 @@ impl Engine {
                 .find(|m| m.0 == start)
                 .map(|m| m.1.clone())
                 .unwrap_or_default();
+            let first = findings.len();
             for (ri, rule) in self.rules.iter().enumerate() {
                 if rule.lane() != Lane::Eval || !rule.scopes.contains(&shape) {
                     continue;
                 }
+                let open = st.open.iter().any(|o| o.rule == ri && o.confirmed);
+                let relaxed;
+                let rule = match open {
+                    true => {
+                        relaxed = rule.relaxed();
+                        &relaxed
+                    }
+                    false => rule,
+                };
                 let make =
                     |test: Test, summary: String, mut evidence: serde_json::Map<String, Value>| {
                         evidence.insert("test".into(), json!({"name": test.name, "z": round(test.z), "p_value": test.p_value, "change": round(test.rel)}));
@@ -806,6 +918,7 @@ impl Engine {
                             hard: false,
                             max_tier: rule.max_tier.clone(),
                             for_ms: rule.for_ms,
+                            links: Vec::new(),
                         }
                     };
                 match rule.detector {
@@ -825,7 +938,8 @@ impl Engine {
                     }
                     Detector::Creep => {
                         let series = &st.series[rule.signal.index()];
-                        let Some((anchor, level, rel)) = series.creep(rule.min_change, &bp) else {
+                        let Some((anchor, level, rel)) = series.creep(rule.min_change, open, &bp)
+                        else {
                             continue;
                         };
                         if warming || !rule.direction.admits(rel) {
@@ -888,6 +1002,9 @@ impl Engine {
                 }
             }
             let st = &mut self.states[id as usize];
+            let found = found_rules(&findings[first..]);
+            let lasting = track_open(st, &self.rules, &found, (start, end), true, &self.params);
+            learned.extend(lasting.into_iter().map(|l| (id, l)));
             for signal in EVAL_SCALARS {
                 if let Some(v) = eval_value(cell, signal) {
                     st.series[signal.index()].push(start, v, &bp);
@@ -897,11 +1014,13 @@ impl Engine {
                 self.end_eval_warmup(id, end);
             }
         }
+        let learned = self.learned(learned, end);
         let findings = dedupe(attribute(findings, &self.lanes.index));
         Tick {
             at_ms: end,
             lanes: vec![Lane::Eval],
             findings: self.with_changes(findings, end),
+            learned,
         }
     }
 
@@ -991,6 +1110,169 @@ impl Engine {
             summary,
         });
     }
+}
+
+/// The rules that found something on one scope in this evaluation (a muted finding
+/// is not an open alert, a hard one always is).
+fn found_rules(findings: &[Finding]) -> Vec<usize> {
+    findings
+        .iter()
+        .filter(|f| f.muted.is_none() || f.hard)
+        .map(|f| f.rule)
+        .collect()
+}
+
+/// A level an open alert held for the whole warm-up length, learned as the new normal.
+struct Lasting {
+    rule: usize,
+    signal: Signal,
+    since_ms: i64,
+    verdict: LastingVerdict,
+}
+
+/// The comparison that let a lasting level become the new normal.
+enum LastingVerdict {
+    Scalar(Verdict),
+    /// Total variation distance and p-value of a mix.
+    Mix(f64, f64),
+}
+
+/// Whether a signal may become the new normal by lasting. A state that is harm in
+/// itself (failures, cut-off answers, worse or unchecked answers) never is: it
+/// stays one open alert until it ends or an exception covers it.
+fn learnable(signal: Signal) -> bool {
+    !matches!(
+        signal,
+        Signal::ErrorRate
+            | Signal::TruncationRate
+            | Signal::StatusMix
+            | Signal::EvalScore
+            | Signal::EvalPassRate
+            | Signal::EvalCoverage
+    )
+}
+
+/// The series an open alert of `rule` holds.
+fn held_signals(rule: &Rule) -> Vec<Signal> {
+    match rule.detector {
+        Detector::Drift | Detector::Step => vec![rule.signal],
+        Detector::FalseEfficiency => vec![Signal::EvalCoverage, Signal::EvalScore],
+        Detector::Creep | Detector::ModelBump => Vec::new(),
+    }
+}
+
+/// One evaluation of a scope's open alerts on the usage lanes (`eval` false) or the
+/// eval lane: rules that found something open (and hold their series) or stay
+/// open; the others count calm evaluations and close after `CALM_TO_CLOSE`,
+/// forgetting what they held. A learnable level held for the warm-up length
+/// becomes the new normal (returned, for a detected change event and its report).
+fn track_open(
+    st: &mut ScopeState,
+    rules: &[Rule],
+    found: &[usize],
+    (start, end): (i64, i64),
+    eval: bool,
+    params: &EngineParams,
+) -> Vec<Lasting> {
+    let on_lane = |ri: usize| (rules[ri].lane() == Lane::Eval) == eval;
+    for &ri in found {
+        match st.open.iter_mut().find(|o| o.rule == ri) {
+            Some(o) => {
+                o.calm = 0;
+                o.confirmed |= start - o.since_ms >= rules[ri].for_ms;
+            }
+            None => {
+                st.open.push(Open {
+                    rule: ri,
+                    since_ms: start,
+                    calm: 0,
+                    confirmed: rules[ri].for_ms == 0,
+                });
+                for signal in held_signals(&rules[ri]) {
+                    match signal.is_mix() {
+                        true => st.mixes[signal.index()].hold(start),
+                        false => st.series[signal.index()].hold(start, learnable(signal)),
+                    }
+                }
+            }
+        }
+    }
+    for o in st.open.iter_mut() {
+        if on_lane(o.rule) && !found.contains(&o.rule) {
+            o.calm += 1;
+        }
+    }
+    let rp = &params.recalibration;
+    let mut lasting = Vec::new();
+    let mut closed = Vec::new();
+    for o in &st.open {
+        let rule = &rules[o.rule];
+        if !on_lane(o.rule) {
+            continue;
+        }
+        if o.calm >= CALM_TO_CLOSE || (o.calm > 0 && !o.confirmed) {
+            closed.push(o.rule);
+            continue;
+        }
+        let lasted = end - o.since_ms >= rp.warmup_minutes * 60_000;
+        if !lasted
+            || !learnable(rule.signal)
+            || !matches!(rule.detector, Detector::Drift | Detector::Step)
+        {
+            continue;
+        }
+        let signal = rule.signal;
+        let verdict = match signal.is_mix() {
+            true => {
+                let mix = &mut st.mixes[signal.index()];
+                if mix.held_since().is_none() {
+                    continue;
+                }
+                mix.end_warmup(rp.min_mix_shift)
+                    .map(|t| LastingVerdict::Mix(t.tvd, t.p_value))
+            }
+            false => {
+                let series = &mut st.series[signal.index()];
+                if series.held_since().is_none() {
+                    continue;
+                }
+                series
+                    .end_warmup(
+                        signal.seasonal_only(),
+                        signal == Signal::Requests,
+                        rp.min_shift,
+                        &params.baselines,
+                    )
+                    .map(LastingVerdict::Scalar)
+            }
+        };
+        closed.push(o.rule);
+        if let Some(verdict) = verdict {
+            lasting.push(Lasting {
+                rule: o.rule,
+                signal,
+                since_ms: o.since_ms,
+                verdict,
+            });
+        }
+    }
+    st.open.retain(|o| !closed.contains(&o.rule));
+    for ri in closed {
+        for signal in held_signals(&rules[ri]) {
+            let still_held = st
+                .open
+                .iter()
+                .any(|o| held_signals(&rules[o.rule]).contains(&signal));
+            if still_held {
+                continue;
+            }
+            match signal.is_mix() {
+                true => st.mixes[signal.index()].release(),
+                false => st.series[signal.index()].release(),
+            }
+        }
+    }
+    lasting
 }
 
 fn covered<'a>(
@@ -1148,6 +1430,16 @@ fn price_volume_mix(st: &ScopeState, cell: &Cell, start: i64, bp: &BaselineParam
         mix,
         rate,
     })
+}
+
+/// Requested models carrying a tenth or more of a cell's requests.
+fn links(cell: &Cell, syms: &crate::lanes::Symbols) -> Vec<String> {
+    let floor = cell.requests as f64 * 0.1;
+    cell.by_model
+        .iter()
+        .filter(|(_, share)| share.requests as f64 >= floor && share.requests > 0)
+        .map(|(m, _)| syms.name(*m).to_string())
+        .collect()
 }
 
 fn round(x: f64) -> f64 {

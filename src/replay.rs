@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::adapters::changes::parse_change;
 use crate::adapters::{Context, Decoder, Format, Record};
+use crate::alerts::{Delivery, Sent};
 use crate::analysis::{Analysis, AnalysisError};
 use crate::config::Config;
 use crate::domain::{Alert, AlertEvent, ChangeEvent, EvalScore};
@@ -94,12 +95,23 @@ pub struct ReplaySummary {
     pub duplicates: u64,
     /// Firing lines printed.
     pub firing: u64,
+    /// Updated lines printed (a consequence joined an incident).
+    pub updated: u64,
+    /// Reopened lines printed.
+    pub reopened: u64,
     /// Resolved lines printed.
     pub resolved: u64,
     /// Events whose bucket had closed when they were read.
     pub late_events: u64,
     /// Evals that matched no open bucket.
     pub unmatched_evals: u64,
+    /// Messages each channel would have received (after grouping and budgets).
+    pub notifications: std::collections::BTreeMap<String, u64>,
+    /// Those messages, in order.
+    #[serde(skip)]
+    pub sent: Vec<Sent>,
+    /// Time of the first and the last usage event, ms.
+    pub span_ms: Option<(i64, i64)>,
     /// Wall-clock seconds.
     pub seconds: f64,
     /// Usage events per second.
@@ -240,7 +252,7 @@ pub fn run(
     });
     let format = Format::by_name(&files.format, &config.formats).map_err(ReplayError::Format)?;
     let mut decoder = Decoder::new(format, ctx.clone());
-    let mut analysis = Analysis::open(config, false)?;
+    let mut analysis = Analysis::open(config, Delivery::Count)?;
     let mut summary = ReplaySummary::default();
 
     let mut changes = match &files.changes {
@@ -303,6 +315,10 @@ pub fn run(
         if let Some(max) = batch.events.iter().map(|e| e.ts_ms).max() {
             watermark = watermark.max(max);
         }
+        if let Some(min) = batch.events.iter().map(|e| e.ts_ms).min() {
+            let first = summary.span_ms.map_or(min, |s| s.0.min(min));
+            summary.span_ms = Some((first, watermark));
+        }
         let until = if eof { i64::MAX } else { watermark };
         while changes.last().is_some_and(|c| c.ts_ms <= until) {
             batch.changes.push(changes.pop().expect("peeked"));
@@ -326,22 +342,23 @@ pub fn run(
         summary.dead_letters += report.dead_letters;
         summary.duplicates += report.events_duplicate + report.evals_duplicate;
         analysis.feed(&batch, &fresh);
-        let clock = if eof {
-            // The end of the data: let every bucket close and every eval settle.
-            let p = &config.engine.analysis;
-            watermark + (p.eval_settle_minutes + p.lateness_minutes) * 60_000 + 2 * p.bucket_ms()
-        } else {
-            watermark
+        let lines = match eof {
+            false => analysis.advance(watermark, watermark)?,
+            // The end of the data: judge every complete bucket, then close the budgets'
+            // days and send what is still grouped.
+            true => {
+                let mut lines = analysis.end_of_data(watermark, watermark)?;
+                lines.extend(analysis.finish(watermark)?);
+                lines
+            }
         };
-        for a in analysis.advance(clock, clock)? {
+        for a in lines {
             count(&mut summary, &a);
             emit(&a);
         }
-        if eof {
-            for a in analysis.finish(clock)? {
-                count(&mut summary, &a);
-                emit(&a);
-            }
+        for s in analysis.take_sent() {
+            *summary.notifications.entry(s.channel.clone()).or_default() += 1;
+            summary.sent.push(s);
         }
         spare_events = std::mem::take(&mut batch.events);
         spare_events.clear();
@@ -357,6 +374,8 @@ pub fn run(
 fn count(summary: &mut ReplaySummary, a: &Alert) {
     match a.event {
         AlertEvent::Firing => summary.firing += 1,
+        AlertEvent::Updated => summary.updated += 1,
+        AlertEvent::Reopened => summary.reopened += 1,
         AlertEvent::Resolved => summary.resolved += 1,
     }
 }

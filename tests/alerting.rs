@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use driftwarden::alerts::{AlertStage, RoutingParams};
+use driftwarden::alerts::{AlertStage, Delivery, RoutingParams};
 use driftwarden::detect::Finding;
 use driftwarden::domain::{Alert, AlertEvent, Impact, Kind, Lane, Scope, Signal};
 use driftwarden::engine::{Output, Tick};
@@ -91,7 +91,7 @@ fn stage(db: &Path, tiers: Tiers) -> AlertStage {
         tiers,
         Some(Registry::new(Policy::default())),
         immediate(),
-        true,
+        Delivery::Outbox,
     )
     .unwrap()
 }
@@ -326,7 +326,7 @@ fn a_line_waiting_in_its_group_survives_a_crash_and_goes_out_once() {
             Tiers::load(&shipped).unwrap(),
             Some(Registry::new(Policy::default())),
             waiting,
-            true,
+            Delivery::Outbox,
         )
         .unwrap()
     };

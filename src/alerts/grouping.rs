@@ -118,6 +118,8 @@ mod tests {
     fn alert(rule: &str) -> Alert {
         Alert {
             event: AlertEvent::Firing,
+            members: Vec::new(),
+            reopens: 0,
             rule: rule.into(),
             lane: Lane::Cost,
             kind: Kind::CostDrift,

@@ -6,6 +6,7 @@
 //! an exception stops notification, never recording.
 
 pub mod grouping;
+pub mod incident;
 
 use std::collections::HashMap;
 
@@ -22,6 +23,7 @@ use crate::store::{StoreError, alerts as sql, outbox};
 use crate::tiers::Tiers;
 use crate::tiers::{Admission, Budget, flood_summary, flooding_alerts};
 use grouping::Grouper;
+use incident::{Incident, Key};
 
 /// `[routing]` in the config: how notifications are grouped and repeated.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -31,8 +33,15 @@ pub struct RoutingParams {
     pub group_wait_seconds: u64,
     /// Seconds between two messages of one group.
     pub group_interval_seconds: u64,
-    /// Seconds after which a still-firing alert is notified again.
+    /// Seconds after which a still-firing incident of a tier above the digest is
+    /// notified again.
     pub repeat_interval_seconds: u64,
+    /// Seconds apart (in data time) two related alerts may start and still be one
+    /// incident: the same or the next bucket.
+    pub incident_window_seconds: u64,
+    /// Seconds after an incident resolved during which a new alert on one of its
+    /// scopes reopens it (quietly) instead of opening a new incident.
+    pub reopen_window_seconds: u64,
 }
 
 impl Default for RoutingParams {
@@ -41,8 +50,32 @@ impl Default for RoutingParams {
             group_wait_seconds: 30,
             group_interval_seconds: 300,
             repeat_interval_seconds: 4 * 3600,
+            incident_window_seconds: 1200,
+            reopen_window_seconds: 6 * 3600,
         }
     }
+}
+
+/// Where the stage's notifications go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Durably into the outbox, for the notification workers (`serve`).
+    Outbox,
+    /// Grouped and budgeted exactly as live, then kept in memory for the caller
+    /// (`replay`): a backtest shows what each channel would have received, and a
+    /// replay store never holds messages a later `serve` would deliver.
+    Count,
+}
+
+/// A message the stage sent (or, under `Delivery::Count`, would have sent).
+#[derive(Debug, Clone)]
+pub struct Sent {
+    /// The channel's name.
+    pub channel: String,
+    /// When, on the stage's clock, ms.
+    pub at_ms: i64,
+    /// The message.
+    pub message: Message,
 }
 
 /// Whether a line counted against its tier's budget when it was routed: firing
@@ -62,11 +95,26 @@ struct Active {
     notified_ms: i64,
     /// Evaluations of its lane in a row that did not find it.
     misses: u32,
+    /// Its incident's id, once it fired.
+    incident: Option<i64>,
+    /// Models its scope's traffic goes to (links it to related scopes).
+    links: Vec<String>,
 }
 
 /// Evaluations in a row without the condition before a firing alert resolves, so an
 /// alert near its threshold does not flap between firing and resolved.
 const RESOLVE_AFTER: u32 = 3;
+
+/// The state a transition row records for a line's event.
+fn event_state(event: AlertEvent) -> &'static str {
+    match event {
+        AlertEvent::Firing => "firing",
+        AlertEvent::Updated => "updated",
+        AlertEvent::Reopened => "reopened",
+        AlertEvent::Resolved => "resolved",
+    }
+}
+
 
 /// The alert stage. Owns its own connection to the daemon's database.
 pub struct AlertStage {
@@ -76,8 +124,14 @@ pub struct AlertStage {
     registry: Option<Registry>,
     routing: RoutingParams,
     grouper: Grouper,
-    notify: bool,
-    active: HashMap<(String, Scope), Active>,
+    delivery: Delivery,
+    /// Messages kept under `Delivery::Count`, until taken.
+    counted: Vec<Sent>,
+    active: HashMap<Key, Active>,
+    /// Open incidents, and resolved ones within the reopen window, by id.
+    incidents: std::collections::BTreeMap<i64, Incident>,
+    /// What an alert's resolve says when its level was learned as the new normal.
+    learned: HashMap<Key, String>,
     last_housekeeping_ms: i64,
     /// Lines that waited in a group when the daemon last stopped, regrouped by
     /// `resume` (which has the clock); `None` once it ran, and in replay.
@@ -87,16 +141,17 @@ pub struct AlertStage {
 const HOUR_MS: i64 = 3_600_000;
 
 impl AlertStage {
-    /// An alert stage on `conn`. With `notify` false (replay), nothing is queued
-    /// for delivery; alerts are still stored and returned.
+    /// An alert stage on `conn`. Under `Delivery::Count` (replay) nothing is queued
+    /// for delivery; what would have been sent is kept for `take_sent`.
     pub fn new(
         conn: Connection,
         tiers: Tiers,
         registry: Option<Registry>,
         routing: RoutingParams,
-        notify: bool,
+        delivery: Delivery,
     ) -> Result<AlertStage, StoreError> {
         let mut active = HashMap::new();
+        let mut incidents = std::collections::BTreeMap::new();
         for a in sql::open_alerts(&conn)? {
             let lane = match a.lane.as_str() {
                 "cost" => Lane::Cost,
@@ -112,6 +167,24 @@ impl AlertStage {
             };
             let notified_ms = fired.as_ref().map_or(a.started_ms, |(_, at)| *at);
             let key = (a.rule, a.scope);
+            let last = fired.map(|(line, _)| line);
+            // Its incident comes back around the first of its alerts still open.
+            let incident = match (a.incident_id, &last) {
+                (Some(id), Some(line)) => {
+                    let inc = incidents.entry(id).or_insert_with(|| {
+                        let mut inc =
+                            Incident::open(id, key.clone(), line.clone(), vec![], a.started_ms);
+                        inc.notified_rank = Some(line.tier_rank);
+                        inc.notified_ms = notified_ms;
+                        inc.suppressed_by = a.suppressed_by;
+                        inc.reopens = a.reopens;
+                        inc
+                    });
+                    inc.set(key.clone(), line.clone(), vec![]);
+                    Some(id)
+                }
+                _ => None,
+            };
             active.insert(
                 key,
                 Active {
@@ -120,14 +193,16 @@ impl AlertStage {
                     started_ms: a.started_ms,
                     suppressed_by: a.suppressed_by,
                     lane,
-                    last: fired.map(|(line, _)| line),
+                    last,
                     notified_ms,
                     misses: 0,
+                    incident,
+                    links: Vec::new(),
                 },
             );
         }
         let budget = Budget::new(&tiers);
-        let regroup = if notify {
+        let regroup = if delivery == Delivery::Outbox {
             Some(sql::pending_lines(&conn)?)
         } else {
             None
@@ -148,8 +223,11 @@ impl AlertStage {
             budget,
             registry,
             routing,
-            notify,
+            delivery,
+            counted: Vec::new(),
             active,
+            incidents,
+            learned: HashMap::new(),
             last_housekeeping_ms: i64::MIN,
             regroup,
         })
@@ -205,6 +283,12 @@ impl AlertStage {
         self.resume(now_ms)?;
         let due = self.grouper.flush(now_ms);
         if due.is_empty() {
+            return Ok(());
+        }
+        if self.delivery == Delivery::Count {
+            for f in due {
+                self.send(&f.channel, f.message, now_ms)?;
+            }
             return Ok(());
         }
         let written = (|| -> Result<(), StoreError> {
@@ -278,14 +362,33 @@ impl AlertStage {
     pub fn finish(&mut self, at_ms: i64) -> Result<Vec<Alert>, StoreError> {
         let mut lines = Vec::new();
         self.floods(i64::MAX, at_ms, &mut lines)?;
-        self.flush(i64::MAX)?;
+        // Every group is due by then.
+        let r = &self.routing;
+        self.flush(at_ms + (r.group_wait_seconds + r.group_interval_seconds) as i64 * 1000)?;
         Ok(lines)
     }
 
-    fn inform(&mut self, title: &str, text: &str, now_ms: i64) -> Result<(), StoreError> {
-        if !self.notify {
-            return Ok(());
+    /// Messages counted under `Delivery::Count` since the last call.
+    pub fn take_sent(&mut self) -> Vec<Sent> {
+        std::mem::take(&mut self.counted)
+    }
+
+    /// One message to one channel: into the outbox, or kept for counting.
+    fn send(&mut self, channel: &str, message: Message, now_ms: i64) -> Result<(), StoreError> {
+        match self.delivery {
+            Delivery::Outbox => {
+                outbox::enqueue(&self.conn, channel, &message, now_ms)?;
+            }
+            Delivery::Count => self.counted.push(Sent {
+                channel: channel.to_string(),
+                at_ms: now_ms,
+                message,
+            }),
         }
+        Ok(())
+    }
+
+    fn inform(&mut self, title: &str, text: &str, now_ms: i64) -> Result<(), StoreError> {
         let meta = self.tiers.meta_tier().clone();
         let message = Message {
             title: title.to_string(),
@@ -294,7 +397,7 @@ impl AlertStage {
             text: text.to_string(),
         };
         for channel in &meta.channels {
-            outbox::enqueue(&self.conn, channel, &message, now_ms)?;
+            self.send(channel, message.clone(), now_ms)?;
         }
         Ok(())
     }
@@ -305,6 +408,8 @@ impl AlertStage {
         evidence.insert("tier".into(), assignment.evidence(&f.impact));
         Alert {
             event: AlertEvent::Firing,
+            members: Vec::new(),
+            reopens: 0,
             rule: f.rule_name.clone(),
             lane: f.lane,
             kind: f.kind,
@@ -327,89 +432,64 @@ impl AlertStage {
     }
 
     fn tick(&mut self, tick: &Tick, now_ms: i64, lines: &mut Vec<Alert>) -> Result<(), StoreError> {
+        let reopen_ms = self.routing.reopen_window_seconds as i64 * 1000;
+        self.incidents
+            .retain(|_, i| i.resolved_ms.is_none_or(|r| tick.at_ms - r <= reopen_ms));
+        for (rule, scope, note) in &tick.learned {
+            self.learned
+                .insert((rule.clone(), scope.clone()), note.clone());
+        }
         let mut seen = std::collections::HashSet::new();
+        let mut starting = Vec::new();
         for f in &tick.findings {
             let key = (f.rule_name.clone(), f.labels.clone());
             seen.insert(key.clone());
             let line = self.line(f, tick.at_ms);
-            match self
-                .active
-                .get(&key)
-                .map(|a| (a.firing, a.started_ms, a.suppressed_by, a.notified_ms, a.id))
-            {
+            match self.active.get_mut(&key) {
                 None => {
                     let fire = f.for_ms == 0;
-                    let suppressed = if fire {
-                        self.suppression(&line, now_ms)?
-                    } else {
-                        None
-                    };
                     let state = if fire { "firing" } else { "pending" };
-                    let id = sql::insert(&self.conn, &line, state, tick.at_ms, suppressed)?;
-                    let transition = sql::transition(&self.conn, id, &line, state, suppressed)?;
+                    let id = sql::insert(&self.conn, &line, state, tick.at_ms, None)?;
+                    if !fire {
+                        sql::transition(&self.conn, id, &line, state, None)?;
+                    }
                     self.active.insert(
-                        key,
+                        key.clone(),
                         Active {
                             id,
                             firing: fire,
                             started_ms: tick.at_ms,
-                            suppressed_by: suppressed,
+                            suppressed_by: None,
                             lane: f.lane,
                             last: Some(line.clone()),
                             notified_ms: now_ms,
                             misses: 0,
+                            incident: None,
+                            links: f.links.clone(),
                         },
                     );
                     if fire {
-                        self.fired(&line, suppressed, transition, now_ms, lines)?;
+                        starting.push(key);
                     }
                 }
-                Some((false, started, _, _, id)) => {
-                    if tick.at_ms - started >= f.for_ms {
-                        let suppressed = self.suppression(&line, now_ms)?;
-                        sql::update(&self.conn, id, &line, "firing", suppressed)?;
-                        let transition =
-                            sql::transition(&self.conn, id, &line, "firing", suppressed)?;
-                        if let Some(a) = self.active.get_mut(&key) {
-                            a.firing = true;
-                            a.suppressed_by = suppressed;
-                            a.notified_ms = now_ms;
-                        }
-                        self.fired(&line, suppressed, transition, now_ms, lines)?;
-                    }
-                    if let Some(a) = self.active.get_mut(&key) {
-                        a.last = Some(line);
+                Some(a) if !a.firing => {
+                    a.last = Some(line);
+                    a.links = f.links.clone();
+                    if tick.at_ms - a.started_ms >= f.for_ms {
+                        a.firing = true;
+                        starting.push(key);
                     }
                 }
-                Some((true, _, suppressed, notified, id)) => {
-                    // An exception that expired or was revoked lets the alert flow again.
-                    let still = match suppressed {
-                        Some(_) => self.suppression(&line, now_ms)?,
-                        None => None,
-                    };
-                    sql::update(&self.conn, id, &line, "firing", still)?;
-                    let repeat =
-                        now_ms - notified >= self.routing.repeat_interval_seconds as i64 * 1000;
-                    if (suppressed.is_some() && still.is_none()) || (still.is_none() && repeat) {
-                        let transition = sql::transition(&self.conn, id, &line, "firing", None)?;
-                        self.route(&line, transition, now_ms)?;
-                        if let Some(a) = self.active.get_mut(&key) {
-                            a.notified_ms = now_ms;
-                        }
-                    }
-                    if let Some(a) = self.active.get_mut(&key) {
-                        a.suppressed_by = still;
-                        a.last = Some(line);
-                    }
-                }
+                Some(_) => self.still_firing(&key, line, f.links.clone(), now_ms)?,
             }
         }
+        self.start_firing(starting, now_ms, lines)?;
         for key in &seen {
             if let Some(a) = self.active.get_mut(key) {
                 a.misses = 0;
             }
         }
-        let mut missed: Vec<(String, Scope)> = self
+        let mut missed: Vec<Key> = self
             .active
             .iter()
             .filter(|(k, a)| tick.lanes.contains(&a.lane) && !seen.contains(*k))
@@ -425,56 +505,250 @@ impl AlertStage {
             if a.firing && a.misses < RESOLVE_AFTER {
                 continue;
             }
-            let Some(a) = self.active.remove(&key) else {
-                continue;
-            };
-            let Some(mut line) = a.last else {
-                sql::mark_resolved(&self.conn, a.id, tick.at_ms)?;
-                continue;
-            };
-            line.event = AlertEvent::Resolved;
-            line.at_ms = tick.at_ms;
-            sql::update(&self.conn, a.id, &line, "resolved", a.suppressed_by)?;
-            if a.firing {
-                let transition =
-                    sql::transition(&self.conn, a.id, &line, "resolved", a.suppressed_by)?;
-                if a.suppressed_by.is_none() {
-                    self.route(&line, transition, now_ms)?;
-                }
-                lines.push(line);
-            }
+            self.resolve(&key, tick.at_ms, now_ms, lines)?;
         }
         Ok(())
     }
 
-    fn fired(
+    /// Alerts that start firing in this evaluation, earliest seen first: each reopens
+    /// a recently resolved incident it was part of, joins an open incident it is
+    /// related to, or opens one of its own. Incidents opened here are announced once,
+    /// after every alert of the evaluation found its place, with all their members.
+    fn start_firing(
         &mut self,
-        line: &Alert,
-        suppressed: Option<i64>,
-        transition: i64,
+        mut keys: Vec<Key>,
         now_ms: i64,
         lines: &mut Vec<Alert>,
     ) -> Result<(), StoreError> {
-        match (suppressed, &self.registry) {
-            (Some(id), Some(registry)) => {
-                registry
-                    .record_hit(&self.conn, id, now_ms)
-                    .map_err(|e| StoreError::Migrate(e.to_string()))?;
-                tracing::info!(rule = %line.rule, exception = id, "alert suppressed by an exception");
+        keys.sort_by_key(|k| {
+            let a = &self.active[k];
+            let rank = a.last.as_ref().map_or(u8::MAX, |l| l.tier_rank);
+            (a.started_ms, rank, k.clone())
+        });
+        let window = self.routing.incident_window_seconds as i64 * 1000;
+        let mut opened: Vec<i64> = Vec::new();
+        for key in keys {
+            let a = &self.active[&key];
+            let (id, started, links) = (a.id, a.started_ms, a.links.clone());
+            let Some(line) = a.last.clone() else { continue };
+            let at = line.at_ms;
+            let reopen = self
+                .incidents
+                .values()
+                .find(|i| i.resolved_ms.is_some() && i.has(&key))
+                .map(|i| i.id);
+            let join = || {
+                self.incidents
+                    .values()
+                    .find(|i| i.resolved_ms.is_none() && i.takes(&key, started, &links, window))
+                    .map(|i| i.id)
+            };
+            let (inc_id, event) = match reopen {
+                Some(i) => (i, AlertEvent::Reopened),
+                None => match join() {
+                    Some(i) => (i, AlertEvent::Updated),
+                    None => {
+                        let suppressed = self.suppression(&line, now_ms)?;
+                        let mut inc =
+                            Incident::open(id, key.clone(), line.clone(), links.clone(), started);
+                        inc.suppressed_by = suppressed;
+                        self.incidents.insert(id, inc);
+                        opened.push(id);
+                        (id, AlertEvent::Firing)
+                    }
+                },
+            };
+            let inc = self.incidents.get_mut(&inc_id).expect("just found");
+            let joins = !inc.has(&key);
+            if event == AlertEvent::Reopened {
+                inc.resolved_ms = None;
+                inc.reopens += 1;
             }
-            _ => self.route(line, transition, now_ms)?,
+            inc.set(key.clone(), line.clone(), links);
+            let (suppressed, reopens) = (inc.suppressed_by, inc.reopens);
+            sql::update(&self.conn, id, &line, "firing", suppressed)?;
+            sql::set_incident(&self.conn, id, inc_id, reopens)?;
+            if inc_id != id {
+                sql::set_incident(&self.conn, inc_id, inc_id, reopens)?;
+            }
+            if let Some(a) = self.active.get_mut(&key) {
+                a.incident = Some(inc_id);
+                a.suppressed_by = suppressed;
+            }
+            if event == AlertEvent::Firing || opened.contains(&inc_id) {
+                // Announced with its incident below.
+                sql::transition(&self.conn, id, &line, "firing", suppressed)?;
+                continue;
+            }
+            let out = inc.line(event, at);
+            // A consequence worse than what the team was told raises the incident's tier.
+            let louder = event == AlertEvent::Updated
+                && inc
+                    .notified_rank
+                    .map_or(self.tiers.above_digest(&out.tier), |r| out.tier_rank < r);
+            if event == AlertEvent::Updated && !joins && !louder {
+                // A member firing again inside its open incident: nothing new to say.
+                sql::transition(&self.conn, id, &line, "firing", suppressed)?;
+                continue;
+            }
+            let transition = sql::transition(&self.conn, id, &out, event_state(event), suppressed)?;
+            if louder && suppressed.is_none() {
+                self.notify_incident(inc_id, &out, transition, now_ms)?;
+            }
+            lines.push(out);
         }
-        lines.push(line.clone());
+        for inc_id in opened {
+            let inc = &self.incidents[&inc_id];
+            let (out, suppressed) = (inc.line(AlertEvent::Firing, inc.root_at()), inc.suppressed_by);
+            let transition = sql::transition(&self.conn, inc_id, &out, "firing", suppressed)?;
+            match (suppressed, &self.registry) {
+                (Some(exception), Some(registry)) => {
+                    registry
+                        .record_hit(&self.conn, exception, now_ms)
+                        .map_err(|e| StoreError::Migrate(e.to_string()))?;
+                    tracing::info!(rule = %out.rule, exception, "incident suppressed by an exception");
+                }
+                _ => self.notify_incident(inc_id, &out, transition, now_ms)?,
+            }
+            lines.push(out);
+        }
         Ok(())
     }
 
-    fn route(&mut self, line: &Alert, transition: i64, now_ms: i64) -> Result<(), StoreError> {
-        if !self.notify {
-            return Ok(());
-        }
-        let Some(def) = self.tiers.by_name(&line.tier) else {
+    /// An alert still firing: keep its incident's latest line; notify again when a
+    /// repeat is due, its exception ended, or a member's tier rose.
+    fn still_firing(
+        &mut self,
+        key: &Key,
+        line: Alert,
+        links: Vec<String>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let Some(a) = self.active.get_mut(key) else {
             return Ok(());
         };
+        a.last = Some(line.clone());
+        a.links = links.clone();
+        let (id, inc_id) = (a.id, a.incident);
+        let Some(inc) = inc_id.and_then(|i| self.incidents.get_mut(&i)) else {
+            sql::update(&self.conn, id, &line, "firing", None)?;
+            return Ok(());
+        };
+        inc.set(key.clone(), line.clone(), links);
+        let was = inc.suppressed_by;
+        let out = inc.line(AlertEvent::Firing, line.at_ms);
+        let root = inc.root == *key;
+        // An exception that expired or was revoked lets the incident flow again.
+        let still = match (was, root) {
+            (Some(_), true) => self.suppression(&out, now_ms)?,
+            _ => was,
+        };
+        let inc = self.incidents.get_mut(&inc_id.expect("has one")).expect("open");
+        inc.suppressed_by = still;
+        sql::update(&self.conn, id, &line, "firing", still)?;
+        if still.is_some() {
+            return Ok(());
+        }
+        let repeat = self.routing.repeat_interval_seconds as i64 * 1000;
+        let repeat_due = inc.notified_rank.is_some()
+            && now_ms - inc.notified_ms >= repeat
+            && self.tiers.above_digest(&out.tier);
+        let louder = inc.notified_rank.is_some_and(|r| out.tier_rank < r);
+        let unsuppressed = was.is_some();
+        if repeat_due || louder || unsuppressed {
+            let out = match louder && !repeat_due {
+                true => inc.line(AlertEvent::Updated, line.at_ms),
+                false => out,
+            };
+            let inc_id = inc.id;
+            let transition =
+                sql::transition(&self.conn, inc_id, &out, event_state(out.event), None)?;
+            self.notify_incident(inc_id, &out, transition, now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// An alert's condition is gone: record it, and resolve its incident once none
+    /// of the incident's alerts still fires (notified once, if the team was told).
+    fn resolve(
+        &mut self,
+        key: &Key,
+        at_ms: i64,
+        now_ms: i64,
+        lines: &mut Vec<Alert>,
+    ) -> Result<(), StoreError> {
+        let Some(a) = self.active.remove(key) else {
+            return Ok(());
+        };
+        let Some(mut line) = a.last else {
+            sql::mark_resolved(&self.conn, a.id, at_ms)?;
+            return Ok(());
+        };
+        line.event = AlertEvent::Resolved;
+        line.at_ms = at_ms;
+        if let Some(note) = self.learned.remove(key) {
+            line.summary = note;
+        }
+        sql::update(&self.conn, a.id, &line, "resolved", a.suppressed_by)?;
+        if !a.firing {
+            return Ok(());
+        }
+        sql::transition(&self.conn, a.id, &line, "resolved", a.suppressed_by)?;
+        let Some(inc_id) = a.incident else {
+            return Ok(());
+        };
+        if let Some(inc) = self.incidents.get_mut(&inc_id) {
+            inc.set(key.clone(), line, a.links);
+        }
+        if self
+            .active
+            .values()
+            .any(|x| x.firing && x.incident == Some(inc_id))
+        {
+            return Ok(());
+        }
+        let Some(inc) = self.incidents.get_mut(&inc_id) else {
+            return Ok(());
+        };
+        inc.resolved_ms = Some(at_ms);
+        let out = inc.line(AlertEvent::Resolved, at_ms);
+        let transition = sql::transition(&self.conn, inc_id, &out, "resolved", inc.suppressed_by)?;
+        // A flapping incident says "resolved" once, not after every reopen.
+        if inc.suppressed_by.is_none() && inc.notified_rank.is_some() && !inc.resolve_told {
+            inc.resolve_told = true;
+            self.route(&out, transition, now_ms)?;
+        }
+        lines.push(out);
+        Ok(())
+    }
+
+    /// Route an incident's line and remember what the team was told.
+    fn notify_incident(
+        &mut self,
+        inc_id: i64,
+        out: &Alert,
+        transition: i64,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        if self.route(out, transition, now_ms)? {
+            if let Some(inc) = self.incidents.get_mut(&inc_id) {
+                inc.notified_rank = Some(out.tier_rank);
+                inc.notified_ms = now_ms;
+                inc.resolve_told = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// Send a line to its tier's channels; whether the tier notifies one by one.
+    /// Digest-tier lines wait for the daily digest, which reads them from the store.
+    fn route(&mut self, line: &Alert, transition: i64, now_ms: i64) -> Result<bool, StoreError> {
+        let Some(def) = self.tiers.by_name(&line.tier) else {
+            return Ok(false);
+        };
+        if !self.tiers.above_digest(&line.tier) || def.tier.channels.is_empty() {
+            return Ok(false);
+        }
         for channel in def.tier.channels.clone() {
             // Resolves are not budgeted: they close what was already said.
             let admitted = !budgeted(line)
@@ -483,7 +757,7 @@ impl AlertStage {
                 self.group(&line.tier, &channel, transition, line, now_ms)?;
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Put a line in its group, durably: a crash before the group's message reaches
@@ -496,7 +770,9 @@ impl AlertStage {
         line: &Alert,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        sql::add_pending(&self.conn, transition, channel, tier)?;
+        if self.delivery == Delivery::Outbox {
+            sql::add_pending(&self.conn, transition, channel, tier)?;
+        }
         self.grouper
             .add(tier, channel, transition, line.clone(), now_ms);
         Ok(())
@@ -513,15 +789,13 @@ impl AlertStage {
             return Ok(());
         }
         for f in &floods {
-            if self.notify {
-                let message = Message {
-                    title: format!("[{}] {} alerts folded", f.tier, f.folded),
-                    tier: Some(f.tier.clone()),
-                    alerts: Vec::new(),
-                    text: flood_summary(f),
-                };
-                outbox::enqueue(&self.conn, &f.channel, &message, at_ms)?;
-            }
+            let message = Message {
+                title: format!("[{}] {} alerts folded", f.tier, f.folded),
+                tier: Some(f.tier.clone()),
+                alerts: Vec::new(),
+                text: flood_summary(f),
+            };
+            self.send(&f.channel, message, at_ms)?;
         }
         let meta = self.tiers.meta_tier().clone();
         for alert in flooding_alerts(&floods, &meta, at_ms) {
@@ -542,10 +816,8 @@ impl AlertStage {
         }
         let id = sql::insert(&self.conn, &alert, "firing", alert.at_ms, None)?;
         let transition = sql::transition(&self.conn, id, &alert, "firing", None)?;
-        if self.notify {
-            for channel in self.tiers.meta_tier().channels.clone() {
-                self.group(&alert.tier, &channel, transition, &alert, now_ms)?;
-            }
+        for channel in self.tiers.meta_tier().channels.clone() {
+            self.group(&alert.tier, &channel, transition, &alert, now_ms)?;
         }
         self.active.insert(
             key,
@@ -558,6 +830,8 @@ impl AlertStage {
                 last: Some(alert.clone()),
                 notified_ms: now_ms,
                 misses: 0,
+                incident: None,
+                links: Vec::new(),
             },
         );
         lines.push(alert);

@@ -26,6 +26,8 @@ pub struct Mix {
     counts: Vec<(u32, f64)>,
     post: Option<Vec<(u32, f64)>>,
     post_from: i64,
+    /// Whether `post` pools an open alert's buckets rather than a warm-up's.
+    held: bool,
 }
 
 impl Mix {
@@ -69,12 +71,36 @@ impl Mix {
             self.post_from = from_ms;
         }
         self.post.get_or_insert_with(Vec::new);
+        self.held = false;
+    }
+
+    /// An alert on this mix opened at `from_ms`: its buckets pool aside, not into
+    /// the baseline, until `release` forgets them or `end_warmup` learns them.
+    pub fn hold(&mut self, from_ms: i64) {
+        if self.post.is_none() {
+            self.post_from = from_ms;
+            self.post = Some(Vec::new());
+            self.held = true;
+        }
+    }
+
+    /// When the open alert holding this mix began, if one does.
+    pub fn held_since(&self) -> Option<i64> {
+        self.held.then_some(self.post_from)
+    }
+
+    /// The open alert closed: forget the buckets it held.
+    pub fn release(&mut self) {
+        if std::mem::take(&mut self.held) {
+            self.post = None;
+        }
     }
 
     /// End the warm-up: when the post-change pool differs (p < 0.001 and total
     /// variation at least `min_tvd`), it becomes the new pool (a new epoch);
     /// otherwise it is merged in. Returns the comparison.
     pub fn end_warmup(&mut self, min_tvd: f64) -> Option<MixTest> {
+        self.held = false;
         let post = self.post.take()?;
         let as_bucket: Vec<(u32, u32)> = post.iter().map(|&(k, c)| (k, c.round() as u32)).collect();
         let verdict = self.test(&as_bucket, 30.0);

@@ -44,6 +44,9 @@ pub struct Series {
     post: Option<Vec<(i64, f32)>>,
     /// When the running warm-up's change took effect: earlier buckets still learn.
     post_from: i64,
+    /// `Some(keep)` while `post` holds the values of an open alert rather than of a
+    /// change's warm-up; `keep` false drops them.
+    held: Option<bool>,
     epoch: u32,
 }
 
@@ -103,7 +106,9 @@ impl Series {
             return;
         }
         if let Some(post) = self.post.as_mut().filter(|_| ts_ms >= self.post_from) {
-            post.push((ts_ms, value as f32));
+            if self.held != Some(false) {
+                post.push((ts_ms, value as f32));
+            }
             return;
         }
         self.learn(ts_ms, value as f32, p);
@@ -150,13 +155,21 @@ impl Series {
     /// level, relative change)` when the change is at least `min_change` and did
     /// not arrive as a step within the last day (a step is the drift and step
     /// detectors' business; creep is what moves a little every day).
-    pub fn creep(&self, min_change: f64, p: &BaselineParams) -> Option<(f64, f64, f64)> {
+    /// With `open` (its alert already fires) only the distance counts: a creep
+    /// stays reported while the level stays away from the anchor.
+    pub fn creep(
+        &self,
+        min_change: f64,
+        open: bool,
+        p: &BaselineParams,
+    ) -> Option<(f64, f64, f64)> {
         let (anchor, _) = self.anchor?;
         let level = self.level(p)?;
         let scale = anchor.abs().max(1e-12);
         let rel = (level - anchor) / scale;
         let recent_step = ((level - self.day_level?) / scale).abs();
-        (rel.abs() >= min_change && recent_step < min_change / 2.0).then_some((anchor, level, rel))
+        (rel.abs() >= min_change && (open || recent_step < min_change / 2.0))
+            .then_some((anchor, level, rel))
     }
 
     /// Move the anchor to the current level (after a creep was reported, so it is
@@ -189,12 +202,38 @@ impl Series {
 
     /// Start a warm-up for a change at `from_ms`: values of buckets from then on
     /// wait aside until `end_warmup`; earlier buckets (closing late) still learn.
+    /// A warm-up takes over the values an open alert held.
     pub fn begin_warmup(&mut self, from_ms: i64) {
         if self.post.is_none() {
             self.post_from = from_ms;
         }
         self.post.get_or_insert_with(Vec::new);
+        self.held = None;
         self.cusum = (0.0, 0.0);
+    }
+
+    /// An alert on this series opened at `from_ms`: from then on its values are not
+    /// learned, so the anomaly never becomes its own baseline. With `keep` they wait
+    /// aside (a level that may last and become the new normal through `end_warmup`);
+    /// without, they are dropped (a state that is harm in itself is never learned).
+    pub fn hold(&mut self, from_ms: i64, keep: bool) {
+        if self.post.is_none() {
+            self.post_from = from_ms;
+            self.post = Some(Vec::new());
+            self.held = Some(keep);
+        }
+    }
+
+    /// When the open alert holding this series began, if one does.
+    pub fn held_since(&self) -> Option<i64> {
+        self.held.map(|_| self.post_from)
+    }
+
+    /// The open alert closed: the values it held were the anomaly, and are forgotten.
+    pub fn release(&mut self) {
+        if self.held.take().is_some() {
+            self.post = None;
+        }
     }
 
     /// The epoch number (0 for the first).
@@ -213,6 +252,7 @@ impl Series {
         min_shift: f64,
         p: &BaselineParams,
     ) -> Option<Verdict> {
+        self.held = None;
         let post = self.post.take()?;
         let verdict = self.compare(&post, seasonal_only, counts, min_shift, p);
         let fresh = verdict.is_none_or(|v| v.changed);

@@ -7,7 +7,7 @@ use clap::Args;
 use super::StoreArgs;
 use crate::config::Overrides;
 use crate::notify::message::plain_text;
-use crate::schedule::digest::{Digest, digest_tier, enqueue};
+use crate::schedule::digest::{Digest, enqueue};
 use crate::tiers::Tiers;
 
 /// Arguments of `digest`.
@@ -30,7 +30,7 @@ pub fn digest(args: DigestArgs) -> Result<()> {
         config.db.display()
     );
     let tiers = Tiers::load(&config.rules)?;
-    let tier = digest_tier(&tiers);
+    let tier = tiers.digest();
     let now = crate::clock::now_ms();
     let message = Digest::build(&config.db, &tier.tier.name, now)
         .with_context(|| format!("reading {}", config.db.display()))?

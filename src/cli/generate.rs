@@ -38,6 +38,10 @@ pub(super) struct GenerateArgs {
     /// The scenario's announced change events, as JSONL `/recalibrate` bodies.
     #[arg(long, value_name = "FILE")]
     changes: Option<PathBuf>,
+    /// The scenario's ground truth (JSON): what a team must be told and by when,
+    /// for `driftwarden replay --truth`.
+    #[arg(long, value_name = "FILE")]
+    truth: Option<PathBuf>,
     /// Also write the usage events as rows of a New API `logs` table in this SQLite file.
     #[arg(long, value_name = "FILE")]
     newapi_db: Option<PathBuf>,
@@ -95,6 +99,11 @@ pub(super) fn generate(args: GenerateArgs) -> Result<()> {
     if let Some(path) = &args.changes {
         sim::write_changes_jsonl(&scenario.changes, path)
             .with_context(|| format!("writing change events for {}", scenario.name))?;
+    }
+    if let Some(path) = &args.truth {
+        let text = serde_json::to_string_pretty(&scenario.truth).expect("a truth serializes");
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("writing the ground truth to {}", path.display()))?;
     }
     println!(
         "scenario {} (seed {}): {events} events to {}, {evals} eval scores{}, {} change event(s) in {:.2}s",

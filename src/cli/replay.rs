@@ -10,6 +10,8 @@ use clap::Args;
 use super::StoreArgs;
 use crate::config::Overrides;
 use crate::replay::{ReplayFiles, run};
+use crate::sim::{Score, Truth};
+use crate::tiers::Tiers;
 
 /// Arguments of `replay`.
 #[derive(Debug, Args)]
@@ -31,6 +33,11 @@ pub struct ReplayArgs {
     /// resent event or eval counts twice.
     #[arg(long)]
     keep_raw: bool,
+    /// Score the replay against a scenario's ground truth (JSON, as written by
+    /// `driftwarden generate --truth`): recall, false alarms, the messages each
+    /// channel would have received, median delay and tier errors, on stderr.
+    #[arg(long, value_name = "FILE")]
+    truth: Option<PathBuf>,
     /// Rules, tiers and prices; the database defaults to a temporary file.
     #[command(flatten)]
     store: StoreArgs,
@@ -48,6 +55,11 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
         store.db = Some(tmp.path().join("replay.db"));
     }
     let config = store.resolve(Overrides::default())?;
+    let truth = match &args.truth {
+        Some(path) => Some(Truth::load(path).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let mut lines = Vec::new();
     let files = ReplayFiles {
         events: args.events,
         format: args.format,
@@ -60,6 +72,9 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut write_err = None;
     let summary = run(&config, &files, |alert| {
+        if truth.is_some() {
+            lines.push(alert.clone());
+        }
         if write_err.is_none() {
             let line = serde_json::to_string(alert).expect("an alert serializes");
             if let Err(e) = writeln!(out, "{line}") {
@@ -72,18 +87,40 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
         return Err(e).context("writing alert lines to stdout");
     }
     eprintln!(
-        "replayed {} events, {} evals, {} changes in {:.2}s ({:.0} events/s); {} firing, {} resolved; {} dead letters, {} duplicates, {} late events, {} unmatched evals",
+        "replayed {} events, {} evals, {} changes in {:.2}s ({:.0} events/s); {} firing, {} updated, {} reopened, {} resolved; {} dead letters, {} duplicates, {} late events, {} unmatched evals",
         summary.events,
         summary.evals,
         summary.changes,
         summary.seconds,
         summary.events_per_second,
         summary.firing,
+        summary.updated,
+        summary.reopened,
         summary.resolved,
         summary.dead_letters,
         summary.duplicates,
         summary.late_events,
         summary.unmatched_evals
     );
+    let channels: Vec<String> = summary
+        .notifications
+        .iter()
+        .map(|(c, n)| format!("{c} {n}"))
+        .collect();
+    eprintln!(
+        "notifications (after grouping and budgets): {}",
+        if channels.is_empty() {
+            "none".to_string()
+        } else {
+            channels.join(", ")
+        }
+    );
+    if let Some(truth) = truth {
+        let tiers = Tiers::load(&config.rules)?;
+        let names: Vec<String> = tiers.defs().iter().map(|d| d.tier.name.clone()).collect();
+        let span = summary.span_ms.unwrap_or_default();
+        let score = Score::new(&truth, &lines, &summary.sent, &names, span);
+        eprint!("{}", score.report());
+    }
     Ok(())
 }

@@ -48,6 +48,9 @@ pub struct Finding {
     pub max_tier: Option<String>,
     /// How long the condition must hold before firing, ms.
     pub for_ms: i64,
+    /// Requested models carrying a tenth or more of the scope's requests: what links
+    /// it to related scopes in one incident.
+    pub links: Vec<String>,
 }
 
 /// The outcome of one test.

@@ -97,6 +97,20 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// The bar an open alert must stay beyond to keep firing: half the change and
+    /// the absolute change, half the z-score (at least 2), the square root of alpha.
+    /// A value that hovers at the threshold keeps its alert open instead of
+    /// flapping; only a return well inside the band lets it resolve.
+    pub fn relaxed(&self) -> Rule {
+        Rule {
+            min_change: self.min_change / 2.0,
+            min_abs: self.min_abs / 2.0,
+            min_z: (self.min_z / 2.0).max(2.0),
+            alpha: self.alpha.sqrt(),
+            ..self.clone()
+        }
+    }
+
     /// The lane it reads.
     pub fn lane(&self) -> Lane {
         match self.detector {

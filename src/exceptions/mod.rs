@@ -395,6 +395,8 @@ impl Registry {
                 }
                 Some(Alert {
                     event: AlertEvent::Firing,
+                    members: Vec::new(),
+                    reopens: 0,
                     rule: Kind::ExceptionCreep.as_str().to_string(),
                     lane: Lane::Meta,
                     kind: Kind::ExceptionCreep,

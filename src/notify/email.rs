@@ -88,6 +88,16 @@ fn alert_html(f: &Facts) -> String {
         }
         out.push_str("</ul>");
     }
+    if !f.members.is_empty() {
+        out.push_str("<p><b>Same incident</b></p><ul>");
+        for m in &f.members {
+            out.push_str(&format!("<li>{}</li>", escape(m)));
+        }
+        out.push_str("</ul>");
+    }
+    if f.reopens > 0 {
+        out.push_str(&format!("<p>Reopened {} time(s)</p>", f.reopens));
+    }
     out
 }
 

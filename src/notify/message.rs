@@ -42,6 +42,10 @@ pub struct Facts {
     pub impact: Vec<String>,
     /// Change events near the alert (`evidence.changes`), one line each.
     pub changes: Vec<String>,
+    /// The incident's consequences, one line each.
+    pub members: Vec<String>,
+    /// How often the incident reopened.
+    pub reopens: u32,
 }
 
 /// Read an alert's evidence, tolerating any field being absent or oddly typed.
@@ -50,6 +54,8 @@ pub fn facts(alert: &Alert) -> Facts {
     Facts {
         event: match alert.event {
             AlertEvent::Firing => "FIRING",
+            AlertEvent::Updated => "UPDATED",
+            AlertEvent::Reopened => "REOPENED",
             AlertEvent::Resolved => "RESOLVED",
         },
         what: format!("{} · {}", alert.rule, alert.kind.as_str()),
@@ -64,6 +70,21 @@ pub fn facts(alert: &Alert) -> Facts {
             .and_then(Value::as_array)
             .map(|list| list.iter().map(change).collect())
             .unwrap_or_default(),
+        members: alert
+            .members
+            .iter()
+            .map(|m| {
+                format!(
+                    "{} · {} on {} [{}]: {}",
+                    m.rule,
+                    m.kind.as_str(),
+                    scope_label(&m.scope),
+                    m.tier,
+                    m.summary
+                )
+            })
+            .collect(),
+        reopens: alert.reopens,
     }
 }
 
@@ -178,6 +199,12 @@ pub fn alert_text(f: &Facts) -> String {
     for c in &f.changes {
         out.push_str(&format!("  change nearby: {c}\n"));
     }
+    for m in &f.members {
+        out.push_str(&format!("  consequence: {m}\n"));
+    }
+    if f.reopens > 0 {
+        out.push_str(&format!("  reopened {} time(s)\n", f.reopens));
+    }
     out
 }
 
@@ -191,6 +218,8 @@ pub(crate) mod tests {
     pub(crate) fn alert() -> Alert {
         Alert {
             event: AlertEvent::Firing,
+            members: Vec::new(),
+            reopens: 0,
             rule: "cost-per-request".into(),
             lane: Lane::Cost,
             kind: Kind::CostDrift,

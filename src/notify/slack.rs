@@ -92,6 +92,18 @@ fn alert_blocks(f: &Facts) -> Vec<Value> {
         out.push(json!({"type": "context", "elements": [{"type": "mrkdwn",
             "text": cut(&format!("*Changes nearby*\n{}", lines.join("\n")), MAX_SECTION)}]}));
     }
+    if !f.members.is_empty() || f.reopens > 0 {
+        let mut lines: Vec<String> = f
+            .members
+            .iter()
+            .map(|m| format!("• {}", escape(m)))
+            .collect();
+        if f.reopens > 0 {
+            lines.push(format!("Reopened {} time(s)", f.reopens));
+        }
+        out.push(json!({"type": "context", "elements": [{"type": "mrkdwn",
+            "text": cut(&format!("*Same incident*\n{}", lines.join("\n")), MAX_SECTION)}]}));
+    }
     out
 }
 

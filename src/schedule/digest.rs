@@ -13,7 +13,7 @@ use crate::store::alerts::{AlertFilter, AlertRow};
 use crate::store::queries::{self, StoredChange};
 use crate::store::spend::{self, ScopeTotal};
 use crate::store::{StoreError, open_reader};
-use crate::tiers::{TierDef, Tiers};
+use crate::tiers::TierDef;
 
 const DAY_MS: i64 = 86_400_000;
 const DAY_MINUTES: i64 = 1440;
@@ -24,14 +24,6 @@ const TOP_VALUES: usize = 10;
 /// The dimensions whose spend the digest splits, after the global total.
 const SPEND_DIMS: [&str; 3] = ["model", "route", "tenant"];
 
-/// The tier whose channels get the digest: the one named `digest`, else the
-/// second-least severe (the catch-all last tier usually notifies nowhere).
-pub fn digest_tier(tiers: &Tiers) -> &TierDef {
-    let defs = tiers.defs();
-    tiers
-        .by_name("digest")
-        .unwrap_or(&defs[defs.len().saturating_sub(2)])
-}
 
 /// A scope's spend over the day against the day before, split into effects that add
 /// up to the change.
@@ -638,7 +630,7 @@ mod tests {
         assert!(busy < quiet, "most hits first:\n{text}");
 
         let tiers = Tiers::defaults();
-        let tier = digest_tier(&tiers);
+        let tier = tiers.digest();
         assert_eq!(tier.tier.name, "digest");
         assert_eq!(enqueue(&path, tier, &message, NOW).unwrap(), 1);
         let queued: (String, String) = conn
@@ -659,6 +651,6 @@ mod tests {
             "test",
         )
         .unwrap();
-        assert_eq!(digest_tier(&tiers).tier.name, "low");
+        assert_eq!(tiers.digest().tier.name, "low");
     }
 }

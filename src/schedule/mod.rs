@@ -213,7 +213,7 @@ impl Jobs {
             db,
             retention_days,
             registry,
-            digest_tier: digest::digest_tier(&tiers).clone(),
+            digest_tier: tiers.digest().clone(),
         })
     }
 

@@ -19,6 +19,7 @@ mod inject;
 mod newapi;
 mod profile;
 pub mod scenarios;
+pub mod truth;
 mod write;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 pub use generate::{Generator, PASS_SCORE};
 pub use inject::{Effect, Filter, Injection};
 pub use newapi::{NEWAPI_SCHEMA, NewApiLogWriter, QUOTA_PER_USD};
+pub use truth::{IncidentScore, Score, Truth, TruthIncident};
 pub use profile::{DAY_MS, DEFAULT_START_MS, ModelSpec, Profile, RouteSpec, TokenDist};
 pub use write::{write_changes_jsonl, write_evals_jsonl, write_native_jsonl, write_records_jsonl};
 
@@ -99,6 +101,8 @@ pub struct Scenario {
     pub injections: Vec<Injection>,
     /// Change events a team posted (deploys): export them with `write_changes_jsonl`.
     pub changes: Vec<ChangeEvent>,
+    /// What a team must be told, and what not: the scenario's ground truth.
+    pub truth: Truth,
 }
 
 impl Scenario {

@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 
 use super::inject::{Effect, Filter, Injection};
 use super::profile::Profile;
+use super::truth::{Truth, TruthIncident};
 use super::{Scenario, SimError};
-use crate::domain::{ChangeEvent, ChangeKind};
+use crate::domain::{ChangeEvent, ChangeKind, Kind, Scope};
 
 /// The names `by_name` knows, in the order of this file.
 pub const NAMES: [&str; 8] = [
@@ -47,18 +48,70 @@ fn scenario(
     profile: Profile,
     injections: Vec<Injection>,
     changes: Vec<ChangeEvent>,
+    truth: Truth,
 ) -> Scenario {
     Scenario {
         name: name.to_string(),
         profile,
         injections,
         changes,
+        truth,
+    }
+}
+
+/// A scope of one dimension.
+pub fn scope(dim: &str, value: &str) -> Scope {
+    Scope::from([(dim.to_string(), value.to_string())])
+}
+
+/// A planted drift a team must hear of: `kinds` find it within `deadline_minutes`,
+/// notified at a tier from `tiers.0` (most severe allowed) to `tiers.1` (least).
+pub fn incident(
+    name: &str,
+    (start_ms, end_ms): (i64, Option<i64>),
+    scope: Scope,
+    kinds: &[Kind],
+    deadline_minutes: i64,
+    tiers: (&str, &str),
+) -> TruthIncident {
+    TruthIncident {
+        name: name.to_string(),
+        start_ms,
+        end_ms,
+        scope,
+        related: Vec::new(),
+        kinds: kinds.to_vec(),
+        deadline_minutes,
+        highest_tier: Some(tiers.0.to_string()),
+        lowest_tier: Some(tiers.1.to_string()),
+    }
+}
+
+/// An announced change a team must not be alerted about, from `start_ms` to `end_ms`.
+pub fn silent(name: &str, (start_ms, end_ms): (i64, Option<i64>), scope: Scope) -> TruthIncident {
+    TruthIncident {
+        name: name.to_string(),
+        start_ms,
+        end_ms,
+        scope,
+        related: Vec::new(),
+        kinds: Vec::new(),
+        deadline_minutes: 0,
+        highest_tier: None,
+        lowest_tier: None,
+    }
+}
+
+fn incidents(list: Vec<TruthIncident>) -> Truth {
+    Truth {
+        incidents: list,
+        silent: Vec::new(),
     }
 }
 
 /// Nothing happens: the baseline every detector must stay silent on.
 pub fn quiet(profile: Profile) -> Scenario {
-    scenario("quiet", profile, vec![], vec![])
+    scenario("quiet", profile, vec![], vec![], Truth::default())
 }
 
 /// A deploy on route `summarize` lengthens its prompts ×1.6 from day 15, and the team
@@ -74,34 +127,52 @@ pub fn announced_deploy(profile: Profile) -> Scenario {
         origin: "api".to_string(),
     };
     let inject = Injection::from(at, Filter::route("summarize"), Effect::PromptTokens(1.6));
-    scenario("announced_deploy", profile, vec![inject], vec![change])
+    let truth = Truth {
+        incidents: Vec::new(),
+        silent: vec![silent("announced deploy", (at, None), scope("route", "summarize"))],
+    };
+    scenario("announced_deploy", profile, vec![inject], vec![change], truth)
 }
 
 /// From day 15 the gateway resolves `gpt-4o` to a new snapshot (`gpt-4o-2024-11-20`)
 /// that costs ×1.5, and nobody said so. Expected: the resolved-model mix changes and
 /// cost per request rises on `gpt-4o` with no change event: an unannounced change.
 pub fn silent_model_bump(profile: Profile) -> Scenario {
+    let at = profile.day(14.0);
     let inject = Injection::from(
-        profile.day(14.0),
+        at,
         Filter::model("gpt-4o"),
         Effect::ResolveTo {
             resolved_model: "gpt-4o-2024-11-20".to_string(),
             price_multiplier: 1.5,
         },
     );
-    scenario("silent_model_bump", profile, vec![inject], vec![])
+    let truth = incidents(vec![incident(
+        "gpt-4o silently bumped to a pricier snapshot",
+        (at, None),
+        scope("model", "gpt-4o"),
+        &[Kind::UnannouncedChange, Kind::CostDrift],
+        120,
+        ("page", "alert"),
+    )]);
+    scenario("silent_model_bump", profile, vec![inject], vec![], truth)
 }
 
 /// Unit cost on route `extract` creeps up 4% a day, compounding, from day 8 (so it is
 /// about ×1.37 by the end of day 16). Expected: no single step, but baseline creep
 /// against the epoch's anchor.
 pub fn slow_creep(profile: Profile) -> Scenario {
-    let inject = Injection::from(
-        profile.day(7.0),
-        Filter::route("extract"),
-        Effect::DailyCostCreep(0.04),
-    );
-    scenario("slow_creep", profile, vec![inject], vec![])
+    let at = profile.day(7.0);
+    let inject = Injection::from(at, Filter::route("extract"), Effect::DailyCostCreep(0.04));
+    let truth = incidents(vec![incident(
+        "extract's unit cost creeps 4% a day",
+        (at, None),
+        scope("route", "extract"),
+        &[Kind::BaselineCreep, Kind::UnannouncedChange, Kind::CostDrift],
+        3 * 24 * 60,
+        ("alert", "digest"),
+    )]);
+    scenario("slow_creep", profile, vec![inject], vec![], truth)
 }
 
 /// From day 15 route `classify` stops being evaluated and its prompts shrink ×0.6, so
@@ -113,7 +184,16 @@ pub fn evals_off(profile: Profile) -> Scenario {
         Injection::from(at, Filter::route("classify"), Effect::EvalsStop),
         Injection::from(at, Filter::route("classify"), Effect::PromptTokens(0.6)),
     ];
-    scenario("evals_off", profile, injections, vec![])
+    let mut off = incident(
+        "classify's evals switched off while its prompts shrink",
+        (at, None),
+        scope("route", "classify"),
+        &[Kind::FalseEfficiency, Kind::EvalCoverageDrop],
+        6 * 60,
+        ("page", "alert"),
+    );
+    off.related = vec![scope("model", "gpt-4o-mini"), scope("provider", "openai")];
+    scenario("evals_off", profile, injections, vec![], incidents(vec![off]))
 }
 
 /// The tenant ranked at three quarters of the tenant list (a small one: `tenant-16` of
@@ -122,13 +202,17 @@ pub fn evals_off(profile: Profile) -> Scenario {
 pub fn tenant_spike(profile: Profile) -> Scenario {
     let from = profile.day(14.0) + 10 * 3_600_000;
     let tenant = profile.tenant_name(profile.tenants * 3 / 4);
-    let inject = Injection::window(
-        from,
-        from + 3 * 3_600_000,
-        Filter::tenant(&tenant),
-        Effect::Volume(15.0),
-    );
-    scenario("tenant_spike", profile, vec![inject], vec![])
+    let to = from + 3 * 3_600_000;
+    let inject = Injection::window(from, to, Filter::tenant(&tenant), Effect::Volume(15.0));
+    let truth = incidents(vec![incident(
+        "one small tenant sends x15 for 3 h",
+        (from, Some(to)),
+        scope("tenant", &tenant),
+        &[Kind::TrafficDrift],
+        60,
+        ("alert", "digest"),
+    )]);
+    scenario("tenant_spike", profile, vec![inject], vec![], truth)
 }
 
 /// Eval scores on route `summarize` drop by 0.25 from day 15 (mean 0.84 to about 0.59,
@@ -137,12 +221,21 @@ pub fn tenant_spike(profile: Profile) -> Scenario {
 /// Expected: quality drift on the route.
 pub fn quality_drop(mut profile: Profile) -> Scenario {
     profile.eval_lag_median_min = 60.0;
+    let at = profile.day(14.0);
     let inject = Injection::from(
-        profile.day(14.0),
+        at,
         Filter::route("summarize"),
         Effect::EvalScoreShift(-0.25),
     );
-    scenario("quality_drop", profile, vec![inject], vec![])
+    let truth = incidents(vec![incident(
+        "summarize's answers get worse",
+        (at, None),
+        scope("route", "summarize"),
+        &[Kind::QualityDrift],
+        6 * 60,
+        ("page", "alert"),
+    )]);
+    scenario("quality_drop", profile, vec![inject], vec![], truth)
 }
 
 /// 40% of all requests fail for 30 minutes from 11:00 on day 15 (an upstream outage),
@@ -150,13 +243,17 @@ pub fn quality_drop(mut profile: Profile) -> Scenario {
 /// resolves.
 pub fn error_burst(profile: Profile) -> Scenario {
     let from = profile.day(14.0) + 11 * 3_600_000;
-    let inject = Injection::window(
-        from,
-        from + 30 * 60_000,
-        Filter::all(),
-        Effect::ErrorRate(0.4),
-    );
-    scenario("error_burst", profile, vec![inject], vec![])
+    let to = from + 30 * 60_000;
+    let inject = Injection::window(from, to, Filter::all(), Effect::ErrorRate(0.4));
+    let truth = incidents(vec![incident(
+        "upstream outage: 40% of requests fail for 30 min",
+        (from, Some(to)),
+        Scope::new(),
+        &[Kind::StructuralDrift],
+        30,
+        ("page", "page"),
+    )]);
+    scenario("error_burst", profile, vec![inject], vec![], truth)
 }
 
 #[cfg(test)]

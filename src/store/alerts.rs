@@ -119,6 +119,20 @@ pub fn update(
     Ok(())
 }
 
+/// Put alert `id` in incident `incident_id` (its root's id), which reopened `reopens` times.
+pub fn set_incident(
+    conn: &Connection,
+    id: i64,
+    incident_id: i64,
+    reopens: u32,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE alerts SET incident_id = ?2, reopens = ?3 WHERE id = ?1",
+        params![id, incident_id, reopens],
+    )?;
+    Ok(())
+}
+
 /// Mark an alert resolved when only its row is known (it was open before a restart).
 pub fn mark_resolved(conn: &Connection, id: i64, at_ms: i64) -> Result<(), StoreError> {
     conn.execute(
@@ -251,12 +265,16 @@ pub struct OpenAlert {
     pub started_ms: i64,
     /// The exception suppressing it, if any.
     pub suppressed_by: Option<i64>,
+    /// Its incident (the root alert's id), once it fired.
+    pub incident_id: Option<i64>,
+    /// How often its incident reopened.
+    pub reopens: u32,
 }
 
 /// Alerts pending or firing.
 pub fn open_alerts(conn: &Connection) -> Result<Vec<OpenAlert>, StoreError> {
     let mut stmt = conn.prepare(
-        "SELECT id, rule, scope, lane, state, started_ms, suppressed_by FROM alerts WHERE state IN ('pending', 'firing') ORDER BY id",
+        "SELECT id, rule, scope, lane, state, started_ms, suppressed_by, incident_id, reopens FROM alerts WHERE state IN ('pending', 'firing') ORDER BY id",
     )?;
     let rows = stmt.query_map([], |r| {
         let scope: String = r.get(2)?;
@@ -269,6 +287,8 @@ pub fn open_alerts(conn: &Connection) -> Result<Vec<OpenAlert>, StoreError> {
             firing: state == "firing",
             started_ms: r.get(5)?,
             suppressed_by: r.get(6)?,
+            incident_id: r.get(7)?,
+            reopens: r.get(8)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

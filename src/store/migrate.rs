@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0007_compact_events.sql"),
     include_str!("../../migrations/0008_agg_values.sql"),
     include_str!("../../migrations/0009_notify_pending.sql"),
+    include_str!("../../migrations/0010_incidents.sql"),
 ];
 
 /// The schema version this build writes.

@@ -199,6 +199,8 @@ pub fn flooding_alerts(floods: &[Flood], meta_tier: &Tier, at_ms: i64) -> Vec<Al
             let folded: u32 = rules.iter().map(|(_, n)| n).sum();
             Alert {
                 event: AlertEvent::Firing,
+                members: Vec::new(),
+                reopens: 0,
                 rule: Kind::TierFlooding.as_str().to_string(),
                 lane: Lane::Meta,
                 kind: Kind::TierFlooding,

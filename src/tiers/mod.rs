@@ -178,6 +178,21 @@ impl Tiers {
         }
     }
 
+    /// The tier whose channels get the daily digest: the one named `digest`, else
+    /// the second-least severe (the catch-all last tier usually notifies nowhere).
+    pub fn digest(&self) -> &TierDef {
+        self.by_name("digest")
+            .unwrap_or(&self.defs[self.defs.len().saturating_sub(2)])
+    }
+
+    /// Whether tier `name` is more severe than the digest tier: its alerts are sent
+    /// one by one and repeated while they fire. The digest tier's and less severe
+    /// alerts are told in the daily digest only.
+    pub fn above_digest(&self, name: &str) -> bool {
+        let digest = self.digest().tier.rank;
+        self.by_name(name).is_some_and(|d| d.tier.rank < digest)
+    }
+
     /// The shipped `rules/tiers.toml`.
     pub fn defaults() -> Tiers {
         Tiers::parse(DEFAULT_TIERS, "built-in tiers.toml").expect("the shipped tiers.toml is valid")

@@ -1,0 +1,250 @@
+//! Incidents: the alerts of one cause under one root, so one real change reaches a
+//! team as one message. Pure bookkeeping; the stage stores and routes.
+//!
+//! An alert that starts firing joins an open incident when its scope is related to a
+//! member's — the same scope, a parent or child, or linked through traffic (one scope
+//! is a model the other's requests go to) — and it started close to the incident
+//! (or on a scope already in it). Otherwise it opens an incident of its own, as root.
+//! An alert firing again on a member's scope soon after its incident resolved
+//! reopens that incident instead of opening a new one.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::domain::{Alert, AlertEvent, Member, Scope};
+
+/// An alert's identity: rule name and scope.
+pub type Key = (String, Scope);
+
+/// One member alert of an incident.
+#[derive(Debug, Clone)]
+struct Part {
+    /// Its latest line.
+    line: Alert,
+    /// Models carrying its scope's traffic.
+    links: Vec<String>,
+}
+
+/// The alerts of one cause.
+#[derive(Debug, Clone)]
+pub struct Incident {
+    /// The root alert's row id: the incident's id.
+    pub id: i64,
+    /// The root alert.
+    pub root: Key,
+    /// When the root's condition was first seen (data time), ms.
+    pub started_ms: i64,
+    members: BTreeMap<Key, Part>,
+    /// The most severe tier rank a team was told of (none yet: `None`).
+    pub notified_rank: Option<u8>,
+    /// When it was last notified (stage clock), ms.
+    pub notified_ms: i64,
+    /// Whether its resolve was already notified since its last notification.
+    pub resolve_told: bool,
+    /// The exception suppressing it (its root's), if any.
+    pub suppressed_by: Option<i64>,
+    /// How often it reopened.
+    pub reopens: u32,
+    /// When it resolved (data time); `None` while open.
+    pub resolved_ms: Option<i64>,
+}
+
+/// Whether one scope contains the other (equal, parent or child).
+pub fn nested(a: &Scope, b: &Scope) -> bool {
+    let within = |x: &Scope, y: &Scope| x.iter().all(|(k, v)| y.get(k) == Some(v));
+    within(a, b) || within(b, a)
+}
+
+/// Whether two scopes are parts of one story: nested, or one is a model that carries
+/// the other's traffic (a route moved to model B explains model B's rise).
+pub fn related(a: &Scope, a_links: &[String], b: &Scope, b_links: &[String]) -> bool {
+    nested(a, b)
+        || a.get("model").is_some_and(|m| b_links.contains(m))
+        || b.get("model").is_some_and(|m| a_links.contains(m))
+}
+
+impl Incident {
+    /// An incident opened by `line` (its root) on `key`.
+    pub fn open(id: i64, key: Key, line: Alert, links: Vec<String>, started_ms: i64) -> Incident {
+        Incident {
+            id,
+            root: key.clone(),
+            started_ms,
+            members: BTreeMap::from([(key, Part { line, links })]),
+            notified_rank: None,
+            notified_ms: i64::MIN,
+            resolve_told: false,
+            suppressed_by: None,
+            reopens: 0,
+            resolved_ms: None,
+        }
+    }
+
+    /// The data time of its root's latest line.
+    pub fn root_at(&self) -> i64 {
+        self.members[&self.root].line.at_ms
+    }
+
+    /// Whether `key` has been part of it.
+    pub fn has(&self, key: &Key) -> bool {
+        self.members.contains_key(key)
+    }
+
+    /// Whether an alert on `key`, first seen at `started_ms`, whose scope's traffic
+    /// goes to `links`, belongs here: related to a member, and started within
+    /// `window_ms` of the incident or on a scope already in it.
+    pub fn takes(&self, key: &Key, started_ms: i64, links: &[String], window_ms: i64) -> bool {
+        let close = (started_ms - self.started_ms).abs() <= window_ms;
+        let known_scope = self.members.keys().any(|k| k.1 == key.1);
+        (close || known_scope)
+            && self
+                .members
+                .iter()
+                .any(|(k, p)| related(&k.1, &p.links, &key.1, links))
+    }
+
+    /// Record `line` as `key`'s latest (joining it if new).
+    pub fn set(&mut self, key: Key, line: Alert, links: Vec<String>) {
+        self.members.insert(key, Part { line, links });
+    }
+
+    /// The most severe tier rank among its members.
+    pub fn rank(&self) -> u8 {
+        self.members
+            .values()
+            .map(|p| p.line.tier_rank)
+            .min()
+            .unwrap_or(u8::MAX)
+    }
+
+    /// The line announcing a transition: the root's latest line at the most severe
+    /// member's tier, with the other members listed.
+    pub fn line(&self, event: AlertEvent, at_ms: i64) -> Alert {
+        let root = &self.members[&self.root].line;
+        let top = self
+            .members
+            .values()
+            .min_by_key(|p| p.line.tier_rank)
+            .map_or(root, |p| &p.line);
+        let mut line = root.clone();
+        line.event = event;
+        line.at_ms = at_ms;
+        line.tier = top.tier.clone();
+        line.tier_rank = top.tier_rank;
+        line.reopens = self.reopens;
+        line.members = self
+            .members
+            .iter()
+            .filter(|(k, _)| **k != self.root)
+            .map(|(_, p)| Member {
+                rule: p.line.rule.clone(),
+                kind: p.line.kind,
+                scope: p.line.scope.clone(),
+                tier: p.line.tier.clone(),
+                summary: p.line.summary.clone(),
+            })
+            .collect();
+        if top.rule != root.rule || top.scope != root.scope {
+            if let Value::Object(ev) = &mut line.evidence {
+                ev.insert(
+                    "tier_from".into(),
+                    json!({"rule": top.rule, "scope": top.scope}),
+                );
+            }
+        }
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Kind, Lane};
+
+    fn scope(pairs: &[(&str, &str)]) -> Scope {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn alert(rule: &str, scope: Scope, rank: u8) -> Alert {
+        Alert {
+            event: AlertEvent::Firing,
+            rule: rule.into(),
+            lane: Lane::Cost,
+            kind: Kind::CostDrift,
+            scope,
+            at_ms: 0,
+            tier: ["page", "alert", "digest", "record"][rank as usize - 1].into(),
+            tier_rank: rank,
+            summary: format!("{rule} moved"),
+            evidence: json!({}),
+            members: Vec::new(),
+            reopens: 0,
+        }
+    }
+
+    fn links(models: &[&str]) -> Vec<String> {
+        models.iter().map(|m| m.to_string()).collect()
+    }
+
+    #[test]
+    fn a_route_moved_to_another_model_takes_that_model_and_its_provider_but_not_strangers() {
+        let route = scope(&[("route", "extract")]);
+        let key = ("prompt-length".to_string(), route.clone());
+        let inc = Incident::open(
+            1,
+            key,
+            alert("prompt-length", route, 3),
+            links(&["gpt-4o", "gpt-4o-mini"]),
+            0,
+        );
+        let window = 20 * 60_000;
+        let model_b = ("traffic-volume".to_string(), scope(&[("model", "gpt-4o-mini")]));
+        assert!(inc.takes(&model_b, 10 * 60_000, &links(&["gpt-4o-mini"]), window));
+        // The provider is linked through a model both carry.
+        let provider = ("traffic-volume".to_string(), scope(&[("provider", "openai")]));
+        assert!(!inc.takes(&provider, 0, &links(&["claude"]), window));
+        let mut inc = inc;
+        inc.set(
+            model_b.clone(),
+            alert("traffic-volume", model_b.1.clone(), 2),
+            links(&["gpt-4o-mini"]),
+        );
+        assert!(inc.takes(&provider, 0, &links(&["gpt-4o-mini"]), window));
+        // Unrelated: another route whose traffic goes elsewhere.
+        let other = ("cost-per-request".to_string(), scope(&[("route", "chat")]));
+        assert!(!inc.takes(&other, 0, &links(&["claude"]), window));
+        // Related but hours later on a new scope: its own incident.
+        let late = ("error-rate".to_string(), scope(&[("model", "gpt-4o")]));
+        assert!(!inc.takes(&late, 5 * 3_600_000, &links(&["gpt-4o"]), window));
+        // Hours later on a scope already in it: the same story.
+        let again = ("eval-coverage".to_string(), scope(&[("route", "extract")]));
+        assert!(inc.takes(&again, 5 * 3_600_000, &[], window));
+    }
+
+    #[test]
+    fn the_line_is_the_roots_at_the_most_severe_members_tier_with_the_others_listed() {
+        let route = scope(&[("route", "extract")]);
+        let key = ("prompt-length".to_string(), route.clone());
+        let mut inc = Incident::open(7, key, alert("prompt-length", route, 3), vec![], 0);
+        let model = scope(&[("model", "b")]);
+        inc.set(
+            ("cost-per-request".into(), model.clone()),
+            alert("cost-per-request", model.clone(), 2),
+            vec![],
+        );
+        inc.reopens = 2;
+        let line = inc.line(AlertEvent::Updated, 600_000);
+        assert_eq!(line.rule, "prompt-length");
+        assert_eq!((line.tier.as_str(), line.tier_rank), ("alert", 2));
+        assert_eq!(line.event, AlertEvent::Updated);
+        assert_eq!(line.reopens, 2);
+        assert_eq!(line.members.len(), 1);
+        assert_eq!(line.members[0].scope, model);
+        assert_eq!(line.evidence["tier_from"]["rule"], "cost-per-request");
+        assert_eq!(inc.rank(), 2);
+    }
+}

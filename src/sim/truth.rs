@@ -1,0 +1,321 @@
+//! Ground truth of a scenario, and the scorer that holds a replay's alert lines and
+//! notifications against it.
+//!
+//! Detection work is judged by what a team would receive, not by whether "an alert
+//! fired": the score counts recall within each incident's deadline, false alarms,
+//! the messages each channel got (after grouping and budgets), the median delay and
+//! the tier errors. `driftwarden replay --truth FILE` prints it; scenario tests
+//! assert it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::alerts::Sent;
+use crate::domain::{Alert, AlertEvent, Kind, Scope, rfc3339_ms};
+
+/// How long after an incident's end (or after the scenario's data ends, for a
+/// lasting one) lines on its scopes still count as its own: a resolve, a late
+/// consequence.
+const GRACE_MS: i64 = 6 * 3_600_000;
+
+/// What a scenario planted, and what it must not alert on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Truth {
+    /// Drifts a team must hear about.
+    #[serde(default)]
+    pub incidents: Vec<TruthIncident>,
+    /// Changes a team must not be told about (an announced deploy): any firing line
+    /// on their scopes in their window is a false alarm.
+    #[serde(default)]
+    pub silent: Vec<TruthIncident>,
+}
+
+/// One planted drift.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TruthIncident {
+    /// What it is, in a few words.
+    pub name: String,
+    /// When it starts.
+    #[serde(rename = "start", with = "rfc3339_ms")]
+    pub start_ms: i64,
+    /// When it ends; `None` for a lasting change.
+    #[serde(rename = "end", with = "opt_rfc3339", default)]
+    pub end_ms: Option<i64>,
+    /// The scope that carries it (the root cause).
+    pub scope: Scope,
+    /// Other scopes it moves (a routing shift moves models and providers). Lines on
+    /// these, on the root's ancestors or on its descendants count as this incident.
+    #[serde(default)]
+    pub related: Vec<Scope>,
+    /// Kinds that count as finding it.
+    #[serde(default)]
+    pub kinds: Vec<Kind>,
+    /// Minutes after `start` by which it must be found.
+    #[serde(default)]
+    pub deadline_minutes: i64,
+    /// The most severe tier it may be notified at.
+    #[serde(default)]
+    pub highest_tier: Option<String>,
+    /// The least severe tier it may be notified at.
+    #[serde(default)]
+    pub lowest_tier: Option<String>,
+}
+
+mod opt_rfc3339 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(ms) => s.serialize_some(&crate::domain::rfc3339_ms::format(*ms)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        let text = Option::<String>::deserialize(d)?;
+        text.map(|t| {
+            chrono::DateTime::parse_from_rfc3339(&t)
+                .map(|t| t.timestamp_millis())
+                .map_err(serde::de::Error::custom)
+        })
+        .transpose()
+    }
+}
+
+impl Truth {
+    /// Read a truth file (JSON).
+    pub fn load(path: &Path) -> Result<Truth, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read truth file {}: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| {
+            format!(
+                "{}: not a truth file ({e}); write one with `driftwarden generate --truth FILE`",
+                path.display()
+            )
+        })
+    }
+}
+
+/// Whether one scope's labels contain the other's: the same scope, an ancestor or a
+/// descendant.
+fn nested(a: &Scope, b: &Scope) -> bool {
+    let within = |x: &Scope, y: &Scope| x.iter().all(|(k, v)| y.get(k) == Some(v));
+    within(a, b) || within(b, a)
+}
+
+impl TruthIncident {
+    fn covers(&self, scope: &Scope, at_ms: i64, data_end_ms: i64, grace_ms: i64) -> bool {
+        let until = self.end_ms.unwrap_or(data_end_ms) + grace_ms;
+        (self.start_ms..=until).contains(&at_ms)
+            && (nested(&self.scope, scope) || self.related.iter().any(|r| nested(r, scope)))
+    }
+}
+
+/// How one incident went.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IncidentScore {
+    /// Its name.
+    pub name: String,
+    /// Found by a line of an accepted kind within the deadline.
+    pub found: bool,
+    /// Minutes from its start to the first line of an accepted kind.
+    pub delay_minutes: Option<f64>,
+    /// The most severe tier it fired at.
+    pub tier: Option<String>,
+    /// Why that tier is wrong, if it is.
+    pub tier_error: Option<String>,
+    /// Firing lines that count as this incident.
+    pub firing_lines: u64,
+    /// Messages per channel that carried one of its lines.
+    pub notifications: BTreeMap<String, u64>,
+    /// The most messages on one channel on any UTC day after its first.
+    pub most_per_later_day: u64,
+}
+
+/// A replay held against its truth.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Score {
+    /// Per incident.
+    pub incidents: Vec<IncidentScore>,
+    /// Found incidents / incidents.
+    pub recall: f64,
+    /// Firing lines that belong to no incident (or to a silent change).
+    pub false_alarms: u64,
+    /// Messages per channel whose every line was a false alarm.
+    pub false_alarm_notifications: BTreeMap<String, u64>,
+    /// All messages per channel, informational ones (change reports) included.
+    pub notifications: BTreeMap<String, u64>,
+    /// Median minutes to find an incident.
+    pub median_delay_minutes: Option<f64>,
+    /// Incidents notified above their highest or below their lowest tier.
+    pub tier_errors: u64,
+    /// Days of data scored.
+    pub days: f64,
+}
+
+impl Score {
+    /// Compare `lines` (every line a replay printed) and `sent` (what each channel
+    /// received) with `truth`. `tiers` are the tier names, most severe first;
+    /// `(data_start_ms, data_end_ms)` the span of the data.
+    pub fn new(
+        truth: &Truth,
+        lines: &[Alert],
+        sent: &[Sent],
+        tiers: &[String],
+        (data_start_ms, data_end_ms): (i64, i64),
+    ) -> Score {
+        let rank = |name: &str| tiers.iter().position(|t| t == name);
+        let firing: Vec<&Alert> = lines
+            .iter()
+            .filter(|a| a.event == AlertEvent::Firing)
+            .collect();
+        let belongs =
+            |i: &TruthIncident, a: &Alert| i.covers(&a.scope, a.at_ms, data_end_ms, GRACE_MS);
+        // A silent change's window is exact: what follows it is another story.
+        let hushed = |i: &TruthIncident, a: &Alert| i.covers(&a.scope, a.at_ms, data_end_ms, 0);
+        let mut incidents = Vec::new();
+        for i in &truth.incidents {
+            let own: Vec<&&Alert> = firing.iter().filter(|a| belongs(i, a)).collect();
+            let first = own
+                .iter()
+                .filter(|a| i.kinds.contains(&a.kind))
+                .map(|a| a.at_ms)
+                .min();
+            let delay_minutes = first.map(|t| (t - i.start_ms) as f64 / 60_000.0);
+            let found = delay_minutes.is_some_and(|d| d <= i.deadline_minutes as f64);
+            let top = own.iter().min_by_key(|a| a.tier_rank).map(|a| a.tier.clone());
+            let tier_error = top.as_deref().and_then(|t| {
+                let r = rank(t)?;
+                match (&i.highest_tier, &i.lowest_tier) {
+                    (Some(h), _) if rank(h).is_some_and(|h| r < h) => {
+                        Some(format!("{t} is above the highest tier {h}"))
+                    }
+                    (_, Some(l)) if rank(l).is_some_and(|l| r > l) => {
+                        Some(format!("{t} is below the lowest tier {l}"))
+                    }
+                    _ => None,
+                }
+            });
+            let carried: Vec<&Sent> = sent
+                .iter()
+                .filter(|s| s.message.alerts.iter().any(|a| belongs(i, a)))
+                .collect();
+            let mut notifications = BTreeMap::new();
+            let mut per_day: BTreeMap<(&str, i64), u64> = BTreeMap::new();
+            for s in &carried {
+                *notifications.entry(s.channel.clone()).or_default() += 1;
+                *per_day
+                    .entry((s.channel.as_str(), s.at_ms.div_euclid(86_400_000)))
+                    .or_default() += 1;
+            }
+            let first_day = carried.iter().map(|s| s.at_ms.div_euclid(86_400_000)).min();
+            let most_per_later_day = per_day
+                .iter()
+                .filter(|((_, day), _)| Some(*day) != first_day)
+                .map(|(_, n)| *n)
+                .max()
+                .unwrap_or(0);
+            incidents.push(IncidentScore {
+                name: i.name.clone(),
+                found,
+                delay_minutes,
+                tier: top,
+                tier_error,
+                firing_lines: own.len() as u64,
+                notifications,
+                most_per_later_day,
+            });
+        }
+        let explained = |a: &Alert| {
+            truth.incidents.iter().any(|i| belongs(i, a))
+                && !truth.silent.iter().any(|i| hushed(i, a))
+        };
+        let false_alarms = firing.iter().filter(|a| !explained(a)).count() as u64;
+        let mut notifications = BTreeMap::new();
+        let mut false_alarm_notifications = BTreeMap::new();
+        for s in sent {
+            *notifications.entry(s.channel.clone()).or_default() += 1;
+            let alarms = &s.message.alerts;
+            if !alarms.is_empty()
+                && alarms
+                    .iter()
+                    .all(|a| a.event == AlertEvent::Firing && !explained(a))
+            {
+                *false_alarm_notifications
+                    .entry(s.channel.clone())
+                    .or_default() += 1;
+            }
+        }
+        let mut delays: Vec<f64> = incidents
+            .iter()
+            .filter(|i| i.found)
+            .filter_map(|i| i.delay_minutes)
+            .collect();
+        delays.sort_by(f64::total_cmp);
+        let median_delay_minutes = match delays.len() {
+            0 => None,
+            n if n % 2 == 1 => Some(delays[n / 2]),
+            n => Some((delays[n / 2 - 1] + delays[n / 2]) / 2.0),
+        };
+        let found = incidents.iter().filter(|i| i.found).count();
+        Score {
+            recall: if incidents.is_empty() {
+                1.0
+            } else {
+                found as f64 / incidents.len() as f64
+            },
+            tier_errors: incidents.iter().filter(|i| i.tier_error.is_some()).count() as u64,
+            incidents,
+            false_alarms,
+            false_alarm_notifications,
+            notifications,
+            median_delay_minutes,
+            days: (data_end_ms - data_start_ms).max(0) as f64 / 86_400_000.0,
+        }
+    }
+
+    /// A few lines a person reads.
+    pub fn report(&self) -> String {
+        let channels = |m: &BTreeMap<String, u64>| {
+            if m.is_empty() {
+                return "none".to_string();
+            }
+            m.iter()
+                .map(|(c, n)| format!("{c} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut out = format!(
+            "score over {:.1} days: recall {:.2}, {} false alarm lines ({} false alarm messages), tier errors {}, median delay {}\nnotifications: {}\n",
+            self.days,
+            self.recall,
+            self.false_alarms,
+            channels(&self.false_alarm_notifications),
+            self.tier_errors,
+            self.median_delay_minutes
+                .map_or("-".to_string(), |d| format!("{d:.0} min")),
+            channels(&self.notifications),
+        );
+        for i in &self.incidents {
+            out.push_str(&format!(
+                "  {}: {} (delay {}), tier {}{}, {} firing lines, messages: {}, most on a later day {}\n",
+                i.name,
+                if i.found { "found" } else { "MISSED" },
+                i.delay_minutes
+                    .map_or("-".to_string(), |d| format!("{d:.0} min")),
+                i.tier.as_deref().unwrap_or("-"),
+                i.tier_error
+                    .as_ref()
+                    .map_or(String::new(), |e| format!(" (WRONG: {e})")),
+                i.firing_lines,
+                channels(&i.notifications),
+                i.most_per_later_day
+            ));
+        }
+        out
+    }
+}
