@@ -258,7 +258,7 @@ impl Story {
             (evals_off, None),
             scope("route", "classify"),
             &[Kind::FalseEfficiency, Kind::EvalCoverageDrop],
-            6 * 60,
+            8 * 60,
             ("page", "alert"),
         );
         evals_gone.related = vec![scope("model", "gpt-4o-mini"), scope("provider", "openai")];
@@ -443,7 +443,6 @@ fn demo_config(dir: &Path, token: &str) -> Result<Config, DemoError> {
         routing: RoutingParams {
             group_wait_seconds: 1,
             group_interval_seconds: 5,
-            repeat_interval_seconds: 24 * 3600,
             ..RoutingParams::default()
         },
         ..FileConfig::default()

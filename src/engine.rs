@@ -67,6 +67,10 @@ impl Default for RecalibrationParams {
 pub struct Tick {
     /// Data time of the evaluation (the bucket's end), ms.
     pub at_ms: i64,
+    /// The earliest data time it could be judged live: the bucket's end plus the
+    /// lateness allowance (usage) or the eval settling time (evals). Replay runs its
+    /// notifications on this clock.
+    pub judged_ms: i64,
     /// The lanes evaluated (alerts of rules on other lanes are left as they are).
     pub lanes: Vec<Lane>,
     /// Positive findings after attribution.
@@ -74,6 +78,10 @@ pub struct Tick {
     /// Lasting levels learned as the new normal in this evaluation: (rule, scope,
     /// what a person reads when its alert resolves).
     pub learned: Vec<(String, Scope, String)>,
+    /// Conditions still found but left out by attribution (a parent or child speaks
+    /// for them) or by one-per-kind: an alert already firing on them keeps firing
+    /// rather than resolve and fire again as attribution moves between scopes.
+    pub holding: Vec<(String, Scope)>,
 }
 
 /// An open alert as the engine tracks it on one scope: its series are held (not
@@ -396,11 +404,8 @@ impl Engine {
                         Signal::Requests | Signal::Spend => 1.0,
                         s => samples(cell, s) as f64,
                     };
-                    let mut impact = impact.clone();
-                    if rule.signal.lane() == Lane::Cost {
-                        let extra = cell.cost * test.rel / (1.0 + test.rel).max(1e-9);
-                        impact.money_at_risk_per_day_usd = extra.abs() * per_day;
-                    }
+                    let (impact, harm) =
+                        usage_harm(rule.signal, &impact, cell, &test, g_requests, per_day);
                     evidence.insert("observed".into(), observed);
                     evidence.insert("baseline".into(), baseline);
                     evidence.insert("test".into(), json!({"name": test.name, "z": round(test.z), "p_value": test.p_value, "change": round(test.rel)}));
@@ -418,10 +423,11 @@ impl Engine {
                         lane: rule.lane(),
                         signal: rule.signal,
                         sign: test.sign,
-                        excess: (test.rel * weight).abs() * test.sign,
+                        excess: (test.diff * weight).abs() * test.sign,
                         summary,
                         evidence,
                         impact,
+                        harm,
                         muted: (warming && !hard)
                             .then(|| "warm-up after a change event".to_string()),
                         hard,
@@ -461,6 +467,7 @@ impl Engine {
                         let test = Test {
                             sign: 1.0,
                             rel: t.tvd,
+                            diff: t.tvd,
                             z: 0.0,
                             p_value: t.p_value,
                             name: "chi-square",
@@ -503,6 +510,7 @@ impl Engine {
                             (None, true) => Test {
                                 sign: 1.0,
                                 rel: 0.0,
+                                diff: 0.0,
                                 z: 0.0,
                                 p_value: 0.0,
                                 name: "hard limit",
@@ -597,6 +605,7 @@ impl Engine {
                         let test = Test {
                             sign,
                             rel,
+                            diff: value - base.median,
                             z,
                             p_value: stats::one_sided_p(z, sign > 0.0),
                             name: "cusum",
@@ -633,6 +642,7 @@ impl Engine {
                         let test = Test {
                             sign: rel.signum(),
                             rel,
+                            diff: level - anchor,
                             z: 0.0,
                             p_value: 0.0,
                             name: "anchor vs rolling level",
@@ -695,6 +705,7 @@ impl Engine {
                         let test = Test {
                             sign: 1.0,
                             rel: n as f64 / cell.requests as f64,
+                            diff: n as f64 / cell.requests as f64,
                             z: 0.0,
                             p_value: 0.0,
                             name: "dominant resolved model",
@@ -766,13 +777,7 @@ impl Engine {
             self.observe_change(&c);
         }
         let learned = self.learned(learned, end);
-        let findings = dedupe(attribute(findings, &self.lanes.index));
-        Tick {
-            at_ms: end,
-            lanes: vec![Lane::Structure, Lane::Cost],
-            findings: self.with_changes(findings, end),
-            learned,
-        }
+        self.tick(findings, end, vec![Lane::Structure, Lane::Cost], learned)
     }
 
     /// Lasting levels learned by their series: each becomes a detected change event
@@ -822,12 +827,42 @@ impl Engine {
         notes
     }
 
-    fn with_changes(&self, mut findings: Vec<Finding>, at_ms: i64) -> Vec<Finding> {
-        for f in &mut findings {
+    /// An evaluation's tick: its findings attributed to the smallest explaining scope
+    /// and one per scope and kind, with nearby change events in their evidence.
+    fn tick(
+        &self,
+        findings: Vec<Finding>,
+        at_ms: i64,
+        lanes: Vec<Lane>,
+        learned: Vec<(String, Scope, String)>,
+    ) -> Tick {
+        let raw: Vec<(String, Scope)> = findings
+            .iter()
+            .filter(|f| f.muted.is_none() || f.hard)
+            .map(|f| (f.rule_name.clone(), f.labels.clone()))
+            .collect();
+        let mut kept = dedupe(attribute(findings, &self.lanes.index));
+        for f in &mut kept {
             f.evidence
                 .insert("changes".into(), self.nearby_changes(&f.labels, at_ms));
         }
-        findings
+        let holding = raw
+            .into_iter()
+            .filter(|k| !kept.iter().any(|f| f.rule_name == k.0 && f.labels == k.1))
+            .collect();
+        let a = &self.params.analysis;
+        let wait = match lanes.contains(&Lane::Eval) {
+            true => a.eval_settle_minutes,
+            false => a.lateness_minutes,
+        };
+        Tick {
+            at_ms,
+            judged_ms: at_ms + wait * 60_000,
+            lanes,
+            findings: kept,
+            learned,
+            holding,
+        }
     }
 
     fn end_usage_warmup(&mut self, id: ScopeId) {
@@ -870,6 +905,7 @@ impl Engine {
         let mut learned = Vec::new();
         let mut ids: Vec<ScopeId> = b.cells.keys().copied().collect();
         ids.sort_unstable();
+        let g_requests = b.cells.get(&GLOBAL).map_or(1, |c| c.requests.max(1)) as f64;
         for id in ids {
             let cell = &b.cells[&id];
             let labels = self.lanes.index.labels(id).clone();
@@ -877,12 +913,20 @@ impl Engine {
             let scope_text = scope_label(&labels);
             let st = &mut self.states[id as usize];
             let warming = st.eval_warm_until.is_some_and(|u| start < u);
-            let impact = st
+            // Every answer in scope is affected by a quality or coverage drift: its
+            // harm is the scope's share of requests.
+            let scope_size = st
                 .impacts
                 .iter()
                 .find(|m| m.0 == start)
                 .map(|m| m.1.clone())
                 .unwrap_or_default();
+            let impact = Impact {
+                requests_share: cell.requests as f64 / g_requests,
+                tenants: scope_size.tenants,
+                customer_facing: scope_size.customer_facing,
+                ..Impact::default()
+            };
             let first = findings.len();
             for (ri, rule) in self.rules.iter().enumerate() {
                 if rule.lane() != Lane::Eval || !rule.scopes.contains(&shape) {
@@ -910,10 +954,11 @@ impl Engine {
                             lane: Lane::Eval,
                             signal: rule.signal,
                             sign: test.sign,
-                            excess: test.rel * cell.requests.max(1) as f64,
+                            excess: test.diff * cell.requests.max(1) as f64,
                             summary,
                             evidence,
                             impact: impact.clone(),
+                            harm: "the scope's share of requests (every answer in it is affected)",
                             muted: warming.then(|| "warm-up after a change event".to_string()),
                             hard: false,
                             max_tier: rule.max_tier.clone(),
@@ -954,6 +999,7 @@ impl Engine {
                             Test {
                                 sign: rel.signum(),
                                 rel,
+                                diff: level - anchor,
                                 z: 0.0,
                                 p_value: 0.0,
                                 name: "anchor vs rolling level",
@@ -1015,13 +1061,7 @@ impl Engine {
             }
         }
         let learned = self.learned(learned, end);
-        let findings = dedupe(attribute(findings, &self.lanes.index));
-        Tick {
-            at_ms: end,
-            lanes: vec![Lane::Eval],
-            findings: self.with_changes(findings, end),
-            learned,
-        }
+        self.tick(findings, end, vec![Lane::Eval], learned)
     }
 
     fn end_eval_warmup(&mut self, id: ScopeId, at_ms: i64) {
@@ -1430,6 +1470,65 @@ fn price_volume_mix(st: &ScopeState, cell: &Cell, start: i64, bp: &BaselineParam
         mix,
         rate,
     })
+}
+
+/// The harm a usage finding's deviation does, as the impact its tier is chosen
+/// from, and what that measure is. Never the size of the scope alone: failures and
+/// moved requests count by their excess over the baseline as a share of all
+/// requests, cost and extra traffic by the money per day they move (a spend share
+/// would let a three-hour spike of a busy hour page); `scope` is the scope's own
+/// size (its tenants, whether it faces customers).
+fn usage_harm(
+    signal: Signal,
+    scope: &Impact,
+    cell: &Cell,
+    test: &Test,
+    g_requests: f64,
+    per_day: f64,
+) -> (Impact, &'static str) {
+    let n = cell.requests as f64;
+    let mut h = Impact {
+        customer_facing: scope.customer_facing,
+        ..Impact::default()
+    };
+    let harm = match signal {
+        Signal::Requests if test.diff >= 0.0 => {
+            let unit = match cell.requests {
+                0 => 0.0,
+                _ => cell.cost / n,
+            };
+            h.money_at_risk_per_day_usd = test.diff * unit * per_day;
+            "extra money per day"
+        }
+        Signal::Requests => {
+            // The requests that did not come, as a share of what the gateway expected.
+            let missing = -test.diff;
+            h.requests_share = missing / (g_requests + missing).max(1.0);
+            h.tenants = scope.tenants;
+            "missing requests as a share of all requests"
+        }
+        s if s.lane() == Lane::Cost => {
+            let extra = cell.cost * test.rel / (1.0 + test.rel).max(1e-9);
+            h.money_at_risk_per_day_usd = extra.abs() * per_day;
+            "extra money per day"
+        }
+        Signal::ErrorRate | Signal::TruncationRate => {
+            h.requests_share = (test.diff * n).abs() / g_requests.max(1.0);
+            h.tenants = scope.tenants;
+            "excess failed requests as a share of all requests"
+        }
+        Signal::LatencyP50 | Signal::LatencyP95 => {
+            h.requests_share = scope.requests_share;
+            h.tenants = scope.tenants;
+            "the scope's share of requests (every answer in it is slower)"
+        }
+        _ => {
+            h.requests_share = (test.rel * n).abs() / g_requests.max(1.0);
+            h.tenants = scope.tenants;
+            "requests whose category moved, as a share of all requests"
+        }
+    };
+    (h, harm)
 }
 
 /// Requested models carrying a tenth or more of a cell's requests.

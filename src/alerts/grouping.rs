@@ -82,24 +82,25 @@ impl Grouper {
 }
 
 fn message(tier: &str, alerts: Vec<Alert>) -> Message {
-    let firing = alerts
+    let resolved = alerts
         .iter()
-        .filter(|a| a.event == AlertEvent::Firing)
+        .filter(|a| a.event == AlertEvent::Resolved)
         .count();
-    let resolved = alerts.len() - firing;
+    let firing = alerts.len() - resolved;
     let title = match (alerts.as_slice(), firing, resolved) {
         ([one], _, _) => format!(
             "{} {} on {}",
-            if one.event == AlertEvent::Firing {
-                "FIRING"
-            } else {
-                "RESOLVED"
+            match one.event {
+                AlertEvent::Firing => "FIRING",
+                AlertEvent::Updated => "UPDATED",
+                AlertEvent::Reopened => "REOPENED",
+                AlertEvent::Resolved => "RESOLVED",
             },
             one.kind.as_str(),
             scope_label(&one.scope)
         ),
-        (_, f, 0) => format!("{f} alerts firing"),
-        (_, 0, r) => format!("{r} alerts resolved"),
+        (_, f, 0) => format!("{f} incidents firing"),
+        (_, 0, r) => format!("{r} incidents resolved"),
         (_, f, r) => format!("{f} firing, {r} resolved"),
     };
     Message {
@@ -141,7 +142,7 @@ mod tests {
         let sent = g.flush(30_000);
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].message.alerts.len(), 2);
-        assert_eq!(sent[0].message.title, "[page] 2 alerts firing");
+        assert_eq!(sent[0].message.title, "[page] 2 incidents firing");
         assert_eq!(sent[0].transitions, [7, 8]);
         g.add("page", "slack", 9, alert("c"), 40_000);
         assert!(g.flush(100_000).is_empty(), "within the group interval");

@@ -92,16 +92,27 @@ impl Incident {
     }
 
     /// Whether an alert on `key`, first seen at `started_ms`, whose scope's traffic
-    /// goes to `links`, belongs here: related to a member, and started within
-    /// `window_ms` of the incident or on a scope already in it.
+    /// goes to `links`, belongs here: on a member's scope, its parent or its child
+    /// (whenever it starts, while the incident is open), or linked to a member
+    /// through traffic and started within `window_ms` of the incident.
     pub fn takes(&self, key: &Key, started_ms: i64, links: &[String], window_ms: i64) -> bool {
         let close = (started_ms - self.started_ms).abs() <= window_ms;
-        let known_scope = self.members.keys().any(|k| k.1 == key.1);
-        (close || known_scope)
-            && self
-                .members
-                .iter()
-                .any(|(k, p)| related(&k.1, &p.links, &key.1, links))
+        self.members.iter().any(|(k, p)| {
+            nested(&k.1, &key.1) || (close && related(&k.1, &p.links, &key.1, links))
+        })
+    }
+
+    /// Make `key` (a member) the root when it is a finer scope of the root's own
+    /// finding: the smallest scope that carries the cause speaks for the incident,
+    /// also when its parent fired first.
+    pub fn reroot(&mut self, key: &Key) {
+        let (root, Some(new)) = (&self.members[&self.root].line, self.members.get(key)) else {
+            return;
+        };
+        let finer = key.1.len() > self.root.1.len() && nested(&key.1, &self.root.1);
+        if finer && new.line.kind == root.kind {
+            self.root = key.clone();
+        }
     }
 
     /// Record `line` as `key`'s latest (joining it if new).
@@ -118,25 +129,25 @@ impl Incident {
             .unwrap_or(u8::MAX)
     }
 
-    /// The line announcing a transition: the root's latest line at the most severe
-    /// member's tier, with the other members listed.
+    /// The line announcing a transition: the most severe member's latest line (the
+    /// root's on a tie), so the headline is the harm a person must act on, with the
+    /// other members listed.
     pub fn line(&self, event: AlertEvent, at_ms: i64) -> Alert {
         let root = &self.members[&self.root].line;
-        let top = self
+        let (head, top) = self
             .members
-            .values()
-            .min_by_key(|p| p.line.tier_rank)
-            .map_or(root, |p| &p.line);
-        let mut line = root.clone();
+            .iter()
+            .min_by_key(|(k, p)| (p.line.tier_rank, **k != self.root))
+            .map(|(k, p)| (k, &p.line))
+            .expect("an incident has its root");
+        let mut line = top.clone();
         line.event = event;
         line.at_ms = at_ms;
-        line.tier = top.tier.clone();
-        line.tier_rank = top.tier_rank;
         line.reopens = self.reopens;
         line.members = self
             .members
             .iter()
-            .filter(|(k, _)| **k != self.root)
+            .filter(|(k, _)| *k != head)
             .map(|(_, p)| Member {
                 rule: p.line.rule.clone(),
                 kind: p.line.kind,
@@ -145,11 +156,11 @@ impl Incident {
                 summary: p.line.summary.clone(),
             })
             .collect();
-        if top.rule != root.rule || top.scope != root.scope {
+        if *head != self.root {
             if let Value::Object(ev) = &mut line.evidence {
                 ev.insert(
-                    "tier_from".into(),
-                    json!({"rule": top.rule, "scope": top.scope}),
+                    "root".into(),
+                    json!({"rule": root.rule, "kind": root.kind, "scope": root.scope}),
                 );
             }
         }
@@ -226,7 +237,7 @@ mod tests {
     }
 
     #[test]
-    fn the_line_is_the_roots_at_the_most_severe_members_tier_with_the_others_listed() {
+    fn the_line_is_headed_by_the_most_severe_member_with_the_others_listed() {
         let route = scope(&[("route", "extract")]);
         let key = ("prompt-length".to_string(), route.clone());
         let mut inc = Incident::open(7, key, alert("prompt-length", route, 3), vec![], 0);
@@ -238,13 +249,13 @@ mod tests {
         );
         inc.reopens = 2;
         let line = inc.line(AlertEvent::Updated, 600_000);
-        assert_eq!(line.rule, "prompt-length");
+        assert_eq!(line.rule, "cost-per-request", "the most severe member heads it");
         assert_eq!((line.tier.as_str(), line.tier_rank), ("alert", 2));
         assert_eq!(line.event, AlertEvent::Updated);
         assert_eq!(line.reopens, 2);
         assert_eq!(line.members.len(), 1);
-        assert_eq!(line.members[0].scope, model);
-        assert_eq!(line.evidence["tier_from"]["rule"], "cost-per-request");
+        assert_eq!(line.members[0].rule, "prompt-length");
+        assert_eq!(line.evidence["root"]["rule"], "prompt-length");
         assert_eq!(inc.rank(), 2);
     }
 }

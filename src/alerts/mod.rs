@@ -49,7 +49,7 @@ impl Default for RoutingParams {
         RoutingParams {
             group_wait_seconds: 30,
             group_interval_seconds: 300,
-            repeat_interval_seconds: 4 * 3600,
+            repeat_interval_seconds: 24 * 3600,
             incident_window_seconds: 1200,
             reopen_window_seconds: 6 * 3600,
         }
@@ -132,6 +132,8 @@ pub struct AlertStage {
     incidents: std::collections::BTreeMap<i64, Incident>,
     /// What an alert's resolve says when its level was learned as the new normal.
     learned: HashMap<Key, String>,
+    /// Under `Delivery::Count`: the newest evaluation's judged time.
+    replay_clock_ms: i64,
     last_housekeeping_ms: i64,
     /// Lines that waited in a group when the daemon last stopped, regrouped by
     /// `resume` (which has the clock); `None` once it ran, and in replay.
@@ -228,6 +230,7 @@ impl AlertStage {
             active,
             incidents,
             learned: HashMap::new(),
+            replay_clock_ms: i64::MIN,
             last_housekeeping_ms: i64::MIN,
             regroup,
         })
@@ -245,6 +248,11 @@ impl AlertStage {
             let report = serde_json::to_value(r).unwrap_or(Value::Null);
             sql::set_impact(&self.conn, &r.change, &report)?;
             tracing::info!(kind = r.change.kind.as_str(), scope = %crate::domain::scope_label(&r.scope), summary = %r.summary, "change-impact report");
+            // A change the team posted gets its report as a message; one detected in
+            // the data is told by its alert and listed in the daily digest.
+            if r.change.origin == "detected" {
+                continue;
+            }
             self.inform(
                 &format!(
                     "Change impact: {} {}",
@@ -257,6 +265,16 @@ impl AlertStage {
         }
         let mut lines = Vec::new();
         for tick in &out.ticks {
+            // A replay's clock is each evaluation's own time, so what it groups and
+            // repeats is what a live daemon would have.
+            let now_ms = match self.delivery {
+                Delivery::Outbox => now_ms,
+                Delivery::Count => {
+                    self.replay_clock_ms = self.replay_clock_ms.max(tick.judged_ms);
+                    self.flush(self.replay_clock_ms)?;
+                    self.replay_clock_ms
+                }
+            };
             // One transaction per evaluation: an alert's transition and the
             // `notify_pending` rows of its notification are stored together or not at all.
             self.conn.execute_batch("BEGIN IMMEDIATE")?;
@@ -405,7 +423,9 @@ impl AlertStage {
     fn line(&self, f: &Finding, at_ms: i64) -> Alert {
         let assignment = self.tiers.assign(&f.impact, f.max_tier.as_deref());
         let mut evidence = f.evidence.clone();
-        evidence.insert("tier".into(), assignment.evidence(&f.impact));
+        let mut tier = assignment.evidence(&f.impact);
+        tier["harm"] = Value::from(f.harm);
+        evidence.insert("tier".into(), tier);
         Alert {
             event: AlertEvent::Firing,
             members: Vec::new(),
@@ -484,11 +504,12 @@ impl AlertStage {
             }
         }
         self.start_firing(starting, now_ms, lines)?;
-        for key in &seen {
+        for key in seen.iter().chain(&tick.holding) {
             if let Some(a) = self.active.get_mut(key) {
                 a.misses = 0;
             }
         }
+        seen.extend(tick.holding.iter().cloned());
         let mut missed: Vec<Key> = self
             .active
             .iter()
@@ -565,6 +586,7 @@ impl AlertStage {
                 inc.reopens += 1;
             }
             inc.set(key.clone(), line.clone(), links);
+            inc.reroot(&key);
             let (suppressed, reopens) = (inc.suppressed_by, inc.reopens);
             sql::update(&self.conn, id, &line, "firing", suppressed)?;
             sql::set_incident(&self.conn, id, inc_id, reopens)?;

@@ -38,6 +38,10 @@ pub struct ReplayArgs {
     /// channel would have received, median delay and tier errors, on stderr.
     #[arg(long, value_name = "FILE")]
     truth: Option<PathBuf>,
+    /// Write every message each channel would have received (after grouping and
+    /// budgets) to this file, one JSON object per line.
+    #[arg(long, value_name = "FILE")]
+    notifications: Option<PathBuf>,
     /// Rules, tiers and prices; the database defaults to a temporary file.
     #[command(flatten)]
     store: StoreArgs,
@@ -115,6 +119,24 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
             channels.join(", ")
         }
     );
+    if let Some(path) = &args.notifications {
+        let mut text = String::new();
+        for s in &summary.sent {
+            let m = &s.message;
+            let line = serde_json::json!({
+                "channel": s.channel,
+                "at": crate::domain::rfc3339_ms::format(s.at_ms),
+                "title": m.title,
+                "tier": m.tier,
+                "alerts": m.alerts,
+                "text": m.text,
+            });
+            text.push_str(&line.to_string());
+            text.push('\n');
+        }
+        std::fs::write(path, text)
+            .with_context(|| format!("writing notifications to {}", path.display()))?;
+    }
     if let Some(truth) = truth {
         let tiers = Tiers::load(&config.rules)?;
         let names: Vec<String> = tiers.defs().iter().map(|d| d.tier.name.clone()).collect();

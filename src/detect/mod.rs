@@ -37,8 +37,10 @@ pub struct Finding {
     pub summary: String,
     /// Everything that supports it.
     pub evidence: serde_json::Map<String, Value>,
-    /// The scope's blast radius over the bucket.
+    /// The harm of the deviation, which its tier is chosen from.
     pub impact: Impact,
+    /// What `impact` measures, in words (`evidence.tier.harm`).
+    pub harm: &'static str,
     /// Why it must not alert though it was found (warm-up after a change event, a
     /// change event nearby). Muted findings still explain their parents.
     pub muted: Option<String>,
@@ -60,6 +62,9 @@ pub struct Test {
     pub sign: f64,
     /// Relative change against the baseline.
     pub rel: f64,
+    /// The change in the signal's own unit (value − baseline): times the samples,
+    /// the absolute excess that attribution compares between scopes.
+    pub diff: f64,
     /// Robust z-score.
     pub z: f64,
     /// The test's p-value (one-sided in the rule's direction).
@@ -156,6 +161,7 @@ pub fn judge_scalar(
     passes.then_some(Test {
         sign,
         rel,
+        diff,
         z,
         p_value,
         name,

@@ -189,7 +189,7 @@ pub fn evals_off(profile: Profile) -> Scenario {
         (at, None),
         scope("route", "classify"),
         &[Kind::FalseEfficiency, Kind::EvalCoverageDrop],
-        6 * 60,
+        8 * 60,
         ("page", "alert"),
     );
     off.related = vec![scope("model", "gpt-4o-mini"), scope("provider", "openai")];
@@ -232,7 +232,7 @@ pub fn quality_drop(mut profile: Profile) -> Scenario {
         (at, None),
         scope("route", "summarize"),
         &[Kind::QualityDrift],
-        6 * 60,
+        8 * 60,
         ("page", "alert"),
     )]);
     scenario("quality_drop", profile, vec![inject], vec![], truth)

@@ -180,9 +180,13 @@ impl Score {
         let mut incidents = Vec::new();
         for i in &truth.incidents {
             let own: Vec<&&Alert> = firing.iter().filter(|a| belongs(i, a)).collect();
-            let first = own
+            // An incident line tells of its members too.
+            let first = lines
                 .iter()
-                .filter(|a| i.kinds.contains(&a.kind))
+                .filter(|a| a.event != AlertEvent::Resolved && belongs(i, a))
+                .filter(|a| {
+                    i.kinds.contains(&a.kind) || a.members.iter().any(|m| i.kinds.contains(&m.kind))
+                })
                 .map(|a| a.at_ms)
                 .min();
             let delay_minutes = first.map(|t| (t - i.start_ms) as f64 / 60_000.0);
