@@ -79,8 +79,9 @@ pub struct Tick {
     /// what a person reads when its alert resolves).
     pub learned: Vec<(String, Scope, String)>,
     /// Conditions still found but left out by attribution (a parent or child speaks
-    /// for them) or by one-per-kind: an alert already firing on them keeps firing
-    /// rather than resolve and fire again as attribution moves between scopes.
+    /// for them) or by one-per-kind, and open alerts whose bucket was too thin to
+    /// judge: an alert already firing on them keeps firing rather than resolve and
+    /// fire again as attribution moves between scopes or a quiet night passes.
     pub holding: Vec<(String, Scope)>,
 }
 
@@ -350,6 +351,7 @@ impl Engine {
         let mut findings = Vec::new();
         let mut new_changes = Vec::new();
         let mut learned = Vec::new();
+        let mut waiting = Vec::new();
 
         for id in self.lanes.index.ids() {
             let cell = b.cells.get(&id).unwrap_or(&empty);
@@ -358,6 +360,7 @@ impl Engine {
             let has_traffic = cell.requests > 0;
             let st = &mut self.states[id as usize];
             if !has_traffic && !st.series[Signal::Requests.index()].has_baseline(start, true, &bp) {
+                waiting.extend(open_on_lane(st, &self.rules, false, labels));
                 continue;
             }
             let warming = st.warm_until.is_some_and(|u| start < u);
@@ -734,8 +737,51 @@ impl Engine {
             }
             let st = &mut self.states[id as usize];
             let found = found_rules(&findings[first..]);
-            let lasting = track_open(st, &self.rules, &found, (start, end), false, &self.params);
+            let bands: Vec<(usize, Band)> = st
+                .open
+                .iter()
+                .map(|o| {
+                    let r = &self.rules[o.rule];
+                    let band = match r.detector {
+                        Detector::Drift if r.signal.is_mix() => {
+                            let counts = mix_counts(cell, r.signal);
+                            let n = counts.iter().map(|&(_, c)| c as u64).sum::<u64>();
+                            match st.mixes[r.signal.index()].test(&counts, 200.0) {
+                                Some(t) if n >= r.min_samples => match t.tvd < r.min_change / 2.0 {
+                                    true => Band::Inside,
+                                    false => Band::Outside,
+                                },
+                                _ => Band::Unknown,
+                            }
+                        }
+                        Detector::Drift => {
+                            let base = st.series[r.signal.index()].baseline(
+                                start,
+                                r.signal.seasonal_only(),
+                                &bp,
+                            );
+                            let center = base.map(|b| match crate::detect::is_proportion(r.signal) {
+                                true => b.mean,
+                                false => b.median,
+                            });
+                            Band::of(r, usage_value(cell, r.signal), center, samples(cell, r.signal))
+                        }
+                        _ => Band::Inside,
+                    };
+                    (o.rule, band)
+                })
+                .collect();
+            let st = &mut self.states[id as usize];
+            let (lasting, thin) = track_open(
+                st,
+                &self.rules,
+                &found,
+                (start, end),
+                (false, &bands),
+                &self.params,
+            );
             learned.extend(lasting.into_iter().map(|l| (id, l)));
+            waiting.extend(thin.into_iter().map(|ri| (self.rules[ri].name.clone(), labels.clone())));
             // Learn from this bucket (after judging it, so it is not its own baseline).
             let st = &mut self.states[id as usize];
             for signal in USAGE_SCALARS {
@@ -777,7 +823,7 @@ impl Engine {
             self.observe_change(&c);
         }
         let learned = self.learned(learned, end);
-        self.tick(findings, end, vec![Lane::Structure, Lane::Cost], learned)
+        self.tick(findings, end, vec![Lane::Structure, Lane::Cost], learned, waiting)
     }
 
     /// Lasting levels learned by their series: each becomes a detected change event
@@ -835,6 +881,7 @@ impl Engine {
         at_ms: i64,
         lanes: Vec<Lane>,
         learned: Vec<(String, Scope, String)>,
+        waiting: Vec<(String, Scope)>,
     ) -> Tick {
         let raw: Vec<(String, Scope)> = findings
             .iter()
@@ -849,6 +896,7 @@ impl Engine {
         let holding = raw
             .into_iter()
             .filter(|k| !kept.iter().any(|f| f.rule_name == k.0 && f.labels == k.1))
+            .chain(waiting)
             .collect();
         let a = &self.params.analysis;
         let wait = match lanes.contains(&Lane::Eval) {
@@ -903,9 +951,18 @@ impl Engine {
         let bp = self.params.baselines;
         let mut findings = Vec::new();
         let mut learned = Vec::new();
+        let mut waiting = Vec::new();
         let mut ids: Vec<ScopeId> = b.cells.keys().copied().collect();
         ids.sort_unstable();
         let g_requests = b.cells.get(&GLOBAL).map_or(1, |c| c.requests.max(1)) as f64;
+        // A scope with no requests in the bucket has nothing to judge: its open
+        // alerts wait for data rather than resolve.
+        for (id, st) in self.states.iter().enumerate() {
+            if !b.cells.contains_key(&(id as ScopeId)) {
+                let labels = self.lanes.index.labels(id as ScopeId);
+                waiting.extend(open_on_lane(st, &self.rules, true, labels));
+            }
+        }
         for id in ids {
             let cell = &b.cells[&id];
             let labels = self.lanes.index.labels(id).clone();
@@ -1049,8 +1106,37 @@ impl Engine {
             }
             let st = &mut self.states[id as usize];
             let found = found_rules(&findings[first..]);
-            let lasting = track_open(st, &self.rules, &found, (start, end), true, &self.params);
+            let bands: Vec<(usize, Band)> = st
+                .open
+                .iter()
+                .map(|o| {
+                    let r = &self.rules[o.rule];
+                    let signal = match r.detector {
+                        Detector::Drift => r.signal,
+                        Detector::FalseEfficiency => Signal::EvalCoverage,
+                        _ => return (o.rule, Band::Inside),
+                    };
+                    let center = st.series[signal.index()]
+                        .baseline(start, false, &bp)
+                        .map(|b| match crate::detect::is_proportion(signal) {
+                            true => b.mean,
+                            false => b.median,
+                        });
+                    let n = eval_samples(cell, signal);
+                    (o.rule, Band::of(r, eval_value(cell, signal), center, n))
+                })
+                .collect();
+            let st = &mut self.states[id as usize];
+            let (lasting, thin) = track_open(
+                st,
+                &self.rules,
+                &found,
+                (start, end),
+                (true, &bands),
+                &self.params,
+            );
             learned.extend(lasting.into_iter().map(|l| (id, l)));
+            waiting.extend(thin.into_iter().map(|ri| (self.rules[ri].name.clone(), labels.clone())));
             for signal in EVAL_SCALARS {
                 if let Some(v) = eval_value(cell, signal) {
                     st.series[signal.index()].push(start, v, &bp);
@@ -1061,7 +1147,7 @@ impl Engine {
             }
         }
         let learned = self.learned(learned, end);
-        self.tick(findings, end, vec![Lane::Eval], learned)
+        self.tick(findings, end, vec![Lane::Eval], learned, waiting)
     }
 
     fn end_eval_warmup(&mut self, id: ScopeId, at_ms: i64) {
@@ -1162,6 +1248,49 @@ fn found_rules(findings: &[Finding]) -> Vec<usize> {
         .collect()
 }
 
+/// Where an open alert's value stands in a bucket that did not find it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Band {
+    /// Back within half the rule's change of its baseline: calm.
+    Inside,
+    /// Not significant, but still as far out as half the rule's change: the alert
+    /// stays open (a thin bucket cannot prove a lasting state over).
+    Outside,
+    /// Too few samples, or no value, to tell.
+    Unknown,
+}
+
+impl Band {
+    /// `value` against `center` for an open `rule` with `n` samples.
+    fn of(rule: &Rule, value: Option<f64>, center: Option<f64>, n: u64) -> Band {
+        let (Some(v), Some(c)) = (value, center) else {
+            return Band::Unknown;
+        };
+        if n < rule.min_samples.max(1) && rule.signal != Signal::Requests {
+            return Band::Unknown;
+        }
+        match ((v - c) / c.abs().max(1e-9)).abs() < rule.min_change / 2.0 {
+            true => Band::Inside,
+            false => Band::Outside,
+        }
+    }
+}
+
+/// The confirmed open alerts of a scope on the usage lanes (`eval` false) or the
+/// eval lane, as (rule, scope) keys.
+fn open_on_lane(
+    st: &ScopeState,
+    rules: &[Rule],
+    eval: bool,
+    labels: &Scope,
+) -> Vec<(String, Scope)> {
+    st.open
+        .iter()
+        .filter(|o| o.confirmed && (rules[o.rule].lane() == Lane::Eval) == eval)
+        .map(|o| (rules[o.rule].name.clone(), labels.clone()))
+        .collect()
+}
+
 /// A level an open alert held for the whole warm-up length, learned as the new normal.
 struct Lasting {
     rule: usize,
@@ -1211,9 +1340,9 @@ fn track_open(
     rules: &[Rule],
     found: &[usize],
     (start, end): (i64, i64),
-    eval: bool,
+    (eval, bands): (bool, &[(usize, Band)]),
     params: &EngineParams,
-) -> Vec<Lasting> {
+) -> (Vec<Lasting>, Vec<usize>) {
     let on_lane = |ri: usize| (rules[ri].lane() == Lane::Eval) == eval;
     for &ri in found {
         match st.open.iter_mut().find(|o| o.rule == ri) {
@@ -1237,9 +1366,25 @@ fn track_open(
             }
         }
     }
+    // A bucket too thin to judge (a quiet night on a small scope) is neither a
+    // finding nor calm: the open alert waits for data that can tell.
+    let mut waiting = Vec::new();
     for o in st.open.iter_mut() {
-        if on_lane(o.rule) && !found.contains(&o.rule) {
-            o.calm += 1;
+        if !on_lane(o.rule) || found.contains(&o.rule) {
+            continue;
+        }
+        let band = bands
+            .iter()
+            .find(|b| b.0 == o.rule)
+            .map_or(Band::Inside, |b| b.1);
+        match (o.confirmed, band) {
+            // A blip that never fired closes at the first bucket without it.
+            (false, _) => o.calm = CALM_TO_CLOSE,
+            (true, Band::Inside) => o.calm += 1,
+            (true, Band::Outside | Band::Unknown) => {
+                o.calm = 0;
+                waiting.push(o.rule);
+            }
         }
     }
     let rp = &params.recalibration;
@@ -1250,7 +1395,7 @@ fn track_open(
         if !on_lane(o.rule) {
             continue;
         }
-        if o.calm >= CALM_TO_CLOSE || (o.calm > 0 && !o.confirmed) {
+        if o.calm >= CALM_TO_CLOSE {
             closed.push(o.rule);
             continue;
         }
@@ -1312,7 +1457,7 @@ fn track_open(
             }
         }
     }
-    lasting
+    (lasting, waiting)
 }
 
 fn covered<'a>(

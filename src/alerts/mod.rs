@@ -248,20 +248,9 @@ impl AlertStage {
             let report = serde_json::to_value(r).unwrap_or(Value::Null);
             sql::set_impact(&self.conn, &r.change, &report)?;
             tracing::info!(kind = r.change.kind.as_str(), scope = %crate::domain::scope_label(&r.scope), summary = %r.summary, "change-impact report");
-            // A change the team posted gets its report as a message; one detected in
-            // the data is told by its alert and listed in the daily digest.
-            if r.change.origin == "detected" {
-                continue;
-            }
-            self.inform(
-                &format!(
-                    "Change impact: {} {}",
-                    r.change.kind.as_str(),
-                    crate::domain::scope_label(&r.scope)
-                ),
-                &r.summary,
-                now_ms,
-            )?;
+            // Reports are read in the daily digest (and `driftwarden changes`), not
+            // sent one by one: an announced change stays silent, and a detected one
+            // is told by its alert.
         }
         let mut lines = Vec::new();
         for tick in &out.ticks {
@@ -402,20 +391,6 @@ impl AlertStage {
                 at_ms: now_ms,
                 message,
             }),
-        }
-        Ok(())
-    }
-
-    fn inform(&mut self, title: &str, text: &str, now_ms: i64) -> Result<(), StoreError> {
-        let meta = self.tiers.meta_tier().clone();
-        let message = Message {
-            title: title.to_string(),
-            tier: None,
-            alerts: Vec::new(),
-            text: text.to_string(),
-        };
-        for channel in &meta.channels {
-            self.send(channel, message.clone(), now_ms)?;
         }
         Ok(())
     }

@@ -227,14 +227,17 @@ pub fn quality_drop(mut profile: Profile) -> Scenario {
         Filter::route("summarize"),
         Effect::EvalScoreShift(-0.25),
     );
-    let truth = incidents(vec![incident(
+    let mut worse = incident(
         "summarize's answers get worse",
         (at, None),
         scope("route", "summarize"),
         &[Kind::QualityDrift],
         8 * 60,
         ("page", "alert"),
-    )]);
+    );
+    // The route's answers come from these models: their scores fall with it.
+    worse.related = vec![scope("model", "gpt-4o"), scope("model", "claude-3-5-sonnet")];
+    let truth = incidents(vec![worse]);
     scenario("quality_drop", profile, vec![inject], vec![], truth)
 }
 
