@@ -165,6 +165,9 @@ struct ScopeState {
     impacts: Vec<(i64, Impact)>,
     /// Rules with an open alert on this scope.
     open: Vec<Open>,
+    /// (requests, errors, truncated) of the scope's last buckets with traffic, for
+    /// judging a small scope's rates over pooled buckets.
+    pooled: std::collections::VecDeque<(u32, u32, u32)>,
 }
 
 impl ScopeState {
@@ -347,6 +350,8 @@ impl Engine {
         let global = b.cells.get(&GLOBAL).unwrap_or(&empty);
         let (g_requests, g_spend) = (global.requests.max(1) as f64, global.cost);
         let per_day = 86_400_000.0 / bucket_ms as f64;
+        // Buckets a small scope's rates may pool: an hour's worth.
+        let pool_buckets = (3_600_000 / bucket_ms).max(1) as usize;
         let bp = self.params.baselines;
         let mut findings = Vec::new();
         let mut new_changes = Vec::new();
@@ -488,17 +493,10 @@ impl Engine {
                         ));
                     }
                     Detector::Drift => {
-                        let Some(value) = usage_value(cell, rule.signal) else {
+                        let Some((value, counts, pooled_buckets)) =
+                            usage_counts(st, cell, rule, pool_buckets)
+                        else {
                             continue;
-                        };
-                        let counts = Counts {
-                            n: samples(cell, rule.signal),
-                            x: match rule.signal {
-                                Signal::ErrorRate => cell.errors as u64,
-                                Signal::TruncationRate => cell.truncated as u64,
-                                _ => 0,
-                            },
-                            variance: 0.0,
                         };
                         let series = &st.series[rule.signal.index()];
                         let base = series.baseline(start, rule.signal.seasonal_only(), &bp);
@@ -510,10 +508,12 @@ impl Engine {
                         };
                         let test = match (test, hard) {
                             (Some(t), _) => t,
+                            // Past the guard with no baseline to compare: every
+                            // failure counts as excess.
                             (None, true) => Test {
                                 sign: 1.0,
                                 rel: 0.0,
-                                diff: 0.0,
+                                diff: value,
                                 z: 0.0,
                                 p_value: 0.0,
                                 name: "hard limit",
@@ -524,6 +524,12 @@ impl Engine {
                         ev.insert("signal".into(), json!(rule.signal));
                         if let Some(limit) = rule.hard_limit.filter(|_| hard) {
                             ev.insert("hard_limit".into(), json!(limit));
+                        }
+                        if pooled_buckets > 1 {
+                            ev.insert(
+                                "pooled".into(),
+                                json!({"buckets": pooled_buckets, "requests": counts.n, "events": counts.x}),
+                            );
                         }
                         if rule.signal.lane() == Lane::Cost {
                             if let Some(p) = &pvm {
@@ -764,7 +770,10 @@ impl Engine {
                                 true => b.mean,
                                 false => b.median,
                             });
-                            Band::of(r, usage_value(cell, r.signal), center, samples(cell, r.signal))
+                            match usage_counts(st, cell, r, pool_buckets) {
+                                Some((value, counts, _)) => Band::of(r, Some(value), center, counts.n),
+                                None => Band::Unknown,
+                            }
                         }
                         _ => Band::Inside,
                     };
@@ -809,6 +818,11 @@ impl Engine {
                 }
             }
             if has_traffic {
+                if st.pooled.len() == pool_buckets {
+                    st.pooled.pop_front();
+                }
+                st.pooled
+                    .push_back((cell.requests, cell.errors, cell.truncated));
                 for signal in MIXES {
                     st.mixes[signal.index()].add(&mix_counts(cell, signal), self.decay, start);
                 }
@@ -1246,6 +1260,42 @@ fn found_rules(findings: &[Finding]) -> Vec<usize> {
         .filter(|f| f.muted.is_none() || f.hard)
         .map(|f| f.rule)
         .collect()
+}
+
+/// A usage scalar's value in a bucket and the counts its test rests on, with how
+/// many buckets they span. A small scope's rate is judged over its last buckets
+/// pooled until they hold the rule's `min_samples` (at most `pool_buckets`, an
+/// hour), so a quiet tenant can alert at all.
+fn usage_counts(
+    st: &ScopeState,
+    cell: &Cell,
+    rule: &Rule,
+    pool_buckets: usize,
+) -> Option<(f64, Counts, usize)> {
+    let value = usage_value(cell, rule.signal)?;
+    let x_of = |errors: u32, truncated: u32| match rule.signal {
+        Signal::ErrorRate => errors as u64,
+        Signal::TruncationRate => truncated as u64,
+        _ => 0,
+    };
+    let mut counts = Counts {
+        n: samples(cell, rule.signal),
+        x: x_of(cell.errors, cell.truncated),
+        variance: 0.0,
+    };
+    if !crate::detect::is_proportion(rule.signal) || counts.n >= rule.min_samples {
+        return Some((value, counts, 1));
+    }
+    let mut buckets = 1;
+    for &(n, errors, truncated) in st.pooled.iter().rev().take(pool_buckets - 1) {
+        if counts.n >= rule.min_samples {
+            break;
+        }
+        counts.n += n as u64;
+        counts.x += x_of(errors, truncated);
+        buckets += 1;
+    }
+    Some((counts.x as f64 / counts.n.max(1) as f64, counts, buckets))
 }
 
 /// Where an open alert's value stands in a bucket that did not find it.

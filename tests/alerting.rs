@@ -141,10 +141,12 @@ fn finding(rule: &str, labels: Scope, impact: Impact, for_ms: i64) -> Finding {
         excess: 1.0,
         evidence,
         impact,
+        harm: "test harm",
         muted: None,
         hard: false,
         max_tier: None,
         for_ms,
+        links: Vec::new(),
     }
 }
 
@@ -152,8 +154,11 @@ fn tick(at_ms: i64, findings: Vec<Finding>) -> Output {
     Output {
         ticks: vec![Tick {
             at_ms,
+            judged_ms: at_ms,
             lanes: USAGE_LANES.to_vec(),
             findings,
+            learned: Vec::new(),
+            holding: Vec::new(),
         }],
         ..Output::default()
     }
@@ -211,12 +216,13 @@ fn queued_alerts(db: &Path, channel: &str) -> Vec<Alert> {
 }
 
 #[test]
-fn a_small_tenant_lands_in_a_low_tier_while_a_global_burst_pages() {
+fn a_small_tenant_lands_in_a_low_tier_while_a_provider_wide_burst_pages() {
     let (_dir, db) = database();
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
     let mut stage = stage(&db, Tiers::load(&shipped).unwrap());
+    // Unrelated scopes: two incidents, each at its own tier.
     let tenant = scope(&[("tenant", "tiny-co")]);
-    let global = Scope::new();
+    let global = scope(&[("provider", "openai")]);
     let findings = || {
         vec![
             finding(
@@ -432,12 +438,13 @@ fn a_budget_overflow_folds_into_one_summary_and_raises_tier_flooding() {
     let page = || impact(0.6, 12, 1200.0);
     // Five page alerts across rules, one more per 10-minute bucket; each tick holds
     // every finding of its bucket, so the earlier ones keep firing (not resolving).
+    // Unrelated scopes: each alert is an incident of its own.
     let firing = [
         ("error-rate", scope(&[("provider", "openai")])),
-        ("spend", Scope::new()),
+        ("spend", scope(&[("model", "claude-3-5-sonnet")])),
         ("cost-per-request", scope(&[("model", "gpt-4o")])),
-        ("unit-price", scope(&[("model", "gpt-4o")])),
-        ("traffic-volume", Scope::new()),
+        ("unit-price", scope(&[("route", "chat")])),
+        ("traffic-volume", scope(&[("tenant", "t-1")])),
     ];
     for i in 0..firing.len() {
         let findings = firing[..=i]
@@ -526,7 +533,7 @@ fn a_restart_does_not_renew_the_days_budget() {
     let page = || impact(0.6, 12, 1200.0);
     let rules_then = [
         ("error-rate", scope(&[("provider", "openai")])),
-        ("spend", Scope::new()),
+        ("spend", scope(&[("model", "claude-3-5-sonnet")])),
         ("cost-per-request", scope(&[("model", "gpt-4o")])),
     ];
     for (i, (rule, labels)) in rules_then.iter().enumerate() {
@@ -803,7 +810,8 @@ fn a_hard_guard_burst_reaches_slack_and_email_exactly_once_through_500s() {
         "error-rate",
         "structural_drift",
         "past its hard limit",
-        "100.0% of requests",
+        // The harm: half of all requests failed.
+        "50.0% of requests",
     ] {
         assert!(text.contains(want), "Slack text lacks {want:?}: {text}");
     }

@@ -14,7 +14,7 @@ const NEWAPI_BATCH: usize = 10_000;
 #[derive(Debug, Args)]
 pub(super) struct GenerateArgs {
     /// Scenario: quiet, announced_deploy, silent_model_bump, slow_creep, evals_off,
-    /// tenant_spike, quality_drop or error_burst.
+    /// tenant_spike, quality_drop, error_burst, small_tenant_errors or price_rise.
     #[arg(long, value_name = "NAME")]
     scenario: String,
     /// Random seed: the same seed writes the same files.

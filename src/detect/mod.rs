@@ -117,6 +117,11 @@ pub fn judge_scalar(
     let rel = diff / center.abs().max(1e-9);
     let robust = base.z(value, 0.02);
     let (z, name) = match signal {
+        // Too few expected events for the normal approximation: the exact test.
+        _ if proportion && (counts.n as f64 * center) < 10.0 => (
+            stats::binomial_z(counts.x, counts.n, center),
+            "exact binomial test",
+        ),
         _ if proportion => (
             stats::proportion_z(counts.x, counts.n, center),
             "proportion z-test",

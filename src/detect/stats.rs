@@ -2,7 +2,7 @@
 //! sample size: the same relative change is significant in a thousand requests
 //! and not in ten.
 
-use statrs::distribution::{ChiSquared, ContinuousCDF, Normal, StudentsT};
+use statrs::distribution::{Binomial, ChiSquared, ContinuousCDF, DiscreteCDF, Normal, StudentsT};
 
 fn std_normal() -> Normal {
     Normal::new(0.0, 1.0).expect("standard normal")
@@ -47,6 +47,24 @@ pub fn proportion_z(x: u64, n: u64, p0: f64) -> f64 {
     corrected / (n * p0 * (1.0 - p0)).sqrt()
 }
 
+/// Exact binomial test of `x` successes in `n` trials against a baseline rate `p0`,
+/// as the z of a standard normal with the same one-sided p-value: for counts too
+/// small for the normal approximation (a quiet tenant's 16 requests).
+pub fn binomial_z(x: u64, n: u64, p0: f64) -> f64 {
+    let p0 = p0.clamp(1e-4, 1.0 - 1e-4);
+    let Ok(dist) = Binomial::new(p0, n) else {
+        return 0.0;
+    };
+    let expected = n as f64 * p0;
+    // P(X >= x) above the expectation, P(X <= x) below it.
+    let (p, sign) = match x as f64 >= expected {
+        true => (1.0 - dist.cdf(x.saturating_sub(1)), 1.0),
+        false => (dist.cdf(x), -1.0),
+    };
+    let p = p.clamp(1e-300, 0.5);
+    sign * std_normal().inverse_cdf(1.0 - p).max(0.0)
+}
+
 /// Test of a count against an expected Poisson mean: z of the observed count with
 /// the mean's own variance (a normal approximation, fine above ~10 expected).
 pub fn poisson_z(observed: f64, expected: f64) -> f64 {
@@ -75,6 +93,19 @@ pub fn welch(a: (f64, f64, f64), b: (f64, f64, f64)) -> Option<(f64, f64, f64)> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_exact_binomial_test_agrees_with_the_normal_one_on_large_counts_and_judges_small_ones() {
+        // Large counts: both say the same.
+        let (exact, approx) = (binomial_z(130, 1000, 0.1), proportion_z(130, 1000, 0.1));
+        assert!((exact - approx).abs() < 0.3, "{exact} vs {approx}");
+        // Half of 16 requests failing against a 1% rate: far beyond chance.
+        assert!(binomial_z(8, 16, 0.01) > 6.0);
+        // One failure in 16 against 1%: nothing to see.
+        assert!(binomial_z(1, 16, 0.01) < 2.0);
+        // Fewer than expected reads as a negative z.
+        assert!(binomial_z(0, 200, 0.2) < -4.0);
+    }
 
     #[test]
     fn normal_p_values() {

@@ -435,6 +435,7 @@ mod tests {
     use crate::domain::{ChangeEvent, ChangeKind};
     use crate::store::Store;
     use crate::store::exceptions::NewException;
+    use crate::tiers::Tiers;
 
     /// 2026-06-07T09:00:00Z, a digest's default fire time.
     const NOW: i64 = 1_780_822_800_000;

@@ -13,7 +13,7 @@ use super::{Scenario, SimError};
 use crate::domain::{ChangeEvent, ChangeKind, Kind, Scope};
 
 /// The names `by_name` knows, in the order of this file.
-pub const NAMES: [&str; 8] = [
+pub const NAMES: [&str; 10] = [
     "quiet",
     "announced_deploy",
     "silent_model_bump",
@@ -22,6 +22,8 @@ pub const NAMES: [&str; 8] = [
     "tenant_spike",
     "quality_drop",
     "error_burst",
+    "small_tenant_errors",
+    "price_rise",
 ];
 
 /// The scenario called `name` over `profile`.
@@ -35,6 +37,8 @@ pub fn by_name(name: &str, profile: Profile) -> Result<Scenario, SimError> {
         "tenant_spike" => tenant_spike(profile),
         "quality_drop" => quality_drop(profile),
         "error_burst" => error_burst(profile),
+        "small_tenant_errors" => small_tenant_errors(profile),
+        "price_rise" => price_rise(profile),
         other => {
             return Err(SimError::UnknownScenario {
                 name: other.to_string(),
@@ -170,7 +174,8 @@ pub fn slow_creep(profile: Profile) -> Scenario {
         scope("route", "extract"),
         &[Kind::BaselineCreep, Kind::UnannouncedChange, Kind::CostDrift],
         3 * 24 * 60,
-        ("alert", "digest"),
+        // A few dollars a day on the simulated gateway: told in the digest at most.
+        ("digest", "record"),
     )]);
     scenario("slow_creep", profile, vec![inject], vec![], truth)
 }
@@ -257,6 +262,47 @@ pub fn error_burst(profile: Profile) -> Scenario {
         ("page", "page"),
     )]);
     scenario("error_burst", profile, vec![inject], vec![], truth)
+}
+
+/// Half the requests of a small tenant (`tenant-08`, about 3% of traffic: some 16
+/// requests a bucket at the busiest hour) fail for one hour from 10:00 on day 15.
+/// Expected: a structural drift on that tenant within the hour, found over pooled
+/// buckets with an exact test, at a tier no higher than `alert`.
+pub fn small_tenant_errors(profile: Profile) -> Scenario {
+    let from = profile.day(14.0) + 10 * 3_600_000;
+    let to = from + 3_600_000;
+    let tenant = profile.tenant_name(7);
+    let inject = Injection::window(from, to, Filter::tenant(&tenant), Effect::ErrorRate(0.5));
+    let truth = incidents(vec![incident(
+        "half of a small tenant's requests fail for an hour",
+        (from, Some(to)),
+        scope("tenant", &tenant),
+        &[Kind::StructuralDrift],
+        60,
+        ("alert", "digest"),
+    )]);
+    scenario("small_tenant_errors", profile, vec![inject], vec![], truth)
+}
+
+/// From day 15 `gpt-4o-mini` costs ×1.4 for good (a price change nobody posted).
+/// Expected: one cost incident on the model that becomes the new normal after the
+/// warm-up length (a detected change event with its report), not a flap.
+pub fn price_rise(profile: Profile) -> Scenario {
+    let at = profile.day(14.0);
+    let inject = Injection::from(at, Filter::model("gpt-4o-mini"), Effect::CostMultiplier(1.4));
+    let mut rise = incident(
+        "gpt-4o-mini's price rises 40% for good",
+        (at, None),
+        scope("model", "gpt-4o-mini"),
+        &[Kind::CostDrift, Kind::UnannouncedChange],
+        // It starts at midnight: the night's thin traffic shows it by the morning.
+        8 * 60,
+        // A few dollars a day on the simulated gateway.
+        ("alert", "record"),
+    );
+    // The routes it serves see their unit cost move with it.
+    rise.related = vec![scope("route", "classify"), scope("route", "extract")];
+    scenario("price_rise", profile, vec![inject], vec![], incidents(vec![rise]))
 }
 
 #[cfg(test)]
