@@ -500,6 +500,20 @@ impl Engine {
                         };
                         let series = &st.series[rule.signal.index()];
                         let base = series.baseline(start, rule.signal.seasonal_only(), &bp);
+                        // Pooled buckets judge a small scope, but only a bucket that
+                        // itself moves the way the finding says may raise it: an
+                        // episode an hour ago must not live on in the pooled window.
+                        let own = usage_value(cell, rule.signal).unwrap_or(value);
+                        let own_moves = base.as_ref().is_none_or(|b| {
+                            let center = match crate::detect::is_proportion(rule.signal) {
+                                true => b.mean,
+                                false => b.median,
+                            };
+                            (own - center).signum() == (value - center).signum() && own != center
+                        });
+                        if pooled_buckets > 1 && !own_moves {
+                            continue;
+                        }
                         let hard = rule.hard_limit.is_some_and(|h| value >= h)
                             && counts.n >= rule.min_samples;
                         let test = match &base {
@@ -1316,7 +1330,8 @@ impl Band {
         let (Some(v), Some(c)) = (value, center) else {
             return Band::Unknown;
         };
-        if n < rule.min_samples.max(1) && rule.signal != Signal::Requests {
+        // Telling "back to normal" needs fewer samples than finding a drift: a third.
+        if n < (rule.min_samples / 3).max(1) && rule.signal != Signal::Requests {
             return Band::Unknown;
         }
         match ((v - c) / c.abs().max(1e-9)).abs() < rule.min_change / 2.0 {
