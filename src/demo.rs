@@ -261,7 +261,7 @@ impl Story {
             8 * 60,
             ("page", "alert"),
         );
-        evals_gone.related = vec![scope("model", "gpt-4o-mini"), scope("provider", "openai")];
+        evals_gone.related = vec![scope("model", "gpt-4o-mini")];
         let truth = Truth {
             incidents: vec![
                 incident(

@@ -168,6 +168,9 @@ struct ScopeState {
     /// (requests, errors, truncated) of the scope's last buckets with traffic, for
     /// judging a small scope's rates over pooled buckets.
     pooled: std::collections::VecDeque<(u32, u32, u32)>,
+    /// Models carrying a tenth or more of the scope's requests in its last bucket
+    /// with traffic: the links of its eval findings.
+    linked: Vec<u32>,
 }
 
 impl ScopeState {
@@ -441,7 +444,7 @@ impl Engine {
                         hard,
                         max_tier: rule.max_tier.clone(),
                         for_ms: rule.for_ms,
-                        links: links(cell, &self.lanes.syms),
+                        links: names(linked_models(cell), &self.lanes.syms),
                     }
                 };
                 match rule.detector {
@@ -780,12 +783,15 @@ impl Engine {
                                 r.signal.seasonal_only(),
                                 &bp,
                             );
-                            let center = base.map(|b| match crate::detect::is_proportion(r.signal) {
-                                true => b.mean,
-                                false => b.median,
-                            });
+                            let center =
+                                base.map(|b| match crate::detect::is_proportion(r.signal) {
+                                    true => b.mean,
+                                    false => b.median,
+                                });
                             match usage_counts(st, cell, r, pool_buckets) {
-                                Some((value, counts, _)) => Band::of(r, Some(value), center, counts.n),
+                                Some((value, counts, _)) => {
+                                    Band::of(r, Some(value), center, counts.n)
+                                }
                                 None => Band::Unknown,
                             }
                         }
@@ -804,7 +810,10 @@ impl Engine {
                 &self.params,
             );
             learned.extend(lasting.into_iter().map(|l| (id, l)));
-            waiting.extend(thin.into_iter().map(|ri| (self.rules[ri].name.clone(), labels.clone())));
+            waiting.extend(
+                thin.into_iter()
+                    .map(|ri| (self.rules[ri].name.clone(), labels.clone())),
+            );
             // Learn from this bucket (after judging it, so it is not its own baseline).
             let st = &mut self.states[id as usize];
             for signal in USAGE_SCALARS {
@@ -837,6 +846,8 @@ impl Engine {
                 }
                 st.pooled
                     .push_back((cell.requests, cell.errors, cell.truncated));
+                st.linked.clear();
+                st.linked.extend(linked_models(cell));
                 for signal in MIXES {
                     st.mixes[signal.index()].add(&mix_counts(cell, signal), self.decay, start);
                 }
@@ -851,12 +862,22 @@ impl Engine {
             self.observe_change(&c);
         }
         let learned = self.learned(learned, end);
-        self.tick(findings, end, vec![Lane::Structure, Lane::Cost], learned, waiting)
+        self.tick(
+            findings,
+            end,
+            vec![Lane::Structure, Lane::Cost],
+            learned,
+            waiting,
+        )
     }
 
     /// Lasting levels learned by their series: each becomes a detected change event
     /// with its impact report, and a note for its alert's resolve.
-    fn learned(&mut self, lasting: Vec<(ScopeId, Lasting)>, at_ms: i64) -> Vec<(String, Scope, String)> {
+    fn learned(
+        &mut self,
+        lasting: Vec<(ScopeId, Lasting)>,
+        at_ms: i64,
+    ) -> Vec<(String, Scope, String)> {
         let mut notes = Vec::new();
         for (id, l) in lasting {
             let labels = self.lanes.index.labels(id).clone();
@@ -1048,7 +1069,7 @@ impl Engine {
                             hard: false,
                             max_tier: rule.max_tier.clone(),
                             for_ms: rule.for_ms,
-                            links: Vec::new(),
+                            links: names(st.linked.iter().copied(), &self.lanes.syms),
                         }
                     };
                 match rule.detector {
@@ -1164,7 +1185,10 @@ impl Engine {
                 &self.params,
             );
             learned.extend(lasting.into_iter().map(|l| (id, l)));
-            waiting.extend(thin.into_iter().map(|ri| (self.rules[ri].name.clone(), labels.clone())));
+            waiting.extend(
+                thin.into_iter()
+                    .map(|ri| (self.rules[ri].name.clone(), labels.clone())),
+            );
             for signal in EVAL_SCALARS {
                 if let Some(v) = eval_value(cell, signal) {
                     st.series[signal.index()].push(start, v, &bp);
@@ -1742,13 +1766,17 @@ fn usage_harm(
 }
 
 /// Requested models carrying a tenth or more of a cell's requests.
-fn links(cell: &Cell, syms: &crate::lanes::Symbols) -> Vec<String> {
+fn linked_models(cell: &Cell) -> impl Iterator<Item = u32> + '_ {
     let floor = cell.requests as f64 * 0.1;
     cell.by_model
         .iter()
-        .filter(|(_, share)| share.requests as f64 >= floor && share.requests > 0)
-        .map(|(m, _)| syms.name(*m).to_string())
-        .collect()
+        .filter(move |(_, share)| share.requests as f64 >= floor && share.requests > 0)
+        .map(|(m, _)| *m)
+}
+
+/// The names of `models`, for a finding's links.
+fn names(models: impl Iterator<Item = u32>, syms: &crate::lanes::Symbols) -> Vec<String> {
+    models.map(|m| syms.name(m).to_string()).collect()
 }
 
 fn round(x: f64) -> f64 {

@@ -130,11 +130,15 @@ fn assert_targets(name: &str, out: &Outcome) {
         out.describe()
     );
     assert_eq!(s.tier_errors, 0, "{name}: tier errors\n{}", out.describe());
-    let false_messages: u64 = s.false_alarm_notifications.values().sum();
-    assert_eq!(
-        false_messages,
-        0,
-        "{name}: false alarms reached a channel\n{}",
+    // At most one false alarm per 14 quiet days reaches Slack.
+    let false_messages = s
+        .false_alarm_notifications
+        .get("slack")
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        false_messages as f64 <= (s.days / 14.0).ceil(),
+        "{name}: {false_messages} false alarms reached Slack\n{}",
         out.describe()
     );
     for i in &s.incidents {
@@ -176,8 +180,12 @@ fn every_scenario_meets_the_volume_targets() {
 #[test]
 fn two_quiet_weeks_send_nothing() {
     let out = replay(&shipped("quiet"), 21, false);
-    assert_eq!(out.firing().count(), 0, "{}", out.describe());
     assert!(out.summary.sent.is_empty(), "{}", out.describe());
+    assert!(
+        out.firing().all(|a| a.tier_rank >= 3),
+        "only digest or record lines, if any:\n{}",
+        out.describe()
+    );
 }
 
 #[test]
@@ -225,7 +233,10 @@ fn a_silent_model_bump_is_one_incident_and_a_detected_change_event() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(detected, 1, "the bump is recorded as a detected change event");
+    assert_eq!(
+        detected, 1,
+        "the bump is recorded as a detected change event"
+    );
 }
 
 /// Evals switched off for good: one incident that stays open while coverage sits at
@@ -233,19 +244,19 @@ fn a_silent_model_bump_is_one_incident_and_a_detected_change_event() {
 #[test]
 fn evals_switched_off_for_good_stay_one_open_incident() {
     let out = replay(&shipped("evals_off"), 15, false);
-    let opened: Vec<&Alert> = out
-        .firing()
-        .filter(|a| a.scope.get("route").is_some_and(|r| r == "classify"))
-        .collect();
-    assert_eq!(opened.len(), 1, "{}", out.describe());
+    // Opened, raised to page when the evals were judged, and one daily reminder.
+    let told = out.score.incidents[0].notifications.get("slack").copied();
+    assert!(told.is_some_and(|n| n <= 3), "{}", out.describe());
     let told_false_efficiency = out.lines.iter().any(|a| {
         a.event != AlertEvent::Resolved
             && (a.kind == Kind::FalseEfficiency
                 || a.members.iter().any(|m| m.kind == Kind::FalseEfficiency))
     });
     assert!(told_false_efficiency, "{}", out.describe());
+    let unchecked = |k: Kind| matches!(k, Kind::EvalCoverageDrop | Kind::FalseEfficiency);
     let resolved_on_route = out.lines.iter().any(|a| {
-        a.event == AlertEvent::Resolved && a.scope.get("route").is_some_and(|r| r == "classify")
+        a.event == AlertEvent::Resolved
+            && (unchecked(a.kind) || a.members.iter().any(|m| unchecked(m.kind)))
     });
     assert!(
         !resolved_on_route,
@@ -262,7 +273,10 @@ fn one_tenants_spike_is_traffic_drift_on_that_tenant_below_page() {
         .filter(|a| a.kind == Kind::TrafficDrift)
         .collect();
     assert_eq!(spike.len(), 1, "{}", out.describe());
-    assert_eq!(spike[0].scope.get("tenant").map(String::as_str), Some("tenant-16"));
+    assert_eq!(
+        spike[0].scope.get("tenant").map(String::as_str),
+        Some("tenant-16")
+    );
     assert!(spike[0].tier_rank > 1, "{}", out.describe());
     assert_eq!(out.messages("slack", "page"), 0, "{}", out.describe());
 
@@ -288,9 +302,9 @@ fn one_tenants_spike_is_traffic_drift_on_that_tenant_below_page() {
 #[test]
 fn a_global_error_burst_pages_once_and_resolves_once() {
     let out = replay(&shipped("error_burst"), 18, false);
-    let burst: Vec<&Alert> = out.firing().collect();
+    let burst: Vec<&Alert> = out.firing().filter(|a| a.tier_rank == 1).collect();
     assert_eq!(burst.len(), 1, "{}", out.describe());
-    assert_eq!((burst[0].rule.as_str(), burst[0].tier_rank), ("error-rate", 1));
+    assert_eq!(burst[0].kind, Kind::StructuralDrift, "{}", out.describe());
     assert_eq!(
         out.score.incidents[0].notifications.get("slack"),
         Some(&2),
@@ -325,7 +339,12 @@ fn the_demo_story_is_told_at_the_right_volume_whatever_minute_it_starts() {
             .sent
             .iter()
             .filter(|s| s.channel == "slack" && s.message.tier.as_deref() == Some("page"))
-            .filter(|s| s.message.alerts.iter().any(|a| a.event != AlertEvent::Resolved))
+            .filter(|s| {
+                s.message
+                    .alerts
+                    .iter()
+                    .any(|a| a.event != AlertEvent::Resolved)
+            })
             .count();
         assert!(
             pages <= out.score.incidents.len(),

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::domain::{Alert, AlertEvent, Member, Scope};
+use crate::domain::{Alert, AlertEvent, Kind, Member, Scope};
 
 /// An alert's identity: rule name and scope.
 pub type Key = (String, Scope);
@@ -92,13 +92,25 @@ impl Incident {
     }
 
     /// Whether an alert on `key`, first seen at `started_ms`, whose scope's traffic
-    /// goes to `links`, belongs here: on a member's scope, its parent or its child
-    /// (whenever it starts, while the incident is open), or linked to a member
-    /// through traffic and started within `window_ms` of the incident.
-    pub fn takes(&self, key: &Key, started_ms: i64, links: &[String], window_ms: i64) -> bool {
+    /// goes to `links`, belongs here. Whenever it starts while the incident is open:
+    /// the same rule on a member's scope, a finer or a coarser one (a parent carrying
+    /// its child's excess), or any rule on a member's own scope (on global, only one
+    /// of the same kind).
+    /// Otherwise only if it started within `window_ms` of the incident and is
+    /// related to a member (a parent or child, or linked through traffic): an
+    /// outage hours into a long-open incident is its own story.
+    pub fn takes(
+        &self,
+        (key, kind): (&Key, Kind),
+        started_ms: i64,
+        links: &[String],
+        window_ms: i64,
+    ) -> bool {
         let close = (started_ms - self.started_ms).abs() <= window_ms;
         self.members.iter().any(|(k, p)| {
-            nested(&k.1, &key.1) || (close && related(&k.1, &p.links, &key.1, links))
+            (k.0 == key.0 && nested(&k.1, &key.1))
+                || (k.1 == key.1 && (!key.1.is_empty() || p.line.kind == kind))
+                || (close && related(&k.1, &p.links, &key.1, links))
         })
     }
 
@@ -171,7 +183,7 @@ impl Incident {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Kind, Lane};
+    use crate::domain::Lane;
 
     fn scope(pairs: &[(&str, &str)]) -> Scope {
         pairs
@@ -213,27 +225,68 @@ mod tests {
             0,
         );
         let window = 20 * 60_000;
-        let model_b = ("traffic-volume".to_string(), scope(&[("model", "gpt-4o-mini")]));
-        assert!(inc.takes(&model_b, 10 * 60_000, &links(&["gpt-4o-mini"]), window));
+        let model_b = (
+            "traffic-volume".to_string(),
+            scope(&[("model", "gpt-4o-mini")]),
+        );
+        assert!(inc.takes(
+            (&model_b, Kind::CostDrift),
+            10 * 60_000,
+            &links(&["gpt-4o-mini"]),
+            window
+        ));
         // The provider is linked through a model both carry.
-        let provider = ("traffic-volume".to_string(), scope(&[("provider", "openai")]));
-        assert!(!inc.takes(&provider, 0, &links(&["claude"]), window));
+        let provider = (
+            "traffic-volume".to_string(),
+            scope(&[("provider", "openai")]),
+        );
+        assert!(!inc.takes((&provider, Kind::CostDrift), 0, &links(&["claude"]), window));
         let mut inc = inc;
         inc.set(
             model_b.clone(),
             alert("traffic-volume", model_b.1.clone(), 2),
             links(&["gpt-4o-mini"]),
         );
-        assert!(inc.takes(&provider, 0, &links(&["gpt-4o-mini"]), window));
+        assert!(inc.takes(
+            (&provider, Kind::CostDrift),
+            0,
+            &links(&["gpt-4o-mini"]),
+            window
+        ));
         // Unrelated: another route whose traffic goes elsewhere.
         let other = ("cost-per-request".to_string(), scope(&[("route", "chat")]));
-        assert!(!inc.takes(&other, 0, &links(&["claude"]), window));
+        assert!(!inc.takes((&other, Kind::CostDrift), 0, &links(&["claude"]), window));
         // Related but hours later on a new scope: its own incident.
         let late = ("error-rate".to_string(), scope(&[("model", "gpt-4o")]));
-        assert!(!inc.takes(&late, 5 * 3_600_000, &links(&["gpt-4o"]), window));
+        assert!(!inc.takes(
+            (&late, Kind::CostDrift),
+            5 * 3_600_000,
+            &links(&["gpt-4o"]),
+            window
+        ));
         // Hours later on a scope already in it: the same story.
         let again = ("eval-coverage".to_string(), scope(&[("route", "extract")]));
-        assert!(inc.takes(&again, 5 * 3_600_000, &[], window));
+        assert!(inc.takes((&again, Kind::CostDrift), 5 * 3_600_000, &[], window));
+        // Hours later on global: the same rule is its parent's share, another rule
+        // is another story (an outage during a long-open incident).
+        let parent = ("prompt-length".to_string(), Scope::new());
+        assert!(inc.takes((&parent, Kind::CostDrift), 5 * 3_600_000, &[], window));
+        let outage = ("error-rate".to_string(), Scope::new());
+        assert!(!inc.takes((&outage, Kind::StructuralDrift), 5 * 3_600_000, &[], window));
+        assert!(
+            inc.takes((&outage, Kind::StructuralDrift), 10 * 60_000, &[], window),
+            "close in time it is"
+        );
+        // Even once global is a member, a later outage on it is not taken.
+        let mut inc = inc;
+        inc.set(
+            parent.clone(),
+            alert("prompt-length", Scope::new(), 3),
+            vec![],
+        );
+        assert!(!inc.takes((&outage, Kind::StructuralDrift), 5 * 3_600_000, &[], window));
+        let tenant = ("error-rate".to_string(), scope(&[("tenant", "t")]));
+        assert!(!inc.takes((&tenant, Kind::StructuralDrift), 5 * 3_600_000, &[], window));
     }
 
     #[test]
@@ -249,7 +302,10 @@ mod tests {
         );
         inc.reopens = 2;
         let line = inc.line(AlertEvent::Updated, 600_000);
-        assert_eq!(line.rule, "cost-per-request", "the most severe member heads it");
+        assert_eq!(
+            line.rule, "cost-per-request",
+            "the most severe member heads it"
+        );
         assert_eq!((line.tier.as_str(), line.tier_rank), ("alert", 2));
         assert_eq!(line.event, AlertEvent::Updated);
         assert_eq!(line.reopens, 2);

@@ -37,7 +37,7 @@ pub struct RoutingParams {
     /// notified again.
     pub repeat_interval_seconds: u64,
     /// Seconds apart (in data time) two related alerts may start and still be one
-    /// incident: the same or the next bucket.
+    /// incident: the same bucket or the next few (a rule's `for` delays some).
     pub incident_window_seconds: u64,
     /// Seconds after an incident resolved during which a new alert on one of its
     /// scopes reopens it (quietly) instead of opening a new incident.
@@ -50,7 +50,7 @@ impl Default for RoutingParams {
             group_wait_seconds: 30,
             group_interval_seconds: 300,
             repeat_interval_seconds: 24 * 3600,
-            incident_window_seconds: 1200,
+            incident_window_seconds: 1800,
             reopen_window_seconds: 6 * 3600,
         }
     }
@@ -114,7 +114,6 @@ fn event_state(event: AlertEvent) -> &'static str {
         AlertEvent::Resolved => "resolved",
     }
 }
-
 
 /// The alert stage. Owns its own connection to the daemon's database.
 pub struct AlertStage {
@@ -527,32 +526,36 @@ impl AlertStage {
             let a = &self.active[&key];
             let (id, started, links) = (a.id, a.started_ms, a.links.clone());
             let Some(line) = a.last.clone() else { continue };
-            let at = line.at_ms;
-            let reopen = self
-                .incidents
-                .values()
-                .find(|i| i.resolved_ms.is_some() && i.has(&key))
-                .map(|i| i.id);
-            let join = || {
+            let (at, kind) = (line.at_ms, line.kind);
+            // A recently resolved incident this alert was part of reopens; else an
+            // open one it belongs to takes it; else a recently resolved one it would
+            // have joined reopens (a consequence judged late, such as evals that
+            // settle hours after their requests).
+            let find = |open: bool, member_only: bool| {
                 self.incidents
                     .values()
-                    .find(|i| i.resolved_ms.is_none() && i.takes(&key, started, &links, window))
+                    .filter(|i| i.resolved_ms.is_none() == open)
+                    .find(|i| {
+                        i.has(&key)
+                            || (!member_only && i.takes((&key, kind), started, &links, window))
+                    })
                     .map(|i| i.id)
             };
-            let (inc_id, event) = match reopen {
-                Some(i) => (i, AlertEvent::Reopened),
-                None => match join() {
-                    Some(i) => (i, AlertEvent::Updated),
-                    None => {
-                        let suppressed = self.suppression(&line, now_ms)?;
-                        let mut inc =
-                            Incident::open(id, key.clone(), line.clone(), links.clone(), started);
-                        inc.suppressed_by = suppressed;
-                        self.incidents.insert(id, inc);
-                        opened.push(id);
-                        (id, AlertEvent::Firing)
-                    }
-                },
+            let found = find(false, true)
+                .map(|i| (i, AlertEvent::Reopened))
+                .or_else(|| find(true, false).map(|i| (i, AlertEvent::Updated)))
+                .or_else(|| find(false, false).map(|i| (i, AlertEvent::Reopened)));
+            let (inc_id, event) = match found {
+                Some(found) => found,
+                None => {
+                    let suppressed = self.suppression(&line, now_ms)?;
+                    let mut inc =
+                        Incident::open(id, key.clone(), line.clone(), links.clone(), started);
+                    inc.suppressed_by = suppressed;
+                    self.incidents.insert(id, inc);
+                    opened.push(id);
+                    (id, AlertEvent::Firing)
+                }
             };
             let inc = self.incidents.get_mut(&inc_id).expect("just found");
             let joins = !inc.has(&key);
@@ -577,12 +580,15 @@ impl AlertStage {
                 sql::transition(&self.conn, id, &line, "firing", suppressed)?;
                 continue;
             }
+            // A consequence worse than what the team was told raises the incident's
+            // tier; an incident nobody was told of yet is announced as firing.
+            let told = inc.notified_rank;
+            let event = match told {
+                None if event == AlertEvent::Updated => AlertEvent::Firing,
+                _ => event,
+            };
             let out = inc.line(event, at);
-            // A consequence worse than what the team was told raises the incident's tier.
-            let louder = event == AlertEvent::Updated
-                && inc
-                    .notified_rank
-                    .map_or(self.tiers.above_digest(&out.tier), |r| out.tier_rank < r);
+            let louder = told.map_or(self.tiers.above_digest(&out.tier), |r| out.tier_rank < r);
             if event == AlertEvent::Updated && !joins && !louder {
                 // A member firing again inside its open incident: nothing new to say.
                 sql::transition(&self.conn, id, &line, "firing", suppressed)?;
@@ -596,7 +602,10 @@ impl AlertStage {
         }
         for inc_id in opened {
             let inc = &self.incidents[&inc_id];
-            let (out, suppressed) = (inc.line(AlertEvent::Firing, inc.root_at()), inc.suppressed_by);
+            let (out, suppressed) = (
+                inc.line(AlertEvent::Firing, inc.root_at()),
+                inc.suppressed_by,
+            );
             let transition = sql::transition(&self.conn, inc_id, &out, "firing", suppressed)?;
             match (suppressed, &self.registry) {
                 (Some(exception), Some(registry)) => {
@@ -640,7 +649,10 @@ impl AlertStage {
             (Some(_), true) => self.suppression(&out, now_ms)?,
             _ => was,
         };
-        let inc = self.incidents.get_mut(&inc_id.expect("has one")).expect("open");
+        let inc = self
+            .incidents
+            .get_mut(&inc_id.expect("has one"))
+            .expect("open");
         inc.suppressed_by = still;
         sql::update(&self.conn, id, &line, "firing", still)?;
         if still.is_some() {
@@ -729,7 +741,12 @@ impl AlertStage {
     ) -> Result<(), StoreError> {
         if self.route(out, transition, now_ms)? {
             if let Some(inc) = self.incidents.get_mut(&inc_id) {
-                inc.notified_rank = Some(out.tier_rank);
+                // The most severe tier told so far: a tier that wavers between two
+                // buckets is not news twice.
+                inc.notified_rank = Some(
+                    inc.notified_rank
+                        .map_or(out.tier_rank, |r| r.min(out.tier_rank)),
+                );
                 inc.notified_ms = now_ms;
                 inc.resolve_told = false;
             }

@@ -353,6 +353,45 @@ mod tests {
     }
 
     #[test]
+    fn an_open_alert_holds_its_series_and_a_release_forgets_the_anomaly() {
+        let p = BaselineParams::default();
+        let mut s = filled(3, |i| 100.0 + (i % 5) as f64, &p);
+        let at = MONDAY + 3 * 144 * TEN_MIN;
+        let before = s.baseline(at, false, &p).unwrap();
+        s.hold(at, false);
+        assert_eq!(s.held_since(), Some(at));
+        for i in 0..36 {
+            s.push(at + i * TEN_MIN, 500.0, &p);
+        }
+        // Held values are neither learned nor kept.
+        assert_eq!(s.baseline(at, false, &p).unwrap(), before);
+        s.release();
+        assert_eq!(s.held_since(), None);
+        s.push(at + 36 * TEN_MIN, 101.0, &p);
+        assert!(s.baseline(at, false, &p).unwrap().median < 110.0);
+    }
+
+    #[test]
+    fn a_lasting_held_level_becomes_a_new_epoch_and_a_warmup_takes_over_a_hold() {
+        let p = BaselineParams::default();
+        let mut s = filled(3, |i| 100.0 + (i % 5) as f64, &p);
+        let at = MONDAY + 3 * 144 * TEN_MIN;
+        s.hold(at, true);
+        for i in 0..36 {
+            s.push(at + i * TEN_MIN, 140.0 + (i % 3) as f64, &p);
+        }
+        let v = s.end_warmup(false, false, 0.05, &p).unwrap();
+        assert!(v.changed && v.shift > 0.3, "{v:?}");
+        assert_eq!(s.epoch(), 1);
+        assert!(s.baseline(at + 36 * TEN_MIN, false, &p).unwrap().median > 130.0);
+
+        // A change event's warm-up takes the held buffer over.
+        s.hold(at + 40 * TEN_MIN, false);
+        s.begin_warmup(at + 40 * TEN_MIN);
+        assert_eq!(s.held_since(), None);
+    }
+
+    #[test]
     fn has_baseline_says_what_baseline_would() {
         let p = BaselineParams::default();
         let mut s = Series::default();

@@ -24,7 +24,6 @@ const TOP_VALUES: usize = 10;
 /// The dimensions whose spend the digest splits, after the global total.
 const SPEND_DIMS: [&str; 3] = ["model", "route", "tenant"];
 
-
 /// A scope's spend over the day against the day before, split into effects that add
 /// up to the change.
 ///

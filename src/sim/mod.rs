@@ -27,8 +27,8 @@ use std::sync::Arc;
 pub use generate::{Generator, PASS_SCORE};
 pub use inject::{Effect, Filter, Injection};
 pub use newapi::{NEWAPI_SCHEMA, NewApiLogWriter, QUOTA_PER_USD};
-pub use truth::{IncidentScore, Score, Truth, TruthIncident};
 pub use profile::{DAY_MS, DEFAULT_START_MS, ModelSpec, Profile, RouteSpec, TokenDist};
+pub use truth::{IncidentScore, Score, Truth, TruthIncident};
 pub use write::{write_changes_jsonl, write_evals_jsonl, write_native_jsonl, write_records_jsonl};
 
 use crate::domain::{ChangeEvent, EvalScore, UsageEvent};

@@ -191,7 +191,10 @@ impl Score {
                 .min();
             let delay_minutes = first.map(|t| (t - i.start_ms) as f64 / 60_000.0);
             let found = delay_minutes.is_some_and(|d| d <= i.deadline_minutes as f64);
-            let top = own.iter().min_by_key(|a| a.tier_rank).map(|a| a.tier.clone());
+            let top = own
+                .iter()
+                .min_by_key(|a| a.tier_rank)
+                .map(|a| a.tier.clone());
             let tier_error = top.as_deref().and_then(|t| {
                 let r = rank(t)?;
                 match (&i.highest_tier, &i.lowest_tier) {
@@ -321,5 +324,203 @@ impl Score {
             ));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Lane;
+    use crate::notify::Message;
+
+    const H: i64 = 3_600_000;
+
+    fn scope(pairs: &[(&str, &str)]) -> Scope {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn line(event: AlertEvent, kind: Kind, scope: Scope, at_ms: i64, tier: &str) -> Alert {
+        let rank = ["page", "alert", "digest", "record"]
+            .iter()
+            .position(|t| *t == tier)
+            .unwrap() as u8
+            + 1;
+        Alert {
+            event,
+            rule: "r".into(),
+            lane: Lane::Cost,
+            kind,
+            scope,
+            at_ms,
+            tier: tier.into(),
+            tier_rank: rank,
+            summary: String::new(),
+            evidence: serde_json::json!({}),
+            members: Vec::new(),
+            reopens: 0,
+        }
+    }
+
+    fn sent(channel: &str, at_ms: i64, alerts: Vec<Alert>) -> Sent {
+        Sent {
+            channel: channel.into(),
+            at_ms,
+            message: Message {
+                title: String::new(),
+                tier: Some(alerts[0].tier.clone()),
+                alerts,
+                text: String::new(),
+            },
+        }
+    }
+
+    fn tiers() -> Vec<String> {
+        ["page", "alert", "digest", "record"]
+            .iter()
+            .map(|t| t.to_string())
+            .collect()
+    }
+
+    fn truth() -> Truth {
+        Truth {
+            incidents: vec![TruthIncident {
+                name: "spike".into(),
+                start_ms: 10 * H,
+                end_ms: Some(12 * H),
+                scope: scope(&[("tenant", "t1")]),
+                related: Vec::new(),
+                kinds: vec![Kind::TrafficDrift],
+                deadline_minutes: 60,
+                highest_tier: Some("alert".into()),
+                lowest_tier: Some("digest".into()),
+            }],
+            silent: vec![TruthIncident {
+                name: "deploy".into(),
+                start_ms: 0,
+                end_ms: Some(5 * H),
+                scope: scope(&[("route", "chat")]),
+                related: Vec::new(),
+                kinds: Vec::new(),
+                deadline_minutes: 0,
+                highest_tier: None,
+                lowest_tier: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_timely_incident_at_its_tier_with_one_message_scores_clean() {
+        let t1 = scope(&[("tenant", "t1")]);
+        let fire = line(
+            AlertEvent::Firing,
+            Kind::TrafficDrift,
+            t1.clone(),
+            10 * H + 1_800_000,
+            "alert",
+        );
+        let done = line(
+            AlertEvent::Resolved,
+            Kind::TrafficDrift,
+            t1,
+            12 * H,
+            "alert",
+        );
+        let messages = [
+            sent("slack", fire.at_ms, vec![fire.clone()]),
+            sent("slack", done.at_ms, vec![done.clone()]),
+        ];
+        let s = Score::new(&truth(), &[fire, done], &messages, &tiers(), (0, 24 * H));
+        assert_eq!(s.recall, 1.0);
+        assert_eq!(s.incidents[0].delay_minutes, Some(30.0));
+        assert_eq!((s.false_alarms, s.tier_errors), (0, 0));
+        assert_eq!(s.incidents[0].notifications["slack"], 2);
+        assert_eq!(s.median_delay_minutes, Some(30.0));
+        assert_eq!(s.days, 1.0);
+    }
+
+    #[test]
+    fn late_loud_noisy_and_silent_breaking_replays_are_scored_as_such() {
+        let t1 = scope(&[("tenant", "t1")]);
+        // Found after its deadline, at page (above its highest tier).
+        let late = line(
+            AlertEvent::Firing,
+            Kind::TrafficDrift,
+            t1.clone(),
+            11 * H + 1,
+            "page",
+        );
+        // The announced deploy alerted, and an unrelated scope too.
+        let deploy = line(
+            AlertEvent::Firing,
+            Kind::CostDrift,
+            scope(&[("route", "chat")]),
+            H,
+            "alert",
+        );
+        let stray = line(
+            AlertEvent::Firing,
+            Kind::CostDrift,
+            scope(&[("model", "m")]),
+            20 * H,
+            "alert",
+        );
+        // Told three times on the next day.
+        let repeats: Vec<Sent> = (0..3)
+            .map(|i| sent("slack", 26 * H + i * H, vec![late.clone()]))
+            .collect();
+        let mut messages = vec![
+            sent("slack", H, vec![deploy.clone()]),
+            sent("slack", late.at_ms, vec![late.clone()]),
+        ];
+        messages.extend(repeats);
+        let lines = [late, deploy, stray];
+        let s = Score::new(&truth(), &lines, &messages, &tiers(), (0, 48 * H));
+        assert_eq!(s.recall, 0.0, "found after its deadline");
+        assert!(
+            s.incidents[0]
+                .tier_error
+                .as_deref()
+                .unwrap()
+                .contains("above")
+        );
+        assert_eq!(s.false_alarms, 2);
+        assert_eq!(s.false_alarm_notifications["slack"], 1);
+        assert_eq!(s.incidents[0].most_per_later_day, 3);
+        assert!(s.report().contains("MISSED"));
+    }
+
+    #[test]
+    fn a_member_of_an_accepted_kind_finds_the_incident() {
+        let t1 = scope(&[("tenant", "t1")]);
+        let mut head = line(
+            AlertEvent::Firing,
+            Kind::CostDrift,
+            t1.clone(),
+            10 * H + 600_000,
+            "alert",
+        );
+        head.members.push(crate::domain::Member {
+            rule: "traffic-volume".into(),
+            kind: Kind::TrafficDrift,
+            scope: t1,
+            tier: "alert".into(),
+            summary: String::new(),
+        });
+        let s = Score::new(&truth(), &[head], &[], &tiers(), (0, 24 * H));
+        assert_eq!(s.recall, 1.0);
+    }
+
+    #[test]
+    fn a_truth_file_round_trips_and_a_bad_one_says_how_to_make_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("truth.json");
+        std::fs::write(&path, serde_json::to_string(&truth()).unwrap()).unwrap();
+        assert_eq!(Truth::load(&path).unwrap(), truth());
+        std::fs::write(&path, "{\"incidents\": 3}").unwrap();
+        let err = Truth::load(&path).unwrap_err();
+        assert!(err.contains("generate --truth"), "{err}");
     }
 }
