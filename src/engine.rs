@@ -358,8 +358,7 @@ impl Engine {
         let bp = self.params.baselines;
         let mut findings = Vec::new();
         let mut new_changes = Vec::new();
-        let mut learned = Vec::new();
-        let mut waiting = Vec::new();
+        let mut tracked = Tracked::default();
 
         for id in self.lanes.index.ids() {
             let cell = b.cells.get(&id).unwrap_or(&empty);
@@ -368,7 +367,9 @@ impl Engine {
             let has_traffic = cell.requests > 0;
             let st = &mut self.states[id as usize];
             if !has_traffic && !st.series[Signal::Requests.index()].has_baseline(start, true, &bp) {
-                waiting.extend(open_on_lane(st, &self.rules, false, labels));
+                tracked
+                    .waiting
+                    .extend(open_on_lane(st, &self.rules, false, labels));
                 continue;
             }
             let warming = st.warm_until.is_some_and(|u| start < u);
@@ -800,20 +801,7 @@ impl Engine {
                     (o.rule, band)
                 })
                 .collect();
-            let st = &mut self.states[id as usize];
-            let (lasting, thin) = track_open(
-                st,
-                &self.rules,
-                &found,
-                (start, end),
-                (false, &bands),
-                &self.params,
-            );
-            learned.extend(lasting.into_iter().map(|l| (id, l)));
-            waiting.extend(
-                thin.into_iter()
-                    .map(|ri| (self.rules[ri].name.clone(), labels.clone())),
-            );
+            self.track(id, &found, (false, &bands), (start, end), &mut tracked);
             // Learn from this bucket (after judging it, so it is not its own baseline).
             let st = &mut self.states[id as usize];
             for signal in USAGE_SCALARS {
@@ -861,14 +849,35 @@ impl Engine {
             self.out.changes.push(c.clone());
             self.observe_change(&c);
         }
-        let learned = self.learned(learned, end);
+        let learned = self.learned(tracked.learned, end);
         self.tick(
             findings,
             end,
             vec![Lane::Structure, Lane::Cost],
             learned,
-            waiting,
+            tracked.waiting,
         )
+    }
+
+    /// After an evaluation of scope `id` on the usage lanes (`eval` false) or the
+    /// eval lane: track its open alerts (`track_open`), collecting the levels they
+    /// learned and the keys that wait for data.
+    fn track(
+        &mut self,
+        id: ScopeId,
+        found: &[usize],
+        lane: (bool, &[(usize, Band)]),
+        span: (i64, i64),
+        out: &mut Tracked,
+    ) {
+        let st = &mut self.states[id as usize];
+        let (lasting, thin) = track_open(st, &self.rules, found, span, lane, &self.params);
+        out.learned.extend(lasting.into_iter().map(|l| (id, l)));
+        let labels = self.lanes.index.labels(id);
+        out.waiting.extend(
+            thin.into_iter()
+                .map(|ri| (self.rules[ri].name.clone(), labels.clone())),
+        );
     }
 
     /// Lasting levels learned by their series: each becomes a detected change event
@@ -999,8 +1008,7 @@ impl Engine {
         let (start, end) = (b.start_ms, b.start_ms + bucket_ms);
         let bp = self.params.baselines;
         let mut findings = Vec::new();
-        let mut learned = Vec::new();
-        let mut waiting = Vec::new();
+        let mut tracked = Tracked::default();
         let mut ids: Vec<ScopeId> = b.cells.keys().copied().collect();
         ids.sort_unstable();
         let g_requests = b.cells.get(&GLOBAL).map_or(1, |c| c.requests.max(1)) as f64;
@@ -1009,7 +1017,9 @@ impl Engine {
         for (id, st) in self.states.iter().enumerate() {
             if !b.cells.contains_key(&(id as ScopeId)) {
                 let labels = self.lanes.index.labels(id as ScopeId);
-                waiting.extend(open_on_lane(st, &self.rules, true, labels));
+                tracked
+                    .waiting
+                    .extend(open_on_lane(st, &self.rules, true, labels));
             }
         }
         for id in ids {
@@ -1175,20 +1185,8 @@ impl Engine {
                     (o.rule, Band::of(r, eval_value(cell, signal), center, n))
                 })
                 .collect();
+            self.track(id, &found, (true, &bands), (start, end), &mut tracked);
             let st = &mut self.states[id as usize];
-            let (lasting, thin) = track_open(
-                st,
-                &self.rules,
-                &found,
-                (start, end),
-                (true, &bands),
-                &self.params,
-            );
-            learned.extend(lasting.into_iter().map(|l| (id, l)));
-            waiting.extend(
-                thin.into_iter()
-                    .map(|ri| (self.rules[ri].name.clone(), labels.clone())),
-            );
             for signal in EVAL_SCALARS {
                 if let Some(v) = eval_value(cell, signal) {
                     st.series[signal.index()].push(start, v, &bp);
@@ -1198,8 +1196,8 @@ impl Engine {
                 self.end_eval_warmup(id, end);
             }
         }
-        let learned = self.learned(learned, end);
-        self.tick(findings, end, vec![Lane::Eval], learned, waiting)
+        let learned = self.learned(tracked.learned, end);
+        self.tick(findings, end, vec![Lane::Eval], learned, tracked.waiting)
     }
 
     fn end_eval_warmup(&mut self, id: ScopeId, at_ms: i64) {
@@ -1378,6 +1376,15 @@ fn open_on_lane(
         .filter(|o| o.confirmed && (rules[o.rule].lane() == Lane::Eval) == eval)
         .map(|o| (rules[o.rule].name.clone(), labels.clone()))
         .collect()
+}
+
+/// What one evaluation's open alerts produced across its scopes.
+#[derive(Default)]
+struct Tracked {
+    /// Levels learned as the new normal, by scope.
+    learned: Vec<(ScopeId, Lasting)>,
+    /// Open alerts whose bucket could not tell: (rule, scope).
+    waiting: Vec<(String, Scope)>,
 }
 
 /// A level an open alert held for the whole warm-up length, learned as the new normal.

@@ -278,7 +278,6 @@ mod tests {
             "close in time it is"
         );
         // Even once global is a member, a later outage on it is not taken.
-        let mut inc = inc;
         inc.set(
             parent.clone(),
             alert("prompt-length", Scope::new(), 3),
