@@ -94,8 +94,9 @@ impl Incident {
     /// Whether an alert on `key`, first seen at `started_ms`, whose scope's traffic
     /// goes to `links`, belongs here. Whenever it starts while the incident is open:
     /// the same rule on a member's scope, a finer or a coarser one (a parent carrying
-    /// its child's excess), or any rule on a member's own scope (on global, only one
-    /// of the same kind).
+    /// its child's excess), any rule on a member's own scope (on global, only one
+    /// of the same kind), or a quality or coverage finding of a member's kind on a
+    /// nested scope (the eval lane judges the same answers late and per scope).
     /// Otherwise only if it started within `window_ms` of the incident and is
     /// related to a member (a parent or child, or linked through traffic): an
     /// outage hours into a long-open incident is its own story.
@@ -107,9 +108,15 @@ impl Incident {
         window_ms: i64,
     ) -> bool {
         let close = (started_ms - self.started_ms).abs() <= window_ms;
+        let answers = matches!(
+            kind,
+            Kind::QualityDrift | Kind::EvalCoverageDrop | Kind::FalseEfficiency
+        );
         self.members.iter().any(|(k, p)| {
+            let same_kind = p.line.kind == kind;
             (k.0 == key.0 && nested(&k.1, &key.1))
-                || (k.1 == key.1 && (!key.1.is_empty() || p.line.kind == kind))
+                || (k.1 == key.1 && (!key.1.is_empty() || same_kind))
+                || (answers && same_kind && nested(&k.1, &key.1))
                 || (close && related(&k.1, &p.links, &key.1, links))
         })
     }
