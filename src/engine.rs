@@ -159,6 +159,8 @@ struct ScopeState {
     pending_mixes: Vec<(Signal, f64, f64)>,
     steps: FxHashMap<Signal, f64>,
     bumped_to: Option<u32>,
+    /// The posted change that announced the switch to `bumped_to`, if one did.
+    bump_cover: Option<ChangeEvent>,
     /// (bucket start, relative change, z) of cost per request, for false efficiency.
     cost_moves: Vec<(i64, f64, f64)>,
     /// (bucket start, blast radius) of buckets whose evals are not judged yet.
@@ -707,6 +709,12 @@ impl Engine {
                             self.lanes.syms.name(before).to_string(),
                             self.lanes.syms.name(now).to_string(),
                         );
+                        // A posted model bump announces the switch whenever it first
+                        // shows in the data within its warm-up, not only within the
+                        // tolerance (providers roll snapshots out gradually); the
+                        // switch stays announced for as long as it is found.
+                        let warmup = self.params.recalibration.warmup_minutes;
+                        let first_seen = st.bumped_to != Some(now);
                         let posted = covered(
                             &self.changes,
                             self.params.recalibration.tolerance_minutes,
@@ -715,9 +723,24 @@ impl Engine {
                             end,
                             true,
                         )
+                        .or_else(|| {
+                            self.changes.iter().map(|k| &k.event).find(|c| {
+                                c.origin != "detected"
+                                    && c.kind == ChangeKind::ModelBump
+                                    && (start - warmup * 60_000..=end).contains(&c.ts_ms)
+                                    && c.scope
+                                        .iter()
+                                        .all(|(k, v)| labels.get(k).is_none_or(|x| x == v))
+                            })
+                        })
                         .cloned();
-                        if st.bumped_to != Some(now) {
+                        let posted = match first_seen {
+                            true => posted,
+                            false => posted.or_else(|| st.bump_cover.clone()),
+                        };
+                        if first_seen {
                             st.bumped_to = Some(now);
+                            st.bump_cover = posted.clone();
                             new_changes.push(ChangeEvent {
                                 kind: ChangeKind::ModelBump,
                                 ts_ms: start,
@@ -1802,7 +1825,7 @@ fn fmt_num(x: f64) -> String {
 fn base_json(b: Option<&Baseline>) -> Value {
     match b {
         Some(b) => {
-            json!({"median": round(b.median), "mad": round(b.mad), "n": b.n, "seasonal": b.seasonal})
+            json!({"median": round(b.median), "mean": round(b.mean), "mad": round(b.mad), "n": b.n, "seasonal": b.seasonal})
         }
         None => Value::Null,
     }
@@ -1836,24 +1859,95 @@ fn scalar_summary(
     test: &Test,
 ) -> String {
     let name = signal.as_str().replace('_', " ");
+    let proportion = crate::detect::is_proportion(signal);
+    // The same centre the test used, and the evidence shows (`mean` or `median`).
+    let center = |b: &Baseline| if proportion { b.mean } else { b.median };
+    let shown = |x: f64| match proportion {
+        true => format!("{}%", fmt_num(x * 100.0)),
+        false => fmt_num(x),
+    };
     match base {
-        Some(b) => format!(
-            "{name} on {scope} is {}, {:.0}% {} its {} baseline {} (z={:.1}, p={:.1e})",
-            fmt_num(value),
-            test.rel.abs() * 100.0,
-            movement(test.sign),
+        // A relative change against zero is no number a person can read.
+        Some(b) if center(b) == 0.0 => format!(
+            "{name} on {scope} is {}, against none before (its {} baseline is 0; z={:.1}, p={:.1e})",
+            shown(value),
             if b.seasonal { "seasonal" } else { "recent" },
-            fmt_num(if crate::detect::is_proportion(signal) {
-                b.mean
-            } else {
-                b.median
-            }),
             test.z,
             test.p_value
         ),
-        None => format!(
-            "{name} on {scope} is {}, past its hard limit",
-            fmt_num(value)
+        Some(b) => format!(
+            "{name} on {scope} is {}, {:.0}% {} its {} baseline {} (z={:.1}, p={:.1e})",
+            shown(value),
+            test.rel.abs() * 100.0,
+            movement(test.sign),
+            if b.seasonal { "seasonal" } else { "recent" },
+            shown(center(b)),
+            test.z,
+            test.p_value
         ),
+        None => format!("{name} on {scope} is {}, past its hard limit", shown(value)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn test(rel: f64) -> Test {
+        Test {
+            sign: 1.0,
+            rel,
+            diff: 0.004,
+            z: 9.0,
+            p_value: 1e-9,
+            name: "exact binomial test",
+        }
+    }
+
+    fn base(mean: f64, median: f64) -> Baseline {
+        Baseline {
+            median,
+            mad: 0.0,
+            mean,
+            n: 24,
+            seasonal: true,
+        }
+    }
+
+    #[test]
+    fn a_summary_against_a_zero_baseline_says_so_in_words() {
+        let s = scalar_summary(
+            Signal::ErrorRate,
+            "global",
+            0.004,
+            Some(&base(0.0, 0.0)),
+            &test(4e9),
+        );
+        assert_eq!(
+            s,
+            "error rate on global is 0.4%, against none before (its seasonal baseline is 0; z=9.0, p=1.0e-9)"
+        );
+    }
+
+    #[test]
+    fn a_rate_summary_quotes_the_mean_the_test_used_and_the_evidence_shows() {
+        let b = base(0.02, 0.0);
+        let s = scalar_summary(Signal::ErrorRate, "global", 0.1, Some(&b), &test(4.0));
+        assert!(
+            s.contains("is 10%, 400% above its seasonal baseline 2%"),
+            "{s}"
+        );
+        assert_eq!(base_json(Some(&b))["mean"], 0.02);
+        let s = scalar_summary(
+            Signal::CostPerRequest,
+            "model=m",
+            0.006,
+            Some(&base(0.0051, 0.005)),
+            &test(0.2),
+        );
+        assert!(
+            s.contains("is 0.006, 20% above its seasonal baseline 0.005"),
+            "{s}"
+        );
     }
 }

@@ -9,10 +9,10 @@ use std::path::Path;
 
 use driftwarden::config::{Config, FileConfig, Overrides};
 use driftwarden::demo::Story;
-use driftwarden::domain::{Alert, AlertEvent, Kind};
+use driftwarden::domain::{Alert, AlertEvent, ChangeEvent, ChangeKind, Kind};
 use driftwarden::replay::{ReplayFiles, ReplaySummary, run};
 use driftwarden::sim::{
-    Profile, Scenario, Score, scenarios, write_changes_jsonl, write_records_jsonl,
+    Profile, Scenario, Score, Truth, scenarios, write_changes_jsonl, write_records_jsonl,
 };
 use driftwarden::tiers::Tiers;
 
@@ -237,6 +237,38 @@ fn a_silent_model_bump_is_one_incident_and_a_detected_change_event() {
         detected, 1,
         "the bump is recorded as a detected change event"
     );
+}
+
+/// A model bump posted at 11:00 whose switch shows in the data 80 minutes later
+/// (beyond the 60-minute tolerance, within the warm-up) is announced: nothing on the
+/// model reaches a channel.
+#[test]
+fn a_posted_model_bump_covers_a_switch_that_shows_later() {
+    let mut scenario = shipped("silent_model_bump");
+    let switch = scenario.injections[0].from_ms + 11 * 3_600_000;
+    scenario.injections[0].from_ms = switch;
+    scenario.changes.push(ChangeEvent {
+        kind: ChangeKind::ModelBump,
+        ts_ms: switch - 80 * 60_000,
+        scope: scenarios::scope("model", "gpt-4o"),
+        note: "gpt-4o to the 2024-11-20 snapshot".into(),
+        origin: "api".into(),
+    });
+    scenario.truth = Truth {
+        incidents: Vec::new(),
+        silent: vec![scenarios::silent(
+            "the posted bump",
+            (switch - 80 * 60_000, None),
+            scenarios::scope("model", "gpt-4o"),
+        )],
+    };
+    let out = replay(&scenario, 13, false);
+    let unannounced = out
+        .firing()
+        .filter(|a| a.kind == Kind::UnannouncedChange)
+        .count();
+    assert_eq!(unannounced, 0, "{}", out.describe());
+    assert!(out.summary.sent.is_empty(), "{}", out.describe());
 }
 
 /// Evals switched off for good: one incident that stays open while coverage sits at
