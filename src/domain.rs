@@ -594,16 +594,24 @@ pub struct Baseline {
     /// Whether it came from the same hour and kind of day (seasonal) rather than
     /// the recent-window fallback.
     pub seasonal: bool,
+    /// Mean absolute deviation of that history from its median: the spread when
+    /// the MAD collapses to zero on values that take a few discrete levels.
+    pub mean_dev: f64,
 }
 
 impl Baseline {
     /// The robust z-score of `value`: distance from the median in MAD-derived
     /// standard deviations, with the spread floored at `rel_floor` of the median so
-    /// a perfectly flat history does not turn noise into infinity.
+    /// a perfectly flat history does not turn noise into infinity. When over half the
+    /// history sits on one value the MAD is zero though the rest may jump (a quiet
+    /// hour's p95 latency on a few discrete levels): the mean absolute deviation
+    /// stands in for it.
     pub fn z(&self, value: f64, rel_floor: f64) -> f64 {
-        let spread = (1.4826 * self.mad)
-            .max(self.median.abs() * rel_floor)
-            .max(1e-9);
+        let robust = match self.mad > 0.0 {
+            true => 1.4826 * self.mad,
+            false => 1.2533 * self.mean_dev,
+        };
+        let spread = robust.max(self.median.abs() * rel_floor).max(1e-9);
         (value - self.median) / spread
     }
 }

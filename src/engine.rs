@@ -1911,6 +1911,7 @@ mod tests {
             mean,
             n: 24,
             seasonal: true,
+            mean_dev: 0.0,
         }
     }
 

@@ -83,14 +83,17 @@ impl Series {
     ) -> Option<Baseline> {
         let (window, seasonal) = self.window(ts_ms, seasonal_only, p);
         let mut values: Vec<f32> = window.copied().collect();
-        let mean = mean(&values);
+        let centre = mean(&values);
         let (median, mad) = median_mad(&mut values)?;
+        // `median_mad` left each value's absolute deviation from the median in place.
+        let mean_dev = mean(&values);
         Some(Baseline {
             median,
             mad,
-            mean,
+            mean: centre,
             n: values.len(),
             seasonal,
+            mean_dev,
         })
     }
 
@@ -389,6 +392,23 @@ mod tests {
         s.hold(at + 40 * TEN_MIN, false);
         s.begin_warmup(at + 40 * TEN_MIN);
         assert_eq!(s.held_since(), None);
+    }
+
+    #[test]
+    fn a_history_on_two_levels_is_not_read_as_flat() {
+        let p = BaselineParams::default();
+        // Most buckets at one level, the rest at twice it: the MAD is zero.
+        let s = filled(3, |i| if i % 144 % 5 < 3 { 1000.0 } else { 2000.0 }, &p);
+        let b = s.baseline(MONDAY + 3 * 144 * TEN_MIN, false, &p).unwrap();
+        assert_eq!(b.mad, 0.0);
+        assert!(b.z(2000.0, 0.02) < 4.0, "{b:?}: z {}", b.z(2000.0, 0.02));
+        assert!(b.z(5000.0, 0.02) > 4.0);
+        // A flat history still floors the spread at 2% of its median.
+        let flat = filled(3, |_| 1000.0, &p);
+        let b = flat
+            .baseline(MONDAY + 3 * 144 * TEN_MIN, false, &p)
+            .unwrap();
+        assert_eq!(b.z(1100.0, 0.02), 5.0);
     }
 
     #[test]
