@@ -418,16 +418,18 @@ impl Engine {
                         Signal::Requests | Signal::Spend => 1.0,
                         s => samples(cell, s) as f64,
                     };
+                    // The scope's size is its blast radius; the deviation's harm
+                    // chooses the tier (`evidence.tier`).
+                    evidence.insert(
+                        "impact".into(),
+                        serde_json::to_value(&impact).unwrap_or_default(),
+                    );
                     let (impact, harm) =
                         usage_harm(rule.signal, &impact, cell, &test, g_requests, per_day);
                     evidence.insert("observed".into(), observed);
                     evidence.insert("baseline".into(), baseline);
                     evidence.insert("test".into(), json!({"name": test.name, "z": round(test.z), "p_value": test.p_value, "change": round(test.rel)}));
                     evidence.insert("bucket".into(), json!({"start": rfc3339_ms::format(start), "end": rfc3339_ms::format(end), "requests": cell.requests}));
-                    evidence.insert(
-                        "impact".into(),
-                        serde_json::to_value(&impact).unwrap_or_default(),
-                    );
                     Finding {
                         rule: ri,
                         rule_name: rule.name.clone(),
@@ -1084,6 +1086,10 @@ impl Engine {
                     |test: Test, summary: String, mut evidence: serde_json::Map<String, Value>| {
                         evidence.insert("test".into(), json!({"name": test.name, "z": round(test.z), "p_value": test.p_value, "change": round(test.rel)}));
                         evidence.insert("bucket".into(), json!({"start": rfc3339_ms::format(start), "end": rfc3339_ms::format(end), "requests": cell.requests, "evaluated": cell.evaluated, "scores": cell.scores}));
+                        evidence.insert(
+                            "impact".into(),
+                            serde_json::to_value(&scope_size).unwrap_or_default(),
+                        );
                         Finding {
                             rule: ri,
                             rule_name: rule.name.clone(),

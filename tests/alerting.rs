@@ -803,8 +803,9 @@ fn a_hard_guard_burst_reaches_slack_and_email_exactly_once_through_500s() {
         "error-rate",
         "structural_drift",
         "past its hard limit",
-        // The harm: half of all requests failed.
-        "50.0% of requests",
+        // The harm chose the tier: half of all requests failed.
+        "tier: page because requests_share 0.5 >=",
+        "excess failed requests",
     ] {
         assert!(text.contains(want), "Slack text lacks {want:?}: {text}");
     }

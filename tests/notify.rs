@@ -140,7 +140,7 @@ async fn slack_gets_block_kit_with_a_fallback_text() {
         "[PAGE] Cost drift on gpt-4o",
         "on model=gpt-4o",
         "observed 0.0123 vs baseline 0.0083",
-        "42.0% of requests, 61.5% of spend, 7 tenants, $182.50/day at risk, customer-facing",
+        "42.0% of requests, 61.5% of spend, 7 tenants, $182.50/day spent, customer-facing",
         "change nearby: deploy at 2026-06-06T09:00:00Z (route=summarize): prompt template v2",
     ] {
         assert!(text.contains(want), "fallback lacks {want:?}: {text}");

@@ -123,15 +123,44 @@ impl Incident {
 
     /// Make `key` (a member) the root when it is a finer scope of the root's own
     /// finding: the smallest scope that carries the cause speaks for the incident,
-    /// also when its parent fired first.
+    /// also when its parent fired first. But when siblings of one kind moved
+    /// together (both providers failing) and their common parent is a member, the
+    /// cause is wider than either: the parent speaks for it.
     pub fn reroot(&mut self, key: &Key) {
         let (root, Some(new)) = (&self.members[&self.root].line, self.members.get(key)) else {
             return;
         };
         let finer = key.1.len() > self.root.1.len() && nested(&key.1, &self.root.1);
-        if finer && new.line.kind == root.kind {
+        if finer && new.line.kind == root.kind && self.sibling_parent(key).is_none() {
             self.root = key.clone();
         }
+        while let Some(parent) = self.sibling_parent(&self.root) {
+            self.root = parent;
+        }
+    }
+
+    /// A member of `key`'s kind on the common parent of `key`'s scope and a sibling
+    /// member's (same labels, other values) of that kind.
+    fn sibling_parent(&self, key: &Key) -> Option<Key> {
+        let kind = self.members.get(key)?.line.kind;
+        let same_kind = |k: &&Key| self.members[*k].line.kind == kind;
+        self.members
+            .keys()
+            .filter(same_kind)
+            .filter(|k| k.1 != key.1 && k.1.keys().eq(key.1.keys()))
+            .find_map(|sibling| {
+                let common: Scope = key
+                    .1
+                    .iter()
+                    .filter(|(l, v)| sibling.1.get(*l) == Some(*v))
+                    .map(|(l, v)| (l.clone(), v.clone()))
+                    .collect();
+                self.members
+                    .keys()
+                    .filter(same_kind)
+                    .find(|k| k.1 == common)
+                    .cloned()
+            })
     }
 
     /// Record `line` as `key`'s latest (joining it if new).
@@ -319,5 +348,33 @@ mod tests {
         assert_eq!(line.members[0].rule, "prompt-length");
         assert_eq!(line.evidence["root"]["rule"], "prompt-length");
         assert_eq!(inc.rank(), 2);
+    }
+
+    #[test]
+    fn siblings_failing_together_are_headed_by_their_parent() {
+        let openai = scope(&[("provider", "openai")]);
+        let key = ("status-mix".to_string(), openai.clone());
+        let mut inc = Incident::open(1, key.clone(), alert("status-mix", openai, 1), vec![], 0);
+        let global = ("error-rate".to_string(), Scope::new());
+        inc.set(global.clone(), alert("error-rate", Scope::new(), 1), vec![]);
+        inc.reroot(&global);
+        assert_eq!(
+            inc.root, key,
+            "one provider with global above it: still its own cause"
+        );
+        let anthropic = scope(&[("provider", "anthropic")]);
+        let other = ("status-mix".to_string(), anthropic.clone());
+        inc.set(other.clone(), alert("status-mix", anthropic, 2), vec![]);
+        inc.reroot(&other);
+        assert_eq!(inc.root, global, "both providers: the cause is global");
+        assert_eq!(inc.line(AlertEvent::Updated, 0).rule, "error-rate");
+        // A route's own finding under global stays the root when alone.
+        let route = scope(&[("route", "extract")]);
+        let rkey = ("prompt-length".to_string(), route.clone());
+        let mut inc = Incident::open(2, rkey.clone(), alert("prompt-length", route, 2), vec![], 0);
+        let top = ("prompt-length".to_string(), Scope::new());
+        inc.set(top.clone(), alert("prompt-length", Scope::new(), 2), vec![]);
+        inc.reroot(&top);
+        assert_eq!(inc.root, rkey);
     }
 }

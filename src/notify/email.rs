@@ -74,6 +74,9 @@ fn alert_html(f: &Facts) -> String {
     if !f.impact.is_empty() {
         rows.push(("Blast radius", escape(&f.impact.join(", "))));
     }
+    if let Some(why) = &f.why_tier {
+        rows.push(("Why this tier", escape(why)));
+    }
     if !rows.is_empty() {
         out.push_str("<table>");
         for (k, v) in rows {
@@ -164,7 +167,7 @@ mod tests {
             html.contains("<h2>Cost &amp; &quot;quality&quot;</h2>"),
             "{html}"
         );
-        assert!(html.contains("$182.50/day at risk"), "{html}");
+        assert!(html.contains("$182.50/day spent"), "{html}");
         assert!(
             html.contains("<li>deploy at 2026-06-06T09:00:00Z"),
             "{html}"

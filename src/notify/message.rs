@@ -40,6 +40,9 @@ pub struct Facts {
     pub baseline: Option<String>,
     /// Blast-radius numbers present in `evidence.impact`, one phrase each.
     pub impact: Vec<String>,
+    /// Why it got its tier: the threshold the deviation's harm met, and how that
+    /// harm was measured (`evidence.tier`).
+    pub why_tier: Option<String>,
     /// Change events near the alert (`evidence.changes`), one line each.
     pub changes: Vec<String>,
     /// The incident's consequences, one line each.
@@ -65,6 +68,7 @@ pub fn facts(alert: &Alert) -> Facts {
         observed: ev.get("observed").filter(|v| !v.is_null()).map(value),
         baseline: ev.get("baseline").filter(|v| !v.is_null()).map(value),
         impact: ev.get("impact").map(impact).unwrap_or_default(),
+        why_tier: ev.get("tier").and_then(why_tier),
         changes: ev
             .get("changes")
             .and_then(Value::as_array)
@@ -128,12 +132,21 @@ fn impact(v: &Value) -> Vec<String> {
         out.push(format!("{t} tenant{}", if t == 1 { "" } else { "s" }));
     }
     if let Some(m) = f("money_at_risk_per_day_usd") {
-        out.push(format!("${m:.2}/day at risk"));
+        out.push(format!("${m:.2}/day spent"));
     }
     if v.get("customer_facing").and_then(Value::as_bool) == Some(true) {
         out.push("customer-facing".to_string());
     }
     out
+}
+
+fn why_tier(v: &Value) -> Option<String> {
+    let s = |k: &str| v.get(k).and_then(Value::as_str);
+    let mut line = format!("{} because {}", s("tier")?, s("chosen_by")?);
+    if let Some(harm) = s("harm") {
+        line.push_str(&format!(" (harm: {harm})"));
+    }
+    Some(line)
 }
 
 fn percent(share: f64) -> String {
@@ -196,6 +209,9 @@ pub fn alert_text(f: &Facts) -> String {
     if !f.impact.is_empty() {
         out.push_str(&format!("  blast radius: {}\n", f.impact.join(", ")));
     }
+    if let Some(why) = &f.why_tier {
+        out.push_str(&format!("  tier: {why}\n"));
+    }
     for c in &f.changes {
         out.push_str(&format!("  change nearby: {c}\n"));
     }
@@ -234,7 +250,9 @@ pub(crate) mod tests {
                 "impact": {"requests_share": 0.42, "spend_share": 0.615, "tenants": 7,
                            "money_at_risk_per_day_usd": 182.5, "customer_facing": true},
                 "changes": [{"kind": "deploy", "at": "2026-06-06T09:00:00Z",
-                             "scope": {"route": "summarize"}, "note": "prompt template v2"}]
+                             "scope": {"route": "summarize"}, "note": "prompt template v2"}],
+                "tier": {"tier": "page", "chosen_by": "money_at_risk_per_day_usd 76.04 >= 50",
+                         "harm": "extra money per day"}
             }),
         }
     }
@@ -252,7 +270,7 @@ pub(crate) mod tests {
                 "42.0% of requests",
                 "61.5% of spend",
                 "7 tenants",
-                "$182.50/day at risk",
+                "$182.50/day spent",
                 "customer-facing"
             ]
         );
@@ -289,6 +307,7 @@ pub(crate) mod tests {
             "observed 0.01235 vs baseline mad=0.0004, median=0.0083",
             "blast radius: 42.0% of requests, 61.5% of spend, 7 tenants",
             "change nearby: deploy at 2026-06-06T09:00:00Z",
+            "tier: page because money_at_risk_per_day_usd 76.04 >= 50 (harm: extra money per day)",
         ] {
             assert!(text.contains(want), "{want} missing from {text}");
         }

@@ -78,6 +78,9 @@ fn alert_blocks(f: &Facts) -> Vec<Value> {
     if !f.impact.is_empty() {
         field("Blast radius", &f.impact.join("\n"));
     }
+    if let Some(why) = &f.why_tier {
+        field("Why this tier", why);
+    }
     let mut section_block = section(&head);
     if !fields.is_empty() {
         section_block["fields"] = Value::Array(fields);
@@ -157,7 +160,7 @@ mod tests {
             .map(|f| f["text"].as_str().unwrap())
             .collect();
         assert!(fields[0].starts_with("*Observed*"), "{fields:?}");
-        assert!(fields[2].contains("$182.50/day at risk"), "{fields:?}");
+        assert!(fields[2].contains("$182.50/day spent"), "{fields:?}");
         let changes = blocks.last().unwrap()["elements"][0]["text"]
             .as_str()
             .unwrap();

@@ -124,13 +124,13 @@ pub struct IncidentScore {
     pub found: bool,
     /// Minutes from its start to the first line of an accepted kind.
     pub delay_minutes: Option<f64>,
-    /// The most severe tier it fired at.
+    /// The most severe tier of a line that told of it (firing, updated or reopened).
     pub tier: Option<String>,
     /// Why that tier is wrong, if it is.
     pub tier_error: Option<String>,
     /// Firing lines that count as this incident.
     pub firing_lines: u64,
-    /// Messages per channel that carried one of its lines.
+    /// Messages per channel that told of it.
     pub notifications: BTreeMap<String, u64>,
     /// The most messages on one channel on any UTC day after its first.
     pub most_per_later_day: u64,
@@ -178,21 +178,26 @@ impl Score {
         // A silent change's window is exact: what follows it is another story.
         let hushed = |i: &TruthIncident, a: &Alert| i.covers(&a.scope, a.at_ms, data_end_ms, 0);
         let mut incidents = Vec::new();
+        // A line tells of an incident when it covers it and carries an accepted kind,
+        // as its own or a member's: an outage on global hours after a tenant's
+        // spike covers the tenant but does not tell of its spike.
+        let tells = |i: &TruthIncident, a: &Alert| {
+            belongs(i, a)
+                && (i.kinds.contains(&a.kind)
+                    || a.members.iter().any(|m| i.kinds.contains(&m.kind)))
+        };
         for i in &truth.incidents {
             let own: Vec<&&Alert> = firing.iter().filter(|a| belongs(i, a)).collect();
-            // An incident line tells of its members too.
             let first = lines
                 .iter()
-                .filter(|a| a.event != AlertEvent::Resolved && belongs(i, a))
-                .filter(|a| {
-                    i.kinds.contains(&a.kind) || a.members.iter().any(|m| i.kinds.contains(&m.kind))
-                })
+                .filter(|a| a.event != AlertEvent::Resolved && tells(i, a))
                 .map(|a| a.at_ms)
                 .min();
             let delay_minutes = first.map(|t| (t - i.start_ms) as f64 / 60_000.0);
             let found = delay_minutes.is_some_and(|d| d <= i.deadline_minutes as f64);
-            let top = own
+            let top = lines
                 .iter()
+                .filter(|a| a.event != AlertEvent::Resolved && tells(i, a))
                 .min_by_key(|a| a.tier_rank)
                 .map(|a| a.tier.clone());
             let tier_error = top.as_deref().and_then(|t| {
@@ -209,7 +214,7 @@ impl Score {
             });
             let carried: Vec<&Sent> = sent
                 .iter()
-                .filter(|s| s.message.alerts.iter().any(|a| belongs(i, a)))
+                .filter(|s| s.message.alerts.iter().any(|a| tells(i, a)))
                 .collect();
             let mut notifications = BTreeMap::new();
             let mut per_day: BTreeMap<(&str, i64), u64> = BTreeMap::new();
@@ -439,6 +444,25 @@ mod tests {
         assert_eq!(s.incidents[0].notifications["slack"], 2);
         assert_eq!(s.median_delay_minutes, Some(30.0));
         assert_eq!(s.days, 1.0);
+    }
+
+    #[test]
+    fn an_outage_on_global_covers_a_spike_but_does_not_tell_of_it() {
+        let t1 = scope(&[("tenant", "t1")]);
+        let spike = line(AlertEvent::Firing, Kind::TrafficDrift, t1, 10 * H, "digest");
+        let outage = line(
+            AlertEvent::Firing,
+            Kind::StructuralDrift,
+            Scope::new(),
+            11 * H,
+            "page",
+        );
+        let messages = [sent("slack", outage.at_ms, vec![outage.clone()])];
+        let s = Score::new(&truth(), &[spike, outage], &messages, &tiers(), (0, 24 * H));
+        let i = &s.incidents[0];
+        assert_eq!(i.tier.as_deref(), Some("digest"), "{i:?}");
+        assert_eq!((s.tier_errors, i.notifications.len()), (0, 0), "{i:?}");
+        assert_eq!(i.firing_lines, 2, "both lines cover it");
     }
 
     #[test]

@@ -95,7 +95,9 @@ impl Thresholds {
             if let Some(t) = threshold
                 && value >= t
             {
-                met.push(format!("{name} {value} >= {t}"));
+                // Four significant digits say enough; a raw f64 reads as noise.
+                let shown = format!("{value:.4e}").parse::<f64>().unwrap_or(value);
+                met.push(format!("{name} {shown} >= {t}"));
             }
         };
         check("requests_share", impact.requests_share, self.requests_share);
