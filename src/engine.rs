@@ -335,19 +335,6 @@ impl Engine {
         std::mem::take(&mut self.out)
     }
 
-    fn nearby_changes(&self, scope: &Scope, at_ms: i64) -> Value {
-        let day = 86_400_000;
-        let list: Vec<Value> = self
-            .changes
-            .iter()
-            .map(|k| &k.event)
-            .filter(|c| (at_ms - day..=at_ms).contains(&c.ts_ms))
-            .filter(|c| c.scope.iter().all(|(k, v)| scope.get(k).is_none_or(|x| x == v)))
-            .map(|c| json!({"kind": c.kind, "at": rfc3339_ms::format(c.ts_ms), "scope": c.scope, "note": c.note, "origin": c.origin}))
-            .collect();
-        Value::Array(list)
-    }
-
     fn judge_usage(&mut self, b: ClosedBucket) -> Tick {
         let bucket_ms = self.params.analysis.bucket_ms();
         let (start, end) = (b.start_ms, b.start_ms + bucket_ms);
@@ -973,8 +960,10 @@ impl Engine {
             .collect();
         let mut kept = dedupe(attribute(findings, &self.lanes.index));
         for f in &mut kept {
-            f.evidence
-                .insert("changes".into(), self.nearby_changes(&f.labels, at_ms));
+            f.evidence.insert(
+                "changes".into(),
+                nearby_changes(self.changes.iter().map(|k| &k.event), &f.labels, at_ms),
+            );
         }
         let holding = raw
             .into_iter()
@@ -1742,6 +1731,35 @@ fn price_volume_mix(st: &ScopeState, cell: &Cell, start: i64, bp: &BaselineParam
     })
 }
 
+/// The changes a reader should weigh as a cause, newest first: posted ones of
+/// the last day, and ones the data showed within two hours (a change learned
+/// hours ago explains nothing new), at most three.
+fn nearby_changes<'a>(
+    changes: impl Iterator<Item = &'a ChangeEvent>,
+    scope: &Scope,
+    at_ms: i64,
+) -> Value {
+    let reach = |c: &ChangeEvent| match c.origin == "detected" {
+        true => 2 * 3_600_000,
+        false => 86_400_000,
+    };
+    let mut near: Vec<&ChangeEvent> = changes
+        .filter(|c| (at_ms - reach(c)..=at_ms).contains(&c.ts_ms))
+        .filter(|c| {
+            c.scope
+                .iter()
+                .all(|(k, v)| scope.get(k).is_none_or(|x| x == v))
+        })
+        .collect();
+    near.sort_by_key(|c| std::cmp::Reverse(c.ts_ms));
+    let list = near
+        .into_iter()
+        .take(3)
+        .map(|c| json!({"kind": c.kind, "at": rfc3339_ms::format(c.ts_ms), "scope": c.scope, "note": c.note, "origin": c.origin}))
+        .collect();
+    Value::Array(list)
+}
+
 /// The harm a usage finding's deviation does, as the impact its tier is chosen
 /// from, and what that measure is. Never the size of the scope alone: failures and
 /// moved requests count by their excess over the baseline as a share of all
@@ -1919,6 +1937,42 @@ mod tests {
             seasonal: true,
             mean_dev: 0.0,
         }
+    }
+
+    #[test]
+    fn nearby_changes_are_posted_ones_of_the_day_and_fresh_detected_ones() {
+        let change = |h: i64, origin: &str, route: Option<&str>| ChangeEvent {
+            kind: ChangeKind::Deploy,
+            ts_ms: h * 3_600_000,
+            scope: route
+                .map(|r| [("route".to_string(), r.to_string())].into())
+                .unwrap_or_default(),
+            note: format!("{origin} at {h}"),
+            origin: origin.into(),
+        };
+        let all = [
+            change(1, "api", None),
+            change(10, "detected", None),
+            change(19, "detected", None),
+            change(20, "api", Some("chat")),
+            change(20, "api", Some("extract")),
+            change(21, "calendar", None),
+            change(22, "api", None),
+        ];
+        let chat: Scope = [("route".to_string(), "chat".to_string())].into();
+        let notes = |v: Value| -> Vec<String> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["note"].as_str().unwrap().to_string())
+                .collect()
+        };
+        // At 20:30 on route chat: newest first, at most three; a change detected at
+        // 10:00 or one on another route explains nothing here.
+        let near = nearby_changes(all.iter(), &chat, 20 * 3_600_000 + 1_800_000);
+        assert_eq!(notes(near), ["api at 20", "detected at 19", "api at 1"]);
+        let later = nearby_changes(all.iter(), &Scope::new(), 23 * 3_600_000);
+        assert_eq!(notes(later), ["api at 22", "calendar at 21", "api at 20"]);
     }
 
     #[test]

@@ -96,7 +96,7 @@ impl Thresholds {
                 && value >= t
             {
                 // Four significant digits say enough; a raw f64 reads as noise.
-                let shown = format!("{value:.4e}").parse::<f64>().unwrap_or(value);
+                let shown = format!("{value:.3e}").parse::<f64>().unwrap_or(value);
                 met.push(format!("{name} {shown} >= {t}"));
             }
         };
