@@ -426,7 +426,10 @@ impl Engine {
                         lane: rule.lane(),
                         signal: rule.signal,
                         sign: test.sign,
-                        excess: (test.diff * weight).abs() * test.sign,
+                        excess: match slow_excess(cell, rule.signal, &test) {
+                            Some(slow) => slow * test.sign,
+                            None => (test.diff * weight).abs() * test.sign,
+                        },
                         summary,
                         evidence,
                         impact,
@@ -802,6 +805,11 @@ impl Engine {
                                     false => b.median,
                                 });
                             match usage_counts(st, cell, r, pool_buckets) {
+                                Some((value, counts, _))
+                                    if crate::detect::is_proportion(r.signal) =>
+                                {
+                                    Band::of_rate(r, value, center, counts)
+                                }
                                 Some((value, counts, _)) => {
                                     Band::of(r, Some(value), center, counts.n)
                                 }
@@ -1379,6 +1387,20 @@ impl Band {
             false => Band::Outside,
         }
     }
+
+    /// A rate of events (`counts.x` of `counts.n`) against `center`: outside only
+    /// while it is both half the rule's change away and still detectably so. On a
+    /// quiet scope one error in thirty requests is three times a 1% baseline, yet
+    /// says nothing: without the test such an alert would stay open all night.
+    fn of_rate(rule: &Rule, value: f64, center: Option<f64>, counts: Counts) -> Band {
+        let band = Band::of(rule, Some(value), center, counts.n);
+        match (band, center) {
+            (Band::Outside, Some(c)) if stats::binomial_z(counts.x, counts.n, c).abs() < 2.0 => {
+                Band::Inside
+            }
+            _ => band,
+        }
+    }
 }
 
 /// The confirmed open alerts of a scope on the usage lanes (`eval` false) or the
@@ -1760,6 +1782,21 @@ fn nearby_changes<'a>(
     Value::Array(list)
 }
 
+/// A latency quantile's excess as a count that adds up across scopes: the requests
+/// slower than the baseline's quantile beyond the share that always is (5% for p95).
+/// A difference of quantiles times requests does not add up, so a parent's p95
+/// could never be explained by the one provider that slowed.
+fn slow_excess(cell: &Cell, signal: Signal, test: &Test) -> Option<f64> {
+    let q = match signal {
+        Signal::LatencyP50 => 0.5,
+        Signal::LatencyP95 => 0.95,
+        _ => return None,
+    };
+    let n = samples(cell, signal) as f64;
+    let usual = cell.latency_quantile(q)? - test.diff;
+    Some(((cell.latency_share_above(usual) - (1.0 - q)) * n).abs())
+}
+
 /// The harm a usage finding's deviation does, as the impact its tier is chosen
 /// from, and what that measure is. Never the size of the scope alone: failures and
 /// moved requests count by their excess over the baseline as a share of all
@@ -1937,6 +1974,36 @@ mod tests {
             seasonal: true,
             mean_dev: 0.0,
         }
+    }
+
+    #[test]
+    fn a_thin_rate_calms_unless_it_is_still_detectably_away() {
+        let mut set = crate::detect::rules::RuleSet { rules: Vec::new() };
+        let mut errors = Vec::new();
+        let text = "[[rule]]\nname = \"error-rate\"\nsignal = \"error_rate\"\nscopes = [\"route\"]\nmin_change = 1.0\nmin_samples = 30\n";
+        set.parse(
+            std::path::Path::new("t.toml"),
+            text,
+            &Default::default(),
+            &mut errors,
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let rule = &set.rules[0];
+        let band = |x: u64, n: u64| {
+            let counts = Counts {
+                n,
+                x,
+                variance: 0.0,
+            };
+            Band::of_rate(rule, x as f64 / n as f64, Some(0.012), counts)
+        };
+        // One error in thirty is three times 1.2%, and nothing to go on.
+        assert_eq!(band(1, 30), Band::Inside);
+        // Ten in thirty still is.
+        assert_eq!(band(10, 30), Band::Outside);
+        // Too few to tell either way.
+        assert_eq!(band(1, 5), Band::Unknown);
+        assert_eq!(band(0, 300), Band::Inside);
     }
 
     #[test]

@@ -351,6 +351,66 @@ fn a_global_error_burst_pages_once_and_resolves_once() {
 /// story, at most one page per chapter, the outage a page, the deploy silent and the
 /// spiking tenant below page.
 #[test]
+fn one_models_errors_are_told_on_that_model_with_the_rest_as_consequences() {
+    let out = replay(&shipped("model_errors"), 19, false);
+    // Digest and record lines of the quiet weeks are no incident anyone is told of.
+    let opened: Vec<&Alert> = out.firing().filter(|a| a.tier_rank <= 2).collect();
+    assert_eq!(opened.len(), 1, "one incident:\n{}", out.describe());
+    let head = opened[0];
+    assert_eq!(head.rule, "error-rate", "{}", out.describe());
+    assert_eq!(
+        head.scope.get("model").map(String::as_str),
+        Some("gpt-4o-mini"),
+        "{}",
+        out.describe()
+    );
+    assert_eq!(head.scope.len(), 1, "{}", out.describe());
+    // Its provider carries it too, as a consequence; its harm is an alert, not a page.
+    let told: Vec<&Alert> = out.lines.iter().filter(|a| a.rule == head.rule).collect();
+    assert!(
+        told.iter().any(|a| a
+            .members
+            .iter()
+            .any(|m| m.scope.get("provider").is_some_and(|p| p == "openai"))),
+        "{}",
+        out.describe()
+    );
+    assert_eq!(head.tier, "alert", "{}", out.describe());
+    assert!(
+        out.lines.iter().all(|a| a.tier_rank > 1),
+        "{}",
+        out.describe()
+    );
+    // Told once, and the all-clear within hours of the end, not the next morning.
+    let resolved = out
+        .lines
+        .iter()
+        .find(|a| a.event == AlertEvent::Resolved && a.rule == head.rule)
+        .unwrap_or_else(|| panic!("never resolved:\n{}", out.describe()));
+    assert!(
+        resolved.at_ms - head.at_ms < 4 * 3_600_000,
+        "{}",
+        out.describe()
+    );
+}
+
+#[test]
+fn one_providers_slow_answers_are_told_on_that_provider() {
+    let out = replay(&shipped("provider_latency"), 20, false);
+    let opened: Vec<&Alert> = out.firing().filter(|a| a.tier_rank <= 2).collect();
+    assert_eq!(opened.len(), 1, "one incident:\n{}", out.describe());
+    let head = opened[0];
+    assert_eq!(head.rule, "latency-p95", "{}", out.describe());
+    // Anthropic serves one model: the provider and its model are the same requests.
+    let named = head.scope.get("provider").is_some_and(|p| p == "anthropic")
+        || head
+            .scope
+            .get("model")
+            .is_some_and(|m| m == "claude-3-5-sonnet");
+    assert!(named, "not global alone:\n{}", out.describe());
+}
+
+#[test]
 fn the_demo_story_is_told_at_the_right_volume_whatever_minute_it_starts() {
     for start in ["07:30", "07:34", "07:37", "07:44"] {
         let now = chrono::DateTime::parse_from_rfc3339(&format!("2026-11-27T{start}:00Z"))

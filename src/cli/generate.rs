@@ -14,7 +14,8 @@ const NEWAPI_BATCH: usize = 10_000;
 #[derive(Debug, Args)]
 pub(super) struct GenerateArgs {
     /// Scenario: quiet, announced_deploy, silent_model_bump, slow_creep, evals_off,
-    /// tenant_spike, quality_drop, error_burst, small_tenant_errors or price_rise.
+    /// tenant_spike, quality_drop, error_burst, small_tenant_errors, price_rise, model_errors
+    /// or provider_latency.
     #[arg(long, value_name = "NAME")]
     scenario: String,
     /// Random seed: the same seed writes the same files.

@@ -121,10 +121,15 @@ impl Cell {
         self.truncated += e.is_truncated() as u32;
         self.status[status_class(e)] += 1;
         self.finish[finish_class(e.finish_reason.as_deref())] += 1;
-        self.prompt_tokens += e.prompt_tokens;
-        self.completion_tokens += e.completion_tokens;
-        self.prompt_hist[token_bin(e.prompt_tokens)] += 1;
-        self.completion_hist[token_bin(e.completion_tokens)] += 1;
+        // A failed request reports no tokens (New API writes 0): its length says
+        // nothing of the prompts, and counting it would repeat an error burst as a
+        // length drift on every scope it touches.
+        if !e.is_error() {
+            self.prompt_tokens += e.prompt_tokens;
+            self.completion_tokens += e.completion_tokens;
+            self.prompt_hist[token_bin(e.prompt_tokens)] += 1;
+            self.completion_hist[token_bin(e.completion_tokens)] += 1;
+        }
         let share = match self.by_model.iter_mut().find(|(m, _)| *m == syms.model) {
             Some((_, s)) => s,
             None => {
@@ -164,6 +169,23 @@ impl Cell {
     /// A latency quantile in ms, if any request reported latency.
     pub fn latency_quantile(&self, q: f64) -> Option<f64> {
         self.latency.as_ref()?.0.quantile(q).ok().flatten()
+    }
+
+    /// The share of latencies above `ms`, to the sketch's resolution: the sketch has
+    /// no rank query, so the quantile that crosses `ms` is found by bisection.
+    pub fn latency_share_above(&self, ms: f64) -> f64 {
+        let (mut below, mut above) = (0.0_f64, 1.0_f64);
+        if self.latency_quantile(1.0).is_none_or(|max| max <= ms) {
+            return 0.0;
+        }
+        for _ in 0..16 {
+            let mid = (below + above) / 2.0;
+            match self.latency_quantile(mid) {
+                Some(v) if v > ms => above = mid,
+                _ => below = mid,
+            }
+        }
+        1.0 - above
     }
 }
 
@@ -248,6 +270,22 @@ mod tests {
     }
 
     #[test]
+    fn the_share_above_a_latency_is_read_off_the_sketch() {
+        let mut cell = Cell::default();
+        let mut sketch = DDSketch::new(SketchConfig::defaults());
+        for ms in 1..=1000 {
+            sketch.add(f64::from(ms));
+        }
+        cell.latency = Some(Box::new(Latency(sketch)));
+        for (ms, share) in [(500.0, 0.5), (900.0, 0.1), (100.0, 0.9)] {
+            let got = cell.latency_share_above(ms);
+            assert!((got - share).abs() < 0.02, "above {ms}: {got}");
+        }
+        assert_eq!(cell.latency_share_above(5000.0), 0.0);
+        assert_eq!(Cell::default().latency_share_above(1.0), 0.0);
+    }
+
+    #[test]
     fn a_cell_counts_mixes_models_and_latency() {
         let syms = EventSyms {
             model: 1,
@@ -267,6 +305,8 @@ mod tests {
         assert_eq!((cell.requests, cell.errors, cell.truncated), (2, 1, 1));
         assert_eq!(cell.status, [1, 0, 1, 0, 0]);
         assert_eq!(cell.finish, [1, 1, 0, 0, 0]);
+        let counted: u32 = cell.prompt_hist.iter().sum();
+        assert_eq!(counted, 1, "the failed request has no prompt length");
         assert_eq!(cell.by_model[0].1.requests, 2);
         assert_eq!(
             cell.resolved,

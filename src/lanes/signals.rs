@@ -12,7 +12,10 @@ pub fn usage_value(cell: &Cell, signal: Signal) -> Option<f64> {
         Signal::Spend => Some(cell.cost),
         Signal::CostPerRequest => per(cell.cost, cell.costed as f64),
         Signal::CostPer1kTokens => per(cell.cost * 1000.0, cell.costed_tokens as f64),
-        Signal::TokensPerRequest => per((cell.prompt_tokens + cell.completion_tokens) as f64, n),
+        Signal::TokensPerRequest => per(
+            (cell.prompt_tokens + cell.completion_tokens) as f64,
+            n - cell.errors as f64,
+        ),
         Signal::ErrorRate => per(cell.errors as f64, n),
         Signal::TruncationRate => per(cell.truncated as f64, n),
         Signal::LatencyP50 => cell.latency_quantile(0.5),
@@ -39,6 +42,7 @@ pub fn eval_value(cell: &EvalCell, signal: Signal) -> Option<f64> {
 pub fn samples(cell: &Cell, signal: Signal) -> u64 {
     match signal {
         Signal::CostPerRequest | Signal::CostPer1kTokens => cell.costed as u64,
+        Signal::TokensPerRequest => cell.requests.saturating_sub(cell.errors) as u64,
         Signal::LatencyP50 | Signal::LatencyP95 => {
             cell.latency.as_ref().map_or(0, |s| s.0.count() as u64)
         }

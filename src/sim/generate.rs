@@ -221,6 +221,7 @@ struct Effects<'a> {
     score_shift: f64,
     error_rate: f64,
     cost: f64,
+    latency: f64,
 }
 
 impl Plan {
@@ -307,6 +308,7 @@ impl Plan {
             score_shift: 0.0,
             error_rate: self.profile.error_rate,
             cost: 1.0,
+            latency: 1.0,
         };
         for inj in self.matching(ts, route, model, tenant) {
             match &inj.effect {
@@ -323,6 +325,7 @@ impl Plan {
                     fx.cost *= (1.0 + f).powf((ts - inj.from_ms) as f64 / DAY_MS as f64)
                 }
                 Effect::CostMultiplier(m) => fx.cost *= m,
+                Effect::Latency(m) => fx.latency *= m,
                 Effect::Volume(_) => {}
             }
         }
@@ -405,8 +408,9 @@ impl Plan {
         let list = prices
             .cost(&[resolved, &m.name], ts, prompt, completion, cached)
             .map(|c| c * fx.resolve.map_or(1.0, |(_, p)| p));
-        let ttft = (120.0 + 0.04 * prompt as f64) * (0.3 * z_ttft).exp();
-        let generation = completion as f64 / m.tokens_per_second * 1000.0 * (0.2 * z_latency).exp();
+        let ttft = (120.0 + 0.04 * prompt as f64) * (0.3 * z_ttft).exp() * fx.latency;
+        let generation =
+            completion as f64 / m.tokens_per_second * 1000.0 * (0.2 * z_latency).exp() * fx.latency;
         event.prompt_tokens = prompt;
         event.completion_tokens = completion;
         event.cached_tokens = cached;

@@ -39,6 +39,14 @@ impl Filter {
         }
     }
 
+    /// Matches one provider.
+    pub fn provider(provider: &str) -> Filter {
+        Filter {
+            provider: Some(provider.into()),
+            ..Filter::default()
+        }
+    }
+
     /// Matches one tenant.
     pub fn tenant(tenant: &str) -> Filter {
         Filter {
@@ -78,6 +86,8 @@ pub enum Effect {
     DailyCostCreep(f64),
     /// Cost × m with tokens unchanged (a pricing or billing change).
     CostMultiplier(f64),
+    /// Time to first token and generation time × m (a slow provider region).
+    Latency(f64),
 }
 
 /// One planted drift: `effect` on the requests that match `filter` in

@@ -13,7 +13,7 @@ use super::{Scenario, SimError};
 use crate::domain::{ChangeEvent, ChangeKind, Kind, Scope};
 
 /// The names `by_name` knows, in the order of this file.
-pub const NAMES: [&str; 10] = [
+pub const NAMES: [&str; 12] = [
     "quiet",
     "announced_deploy",
     "silent_model_bump",
@@ -24,6 +24,8 @@ pub const NAMES: [&str; 10] = [
     "error_burst",
     "small_tenant_errors",
     "price_rise",
+    "model_errors",
+    "provider_latency",
 ];
 
 /// The scenario called `name` over `profile`.
@@ -39,6 +41,8 @@ pub fn by_name(name: &str, profile: Profile) -> Result<Scenario, SimError> {
         "error_burst" => error_burst(profile),
         "small_tenant_errors" => small_tenant_errors(profile),
         "price_rise" => price_rise(profile),
+        "model_errors" => model_errors(profile),
+        "provider_latency" => provider_latency(profile),
         other => {
             return Err(SimError::UnknownScenario {
                 name: other.to_string(),
@@ -306,6 +310,71 @@ pub fn small_tenant_errors(profile: Profile) -> Scenario {
         ("alert", "record"),
     )]);
     scenario("small_tenant_errors", profile, vec![inject], vec![], truth)
+}
+
+/// `gpt-4o-mini` (about 28% of requests) fails 60% of its requests for 40 minutes
+/// from 11:00 on day 15. Expected: an incident headed by the model, its routes,
+/// provider and global listed as consequences, at the tier of its harm (some 17% of
+/// all requests failed: `alert` under the shipped tiers).
+pub fn model_errors(profile: Profile) -> Scenario {
+    let from = profile.day(14.0) + 11 * 3_600_000;
+    let to = from + 40 * 60_000;
+    let inject = Injection::window(
+        from,
+        to,
+        Filter::model("gpt-4o-mini"),
+        Effect::ErrorRate(0.6),
+    );
+    let mut failing = incident(
+        "gpt-4o-mini fails 60% of its requests for 40 min",
+        (from, Some(to)),
+        scope("model", "gpt-4o-mini"),
+        &[Kind::StructuralDrift],
+        30,
+        ("alert", "alert"),
+    );
+    failing.related = vec![
+        scope("route", "classify"),
+        scope("route", "extract"),
+        scope("provider", "openai"),
+    ];
+    scenario(
+        "model_errors",
+        profile,
+        vec![inject],
+        vec![],
+        incidents(vec![failing]),
+    )
+}
+
+/// Provider `anthropic` answers 2.5× slower for four hours from 10:00 on day 15, the
+/// others as fast as ever. Expected: a latency finding naming the provider (or its
+/// one model), not only global, at `alert` (the latency rules' cap).
+pub fn provider_latency(profile: Profile) -> Scenario {
+    let from = profile.day(14.0) + 10 * 3_600_000;
+    let to = from + 4 * 3_600_000;
+    let inject = Injection::window(
+        from,
+        to,
+        Filter::provider("anthropic"),
+        Effect::Latency(2.5),
+    );
+    let mut slow = incident(
+        "anthropic answers 2.5x slower for 4 h",
+        (from, Some(to)),
+        scope("provider", "anthropic"),
+        &[Kind::StructuralDrift],
+        60,
+        ("alert", "alert"),
+    );
+    slow.related = vec![scope("model", "claude-3-5-sonnet")];
+    scenario(
+        "provider_latency",
+        profile,
+        vec![inject],
+        vec![],
+        incidents(vec![slow]),
+    )
 }
 
 /// From day 15 `gpt-4o-mini` costs ×1.4 for good (a price change nobody posted).
