@@ -173,6 +173,11 @@ struct ScopeState {
     /// Models carrying a tenth or more of the scope's requests in its last bucket
     /// with traffic: the links of its eval findings.
     linked: Vec<u32>,
+    /// Start of the first bucket with traffic, once the gateway's own traffic had
+    /// a baseline (`None` for scopes that were there from the start).
+    first_seen: Option<i64>,
+    /// Whether the scope had traffic before; `first_seen` is set only once.
+    seen: bool,
 }
 
 impl ScopeState {
@@ -184,6 +189,14 @@ impl ScopeState {
         }
     }
 }
+
+/// How long a scope counts as new after its first traffic.
+const NEWCOMER_WINDOW_MS: i64 = 3_600_000;
+/// The share of all requests in a bucket that makes a new scope worth telling of;
+/// smaller newcomers learn their baseline silently.
+const NEWCOMER_SHARE: f64 = 0.02;
+/// Requests in a bucket below which a newcomer's share says nothing (a quiet night).
+const NEWCOMER_MIN_REQUESTS: u32 = 10;
 
 const USAGE_SCALARS: [Signal; 9] = [
     Signal::Requests,
@@ -348,6 +361,11 @@ impl Engine {
         let mut findings = Vec::new();
         let mut new_changes = Vec::new();
         let mut tracked = Tracked::default();
+        // Before the gateway's own traffic has a baseline every scope is new.
+        let settled = self
+            .states
+            .get(GLOBAL as usize)
+            .is_some_and(|g| g.series[Signal::Requests.index()].has_baseline(start, false, &bp));
 
         for id in self.lanes.index.ids() {
             let cell = b.cells.get(&id).unwrap_or(&empty);
@@ -361,6 +379,17 @@ impl Engine {
                     .extend(open_on_lane(st, &self.rules, false, labels));
                 continue;
             }
+            if has_traffic && !st.seen {
+                st.seen = true;
+                st.first_seen = settled.then_some(start);
+            }
+            // A scope never seen before that takes a share of traffic at once (a
+            // leaked key, a new integration gone wild) is judged without a baseline.
+            let newcomer = st
+                .first_seen
+                .is_some_and(|f| start - f < NEWCOMER_WINDOW_MS)
+                && cell.requests as f64 >= NEWCOMER_SHARE * g_requests
+                && cell.requests >= NEWCOMER_MIN_REQUESTS;
             let warming = st.warm_until.is_some_and(|u| start < u);
             let impact = Impact {
                 requests_share: cell.requests as f64 / g_requests,
@@ -530,6 +559,14 @@ impl Engine {
                                 p_value: 0.0,
                                 name: "hard limit",
                             },
+                            (None, false) if newcomer && rule.signal == Signal::Requests => Test {
+                                sign: 1.0,
+                                rel: 0.0,
+                                diff: value,
+                                z: 0.0,
+                                p_value: 0.0,
+                                name: "newcomer",
+                            },
                             (None, false) => continue,
                         };
                         let mut ev = serde_json::Map::new();
@@ -554,13 +591,21 @@ impl Engine {
                         {
                             continue;
                         }
-                        let summary = scalar_summary(
-                            rule.signal,
-                            &scope_label(labels),
-                            value,
-                            base.as_ref(),
-                            &test,
-                        );
+                        let summary = match test.name {
+                            "newcomer" => format!(
+                                "{} was never seen before and sent {} requests, {:.1}% of all: a new integration, or a key in the wrong hands?",
+                                scope_label(labels),
+                                cell.requests,
+                                impact.requests_share * 100.0
+                            ),
+                            _ => scalar_summary(
+                                rule.signal,
+                                &scope_label(labels),
+                                value,
+                                base.as_ref(),
+                                &test,
+                            ),
+                        };
                         findings.push(finding(
                             test,
                             json!(round(value)),

@@ -311,6 +311,38 @@ fn a_small_tenant_lands_in_a_low_tier_while_a_provider_wide_burst_pages() {
     }
 }
 
+#[test]
+fn a_burst_whose_peak_was_pending_fires_at_the_peaks_tier() {
+    let (_dir, db) = database();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let mut stage = stage(&db, Tiers::load(&shipped).unwrap());
+    let global = Scope::new();
+    let burst = |share: f64| {
+        finding(
+            "error-rate",
+            global.clone(),
+            impact(share, 40, 0.0),
+            10 * MINUTE,
+        )
+    };
+    // The worst bucket comes first, while the alert still waits out its `for`.
+    assert!(
+        stage
+            .handle(tick(T0, vec![burst(0.38)]), T0)
+            .unwrap()
+            .is_empty()
+    );
+    let at = T0 + 10 * MINUTE;
+    let lines = stage.handle(tick(at, vec![burst(0.1)]), at).unwrap();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(
+        (lines[0].event, lines[0].tier.as_str()),
+        (AlertEvent::Firing, "page"),
+        "{lines:?}"
+    );
+    assert_eq!(queued_alerts(&db, "slack").len(), 1);
+}
+
 /// A line waits in its group (`group_wait`) before it becomes an outbox message. A
 /// crash in that window must not lose it: the next start regroups it from
 /// `notify_pending`, and it goes out once on each of its tier's channels.

@@ -467,7 +467,15 @@ impl AlertStage {
                     }
                 }
                 Some(a) if !a.firing => {
-                    a.last = Some(line);
+                    // It fires at the worst it was while pending: a burst whose peak
+                    // fell in its first bucket must not be told at its tail's tier.
+                    let worse = a
+                        .last
+                        .as_ref()
+                        .is_some_and(|l| l.tier_rank < line.tier_rank);
+                    if !worse {
+                        a.last = Some(line);
+                    }
                     a.links = f.links.clone();
                     if tick.at_ms - a.started_ms >= f.for_ms {
                         a.firing = true;

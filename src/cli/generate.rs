@@ -15,7 +15,7 @@ const NEWAPI_BATCH: usize = 10_000;
 pub(super) struct GenerateArgs {
     /// Scenario: quiet, announced_deploy, silent_model_bump, slow_creep, evals_off,
     /// tenant_spike, quality_drop, error_burst, small_tenant_errors, price_rise, model_errors
-    /// or provider_latency.
+    /// provider_latency or new_tenant.
     #[arg(long, value_name = "NAME")]
     scenario: String,
     /// Random seed: the same seed writes the same files.

@@ -13,7 +13,7 @@ use super::{Scenario, SimError};
 use crate::domain::{ChangeEvent, ChangeKind, Kind, Scope};
 
 /// The names `by_name` knows, in the order of this file.
-pub const NAMES: [&str; 12] = [
+pub const NAMES: [&str; 13] = [
     "quiet",
     "announced_deploy",
     "silent_model_bump",
@@ -26,6 +26,7 @@ pub const NAMES: [&str; 12] = [
     "price_rise",
     "model_errors",
     "provider_latency",
+    "new_tenant",
 ];
 
 /// The scenario called `name` over `profile`.
@@ -43,6 +44,7 @@ pub fn by_name(name: &str, profile: Profile) -> Result<Scenario, SimError> {
         "price_rise" => price_rise(profile),
         "model_errors" => model_errors(profile),
         "provider_latency" => provider_latency(profile),
+        "new_tenant" => new_tenant(profile),
         other => {
             return Err(SimError::UnknownScenario {
                 name: other.to_string(),
@@ -375,6 +377,32 @@ pub fn provider_latency(profile: Profile) -> Scenario {
         vec![],
         incidents(vec![slow]),
     )
+}
+
+/// The smallest tenant (`tenant-20`, about 1% of traffic when it is there) sends
+/// nothing for two weeks, then from 10:00 on day 15 three times its share (a new
+/// integration, or a leaked key). Expected: a traffic drift on the newcomer within
+/// the hour, though it has no baseline.
+pub fn new_tenant(profile: Profile) -> Scenario {
+    let from = profile.day(14.0) + 10 * 3_600_000;
+    let tenant = profile.tenant_name(profile.tenants - 1);
+    let absent = Injection::window(
+        profile.start_ms,
+        from,
+        Filter::tenant(&tenant),
+        Effect::Volume(0.0),
+    );
+    let arrives = Injection::from(from, Filter::tenant(&tenant), Effect::Volume(3.0));
+    let truth = incidents(vec![incident(
+        "a tenant never seen before sends 3% of all requests",
+        (from, None),
+        scope("tenant", &tenant),
+        &[Kind::TrafficDrift],
+        // "2% of requests within an hour": two buckets to see it last.
+        60,
+        ("alert", "record"),
+    )]);
+    scenario("new_tenant", profile, vec![absent, arrives], vec![], truth)
 }
 
 /// From day 15 `gpt-4o-mini` costs ×1.4 for good (a price change nobody posted).
