@@ -416,14 +416,7 @@ impl Engine {
                     continue;
                 }
                 let open = st.open.iter().any(|o| o.rule == ri && o.confirmed);
-                let relaxed;
-                let rule = match open {
-                    true => {
-                        relaxed = rule.relaxed();
-                        &relaxed
-                    }
-                    false => rule,
-                };
+                let rule = &*bar(rule, open);
                 let finding = |test: Test,
                                observed: Value,
                                baseline: Value,
@@ -1116,14 +1109,7 @@ impl Engine {
                     continue;
                 }
                 let open = st.open.iter().any(|o| o.rule == ri && o.confirmed);
-                let relaxed;
-                let rule = match open {
-                    true => {
-                        relaxed = rule.relaxed();
-                        &relaxed
-                    }
-                    false => rule,
-                };
+                let rule = &*bar(rule, open);
                 let make =
                     |test: Test, summary: String, mut evidence: serde_json::Map<String, Value>| {
                         evidence.insert("test".into(), json!({"name": test.name, "z": round(test.z), "p_value": test.p_value, "change": round(test.rel)}));
@@ -1840,6 +1826,15 @@ fn slow_excess(cell: &Cell, signal: Signal, test: &Test) -> Option<f64> {
     let n = samples(cell, signal) as f64;
     let usual = cell.latency_quantile(q)? - test.diff;
     Some(((cell.latency_share_above(usual) - (1.0 - q)) * n).abs())
+}
+
+/// The bar a rule's finding must pass: its own, or once its alert fired on the
+/// scope the relaxed one that keeps it firing while the condition holds.
+fn bar(rule: &Rule, open: bool) -> std::borrow::Cow<'_, Rule> {
+    match open {
+        true => std::borrow::Cow::Owned(rule.relaxed()),
+        false => std::borrow::Cow::Borrowed(rule),
+    }
 }
 
 /// The harm a usage finding's deviation does, as the impact its tier is chosen
