@@ -1091,12 +1091,14 @@ impl Engine {
             let warming = st.eval_warm_until.is_some_and(|u| start < u);
             // Every answer in scope is affected by a quality or coverage drift: its
             // harm is the scope's share of requests.
-            let scope_size = st
+            // The bucket's blast radius as the usage lane measured it, when it is
+            // still kept (a scope's eval bucket can outlive its usage record).
+            let measured = st
                 .impacts
                 .iter()
                 .find(|m| m.0 == start)
-                .map(|m| m.1.clone())
-                .unwrap_or_default();
+                .map(|m| m.1.clone());
+            let scope_size = measured.clone().unwrap_or_default();
             let impact = Impact {
                 requests_share: cell.requests as f64 / g_requests,
                 tenants: scope_size.tenants,
@@ -1114,10 +1116,12 @@ impl Engine {
                     |test: Test, summary: String, mut evidence: serde_json::Map<String, Value>| {
                         evidence.insert("test".into(), json!({"name": test.name, "z": round(test.z), "p_value": test.p_value, "change": round(test.rel)}));
                         evidence.insert("bucket".into(), json!({"start": rfc3339_ms::format(start), "end": rfc3339_ms::format(end), "requests": cell.requests, "evaluated": cell.evaluated, "scores": cell.scores}));
-                        evidence.insert(
-                            "impact".into(),
-                            serde_json::to_value(&scope_size).unwrap_or_default(),
-                        );
+                        if let Some(size) = &measured {
+                            evidence.insert(
+                                "impact".into(),
+                                serde_json::to_value(size).unwrap_or_default(),
+                            );
+                        }
                         Finding {
                             rule: ri,
                             rule_name: rule.name.clone(),

@@ -95,8 +95,10 @@ impl Incident {
     /// goes to `links`, belongs here. Whenever it starts while the incident is open:
     /// the same rule on a member's scope, a finer or a coarser one (a parent carrying
     /// its child's excess), any rule on a member's own scope (on global, only one
-    /// of the same kind), or a quality or coverage finding of a member's kind on a
-    /// nested scope (the eval lane judges the same answers late and per scope).
+    /// of the same kind), or a quality or coverage finding on a scope nested with a
+    /// member's quality or coverage finding (the eval lane judges the same answers
+    /// late and per scope, and a route whose evals stop changes its parent's mix of
+    /// scores: global's mean score falls when its best-scored route goes unscored).
     /// Otherwise only if it started within `window_ms` of the incident and is
     /// related to a member (a parent or child, or linked through traffic): an
     /// outage hours into a long-open incident is its own story.
@@ -108,15 +110,17 @@ impl Incident {
         window_ms: i64,
     ) -> bool {
         let close = (started_ms - self.started_ms).abs() <= window_ms;
-        let answers = matches!(
-            kind,
-            Kind::QualityDrift | Kind::EvalCoverageDrop | Kind::FalseEfficiency
-        );
+        let about_answers = |k: Kind| {
+            matches!(
+                k,
+                Kind::QualityDrift | Kind::EvalCoverageDrop | Kind::FalseEfficiency
+            )
+        };
         self.members.iter().any(|(k, p)| {
             let same_kind = p.line.kind == kind;
             (k.0 == key.0 && nested(&k.1, &key.1))
                 || (k.1 == key.1 && (!key.1.is_empty() || same_kind))
-                || (answers && same_kind && nested(&k.1, &key.1))
+                || (about_answers(kind) && about_answers(p.line.kind) && nested(&k.1, &key.1))
                 || (close && related(&k.1, &p.links, &key.1, links))
         })
     }
@@ -348,6 +352,21 @@ mod tests {
         assert_eq!(line.members[0].rule, "prompt-length");
         assert_eq!(line.evidence["root"]["rule"], "prompt-length");
         assert_eq!(inc.rank(), 2);
+    }
+
+    #[test]
+    fn a_parents_score_falling_hours_into_a_routes_coverage_drop_is_the_same_story() {
+        let route = scope(&[("route", "classify")]);
+        let key = ("eval-coverage".to_string(), route.clone());
+        let mut coverage = alert("eval-coverage", route, 1);
+        coverage.kind = Kind::EvalCoverageDrop;
+        let inc = Incident::open(1, key, coverage, vec![], 0);
+        let later = 3 * 3_600_000;
+        let score = ("eval-score".to_string(), Scope::new());
+        assert!(inc.takes((&score, Kind::QualityDrift), later, &[], 30 * 60_000));
+        // A failure hours later is another story.
+        let errors = ("error-rate".to_string(), Scope::new());
+        assert!(!inc.takes((&errors, Kind::StructuralDrift), later, &[], 30 * 60_000));
     }
 
     #[test]

@@ -117,8 +117,9 @@ pub fn judge_scalar(
     let rel = diff / center.abs().max(1e-9);
     let robust = base.z(value, 0.02);
     let (z, name) = match signal {
-        // Too few expected events for the normal approximation: the exact test.
-        _ if proportion && (counts.n as f64 * center) < 10.0 => (
+        // Too few expected events, or non-events (a 97% pass rate), for the normal
+        // approximation: the exact test.
+        _ if proportion && (counts.n as f64 * center.min(1.0 - center)) < 10.0 => (
             stats::binomial_z(counts.x, counts.n, center),
             "exact binomial test",
         ),
@@ -254,4 +255,62 @@ pub fn dedupe(findings: Vec<Finding>) -> Vec<Finding> {
 /// Words for a direction in summaries.
 pub fn movement(sign: f64) -> &'static str {
     if sign > 0.0 { "above" } else { "below" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::rules::RuleSet;
+
+    fn rule(text: &str) -> Rule {
+        let mut set = RuleSet { rules: Vec::new() };
+        let mut errors = Vec::new();
+        set.parse(
+            std::path::Path::new("t.toml"),
+            text,
+            &Default::default(),
+            &mut errors,
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        set.rules.remove(0)
+    }
+
+    fn baseline(mean: f64) -> Baseline {
+        Baseline {
+            median: mean,
+            mad: 0.02,
+            mean,
+            n: 24,
+            seasonal: true,
+            mean_dev: 0.02,
+        }
+    }
+
+    #[test]
+    fn a_high_pass_rate_is_judged_by_its_few_failures() {
+        let r = rule(
+            "[[rule]]\nname = \"pass\"\nsignal = \"eval_pass_rate\"\nscopes = [\"model\"]\ndirection = \"down\"\nmin_change = 0.1\nalpha = 1e-4\nmin_samples = 20\n",
+        );
+        let judge = |x: u64, n: u64| {
+            let counts = Counts {
+                n,
+                x,
+                variance: 0.0,
+            };
+            judge_scalar(
+                &r,
+                Signal::EvalPassRate,
+                x as f64 / n as f64,
+                counts,
+                &baseline(0.972),
+            )
+        };
+        // Six failures where one is usual: rare (p about 0.002), not 1e-4 rare, though
+        // the normal approximation would call it z = -5.
+        assert!(judge(25, 31).is_none());
+        // Half failing is.
+        let t = judge(15, 31).expect("a real drop");
+        assert_eq!(t.name, "exact binomial test");
+        assert!(t.p_value < 1e-4, "{t:?}");
+    }
 }

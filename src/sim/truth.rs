@@ -252,10 +252,9 @@ impl Score {
         for s in sent {
             *notifications.entry(s.channel.clone()).or_default() += 1;
             let alarms = &s.message.alerts;
-            if !alarms.is_empty()
-                && alarms
-                    .iter()
-                    .all(|a| a.event == AlertEvent::Firing && !explained(a))
+            // A false alarm's own resolve may share the message: it is no excuse.
+            if alarms.iter().any(|a| a.event == AlertEvent::Firing)
+                && alarms.iter().all(|a| !explained(a))
             {
                 *false_alarm_notifications
                     .entry(s.channel.clone())
@@ -444,6 +443,28 @@ mod tests {
         assert_eq!(s.incidents[0].notifications["slack"], 2);
         assert_eq!(s.median_delay_minutes, Some(30.0));
         assert_eq!(s.days, 1.0);
+    }
+
+    #[test]
+    fn a_false_alarm_sent_with_its_own_resolve_is_still_a_false_alarm() {
+        let stray = scope(&[("model", "m")]);
+        let fire = line(
+            AlertEvent::Firing,
+            Kind::QualityDrift,
+            stray.clone(),
+            20 * H,
+            "page",
+        );
+        let done = line(
+            AlertEvent::Resolved,
+            Kind::QualityDrift,
+            stray,
+            21 * H,
+            "page",
+        );
+        let messages = [sent("slack", 22 * H, vec![fire.clone(), done.clone()])];
+        let s = Score::new(&truth(), &[fire, done], &messages, &tiers(), (0, 24 * H));
+        assert_eq!(s.false_alarm_notifications.get("slack"), Some(&1));
     }
 
     #[test]
