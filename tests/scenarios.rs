@@ -343,13 +343,20 @@ fn a_global_error_burst_pages_once_and_resolves_once() {
         "one page and one resolve:\n{}",
         out.describe()
     );
+    let resolved = out
+        .lines
+        .iter()
+        .find(|a| a.event == AlertEvent::Resolved && a.tier_rank == 1)
+        .expect("the burst resolves");
+    assert!(
+        resolved
+            .summary
+            .starts_with("back inside its baseline; while firing: error rate"),
+        "a resolve says the trouble is over: {}",
+        resolved.summary
+    );
 }
 
-/// `driftwarden demo` ends its story at the minute it starts, so the story's buckets
-/// fall differently on every run. Replayed from start minutes across a whole bucket,
-/// every chapter is told, at the right volume: at most 8 Slack messages over the
-/// story, at most one page per chapter, the outage a page, the deploy silent and the
-/// spiking tenant below page.
 #[test]
 fn one_models_errors_are_told_on_that_model_with_the_rest_as_consequences() {
     let out = replay(&shipped("model_errors"), 19, false);
@@ -410,6 +417,11 @@ fn one_providers_slow_answers_are_told_on_that_provider() {
     assert!(named, "not global alone:\n{}", out.describe());
 }
 
+/// `driftwarden demo` ends its story at the minute it starts, so the story's buckets
+/// fall differently on every run. Replayed from start minutes across a whole bucket,
+/// every chapter is told, at the right volume: at most 8 Slack messages over the
+/// story, at most one page per chapter, the outage a page, the deploy silent and the
+/// spiking tenant below page.
 #[test]
 fn the_demo_story_is_told_at_the_right_volume_whatever_minute_it_starts() {
     for start in ["07:30", "07:34", "07:37", "07:44"] {

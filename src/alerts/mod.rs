@@ -703,9 +703,11 @@ impl AlertStage {
         };
         line.event = AlertEvent::Resolved;
         line.at_ms = at_ms;
-        if let Some(note) = self.learned.remove(key) {
-            line.summary = note;
-        }
+        // The last firing line's numbers describe the trouble, not its end: say so.
+        line.summary = match self.learned.remove(key) {
+            Some(note) => note,
+            None => format!("back inside its baseline; while firing: {}", line.summary),
+        };
         sql::update(&self.conn, a.id, &line, "resolved", a.suppressed_by)?;
         if !a.firing {
             return Ok(());
