@@ -2022,17 +2022,9 @@ mod tests {
 
     #[test]
     fn a_thin_rate_calms_unless_it_is_still_detectably_away() {
-        let mut set = crate::detect::rules::RuleSet { rules: Vec::new() };
-        let mut errors = Vec::new();
-        let text = "[[rule]]\nname = \"error-rate\"\nsignal = \"error_rate\"\nscopes = [\"route\"]\nmin_change = 1.0\nmin_samples = 30\n";
-        set.parse(
-            std::path::Path::new("t.toml"),
-            text,
-            &Default::default(),
-            &mut errors,
+        let rule = &crate::detect::rules::one_rule(
+            "[[rule]]\nname = \"error-rate\"\nsignal = \"error_rate\"\nscopes = [\"route\"]\nmin_change = 1.0\nmin_samples = 30\n",
         );
-        assert!(errors.is_empty(), "{errors:?}");
-        let rule = &set.rules[0];
         let band = |x: u64, n: u64| {
             let counts = Counts {
                 n,

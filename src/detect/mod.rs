@@ -260,20 +260,7 @@ pub fn movement(sign: f64) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::rules::RuleSet;
-
-    fn rule(text: &str) -> Rule {
-        let mut set = RuleSet { rules: Vec::new() };
-        let mut errors = Vec::new();
-        set.parse(
-            std::path::Path::new("t.toml"),
-            text,
-            &Default::default(),
-            &mut errors,
-        );
-        assert!(errors.is_empty(), "{errors:?}");
-        set.rules.remove(0)
-    }
+    use crate::detect::rules::one_rule;
 
     fn baseline(mean: f64) -> Baseline {
         Baseline {
@@ -288,7 +275,7 @@ mod tests {
 
     #[test]
     fn a_high_pass_rate_is_judged_by_its_few_failures() {
-        let r = rule(
+        let r = one_rule(
             "[[rule]]\nname = \"pass\"\nsignal = \"eval_pass_rate\"\nscopes = [\"model\"]\ndirection = \"down\"\nmin_change = 0.1\nalpha = 1e-4\nmin_samples = 20\n",
         );
         let judge = |x: u64, n: u64| {

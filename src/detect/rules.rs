@@ -431,6 +431,21 @@ pub fn parse_shape(name: &str, ctx: &RuleContext) -> Result<Shape, String> {
     Ok(shape)
 }
 
+/// The one rule of `text` (a `[[rule]]` table), for tests of what judges it.
+#[cfg(test)]
+pub(crate) fn one_rule(text: &str) -> Rule {
+    let mut set = RuleSet { rules: Vec::new() };
+    let mut errors = Vec::new();
+    set.parse(
+        Path::new("t.toml"),
+        text,
+        &RuleContext::default(),
+        &mut errors,
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    set.rules.remove(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
