@@ -377,6 +377,13 @@ impl Engine {
                 tracked
                     .waiting
                     .extend(open_on_lane(st, &self.rules, false, labels));
+                // A silent bucket is a zero of volume and spend, so an hour that is
+                // always silent learns that it is (and traffic in it is judged).
+                if st.seen {
+                    for signal in USAGE_SCALARS.into_iter().filter(|s| s.seasonal_only()) {
+                        st.series[signal.index()].push(start, 0.0, &bp);
+                    }
+                }
                 continue;
             }
             if has_traffic && !st.seen {
@@ -1972,6 +1979,11 @@ fn scalar_summary(
         false => fmt_num(x),
     };
     match base {
+        Some(b) if signal == Signal::Requests && value == 0.0 => format!(
+            "no requests at all on {scope} in this bucket, where its {} baseline expects {}: is the gateway down, or has its log stopped being written?",
+            if b.seasonal { "seasonal" } else { "recent" },
+            fmt_num(b.median),
+        ),
         // A relative change against zero is no number a person can read.
         Some(b) if center(b) == 0.0 => format!(
             "{name} on {scope} is {}, against none before (its {} baseline is 0; z={:.1}, p={:.1e})",

@@ -358,6 +358,31 @@ fn a_global_error_burst_pages_once_and_resolves_once() {
 }
 
 #[test]
+fn an_hour_without_any_traffic_pages_once_on_global_and_resolves_once() {
+    let out = replay(&shipped("gateway_down"), 25, false);
+    let firing: Vec<&Alert> = out
+        .firing()
+        .filter(|a| a.kind == Kind::TrafficDrift)
+        .collect();
+    assert_eq!(firing.len(), 1, "one incident:\n{}", out.describe());
+    let down = firing[0];
+    assert!(down.scope.is_empty(), "global, not each tenant and model");
+    assert!(down.members.is_empty(), "the rest are part of it, not told");
+    assert_eq!((down.kind, down.tier_rank), (Kind::TrafficDrift, 1));
+    assert!(
+        down.summary.starts_with("no requests at all on global"),
+        "silence is said in words: {}",
+        down.summary
+    );
+    assert_eq!(
+        out.score.incidents[0].notifications.get("slack"),
+        Some(&2),
+        "one page and one resolve:\n{}",
+        out.describe()
+    );
+}
+
+#[test]
 fn one_models_errors_are_told_on_that_model_with_the_rest_as_consequences() {
     let out = replay(&shipped("model_errors"), 19, false);
     // Digest and record lines of the quiet weeks are no incident anyone is told of.

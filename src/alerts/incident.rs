@@ -50,9 +50,13 @@ pub struct Incident {
     pub resolved_ms: Option<i64>,
 }
 
+/// Whether scope `inner` is `outer` or finer (carries all its labels).
+fn within(outer: &Scope, inner: &Scope) -> bool {
+    outer.iter().all(|(k, v)| inner.get(k) == Some(v))
+}
+
 /// Whether one scope contains the other (equal, parent or child).
 pub fn nested(a: &Scope, b: &Scope) -> bool {
-    let within = |x: &Scope, y: &Scope| x.iter().all(|(k, v)| y.get(k) == Some(v));
     within(a, b) || within(b, a)
 }
 
@@ -94,8 +98,8 @@ impl Incident {
     /// Whether an alert on `key`, first seen at `started_ms`, whose scope's traffic
     /// goes to `links`, belongs here. Whenever it starts while the incident is open:
     /// the same rule on a member's scope, a finer or a coarser one (a parent carrying
-    /// its child's excess), any rule on a member's own scope (on global, only one
-    /// of the same kind), or a quality or coverage finding on a scope nested with a
+    /// its child's excess), any rule on a member's own scope or within it (on
+    /// global, only one of the same kind), or a quality or coverage finding on a scope nested with a
     /// member's quality or coverage finding (the eval lane judges the same answers
     /// late and per scope, and a route whose evals stop changes its parent's mix of
     /// scores: global's mean score falls when its best-scored route goes unscored).
@@ -119,7 +123,8 @@ impl Incident {
         self.members.iter().any(|(k, p)| {
             let same_kind = p.line.kind == kind;
             (k.0 == key.0 && nested(&k.1, &key.1))
-                || (k.1 == key.1 && (!key.1.is_empty() || same_kind))
+                || (!k.1.is_empty() && within(&k.1, &key.1))
+                || (k.1 == key.1 && same_kind)
                 || (about_answers(kind) && about_answers(p.line.kind) && nested(&k.1, &key.1))
                 || (close && related(&k.1, &p.links, &key.1, links))
         })
@@ -395,5 +400,24 @@ mod tests {
         inc.set(top.clone(), alert("prompt-length", Scope::new(), 2), vec![]);
         inc.reroot(&top);
         assert_eq!(inc.root, rkey);
+    }
+
+    #[test]
+    fn any_drift_within_a_members_scope_is_part_of_its_story_hours_later() {
+        let route = scope(&[("route", "classify")]);
+        let key = ("prompt-length".to_string(), route.clone());
+        let inc = Incident::open(1, key, alert("prompt-length", route, 2), vec![], 0);
+        let later = 7 * 3_600_000;
+        let pair = (
+            "cost-per-request".to_string(),
+            scope(&[("model", "gpt-4o"), ("route", "classify")]),
+        );
+        assert!(inc.takes((&pair, Kind::CostDrift), later, &[], 30 * 60_000));
+        // Another route's drift hours later is not.
+        let other = (
+            "cost-per-request".to_string(),
+            scope(&[("model", "gpt-4o"), ("route", "chat")]),
+        );
+        assert!(!inc.takes((&other, Kind::CostDrift), later, &[], 30 * 60_000));
     }
 }

@@ -181,19 +181,24 @@ const EXPLAINS: f64 = 0.7;
 /// Keep, per rule and direction, only the smallest scopes that explain what was
 /// found: a parent whose excess one child carries is dropped (the child speaks for
 /// it), and a child of a parent that stands is dropped (it is part of the parent's
-/// incident). Muted findings take part, then are removed.
+/// incident). A child does not speak for its parent when a sibling on the same
+/// dimension moves the same way: the cause spans them (all traffic stopping is the
+/// gateway's, not its largest provider's). Muted findings take part, then are removed.
 pub fn attribute(findings: Vec<Finding>, index: &ScopeIndex) -> Vec<Finding> {
+    let same = |a: &Finding, p: &Finding| a.rule == p.rule && a.sign == p.sign;
+    let found =
+        |scope: ScopeId, p: &Finding| findings.iter().find(|c| c.scope == scope && same(c, p));
     let explained: Vec<bool> = findings
         .iter()
         .map(|p| {
-            index.children(p.scope).iter().any(|&(_, child)| {
-                findings.iter().any(|c| {
-                    c.scope == child
-                        && c.rule == p.rule
-                        && c.sign == p.sign
-                        && p.excess != 0.0
-                        && c.excess / p.excess >= EXPLAINS
-                })
+            let children = index.children(p.scope);
+            children.iter().any(|&(dim, child)| {
+                let carries = found(child, p)
+                    .is_some_and(|c| p.excess != 0.0 && c.excess / p.excess >= EXPLAINS);
+                carries
+                    && !children
+                        .iter()
+                        .any(|&(d, sib)| d == dim && sib != child && found(sib, p).is_some())
             })
         })
         .collect();
@@ -299,5 +304,56 @@ mod tests {
         let t = judge(15, 31).expect("a real drop");
         assert_eq!(t.name, "exact binomial test");
         assert!(t.p_value < 1e-4, "{t:?}");
+    }
+
+    fn finding(index: &ScopeIndex, scope: ScopeId, excess: f64) -> Finding {
+        Finding {
+            rule: 0,
+            rule_name: "traffic-volume".into(),
+            scope,
+            labels: index.labels(scope).clone(),
+            kind: Kind::TrafficDrift,
+            lane: Lane::Cost,
+            signal: Signal::Requests,
+            sign: excess.signum(),
+            excess,
+            summary: String::new(),
+            evidence: serde_json::Map::new(),
+            impact: Impact::default(),
+            harm: "",
+            muted: None,
+            hard: false,
+            max_tier: None,
+            for_ms: 0,
+            links: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_child_speaks_for_its_parent_unless_its_siblings_move_too() {
+        use crate::lanes::scopes::{GLOBAL, ScopePlan};
+        let mut index = ScopeIndex::new(ScopePlan::default());
+        let provider = crate::domain::SCOPE_DIMS
+            .iter()
+            .position(|d| *d == "provider");
+        let provider = provider.expect("a provider dimension");
+        let (openai, anthropic) = (
+            index.single(provider, "openai"),
+            index.single(provider, "anthropic"),
+        );
+        let scopes = |kept: Vec<Finding>| kept.iter().map(|f| f.scope).collect::<Vec<_>>();
+        // openai alone carries 80% of the drop: it is the cause.
+        let alone = vec![
+            finding(&index, GLOBAL, -100.0),
+            finding(&index, openai, -80.0),
+        ];
+        assert_eq!(scopes(attribute(alone, &index)), [openai]);
+        // Both providers drop: the cause is wider than either, global speaks.
+        let both = vec![
+            finding(&index, GLOBAL, -100.0),
+            finding(&index, openai, -80.0),
+            finding(&index, anthropic, -20.0),
+        ];
+        assert_eq!(scopes(attribute(both, &index)), [GLOBAL]);
     }
 }

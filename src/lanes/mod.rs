@@ -174,6 +174,9 @@ impl Symbols {
     }
 }
 
+/// The longest run of empty buckets handed over: a week, the seasonal memory.
+const MAX_SILENT_MS: i64 = 7 * 86_400_000;
+
 /// Counters of records the lanes could not use (they are still stored).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct LaneCounters {
@@ -201,6 +204,9 @@ pub struct Lanes {
     joins: FxHashMap<u64, Join>,
     join_keys: RandomState,
     closed_before: i64,
+    /// The next bucket to hand over, once the data has begun: buckets without any
+    /// event are handed over too (empty), so silence is judged like traffic.
+    next_bucket: Option<i64>,
     judged_before: i64,
     /// What could not be used.
     pub counters: LaneCounters,
@@ -220,6 +226,7 @@ impl Lanes {
             joins: FxHashMap::default(),
             join_keys: RandomState::new(),
             closed_before: i64::MIN,
+            next_bucket: None,
             judged_before: i64::MIN,
             counters: LaneCounters::default(),
             scratch: Vec::new(),
@@ -320,24 +327,42 @@ impl Lanes {
         }
     }
 
-    /// Close every bucket that ends at least `lateness` before `watermark_ms`.
+    /// Close every bucket that ends at least `lateness` before `watermark_ms`, from
+    /// the first event on: a bucket nobody sent anything in closes empty (a silent
+    /// gateway is judged, and a silent hour learns its zero).
     pub fn close_until(&mut self, watermark_ms: i64) -> Vec<ClosedBucket> {
-        let cutoff = watermark_ms - self.params.lateness_minutes * 60_000 - self.params.bucket_ms();
+        let b = self.params.bucket_ms();
+        let cutoff = watermark_ms - self.params.lateness_minutes * 60_000 - b;
+        let last = cutoff.div_euclid(b) * b;
         let mut closed = Vec::new();
-        while let Some(entry) = self.open.first_entry() {
-            if *entry.key() > cutoff {
-                break;
+        let mut next = self
+            .next_bucket
+            .or_else(|| self.open.first_key_value().map(|(&k, _)| k));
+        while let Some(mut start_ms) = next.filter(|&s| s <= last) {
+            if !self.open.contains_key(&start_ms) {
+                // A silence longer than the baselines remember is judged by its
+                // newest part only: the days before teach nothing a week of zeros does not.
+                let resume = self.open.first_key_value().map_or(last + b, |(&k, _)| k);
+                if resume - start_ms > MAX_SILENT_MS {
+                    start_ms = (resume - MAX_SILENT_MS).div_euclid(b) * b;
+                }
             }
-            let (start_ms, cells) = entry.remove_entry();
+            next = Some(start_ms + b);
+            let Some(cells) = self.open.remove(&start_ms) else {
+                closed.push(ClosedBucket {
+                    start_ms,
+                    cells: FxHashMap::default(),
+                });
+                continue;
+            };
             let evals = self.evals.entry(start_ms).or_default();
             for (&s, c) in &cells {
                 evals.entry(s).or_default().requests += c.requests - c.errors;
             }
             closed.push(ClosedBucket { start_ms, cells });
         }
-        let next = cutoff.div_euclid(self.params.bucket_ms()) * self.params.bucket_ms()
-            + self.params.bucket_ms();
-        self.closed_before = self.closed_before.max(next);
+        self.next_bucket = next;
+        self.closed_before = self.closed_before.max(last + b);
         closed
     }
 
@@ -412,5 +437,38 @@ mod tests {
             lanes.counters.unmatched_evals, 2,
             "a judged bucket takes no more evals"
         );
+    }
+
+    #[test]
+    fn buckets_without_events_close_empty_once_the_data_has_begun() {
+        let mut lanes = Lanes::new(LaneParams::default(), ScopePlan::default());
+        assert!(lanes.close_until(0).is_empty(), "no data, no buckets");
+        lanes.add_event(&event("a", 60_000));
+        lanes.add_event(&event("b", 1_800_000 + 5));
+        let closed = lanes.close_until(2_400_000 + 120_000);
+        let starts: Vec<i64> = closed.iter().map(|c| c.start_ms).collect();
+        assert_eq!(starts, [0, 600_000, 1_200_000, 1_800_000]);
+        assert!(closed[1].cells.is_empty() && closed[2].cells.is_empty());
+        assert_eq!(closed[3].cells[&scopes::GLOBAL].requests, 1);
+        let quiet = lanes.close_until(3_600_000 + 120_000);
+        let starts: Vec<i64> = quiet.iter().map(|c| c.start_ms).collect();
+        assert_eq!(
+            starts,
+            [2_400_000, 3_000_000],
+            "the wall clock closes silence"
+        );
+    }
+
+    #[test]
+    fn a_silence_longer_than_a_week_is_handed_over_from_its_last_week() {
+        let mut lanes = Lanes::new(LaneParams::default(), ScopePlan::default());
+        lanes.add_event(&event("a", 0));
+        let month = 30 * 86_400_000;
+        lanes.add_event(&event("b", month));
+        let closed = lanes.close_until(month + 600_000 + 120_000);
+        assert_eq!(closed.first().map(|c| c.start_ms), Some(0));
+        assert_eq!(closed[1].start_ms, month - MAX_SILENT_MS);
+        assert_eq!(closed.len(), 1 + (MAX_SILENT_MS / 600_000) as usize + 1);
+        assert_eq!(closed.last().map(|c| !c.cells.is_empty()), Some(true));
     }
 }

@@ -13,7 +13,7 @@ use super::{Scenario, SimError};
 use crate::domain::{ChangeEvent, ChangeKind, Kind, Scope};
 
 /// The names `by_name` knows, in the order of this file.
-pub const NAMES: [&str; 13] = [
+pub const NAMES: [&str; 14] = [
     "quiet",
     "announced_deploy",
     "silent_model_bump",
@@ -27,6 +27,7 @@ pub const NAMES: [&str; 13] = [
     "model_errors",
     "provider_latency",
     "new_tenant",
+    "gateway_down",
 ];
 
 /// The scenario called `name` over `profile`.
@@ -45,6 +46,7 @@ pub fn by_name(name: &str, profile: Profile) -> Result<Scenario, SimError> {
         "model_errors" => model_errors(profile),
         "provider_latency" => provider_latency(profile),
         "new_tenant" => new_tenant(profile),
+        "gateway_down" => gateway_down(profile),
         other => {
             return Err(SimError::UnknownScenario {
                 name: other.to_string(),
@@ -403,6 +405,25 @@ pub fn new_tenant(profile: Profile) -> Scenario {
         ("alert", "record"),
     )]);
     scenario("new_tenant", profile, vec![absent, arrives], vec![], truth)
+}
+
+/// Nothing at all arrives for an hour from 14:00 on day 15: the gateway is down, or
+/// its log stopped being written. Expected: a traffic drift on global (a drop to
+/// zero, found in the empty buckets) that pages within 30 minutes and resolves when
+/// traffic is back, with no alert per tenant, model or route.
+pub fn gateway_down(profile: Profile) -> Scenario {
+    let from = profile.day(14.0) + 14 * 3_600_000;
+    let to = from + 3_600_000;
+    let inject = Injection::window(from, to, Filter::all(), Effect::Volume(0.0));
+    let truth = incidents(vec![incident(
+        "no traffic at all for an hour",
+        (from, Some(to)),
+        Scope::new(),
+        &[Kind::TrafficDrift],
+        30,
+        ("page", "page"),
+    )]);
+    scenario("gateway_down", profile, vec![inject], vec![], truth)
 }
 
 /// From day 15 `gpt-4o-mini` costs ×1.4 for good (a price change nobody posted).
