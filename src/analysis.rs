@@ -149,55 +149,76 @@ impl Analysis {
     }
 }
 
-/// Run the analysis live until `batches` closes: fold each committed batch, and
-/// advance every second. The clock is the data's while records flow (so a backfill
-/// of old rows is judged in order, as replay would) and the wall clock once ingest
-/// has been quiet for a while (so buckets close when traffic stops).
-pub fn run_live(mut analysis: Analysis, batches: std::sync::mpsc::Receiver<Committed>) {
-    use std::sync::mpsc::RecvTimeoutError;
+/// Batches taken off the queue at once, at most, before the clock may move.
+const DRAIN_MAX: usize = 64;
+
+/// Run the analysis live until `batches` closes: fold each committed batch and close
+/// buckets as far as every pulling source has delivered (`clocks`). A source reading
+/// a backlog moves the clock along its data, as replay would; sources that are
+/// caught up let the wall clock close buckets, empty ones included, so silence is
+/// judged. Records pushed by webhooks hold the clock at their newest time while they
+/// flow (a backfill posted over HTTP).
+pub fn run_live(
+    mut analysis: Analysis,
+    batches: std::sync::mpsc::Receiver<Committed>,
+    clocks: crate::sources::clocks::SourceClocks,
+) {
+    use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
     let tick = std::time::Duration::from_secs(1);
     let quiet = std::time::Duration::from_secs(10);
     let mut last_tick = std::time::Instant::now();
     let mut last_batch: Option<std::time::Instant> = None;
     let mut newest = i64::MIN;
     loop {
-        match batches.recv_timeout(tick) {
-            Ok(c) => {
-                analysis.feed(&c.batch, &c.fresh);
-                let before = newest;
-                newest = c
-                    .batch
-                    .events
-                    .iter()
-                    .map(|e| e.ts_ms)
-                    .fold(newest, i64::max);
-                last_batch = Some(std::time::Instant::now());
-                // Close buckets as the data time moves, not only once a second: a
-                // backfill feeds days of data a second, and every bucket left open
-                // until the next tick (cells and sketches for every scope) is held at
-                // once.
-                if newest > before {
-                    let now = crate::clock::now_ms();
-                    advance(&mut analysis, newest.min(now), now);
+        let first = match batches.recv_timeout(tick) {
+            Ok(c) => Some(c),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let now = crate::clock::now_ms();
+        // The sources' clocks are read before the queue is taken: a source reports
+        // a batch only after it was queued here, so all they count is then in hand.
+        let held = clocks.watermark(now);
+        let before = newest;
+        let mut queue = first
+            .into_iter()
+            .map(Ok)
+            .chain(std::iter::repeat_with(|| batches.try_recv()).take(DRAIN_MAX));
+        let mut drained = false;
+        for next in &mut queue {
+            match next {
+                Ok(c) => {
+                    analysis.feed(&c.batch, &c.fresh);
+                    newest = c
+                        .batch
+                        .events
+                        .iter()
+                        .map(|e| e.ts_ms)
+                        .fold(newest, i64::max);
+                    last_batch = Some(std::time::Instant::now());
+                }
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
+                    drained = true;
+                    break;
                 }
             }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
         }
-        if last_tick.elapsed() < tick {
+        // Close buckets as the data time moves, not only once a second: a backfill
+        // feeds days of data a second, and every bucket left open until the next
+        // tick (cells and sketches for every scope) is held at once.
+        let due = last_tick.elapsed() >= tick;
+        let (Some(held), true) = (held, drained && (due || newest > before)) else {
             continue;
-        }
-        last_tick = std::time::Instant::now();
-        let now = crate::clock::now_ms();
-        let flowing = last_batch.is_some_and(|t| t.elapsed() < quiet);
-        // A batch of change events alone (a posted or calendar recalibration before
-        // any usage) carries no data time: the wall clock stays in charge.
-        let watermark = if flowing && newest > i64::MIN {
-            newest.min(now)
-        } else {
-            now
         };
-        advance(&mut analysis, watermark, now);
+        if due {
+            last_tick = std::time::Instant::now();
+        }
+        let flowing = last_batch.is_some_and(|t| t.elapsed() < quiet);
+        let pushed = match flowing && newest > i64::MIN {
+            true => newest.min(now),
+            false => now,
+        };
+        advance(&mut analysis, held.min(pushed), now);
     }
     tracing::debug!("analysis stopped");
 }

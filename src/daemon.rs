@@ -15,6 +15,7 @@ use crate::api::{AppState, router};
 use crate::config::Config;
 use crate::identity::Identity;
 use crate::pricing::{PriceTable, PricingError};
+use crate::sources::clocks::SourceClocks;
 use crate::sources::gateway_db::{Follower, HealthBoard};
 use crate::sources::tail::{TailOptions, TailSpec, Tailer};
 use crate::sources::{SourceEnv, Stop};
@@ -85,6 +86,7 @@ struct Pipeline {
     writer_thread: JoinHandle<()>,
     ctx: Arc<Context>,
     metrics: Arc<Metrics>,
+    clocks: SourceClocks,
 }
 
 impl Pipeline {
@@ -110,6 +112,7 @@ impl Pipeline {
             writer_thread,
             ctx,
             metrics,
+            clocks: SourceClocks::default(),
         })
     }
 
@@ -125,6 +128,7 @@ impl Pipeline {
             db_path: config.db.clone(),
             metrics: self.metrics.clone(),
             stop,
+            clocks: self.clocks.clone(),
         }
     }
 
@@ -175,9 +179,17 @@ pub async fn serve_on(
         days = WARM_DAYS,
         "analysis warmed from stored history"
     );
+    // Every pulling source holds the analysis until it has told how far it got, so
+    // a backlog read at start is judged along its own data clock.
+    let started = crate::clock::now_ms();
+    let names = config.tails.iter().map(|t| t.source_name());
+    for name in names.chain(config.gateway_dbs.iter().map(|d| d.name())) {
+        pipeline.clocks.register(&name, started);
+    }
+    let clocks = pipeline.clocks.clone();
     let analysis_thread = std::thread::Builder::new()
         .name("analysis".into())
-        .spawn(move || crate::analysis::run_live(analysis, batches))
+        .spawn(move || crate::analysis::run_live(analysis, batches, clocks))
         .expect("spawning the analysis thread");
     let token = match &config.token {
         Some(t) => t.expose().to_string(),
@@ -236,6 +248,7 @@ pub async fn serve_on(
         token: token.into(),
         max_body_bytes: config.max_body_bytes,
         db_health: health,
+        source_clocks: pipeline.clocks.clone(),
         exceptions: crate::exceptions::Registry::new(config.exceptions),
     });
     tracing::info!(%addr, tails = config.tails.len(), gateway_dbs = config.gateway_dbs.len(), "serving");

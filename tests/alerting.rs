@@ -1081,3 +1081,55 @@ fn a_lasting_incident_is_repeated_once_a_day() {
     // 30 hours: the first message and one repeat after 24 hours.
     assert_eq!(queued(&db, "slack").len(), 2);
 }
+
+/// Eight days of steady traffic (about 50 requests every ten minutes) in a tailed
+/// file that stopped being written 40 minutes before the daemon starts. The tailer
+/// reads the backlog along its data clock, then is caught up: the wall clock closes
+/// the empty buckets since, and the drop to zero pages once, on global, in words.
+/// Eight days give every seasonal slot (hour of day, weekday or weekend) two days of
+/// history whatever the day and hour the test runs at.
+#[test]
+fn a_log_that_stopped_being_written_pages_on_global_once_the_tailer_caught_up() {
+    let slack = Receiver::start();
+    let builder = common::TestApp::builder()
+        .tail("usage.jsonl")
+        .tail_start("beginning");
+    let bucket = 10 * MINUTE;
+    let end = (common::now_ms() - 40 * MINUTE).div_euclid(bucket) * bucket;
+    let start = end - 8 * 24 * HOUR;
+    let mut text = String::new();
+    let mut last = 0;
+    for b in 0..(end - start) / bucket {
+        let n = 46 + (b * 7) % 9;
+        for k in 0..n {
+            last = start + b * bucket + k * (bucket / n);
+            text.push_str(&common::native_line(&format!("r{b}-{k}"), last));
+            text.push('\n');
+        }
+    }
+    common::append(&builder.path("usage.jsonl"), &text);
+    let config = format!(
+        "[routing]\ngroup_wait_seconds = 0\n{}",
+        channels_toml(&slack, None)
+    );
+    let app = builder.config(&config).spawn();
+    wait_for(
+        &app,
+        "a Slack page about the silence",
+        Duration::from_secs(120),
+        || !slack.accepted().is_empty(),
+    );
+    let accepted = slack.accepted();
+    assert_eq!(accepted.len(), 1, "one message: {accepted:?}");
+    let title = slack_title(&accepted[0]);
+    assert!(title.contains("traffic_drift on global"), "{title}");
+    let text = accepted[0]["text"].as_str().unwrap();
+    assert!(text.contains("[PAGE]"), "{text}");
+    assert!(text.contains("no requests at all on global"), "{text}");
+
+    let stats: Value = app.get("/v1/stats").json().unwrap();
+    let source = &stats["sources"][0];
+    assert_eq!(source["state"], "live", "{stats}");
+    assert_eq!(source["newest_record_ms"], json!(last), "{stats}");
+    assert!(source["idle_seconds"].as_i64().is_some(), "{stats}");
+}

@@ -38,7 +38,8 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// `GET /v1/stats`: stored counts, and the state of each gateway database source.
+/// `GET /v1/stats`: stored counts, each pulling source's data clock and state, and
+/// the state of each gateway database source.
 pub async fn stats(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let path = state.db_path.clone();
     let stats = tokio::task::spawn_blocking(move || queries::stats(&path))
@@ -54,6 +55,20 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
         .collect();
     let mut body = serde_json::to_value(stats).map_err(ApiError::internal)?;
     body["gateway_dbs"] = serde_json::to_value(sources).map_err(ApiError::internal)?;
+    let now = crate::clock::now_ms();
+    let clocks: Vec<Value> = state
+        .source_clocks
+        .snapshot()
+        .into_iter()
+        .map(|c| {
+            let mut v = serde_json::to_value(&c).unwrap_or_default();
+            // How long since it last delivered a record: a source that stops
+            // delivering shows here before anything else notices.
+            v["idle_seconds"] = json!(c.last_delivery_ms.map(|t| (now - t).max(0) / 1000));
+            v
+        })
+        .collect();
+    body["sources"] = Value::Array(clocks);
     Ok(Json(body))
 }
 

@@ -48,6 +48,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Live state of gateway database sources.
     pub db_health: HealthBoard,
+    /// Each pulling source's data clock.
+    pub source_clocks: crate::sources::clocks::SourceClocks,
     /// The exception registry's limits.
     pub exceptions: crate::exceptions::Registry,
 }

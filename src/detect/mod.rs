@@ -183,7 +183,8 @@ const EXPLAINS: f64 = 0.7;
 /// it), and a child of a parent that stands is dropped (it is part of the parent's
 /// incident). A child does not speak for its parent when a sibling on the same
 /// dimension moves the same way: the cause spans them (all traffic stopping is the
-/// gateway's, not its largest provider's). Muted findings take part, then are removed.
+/// gateway's, not its largest provider's), nor when it has no sibling at all (the
+/// one route of a gateway is the gateway). Muted findings take part, then are removed.
 pub fn attribute(findings: Vec<Finding>, index: &ScopeIndex) -> Vec<Finding> {
     let same = |a: &Finding, p: &Finding| a.rule == p.rule && a.sign == p.sign;
     let found =
@@ -195,10 +196,15 @@ pub fn attribute(findings: Vec<Finding>, index: &ScopeIndex) -> Vec<Finding> {
             children.iter().any(|&(dim, child)| {
                 let carries = found(child, p)
                     .is_some_and(|c| p.excess != 0.0 && c.excess / p.excess >= EXPLAINS);
+                let mut siblings = children
+                    .iter()
+                    .filter(|&&(d, sib)| d == dim && sib != child)
+                    .peekable();
+                // The only value of its dimension (one route) is its parent by
+                // another name: it explains nothing.
                 carries
-                    && !children
-                        .iter()
-                        .any(|&(d, sib)| d == dim && sib != child && found(sib, p).is_some())
+                    && siblings.peek().is_some()
+                    && siblings.all(|&(_, sib)| found(sib, p).is_none())
             })
         })
         .collect();
@@ -355,5 +361,13 @@ mod tests {
             finding(&index, anthropic, -20.0),
         ];
         assert_eq!(scopes(attribute(both, &index)), [GLOBAL]);
+        // The only route carries everything: it is the gateway by another name.
+        let route = crate::domain::SCOPE_DIMS.iter().position(|d| *d == "route");
+        let chat = index.single(route.expect("a route dimension"), "chat");
+        let only = vec![
+            finding(&index, GLOBAL, -100.0),
+            finding(&index, chat, -100.0),
+        ];
+        assert_eq!(scopes(attribute(only, &index)), [GLOBAL]);
     }
 }

@@ -2,6 +2,7 @@
 //! follower live here; the HTTP webhooks
 //! are in `api` and hand their bodies to the same ingest path.
 
+pub mod clocks;
 pub mod fingerprint;
 pub mod gateway_db;
 pub mod tail;
@@ -12,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::adapters::Context;
-use crate::store::writer::Writer;
+use crate::store::writer::{InFlight, Writer};
 use crate::telemetry::Metrics;
 
 /// What every source thread works with: how to decode, where to commit, where its
@@ -29,6 +30,17 @@ pub struct SourceEnv {
     pub metrics: Arc<Metrics>,
     /// The shutdown signal.
     pub stop: Stop,
+    /// Where each pulling source reports its data clock.
+    pub clocks: clocks::SourceClocks,
+}
+
+impl SourceEnv {
+    /// An in-flight commit slot for `source` that reports each landed batch's
+    /// newest event time as the source's data clock.
+    pub fn in_flight(&self, source: &str) -> InFlight {
+        let (clocks, source) = (self.clocks.clone(), source.to_string());
+        InFlight::reporting(move |newest| clocks.delivered(&source, newest, crate::clock::now_ms()))
+    }
 }
 
 /// The stop signal every source thread watches; cheap to clone.

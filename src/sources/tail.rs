@@ -49,6 +49,13 @@ pub struct TailSpec {
     pub start: StartAt,
 }
 
+impl TailSpec {
+    /// The source name its records, metrics and data clock are labelled with.
+    pub fn source_name(&self) -> String {
+        format!("tail:{}", self.path.display())
+    }
+}
+
 /// Limits and pacing of a tailer.
 #[derive(Debug, Clone)]
 pub struct TailOptions {
@@ -116,7 +123,7 @@ impl Tailer {
     pub fn new(spec: TailSpec, opts: TailOptions, env: SourceEnv) -> Tailer {
         let path_key = spec.path.display().to_string();
         Tailer {
-            source: format!("tail:{path_key}"),
+            source: spec.source_name(),
             path_key,
             spec,
             opts,
@@ -133,6 +140,9 @@ impl Tailer {
                 Ok(()) => return Ok(()),
                 Err(e) if self.opts.stop_at_eof => return Err(e),
                 Err(e) => {
+                    self.env
+                        .clocks
+                        .failing(&self.source, now_ms(), &e.to_string());
                     tracing::error!(path = %self.path_key, cause = %e, "tailer failed; resuming from the last checkpoint in 1s");
                     if self.env.stop.sleep(Duration::from_secs(1)) {
                         return Ok(());
@@ -144,7 +154,7 @@ impl Tailer {
 
     fn follow(&mut self) -> Result<(), TailError> {
         let mut decoder = self.new_decoder();
-        let mut in_flight = InFlight::default();
+        let mut in_flight = self.env.in_flight(&self.source);
         let Some(mut open) = self.open_at_checkpoint(&mut decoder, &mut in_flight)? else {
             return Ok(());
         };
@@ -166,6 +176,7 @@ impl Tailer {
                 }
             }
             // At the end of what is written (or stopping): commit what we have, then look around.
+            let at_end = now_ms();
             self.flush(
                 &mut open,
                 &mut decoder,
@@ -173,6 +184,7 @@ impl Tailer {
                 &mut in_flight,
                 Vec::new(),
             )?;
+            self.env.clocks.caught_up(&self.source, at_end);
             self.update_behind(&open);
             if self.opts.stop_at_eof || self.env.stop.is_set() {
                 return Ok(in_flight.wait()?);
@@ -239,6 +251,8 @@ impl Tailer {
                     if self.opts.stop_at_eof {
                         return Err(e.into());
                     }
+                    // Nothing to read is silence, judged as such.
+                    self.env.clocks.caught_up(&self.source, now_ms());
                     tracing::warn!(path = %self.path_key, "file does not exist yet; waiting for it");
                     if self.env.stop.sleep(Duration::from_secs(1)) {
                         return Ok(None);

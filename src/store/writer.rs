@@ -59,22 +59,41 @@ impl Pending {
 /// decodes its next batch while this one commits, and learns of a failure before it
 /// queues anything after it, so a later checkpoint never lands past a failed batch.
 #[derive(Default)]
-pub struct InFlight(Option<Pending>);
+pub struct InFlight {
+    /// The queued commit and the newest event time it holds.
+    pending: Option<(Pending, Option<i64>)>,
+    /// Told the newest event time of each batch once it has landed.
+    on_landed: Option<Box<dyn FnMut(i64) + Send>>,
+}
 
 impl InFlight {
+    /// Tell `on_landed` the newest event time of every batch that lands (a source's
+    /// data clock).
+    pub fn reporting(on_landed: impl FnMut(i64) + Send + 'static) -> InFlight {
+        InFlight {
+            pending: None,
+            on_landed: Some(Box::new(on_landed)),
+        }
+    }
+
     /// Wait for the previous commit, then queue `batch`.
     pub fn submit(&mut self, writer: &Writer, batch: Batch) -> Result<(), StoreError> {
         self.wait()?;
-        self.0 = Some(writer.submit_blocking(batch)?);
+        let newest = batch.events.iter().map(|e| e.ts_ms).max();
+        self.pending = Some((writer.submit_blocking(batch)?, newest));
         Ok(())
     }
 
     /// Wait until the queued commit (if any) has landed.
     pub fn wait(&mut self) -> Result<(), StoreError> {
-        match self.0.take() {
-            Some(p) => p.wait_blocking().map(drop),
-            None => Ok(()),
+        let Some((pending, newest)) = self.pending.take() else {
+            return Ok(());
+        };
+        pending.wait_blocking()?;
+        if let (Some(report), Some(newest)) = (self.on_landed.as_mut(), newest) {
+            report(newest);
         }
+        Ok(())
     }
 }
 
@@ -151,8 +170,9 @@ fn run(
                         None
                     }
                 };
-                // The sender may have given up waiting (shutdown); the commit stands.
-                let _ = reply.send(result.map(|(report, _)| report));
+                let result = result.map(|(report, _)| report);
+                // Handed to the analysis before the source hears of it landing: a
+                // source's data clock then never runs ahead of what the analysis has.
                 if let (Some(tx), Some(fresh)) = (&analysis, fresh) {
                     let new = fresh.events.len() + fresh.evals.len() + fresh.changes.len();
                     // Blocks while the analysis is behind: backpressure, not loss.
@@ -162,6 +182,8 @@ fn run(
                         );
                     }
                 }
+                // The sender may have given up waiting (shutdown); the commit stands.
+                let _ = reply.send(result);
             }
             Job::Prune { cutoff_ms, reply } => {
                 let _ = reply.send(store.prune(cutoff_ms));

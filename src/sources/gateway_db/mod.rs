@@ -21,7 +21,6 @@ use crate::clock::now_ms;
 use crate::domain::DbCursor;
 use crate::ingest::add_row;
 use crate::sources::SourceEnv;
-use crate::store::writer::InFlight;
 use crate::store::{Batch, StoreError, queries};
 use crate::telemetry::SourceOnly;
 
@@ -537,11 +536,12 @@ impl Follower {
         tracing::info!(source = %self.source, cursor = progress.high, "following gateway database");
         let (format_name, format) = self.spec.flavour.format();
         let mut decoder = Decoder::new(format, self.env.ctx.clone());
-        let mut in_flight = InFlight::default();
+        let mut in_flight = self.env.in_flight(&self.source);
         loop {
             if self.env.stop.is_set() {
                 return Ok(in_flight.wait()?);
             }
+            let polled_at = now_ms();
             let committed = progress.watermark();
             let mut rows = reader.fetch(progress.high, self.spec.batch_rows)?;
             let full = rows.len() as u32 >= self.spec.batch_rows;
@@ -582,6 +582,8 @@ impl Follower {
                 continue;
             }
             in_flight.wait()?;
+            // Rows committed before the poll began are in hand (or gaps waited for).
+            self.env.clocks.caught_up(&self.source, polled_at);
             let max = reader.max_id()?;
             self.record_success(progress.high, max);
             if self.env.stop.sleep(self.spec.poll) {
@@ -657,6 +659,9 @@ impl Follower {
             source: self.source.clone(),
         };
         self.env.metrics.db_poll_errors.get_or_create(&labels).inc();
+        self.env
+            .clocks
+            .failing(&self.source, now_ms(), &e.to_string());
         let mut board = self.health.lock().expect("health lock");
         let h = board.entry(self.source.clone()).or_default();
         h.source = self.source.clone();
