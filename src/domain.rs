@@ -256,6 +256,8 @@ pub enum Kind {
     FalseEfficiency,
     /// A step change that no change event covers.
     UnannouncedChange,
+    /// A route's or tenant's requests went to other models than before.
+    RoutingShift,
     /// The rolling baseline drifted from its epoch's anchor with no change event.
     BaselineCreep,
     /// A tier's daily budget overflowed; names the rules that flood it.
@@ -275,6 +277,7 @@ impl Kind {
             Kind::EvalCoverageDrop => "eval_coverage_drop",
             Kind::FalseEfficiency => "false_efficiency",
             Kind::UnannouncedChange => "unannounced_change",
+            Kind::RoutingShift => "routing_shift",
             Kind::BaselineCreep => "baseline_creep",
             Kind::TierFlooding => "tier_flooding",
             Kind::ExceptionCreep => "exception_creep",
@@ -480,11 +483,13 @@ pub enum Signal {
     EvalCoverage,
     /// Mean time from request to its eval, in seconds.
     EvalLag,
+    /// Mix of requested models: where a route's or tenant's traffic is sent.
+    ModelMix,
 }
 
 impl Signal {
     /// Every signal, in a fixed order (index = position).
-    pub const ALL: [Signal; 18] = [
+    pub const ALL: [Signal; 19] = [
         Signal::Requests,
         Signal::Spend,
         Signal::CostPerRequest,
@@ -503,6 +508,7 @@ impl Signal {
         Signal::EvalPassRate,
         Signal::EvalCoverage,
         Signal::EvalLag,
+        Signal::ModelMix,
     ];
 
     /// Position in `ALL`.
@@ -528,6 +534,7 @@ impl Signal {
             Spend | CostPerRequest | CostPer1kTokens | TokensPerRequest => Kind::CostDrift,
             EvalScore | EvalPassRate => Kind::QualityDrift,
             EvalCoverage | EvalLag => Kind::EvalCoverageDrop,
+            ModelMix => Kind::RoutingShift,
             _ => Kind::StructuralDrift,
         }
     }
@@ -544,7 +551,7 @@ impl Signal {
         use Signal::*;
         matches!(
             self,
-            StatusMix | FinishMix | ResolvedModelMix | PromptTokens | CompletionTokens
+            StatusMix | FinishMix | ResolvedModelMix | PromptTokens | CompletionTokens | ModelMix
         )
     }
 
@@ -570,6 +577,7 @@ impl Signal {
             EvalPassRate => "eval_pass_rate",
             EvalCoverage => "eval_coverage",
             EvalLag => "eval_lag",
+            ModelMix => "model_mix",
         }
     }
 

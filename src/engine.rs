@@ -209,12 +209,13 @@ const USAGE_SCALARS: [Signal; 9] = [
     Signal::LatencyP50,
     Signal::LatencyP95,
 ];
-const MIXES: [Signal; 5] = [
+const MIXES: [Signal; 6] = [
     Signal::StatusMix,
     Signal::FinishMix,
     Signal::ResolvedModelMix,
     Signal::PromptTokens,
     Signal::CompletionTokens,
+    Signal::ModelMix,
 ];
 const EVAL_SCALARS: [Signal; 4] = [
     Signal::EvalScore,
@@ -485,20 +486,33 @@ impl Engine {
                             continue;
                         }
                         let name = |c: u32| match rule.signal {
-                            Signal::ResolvedModelMix => self.lanes.syms.name(c).to_string(),
+                            Signal::ResolvedModelMix | Signal::ModelMix => {
+                                self.lanes.syms.name(c).to_string()
+                            }
                             s => category_name(s, c),
                         };
                         let (cat, before, now) = t.top;
-                        let summary = format!(
-                            "{} on {} shifted: {} is {:.0}% of requests, was {:.0}% (total variation {:.2}, chi-square p={:.1e})",
-                            rule.signal.as_str().replace('_', " "),
-                            scope_label(labels),
-                            name(cat),
-                            now * 100.0,
-                            before * 100.0,
-                            t.tvd,
-                            t.p_value
-                        );
+                        let summary = match rule.signal {
+                            Signal::ModelMix => format!(
+                                "{} now sends {:.0}% of its requests to {} (was {:.0}%): its traffic is routed differently (total variation {:.2}, chi-square p={:.1e})",
+                                scope_label(labels),
+                                now * 100.0,
+                                name(cat),
+                                before * 100.0,
+                                t.tvd,
+                                t.p_value
+                            ),
+                            _ => format!(
+                                "{} on {} shifted: {} is {:.0}% of requests, was {:.0}% (total variation {:.2}, chi-square p={:.1e})",
+                                rule.signal.as_str().replace('_', " "),
+                                scope_label(labels),
+                                name(cat),
+                                now * 100.0,
+                                before * 100.0,
+                                t.tvd,
+                                t.p_value
+                            ),
+                        };
                         let test = Test {
                             sign: 1.0,
                             rel: t.tvd,
@@ -1106,8 +1120,16 @@ impl Engine {
                 .find(|m| m.0 == start)
                 .map(|m| m.1.clone());
             let scope_size = measured.clone().unwrap_or_default();
+            // Averaged over the buckets the usage lane still keeps (a few hours): one
+            // night bucket where the scope had most of the little traffic must not
+            // make a slow quality finding a page.
+            let shares = st.impacts.iter().map(|m| m.1.requests_share);
+            let kept = st.impacts.len().max(1) as f64;
             let impact = Impact {
-                requests_share: cell.requests as f64 / g_requests,
+                requests_share: match st.impacts.is_empty() {
+                    true => cell.requests as f64 / g_requests,
+                    false => shares.sum::<f64>() / kept,
+                },
                 tenants: scope_size.tenants,
                 customer_facing: scope_size.customer_facing,
                 ..Impact::default()

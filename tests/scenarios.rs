@@ -383,6 +383,43 @@ fn an_hour_without_any_traffic_pages_once_on_global_and_resolves_once() {
 }
 
 #[test]
+fn a_route_moved_to_another_model_is_one_incident_headed_by_its_routing_shift() {
+    let out = replay(&shipped("route_moved"), 27, false);
+    let told: Vec<&Alert> = out.firing().filter(|a| a.tier_rank <= 2).collect();
+    assert_eq!(told.len(), 1, "one incident told:\n{}", out.describe());
+    let shift = told[0];
+    assert_eq!(shift.kind, Kind::RoutingShift, "{}", out.describe());
+    assert_eq!(
+        shift.scope.get("route").map(String::as_str),
+        Some("extract")
+    );
+    assert!(
+        shift.summary.starts_with("route=extract now sends"),
+        "{}",
+        shift.summary
+    );
+    // The models' traffic and cost moves are consequences, not incidents of their own.
+    let later: Vec<&Alert> = out
+        .lines
+        .iter()
+        .filter(|a| a.event == AlertEvent::Updated && a.kind == Kind::RoutingShift)
+        .collect();
+    assert!(
+        later
+            .iter()
+            .any(|a| a.members.iter().any(|m| m.scope.contains_key("model"))),
+        "{}",
+        out.describe()
+    );
+    assert_eq!(
+        out.score.incidents[0].notifications.get("slack"),
+        Some(&2),
+        "{}",
+        out.describe()
+    );
+}
+
+#[test]
 fn one_models_errors_are_told_on_that_model_with_the_rest_as_consequences() {
     let out = replay(&shipped("model_errors"), 19, false);
     // Digest and record lines of the quiet weeks are no incident anyone is told of.

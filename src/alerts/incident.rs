@@ -102,7 +102,9 @@ impl Incident {
     /// global, only one of the same kind), or a quality or coverage finding on a scope nested with a
     /// member's quality or coverage finding (the eval lane judges the same answers
     /// late and per scope, and a route whose evals stop changes its parent's mix of
-    /// scores: global's mean score falls when its best-scored route goes unscored).
+    /// scores: global's mean score falls when its best-scored route goes unscored),
+    /// or any finding on a model a member's routing shift sends traffic to (the
+    /// model's cost and lengths move because its traffic changed).
     /// Otherwise only if it started within `window_ms` of the incident and is
     /// related to a member (a parent or child, or linked through traffic): an
     /// outage hours into a long-open incident is its own story.
@@ -126,6 +128,8 @@ impl Incident {
                 || (!k.1.is_empty() && within(&k.1, &key.1))
                 || (k.1 == key.1 && same_kind)
                 || (about_answers(kind) && about_answers(p.line.kind) && nested(&k.1, &key.1))
+                || (p.line.kind == Kind::RoutingShift
+                    && key.1.get("model").is_some_and(|m| p.links.contains(m)))
                 || (close && related(&k.1, &p.links, &key.1, links))
         })
     }
@@ -419,5 +423,25 @@ mod tests {
             scope(&[("model", "gpt-4o"), ("route", "chat")]),
         );
         assert!(!inc.takes((&other, Kind::CostDrift), later, &[], 30 * 60_000));
+    }
+
+    #[test]
+    fn a_routing_shift_takes_its_models_findings_while_it_lasts() {
+        let route = scope(&[("route", "extract")]);
+        let key = ("routing-shift".to_string(), route.clone());
+        let mut shift = alert("routing-shift", route, 2);
+        shift.kind = Kind::RoutingShift;
+        let inc = Incident::open(1, key, shift, links(&["gpt-4o-mini"]), 0);
+        let later = 5 * 3_600_000;
+        let mini = (
+            "unannounced-step".to_string(),
+            scope(&[("model", "gpt-4o-mini")]),
+        );
+        assert!(inc.takes((&mini, Kind::UnannouncedChange), later, &[], 30 * 60_000));
+        let other = (
+            "unannounced-step".to_string(),
+            scope(&[("model", "gpt-4o")]),
+        );
+        assert!(!inc.takes((&other, Kind::UnannouncedChange), later, &[], 30 * 60_000));
     }
 }

@@ -76,6 +76,11 @@ pub fn mix_counts(cell: &Cell, signal: Signal) -> Vec<(u32, u32)> {
         Signal::PromptTokens => dense(&cell.prompt_hist),
         Signal::CompletionTokens => dense(&cell.completion_hist),
         Signal::ResolvedModelMix => cell.resolved.clone(),
+        Signal::ModelMix => cell
+            .by_model
+            .iter()
+            .map(|(m, s)| (*m, s.requests))
+            .collect(),
         _ => Vec::new(),
     }
 }

@@ -78,8 +78,12 @@ impl Generator {
         for i in 0..arrivals {
             let ts = minute_start + rng.random_range(0..span);
             let route = pick(&plan.route_cum, rng.random());
-            let model = pick(&plan.routes[route].model_cum, rng.random());
+            let drawn = pick(&plan.routes[route].model_cum, rng.random());
             let tenant = (plan.zipf.sample(&mut rng) as u32 - 1).min(plan.tenants.len() as u32 - 1);
+            let model = plan
+                .matching(ts, route, drawn, tenant)
+                .find_map(|inj| inj.route_to)
+                .unwrap_or(drawn);
             // Drawn even when no Volume injection applies, so that one does not shift
             // the draws of the requests after it.
             let extra: f64 = rng.random();
@@ -210,6 +214,8 @@ struct InjectionPlan {
     /// `Some(None)`: the filter names a tenant the profile does not have.
     tenant: Option<Option<u32>>,
     effect: Effect,
+    /// The model index a `RouteTo` sends requests to.
+    route_to: Option<usize>,
 }
 
 /// What the active injections do to one request.
@@ -240,11 +246,24 @@ impl Plan {
             .collect();
         let zipf = Zipf::new(profile.tenants as f64, profile.tenant_skew)
             .map_err(|e| SimError::Profile(format!("tenant shares: {e}")))?;
+        let model_index = |name: &str| profile.models.iter().position(|m| m.name == name);
+        if let Some(name) = injections.iter().find_map(|inj| match &inj.effect {
+            Effect::RouteTo(name) if model_index(name).is_none() => Some(name),
+            _ => None,
+        }) {
+            return Err(SimError::Profile(format!(
+                "an injection routes to {name}, which is not one of the profile's models"
+            )));
+        }
         let injections = injections
             .iter()
             .map(|inj| {
                 let f = &inj.filter;
                 InjectionPlan {
+                    route_to: match &inj.effect {
+                        Effect::RouteTo(name) => model_index(name),
+                        _ => None,
+                    },
                     from_ms: inj.from_ms,
                     to_ms: inj.to_ms,
                     models: profile
@@ -320,13 +339,17 @@ impl Plan {
                 } => fx.resolve = Some((resolved_model, *price_multiplier)),
                 Effect::EvalsStop => fx.evals_stop = true,
                 Effect::EvalScoreShift(d) => fx.score_shift += d,
+                Effect::EvalScoreRamp { total, days } => {
+                    let done = (ts - inj.from_ms) as f64 / (days.max(1e-9) * DAY_MS as f64);
+                    fx.score_shift += total * done.clamp(0.0, 1.0)
+                }
                 Effect::ErrorRate(r) => fx.error_rate = *r,
                 Effect::DailyCostCreep(f) => {
                     fx.cost *= (1.0 + f).powf((ts - inj.from_ms) as f64 / DAY_MS as f64)
                 }
                 Effect::CostMultiplier(m) => fx.cost *= m,
                 Effect::Latency(m) => fx.latency *= m,
-                Effect::Volume(_) => {}
+                Effect::Volume(_) | Effect::RouteTo(_) => {}
             }
         }
         fx

@@ -77,6 +77,14 @@ pub enum Effect {
     EvalsStop,
     /// Eval scores move by this much (clamped to 0..1).
     EvalScoreShift(f64),
+    /// Eval scores move by `total`, reached linearly over `days` from the
+    /// injection's start and held after (answers getting slowly worse).
+    EvalScoreRamp {
+        /// The shift reached at the end of the ramp.
+        total: f64,
+        /// How long the ramp takes, in days.
+        days: f64,
+    },
     /// Requests × m: extra requests of the same model, route and tenant are added
     /// (m below 1 drops requests instead).
     Volume(f64),
@@ -88,6 +96,9 @@ pub enum Effect {
     CostMultiplier(f64),
     /// Time to first token and generation time × m (a slow provider region).
     Latency(f64),
+    /// Matching requests are sent to this model instead (the gateway's routing for
+    /// a route changed); it must be one of the profile's models.
+    RouteTo(String),
 }
 
 /// One planted drift: `effect` on the requests that match `filter` in

@@ -13,7 +13,7 @@ use super::{Scenario, SimError};
 use crate::domain::{ChangeEvent, ChangeKind, Kind, Scope};
 
 /// The names `by_name` knows, in the order of this file.
-pub const NAMES: [&str; 14] = [
+pub const NAMES: [&str; 16] = [
     "quiet",
     "announced_deploy",
     "silent_model_bump",
@@ -28,6 +28,8 @@ pub const NAMES: [&str; 14] = [
     "provider_latency",
     "new_tenant",
     "gateway_down",
+    "quality_creep",
+    "route_moved",
 ];
 
 /// The scenario called `name` over `profile`.
@@ -47,6 +49,8 @@ pub fn by_name(name: &str, profile: Profile) -> Result<Scenario, SimError> {
         "provider_latency" => provider_latency(profile),
         "new_tenant" => new_tenant(profile),
         "gateway_down" => gateway_down(profile),
+        "quality_creep" => quality_creep(profile),
+        "route_moved" => route_moved(profile),
         other => {
             return Err(SimError::UnknownScenario {
                 name: other.to_string(),
@@ -424,6 +428,57 @@ pub fn gateway_down(profile: Profile) -> Scenario {
         ("page", "page"),
     )]);
     scenario("gateway_down", profile, vec![inject], vec![], truth)
+}
+
+/// Eval scores on route `extract` (a tenth of the traffic, a tenth of it scored: 1 to
+/// 16 scores a bucket) fall from about 0.85 to 0.75 over three days from day 10, and
+/// stay there. No bucket is far off on its own. Expected: a quality finding on the
+/// route within two days of the start.
+pub fn quality_creep(profile: Profile) -> Scenario {
+    let at = profile.day(9.0);
+    let ramp = Effect::EvalScoreRamp {
+        total: -0.1,
+        days: 3.0,
+    };
+    let inject = Injection::from(at, Filter::route("extract"), ramp);
+    let truth = incidents(vec![incident(
+        "extract's answers get slowly worse",
+        (at, None),
+        scope("route", "extract"),
+        &[Kind::QualityDrift, Kind::BaselineCreep],
+        2 * 24 * 60,
+        ("page", "digest"),
+    )]);
+    scenario("quality_creep", profile, vec![inject], vec![], truth)
+}
+
+/// From 10:00 on day 15 route `extract` sends the requests it sent to `gpt-4o`
+/// (half of them) to `gpt-4o-mini` instead, for good, and nobody said so. Expected:
+/// one incident headed by the route's routing shift, with the models' traffic and
+/// cost moves as its consequences, learned as the new normal after the warm-up.
+pub fn route_moved(profile: Profile) -> Scenario {
+    let at = profile.day(14.0) + 10 * 3_600_000;
+    let filter = Filter {
+        model: Some("gpt-4o".to_string()),
+        ..Filter::route("extract")
+    };
+    let inject = Injection::from(at, filter, Effect::RouteTo("gpt-4o-mini".to_string()));
+    let mut moved = incident(
+        "extract's gpt-4o requests go to gpt-4o-mini",
+        (at, None),
+        scope("route", "extract"),
+        &[Kind::RoutingShift],
+        30,
+        ("alert", "record"),
+    );
+    moved.related = vec![scope("model", "gpt-4o"), scope("model", "gpt-4o-mini")];
+    scenario(
+        "route_moved",
+        profile,
+        vec![inject],
+        vec![],
+        incidents(vec![moved]),
+    )
 }
 
 /// From day 15 `gpt-4o-mini` costs ×1.4 for good (a price change nobody posted).
