@@ -312,7 +312,7 @@ fn a_small_tenant_lands_in_a_low_tier_while_a_provider_wide_burst_pages() {
 }
 
 #[test]
-fn a_burst_whose_peak_was_pending_fires_at_the_peaks_tier() {
+fn a_burst_keeps_its_peaks_tier_from_pending_to_resolved() {
     let (_dir, db) = database();
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
     let mut stage = stage(&db, Tiers::load(&shipped).unwrap());
@@ -341,6 +341,27 @@ fn a_burst_whose_peak_was_pending_fires_at_the_peaks_tier() {
         "{lines:?}"
     );
     assert_eq!(queued_alerts(&db, "slack").len(), 1);
+    // Still firing at a tenth: still a page, and its resolve is told as one.
+    let at = at + 10 * MINUTE;
+    assert!(
+        stage
+            .handle(tick(at, vec![burst(0.1)]), at)
+            .unwrap()
+            .is_empty()
+    );
+    let mut resolved = Vec::new();
+    for i in 1..=3 {
+        let at = at + i * 10 * MINUTE;
+        resolved.extend(stage.handle(tick(at, vec![]), at).unwrap());
+    }
+    assert_eq!(resolved.len(), 1, "{resolved:?}");
+    assert_eq!(
+        (resolved[0].event, resolved[0].tier.as_str()),
+        (AlertEvent::Resolved, "page"),
+        "{resolved:?}"
+    );
+    let stored = stored_one(&db, "error-rate", &global);
+    assert_eq!(stored.tier.as_deref(), Some("page"));
 }
 
 /// A line waits in its group (`group_wait`) before it becomes an outbox message. A

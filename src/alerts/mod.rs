@@ -641,6 +641,19 @@ impl AlertStage {
         let Some(a) = self.active.get_mut(key) else {
             return Ok(());
         };
+        let mut line = line;
+        // A firing alert keeps the worst tier it reached: the outage that paged is
+        // still a page in its quieter last bucket, and its resolve reaches whoever
+        // was paged.
+        if let Some(worst) = a.last.as_ref().filter(|l| l.tier_rank < line.tier_rank) {
+            line.tier = worst.tier.clone();
+            line.tier_rank = worst.tier_rank;
+            if let (Some(tier), Some(evidence)) =
+                (worst.evidence.get("tier"), line.evidence.as_object_mut())
+            {
+                evidence.insert("tier".into(), tier.clone());
+            }
+        }
         a.last = Some(line.clone());
         a.links = links.clone();
         let (id, inc_id) = (a.id, a.incident);
