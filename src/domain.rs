@@ -622,4 +622,16 @@ impl Baseline {
         let spread = robust.max(self.median.abs() * rel_floor).max(1e-9);
         (value - self.median) / spread
     }
+
+    /// The z-score against the wider of the MAD-derived spread and the mean absolute
+    /// deviation: for a recent-window fallback, whose values mix hours of the day. A
+    /// quiet night's p95 latency sits on one level and the day's on another; the MAD
+    /// sees only the night and would call the morning an outage.
+    pub fn z_wide(&self, value: f64, rel_floor: f64) -> f64 {
+        let spread = (1.4826 * self.mad)
+            .max(1.2533 * self.mean_dev)
+            .max(self.median.abs() * rel_floor)
+            .max(1e-9);
+        (value - self.median) / spread
+    }
 }

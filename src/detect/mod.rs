@@ -115,7 +115,10 @@ pub fn judge_scalar(
         return None;
     }
     let rel = diff / center.abs().max(1e-9);
-    let robust = base.z(value, 0.02);
+    let robust = match base.seasonal {
+        true => base.z(value, 0.02),
+        false => base.z_wide(value, 0.02),
+    };
     let (z, name) = match signal {
         // Too few expected events, or non-events (a 97% pass rate), for the normal
         // approximation: the exact test.
@@ -369,5 +372,33 @@ mod tests {
             finding(&index, chat, -100.0),
         ];
         assert_eq!(scopes(attribute(only, &index)), [GLOBAL]);
+    }
+
+    #[test]
+    fn a_recent_fallback_of_two_levels_does_not_call_the_higher_one_an_outage() {
+        let r = one_rule(
+            "[[rule]]\nname = \"p95\"\nsignal = \"latency_p95\"\nscopes = [\"model\"]\ndirection = \"up\"\nmin_change = 0.5\nmin_samples = 50\n",
+        );
+        // 36 recent buckets: most a quiet night's 324 ms, the rest a busy day's ~1.6 s.
+        let base = Baseline {
+            median: 324.0,
+            mad: 93.47,
+            mean: 860.2,
+            n: 36,
+            seasonal: false,
+            mean_dev: 560.0,
+        };
+        let counts = Counts {
+            n: 50,
+            x: 0,
+            variance: 0.0,
+        };
+        assert!(judge_scalar(&r, Signal::LatencyP95, 1755.0, counts, &base).is_none());
+        // The same history learned for this hour of the day would say so.
+        let seasonal = Baseline {
+            seasonal: true,
+            ..base
+        };
+        assert!(judge_scalar(&r, Signal::LatencyP95, 1755.0, counts, &seasonal).is_some());
     }
 }
