@@ -419,6 +419,9 @@ impl Engine {
             st.impacts.retain(|m| m.0 >= keep);
             st.impacts.push((start, impact.clone()));
             let first = findings.len();
+            // Each signal's baseline once per scope and bucket: several rules and the
+            // open alerts' bands read the same one.
+            let mut bases = [None; Signal::ALL.len()];
             for (ri, rule) in self.rules.iter().enumerate() {
                 if rule.lane() == Lane::Eval || !rule.scopes.contains(&shape) {
                     continue;
@@ -539,8 +542,7 @@ impl Engine {
                         else {
                             continue;
                         };
-                        let series = &st.series[rule.signal.index()];
-                        let base = series.baseline(start, rule.signal.seasonal_only(), &bp);
+                        let base = base_of(&mut bases, &st.series, rule.signal, start, &bp);
                         // Pooled buckets judge a small scope, but only a bucket that
                         // itself moves the way the finding says may raise it: an
                         // episode an hour ago must not live on in the pooled window.
@@ -633,14 +635,14 @@ impl Engine {
                         let Some(value) = usage_value(cell, rule.signal) else {
                             continue;
                         };
-                        let series = &mut st.series[rule.signal.index()];
-                        let Some(base) = series.baseline(start, rule.signal.seasonal_only(), &bp)
-                        else {
-                            continue;
-                        };
                         if warming || samples(cell, rule.signal) < rule.min_samples {
                             continue;
                         }
+                        let Some(base) = base_of(&mut bases, &st.series, rule.signal, start, &bp)
+                        else {
+                            continue;
+                        };
+                        let series = &mut st.series[rule.signal.index()];
                         let z = base.z(value, 0.02);
                         let rel = (value - base.median) / base.median.abs().max(1e-12);
                         let step = series.cusum(base.z(value, 0.05), 1.0, 12.0);
@@ -853,11 +855,7 @@ impl Engine {
                             }
                         }
                         Detector::Drift => {
-                            let base = st.series[r.signal.index()].baseline(
-                                start,
-                                r.signal.seasonal_only(),
-                                &bp,
-                            );
+                            let base = base_of(&mut bases, &st.series, r.signal, start, &bp);
                             let center =
                                 base.map(|b| match crate::detect::is_proportion(r.signal) {
                                     true => b.mean,
@@ -1927,6 +1925,18 @@ fn usage_harm(
         }
     };
     (h, harm)
+}
+
+/// `signal`'s baseline for the bucket at `start`, computed once into `bases`.
+fn base_of(
+    bases: &mut [Option<Option<Baseline>>; Signal::ALL.len()],
+    series: &[Series],
+    signal: Signal,
+    start: i64,
+    bp: &BaselineParams,
+) -> Option<Baseline> {
+    *bases[signal.index()]
+        .get_or_insert_with(|| series[signal.index()].baseline(start, signal.seasonal_only(), bp))
 }
 
 /// Requested models carrying a tenth or more of a cell's requests.
