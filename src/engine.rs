@@ -499,9 +499,9 @@ impl Engine {
                             Signal::ModelMix => format!(
                                 "{} now sends {:.0}% of its requests to {} (was {:.0}%): its traffic is routed differently (total variation {:.2}, chi-square p={:.1e})",
                                 scope_label(labels),
-                                now * 100.0,
-                                name(cat),
-                                before * 100.0,
+                                t.rise.2 * 100.0,
+                                name(t.rise.0),
+                                t.rise.1 * 100.0,
                                 t.tvd,
                                 t.p_value
                             ),

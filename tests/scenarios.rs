@@ -394,8 +394,10 @@ fn a_route_moved_to_another_model_is_one_incident_headed_by_its_routing_shift() 
         Some("extract")
     );
     assert!(
-        shift.summary.starts_with("route=extract now sends"),
-        "{}",
+        shift
+            .summary
+            .starts_with("route=extract now sends 100% of its requests to gpt-4o-mini"),
+        "where the traffic went: {}",
         shift.summary
     );
     // The models' traffic and cost moves are consequences, not incidents of their own.

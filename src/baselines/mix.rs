@@ -18,6 +18,9 @@ pub struct MixTest {
     pub n: u64,
     /// The category whose share moved most, and its share before and now.
     pub top: (u32, f64, f64),
+    /// The category whose share grew most, and its share before and now (where
+    /// a route's traffic went).
+    pub rise: (u32, f64, f64),
 }
 
 /// Decayed pooled counts per category, with the warm-up's side pool.
@@ -140,6 +143,7 @@ fn test_counts(pool: &[(u32, f64)], bucket: &[(u32, u32)], min_pool: f64) -> Opt
     keys.dedup();
     let k = keys.len() as f64;
     let (mut chi2, mut tvd, mut top): (f64, f64, (u32, f64, f64)) = (0.0, 0.0, (0, 0.0, 0.0));
+    let mut rise = (0, 0.0, 0.0);
     for key in keys {
         let pooled = pool.iter().find(|(x, _)| *x == key).map_or(0.0, |p| p.1);
         let observed = bucket.iter().find(|(x, _)| *x == key).map_or(0, |b| b.1) as f64;
@@ -154,6 +158,9 @@ fn test_counts(pool: &[(u32, f64)], bucket: &[(u32, u32)], min_pool: f64) -> Opt
         if moved > (top.2 - top.1).abs() {
             top = (key, pooled / total, now);
         }
+        if now - pooled / total > rise.2 - rise.1 {
+            rise = (key, pooled / total, now);
+        }
     }
     let df = (k - 1.0).max(1.0);
     Some(MixTest {
@@ -163,6 +170,7 @@ fn test_counts(pool: &[(u32, f64)], bucket: &[(u32, u32)], min_pool: f64) -> Opt
         tvd,
         n,
         top,
+        rise,
     })
 }
 
@@ -182,6 +190,10 @@ mod tests {
         assert!(new.p_value < 1e-9 && new.tvd > 0.5, "{new:?}");
         assert_eq!(new.top.0, 2);
         assert_eq!(mix.dominant(), Some(0));
+        // Traffic moved from 0 to 1: the rise names where it went.
+        let moved = mix.test(&[(0, 30), (1, 70)], 100.0).unwrap();
+        assert_eq!(moved.rise.0, 1);
+        assert!((moved.rise.1 - 0.05).abs() < 1e-9 && (moved.rise.2 - 0.7).abs() < 1e-9);
     }
 
     #[test]
