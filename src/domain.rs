@@ -619,8 +619,7 @@ impl Baseline {
             true => 1.4826 * self.mad,
             false => 1.2533 * self.mean_dev,
         };
-        let spread = robust.max(self.median.abs() * rel_floor).max(1e-9);
-        (value - self.median) / spread
+        self.z_over(value, robust, rel_floor)
     }
 
     /// The z-score against the wider of the MAD-derived spread and the mean absolute
@@ -628,10 +627,14 @@ impl Baseline {
     /// quiet night's p95 latency sits on one level and the day's on another; the MAD
     /// sees only the night and would call the morning an outage.
     pub fn z_wide(&self, value: f64, rel_floor: f64) -> f64 {
-        let spread = (1.4826 * self.mad)
-            .max(1.2533 * self.mean_dev)
-            .max(self.median.abs() * rel_floor)
-            .max(1e-9);
+        let robust = (1.4826 * self.mad).max(1.2533 * self.mean_dev);
+        self.z_over(value, robust, rel_floor)
+    }
+
+    /// Distance from the median in units of `robust`, floored at `rel_floor` of the
+    /// median (and never zero).
+    fn z_over(&self, value: f64, robust: f64, rel_floor: f64) -> f64 {
+        let spread = robust.max(self.median.abs() * rel_floor).max(1e-9);
         (value - self.median) / spread
     }
 }

@@ -378,12 +378,8 @@ impl Engine {
                 tracked
                     .waiting
                     .extend(open_on_lane(st, &self.rules, false, labels));
-                // A silent bucket is a zero of volume and spend, so an hour that is
-                // always silent learns that it is (and traffic in it is judged).
                 if st.seen {
-                    for signal in USAGE_SCALARS.into_iter().filter(|s| s.seasonal_only()) {
-                        st.series[signal.index()].push(start, 0.0, &bp);
-                    }
+                    learn_silence(&mut st.series, start, &bp);
                 }
                 continue;
             }
@@ -494,14 +490,19 @@ impl Engine {
                             }
                             s => category_name(s, c),
                         };
-                        let (cat, before, now) = t.top;
+                        // Routing is told by where the traffic went, the rest by
+                        // what moved most.
+                        let (cat, before, now) = match rule.signal {
+                            Signal::ModelMix => t.rise,
+                            _ => t.top,
+                        };
                         let summary = match rule.signal {
                             Signal::ModelMix => format!(
                                 "{} now sends {:.0}% of its requests to {} (was {:.0}%): its traffic is routed differently (total variation {:.2}, chi-square p={:.1e})",
                                 scope_label(labels),
-                                t.rise.2 * 100.0,
-                                name(t.rise.0),
-                                t.rise.1 * 100.0,
+                                now * 100.0,
+                                name(cat),
+                                before * 100.0,
                                 t.tvd,
                                 t.p_value
                             ),
@@ -881,15 +882,11 @@ impl Engine {
             self.track(id, &found, (false, &bands), (start, end), &mut tracked);
             // Learn from this bucket (after judging it, so it is not its own baseline).
             let st = &mut self.states[id as usize];
-            for signal in USAGE_SCALARS {
-                let value = if has_traffic {
-                    usage_value(cell, signal)
-                } else if signal.seasonal_only() {
-                    Some(0.0)
-                } else {
-                    None
-                };
-                if let Some(v) = value {
+            if !has_traffic {
+                learn_silence(&mut st.series, start, &bp);
+            }
+            for signal in USAGE_SCALARS.into_iter().filter(|_| has_traffic) {
+                if let Some(v) = usage_value(cell, signal) {
                     if signal == Signal::CostPerRequest {
                         if let Some(base) = st.series[signal.index()].baseline(start, false, &bp) {
                             st.cost_moves.push((
@@ -1925,6 +1922,14 @@ fn usage_harm(
         }
     };
     (h, harm)
+}
+
+/// A silent bucket is a zero of volume and spend: an hour that is always silent
+/// learns that it is, and traffic in it is judged.
+fn learn_silence(series: &mut [Series], start: i64, bp: &BaselineParams) {
+    for signal in USAGE_SCALARS.into_iter().filter(|s| s.seasonal_only()) {
+        series[signal.index()].push(start, 0.0, bp);
+    }
 }
 
 /// `signal`'s baseline for the bucket at `start`, computed once into `bases`.

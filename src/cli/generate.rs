@@ -13,10 +13,8 @@ const NEWAPI_BATCH: usize = 10_000;
 
 #[derive(Debug, Args)]
 pub(super) struct GenerateArgs {
-    /// Scenario: quiet, announced_deploy, silent_model_bump, slow_creep, evals_off,
-    /// tenant_spike, quality_drop, error_burst, small_tenant_errors, price_rise, model_errors
-    /// provider_latency or new_tenant.
-    #[arg(long, value_name = "NAME")]
+    /// Scenario: a quiet run, or one with a planted drift and its ground truth.
+    #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(sim::scenarios::NAMES))]
     scenario: String,
     /// Random seed: the same seed writes the same files.
     #[arg(long, default_value_t = 1)]

@@ -62,22 +62,21 @@ pub struct SourceClocks(Arc<Mutex<BTreeMap<String, SourceClock>>>);
 impl SourceClocks {
     /// Count `source` in from `now_ms` on: until it reports, it holds the analysis.
     pub fn register(&self, source: &str, now_ms: i64) {
+        self.update(source, now_ms, |_| {});
+    }
+
+    /// Apply `f` to `source`'s clock, registering it at `now_ms` if it is new.
+    fn update(&self, source: &str, now_ms: i64, f: impl FnOnce(&mut SourceClock)) {
         let mut map = self.0.lock().expect("source clocks lock");
-        map.entry(source.to_string())
+        let clock = map
+            .entry(source.to_string())
             .or_insert_with(|| SourceClock {
                 source: source.to_string(),
                 state: "starting",
                 registered_ms: now_ms,
                 ..SourceClock::default()
             });
-    }
-
-    fn update(&self, source: &str, now_ms: i64, f: impl FnOnce(&mut SourceClock)) {
-        self.register(source, now_ms);
-        let mut map = self.0.lock().expect("source clocks lock");
-        if let Some(c) = map.get_mut(source) {
-            f(c);
-        }
+        f(clock);
     }
 
     /// `source`'s records up to data time `newest_ms` have landed (committed and
