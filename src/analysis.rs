@@ -163,7 +163,7 @@ pub fn run_live(
     batches: std::sync::mpsc::Receiver<Committed>,
     clocks: crate::sources::clocks::SourceClocks,
 ) {
-    use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
+    use std::sync::mpsc::RecvTimeoutError;
     let tick = std::time::Duration::from_secs(1);
     let quiet = std::time::Duration::from_secs(10);
     let mut last_tick = std::time::Instant::now();
@@ -177,37 +177,27 @@ pub fn run_live(
         };
         let now = crate::clock::now_ms();
         // The sources' clocks are read before the queue is taken: a source reports
-        // a batch only after it was queued here, so all they count is then in hand.
+        // a batch only after it was queued here, so all they count is in hand once
+        // the queue is empty. While a backlog keeps it full, the newest event fed
+        // (below, `pushed`) bounds the clock too.
         let held = clocks.watermark(now);
         let before = newest;
-        let mut queue = first
-            .into_iter()
-            .map(Ok)
-            .chain(std::iter::repeat_with(|| batches.try_recv()).take(DRAIN_MAX));
-        let mut drained = false;
-        for next in &mut queue {
-            match next {
-                Ok(c) => {
-                    analysis.feed(&c.batch, &c.fresh);
-                    newest = c
-                        .batch
-                        .events
-                        .iter()
-                        .map(|e| e.ts_ms)
-                        .fold(newest, i64::max);
-                    last_batch = Some(std::time::Instant::now());
-                }
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
-                    drained = true;
-                    break;
-                }
-            }
+        let queued = std::iter::from_fn(|| batches.try_recv().ok()).take(DRAIN_MAX);
+        for c in first.into_iter().chain(queued) {
+            analysis.feed(&c.batch, &c.fresh);
+            newest = c
+                .batch
+                .events
+                .iter()
+                .map(|e| e.ts_ms)
+                .fold(newest, i64::max);
+            last_batch = Some(std::time::Instant::now());
         }
         // Close buckets as the data time moves, not only once a second: a backfill
         // feeds days of data a second, and every bucket left open until the next
         // tick (cells and sketches for every scope) is held at once.
         let due = last_tick.elapsed() >= tick;
-        let (Some(held), true) = (held, drained && (due || newest > before)) else {
+        let Some(held) = held.filter(|_| due || newest > before) else {
             continue;
         };
         if due {
