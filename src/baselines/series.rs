@@ -39,7 +39,6 @@ pub struct Series {
     anchor: Option<(f64, f64)>,
     /// The rolling level as it was at the last whole day of the epoch.
     day_level: Option<f64>,
-    cusum: (f64, f64),
     /// Post-change values `(ts_ms, value)` while a warm-up runs.
     post: Option<Vec<(i64, f32)>>,
     /// When the running warm-up's change took effect: earlier buckets still learn.
@@ -183,26 +182,6 @@ impl Series {
         }
     }
 
-    /// Feed a robust z-score to the two-sided CUSUM step detector (slack `k`,
-    /// threshold `h`). Returns +1 or −1 when a step up or down is detected, then
-    /// starts over.
-    pub fn cusum(&mut self, z: f64, k: f64, h: f64) -> i8 {
-        let z = z.clamp(-6.0, 6.0);
-        self.cusum.0 = (self.cusum.0 + z - k).max(0.0);
-        self.cusum.1 = (self.cusum.1 - z - k).max(0.0);
-        let step = if self.cusum.0 > h {
-            1
-        } else if self.cusum.1 > h {
-            -1
-        } else {
-            0
-        };
-        if step != 0 {
-            self.cusum = (0.0, 0.0);
-        }
-        step
-    }
-
     /// Start a warm-up for a change at `from_ms`: values of buckets from then on
     /// wait aside until `end_warmup`; earlier buckets (closing late) still learn.
     /// A warm-up takes over the values an open alert held.
@@ -212,7 +191,6 @@ impl Series {
         }
         self.post.get_or_insert_with(Vec::new);
         self.held = None;
-        self.cusum = (0.0, 0.0);
     }
 
     /// An alert on this series opened at `from_ms`: from then on its values are not
@@ -529,17 +507,6 @@ mod tests {
         );
         let doubled = epochs_started(1000, 2.2, 4.4, true);
         assert!(doubled >= 950, "only {doubled} of 1000 doublings restarted");
-    }
-
-    #[test]
-    fn cusum_finds_a_step_and_not_noise() {
-        let mut s = Series::default();
-        let noise = [0.5, -0.8, 1.1, -0.3, 0.2, -1.0, 0.9, -0.4];
-        for z in noise.iter().cycle().take(200) {
-            assert_eq!(s.cusum(*z, 0.5, 8.0), 0);
-        }
-        let steps: Vec<i8> = (0..5).map(|_| s.cusum(3.0, 0.5, 8.0)).collect();
-        assert_eq!(steps, [0, 0, 0, 1, 0]);
     }
 
     #[test]

@@ -2,8 +2,18 @@
 //! respect sample size, and attribute each finding to the smallest scope that
 //! explains it.
 
+pub mod band;
+pub mod bump;
+pub mod creep;
+pub mod drift;
+pub mod efficiency;
+pub mod harm;
+pub mod pvm;
 pub mod rules;
 pub mod stats;
+pub mod step;
+pub mod view;
+pub mod words;
 
 use serde_json::{Value, json};
 
@@ -71,6 +81,21 @@ pub struct Test {
     pub p_value: f64,
     /// Which test.
     pub name: &'static str,
+}
+
+impl Test {
+    /// A finding with no baseline to compare with (past a hard limit, a newcomer's
+    /// first traffic): the whole value is the excess.
+    pub fn without_baseline(value: f64, name: &'static str) -> Test {
+        Test {
+            sign: 1.0,
+            rel: 0.0,
+            diff: value,
+            z: 0.0,
+            p_value: 0.0,
+            name,
+        }
+    }
 }
 
 /// Counts a proportion or mean test needs besides the signal's value.

@@ -1,0 +1,118 @@
+//! False efficiency: cost per request fell while eval coverage or the eval score
+//! fell with it. Cheaper because checks stopped or answers got worse, not because
+//! of an improvement.
+
+use serde_json::json;
+
+use super::drift::eval_test;
+use super::rules::{Direction, Rule};
+use super::view::{BucketView, Detection};
+use super::words::{base_json, fmt_num, round};
+use crate::domain::{Signal, scope_label};
+use crate::lanes::cell::EvalCell;
+
+/// How far cost per request must have fallen (relative) for a cheaper bucket to count.
+const COST_FALL: f64 = -0.1;
+/// And how clearly (robust z-score).
+const COST_Z: f64 = -2.0;
+/// The smallest fall of the eval score that makes cheaper answers worse ones.
+const SCORE_FALL: f64 = 0.05;
+
+/// False efficiency in a bucket whose cost per request moved by `cost_move`
+/// (relative change, robust z) as the usage lane judged it, if it did.
+pub fn detect(
+    rule: &Rule,
+    view: &BucketView<EvalCell>,
+    cost_move: Option<(f64, f64)>,
+) -> Option<Detection> {
+    let (cost_rel, cost_z) = cost_move?;
+    if cost_rel > COST_FALL || cost_z > COST_Z {
+        return None;
+    }
+    let coverage = eval_test(rule, Signal::EvalCoverage, view);
+    let score_rule = Rule {
+        min_change: SCORE_FALL,
+        direction: Direction::Down,
+        ..rule.clone()
+    };
+    let (what, (value, test, base)) = match coverage {
+        Some(c) => ("eval coverage", c),
+        None => (
+            "eval score",
+            eval_test(&score_rule, Signal::EvalScore, view)?,
+        ),
+    };
+    let summary = format!(
+        "false efficiency on {}: cost per request fell {:.0}% while {what} fell to {} from {} — cheaper because checks stopped or answers got worse, not because of an improvement",
+        scope_label(view.labels),
+        -cost_rel * 100.0,
+        fmt_num(value),
+        fmt_num(base.median)
+    );
+    Some(Detection::new(
+        rule.signal,
+        test,
+        (
+            json!({what: round(value), "cost_per_request_change": round(cost_rel)}),
+            base_json(Some(&base)),
+        ),
+        summary,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::baselines::{BaselineParams, Mix, Series};
+    use crate::detect::rules::one_rule;
+    use crate::domain::Scope;
+
+    const TEN_MIN: i64 = 600_000;
+
+    fn judge(evaluated: u32, cost_move: Option<(f64, f64)>) -> Option<Detection> {
+        let rule = one_rule(
+            "[[rule]]\nname = \"false-efficiency\"\ndetector = \"false_efficiency\"\nsignal = \"eval_coverage\"\nscopes = [\"route\"]\ndirection = \"down\"\nmin_change = 0.3\nmin_samples = 20\n",
+        );
+        let p = BaselineParams::default();
+        let mut series = vec![Series::default(); Signal::ALL.len()];
+        for i in 0..144 {
+            series[Signal::EvalCoverage.index()].push(i * TEN_MIN, 0.5, &p);
+            series[Signal::EvalScore.index()].push(i * TEN_MIN, 0.8, &p);
+        }
+        let mixes = vec![Mix::default(); Signal::ALL.len()];
+        let labels: Scope = [("route".to_string(), "extract".to_string())].into();
+        let cell = EvalCell {
+            requests: 100,
+            evaluated,
+            ..EvalCell::default()
+        };
+        let at = 144 * TEN_MIN;
+        let view = BucketView::new(
+            (at, at + TEN_MIN),
+            &labels,
+            &cell,
+            (&series, &mixes),
+            false,
+            &p,
+        );
+        detect(&rule, &view, cost_move)
+    }
+
+    #[test]
+    fn cheaper_with_evals_switched_off_is_false_efficiency() {
+        let d = judge(0, Some((-0.4, -8.0))).expect("false efficiency");
+        assert!(
+            d.summary.starts_with("false efficiency on route=extract: cost per request fell 40% while eval coverage fell to 0 from 0.5"),
+            "{}",
+            d.summary
+        );
+        assert_eq!(d.observed["cost_per_request_change"], -0.4);
+    }
+
+    #[test]
+    fn cheaper_with_evals_as_usual_or_evals_off_at_the_usual_cost_is_not() {
+        assert!(judge(50, Some((-0.4, -8.0))).is_none());
+        assert!(judge(0, Some((-0.05, -8.0))).is_none());
+        assert!(judge(0, None).is_none());
+    }
+}
