@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::alerts::{AlertStage, Delivery, Sent};
+use crate::alerts::{AlertError, AlertStage, Delivery, Sent};
 use crate::config::Config;
 use crate::detect::rules::{RuleContext, RuleErrors, RuleSet};
 use crate::domain::Alert;
@@ -84,7 +84,7 @@ impl Analysis {
 
     /// Move the data clock to `watermark_ms` and handle what comes out, with
     /// notifications on the `now_ms` clock. Returns the firing and resolved lines.
-    pub fn advance(&mut self, watermark_ms: i64, now_ms: i64) -> Result<Vec<Alert>, StoreError> {
+    pub fn advance(&mut self, watermark_ms: i64, now_ms: i64) -> Result<Vec<Alert>, AlertError> {
         self.engine.advance(watermark_ms);
         let out = self.engine.drain();
         self.stage.handle(out, now_ms)
@@ -92,7 +92,7 @@ impl Analysis {
 
     /// The data ends at `last_ms` (end of a replay): judge what is complete, not
     /// the partial last bucket; notifications on the `now_ms` clock.
-    pub fn end_of_data(&mut self, last_ms: i64, now_ms: i64) -> Result<Vec<Alert>, StoreError> {
+    pub fn end_of_data(&mut self, last_ms: i64, now_ms: i64) -> Result<Vec<Alert>, AlertError> {
         self.engine.end_of_data(last_ms);
         let out = self.engine.drain();
         self.stage.handle(out, now_ms)
@@ -104,7 +104,7 @@ impl Analysis {
     }
 
     /// Close the day's budgets and send what is still grouped (end of a replay).
-    pub fn finish(&mut self, at_ms: i64) -> Result<Vec<Alert>, StoreError> {
+    pub fn finish(&mut self, at_ms: i64) -> Result<Vec<Alert>, AlertError> {
         self.stage.finish(at_ms)
     }
 

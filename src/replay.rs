@@ -72,6 +72,9 @@ pub enum ReplayError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The alert stage failed.
+    #[error(transparent)]
+    Alerts(#[from] crate::alerts::AlertError),
     /// The price table failed to load.
     #[error(transparent)]
     Pricing(#[from] PricingError),

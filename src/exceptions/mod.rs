@@ -119,6 +119,17 @@ pub fn scope_matches(matcher: &Scope, scope: &Scope, tier_rank: u8) -> bool {
     })
 }
 
+/// The id of the oldest of the `active` exceptions that suppresses an alert of
+/// `rule` in `scope` at `tier_rank`, if any: a wildcard never suppresses a rank-1
+/// alert. The alert stage records the suppressed alert with this id and counts a hit.
+pub fn covering(active: &[Exception], rule: &str, scope: &Scope, tier_rank: u8) -> Option<i64> {
+    active
+        .iter()
+        .filter(|e| e.rule == rule && scope_matches(&e.scope, scope, tier_rank))
+        .map(|e| e.id)
+        .min()
+}
+
 /// Whether a matcher matches more than one exact scope.
 fn is_wildcard(matcher: &Scope) -> bool {
     matcher.is_empty() || matcher.values().any(|v| v == WILDCARD)
@@ -302,22 +313,10 @@ impl Registry {
         Ok(sql::audit_log(conn, id)?)
     }
 
-    /// The id of the oldest active exception that suppresses an alert of `rule` in
-    /// `scope` at `tier_rank`, if any. Expired and revoked exceptions never match; a
-    /// wildcard never suppresses a rank-1 alert. The alert stage records the
-    /// suppressed alert with this id and calls `record_hit`.
-    pub fn matching(
-        &self,
-        conn: &Connection,
-        rule: &str,
-        scope: &Scope,
-        tier_rank: u8,
-        now_ms: i64,
-    ) -> Result<Option<i64>, ExceptionError> {
-        Ok(sql::active_for_rule(conn, rule, now_ms)?
-            .into_iter()
-            .find(|e| scope_matches(&e.scope, scope, tier_rank))
-            .map(|e| e.id))
+    /// The exceptions active at `now_ms` (neither expired nor revoked), for
+    /// [`covering`].
+    pub fn active(&self, conn: &Connection, now_ms: i64) -> Result<Vec<Exception>, ExceptionError> {
+        Ok(sql::list(conn, Some(now_ms))?)
     }
 
     /// Count one alert suppressed by exception `id`.
@@ -504,13 +503,22 @@ mod tests {
         assert!(wild.warnings[0].contains("never suppresses a rank-1"));
         let alert = scope(&[("model", "gpt-4o")]);
         let id = exact.exception.id;
-        assert_eq!(r.matching(&conn, "cpr", &alert, 1, NOW).unwrap(), Some(id));
-        assert_eq!(r.matching(&conn, "other", &alert, 2, NOW).unwrap(), None);
         assert_eq!(
-            r.matching(&conn, "err", &alert, 2, NOW).unwrap(),
+            covering(&r.active(&conn, NOW).unwrap(), "cpr", &alert, 1),
+            Some(id)
+        );
+        assert_eq!(
+            covering(&r.active(&conn, NOW).unwrap(), "other", &alert, 2),
+            None
+        );
+        assert_eq!(
+            covering(&r.active(&conn, NOW).unwrap(), "err", &alert, 2),
             Some(wild.exception.id)
         );
-        assert_eq!(r.matching(&conn, "err", &alert, 1, NOW).unwrap(), None);
+        assert_eq!(
+            covering(&r.active(&conn, NOW).unwrap(), "err", &alert, 1),
+            None
+        );
 
         r.record_hit(&conn, id, NOW + 5).unwrap();
         r.record_hit(&conn, id, NOW + 9).unwrap();
@@ -519,7 +527,7 @@ mod tests {
 
         let later = NOW + 2 * DAY_MS;
         assert_eq!(
-            r.matching(&conn, "cpr", &alert, 2, later).unwrap(),
+            covering(&r.active(&conn, later).unwrap(), "cpr", &alert, 2),
             None,
             "expired by itself"
         );

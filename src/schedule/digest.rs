@@ -548,14 +548,14 @@ mod tests {
         let mut alert = crate::notify::message::tests::alert();
         alert.tier = "digest".into();
         alert.summary = "tokens per request up 30% on gpt-4o".into();
-        crate::store::alerts::insert(&conn, &alert, "firing", NOW - HOUR, None).unwrap();
+        crate::store::alerts::insert(&conn, 1, &alert, "firing", NOW - HOUR).unwrap();
         let mut old = alert.clone();
         old.summary = "two days ago".into();
-        crate::store::alerts::insert(&conn, &old, "firing", NOW - 50 * HOUR, None).unwrap();
+        crate::store::alerts::insert(&conn, 2, &old, "firing", NOW - 50 * HOUR).unwrap();
         let mut loud = alert.clone();
         loud.tier = "page".into();
         loud.summary = "a page".into();
-        crate::store::alerts::insert(&conn, &loud, "firing", NOW - HOUR, None).unwrap();
+        crate::store::alerts::insert(&conn, 3, &loud, "firing", NOW - HOUR).unwrap();
 
         let deploy = ChangeEvent {
             kind: ChangeKind::Deploy,

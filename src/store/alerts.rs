@@ -72,18 +72,19 @@ fn scope_json(scope: &Scope) -> String {
     serde_json::to_string(scope).expect("a string map serializes")
 }
 
-/// Store a new alert episode (pending or straight to firing). Returns its id.
+/// Store a new alert episode `id` (pending or straight to firing).
 pub fn insert(
     conn: &Connection,
+    id: i64,
     a: &Alert,
     state: &str,
     started_ms: i64,
-    suppressed_by: Option<i64>,
-) -> Result<i64, StoreError> {
-    conn.execute(
-        "INSERT INTO alerts (rule, scope, lane, kind, state, tier, tier_rank, started_ms, fired_ms, summary, evidence, suppressed_by) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        params![
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO alerts (id, rule, scope, lane, kind, state, tier, tier_rank, started_ms, fired_ms, summary, evidence, suppressed_by) \
+         VALUES (?13, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?
+    .execute(params![
             a.rule,
             scope_json(&a.scope),
             a.lane.as_str(),
@@ -95,10 +96,10 @@ pub fn insert(
             (state == "firing").then_some(a.at_ms),
             a.summary,
             a.evidence.to_string(),
-            suppressed_by
-        ],
-    )?;
-    Ok(conn.last_insert_rowid())
+            None::<i64>,
+            id
+        ])?;
+    Ok(())
 }
 
 /// Move an alert to `state` with its latest line; `firing` sets fired_ms, `resolved`
@@ -142,19 +143,30 @@ pub fn mark_resolved(conn: &Connection, id: i64, at_ms: i64) -> Result<(), Store
     Ok(())
 }
 
-/// Record a transition with the line that announced it; its id.
+/// Record transition `id` of alert `alert_id` with the line that announced it.
 pub fn transition(
     conn: &Connection,
+    id: i64,
     alert_id: i64,
     a: &Alert,
     state: &str,
     suppressed_by: Option<i64>,
-) -> Result<i64, StoreError> {
-    conn.execute(
-        "INSERT INTO alert_transitions (alert_id, at_ms, state, suppressed_by, line) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![alert_id, a.at_ms, state, suppressed_by, serde_json::to_string(a).expect("an alert serializes")],
-    )?;
-    Ok(conn.last_insert_rowid())
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO alert_transitions (id, alert_id, at_ms, state, suppressed_by, line) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![id, alert_id, a.at_ms, state, suppressed_by, serde_json::to_string(a).expect("an alert serializes")])?;
+    Ok(())
+}
+
+/// The highest alert and transition ids in use (0 when there are none): the
+/// alert stage allocates the ids after them.
+pub fn last_ids(conn: &Connection) -> Result<(i64, i64), StoreError> {
+    Ok(conn.query_row(
+        "SELECT (SELECT COALESCE(MAX(id), 0) FROM alerts), (SELECT COALESCE(MAX(id), 0) FROM alert_transitions)",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?)
 }
 
 /// Note that transition `transition`'s line waits in a group for `channel` of `tier`.

@@ -135,20 +135,6 @@ pub fn list(conn: &Connection, active_at: Option<i64>) -> Result<Vec<Exception>,
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// The exceptions of `rule` active at `now_ms`, oldest first.
-pub fn active_for_rule(
-    conn: &Connection,
-    rule: &str,
-    now_ms: i64,
-) -> Result<Vec<Exception>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM exceptions \
-         WHERE rule = ?1 AND revoked_ms IS NULL AND expires_ms > ?2 ORDER BY id"
-    ))?;
-    let rows = stmt.query_map(params![rule, now_ms], from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
 /// Set a new expiry and renewal count, clearing an audited expiry.
 pub fn set_expiry(
     conn: &Connection,
