@@ -236,6 +236,13 @@ impl Lane {
             Lane::Meta => "meta",
         }
     }
+
+    /// The lane stored as `name` (see [`Lane::as_str`]).
+    pub fn from_name(name: &str) -> Option<Lane> {
+        [Lane::Structure, Lane::Cost, Lane::Eval, Lane::Meta]
+            .into_iter()
+            .find(|l| l.as_str() == name)
+    }
 }
 
 /// What a finding says happened. Every alert has exactly one kind.

@@ -19,7 +19,7 @@ use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::domain::{Alert, Exception, Lane};
+use crate::domain::{Alert, Exception};
 use crate::engine::Output;
 use crate::exceptions::{ExceptionError, Registry};
 use crate::notify::Message;
@@ -123,12 +123,6 @@ impl AlertStage {
         let mut active = HashMap::new();
         let mut incidents = BTreeMap::new();
         for a in sql::open_alerts(&conn)? {
-            let lane = match a.lane.as_str() {
-                "cost" => Lane::Cost,
-                "eval" => Lane::Eval,
-                "meta" => Lane::Meta,
-                _ => Lane::Structure,
-            };
             // A firing alert's last line lets it resolve with a notification; its last
             // firing notification (first or repeat) is when the next repeat counts from.
             let fired = match a.firing {
@@ -162,7 +156,7 @@ impl AlertStage {
                     firing: a.firing,
                     started_ms: a.started_ms,
                     suppressed_by: a.suppressed_by,
-                    lane,
+                    lane: a.lane,
                     last,
                     notified_ms,
                     misses: 0,

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::StoreError;
-use crate::domain::{Alert, ChangeEvent, Scope, rfc3339_ms};
+use crate::domain::{Alert, ChangeEvent, Lane, Scope, rfc3339_ms};
 
 /// A stored alert, as the API lists it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -269,8 +269,8 @@ pub struct OpenAlert {
     pub rule: String,
     /// Scope labels.
     pub scope: Scope,
-    /// Lane name.
-    pub lane: String,
+    /// Its rule's lane.
+    pub lane: Lane,
     /// Whether it fired (else pending).
     pub firing: bool,
     /// When its condition was first seen.
@@ -291,11 +291,21 @@ pub fn open_alerts(conn: &Connection) -> Result<Vec<OpenAlert>, StoreError> {
     let rows = stmt.query_map([], |r| {
         let scope: String = r.get(2)?;
         let state: String = r.get(4)?;
+        let lane: String = r.get(3)?;
+        // An open alert of a lane this build does not know cannot be judged: stop
+        // rather than file it under another lane, where a miss would resolve it.
+        let lane = Lane::from_name(&lane).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                3,
+                rusqlite::types::Type::Text,
+                format!("alert has an unknown lane {lane:?}; was the database written by a newer driftwarden?").into(),
+            )
+        })?;
         Ok(OpenAlert {
             id: r.get(0)?,
             rule: r.get(1)?,
             scope: serde_json::from_str(&scope).unwrap_or_default(),
-            lane: r.get(3)?,
+            lane,
             firing: state == "firing",
             started_ms: r.get(5)?,
             suppressed_by: r.get(6)?,
