@@ -24,7 +24,7 @@
 //! says so when that skewed a SQLite run. Every run then checks through `/v1/stats`
 //! that all consume and error rows were stored with no dead letters, stops the server
 //! with SIGTERM and requires exit code 0; anything else fails loudly. The end is a
-//! markdown table for the README. This is not a test: under `cargo test --all-targets` (which
+//! markdown table for docs/benchmarks.md. This is not a test: under `cargo test --all-targets` (which
 //! passes no `--bench`) it only says how to run it.
 
 #[path = "../tests/support/dbservers.rs"]
@@ -156,7 +156,7 @@ fn main() {
     }
 
     // 3. The table.
-    println!("\n## Results (paste into README.md)\n");
+    println!("\n## Results (paste into docs/benchmarks.md)\n");
     println!(
         "Machine: {}; SQLite {} (bundled); {pg_note}.  ",
         machine.summary(),

@@ -15,7 +15,7 @@
 //!    peak RSS (VmHWM).
 //!
 //! Every run checks that all events were stored, and fails loudly otherwise. The end is
-//! a markdown table for the README. This is not a test: under `cargo test --all-targets`
+//! a markdown table for docs/benchmarks.md. This is not a test: under `cargo test --all-targets`
 //! (which passes no `--bench`) it only says how to run it.
 
 mod common;
@@ -219,7 +219,7 @@ fn main() {
     } else {
         format!("mtail: {mtail_version}")
     };
-    println!("\n## Results (paste into README.md)\n");
+    println!("\n## Results (paste into docs/benchmarks.md)\n");
     println!("Machine: {}; {mtail_note}.  ", machine.summary());
     println!(
         "Input: {} native JSON lines, {:.0} MiB; medians of {runs} import runs, {} mtail runs, {} webhook runs; driftwarden {}.\n",

@@ -12,7 +12,7 @@
 //! temporary store (raw rows off, as replay's default). Per run: wall time from spawn
 //! to exit, events/s on it, the child's CPU time and peak RSS (`wait4` rusage), and
 //! every run must replay every event and print the same alert lines. The end prints the
-//! medians as a markdown table for the README. BENCH_DATA=DIR writes (and keeps) the
+//! medians as a markdown table for docs/benchmarks.md. BENCH_DATA=DIR writes (and keeps) the
 //! generated files in DIR instead of the temp dir. This is not a test: under
 //! `cargo test --all-targets` (which passes no `--bench`) it only says how to run it.
 
