@@ -1,5 +1,5 @@
 // mimalloc: ingest allocates a few small strings per record; it is measurably
-// faster than the system allocator on that path (see README, Benchmarks).
+// faster than the system allocator on that path (see docs/benchmarks.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

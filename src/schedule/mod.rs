@@ -50,7 +50,7 @@ pub struct SchedulesConfig {
     /// When raw records past `retention_days` are deleted (default hourly).
     pub retention: Option<String>,
     /// When a calendar recalibration is posted (default none). Change events come
-    /// first: see the README's "Schedules".
+    /// first: see docs/alerting.md, "Schedules and the digest".
     pub calendar_recalibration: Option<String>,
     /// Scope of the calendar's change events (default everything).
     #[serde(default)]
