@@ -75,6 +75,8 @@ pub struct Metrics {
     pub outbox_pending: Family<ChannelLabels, Gauge>,
     /// Outbox rows given up, as stored (survives restarts).
     pub outbox_dead: Family<ChannelLabels, Gauge>,
+    /// Outbox reads and writes of a notification worker that failed; it retries.
+    pub outbox_query_errors: Family<ChannelLabels, Counter>,
 }
 
 impl Metrics {
@@ -160,6 +162,11 @@ impl Metrics {
             "notifications_dead",
             "Notifications given up after too many failures or a permanent one",
             self.notifications_dead.clone(),
+        );
+        registry.register(
+            "outbox_query_errors",
+            "Outbox reads and writes of a notification worker that failed (the worker logs each and retries)",
+            self.outbox_query_errors.clone(),
         );
         registry.register(
             "outbox_pending",

@@ -192,6 +192,34 @@ async fn a_500_is_retried_with_backoff_until_it_is_accepted() {
     );
 }
 
+/// A failing outbox query (here: the table is gone for a while) is logged, counted
+/// in `/metrics` and retried; the worker keeps delivering once the query works again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_survives_a_failing_outbox_query_and_delivers_after_it() {
+    let slack = Receiver::start();
+    let (_dir, db) = database();
+    let (worker, metrics) = start(&db, &channels(&slack_toml(&slack.url("/s"))), fast());
+    let admin = rusqlite::Connection::open(&db).unwrap();
+    admin
+        .execute_batch("ALTER TABLE outbox RENAME TO outbox_away")
+        .unwrap();
+    let errors = || {
+        common::sample(
+            &metrics.render(),
+            "driftwarden_outbox_query_errors_total{channel=\"oncall\"}",
+        )
+        .unwrap_or(0.0)
+    };
+    wait_for("a failed outbox query to be counted", || errors() >= 2.0).await;
+    admin
+        .execute_batch("ALTER TABLE outbox_away RENAME TO outbox")
+        .unwrap();
+    let id = enqueue(&db, "oncall", &message("still here"));
+    wait_state(&db, id, OutboxState::Sent).await;
+    worker.stop().await;
+    assert_eq!(slack.count(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_on_429_is_honored() {
     let hook = Receiver::start();

@@ -156,15 +156,40 @@ fn warn_about_unrouted(conn: &Connection, channels: &[Channel]) -> Result<(), St
 #[derive(Clone)]
 struct Db(Arc<Mutex<Connection>>);
 
+/// Why an outbox query of a worker failed.
+#[derive(Debug, thiserror::Error)]
+enum QueryError {
+    /// The database said no.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The query panicked (a bug); the worker goes on with the next one.
+    #[error("the outbox query panicked: {0}")]
+    Panicked(String),
+}
+
 impl Db {
     async fn call<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
-    ) -> Result<R, StoreError> {
+    ) -> Result<R, QueryError> {
         let conn = self.0.clone();
-        tokio::task::spawn_blocking(move || f(&conn.lock().expect("outbox connection lock")))
-            .await
-            .expect("outbox query panicked")
+        // A query that panicked poisoned the lock, not the connection: SQLite rolled
+        // its statement back, so the next query may use it.
+        let query = move || f(&conn.lock().unwrap_or_else(|p| p.into_inner()));
+        match tokio::task::spawn_blocking(query).await {
+            Ok(result) => Ok(result?),
+            Err(e) => {
+                let cause = match e.try_into_panic() {
+                    Ok(p) => p
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "no message".into()),
+                    Err(e) => e.to_string(),
+                };
+                Err(QueryError::Panicked(cause))
+            }
+        }
     }
 }
 
@@ -278,7 +303,7 @@ impl ChannelWorker {
             {
                 Ok(rows) => rows,
                 Err(e) => {
-                    tracing::error!(channel = %self.name, cause = %e, "reading the outbox failed");
+                    self.query_failed(&e, "due notifications");
                     self.sleep(self.options.poll).await;
                     continue;
                 }
@@ -318,16 +343,26 @@ impl ChannelWorker {
         }
     }
 
+    /// Log and count a failed outbox query (the worker retries it).
+    fn query_failed(&self, e: &QueryError, what: &'static str) {
+        self.metrics
+            .outbox_query_errors
+            .get_or_create(&self.labels)
+            .inc();
+        tracing::error!(channel = %self.name, cause = %e, query = what, "an outbox query failed");
+    }
+
     /// Until the next row is due, at most one poll interval (new rows arrive from
     /// other connections without a signal).
     async fn idle_wait(&self) -> Duration {
         let name = self.name.clone();
-        let next = self
-            .db
-            .call(move |c| outbox::next_due_ms(c, &name))
-            .await
-            .ok()
-            .flatten();
+        let next = match self.db.call(move |c| outbox::next_due_ms(c, &name)).await {
+            Ok(next) => next,
+            Err(e) => {
+                self.query_failed(&e, "next due time");
+                None
+            }
+        };
         match next {
             Some(at) => Duration::from_millis((at - now_ms()).max(0) as u64).min(self.options.poll),
             None => self.options.poll,
@@ -415,7 +450,7 @@ impl ChannelWorker {
             match self.db.call(move |c| g(c)).await {
                 Ok(()) => return,
                 Err(e) => {
-                    tracing::error!(channel = %self.name, attempt, cause = %e, "recording a delivery outcome failed; retrying");
+                    self.query_failed(&e, "recording a delivery outcome");
                     if self.is_stopped() && attempt >= 3 {
                         return;
                     }
@@ -427,16 +462,18 @@ impl ChannelWorker {
 
     async fn refresh_gauges(&self) {
         let name = self.name.clone();
-        if let Ok((pending, dead)) = self.db.call(move |c| outbox::backlog(c, &name)).await {
-            self.metrics
-                .outbox_pending
-                .get_or_create(&self.labels)
-                .set(pending as i64);
-            self.metrics
-                .outbox_dead
-                .get_or_create(&self.labels)
-                .set(dead as i64);
-        }
+        let (pending, dead) = match self.db.call(move |c| outbox::backlog(c, &name)).await {
+            Ok(backlog) => backlog,
+            Err(e) => return self.query_failed(&e, "backlog"),
+        };
+        self.metrics
+            .outbox_pending
+            .get_or_create(&self.labels)
+            .set(pending as i64);
+        self.metrics
+            .outbox_dead
+            .get_or_create(&self.labels)
+            .set(dead as i64);
     }
 }
 
