@@ -136,13 +136,28 @@ pub struct DeadLetter {
     pub raw: String,
 }
 
+/// Identity of one file, independent of its current name. Taken and checked by
+/// `sources::fingerprint` (the file IO); a plain value here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// Device number of the filesystem holding the file.
+    pub dev: u64,
+    /// Inode number on that device.
+    pub inode: u64,
+    /// How many leading bytes `head_hash` covers (less than
+    /// `sources::fingerprint::HEAD_BYTES` while the file is short).
+    pub head_len: u64,
+    /// Checksum (BLAKE3, first 8 bytes) of the file's first `head_len` bytes.
+    pub head_hash: u64,
+}
+
 /// Where a tailed file has been read up to; committed with the events it covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TailCheckpoint {
     /// The configured path being followed.
     pub path: String,
     /// Identity of the file `offset` belongs to, so a rotated or replaced file is noticed.
-    pub fingerprint: crate::sources::fingerprint::Fingerprint,
+    pub fingerprint: Fingerprint,
     /// Byte offset just past the last complete line handed to the store.
     pub offset: u64,
 }

@@ -504,8 +504,7 @@ fn placeholders(first: usize, count: usize) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::domain::CostSource;
-    use crate::sources::fingerprint::Fingerprint;
+    use crate::domain::{CostSource, Fingerprint};
 
     pub(crate) fn event(id: &str, ts_ms: i64) -> UsageEvent {
         UsageEvent {
