@@ -386,6 +386,21 @@ pub struct Alert {
     pub reopens: u32,
 }
 
+/// One notification as queued in the outbox: the alert stage and the digest write it,
+/// `notify` renders and delivers it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// The headline (email subject, Slack header).
+    pub title: String,
+    /// The tier the alerts were routed by, if any.
+    pub tier: Option<String>,
+    /// The alert lines this notification groups; empty for an informational message.
+    pub alerts: Vec<Alert>,
+    /// Free text: the whole content of an informational message, an optional preface
+    /// for a group of alerts.
+    pub text: String,
+}
+
 /// A blast-radius severity tier (`rules/tiers.toml`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tier {

@@ -15,10 +15,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::detect::Finding;
-use crate::domain::{Alert, AlertEvent, Lane, Scope};
+use crate::domain::{Alert, AlertEvent, Lane, Message, Scope};
 use crate::engine::{Output, Tick};
 use crate::exceptions::Registry;
-use crate::notify::Message;
 use crate::store::{StoreError, alerts as sql, outbox};
 use crate::tiers::Tiers;
 use crate::tiers::{Admission, Budget, flood_summary, flooding_alerts};

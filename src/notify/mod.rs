@@ -22,7 +22,9 @@ use std::time::Duration;
 use regex::Regex;
 
 pub use config::{Channel, ChannelConfig, Target, channels_from_env};
-pub use message::Message;
+// `Message` lives in `domain` (the outbox below us stores it); kept here as well, where
+// callers of the notifier look for it.
+pub use crate::domain::Message;
 pub use worker::{Notifier, WorkerOptions, spawn};
 
 /// Why one delivery attempt failed.

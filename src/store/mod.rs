@@ -657,7 +657,7 @@ pub(crate) mod tests {
         let mut batch = Batch::new("test", "native");
         batch.events = vec![event("old", 60_000), event("new", 10 * 60_000)];
         store.commit(&batch, 0).unwrap();
-        let message = crate::notify::Message {
+        let message = crate::domain::Message {
             title: "t".into(),
             tier: None,
             alerts: Vec::new(),
