@@ -5,7 +5,7 @@
 //! `spawn` delivers. A row is sent at most once after a channel accepted it, retried
 //! with backoff otherwise, and given up (dead) after `max_attempts` failures.
 //!
-//! **Invariant:** webhook URLs and SMTP passwords live in `config::Secret` and are
+//! **Invariant:** webhook URLs and SMTP passwords live in `domain::Secret` and are
 //! never logged nor stored: every error text passes through `scrub` first.
 
 pub mod config;
