@@ -199,6 +199,10 @@ impl ChangeKind {
 /// The dimensions a scope can name.
 pub const SCOPE_DIMS: [&str; 4] = ["model", "route", "tenant", "provider"];
 
+/// Most distinct values a dimension keeps by default, in the lanes' scopes and the
+/// store's aggregates alike; later values are counted under `_other`.
+pub const CARDINALITY_CAP: usize = 300;
+
 /// A change that starts a new baseline epoch for the series in its scope.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChangeEvent {

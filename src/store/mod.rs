@@ -224,7 +224,7 @@ impl Store {
             keep_aggregates: true,
             interner: None,
             agg_values: None,
-            cardinality_cap: crate::lanes::scopes::ScopePlan::default().cap,
+            cardinality_cap: crate::domain::CARDINALITY_CAP,
         })
     }
 
