@@ -314,7 +314,7 @@ impl Tiers {
     }
 
     /// The rank of the tier named `name`, for the rules loader to validate a
-    /// rule's `tier_cap`; `None` when no tier has that name.
+    /// rule's `max_tier`; `None` when no tier has that name.
     pub fn rank_of(&self, name: &str) -> Option<u8> {
         self.by_name(name).map(|d| d.tier.rank)
     }
@@ -330,7 +330,7 @@ impl Tiers {
         &self.defs[self.meta].tier
     }
 
-    /// The tier for an alert with this impact. `cap` (a rule's `tier_cap`) can only
+    /// The tier for an alert with this impact. `cap` (a rule's `max_tier`) can only
     /// make it less severe: a cap naming a more severe tier changes nothing. The
     /// rules loader rejects unknown cap names with `rank_of`; one reaching here is
     /// ignored with a warning.
