@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::adapters::{Format, MappedFormat};
+use crate::domain::Secret;
 use crate::sources::gateway_db::{DbSpec, DbStart, Flavour};
 use crate::sources::tail::{StartAt, TailSpec};
 
@@ -19,38 +20,6 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 pub const DEFAULT_DB: &str = "driftwarden.db";
 /// Default rules directory (price table, later rules and tiers).
 pub const DEFAULT_RULES: &str = "rules";
-
-/// A secret value (an API token, a URL with a password). Its `Debug` never shows it,
-/// so a logged config or argument list cannot leak it.
-#[derive(Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The value, for the one place that must use it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Secret, Self::Err> {
-        Ok(Secret(s.to_string()))
-    }
-}
-
-impl From<&str> for Secret {
-    fn from(s: &str) -> Secret {
-        Secret(s.to_string())
-    }
-}
 
 /// A configuration problem, with what to change.
 #[derive(Debug, thiserror::Error)]
@@ -399,9 +368,12 @@ impl Config {
             ));
         }
         let schedules = file.schedules.resolve().map_err(ConfigError::Value)?;
-        let token = flags.token.or(file.token).filter(|t| !t.0.is_empty());
+        let token = flags
+            .token
+            .or(file.token)
+            .filter(|t| !t.expose().is_empty());
         if let Some(t) = &token
-            && t.0.len() < 16
+            && t.expose().len() < 16
         {
             return Err(ConfigError::Value(
                 "the API token must be at least 16 characters; generate one with `openssl rand -hex 24`".into(),

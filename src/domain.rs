@@ -136,13 +136,28 @@ pub struct DeadLetter {
     pub raw: String,
 }
 
+/// Identity of one file, independent of its current name. Taken and checked by
+/// `sources::fingerprint` (the file IO); a plain value here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// Device number of the filesystem holding the file.
+    pub dev: u64,
+    /// Inode number on that device.
+    pub inode: u64,
+    /// How many leading bytes `head_hash` covers (less than
+    /// `sources::fingerprint::HEAD_BYTES` while the file is short).
+    pub head_len: u64,
+    /// Checksum (BLAKE3, first 8 bytes) of the file's first `head_len` bytes.
+    pub head_hash: u64,
+}
+
 /// Where a tailed file has been read up to; committed with the events it covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TailCheckpoint {
     /// The configured path being followed.
     pub path: String,
     /// Identity of the file `offset` belongs to, so a rotated or replaced file is noticed.
-    pub fingerprint: crate::sources::fingerprint::Fingerprint,
+    pub fingerprint: Fingerprint,
     /// Byte offset just past the last complete line handed to the store.
     pub offset: u64,
 }
@@ -183,6 +198,10 @@ impl ChangeKind {
 
 /// The dimensions a scope can name.
 pub const SCOPE_DIMS: [&str; 4] = ["model", "route", "tenant", "provider"];
+
+/// Most distinct values a dimension keeps by default, in the lanes' scopes and the
+/// store's aggregates alike; later values are counted under `_other`.
+pub const CARDINALITY_CAP: usize = 300;
 
 /// A change that starts a new baseline epoch for the series in its scope.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -376,6 +395,21 @@ pub struct Alert {
     /// How often the incident reopened.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub reopens: u32,
+}
+
+/// One notification as queued in the outbox: the alert stage and the digest write it,
+/// `notify` renders and delivers it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// The headline (email subject, Slack header).
+    pub title: String,
+    /// The tier the alerts were routed by, if any.
+    pub tier: Option<String>,
+    /// The alert lines this notification groups; empty for an informational message.
+    pub alerts: Vec<Alert>,
+    /// Free text: the whole content of an informational message, an optional preface
+    /// for a group of alerts.
+    pub text: String,
 }
 
 /// A blast-radius severity tier (`rules/tiers.toml`).
@@ -643,5 +677,37 @@ impl Baseline {
     fn z_over(&self, value: f64, robust: f64, rel_floor: f64) -> f64 {
         let spread = robust.max(self.median.abs() * rel_floor).max(1e-9);
         (value - self.median) / spread
+    }
+}
+
+/// A secret value (an API token, a URL with a password). Its `Debug` never shows it,
+/// so a logged config or argument list cannot leak it.
+#[derive(Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The value, for the one place that must use it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Secret, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Secret {
+        Secret(s.to_string())
     }
 }

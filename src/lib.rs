@@ -5,6 +5,9 @@
 //! and `store` commits them.
 
 #![warn(missing_docs)]
+// Our own code needs no unsafe; what does (SQLite, TLS, the allocator) stays in
+// dependencies.
+#![forbid(unsafe_code)]
 
 pub mod adapters;
 pub mod alerts;

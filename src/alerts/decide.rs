@@ -12,10 +12,10 @@ use super::RoutingParams;
 use super::grouping::{Flushed, Grouper};
 use super::incident::{Incident, Key};
 use crate::detect::Finding;
+use crate::domain::Message;
 use crate::domain::{Alert, AlertEvent, Exception, Lane, Scope};
 use crate::engine::Tick;
 use crate::exceptions::covering;
-use crate::notify::Message;
 use crate::tiers::{Admission, Budget, Tiers, flood_summary, flooding_alerts};
 
 /// Evaluations in a row without the condition before a firing alert resolves, so an

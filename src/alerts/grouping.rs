@@ -7,8 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::domain::{Alert, AlertEvent, scope_label};
-use crate::notify::Message;
+use crate::domain::{Alert, AlertEvent, Message, scope_label};
 
 #[derive(Debug, Default)]
 struct Group {

@@ -19,10 +19,9 @@ use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::domain::{Alert, Exception};
+use crate::domain::{Alert, Exception, Message};
 use crate::engine::Output;
 use crate::exceptions::{ExceptionError, Registry};
-use crate::notify::Message;
 use crate::store::{StoreError, alerts as sql, outbox};
 use crate::tiers::Tiers;
 use decide::{Active, Decider, Decisions, Write, budgeted};

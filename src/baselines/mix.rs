@@ -166,7 +166,7 @@ fn test_counts(pool: &[(u32, f64)], bucket: &[(u32, u32)], min_pool: f64) -> Opt
     Some(MixTest {
         chi2,
         df,
-        p_value: crate::detect::stats::chi2_sf(chi2, df),
+        p_value: super::stats::chi2_sf(chi2, df),
         tvd,
         n,
         top,

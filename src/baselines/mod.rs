@@ -14,6 +14,8 @@
 
 mod mix;
 mod series;
+// Public for the detectors above, which judge with the same tests.
+pub mod stats;
 
 pub use mix::Mix;
 pub use series::{Series, Verdict};

@@ -291,14 +291,14 @@ impl Series {
         // Standard error of a median: √(π/2) · σ / √n.
         let mut z = shift_abs / (1.2533 * spread / (n as f64).sqrt());
         if counts {
-            let poisson = crate::detect::stats::poisson_z(observed, expected);
+            let poisson = super::stats::poisson_z(observed, expected);
             z = if poisson.signum() == z.signum() {
                 z.signum() * z.abs().min(poisson.abs())
             } else {
                 0.0
             };
         }
-        let p_value = crate::detect::stats::two_sided_p(z);
+        let p_value = super::stats::two_sided_p(z);
         let shift = shift_abs / before.abs().max(1e-12);
         Some(Verdict {
             before,

@@ -17,8 +17,8 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, FileConfig, Overrides, Secret};
-use crate::domain::ChangeKind;
+use crate::config::{Config, FileConfig, Overrides};
+use crate::domain::{ChangeKind, Secret};
 use crate::pricing::PriceTable;
 use crate::sources::gateway_db::Flavour;
 use crate::sources::tail::StartAt;

@@ -5,7 +5,8 @@
 use super::drift::RecentCounts;
 use super::rules::{Detector, Rule};
 use super::view::BucketView;
-use super::{Counts, is_proportion, stats};
+use super::{Counts, is_proportion};
+use crate::baselines::stats;
 use crate::domain::Signal;
 use crate::lanes::cell::{Cell, EvalCell};
 use crate::lanes::signals::{eval_samples, eval_value, mix_counts};

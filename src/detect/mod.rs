@@ -10,13 +10,13 @@ pub mod efficiency;
 pub mod harm;
 pub mod pvm;
 pub mod rules;
-pub mod stats;
 pub mod step;
 pub mod view;
 pub mod words;
 
 use serde_json::{Value, json};
 
+use crate::baselines::stats;
 use crate::domain::{Baseline, Impact, Kind, Lane, Scope, Signal};
 use crate::lanes::scopes::{ScopeId, ScopeIndex};
 use rules::Rule;

@@ -5,7 +5,7 @@
 
 use rustc_hash::FxHashMap;
 
-use crate::domain::{SCOPE_DIMS, Scope, UsageEvent};
+use crate::domain::{CARDINALITY_CAP, SCOPE_DIMS, Scope, UsageEvent};
 
 /// A scope's id in the index; 0 is the global scope.
 pub type ScopeId = u32;
@@ -30,7 +30,7 @@ pub struct ScopePlan {
 impl Default for ScopePlan {
     fn default() -> ScopePlan {
         ScopePlan {
-            cap: 300,
+            cap: CARDINALITY_CAP,
             pairs: vec![(0, 1)],
             pair_cap: 1000,
         }

@@ -7,7 +7,7 @@ use lettre::message::Mailbox;
 use reqwest::Url;
 use serde::Deserialize;
 
-use crate::config::Secret;
+use crate::domain::Secret;
 
 /// Variable holding a Slack incoming-webhook URL for the default `slack` channel.
 pub const ENV_SLACK_WEBHOOK: &str = "DRIFTWARDEN_SLACK_WEBHOOK";

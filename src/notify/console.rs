@@ -2,7 +2,8 @@
 
 use std::io::Write;
 
-use super::message::{Message, plain_text};
+use super::message::plain_text;
+use crate::domain::Message;
 
 /// The message as printed: a separator line naming the channel, then its plain text.
 /// The name shows which real channel (`slack`, `email`) a console stands in for.

@@ -7,8 +7,9 @@ use lettre::message::{Mailbox, MultiPart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use super::config::EmailTarget;
-use super::message::{Facts, Message, facts, plain_text};
+use super::message::{Facts, facts, plain_text};
 use super::{SendError, chain};
+use crate::domain::Message;
 
 /// The subject line: `[driftwarden] [PAGE] title`.
 pub fn subject(m: &Message) -> String {

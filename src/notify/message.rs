@@ -2,24 +2,9 @@
 //! an informational text (a change-impact report, a digest). Every renderer reads an
 //! alert's evidence through `facts`, so each channel shows the same numbers.
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::domain::{Alert, AlertEvent, rfc3339_ms, scope_label};
-
-/// One notification as queued in the outbox.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Message {
-    /// The headline (email subject, Slack header).
-    pub title: String,
-    /// The tier the alerts were routed by, if any.
-    pub tier: Option<String>,
-    /// The alert lines this notification groups; empty for an informational message.
-    pub alerts: Vec<Alert>,
-    /// Free text: the whole content of an informational message, an optional preface
-    /// for a group of alerts.
-    pub text: String,
-}
+use crate::domain::{Alert, AlertEvent, Message, rfc3339_ms, scope_label};
 
 /// What a person needs from one alert, as text each channel formats its own way.
 #[derive(Debug, Clone, PartialEq, Default)]

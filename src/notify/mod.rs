@@ -5,7 +5,7 @@
 //! `spawn` delivers. A row is sent at most once after a channel accepted it, retried
 //! with backoff otherwise, and given up (dead) after `max_attempts` failures.
 //!
-//! **Invariant:** webhook URLs and SMTP passwords live in `config::Secret` and are
+//! **Invariant:** webhook URLs and SMTP passwords live in `domain::Secret` and are
 //! never logged nor stored: every error text passes through `scrub` first.
 
 pub mod config;
@@ -22,7 +22,9 @@ use std::time::Duration;
 use regex::Regex;
 
 pub use config::{Channel, ChannelConfig, Target, channels_from_env};
-pub use message::Message;
+// `Message` lives in `domain` (the outbox below us stores it); kept here as well, where
+// callers of the notifier look for it.
+pub use crate::domain::Message;
 pub use worker::{Notifier, WorkerOptions, spawn};
 
 /// Why one delivery attempt failed.

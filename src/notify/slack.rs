@@ -3,7 +3,8 @@
 
 use serde_json::{Value, json};
 
-use super::message::{Facts, Message, facts, plain_text};
+use super::message::{Facts, facts, plain_text};
+use crate::domain::Message;
 
 /// Blocks Slack accepts in one message.
 const MAX_BLOCKS: usize = 50;

@@ -8,9 +8,8 @@ use reqwest::StatusCode;
 use reqwest::header::RETRY_AFTER;
 use serde_json::Value;
 
-use super::message::Message;
 use super::{SendError, chain};
-use crate::config::Secret;
+use crate::domain::{Message, Secret};
 
 /// The generic webhook's body: the message itself (`title`, `tier`, `alerts` as alert
 /// lines, `text`).

@@ -21,10 +21,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::config::{Channel, EmailTarget, Target};
-use super::message::Message;
 use super::{NotifyError, SendError, chain, console, email, scrub, secret_parts, slack, webhook};
 use crate::clock::now_ms;
-use crate::config::Secret;
+use crate::domain::{Message, Secret};
 use crate::store::StoreError;
 use crate::store::outbox::{self, OutboxRow};
 use crate::telemetry::{ChannelLabels, Metrics};

@@ -7,8 +7,7 @@ use std::path::Path;
 
 use chrono::DateTime;
 
-use crate::domain::{Exception, Scope, rfc3339_ms, scope_label};
-use crate::notify::Message;
+use crate::domain::{Exception, Message, Scope, rfc3339_ms, scope_label};
 use crate::store::alerts::{AlertFilter, AlertRow};
 use crate::store::queries::{self, StoredChange};
 use crate::store::spend::{self, ScopeTotal};

@@ -334,8 +334,7 @@ impl Score {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Lane;
-    use crate::notify::Message;
+    use crate::domain::{Lane, Message};
 
     const H: i64 = 3_600_000;
 

@@ -9,21 +9,12 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 
+// The type is in `domain`, beside the checkpoint that carries it into the store;
+// taking and checking one reads the file, so that stays here, with the other IO.
+use crate::domain::Fingerprint;
+
 /// How many leading bytes the head checksum covers at most.
 pub const HEAD_BYTES: u64 = 256;
-
-/// Identity of one file, independent of its current name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Fingerprint {
-    /// Device number of the filesystem holding the file.
-    pub dev: u64,
-    /// Inode number on that device.
-    pub inode: u64,
-    /// How many leading bytes `head_hash` covers (less than `HEAD_BYTES` while the file is short).
-    pub head_len: u64,
-    /// Checksum (BLAKE3, first 8 bytes) of the file's first `head_len` bytes.
-    pub head_hash: u64,
-}
 
 impl Fingerprint {
     /// Fingerprint an open file. Restores the read position afterwards.

@@ -17,10 +17,9 @@ use std::time::Duration;
 
 use crate::adapters::{Decoder, Format};
 use crate::clock::now_ms;
-use crate::domain::TailCheckpoint;
+use crate::domain::{Fingerprint, TailCheckpoint};
 use crate::ingest::{add_dead_letter, add_record};
 use crate::sources::SourceEnv;
-use crate::sources::fingerprint::Fingerprint;
 use crate::store::writer::InFlight;
 use crate::store::{Batch, StoreError, queries};
 use crate::telemetry::PathLabels;

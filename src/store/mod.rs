@@ -224,7 +224,7 @@ impl Store {
             keep_aggregates: true,
             interner: None,
             agg_values: None,
-            cardinality_cap: crate::lanes::scopes::ScopePlan::default().cap,
+            cardinality_cap: crate::domain::CARDINALITY_CAP,
         })
     }
 
@@ -504,8 +504,7 @@ fn placeholders(first: usize, count: usize) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::domain::CostSource;
-    use crate::sources::fingerprint::Fingerprint;
+    use crate::domain::{CostSource, Fingerprint};
 
     pub(crate) fn event(id: &str, ts_ms: i64) -> UsageEvent {
         UsageEvent {
@@ -658,7 +657,7 @@ pub(crate) mod tests {
         let mut batch = Batch::new("test", "native");
         batch.events = vec![event("old", 60_000), event("new", 10 * 60_000)];
         store.commit(&batch, 0).unwrap();
-        let message = crate::notify::Message {
+        let message = crate::domain::Message {
             title: "t".into(),
             tier: None,
             alerts: Vec::new(),

@@ -7,8 +7,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use super::{StoreError, open_reader};
-use crate::domain::{ChangeEvent, ChangeKind, CostSource, EvalScore, TailCheckpoint, UsageEvent};
-use crate::sources::fingerprint::Fingerprint;
+use crate::domain::{
+    ChangeEvent, ChangeKind, CostSource, EvalScore, Fingerprint, TailCheckpoint, UsageEvent,
+};
 
 /// Stored record counts.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

@@ -1,6 +1,6 @@
-//! The statistical tests detectors use, on statrs distributions. Each respects
-//! sample size: the same relative change is significant in a thousand requests
-//! and not in ten.
+//! The statistical tests baselines and detectors use, on statrs distributions. Each
+//! respects sample size: the same relative change is significant in a thousand
+//! requests and not in ten.
 
 use statrs::distribution::{Binomial, ChiSquared, ContinuousCDF, DiscreteCDF, Normal, StudentsT};
 
