@@ -26,7 +26,7 @@ pub enum AnalysisError {
     Tiers(#[from] TierError),
     /// A setting of `[analysis]` is invalid.
     #[error("[analysis] in the config: {0}")]
-    Config(String),
+    Config(#[from] crate::lanes::PairError),
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -42,7 +42,7 @@ impl From<RuleErrors> for AnalysisError {
 pub fn load_rules(config: &Config, dir: &Path) -> Result<(Tiers, RuleSet), AnalysisError> {
     let tiers = Tiers::load(dir)?;
     let ctx = RuleContext {
-        pairs: Engine::pair_shapes(&config.engine.analysis).map_err(AnalysisError::Config)?,
+        pairs: Engine::pair_shapes(&config.engine.analysis)?,
         tiers: tiers.defs().iter().map(|d| d.tier.name.clone()).collect(),
     };
     let rules = RuleSet::load_dir(dir, &ctx)?;
@@ -60,8 +60,7 @@ impl Analysis {
     /// alerts are stored and returned, and messages counted, not queued.
     pub fn open(config: &Config, delivery: Delivery) -> Result<Analysis, AnalysisError> {
         let (tiers, rules) = load_rules(config, &config.rules)?;
-        let engine =
-            Engine::new(config.engine.clone(), rules.rules).map_err(AnalysisError::Config)?;
+        let engine = Engine::new(config.engine.clone(), rules.rules)?;
         let conn = sql::open(&config.db)?;
         let registry = Some(Registry::new(config.exceptions));
         let stage = AlertStage::new(conn, tiers, registry, config.routing, delivery)?;

@@ -43,6 +43,9 @@ pub enum ConfigError {
     /// A value from the file or the flags is unusable; the message says which and why.
     #[error("{0}")]
     Value(String),
+    /// A `[schedules]` setting is unusable.
+    #[error(transparent)]
+    Schedule(#[from] crate::schedule::InvalidSchedule),
 }
 
 /// The config file, as written. Every field is optional.
@@ -367,7 +370,7 @@ impl Config {
                     .into(),
             ));
         }
-        let schedules = file.schedules.resolve().map_err(ConfigError::Value)?;
+        let schedules = file.schedules.resolve()?;
         let token = flags
             .token
             .or(file.token)
@@ -457,7 +460,8 @@ fn db_spec(
         batch_rows: batch_rows.unwrap_or(5000).clamp(1, 100_000),
         channels,
     };
-    spec.validate().map_err(ConfigError::Value)?;
+    spec.validate()
+        .map_err(|e| ConfigError::Value(e.to_string()))?;
     Ok(spec)
 }
 

@@ -85,7 +85,7 @@ fn parse_create(body: &[u8], now: i64) -> Result<(NewException, String), ApiErro
     })?;
     let expires_ms = match (b.expires_at, b.duration.as_deref()) {
         (Some(t), None) => t.0,
-        (None, Some(d)) => now + parse_duration(d).map_err(bad)?,
+        (None, Some(d)) => now + parse_duration(d).map_err(|e| bad(e.to_string()))?,
         _ => {
             return Err(bad(
                 "give exactly one of expires_at (RFC 3339) or for (7d, 36h): every exception expires",
@@ -205,7 +205,7 @@ pub async fn renew(
     let body = read_body(req.into_body(), state.max_body_bytes).await?;
     let b: RenewBody = serde_json::from_slice(&body)
         .map_err(|e| bad(format!("invalid renewal: {e}; expected {{\"for\":\"7d\"}}")))?;
-    let extend_ms = parse_duration(&b.duration).map_err(bad)?;
+    let extend_ms = parse_duration(&b.duration).map_err(|e| bad(e.to_string()))?;
     let actor = actor(b.actor, "api")?;
     let now = now_ms();
     let e = with_db(&state, move |conn, r| {

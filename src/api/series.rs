@@ -98,7 +98,8 @@ impl Range {
         if until - since > MAX_RANGE_MS {
             return Err(bad("the range is longer than 31 days: ask for less"));
         }
-        let step_ms = parse_duration(q.step.as_deref().unwrap_or("10m")).map_err(bad)?;
+        let step_ms =
+            parse_duration(q.step.as_deref().unwrap_or("10m")).map_err(|e| bad(e.to_string()))?;
         let since_ms = since.div_euclid(step_ms) * step_ms;
         let until_ms = (until + step_ms - 1).div_euclid(step_ms) * step_ms;
         if (until_ms - since_ms) / step_ms > MAX_POINTS {

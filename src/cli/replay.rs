@@ -60,7 +60,7 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
     }
     let config = store.resolve(Overrides::default())?;
     let truth = match &args.truth {
-        Some(path) => Some(Truth::load(path).map_err(anyhow::Error::msg)?),
+        Some(path) => Some(Truth::load(path)?),
         None => None,
     };
     let mut lines = Vec::new();

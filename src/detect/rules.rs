@@ -411,7 +411,7 @@ fn parse_enum<T: serde::de::DeserializeOwned>(
 }
 
 /// Parse a scope shape: `global`, a dimension, or a configured pair `model+route`.
-pub fn parse_shape(name: &str, ctx: &RuleContext) -> Result<Shape, String> {
+fn parse_shape(name: &str, ctx: &RuleContext) -> Result<Shape, String> {
     if name == "global" {
         return Ok(0);
     }

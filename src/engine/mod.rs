@@ -20,7 +20,7 @@ use crate::detect::{Finding, attribute, dedupe};
 use crate::domain::{ChangeEvent, EvalScore, Lane, Scope, UsageEvent, rfc3339_ms};
 use crate::lanes::cell::Cell;
 use crate::lanes::scopes::ScopeId;
-use crate::lanes::{LaneParams, Lanes};
+use crate::lanes::{LaneParams, Lanes, PairError};
 use open::Open;
 pub use report::{ImpactReport, SignalImpact};
 use state::ScopeState;
@@ -113,7 +113,7 @@ pub struct Engine {
 
 impl Engine {
     /// An engine with these rules; errors name a bad `[analysis]` setting.
-    pub fn new(params: EngineParams, rules: Vec<Rule>) -> Result<Engine, String> {
+    pub fn new(params: EngineParams, rules: Vec<Rule>) -> Result<Engine, PairError> {
         let plan = params.analysis.plan()?;
         let decay = 0.5f64.powf(1.0 / params.baselines.mix_half_life.max(1.0));
         Ok(Engine {
@@ -128,7 +128,7 @@ impl Engine {
     }
 
     /// The pair shapes configured, for rule validation.
-    pub fn pair_shapes(params: &LaneParams) -> Result<Vec<Shape>, String> {
+    pub fn pair_shapes(params: &LaneParams) -> Result<Vec<Shape>, PairError> {
         Ok(params
             .plan()?
             .pairs

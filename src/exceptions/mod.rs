@@ -81,18 +81,24 @@ pub struct Created {
     pub warnings: Vec<String>,
 }
 
+/// A duration that is not a whole number of days, hours or minutes; the message says
+/// how to write one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidDuration(String);
+
 /// Parse a duration such as `7d`, `36h` or `90m` into milliseconds. Three units are
 /// all an expiry needs, so this is not worth a dependency.
-pub fn parse_duration(text: &str) -> Result<i64, String> {
+pub fn parse_duration(text: &str) -> Result<i64, InvalidDuration> {
     let text = text.trim();
     let unit_ms = match text.chars().last() {
         Some('d') => DAY_MS,
         Some('h') => 3_600_000,
         Some('m') => 60_000,
         _ => {
-            return Err(format!(
+            return Err(InvalidDuration(format!(
                 "duration {text:?} must be a number of days, hours or minutes, e.g. 7d, 36h, 90m"
-            ));
+            )));
         }
     };
     let n: i64 = text[..text.len() - 1]
@@ -100,7 +106,9 @@ pub fn parse_duration(text: &str) -> Result<i64, String> {
         .ok()
         .filter(|n| *n > 0 && *n <= 3650 * DAY_MS / unit_ms)
         .ok_or_else(|| {
-            format!("duration {text:?} must be a positive whole number with a unit, e.g. 7d")
+            InvalidDuration(format!(
+                "duration {text:?} must be a positive whole number with a unit, e.g. 7d"
+            ))
         })?;
     Ok(n * unit_ms)
 }

@@ -58,6 +58,14 @@ impl Default for LaneParams {
     }
 }
 
+/// A scope pair in `[analysis] pairs` that is not two different dimensions.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("pair {pair:?}: write two different dimensions joined by '+', from {}", crate::domain::SCOPE_DIMS.join(", "))]
+pub struct PairError {
+    /// The pair as written.
+    pub pair: String,
+}
+
 impl LaneParams {
     /// Bucket length in ms.
     pub fn bucket_ms(&self) -> i64 {
@@ -65,7 +73,7 @@ impl LaneParams {
     }
 
     /// The scope plan these parameters describe; errors name a bad pair.
-    pub fn plan(&self) -> Result<ScopePlan, String> {
+    pub fn plan(&self) -> Result<ScopePlan, PairError> {
         let dims = crate::domain::SCOPE_DIMS;
         let mut pairs = Vec::new();
         for p in &self.pairs {
@@ -75,12 +83,7 @@ impl LaneParams {
                 [a, b] if pos(a).is_some() && pos(b).is_some() && a != b => {
                     pairs.push((pos(a).unwrap_or(0), pos(b).unwrap_or(0)))
                 }
-                _ => {
-                    return Err(format!(
-                        "pair {p:?}: write two different dimensions joined by '+', from {}",
-                        dims.join(", ")
-                    ));
-                }
+                _ => return Err(PairError { pair: p.clone() }),
             }
         }
         Ok(ScopePlan {

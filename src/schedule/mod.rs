@@ -91,9 +91,15 @@ impl Default for Schedules {
     }
 }
 
+/// A `[schedules]` setting that cannot run; the message names the key and says how
+/// to write it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidSchedule(String);
+
 impl SchedulesConfig {
     /// Validate every expression and the calendar's scope. The message names the key.
-    pub fn resolve(self) -> Result<Schedules, String> {
+    pub fn resolve(self) -> Result<Schedules, InvalidSchedule> {
         let optional = |key: &str, value: Option<String>, default: Option<&str>| match value
             .as_deref()
             .or(default)
@@ -103,9 +109,9 @@ impl SchedulesConfig {
         };
         let retention = match self.retention.as_deref() {
             Some(OFF) => {
-                return Err(format!(
+                return Err(InvalidSchedule(format!(
                     "[schedules] retention cannot be {OFF:?}: raw events would grow without bound; use a rare schedule such as \"@weekly\""
-                ));
+                )));
             }
             expr => parse("retention", expr.unwrap_or(DEFAULT_RETENTION))?,
         };
@@ -114,19 +120,19 @@ impl SchedulesConfig {
             Some(schedule) => {
                 for (dim, value) in &self.calendar_scope {
                     if !SCOPE_DIMS.contains(&dim.as_str()) || value.trim().is_empty() {
-                        return Err(format!(
+                        return Err(InvalidSchedule(format!(
                             "[schedules] calendar_scope: {dim:?} = {value:?} must be one of {} with a non-empty value",
                             SCOPE_DIMS.join(", ")
-                        ));
+                        )));
                     }
                 }
                 let note = self
                     .calendar_note
                     .unwrap_or_else(|| DEFAULT_CALENDAR_NOTE.to_string());
                 if note.chars().count() > MAX_NOTE_CHARS {
-                    return Err(format!(
+                    return Err(InvalidSchedule(format!(
                         "[schedules] calendar_note is longer than {MAX_NOTE_CHARS} characters"
-                    ));
+                    )));
                 }
                 Some(Calendar {
                     schedule,
@@ -150,16 +156,18 @@ impl SchedulesConfig {
 }
 
 /// Parse one cron expression of `[schedules]`, refusing one that never fires.
-fn parse(key: &str, expr: &str) -> Result<Schedule, String> {
+fn parse(key: &str, expr: &str) -> Result<Schedule, InvalidSchedule> {
     let schedule = Schedule::from_str(expr).map_err(|e| {
-        format!(
+        InvalidSchedule(format!(
             "[schedules] {key} = {expr:?} is not a cron expression ({e}): write six fields, seconds first \
              (sec min hour day-of-month month day-of-week, UTC), e.g. \"0 0 9 * * *\" for 09:00 daily, \
              or a shorthand such as \"@daily\"; a five-field crontab line needs a leading \"0 \""
-        )
+        ))
     })?;
     if next_fire(&schedule, crate::clock::now_ms()).is_none() {
-        return Err(format!("[schedules] {key} = {expr:?} never fires"));
+        return Err(InvalidSchedule(format!(
+            "[schedules] {key} = {expr:?} never fires"
+        )));
     }
     Ok(schedule)
 }
@@ -384,6 +392,7 @@ mod tests {
         toml::from_str::<SchedulesConfig>(toml_text)
             .map_err(|e| e.to_string())?
             .resolve()
+            .map_err(|e| e.to_string())
     }
 
     #[test]

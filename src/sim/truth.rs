@@ -86,16 +86,40 @@ mod opt_rfc3339 {
     }
 }
 
+/// A truth file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TruthError {
+    /// It cannot be read.
+    #[error("cannot read truth file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// It is not a truth file.
+    #[error(
+        "{path}: not a truth file ({source}); write one with `driftwarden generate --truth FILE`"
+    )]
+    Parse {
+        /// The file.
+        path: String,
+        /// Why.
+        source: serde_json::Error,
+    },
+}
+
 impl Truth {
     /// Read a truth file (JSON).
-    pub fn load(path: &Path) -> Result<Truth, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read truth file {}: {e}", path.display()))?;
-        serde_json::from_str(&text).map_err(|e| {
-            format!(
-                "{}: not a truth file ({e}); write one with `driftwarden generate --truth FILE`",
-                path.display()
-            )
+    pub fn load(path: &Path) -> Result<Truth, TruthError> {
+        let shown = || path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| TruthError::Read {
+            path: shown(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|source| TruthError::Parse {
+            path: shown(),
+            source,
         })
     }
 }
@@ -564,7 +588,7 @@ mod tests {
         std::fs::write(&path, serde_json::to_string(&truth()).unwrap()).unwrap();
         assert_eq!(Truth::load(&path).unwrap(), truth());
         std::fs::write(&path, "{\"incidents\": 3}").unwrap();
-        let err = Truth::load(&path).unwrap_err();
+        let err = Truth::load(&path).unwrap_err().to_string();
         assert!(err.contains("generate --truth"), "{err}");
     }
 }

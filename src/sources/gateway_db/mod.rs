@@ -55,16 +55,24 @@ pub enum DbStart {
     Since(i64),
 }
 
+/// A gateway database source that cannot be followed; the message says why and
+/// what to write instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidDbSource(String);
+
 impl std::str::FromStr for DbStart {
-    type Err = String;
-    fn from_str(s: &str) -> Result<DbStart, String> {
+    type Err = InvalidDbSource;
+    fn from_str(s: &str) -> Result<DbStart, InvalidDbSource> {
         match s {
             "newest" => Ok(DbStart::Newest),
             "first" => Ok(DbStart::First),
             t => crate::adapters::timestamp::parse_ts_str(t)
                 .map(DbStart::Since)
                 .map_err(|_| {
-                    format!("{t:?} is not newest, first, or a time such as 2026-06-01T00:00:00Z")
+                    InvalidDbSource(format!(
+                        "{t:?} is not newest, first, or a time such as 2026-06-01T00:00:00Z"
+                    ))
                 }),
         }
     }
@@ -113,24 +121,24 @@ impl DbSpec {
 
     /// Check the URL scheme and the table name (it is spliced into SQL, so only
     /// letters, digits and `_` are allowed).
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidDbSource> {
         if !self
             .table
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_')
             || self.table.is_empty()
         {
-            return Err(format!(
+            return Err(InvalidDbSource(format!(
                 "table name {:?} may hold only letters, digits and _",
                 self.table
-            ));
+            )));
         }
         match Backend::of(&self.url) {
             Some(_) => Ok(()),
-            None => Err(format!(
+            None => Err(InvalidDbSource(format!(
                 "gateway database URL {} must start with sqlite://, postgres://, postgresql:// or mysql://",
                 printable_url(&self.url)
-            )),
+            ))),
         }
     }
 }
@@ -776,6 +784,11 @@ mod tests {
             batch_rows: 5000,
             channels: BTreeMap::new(),
         };
-        assert!(spec.validate().unwrap_err().contains("only letters"));
+        assert!(
+            spec.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("only letters")
+        );
     }
 }
