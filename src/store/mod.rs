@@ -54,6 +54,10 @@ pub enum StoreError {
     /// A statement or transaction failed.
     #[error("database error: {0}")]
     Sql(#[from] rusqlite::Error),
+    /// The operating system's random source failed (a new store needs a salt for
+    /// the identities it hashes).
+    #[error("the system's random source failed: {0}; the store cannot create its identity salt")]
+    Random(String),
     /// The writer thread has stopped, so nothing more can be committed.
     #[error("the store's writer has stopped (is the daemon shutting down?)")]
     WriterGone,
@@ -249,7 +253,7 @@ impl Store {
             return Ok(salt);
         }
         let mut salt = [0u8; 32];
-        getrandom::fill(&mut salt).map_err(|e| StoreError::Migrate(e.to_string()))?;
+        getrandom::fill(&mut salt).map_err(|e| StoreError::Random(e.to_string()))?;
         self.conn.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('identity_salt', ?1)",
             params![salt.to_vec()],
