@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::adapters::{Format, MappedFormat};
+use crate::domain::ExposeSecret;
 use crate::domain::Secret;
 use crate::sources::gateway_db::{DbSpec, DbStart, Flavour};
 use crate::sources::tail::{StartAt, TailSpec};
@@ -316,7 +317,7 @@ impl Config {
                 channels.insert(id, name);
             }
             gateway_dbs.push(db_spec(
-                entry.url.expose(),
+                entry.url.expose_secret(),
                 entry.flavour,
                 entry.table,
                 flags.gateway_db_start.as_deref().or(entry.start.as_deref()),
@@ -327,7 +328,7 @@ impl Config {
         }
         for url in &flags.gateway_dbs {
             gateway_dbs.push(db_spec(
-                url.expose(),
+                url.expose_secret(),
                 flags.gateway_db_flavour.unwrap_or_default(),
                 flags.gateway_db_table.clone().unwrap_or_else(default_table),
                 flags.gateway_db_start.as_deref(),
@@ -374,9 +375,9 @@ impl Config {
         let token = flags
             .token
             .or(file.token)
-            .filter(|t| !t.expose().is_empty());
+            .filter(|t| !t.expose_secret().is_empty());
         if let Some(t) = &token
-            && t.expose().len() < 16
+            && t.expose_secret().len() < 16
         {
             return Err(ConfigError::Value(
                 "the API token must be at least 16 characters; generate one with `openssl rand -hex 24`".into(),

@@ -13,6 +13,7 @@ use crate::adapters::Context;
 use crate::analysis::Analysis;
 use crate::api::{AppState, router};
 use crate::config::Config;
+use crate::domain::ExposeSecret;
 use crate::identity::Identity;
 use crate::pricing::{PriceTable, PricingError};
 use crate::sources::clocks::SourceClocks;
@@ -192,7 +193,7 @@ pub async fn serve_on(
         .spawn(move || crate::analysis::run_live(analysis, batches, clocks))
         .expect("spawning the analysis thread");
     let token = match &config.token {
-        Some(t) => t.expose().to_string(),
+        Some(t) => t.expose_secret().to_string(),
         None => token_from_file(&config.db)?,
     };
     let addr = listener.local_addr().map_err(DaemonError::Serve)?;

@@ -680,34 +680,9 @@ impl Baseline {
     }
 }
 
-/// A secret value (an API token, a URL with a password). Its `Debug` never shows it,
-/// so a logged config or argument list cannot leak it.
-#[derive(Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The value, for the one place that must use it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Secret, Self::Err> {
-        Ok(Secret(s.to_string()))
-    }
-}
-
-impl From<&str> for Secret {
-    fn from(s: &str) -> Secret {
-        Secret(s.to_string())
-    }
-}
+/// A secret value (an API token, a URL with a password): `secrecy`'s string, whose
+/// `Debug` never shows it (a logged config or argument list cannot leak it) and which
+/// is zeroed on drop. Read it with [`ExposeSecret::expose_secret`], in the one place
+/// that must use it.
+pub type Secret = secrecy::SecretString;
+pub use secrecy::ExposeSecret;

@@ -7,6 +7,7 @@ use lettre::message::Mailbox;
 use reqwest::Url;
 use serde::Deserialize;
 
+use crate::domain::ExposeSecret;
 use crate::domain::Secret;
 
 /// Variable holding a Slack incoming-webhook URL for the default `slack` channel.
@@ -49,7 +50,7 @@ pub struct ChannelConfig {
 }
 
 /// A validated channel.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Channel {
     /// Its unique name.
     pub name: String,
@@ -58,7 +59,7 @@ pub struct Channel {
 }
 
 /// Where a channel delivers.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Target {
     /// A Slack incoming webhook: Block Kit with a text fallback, at most one message a second.
     Slack {
@@ -89,7 +90,7 @@ impl Target {
 }
 
 /// How an email channel connects and whom it writes to.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct EmailTarget {
     /// The SMTP server as a URL in lettre's own form (checked at load time).
     pub smtp_url: Secret,
@@ -165,7 +166,7 @@ fn channel(e: ChannelConfig, var: &impl Fn(&str) -> Option<String>) -> Result<Ch
         return Err("[[channel]] needs a non-empty `name`".into());
     }
     let secret = |value: Option<Secret>, env: Option<String>, key: &str| match (value, env) {
-        (Some(v), None) => Ok(v.expose().to_string()),
+        (Some(v), None) => Ok(v.expose_secret().to_string()),
         (None, Some(env)) => var(&env).filter(|v| !v.trim().is_empty()).ok_or_else(|| {
             format!("[[channel]] {name:?}: {key}_env is {env}, but {env} is not set")
         }),
@@ -392,7 +393,7 @@ type = "console"
             panic!("not email")
         };
         assert_eq!(
-            mail.smtp_url.expose(),
+            mail.smtp_url.expose_secret(),
             "smtp://u:hunter2@mail.example.com:587?tls=required"
         );
         assert_eq!(mail.to.len(), 2);

@@ -9,6 +9,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use super::config::EmailTarget;
 use super::message::{Facts, facts, plain_text};
 use super::{SendError, chain};
+use crate::domain::ExposeSecret;
 use crate::domain::Message;
 
 /// The subject line: `[driftwarden] [PAGE] title`.
@@ -125,7 +126,7 @@ pub fn transport(
     target: &EmailTarget,
     timeout: Duration,
 ) -> Result<AsyncSmtpTransport<Tokio1Executor>, SendError> {
-    let builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(target.smtp_url.expose())
+    let builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(target.smtp_url.expose_secret())
         .map_err(|e| SendError::Permanent(format!("SMTP settings: {}", chain(&e))))?;
     Ok(builder.timeout(Some(timeout)).build())
 }

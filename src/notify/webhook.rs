@@ -9,6 +9,7 @@ use reqwest::header::RETRY_AFTER;
 use serde_json::Value;
 
 use super::{SendError, chain};
+use crate::domain::ExposeSecret;
 use crate::domain::{Message, Secret};
 
 /// The generic webhook's body: the message itself (`title`, `tier`, `alerts` as alert
@@ -27,7 +28,7 @@ pub async fn post_json(
     body: &Value,
 ) -> Result<(), SendError> {
     let response = client
-        .post(url.expose())
+        .post(url.expose_secret())
         .json(body)
         .send()
         .await

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use super::config::{Channel, EmailTarget, Target};
 use super::{NotifyError, SendError, chain, console, email, scrub, secret_parts, slack, webhook};
 use crate::clock::now_ms;
+use crate::domain::ExposeSecret;
 use crate::domain::{Message, Secret};
 use crate::store::StoreError;
 use crate::store::outbox::{self, OutboxRow};
@@ -123,7 +124,7 @@ pub fn spawn(
                 channel: channel.name.clone(),
             },
             pace_key: match &channel.target {
-                Target::Slack { webhook_url } => Some(webhook_url.expose().to_string()),
+                Target::Slack { webhook_url } => Some(webhook_url.expose_secret().to_string()),
                 _ => None,
             },
             sender,
@@ -225,17 +226,17 @@ impl Sender {
                     client: client.clone(),
                     url: webhook_url.clone(),
                 },
-                secret_parts(webhook_url.expose()),
+                secret_parts(webhook_url.expose_secret()),
             ),
             Target::Webhook { url } => (
                 Sender::Webhook {
                     client: client.clone(),
                     url: url.clone(),
                 },
-                secret_parts(url.expose()),
+                secret_parts(url.expose_secret()),
             ),
             Target::Email(target) => {
-                let secrets = secret_parts(target.smtp_url.expose());
+                let secrets = secret_parts(target.smtp_url.expose_secret());
                 let mailer = email::transport(target, options.send_timeout).map_err(|e| {
                     NotifyError::Channel {
                         channel: channel.name.clone(),
