@@ -482,14 +482,28 @@ fn one_providers_slow_answers_are_told_on_that_provider() {
 }
 
 /// `driftwarden demo` ends its story at the minute it starts, so the story's buckets
-/// fall differently on every run. Replayed from start minutes across a whole bucket,
-/// every chapter is told, at the right volume: at most 8 Slack messages over the
-/// story, at most one page per chapter, the outage a page, the deploy silent and the
-/// spiking tenant below page.
+/// and weekdays fall differently on every run. Replayed from start minutes across a
+/// whole bucket, on weekdays and weekends, and minutes before midnight UTC, every
+/// chapter is told, at the right volume: at most 8 Slack messages over the story, at
+/// most one page per chapter, the outage a page, the deploy silent and the spiking
+/// tenant below page. (`tests/demo.rs` plays it through the daemon from a Sunday
+/// 23:57:30.)
 #[test]
-fn the_demo_story_is_told_at_the_right_volume_whatever_minute_it_starts() {
-    for start in ["07:30", "07:34", "07:37", "07:44"] {
-        let now = chrono::DateTime::parse_from_rfc3339(&format!("2026-11-27T{start}:00Z"))
+fn the_demo_story_is_told_at_the_right_volume_whatever_time_it_starts() {
+    for start in [
+        // A Friday morning, across a whole bucket.
+        "2026-11-27T07:30:00Z",
+        "2026-11-27T07:34:00Z",
+        "2026-11-27T07:37:00Z",
+        "2026-11-27T07:44:00Z",
+        // A Saturday afternoon: the chapters fall from Friday evening into Saturday.
+        "2026-11-28T15:13:00Z",
+        // A Sunday minutes before midnight: every chapter on the weekend.
+        "2026-11-29T23:57:30Z",
+        // A Wednesday minutes after midnight: the story starts on a Monday.
+        "2026-12-02T00:03:00Z",
+    ] {
+        let now = chrono::DateTime::parse_from_rfc3339(start)
             .expect("a valid time")
             .timestamp_millis();
         let story = Story::new(now);
