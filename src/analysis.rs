@@ -148,6 +148,34 @@ impl Analysis {
     }
 }
 
+/// How far the live analysis has got, shared with the API (`analysis` in
+/// `/v1/stats`): the data time it has judged up to and the clock time of that step.
+/// A test or the demo awaits it to know that everything before a data time has been
+/// judged and its notifications routed, instead of sleeping.
+#[derive(Debug, Clone, Default)]
+pub struct Progress(std::sync::Arc<std::sync::Mutex<Option<Advanced>>>);
+
+/// One step of the live analysis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Advanced {
+    /// Data time every bucket before which is closed and judged, ms.
+    pub watermark_ms: i64,
+    /// Clock time of the step (`clock::now_ms`), on which notifications are
+    /// grouped and sent, ms.
+    pub at_ms: i64,
+}
+
+impl Progress {
+    /// The last step, `None` before the first.
+    pub fn get(&self) -> Option<Advanced> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, step: Advanced) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(step);
+    }
+}
+
 /// Batches taken off the queue at once, at most, before the clock may move.
 const DRAIN_MAX: usize = 64;
 
@@ -161,6 +189,7 @@ pub fn run_live(
     mut analysis: Analysis,
     batches: std::sync::mpsc::Receiver<Committed>,
     clocks: crate::sources::clocks::SourceClocks,
+    progress: Progress,
 ) {
     use std::sync::mpsc::RecvTimeoutError;
     let tick = std::time::Duration::from_secs(1);
@@ -207,7 +236,16 @@ pub fn run_live(
             true => newest.min(now),
             false => now,
         };
-        advance(&mut analysis, held.min(pushed), now);
+        let watermark = held.min(pushed);
+        advance(&mut analysis, watermark, now);
+        // The engine never moves its clock back: report the furthest point judged.
+        let furthest = progress
+            .get()
+            .map_or(watermark, |p| p.watermark_ms.max(watermark));
+        progress.set(Advanced {
+            watermark_ms: furthest,
+            at_ms: now,
+        });
     }
     tracing::debug!("analysis stopped");
 }

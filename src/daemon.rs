@@ -188,9 +188,11 @@ pub async fn serve_on(
         pipeline.clocks.register(&name, started);
     }
     let clocks = pipeline.clocks.clone();
+    let progress = crate::analysis::Progress::default();
+    let analysis_progress = progress.clone();
     let analysis_thread = std::thread::Builder::new()
         .name("analysis".into())
-        .spawn(move || crate::analysis::run_live(analysis, batches, clocks))
+        .spawn(move || crate::analysis::run_live(analysis, batches, clocks, analysis_progress))
         .expect("spawning the analysis thread");
     let token = match &config.token {
         Some(t) => t.expose_secret().to_string(),
@@ -250,6 +252,7 @@ pub async fn serve_on(
         max_body_bytes: config.max_body_bytes,
         db_health: health,
         source_clocks: pipeline.clocks.clone(),
+        analysis: progress,
         exceptions: crate::exceptions::Registry::new(config.exceptions),
     });
     tracing::info!(%addr, tails = config.tails.len(), gateway_dbs = config.gateway_dbs.len(), "serving");

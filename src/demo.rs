@@ -62,8 +62,10 @@ const STORY_CHUNK_MS: i64 = 15 * MINUTE_MS;
 const FOLLOW_POLL_MS: u64 = 50;
 /// Longest wait for the daemon to start or to store a chunk before the demo gives up.
 const PATIENCE: Duration = Duration::from_secs(60);
-/// Time for the last notifications to pass routing's group wait and the outbox.
-const SETTLE: Duration = Duration::from_secs(4);
+/// Routing's group wait and interval in the demo, seconds: notifications within
+/// seconds, as the story plays days in a minute.
+const GROUP_WAIT_S: u64 = 1;
+const GROUP_INTERVAL_S: u64 = 5;
 /// The tenant that spikes: rank 15 of 20 (`tenant-16`), a small one.
 const SPIKING_TENANT_RANK: u32 = 15;
 
@@ -76,6 +78,10 @@ pub struct DemoOptions {
     pub listen: SocketAddr,
     /// Stop the daemon when the story is over instead of serving until interrupted.
     pub exit: bool,
+    /// Play the story as if the demo started at this instant (ms since the Unix
+    /// epoch): the story ends there and the process's clock runs on from it.
+    /// `None`: now.
+    pub start_ms: Option<i64>,
 }
 
 /// Why the demo could not run.
@@ -326,6 +332,10 @@ pub async fn run(
         source,
     })?;
     let token = random_token()?;
+    if let Some(at_ms) = opts.start_ms {
+        // Before the daemon starts: every stage then reads the story's time line.
+        crate::clock::start_at(at_ms);
+    }
     let story = Story::new(crate::clock::now_ms());
     let config = demo_config(dir.path(), &token)?;
     let gateway_db = dir.path().join("newapi.db");
@@ -441,8 +451,8 @@ fn demo_config(dir: &Path, token: &str) -> Result<Config, DemoError> {
         }],
         identity: IdentityConfig { aliases },
         routing: RoutingParams {
-            group_wait_seconds: 1,
-            group_interval_seconds: 5,
+            group_wait_seconds: GROUP_WAIT_S,
+            group_interval_seconds: GROUP_INTERVAL_S,
             ..RoutingParams::default()
         },
         ..FileConfig::default()
@@ -604,8 +614,43 @@ impl Player {
             }
             from = to;
         }
-        std::thread::sleep(SETTLE);
+        self.drain(story.end_ms)?;
         Ok(true)
+    }
+
+    /// Wait until the daemon has told everything of the story: its analysis has
+    /// judged every bucket up to `end_ms` (the live analysis closes the last ones
+    /// once the gateway has been quiet for a while, as it would for a real one);
+    /// then its clock has moved on by a group wait and interval, so every
+    /// notification group holding a line of the story has flushed into the outbox;
+    /// then the outbox holds nothing pending.
+    fn drain(&self, end_ms: i64) -> Result<(), DemoError> {
+        let deadline = Instant::now() + PATIENCE;
+        let mut judged_at: Option<i64> = None;
+        let flushed = ((GROUP_WAIT_S + GROUP_INTERVAL_S) * 1000) as i64;
+        loop {
+            let stats = self.get_json("/v1/stats")?;
+            let step = &stats["analysis"];
+            let (watermark, at) = (step["watermark_ms"].as_i64(), step["at_ms"].as_i64());
+            if judged_at.is_none() && watermark.is_some_and(|w| w >= end_ms) {
+                judged_at = at;
+            }
+            if let (Some(judged), Some(at)) = (judged_at, at)
+                && at >= judged + flushed
+            {
+                let pending = self.get_json("/v1/outbox?state=pending&limit=1")?;
+                if pending["notifications"]
+                    .as_array()
+                    .is_some_and(|rows| rows.is_empty())
+                {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline || self.cancel.load(Ordering::Relaxed) {
+                return Err(DemoError::Timeout("judge and notify the story's end"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn url(&self, path: &str) -> String {

@@ -24,20 +24,23 @@ fn gateway(path: &Path, journal: &str) -> Connection {
 /// Insert `n` rows of `kind` (2 consume, 5 error, 1 top-up) in one transaction.
 fn insert(conn: &mut Connection, n: usize, kind: i64, other: &str) {
     let tx = conn.transaction().unwrap();
-    {
-        let mut stmt = tx
-            .prepare(
-                "INSERT INTO logs (user_id, created_at, type, content, username, token_name, model_name, quota, \
-                 prompt_tokens, completion_tokens, use_time, is_stream, channel_id, \"group\", other) \
-                 VALUES (1, ?1, ?2, '', 'alice', 'prod-key', 'gpt-4o', 1500, 900, 80, 2, 1, 3, 'default', ?3)",
-            )
-            .unwrap();
-        for _ in 0..n {
-            stmt.execute(params![now_ms() / 1000 - 60, kind, other])
-                .unwrap();
-        }
-    }
+    insert_rows(&tx, n, kind, other);
     tx.commit().unwrap();
+}
+
+/// Insert `n` rows of `kind` in the transaction open on `conn`, if any.
+fn insert_rows(conn: &Connection, n: usize, kind: i64, other: &str) {
+    let mut stmt = conn
+        .prepare(
+            "INSERT INTO logs (user_id, created_at, type, content, username, token_name, model_name, quota, \
+             prompt_tokens, completion_tokens, use_time, is_stream, channel_id, \"group\", other) \
+             VALUES (1, ?1, ?2, '', 'alice', 'prod-key', 'gpt-4o', 1500, 900, 80, 2, 1, 3, 'default', ?3)",
+        )
+        .unwrap();
+    for _ in 0..n {
+        stmt.execute(params![now_ms() / 1000 - 60, kind, other])
+            .unwrap();
+    }
 }
 
 fn source(path: &Path) -> String {
@@ -165,8 +168,12 @@ fn start_at_a_time_skips_older_rows() {
         .unwrap()
         .to_rfc3339();
     let app = app_on(&db, &format!("start = \"{since}\"\n")).spawn();
-    app.wait_stats("rows of the last hour", |s| s.events >= 7);
-    std::thread::sleep(Duration::from_millis(500));
+    // Every row was written before the daemon started: once the follower has been
+    // at the end of the table with all it read stored, no older row can still come.
+    wait_until("the follower caught up", WAIT, || {
+        let v: serde_json::Value = app.get("/v1/stats").json().unwrap();
+        v["sources"][0]["caught_up_ms"].is_i64()
+    });
     assert_eq!(app.stats().events, 7);
 }
 
@@ -192,11 +199,19 @@ fn a_missing_table_is_reported_not_fatal() {
 fn a_backfill_does_not_hold_up_the_webhook() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("new-api.db");
-    let mut gw = gateway(&db, "wal");
+    // A rollback journal: the test's exclusive lock below keeps the follower out.
+    let mut gw = gateway(&db, "delete");
     const ROWS: usize = 200_000;
+    const HELD: usize = 1_000;
     insert(&mut gw, ROWS, 2, OTHER);
     let app = app_on(&db, "start = \"first\"\n").spawn();
     app.wait_stats("the backfill under way", |s| s.events > 0);
+    // Hold the backfill unfinished, however far it got: more rows written under an
+    // exclusive lock, committed only once the webhook has answered. The follower
+    // waits for the lock (its busy timeout) and cannot reach the end meanwhile.
+    gw.busy_timeout(Duration::from_secs(10)).unwrap();
+    gw.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    insert_rows(&gw, HELD, 2, OTHER);
     let line = common::native_line("live-1", common::recent_ms());
     let (status, answer) = app.post_events("native", line);
     assert_eq!(
@@ -204,11 +219,10 @@ fn a_backfill_does_not_hold_up_the_webhook() {
         (200, Some(1)),
         "{answer}"
     );
-    let total = ROWS as u64 + 1;
-    let during = app.stats().events;
-    assert!(
-        during < total,
-        "the webhook was answered before the backfill finished ({during} stored)"
-    );
+    // Answered while the backfill could not finish: a webhook that waited for it
+    // would have hung until the client's timeout.
+    gw.execute_batch("COMMIT").unwrap();
+    let total = (ROWS + HELD) as u64 + 1;
     app.wait_stats("the whole backfill", |s| s.events >= total);
+    assert_eq!(app.stats().events, total);
 }

@@ -38,8 +38,8 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// `GET /v1/stats`: stored counts, each pulling source's data clock and state, and
-/// the state of each gateway database source.
+/// `GET /v1/stats`: stored counts, each pulling source's data clock and state, the
+/// state of each gateway database source, and how far the analysis has judged.
 pub async fn stats(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let path = state.db_path.clone();
     let stats = tokio::task::spawn_blocking(move || queries::stats(&path))
@@ -69,6 +69,7 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
         })
         .collect();
     body["sources"] = Value::Array(clocks);
+    body["analysis"] = serde_json::to_value(state.analysis.get()).map_err(ApiError::internal)?;
     Ok(Json(body))
 }
 

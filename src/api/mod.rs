@@ -50,6 +50,8 @@ pub struct AppState {
     pub db_health: HealthBoard,
     /// Each pulling source's data clock.
     pub source_clocks: crate::sources::clocks::SourceClocks,
+    /// How far the live analysis has judged.
+    pub analysis: crate::analysis::Progress,
     /// The exception registry's limits.
     pub exceptions: crate::exceptions::Registry,
 }

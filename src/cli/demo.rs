@@ -20,6 +20,18 @@ pub(super) struct DemoArgs {
     /// Quit when the story is over instead of serving the dashboard until Ctrl-C.
     #[arg(long)]
     exit: bool,
+    /// Play the story as if the demo started at TIME (RFC 3339, e.g.
+    /// 2026-11-29T23:57:30Z): the story's two days end there and the daemon's clock
+    /// runs on from it. Default: now.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    start: Option<i64>,
+}
+
+/// An RFC 3339 time as milliseconds since the Unix epoch.
+fn parse_time(text: &str) -> Result<i64, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| format!("{text:?} is not an RFC 3339 time: {e}"))
 }
 
 pub(super) fn demo(args: DemoArgs) -> Result<()> {
@@ -28,6 +40,7 @@ pub(super) fn demo(args: DemoArgs) -> Result<()> {
         seed: args.seed,
         listen: args.listen,
         exit: args.exit,
+        start_ms: args.start,
     };
     runtime.block_on(run(opts, super::shutdown_signal()))?;
     Ok(())

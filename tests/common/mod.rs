@@ -66,6 +66,14 @@ pub struct RecordError {
     pub reason: String,
 }
 
+/// Whether the tests run under CI (`CI` set to anything but empty, `0` or `false`):
+/// there a missing tool fails the test that needs it instead of skipping it.
+pub fn in_ci() -> bool {
+    std::env::var("CI")
+        .map(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
+        .unwrap_or(false)
+}
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
     SystemTime::now()
