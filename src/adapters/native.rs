@@ -149,7 +149,7 @@ fn fast(text: &str) -> Option<NativeRecord<'_>> {
             (1, Flat::Num(n)) => {
                 let n = match n.parse::<u64>() {
                     Ok(u) => u as f64,
-                    Err(_) => n.parse().ok()?,
+                    Err(_) => float(n)?,
                 };
                 r.ts = Ts(epoch_to_ms(n).ok()?);
             }
@@ -158,18 +158,18 @@ fn fast(text: &str) -> Option<NativeRecord<'_>> {
             (4, v) => r.provider = text_of(v)?,
             (5, v) => r.route = text_of(v)?,
             (6, v) => r.tenant = text_of(v)?,
-            (7, Flat::Num(n)) => r.prompt_tokens = n.parse().ok()?,
-            (8, Flat::Num(n)) => r.completion_tokens = n.parse().ok()?,
-            (9, Flat::Num(n)) => r.cached_tokens = Some(n.parse().ok()?),
+            (7, Flat::Num(n)) => r.prompt_tokens = int(n)?,
+            (8, Flat::Num(n)) => r.completion_tokens = int(n)?,
+            (9, Flat::Num(n)) => r.cached_tokens = Some(int(n)?),
             (10..=12, Flat::Num(n)) => {
-                let n = Some(n.parse().ok()?);
+                let n = Some(float(n)?);
                 match bit {
                     10 => r.cost_usd = n,
                     11 => r.latency_ms = n,
                     _ => r.ttft_ms = n,
                 }
             }
-            (13, Flat::Num(n)) => r.status = Some(n.parse().ok()?),
+            (13, Flat::Num(n)) => r.status = Some(int(n)?),
             (14, v) => r.finish_reason = text_of(v)?,
             (15, v) => r.error_type = text_of(v)?,
             (9..=13, Flat::Null) => {}
@@ -178,6 +178,36 @@ fn fast(text: &str) -> Option<NativeRecord<'_>> {
         Some(())
     })?;
     (seen & REQUIRED == REQUIRED).then_some(r)
+}
+
+/// An integer field as serde reads it. serde_json reads `-0` as a float, which an
+/// integer field refuses, while `str::parse` says 0: leave it to serde. (No other JSON
+/// integer starts with `-0`, and no fraction or exponent parses as an integer.)
+fn int<T: std::str::FromStr>(n: &str) -> Option<T> {
+    if n.starts_with("-0") {
+        return None;
+    }
+    n.parse().ok()
+}
+
+/// A float field as serde reads it, taken only where that is sure to be the correctly
+/// rounded value `str::parse` gives. serde_json (without `float_roundtrip`) multiplies
+/// or divides the mantissa by a power of ten: exact for at most 15 digits and powers up
+/// to 1e22, so it rounds once, as `parse` does. Longer mantissas (`0.9010010220000001`
+/// came out one ulp apart) and larger exponents, including `1e400` (infinite to `parse`,
+/// refused by serde), are left to serde.
+fn float(n: &str) -> Option<f64> {
+    let (mantissa, exp) = match n.find(['e', 'E']) {
+        Some(i) => (&n[..i], n[i + 1..].parse::<i32>().ok()?),
+        None => (n, 0),
+    };
+    let digits = mantissa.bytes().filter(u8::is_ascii_digit).count();
+    let decimals = mantissa.find('.').map_or(0, |i| mantissa.len() - i - 1);
+    let scale = exp.checked_sub(i32::try_from(decimals).ok()?)?;
+    if digits > 15 || scale.abs() > 22 {
+        return None;
+    }
+    n.parse().ok()
 }
 
 #[cfg(test)]
@@ -336,6 +366,53 @@ mod tests {
         assert!(read > bytes.len(), "only {read} variants were read");
     }
 
+    /// Found by the property tests (`props` below): numbers `str::parse` reads but
+    /// serde_json reads otherwise. The fast path leaves them to serde, which then refuses
+    /// `-0` tokens and `1e400`, and rounds long mantissas its own way.
+    #[test]
+    fn numbers_serde_reads_otherwise_are_left_to_serde() {
+        let line = |field: &str, n: &str| {
+            format!(
+                r#"{{"id":"a","ts":1780315200,"model":"m","prompt_tokens":1,"completion_tokens":1,"{field}":{n}}}"#
+            )
+        };
+        for (field, n) in [
+            ("prompt_tokens", "-0"),
+            ("completion_tokens", "-0"),
+            ("cached_tokens", "-0"),
+            ("status", "-0"),
+            ("cost_usd", "0.9010010220000001"),
+            ("cost_usd", "1e400"),
+            ("latency_ms", "1e400"),
+            ("ttft_ms", "1e-400"),
+            ("ts", "1780315200.1234567891"),
+        ] {
+            let text = line(field, n).replacen(&format!("\"{field}\":1,"), "", 1);
+            let text = if field == "ts" {
+                text.replacen(r#""ts":1780315200,"#, "", 1)
+            } else {
+                text
+            };
+            assert!(!agrees_with_serde(&text), "{text}");
+        }
+        // What writers usually send stays on the fast path.
+        for (field, n) in [
+            ("cost_usd", "2.5e-05"),
+            ("cost_usd", "0.00267"),
+            ("cost_usd", "0"),
+            ("latency_ms", "840.25"),
+            ("ts", "1780315200.123"),
+        ] {
+            let text = line(field, n);
+            let text = if field == "ts" {
+                text.replacen(r#""ts":1780315200,"#, "", 1)
+            } else {
+                text
+            };
+            assert!(agrees_with_serde(&text), "{text}");
+        }
+    }
+
     #[test]
     fn configured_alias_replaces_native_tenant() {
         let raw = r#"{"id":"a","ts":1780315200,"model":"m","tenant":"alias-me","prompt_tokens":1,"completion_tokens":1}"#;
@@ -345,3 +422,4 @@ mod tests {
         }
     }
 }
+
