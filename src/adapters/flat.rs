@@ -344,3 +344,239 @@ mod tests {
         }
     }
 }
+
+/// Property tests: whatever the scanner accepts, serde_json reads the same way.
+/// 256 cases a property, or `PROPTEST_CASES` (docs/sources.md, "Testing the adapters").
+#[cfg(test)]
+mod props {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+    use serde_json::Value;
+    use serde_json::value::RawValue;
+
+    use super::*;
+
+    const KEYS: [&str; 3] = ["b", "a", "z"];
+
+    /// JSON whitespace, and now and then a character that only looks like it.
+    fn ws() -> impl Strategy<Value = String> {
+        prop_oneof![
+            6 => Just(String::new()),
+            3 => "[ \t\n\r]{1,3}",
+            1 => prop::sample::select(vec!["\u{a0}", "\u{c}", "\u{b}", "\u{feff}", "\u{0}"])
+                .prop_map(String::from),
+        ]
+    }
+
+    /// A string literal: plain, with every kind of escape (surrogate pairs, lone
+    /// surrogates, invalid ones), or with a raw control character.
+    fn string() -> impl Strategy<Value = String> {
+        string_of(5, 6)
+    }
+
+    /// `pieces` at most, plain ones `plain` times as likely as each kind of escape.
+    fn string_of(pieces: usize, plain: u32) -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            plain => "[a-zA-Z0-9 é\u{1F600}\u{7f}/]{1,4}",
+            1 => prop::sample::select(vec![
+                "\\\"", "\\\\", "\\/", "\\b", "\\f", "\\n", "\\r", "\\t", "\\ud83d\\ude00",
+                "\\ud800", "\\x", "\\u12", "\\U0041",
+            ])
+            .prop_map(String::from),
+            1 => "\\\\u[0-9a-fA-F]{4}",
+            1 => "[\u{0}-\u{1f}]",
+        ];
+        prop::collection::vec(piece, 0..pieces).prop_map(|p| format!("\"{}\"", p.concat()))
+    }
+
+    /// Numbers as JSON writes them (exponents, signs, long mantissas) and as it does not.
+    fn number() -> impl Strategy<Value = String> {
+        prop_oneof![
+            6 => "-?(0|[1-9][0-9]{0,22})(\\.[0-9]{1,22})?([eE][+-]?[0-9]{1,3})?",
+            1 => prop::sample::select(vec![
+                "01", "-01", "1.", ".5", "-", "+1", "1e", "1e+", "0x10", "1_0", "--1", "1.5.3",
+                "-0", "1e400", "Infinity", "NaN",
+            ])
+            .prop_map(String::from),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            3 => string(),
+            3 => number(),
+            2 => prop::sample::select(vec!["true", "false", "null", "tru", "nul", "True", "falsey"])
+                .prop_map(String::from),
+        ];
+        leaf.prop_recursive(3, 12, 3, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3)
+                    .prop_map(|v| format!("[{}]", v.join(","))),
+                prop::collection::vec((string(), inner), 0..3).prop_map(|m| {
+                    let m: Vec<String> = m.into_iter().map(|(k, v)| format!("{k}:{v}")).collect();
+                    format!("{{{}}}", m.join(","))
+                }),
+            ]
+        })
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => prop::sample::select(KEYS.to_vec()).prop_map(|k| format!("\"{k}\"")),
+            1 => Just("\"\\u0061\"".to_string()),
+            2 => string(),
+        ]
+    }
+
+    /// An object as text, and sometimes a damaged one (a missing colon, a trailing
+    /// comma, a cut, an extra byte).
+    fn object() -> impl Strategy<Value = String> {
+        let member = (ws(), key(), ws(), ws(), value(), ws());
+        let damage = prop_oneof![
+            6 => Just(None),
+            1 => (any::<usize>(), any::<u8>()).prop_map(Some),
+        ];
+        (
+            ws(),
+            prop::collection::vec(member, 0..6),
+            ws(),
+            any::<bool>(),
+            damage,
+        )
+            .prop_map(|(lead, members, trail, trailing_comma, damage)| {
+                let members: Vec<String> = members
+                    .into_iter()
+                    .map(|(a, k, b, c, v, d)| format!("{a}{k}{b}:{c}{v}{d}"))
+                    .collect();
+                let comma = if trailing_comma && !members.is_empty() && damage.is_some() {
+                    ","
+                } else {
+                    ""
+                };
+                let mut text = format!("{lead}{{{}{comma}}}{trail}", members.join(","));
+                if let Some((at, byte)) = damage {
+                    let mut bytes = text.into_bytes();
+                    let at = at % (bytes.len() + 1);
+                    if byte < 128 {
+                        bytes.insert(at, byte);
+                    } else {
+                        bytes.truncate(at);
+                    }
+                    text = String::from_utf8_lossy(&bytes).into_owned();
+                }
+                text
+            })
+    }
+
+    /// A flat object as most writers produce it: the scanner must read it.
+    fn plain_object() -> impl Strategy<Value = String> {
+        let value = prop_oneof![
+            "\"[a-zA-Z0-9 é\u{1F600}:,{}\\[\\]]{0,10}\"",
+            "-?(0|[1-9][0-9]{0,18})(\\.[0-9]{1,17})?([eE][+-]?[0-9]{1,2})?",
+            prop::sample::select(vec!["true", "false", "null"]).prop_map(String::from),
+        ];
+        let key = prop_oneof![
+            prop::sample::select(KEYS.to_vec()).prop_map(String::from),
+            "[a-z_é]{0,6}",
+        ];
+        let ws = "[ \t\n\r]{0,2}";
+        prop::collection::vec((ws, key, ws, value, ws), 0..8).prop_map(|m| {
+            let m: Vec<String> = m
+                .into_iter()
+                .map(|(a, k, b, v, c)| format!("{a}\"{k}\"{b}:{v}{c}"))
+                .collect();
+            format!("{{{}}}", m.join(","))
+        })
+    }
+
+    /// What the scanner read, last value per key (as serde keeps it); `None` if it declined.
+    fn scanned(text: &str) -> Option<HashMap<String, Flat<'_>>> {
+        let mut got = HashMap::new();
+        scan(text, &KEYS, |k, v| {
+            let name = match k {
+                Key::Known(i) => KEYS[i],
+                Key::Other(k) => {
+                    assert!(!KEYS.contains(&k), "{k:?} is a known key");
+                    k
+                }
+            };
+            got.insert(name.to_string(), v);
+            Some(())
+        })?;
+        Some(got)
+    }
+
+    /// The scanner's reading of `text`, if any, is serde_json's: the same grammar, the
+    /// same keys, each value the same text, and the same values where serde_json can
+    /// represent them (it refuses numbers beyond f64, which are text to the scanner).
+    fn assert_agrees(text: &str) -> bool {
+        let Some(got) = scanned(text) else {
+            return false;
+        };
+        serde_json::from_str::<serde::de::IgnoredAny>(text)
+            .unwrap_or_else(|e| panic!("scanner accepted invalid JSON {text:?}: {e}"));
+        let raw: HashMap<String, Box<RawValue>> = serde_json::from_str(text)
+            .unwrap_or_else(|e| panic!("scanner accepted a non-object {text:?}: {e}"));
+        assert_eq!(
+            got.keys().collect::<std::collections::BTreeSet<_>>(),
+            raw.keys().collect(),
+            "{text:?}"
+        );
+        for (k, v) in &got {
+            let want = match v {
+                Flat::Str(s) => format!("\"{s}\""),
+                Flat::Num(n) => n.to_string(),
+                Flat::Bool(b) => b.to_string(),
+                Flat::Null => "null".into(),
+            };
+            assert_eq!(raw[k].get(), want, "{text:?}");
+        }
+        if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(text) {
+            for (k, v) in &got {
+                let want = match v {
+                    Flat::Str(s) => Value::String(s.to_string()),
+                    Flat::Num(n) => serde_json::from_str(n).unwrap(),
+                    Flat::Bool(b) => Value::Bool(*b),
+                    Flat::Null => Value::Null,
+                };
+                assert_eq!(map[k.as_str()], want, "{text:?}");
+            }
+        }
+        true
+    }
+
+    fn config() -> ProptestConfig {
+        ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES")
+                .ok()
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(256),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// One-member objects too: short enough that strings end within the last eight
+        /// bytes, where the scanner leaves its word-at-a-time loop for a byte loop.
+        #[test]
+        fn accepts_only_what_serde_reads_the_same(text in prop_oneof![
+            object(),
+            (key(), prop_oneof![value(), string_of(3, 1)]).prop_map(|(k, v)| format!("{{{k}:{v}}}")),
+        ]) {
+            assert_agrees(&text);
+        }
+
+        #[test]
+        fn arbitrary_text_is_declined_or_agreed(text in any::<String>()) {
+            assert_agrees(&text);
+        }
+
+        /// Not vacuous: ordinary flat objects are read, and read as serde reads them.
+        #[test]
+        fn reads_plain_flat_objects(text in plain_object()) {
+            prop_assert!(assert_agrees(&text), "declined {:?}", text);
+        }
+    }
+}

@@ -149,7 +149,7 @@ fn fast(text: &str) -> Option<NativeRecord<'_>> {
             (1, Flat::Num(n)) => {
                 let n = match n.parse::<u64>() {
                     Ok(u) => u as f64,
-                    Err(_) => n.parse().ok()?,
+                    Err(_) => float(n)?,
                 };
                 r.ts = Ts(epoch_to_ms(n).ok()?);
             }
@@ -158,18 +158,18 @@ fn fast(text: &str) -> Option<NativeRecord<'_>> {
             (4, v) => r.provider = text_of(v)?,
             (5, v) => r.route = text_of(v)?,
             (6, v) => r.tenant = text_of(v)?,
-            (7, Flat::Num(n)) => r.prompt_tokens = n.parse().ok()?,
-            (8, Flat::Num(n)) => r.completion_tokens = n.parse().ok()?,
-            (9, Flat::Num(n)) => r.cached_tokens = Some(n.parse().ok()?),
+            (7, Flat::Num(n)) => r.prompt_tokens = int(n)?,
+            (8, Flat::Num(n)) => r.completion_tokens = int(n)?,
+            (9, Flat::Num(n)) => r.cached_tokens = Some(int(n)?),
             (10..=12, Flat::Num(n)) => {
-                let n = Some(n.parse().ok()?);
+                let n = Some(float(n)?);
                 match bit {
                     10 => r.cost_usd = n,
                     11 => r.latency_ms = n,
                     _ => r.ttft_ms = n,
                 }
             }
-            (13, Flat::Num(n)) => r.status = Some(n.parse().ok()?),
+            (13, Flat::Num(n)) => r.status = Some(int(n)?),
             (14, v) => r.finish_reason = text_of(v)?,
             (15, v) => r.error_type = text_of(v)?,
             (9..=13, Flat::Null) => {}
@@ -178,6 +178,36 @@ fn fast(text: &str) -> Option<NativeRecord<'_>> {
         Some(())
     })?;
     (seen & REQUIRED == REQUIRED).then_some(r)
+}
+
+/// An integer field as serde reads it. serde_json reads `-0` as a float, which an
+/// integer field refuses, while `str::parse` says 0: leave it to serde. (No other JSON
+/// integer starts with `-0`, and no fraction or exponent parses as an integer.)
+fn int<T: std::str::FromStr>(n: &str) -> Option<T> {
+    if n.starts_with("-0") {
+        return None;
+    }
+    n.parse().ok()
+}
+
+/// A float field as serde reads it, taken only where that is sure to be the correctly
+/// rounded value `str::parse` gives. serde_json (without `float_roundtrip`) multiplies
+/// or divides the mantissa by a power of ten: exact for at most 15 digits and powers up
+/// to 1e22, so it rounds once, as `parse` does. Longer mantissas (`0.9010010220000001`
+/// came out one ulp apart) and larger exponents, including `1e400` (infinite to `parse`,
+/// refused by serde), are left to serde.
+fn float(n: &str) -> Option<f64> {
+    let (mantissa, exp) = match n.find(['e', 'E']) {
+        Some(i) => (&n[..i], n[i + 1..].parse::<i32>().ok()?),
+        None => (n, 0),
+    };
+    let digits = mantissa.bytes().filter(u8::is_ascii_digit).count();
+    let decimals = mantissa.find('.').map_or(0, |i| mantissa.len() - i - 1);
+    let scale = exp.checked_sub(i32::try_from(decimals).ok()?)?;
+    if digits > 15 || scale.abs() > 22 {
+        return None;
+    }
+    n.parse().ok()
 }
 
 #[cfg(test)]
@@ -336,12 +366,201 @@ mod tests {
         assert!(read > bytes.len(), "only {read} variants were read");
     }
 
+    /// Found by the property tests (`props` below): numbers `str::parse` reads but
+    /// serde_json reads otherwise. The fast path leaves them to serde, which then refuses
+    /// `-0` tokens and `1e400`, and rounds long mantissas its own way.
+    #[test]
+    fn numbers_serde_reads_otherwise_are_left_to_serde() {
+        let line = |field: &str, n: &str| {
+            format!(
+                r#"{{"id":"a","ts":1780315200,"model":"m","prompt_tokens":1,"completion_tokens":1,"{field}":{n}}}"#
+            )
+        };
+        for (field, n) in [
+            ("prompt_tokens", "-0"),
+            ("completion_tokens", "-0"),
+            ("cached_tokens", "-0"),
+            ("status", "-0"),
+            ("cost_usd", "0.9010010220000001"),
+            ("cost_usd", "1e400"),
+            ("latency_ms", "1e400"),
+            ("ttft_ms", "1e-400"),
+            ("ts", "1780315200.1234567891"),
+        ] {
+            let text = line(field, n).replacen(&format!("\"{field}\":1,"), "", 1);
+            let text = if field == "ts" {
+                text.replacen(r#""ts":1780315200,"#, "", 1)
+            } else {
+                text
+            };
+            assert!(!agrees_with_serde(&text), "{text}");
+        }
+        // What writers usually send stays on the fast path.
+        for (field, n) in [
+            ("cost_usd", "2.5e-05"),
+            ("cost_usd", "0.00267"),
+            ("cost_usd", "0"),
+            ("latency_ms", "840.25"),
+            ("ts", "1780315200.123"),
+        ] {
+            let text = line(field, n);
+            let text = if field == "ts" {
+                text.replacen(r#""ts":1780315200,"#, "", 1)
+            } else {
+                text
+            };
+            assert!(agrees_with_serde(&text), "{text}");
+        }
+    }
+
     #[test]
     fn configured_alias_replaces_native_tenant() {
         let raw = r#"{"id":"a","ts":1780315200,"model":"m","tenant":"alias-me","prompt_tokens":1,"completion_tokens":1}"#;
         match decode(Format::Native, raw) {
             Ok(Some(Record::Usage(e))) => assert_eq!(e.tenant.as_deref(), Some("team-alias")),
             other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// Property tests: the fast path reads a line exactly as serde does, or leaves it to
+/// serde. 256 cases a property, or `PROPTEST_CASES` (docs/sources.md, "Testing the
+/// adapters").
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::{KEYS, NativeRecord, fast};
+
+    /// Numbers in every spelling: integers, fractions, exponents, `-0`, long mantissas
+    /// (where float parsers may round differently) and values beyond every range.
+    fn number() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => "-?(0|[1-9][0-9]{0,24})(\\.[0-9]{1,24})?([eE][+-]?[0-9]{1,3})?",
+            2 => (0u64..2_000_000_000_000).prop_map(|n| n.to_string()),
+            1 => prop::sample::select(vec![
+                "-0", "-0.0", "0e0", "-0e5", "1E+2", "1e400", "-1e400", "1e-400", "4.9e-324",
+                "1.7976931348623157e308", "18446744073709551615", "18446744073709551616",
+                "9223372036854775807", "9223372036854775808", "-9223372036854775808",
+                "-9223372036854775809", "65535", "65536", "1780315200.1234567891",
+                "0.30000000000000004", "123456789012345678901234567890",
+            ])
+            .prop_map(String::from),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => number(),
+            3 => "\"[a-z0-9 é:.+-]{0,12}\"",
+            2 => prop::sample::select(vec![
+                "\"2026-06-01T12:00:00.123Z\"", "\"2026-06-01T14:00:00+02:00\"",
+                "\"2026-06-01 12:00:00\"", "\"1780315200\"", "\"2026-02-29T12:00:00Z\"",
+                "\"-1\"", "\"1e400\"", "\"\"", "\" \"",
+            ])
+            .prop_map(String::from),
+            1 => prop::sample::select(vec!["null", "true", "false", "{}", "[1]", "\"\\u0061\""])
+                .prop_map(String::from),
+        ]
+    }
+
+    /// A native line: the required fields (usually), then any known or unknown keys
+    /// with any values, in any order, repeats included, with or without spaces.
+    fn line() -> impl Strategy<Value = String> {
+        let required = (
+            prop_oneof![4 => Just("\"a\"".to_string()), 1 => value()],
+            prop_oneof![
+                4 => prop::sample::select(vec!["1780315200", "1780315200123", "\"2026-06-01T12:00:00Z\""])
+                    .prop_map(String::from),
+                2 => value(),
+            ],
+            prop_oneof![4 => Just("\"gpt-4o\"".to_string()), 1 => value()],
+            prop_oneof![4 => (0u32..100_000).prop_map(|n| n.to_string()), 2 => value()],
+            prop_oneof![4 => (0u32..100_000).prop_map(|n| n.to_string()), 2 => value()],
+        );
+        let key = prop_oneof![
+            8 => prop::sample::select(KEYS.to_vec()).prop_map(String::from),
+            1 => "[a-z_]{1,6}",
+        ];
+        let extra = prop::collection::vec((key, value()), 0..8);
+        (required, any::<u8>(), extra, any::<bool>(), any::<u64>()).prop_map(
+            |((id, ts, model, p, c), drop, extra, spaced, seed)| {
+                let mut members: Vec<(String, String)> = [
+                    ("id", id),
+                    ("ts", ts),
+                    ("model", model),
+                    ("prompt_tokens", p),
+                    ("completion_tokens", c),
+                ]
+                .into_iter()
+                .enumerate()
+                // Now and then one required field is left out.
+                .filter(|(i, _)| usize::from(drop % 16) != *i)
+                .map(|(_, (k, v))| (k.to_string(), v))
+                .chain(extra)
+                .collect();
+                // A seeded shuffle, so a failure replays.
+                let mut state = seed | 1;
+                for i in (1..members.len()).rev() {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    members.swap(i, (state % (i as u64 + 1)) as usize);
+                }
+                let sep = if spaced { ", " } else { "," };
+                let colon = if spaced { " : " } else { ":" };
+                let body: Vec<String> = members
+                    .iter()
+                    .map(|(k, v)| format!("\"{k}\"{colon}{v}"))
+                    .collect();
+                format!("{{{}}}", body.join(sep))
+            },
+        )
+    }
+
+    /// The fast path's record, when it gives one, is serde's record.
+    fn assert_agrees(text: &str) -> bool {
+        let Some(fast) = fast(text) else {
+            return false;
+        };
+        match serde_json::from_str::<NativeRecord>(text) {
+            Ok(serde) => assert_eq!(fast, serde, "{text}"),
+            Err(e) => panic!("fast path read {text}\nas {fast:?}\nbut serde refuses it: {e}"),
+        }
+        true
+    }
+
+    fn config() -> ProptestConfig {
+        ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES")
+                .ok()
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(256),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn fast_path_reads_as_serde_does(text in line()) {
+            assert_agrees(&text);
+        }
+
+        /// Not vacuous: a plain valid line with ordinary numbers is read by the fast path.
+        #[test]
+        fn fast_path_reads_ordinary_lines(
+            ts in 1_000_000_000u64..1_780_000_000,
+            p in 0u32..1_000_000,
+            c in 0u32..1_000_000,
+            cost in 0u32..1_000_000,
+            latency in 0u32..100_000,
+            status in 100u16..600,
+        ) {
+            let text = format!(
+                r#"{{"id":"r","ts":{ts},"model":"m","prompt_tokens":{p},"completion_tokens":{c},"cost_usd":{cost}e-6,"latency_ms":{latency}.5,"status":{status}}}"#
+            );
+            prop_assert!(assert_agrees(&text), "declined {}", text);
         }
     }
 }
