@@ -13,6 +13,7 @@
 //! them, otherwise they join the old history and nothing is lost.
 
 mod mix;
+mod ring;
 mod series;
 
 pub use mix::Mix;
