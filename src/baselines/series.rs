@@ -1,6 +1,7 @@
 //! One scalar series (a signal in a scope): seasonal and recent rings, the epoch's
 //! anchor, a step detector, and the warm-up after a change event.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 
 use serde::Serialize;
@@ -49,6 +50,19 @@ pub struct Series {
     /// change's warm-up; `keep` false drops them.
     held: Option<bool>,
     epoch: u32,
+    /// The last baseline given and the window it came from, until the next learned
+    /// value: the engine asks for the same one several times a bucket (its rules,
+    /// the price-volume-mix, the cost moves).
+    last: Cell<Option<(Window, Option<Baseline>)>>,
+}
+
+/// Which values a baseline is learned from (see `Series::baseline`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Window {
+    /// A seasonal slot's ring.
+    Seasonal(usize),
+    /// The newest this many values of the recent ring.
+    Recent(usize),
 }
 
 impl Series {
@@ -83,17 +97,33 @@ impl Series {
         seasonal_only: bool,
         p: &BaselineParams,
     ) -> Option<Baseline> {
-        if let Some(ring) = self.seasonal_window(ts_ms, p) {
-            let (median, mad, mean_dev) = ring.summary()?;
-            return Some(Baseline {
+        let ring = self.seasonal_window(ts_ms, p);
+        let window = match ring {
+            Some(_) => Window::Seasonal(slot(ts_ms)),
+            None => Window::Recent(self.recent_window(seasonal_only, p).len()),
+        };
+        if let Some((last, baseline)) = self.last.get()
+            && last == window
+        {
+            return baseline;
+        }
+        let baseline = match ring {
+            Some(ring) => ring.summary().map(|(median, mad, mean_dev)| Baseline {
                 median,
                 mad,
                 mean: mean(ring.iter()),
                 n: ring.len(),
                 seasonal: true,
                 mean_dev,
-            });
-        }
+            }),
+            None => self.recent_baseline(seasonal_only, p),
+        };
+        self.last.set(Some((window, baseline)));
+        baseline
+    }
+
+    /// The baseline of the recent window, if it holds any value.
+    fn recent_baseline(&self, seasonal_only: bool, p: &BaselineParams) -> Option<Baseline> {
         let mut values: Vec<f32> = self.recent_window(seasonal_only, p).copied().collect();
         let centre = mean(values.iter());
         let (median, mad) = median_mad(&mut values)?;
@@ -133,6 +163,7 @@ impl Series {
     }
 
     fn learn(&mut self, ts_ms: i64, value: f32, p: &BaselineParams) {
+        *self.last.get_mut() = None;
         if self.seasonal.is_empty() {
             self.seasonal = vec![SortedRing::default(); SLOTS];
         }
@@ -438,6 +469,32 @@ mod tests {
             }
         }
         assert_eq!(seen, [true, true]);
+    }
+
+    #[test]
+    fn a_remembered_baseline_is_the_one_computed_afresh() {
+        let p = BaselineParams::default();
+        let mut s = Series::default();
+        for i in 0..4 * 144 {
+            s.push(MONDAY + i * TEN_MIN, ((i * 7919) % 13) as f64, &p);
+            // Interleaved windows: the next bucket's slot, another slot, the fallback.
+            let next = MONDAY + (i + 1) * TEN_MIN;
+            for (ts, seasonal_only) in [(next, false), (next + 7 * 3_600_000, false), (next, true)]
+                .into_iter()
+                .cycle()
+                .take(7)
+            {
+                let fresh = Series {
+                    last: Cell::new(None),
+                    ..s.clone()
+                };
+                assert_eq!(
+                    s.baseline(ts, seasonal_only, &p),
+                    fresh.baseline(ts, seasonal_only, &p),
+                    "{i}"
+                );
+            }
+        }
     }
 
     #[test]
