@@ -13,6 +13,7 @@
 //! them, otherwise they join the old history and nothing is lost.
 
 mod mix;
+mod ring;
 mod series;
 // Public for the detectors above, which judge with the same tests.
 pub mod stats;

@@ -1,10 +1,12 @@
 //! One scalar series (a signal in a scope): seasonal and recent rings, the epoch's
 //! anchor, a step detector, and the warm-up after a change event.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 
 use serde::Serialize;
 
+use super::ring::SortedRing;
 use super::{BaselineParams, SLOTS, median, median_mad, slot};
 use crate::domain::Baseline;
 
@@ -33,7 +35,7 @@ pub struct Verdict {
 /// A scalar series' history in its current epoch.
 #[derive(Debug, Clone, Default)]
 pub struct Series {
-    seasonal: Vec<VecDeque<f32>>,
+    seasonal: Vec<SortedRing>,
     recent: VecDeque<f32>,
     since_epoch: usize,
     anchor: Option<(f64, f64)>,
@@ -47,30 +49,44 @@ pub struct Series {
     /// change's warm-up; `keep` false drops them.
     held: Option<bool>,
     epoch: u32,
+    /// The last baseline given and the window it came from, until the next learned
+    /// value: the engine asks for the same one several times a bucket (its rules,
+    /// the price-volume-mix, the cost moves).
+    last: Cell<Option<(Window, Option<Baseline>)>>,
+}
+
+/// Which values a baseline is learned from (see `Series::baseline`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Window {
+    /// A seasonal slot's ring.
+    Seasonal(usize),
+    /// The newest this many values of the recent ring.
+    Recent(usize),
 }
 
 impl Series {
-    /// The values a baseline for a bucket starting at `ts_ms` is learned from, and
-    /// whether they are seasonal: the slot's ring once it has `seasonal_min` values,
-    /// else (unless `seasonal_only`) the last `recent_window` of the recent ring once
-    /// it has `recent_min`. Empty when there is not enough history.
-    fn window(
-        &self,
-        ts_ms: i64,
-        seasonal_only: bool,
-        p: &BaselineParams,
-    ) -> (impl Iterator<Item = &f32>, bool) {
-        let recent = self.recent.len();
-        let (ring, skip, seasonal) = match self
-            .seasonal
+    /// The seasonal ring a baseline for a bucket starting at `ts_ms` is learned from:
+    /// the slot's, once it has `seasonal_min` values.
+    fn seasonal_window(&self, ts_ms: i64, p: &BaselineParams) -> Option<&SortedRing> {
+        self.seasonal
             .get(slot(ts_ms))
             .filter(|r| r.len() >= p.seasonal_min)
-        {
-            Some(ring) => (ring, 0, true),
-            None if seasonal_only || recent < p.recent_min => (&self.recent, recent, false),
-            None => (&self.recent, recent.saturating_sub(p.recent_window), false),
+    }
+
+    /// The values the fallback baseline is learned from when there is no seasonal
+    /// window: unless `seasonal_only`, the last `recent_window` of the recent ring
+    /// once it has `recent_min`. Empty when there is not enough history.
+    fn recent_window(
+        &self,
+        seasonal_only: bool,
+        p: &BaselineParams,
+    ) -> impl ExactSizeIterator<Item = &f32> {
+        let recent = self.recent.len();
+        let skip = match seasonal_only || recent < p.recent_min {
+            true => recent,
+            false => recent.saturating_sub(p.recent_window),
         };
-        (ring.iter().skip(skip), seasonal)
+        self.recent.iter().skip(skip)
     }
 
     /// The baseline for a bucket starting at `ts_ms`, if there is enough history.
@@ -80,18 +96,44 @@ impl Series {
         seasonal_only: bool,
         p: &BaselineParams,
     ) -> Option<Baseline> {
-        let (window, seasonal) = self.window(ts_ms, seasonal_only, p);
-        let mut values: Vec<f32> = window.copied().collect();
-        let centre = mean(&values);
+        let ring = self.seasonal_window(ts_ms, p);
+        let window = match ring {
+            Some(_) => Window::Seasonal(slot(ts_ms)),
+            None => Window::Recent(self.recent_window(seasonal_only, p).len()),
+        };
+        if let Some((last, baseline)) = self.last.get()
+            && last == window
+        {
+            return baseline;
+        }
+        let baseline = match ring {
+            Some(ring) => ring.summary().map(|(median, mad, mean_dev)| Baseline {
+                median,
+                mad,
+                mean: mean(ring.iter()),
+                n: ring.len(),
+                seasonal: true,
+                mean_dev,
+            }),
+            None => self.recent_baseline(seasonal_only, p),
+        };
+        self.last.set(Some((window, baseline)));
+        baseline
+    }
+
+    /// The baseline of the recent window, if it holds any value.
+    fn recent_baseline(&self, seasonal_only: bool, p: &BaselineParams) -> Option<Baseline> {
+        let mut values: Vec<f32> = self.recent_window(seasonal_only, p).copied().collect();
+        let centre = mean(values.iter());
         let (median, mad) = median_mad(&mut values)?;
         // `median_mad` left each value's absolute deviation from the median in place.
-        let mean_dev = mean(&values);
+        let mean_dev = mean(values.iter());
         Some(Baseline {
             median,
             mad,
             mean: centre,
             n: values.len(),
-            seasonal,
+            seasonal: false,
             mean_dev,
         })
     }
@@ -99,7 +141,10 @@ impl Series {
     /// Whether `baseline` would give one, without computing it: the engine asks this of
     /// every quiet scope in every bucket.
     pub fn has_baseline(&self, ts_ms: i64, seasonal_only: bool, p: &BaselineParams) -> bool {
-        self.window(ts_ms, seasonal_only, p).0.next().is_some()
+        match self.seasonal_window(ts_ms, p) {
+            Some(ring) => !ring.is_empty(),
+            None => self.recent_window(seasonal_only, p).len() > 0,
+        }
     }
 
     /// Record a bucket's value (into the warm-up buffer while one runs).
@@ -117,14 +162,11 @@ impl Series {
     }
 
     fn learn(&mut self, ts_ms: i64, value: f32, p: &BaselineParams) {
+        *self.last.get_mut() = None;
         if self.seasonal.is_empty() {
-            self.seasonal = vec![VecDeque::new(); SLOTS];
+            self.seasonal = vec![SortedRing::default(); SLOTS];
         }
-        let ring = &mut self.seasonal[slot(ts_ms)];
-        if ring.len() == p.seasonal_cap {
-            ring.pop_front();
-        }
-        ring.push_back(value);
+        self.seasonal[slot(ts_ms)].push(value, p.seasonal_cap);
         if self.recent.len() == p.recent_cap {
             self.recent.pop_front();
         }
@@ -313,8 +355,9 @@ impl Series {
     }
 }
 
-fn mean(values: &[f32]) -> f64 {
-    values.iter().map(|&v| v as f64).sum::<f64>() / values.len().max(1) as f64
+fn mean<'a>(values: impl ExactSizeIterator<Item = &'a f32>) -> f64 {
+    let n = values.len().max(1) as f64;
+    values.map(|&v| v as f64).sum::<f64>() / n
 }
 
 #[cfg(test)]
@@ -404,6 +447,32 @@ mod tests {
             }
         }
         assert_eq!(seen, [true, true]);
+    }
+
+    #[test]
+    fn a_remembered_baseline_is_the_one_computed_afresh() {
+        let p = BaselineParams::default();
+        let mut s = Series::default();
+        for i in 0..4 * 144 {
+            s.push(MONDAY + i * TEN_MIN, ((i * 7919) % 13) as f64, &p);
+            // Interleaved windows: the next bucket's slot, another slot, the fallback.
+            let next = MONDAY + (i + 1) * TEN_MIN;
+            for (ts, seasonal_only) in [(next, false), (next + 7 * 3_600_000, false), (next, true)]
+                .into_iter()
+                .cycle()
+                .take(7)
+            {
+                let fresh = Series {
+                    last: Cell::new(None),
+                    ..s.clone()
+                };
+                assert_eq!(
+                    s.baseline(ts, seasonal_only, &p),
+                    fresh.baseline(ts, seasonal_only, &p),
+                    "{i}"
+                );
+            }
+        }
     }
 
     #[test]
