@@ -1380,10 +1380,10 @@ impl LiteGen {
             e.tenant.as_deref().map(str::to_string),
             who.map(|w| identity().label(&w).to_string())
         );
-        // The first string tag names the route, else the key's request route.
+        // The first non-blank string tag names the route, else the key's request route.
         let tag = self.tags.get().and_then(|t| {
             t.iter().find_map(|j| match j {
-                J::Str(v) => Some(v.clone()),
+                J::Str(v) => label(Some(v.as_str())),
                 _ => None,
             })
         });

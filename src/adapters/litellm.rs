@@ -4,8 +4,6 @@
 
 use std::borrow::Cow;
 
-use compact_str::CompactString;
-
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -127,10 +125,7 @@ pub(super) fn decode(raw: &[u8], ctx: &Context) -> Result<UsageEvent, Rejected> 
     let route = p
         .request_tags
         .as_ref()
-        .and_then(|tags| {
-            tags.iter()
-                .find_map(|t| t.as_str().map(CompactString::from))
-        })
+        .and_then(|tags| tags.iter().find_map(|t| non_empty(t.as_str())))
         .or_else(|| non_empty(meta.user_api_key_request_route.as_deref()));
     let cached = meta
         .usage_object
@@ -142,6 +137,11 @@ pub(super) fn decode(raw: &[u8], ctx: &Context) -> Result<UsageEvent, Rejected> 
         .and_then(|r| r.choices)
         .and_then(|c| c.into_iter().next())
         .and_then(|c| c.finish_reason);
+    // The id is half of the dedupe key (ts, id): a blank one would make every
+    // request of the same millisecond one.
+    if p.id.trim().is_empty() {
+        return Err(Rejected("id is blank".into()));
+    }
     let ts_ms = epoch_to_ms(p.startTime).map_err(Rejected)?;
     let since_start = |t: Option<f64>| millis(t.map(|t| (t - p.startTime) * 1000.0));
     Ok(UsageEvent {
@@ -230,6 +230,27 @@ pub(crate) mod tests {
                 .unwrap_err()
                 .0
                 .contains("model")
+        );
+    }
+
+    #[test]
+    fn a_blank_id_is_rejected_and_a_blank_tag_names_no_route() {
+        let blank = SUCCESS.replacen(r#""id":"chatcmpl-7f3a""#, r#""id":"  ""#, 1);
+        assert!(
+            decode(Format::LiteLlm, &blank)
+                .unwrap_err()
+                .0
+                .contains("id")
+        );
+        let tags = SUCCESS.replace(r#"["summarize"]"#, r#"["  ", " extract "]"#);
+        assert_eq!(
+            usage(Format::LiteLlm, &tags).route.as_deref(),
+            Some("extract")
+        );
+        let none = SUCCESS.replace(r#"["summarize"]"#, r#"[" "]"#);
+        assert_eq!(
+            usage(Format::LiteLlm, &none).route.as_deref(),
+            Some("/chat/completions")
         );
     }
 }
