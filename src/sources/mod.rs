@@ -8,8 +8,7 @@ pub mod gateway_db;
 pub mod tail;
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use crate::adapters::Context;
@@ -43,33 +42,54 @@ impl SourceEnv {
     }
 }
 
-/// The stop signal every source thread watches; cheap to clone.
+/// The stop signal every source thread watches; cheap to clone. A sleeping thread
+/// wakes at once when it is set (a condition variable, not a polled flag).
 #[derive(Debug, Clone, Default)]
-pub struct Stop(Arc<AtomicBool>);
+pub struct Stop(Arc<(Mutex<bool>, Condvar)>);
 
 impl Stop {
     /// Ask every holder to stop.
     pub fn set(&self) {
-        self.0.store(true, Ordering::Relaxed);
+        *self.flag() = true;
+        self.0.1.notify_all();
     }
 
     /// Whether a stop has been asked for.
     pub fn is_set(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        *self.flag()
     }
 
-    /// Sleep up to `d`, waking early (within 20 ms) on stop. Returns whether to stop.
+    /// Sleep up to `d`, waking at once on stop. Returns whether to stop.
     pub fn sleep(&self, d: Duration) -> bool {
-        let step = Duration::from_millis(20);
-        let mut left = d;
-        while !left.is_zero() {
-            if self.is_set() {
-                return true;
-            }
-            let s = left.min(step);
-            std::thread::sleep(s);
-            left -= s;
-        }
-        self.is_set()
+        let (stopped, _) = self
+            .0
+            .1
+            .wait_timeout_while(self.flag(), d, |stopped| !*stopped)
+            .unwrap_or_else(|p| p.into_inner());
+        *stopped
+    }
+
+    /// The flag; a thread that panicked holding it left a valid bool.
+    fn flag(&self) -> std::sync::MutexGuard<'_, bool> {
+        self.0.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sleeping_source_wakes_when_stopped_and_sleeps_out_otherwise() {
+        let stop = Stop::default();
+        assert!(!stop.sleep(Duration::from_millis(1)));
+        let sleeper = {
+            let stop = stop.clone();
+            std::thread::spawn(move || stop.sleep(Duration::from_secs(24 * 3600)))
+        };
+        stop.set();
+        // Joins only because the day-long sleep woke on the stop.
+        assert!(sleeper.join().unwrap());
+        assert!(stop.is_set() && stop.sleep(Duration::from_secs(3600)));
     }
 }
