@@ -135,6 +135,9 @@ async fn click(page: &Page, selector: &str) {
         .unwrap_or_else(|e| panic!("clicking {selector}: {e}"));
 }
 
+/// What the page logs last, so the test knows every earlier console event arrived.
+const END_MARKER: &str = "driftwarden-test: end of the walk";
+
 /// Use the page as a person would; return every console error and uncaught exception.
 async fn drive(chrome: PathBuf, url: String, token: String) -> Vec<String> {
     let profile = tempfile::tempdir().expect("a profile dir");
@@ -163,11 +166,21 @@ async fn drive(chrome: PathBuf, url: String, token: String) -> Vec<String> {
     let mut thrown = page.event_listener::<EventExceptionThrown>().await.unwrap();
     let mut log = page.event_listener::<EventEntryAdded>().await.unwrap();
     let p = problems.clone();
+    // The page logs END_MARKER last; CDP delivers console events in order, so once it
+    // arrives every event logged before it has been seen.
+    let (end_seen, end) = tokio::sync::oneshot::channel::<()>();
+    let mut end_seen = Some(end_seen);
     let listeners = tokio::spawn(async move {
         loop {
             let problem = tokio::select! {
-                Some(e) = console.next() => matches!(e.r#type, ConsoleApiCalledType::Error | ConsoleApiCalledType::Assert)
-                    .then(|| format!("console.{:?}: {:?}", e.r#type, e.args.iter().map(|a| a.value.clone()).collect::<Vec<_>>())),
+                Some(e) = console.next() => {
+                    let marker = e.args.first().and_then(|a| a.value.as_ref()).and_then(Value::as_str) == Some(END_MARKER);
+                    if marker {
+                        end_seen.take().map(|s| s.send(()));
+                    }
+                    matches!(e.r#type, ConsoleApiCalledType::Error | ConsoleApiCalledType::Assert)
+                        .then(|| format!("console.{:?}: {:?}", e.r#type, e.args.iter().map(|a| a.value.clone()).collect::<Vec<_>>()))
+                }
                 Some(e) = thrown.next() => Some(format!("uncaught: {:?}", e.exception_details)),
                 Some(e) = log.next() => {
                     let entry = &e.entry;
@@ -239,8 +252,14 @@ async fn drive(chrome: PathBuf, url: String, token: String) -> Vec<String> {
         ),
     )
     .await;
-    // Let late console events arrive before the tab closes.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every console event the page logged so far arrives before the tab closes.
+    page.evaluate(format!("console.debug({END_MARKER:?})"))
+        .await
+        .expect("logging the end marker");
+    tokio::time::timeout(Duration::from_secs(60), end)
+        .await
+        .expect("the end marker's console event within a minute")
+        .expect("the console listener is running");
 
     browser.close().await.expect("closing Chromium");
     browser.wait().await.expect("waiting for Chromium to exit");
