@@ -15,8 +15,6 @@ use std::future::Future;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat};
@@ -33,6 +31,7 @@ use crate::sim::{
     Truth,
 };
 use crate::sources::gateway_db::Flavour;
+use crate::stop::Stop;
 
 /// The shipped rules, written into the demo's temporary rules directory so the demo
 /// runs from any working directory.
@@ -363,7 +362,7 @@ pub async fn run(
     let mut daemon = tokio::spawn(crate::daemon::serve_on(config, listener, async move {
         let _ = stopped.await;
     }));
-    let cancel = Arc::new(AtomicBool::new(false));
+    let cancel = Stop::default();
     let (seed, story_run, cancel_run) = (opts.seed, story, cancel.clone());
     // The blocking HTTP client must be built, used and dropped off the async threads.
     let mut playing = tokio::task::spawn_blocking(move || {
@@ -380,7 +379,7 @@ pub async fn run(
         d = &mut daemon => return Err(daemon_ended(d)),
         _ = &mut interrupt => {
             interrupted = true;
-            cancel.store(true, Ordering::Relaxed);
+            cancel.set();
             playing.await
         }
     };
@@ -513,11 +512,11 @@ struct Player {
     http: reqwest::blocking::Client,
     base: String,
     token: String,
-    cancel: Arc<AtomicBool>,
+    cancel: Stop,
 }
 
 impl Player {
-    fn new(base: String, token: String, cancel: Arc<AtomicBool>) -> Result<Player, DemoError> {
+    fn new(base: String, token: String, cancel: Stop) -> Result<Player, DemoError> {
         let http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -555,7 +554,7 @@ impl Player {
         ));
         let mut from = story.history_start_ms;
         while from < story.end_ms {
-            if self.cancel.load(Ordering::Relaxed) {
+            if self.cancel.is_set() {
                 return Ok(false);
             }
             let in_story = from >= story.story_start_ms;
@@ -646,7 +645,7 @@ impl Player {
                     return Ok(());
                 }
             }
-            if Instant::now() > deadline || self.cancel.load(Ordering::Relaxed) {
+            if Instant::now() > deadline || self.cancel.is_set() {
                 return Err(DemoError::Timeout("judge and notify the story's end"));
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -732,7 +731,7 @@ impl Player {
             if last_id >= row as f64 {
                 return Ok(());
             }
-            if Instant::now() > deadline || self.cancel.load(Ordering::Relaxed) {
+            if Instant::now() > deadline || self.cancel.is_set() {
                 return Err(DemoError::Timeout("store the gateway's rows"));
             }
             std::thread::sleep(Duration::from_millis(10));

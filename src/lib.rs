@@ -33,6 +33,7 @@ pub mod replay;
 pub mod schedule;
 pub mod sim;
 pub mod sources;
+pub mod stop;
 pub mod store;
 pub mod telemetry;
 pub mod tiers;

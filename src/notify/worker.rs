@@ -16,7 +16,6 @@ use std::time::Duration;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use lettre::{AsyncSmtpTransport, Tokio1Executor};
 use rusqlite::Connection;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -25,6 +24,7 @@ use super::{NotifyError, SendError, chain, console, email, scrub, secret_parts, 
 use crate::clock::now_ms;
 use crate::domain::ExposeSecret;
 use crate::domain::{Message, Secret};
+use crate::stop::Stop;
 use crate::store::StoreError;
 use crate::store::outbox::{self, OutboxRow};
 use crate::telemetry::{ChannelLabels, Metrics};
@@ -75,21 +75,28 @@ impl WorkerOptions {
     }
 }
 
-/// The running worker. `stop` ends it cleanly.
+/// The running worker. `stop` ends it cleanly; dropping it stops it too.
 pub struct Notifier {
-    stop: watch::Sender<bool>,
+    stop: Stop,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Notifier {
     /// Let every channel finish the send in progress (and record its outcome), then stop.
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        for t in self.tasks {
+    pub async fn stop(mut self) {
+        self.stop.set();
+        for t in std::mem::take(&mut self.tasks) {
             if let Err(e) = t.await {
                 tracing::error!(cause = %e, "notification worker panicked");
             }
         }
+    }
+}
+
+impl Drop for Notifier {
+    /// Nothing could stop the workers once their `Notifier` is gone.
+    fn drop(&mut self) {
+        self.stop.set();
     }
 }
 
@@ -101,7 +108,7 @@ pub fn spawn(
     options: WorkerOptions,
     metrics: Arc<Metrics>,
 ) -> Result<Notifier, NotifyError> {
-    let (stop, stopped) = watch::channel(false);
+    let stop = Stop::default();
     let client = reqwest::Client::builder()
         .timeout(options.send_timeout)
         .user_agent(concat!("driftwarden/", env!("CARGO_PKG_VERSION")))
@@ -133,7 +140,7 @@ pub fn spawn(
             options: options.clone(),
             metrics: metrics.clone(),
             pacer: pacer.clone(),
-            stopped: stopped.clone(),
+            stop: stop.clone(),
             paused_until: None,
         };
         tracing::info!(channel = %channel.name, kind = channel.target.kind(), "notification channel ready");
@@ -287,7 +294,7 @@ struct ChannelWorker {
     options: WorkerOptions,
     metrics: Arc<Metrics>,
     pacer: Arc<DefaultKeyedRateLimiter<String>>,
-    stopped: watch::Receiver<bool>,
+    stop: Stop,
     /// After a 429, nothing goes to this channel before this instant.
     paused_until: Option<Instant>,
 }
@@ -330,16 +337,16 @@ impl ChannelWorker {
         }
     }
 
-    /// Stopped, or the `Notifier` is gone (then nothing could stop us later).
+    /// Stopped (or the `Notifier` is gone).
     fn is_stopped(&self) -> bool {
-        *self.stopped.borrow() || self.stopped.has_changed().is_err()
+        self.stop.is_set()
     }
 
     /// Sleep, or return early when the worker is stopped.
     async fn sleep(&mut self, d: Duration) {
         tokio::select! {
             _ = tokio::time::sleep(d) => {}
-            _ = self.stopped.changed() => {}
+            _ = self.stop.stopped() => {}
         }
     }
 
@@ -374,14 +381,14 @@ impl ChannelWorker {
         if let Some(until) = self.paused_until.take() {
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => {}
-                _ = self.stopped.changed() => return false,
+                _ = self.stop.stopped() => return false,
             }
         }
         if let Some(key) = &self.pace_key {
             let pacer = self.pacer.clone();
             tokio::select! {
                 _ = pacer.until_key_ready(key) => {}
-                _ = self.stopped.changed() => return false,
+                _ = self.stop.stopped() => return false,
             }
         }
         !self.is_stopped()

@@ -16,11 +16,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use cron::Schedule;
 use serde::Deserialize;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::domain::{ChangeEvent, ChangeKind, SCOPE_DIMS, Scope};
 use crate::exceptions::Registry;
+use crate::stop::Stop;
 use crate::store::writer::Writer;
 use crate::store::{Batch, StoreError};
 use crate::tiers::{TierDef, TierError, Tiers};
@@ -316,14 +316,14 @@ impl Job {
 
 /// The running schedule tasks.
 pub struct Scheduler {
-    stop: watch::Sender<bool>,
+    stop: Stop,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Scheduler {
     /// Start one task per configured schedule on the current tokio runtime.
     pub fn spawn(schedules: &Schedules, jobs: Jobs) -> Scheduler {
-        let (stop, stopped) = watch::channel(false);
+        let stop = Stop::default();
         let mut planned = vec![(Job::Retention, schedules.retention.clone())];
         if let Some(s) = &schedules.exception_sweep {
             planned.push((Job::Sweep, s.clone()));
@@ -338,16 +338,16 @@ impl Scheduler {
             .into_iter()
             .map(|(job, schedule)| {
                 tracing::info!(schedule = job.name(), cron = %schedule, "schedule started");
-                tokio::spawn(drive(job, schedule, jobs.clone(), stopped.clone()))
+                tokio::spawn(drive(job, schedule, jobs.clone(), stop.clone()))
             })
             .collect();
         Scheduler { stop, tasks }
     }
 
     /// Stop every schedule, waiting for a job in progress to finish.
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        for t in self.tasks {
+    pub async fn stop(mut self) {
+        self.stop.set();
+        for t in std::mem::take(&mut self.tasks) {
             if let Err(e) = t.await {
                 tracing::error!(cause = %e, "schedule task failed");
             }
@@ -355,7 +355,14 @@ impl Scheduler {
     }
 }
 
-async fn drive(job: Job, schedule: Schedule, jobs: Jobs, mut stopped: watch::Receiver<bool>) {
+impl Drop for Scheduler {
+    /// Nothing could stop the schedules once their `Scheduler` is gone.
+    fn drop(&mut self) {
+        self.stop.set();
+    }
+}
+
+async fn drive(job: Job, schedule: Schedule, jobs: Jobs, stop: Stop) {
     // The last fire time: a sleep that ends a hair early must not fire it twice.
     let mut last = i64::MIN;
     loop {
@@ -367,7 +374,7 @@ async fn drive(job: Job, schedule: Schedule, jobs: Jobs, mut stopped: watch::Rec
         let wait = Duration::from_millis((at - now).max(0) as u64);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = stopped.changed() => return,
+            _ = stop.stopped() => return,
         }
         last = at;
         match job.run(&jobs, at).await {
