@@ -86,14 +86,12 @@ fn bodies_over_max_body_bytes_get_413_and_store_nothing() {
     // Without a Content-Length (chunked), the limit holds too.
     let chunked = reqwest::blocking::Body::new(std::io::Cursor::new(over.clone().into_bytes()));
     assert_eq!(app.post("/v1/events", chunked).status().as_u16(), 413);
-    // The token is checked before the body is read.
-    let r = app
-        .client
-        .post(app.url("/v1/events"))
-        .body(over)
-        .send()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 401);
+    // The token is checked before the body is read: a request without one is refused
+    // while its body was never sent. (Sending the body races the server's close.)
+    assert!(
+        unsent_body_answer(&app.url(""), over.len()).starts_with("HTTP/1.1 401"),
+        "a request without a token must be refused before its body is read"
+    );
     let s = app.stats();
     assert_eq!((s.events, s.dead_letters), (0, 0));
 
@@ -594,4 +592,30 @@ cost_usd = "cost"
     assert_eq!(status, 400);
     assert!(v["error"].as_str().unwrap().contains("/v1/evals"), "{v}");
     assert_eq!(app.stats().events, 4);
+}
+
+/// The status line and headers the server at `base` answers to a POST /v1/events that
+/// announces `len` bytes of body and never sends them. The read timeout only guards
+/// against a hang: a server that waited for the body would fail the test there.
+fn unsent_body_answer(base: &str, len: usize) -> String {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    write!(
+        conn,
+        "POST /v1/events HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-ndjson\r\nContent-Length: {len}\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = conn
+            .read(&mut buf)
+            .expect("an answer before the body was sent");
+        assert!(n > 0, "the connection closed without an answer");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&answer).into_owned()
 }
