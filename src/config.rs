@@ -44,6 +44,9 @@ pub enum ConfigError {
     /// A value from the file or the flags is unusable; the message says which and why.
     #[error("{0}")]
     Value(String),
+    /// A `[[channel]]` entry (or the environment's default channel) is unusable.
+    #[error(transparent)]
+    Channel(#[from] crate::notify::config::ChannelError),
     /// A `[schedules]` setting is unusable.
     #[error(transparent)]
     Schedule(#[from] crate::schedule::InvalidSchedule),
@@ -415,7 +418,7 @@ impl Config {
             schedules,
             customer_facing_routes: file.customer_facing_routes,
             exceptions,
-            channels: crate::notify::config::resolve(file.channel).map_err(ConfigError::Value)?,
+            channels: crate::notify::config::resolve(file.channel)?,
         })
     }
 }

@@ -13,8 +13,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::adapters::changes::parse_change;
-use crate::adapters::{Context, Decoder, Format, Record};
+use crate::adapters::changes::{ChangeError, parse_change};
+use crate::adapters::{Context, Decoder, Format, Record, UnknownFormat};
 use crate::alerts::{Delivery, Sent};
 use crate::analysis::{Analysis, AnalysisError};
 use crate::config::Config;
@@ -57,18 +57,18 @@ pub enum ReplayError {
         source: std::io::Error,
     },
     /// A line of the changes file is not a change event.
-    #[error("{path}:{line}: {message}")]
+    #[error("{path}:{line}: {source}")]
     Change {
         /// The file.
         path: String,
         /// 1-based line.
         line: usize,
         /// What is wrong.
-        message: String,
+        source: ChangeError,
     },
     /// The format name is unknown.
-    #[error("{0}")]
-    Format(String),
+    #[error(transparent)]
+    Format(#[from] UnknownFormat),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -136,11 +136,11 @@ pub fn read_changes(path: &Path) -> Result<Vec<ChangeEvent>, ReplayError> {
         if line.trim().is_empty() {
             continue;
         }
-        let c = parse_change(line.as_bytes(), i64::MAX / 4, 0).map_err(|message| {
+        let c = parse_change(line.as_bytes(), i64::MAX / 4, 0).map_err(|source| {
             ReplayError::Change {
                 path: path.display().to_string(),
                 line: i + 1,
-                message,
+                source,
             }
         })?;
         out.push(c);
@@ -253,7 +253,7 @@ pub fn run(
         // Replayed data is history: no record is "in the future".
         max_future_ms: i64::MAX / 4,
     });
-    let format = Format::by_name(&files.format, &config.formats).map_err(ReplayError::Format)?;
+    let format = Format::by_name(&files.format, &config.formats)?;
     let mut decoder = Decoder::new(format, ctx.clone());
     let mut analysis = Analysis::open(config, Delivery::Count)?;
     let mut summary = ReplaySummary::default();

@@ -1791,7 +1791,7 @@ proptest! {
         let raw = render(&J::Obj(f), st);
         let r = parse_change(raw.as_bytes(), NOW, 900_000);
         if note.chars().count() > 1000 {
-            assert!(r.unwrap_err().contains("longer than"), "{raw}");
+            assert!(r.unwrap_err().to_string().contains("longer than"), "{raw}");
             return Ok(());
         }
         let c = r.unwrap_or_else(|e| panic!("{raw}: {e}"));
@@ -1813,7 +1813,7 @@ proptest! {
         ],
     ) {
         if let Err(e) = parse_change(&raw, NOW, 900_000) {
-            assert!(!e.trim().is_empty());
+            assert!(!e.to_string().trim().is_empty());
         }
     }
 
@@ -1887,7 +1887,7 @@ proptest! {
         let _ = parse_ts_str(&junk);
         match epoch_to_ms(f) {
             Ok(ms) => assert!(f.is_finite() && f >= 0.0 && ms >= 0),
-            Err(e) => assert!(!e.is_empty()),
+            Err(e) => assert!(!e.to_string().is_empty()),
         }
     }
 }

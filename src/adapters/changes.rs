@@ -24,30 +24,45 @@ struct ChangeBody {
     note: String,
 }
 
+/// What is wrong with a posted change event; each message says what to send instead.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// Not JSON, or not a change event's fields.
+    #[error(
+        "invalid change event: {0}; expected {{\"kind\":\"deploy|model_bump|config_change\",\"ts\":\"...\",\"scope\":{{\"route\":\"...\"}},\"note\":\"...\"}}"
+    )]
+    Json(serde_json::Error),
+    /// A scope key that is not a scope dimension.
+    #[error("scope key {0:?} is not one of {dims}", dims = SCOPE_DIMS.join(", "))]
+    ScopeKey(String),
+    /// A scope dimension with a blank value.
+    #[error("scope {0} has an empty value")]
+    EmptyScope(String),
+    /// A note beyond `MAX_NOTE_CHARS`.
+    #[error("note is longer than {max} characters", max = MAX_NOTE_CHARS)]
+    NoteTooLong,
+    /// A time beyond the allowed clock skew.
+    #[error("ts is in the future: post a change when it happens")]
+    Future,
+}
+
 /// Turn a posted body into a change event, or say what is wrong with it.
-pub fn parse_change(body: &[u8], now: i64, max_future_ms: i64) -> Result<ChangeEvent, String> {
-    let b: ChangeBody = serde_json::from_slice(body).map_err(|e| {
-        format!(
-            "invalid change event: {e}; expected {{\"kind\":\"deploy|model_bump|config_change\",\"ts\":\"...\",\"scope\":{{\"route\":\"...\"}},\"note\":\"...\"}}"
-        )
-    })?;
+pub fn parse_change(body: &[u8], now: i64, max_future_ms: i64) -> Result<ChangeEvent, ChangeError> {
+    let b: ChangeBody = serde_json::from_slice(body).map_err(ChangeError::Json)?;
     for (dim, value) in &b.scope {
         if !SCOPE_DIMS.contains(&dim.as_str()) {
-            return Err(format!(
-                "scope key {dim:?} is not one of {}",
-                SCOPE_DIMS.join(", ")
-            ));
+            return Err(ChangeError::ScopeKey(dim.clone()));
         }
         if value.trim().is_empty() {
-            return Err(format!("scope {dim} has an empty value"));
+            return Err(ChangeError::EmptyScope(dim.clone()));
         }
     }
     if b.note.chars().count() > MAX_NOTE_CHARS {
-        return Err(format!("note is longer than {MAX_NOTE_CHARS} characters"));
+        return Err(ChangeError::NoteTooLong);
     }
     let ts_ms = b.ts.map(|t| t.0).unwrap_or(now);
     if ts_ms > now + max_future_ms {
-        return Err("ts is in the future: post a change when it happens".into());
+        return Err(ChangeError::Future);
     }
     Ok(ChangeEvent {
         kind: b.kind,
@@ -99,7 +114,9 @@ mod tests {
             ),
             (r#"{"kind":"deploy","by":"me"}"#, "unknown field"),
         ] {
-            let err = parse_change(body.as_bytes(), NOW, 900_000).unwrap_err();
+            let err = parse_change(body.as_bytes(), NOW, 900_000)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(want), "{body}: {err}");
         }
     }

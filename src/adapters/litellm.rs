@@ -142,7 +142,7 @@ pub(super) fn decode(raw: &[u8], ctx: &Context) -> Result<UsageEvent, Rejected> 
     if p.id.trim().is_empty() {
         return Err(Rejected("id is blank".into()));
     }
-    let ts_ms = epoch_to_ms(p.startTime).map_err(Rejected)?;
+    let ts_ms = epoch_to_ms(p.startTime)?;
     let since_start = |t: Option<f64>| millis(t.map(|t| (t - p.startTime) * 1000.0));
     Ok(UsageEvent {
         id: p.id.into(),

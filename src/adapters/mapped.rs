@@ -72,6 +72,11 @@ pub struct FieldMap {
     pub error_type: Option<String>,
 }
 
+/// A CSV delimiter the csv reader cannot take: it splits on one byte.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("delimiter {0:?} must be a single ASCII character")]
+pub struct InvalidDelimiter(pub char);
+
 fn default_delimiter() -> char {
     ','
 }
@@ -82,12 +87,9 @@ fn default_true() -> bool {
 
 impl MappedFormat {
     /// Check what serde cannot: a one-byte delimiter.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidDelimiter> {
         if !self.delimiter.is_ascii() {
-            return Err(format!(
-                "delimiter {:?} must be a single ASCII character",
-                self.delimiter
-            ));
+            return Err(InvalidDelimiter(self.delimiter));
         }
         Ok(())
     }
@@ -155,8 +157,7 @@ impl MappedFormat {
                 Some(Value::Number(n)) => epoch_to_ms(n.as_f64().unwrap_or(f64::NAN)),
                 _ => parse_ts_str(&ts_raw),
             },
-        }
-        .map_err(Rejected)?;
+        }?;
         let model = non_empty(fields.text(&f.model))
             .ok_or_else(|| Rejected(format!("field {:?} (model) is missing", f.model)))?;
         let id = match f.id.as_ref().and_then(|k| non_empty(fields.text(k))) {

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use compact_str::CompactString;
 
-pub use mapped::{MappedFormat, MappedKind};
+pub use mapped::{InvalidDelimiter, MappedFormat, MappedKind};
 pub use newapi::LogRow;
 
 use crate::domain::{CostSource, EvalScore, UsageEvent};
@@ -34,6 +34,13 @@ pub struct Rejected(pub String);
 impl Rejected {
     pub(crate) fn json(e: serde_json::Error) -> Rejected {
         Rejected(format!("invalid record: {e}"))
+    }
+}
+
+/// An unreadable timestamp refuses its record, with the timestamp's message as the reason.
+impl From<timestamp::TimestampError> for Rejected {
+    fn from(e: timestamp::TimestampError) -> Rejected {
+        Rejected(e.to_string())
     }
 }
 
@@ -68,7 +75,7 @@ impl Format {
     pub fn by_name(
         name: &str,
         mapped: &BTreeMap<String, Arc<MappedFormat>>,
-    ) -> Result<Format, String> {
+    ) -> Result<Format, UnknownFormat> {
         Ok(match name {
             "native" => Format::Native,
             "newapi" => Format::NewApi,
@@ -80,10 +87,10 @@ impl Format {
                 None => {
                     let mut known = vec!["native", "newapi", "oneapi", "litellm", "evals"];
                     known.extend(mapped.keys().map(String::as_str));
-                    return Err(format!(
-                        "unknown format {other:?}; known formats: {} (define more under [formats.NAME] in the config)",
-                        known.join(", ")
-                    ));
+                    return Err(UnknownFormat {
+                        name: other.to_string(),
+                        known: known.join(", "),
+                    });
                 }
             },
         })
@@ -93,6 +100,17 @@ impl Format {
     pub fn is_evals(&self) -> bool {
         matches!(self, Format::Evals)
     }
+}
+
+/// A format name that is neither built in nor defined in the config.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown format {name:?}; known formats: {known} (define more under [formats.NAME] in the config)"
+)]
+pub struct UnknownFormat {
+    name: String,
+    /// The names there are, comma-separated, for the message.
+    known: String,
 }
 
 /// What every adapter needs besides the record.
@@ -405,7 +423,9 @@ mod tests {
 
     #[test]
     fn unknown_format_lists_the_known_ones() {
-        let err = Format::by_name("nope", &BTreeMap::new()).unwrap_err();
+        let err = Format::by_name("nope", &BTreeMap::new())
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("native, newapi, oneapi, litellm, evals"),
             "{err}"

@@ -8,11 +8,32 @@ use std::fmt;
 /// Epoch values at or above this are milliseconds (1e11 s is the year 5138).
 const MS_THRESHOLD: f64 = 1e11;
 
+/// A timestamp that could not be read; the message names the forms that can.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TimestampError {
+    /// Text in none of the accepted forms.
+    #[error("timestamp {0:?} is neither RFC 3339 nor epoch seconds/milliseconds")]
+    Unrecognized(String),
+    /// Text that does not match a mapped format's `ts_format`.
+    #[error("timestamp {text:?} does not match {pattern:?}: {source}")]
+    Pattern {
+        /// The text as the record holds it.
+        text: String,
+        /// The strftime pattern from the config.
+        pattern: String,
+        /// What chrono found wrong.
+        source: chrono::ParseError,
+    },
+    /// A number that is negative, infinite or NaN.
+    #[error("timestamp {0} is not a valid epoch time")]
+    Epoch(f64),
+}
+
 /// Parse a textual timestamp into epoch milliseconds.
 ///
 /// Accepts RFC 3339 (`2026-06-01T12:00:00.123Z`), a naive `YYYY-MM-DD HH:MM:SS[.fff]`
 /// or `YYYY-MM-DDTHH:MM:SS[.fff]` taken as UTC, and a number of seconds or milliseconds.
-pub fn parse_ts_str(s: &str) -> Result<i64, String> {
+pub fn parse_ts_str(s: &str) -> Result<i64, TimestampError> {
     let s = s.trim();
     if let Some(ms) = utc_z(s.as_bytes()) {
         return Ok(ms);
@@ -28,9 +49,7 @@ pub fn parse_ts_str(s: &str) -> Result<i64, String> {
             return Ok(t.and_utc().timestamp_millis());
         }
     }
-    Err(format!(
-        "timestamp {s:?} is neither RFC 3339 nor epoch seconds/milliseconds"
-    ))
+    Err(TimestampError::Unrecognized(s.to_string()))
 }
 
 /// The shape nearly every gateway writes, `YYYY-MM-DDTHH:MM:SS[.fff]Z`, read without
@@ -76,19 +95,23 @@ fn utc_z(b: &[u8]) -> Option<i64> {
 }
 
 /// Parse with an explicit strftime pattern (from a mapped format's config), as UTC.
-pub fn parse_ts_with(s: &str, pattern: &str) -> Result<i64, String> {
+pub fn parse_ts_with(s: &str, pattern: &str) -> Result<i64, TimestampError> {
     if let Ok(t) = DateTime::parse_from_str(s.trim(), pattern) {
         return Ok(t.timestamp_millis());
     }
     NaiveDateTime::parse_from_str(s.trim(), pattern)
         .map(|t| t.and_utc().timestamp_millis())
-        .map_err(|e| format!("timestamp {s:?} does not match {pattern:?}: {e}"))
+        .map_err(|source| TimestampError::Pattern {
+            text: s.to_string(),
+            pattern: pattern.to_string(),
+            source,
+        })
 }
 
 /// Convert epoch seconds or milliseconds (told apart by magnitude) into milliseconds.
-pub fn epoch_to_ms(n: f64) -> Result<i64, String> {
+pub fn epoch_to_ms(n: f64) -> Result<i64, TimestampError> {
     if !n.is_finite() || n < 0.0 {
-        return Err(format!("timestamp {n} is not a valid epoch time"));
+        return Err(TimestampError::Epoch(n));
     }
     Ok(if n >= MS_THRESHOLD {
         n as i64

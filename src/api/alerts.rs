@@ -39,7 +39,7 @@ pub async fn list(
         ));
     }
     let since_ms = match q.since.as_deref() {
-        Some(s) => Some(parse_ts_str(s).map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?),
+        Some(s) => Some(parse_ts_str(s)?),
         None => None,
     };
     let filter = AlertFilter {

@@ -23,7 +23,7 @@ pub async fn recalibrate(
     require_token(req.headers(), &state.token)?;
     let body = read_body(req.into_body(), state.max_body_bytes).await?;
     let change = parse_change(&body, now_ms(), state.ctx.max_future_ms)
-        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     let mut batch = Batch::new("http:recalibrate", "change");
     batch.changes.push(change.clone());
     let report = state
@@ -60,7 +60,7 @@ pub async fn list(
     Query(q): Query<ChangesQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let since = match q.since.as_deref() {
-        Some(s) => parse_ts_str(s).map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?,
+        Some(s) => parse_ts_str(s)?,
         None => i64::MIN,
     };
     let limit = q.limit.unwrap_or(100).min(1000);

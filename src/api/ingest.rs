@@ -51,7 +51,7 @@ pub async fn events(
     require_token(req.headers(), &state.token)?;
     let name = q.format.unwrap_or_else(|| "native".into());
     let format = Format::by_name(&name, &state.formats)
-        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     if format.is_evals() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -24,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde_json::json;
 
+use crate::adapters::timestamp::TimestampError;
 use crate::adapters::{Context, MappedFormat};
 use crate::sources::gateway_db::HealthBoard;
 use crate::store::writer::Writer;
@@ -106,6 +107,13 @@ impl ApiError {
     fn internal(e: impl std::fmt::Display) -> ApiError {
         tracing::error!(cause = %e, "request failed");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+/// A timestamp in a request (a query's `since` or `until`) is the client's to fix: 400.
+impl From<TimestampError> for ApiError {
+    fn from(e: TimestampError) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, e.to_string())
     }
 }
 

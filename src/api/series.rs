@@ -89,7 +89,7 @@ struct Range {
 
 impl Range {
     fn parse(q: &SeriesQuery, now: i64) -> Result<Range, ApiError> {
-        let ts = |s: &Option<String>| s.as_deref().map(parse_ts_str).transpose().map_err(bad);
+        let ts = |s: &Option<String>| s.as_deref().map(parse_ts_str).transpose();
         let until = ts(&q.until)?.unwrap_or(now);
         let since = ts(&q.since)?.unwrap_or(until - DAY_MS);
         if since >= until {

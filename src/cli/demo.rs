@@ -27,11 +27,22 @@ pub(super) struct DemoArgs {
     start: Option<i64>,
 }
 
+/// A `--start` that is not an RFC 3339 time; clap prints it under the flag.
+#[derive(Debug, thiserror::Error)]
+#[error("{text:?} is not an RFC 3339 time: {source}")]
+struct NotRfc3339 {
+    text: String,
+    source: chrono::ParseError,
+}
+
 /// An RFC 3339 time as milliseconds since the Unix epoch.
-fn parse_time(text: &str) -> Result<i64, String> {
+fn parse_time(text: &str) -> Result<i64, NotRfc3339> {
     chrono::DateTime::parse_from_rfc3339(text)
         .map(|t| t.timestamp_millis())
-        .map_err(|e| format!("{text:?} is not an RFC 3339 time: {e}"))
+        .map_err(|source| NotRfc3339 {
+            text: text.to_string(),
+            source,
+        })
 }
 
 pub(super) fn demo(args: DemoArgs) -> Result<()> {

@@ -336,7 +336,9 @@ fn build(r: RawRule, ctx: &RuleContext, existing: &[Rule]) -> Result<Rule, Build
         Some(s) => {
             let mut shapes = Vec::new();
             for name in s.get_ref() {
-                shapes.push(parse_shape(name, ctx).map_err(|m| (Some(s.span().start), m))?);
+                shapes.push(
+                    parse_shape(name, ctx).map_err(|e| (Some(s.span().start), e.to_string()))?,
+                );
             }
             shapes
         }
@@ -410,23 +412,35 @@ fn parse_enum<T: serde::de::DeserializeOwned>(
         })
 }
 
+/// A rule's scope shape that names no scope the analysis keeps.
+#[derive(Debug, thiserror::Error)]
+enum ShapeError {
+    /// A part that is not a scope dimension.
+    #[error(
+        "scope {name:?}: unknown dimension {dim:?}; use global, {dims} or a configured pair like model+route",
+        dims = SCOPE_DIMS.join(", ")
+    )]
+    UnknownDim { name: String, dim: String },
+    /// A pair the config does not list.
+    #[error("scope {0:?} is not a configured pair; add it to [analysis] pairs in the config")]
+    NotAPair(String),
+}
+
 /// Parse a scope shape: `global`, a dimension, or a configured pair `model+route`.
-fn parse_shape(name: &str, ctx: &RuleContext) -> Result<Shape, String> {
+fn parse_shape(name: &str, ctx: &RuleContext) -> Result<Shape, ShapeError> {
     if name == "global" {
         return Ok(0);
     }
     let dims: Vec<String> = name.split('+').map(str::to_string).collect();
     if let Some(bad) = dims.iter().find(|d| !SCOPE_DIMS.contains(&d.as_str())) {
-        return Err(format!(
-            "scope {name:?}: unknown dimension {bad:?}; use global, {} or a configured pair like model+route",
-            SCOPE_DIMS.join(", ")
-        ));
+        return Err(ShapeError::UnknownDim {
+            name: name.to_string(),
+            dim: bad.clone(),
+        });
     }
     let shape = shape_of(&dims);
     if dims.len() > 1 && !ctx.pairs.contains(&shape) {
-        return Err(format!(
-            "scope {name:?} is not a configured pair; add it to [analysis] pairs in the config"
-        ));
+        return Err(ShapeError::NotAPair(name.to_string()));
     }
     Ok(shape)
 }

@@ -100,21 +100,149 @@ pub struct EmailTarget {
     pub to: Vec<Mailbox>,
 }
 
+/// A `[[channel]]` entry or an environment default that cannot be used; the message
+/// names the channel and the key to fix, never a secret's value.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    /// Two channels share a name.
+    #[error(
+        "[[channel]] {0:?} is defined twice (the environment defines `slack` and `email` when {slack} or {smtp} is set); give each channel its own name",
+        slack = ENV_SLACK_WEBHOOK,
+        smtp = ENV_SMTP_URL
+    )]
+    Duplicate(String),
+    /// An entry without a name.
+    #[error("[[channel]] needs a non-empty `name`")]
+    NoName,
+    /// `KEY_env` names a variable that is not set.
+    #[error("[[channel]] {name:?}: {key}_env is {env}, but {env} is not set")]
+    EnvUnset {
+        /// The channel.
+        name: String,
+        /// The key (`webhook_url`, `smtp_url`, `url`).
+        key: &'static str,
+        /// The variable it names.
+        env: String,
+    },
+    /// Both `KEY` and `KEY_env` are given.
+    #[error("[[channel]] {name:?}: give {key} or {key}_env, not both")]
+    Both {
+        /// The channel.
+        name: String,
+        /// The key.
+        key: &'static str,
+    },
+    /// Neither `KEY` nor `KEY_env` is given.
+    #[error("[[channel]] {name:?} (type = {kind:?}) needs {key} (or {key}_env)")]
+    Missing {
+        /// The channel.
+        name: String,
+        /// Its `type`.
+        kind: String,
+        /// The key.
+        key: &'static str,
+    },
+    /// A key of another channel type.
+    #[error("[[channel]] {name:?}: {key} does not apply to type = {kind:?}")]
+    DoesNotApply {
+        /// The channel.
+        name: String,
+        /// The key that does not belong.
+        key: &'static str,
+        /// Its `type`.
+        kind: String,
+    },
+    /// A `type` driftwarden has no sender for.
+    #[error("[[channel]] {name:?}: unknown type {kind:?}; use slack, email, webhook or console")]
+    UnknownType {
+        /// The channel.
+        name: String,
+        /// The `type` given.
+        kind: String,
+    },
+    /// A webhook URL that is not http(s) with a host (its value is not shown).
+    #[error("channel {name:?}: {key} must be an http:// or https:// URL (value not shown)")]
+    NotHttp {
+        /// The channel.
+        name: String,
+        /// The key (or variable) that held it.
+        key: String,
+    },
+    /// A sender that is not a mail address.
+    #[error("channel {name:?}: sender {from:?} is not an address: {source}")]
+    Sender {
+        /// The channel.
+        name: String,
+        /// The sender given.
+        from: String,
+        /// What lettre found wrong.
+        source: lettre::address::AddressError,
+    },
+    /// An email channel without recipients.
+    #[error("channel {name:?}: email needs at least one recipient ({key})")]
+    NoRecipient {
+        /// The channel.
+        name: String,
+        /// Where recipients go (`to`, or the variable).
+        key: String,
+    },
+    /// A recipient that is not a mail address.
+    #[error("channel {name:?}: recipient {to:?} is not an address: {source}")]
+    Recipient {
+        /// The channel.
+        name: String,
+        /// The recipient given.
+        to: String,
+        /// What lettre found wrong.
+        source: lettre::address::AddressError,
+    },
+    /// An unusable SMTP URL.
+    #[error("channel {name:?}: {source}")]
+    Smtp {
+        /// The channel.
+        name: String,
+        /// What is wrong with the URL.
+        source: SmtpUrlError,
+    },
+}
+
+/// An SMTP URL that cannot be used; the message shows the forms that can, never the URL.
+#[derive(Debug, thiserror::Error)]
+pub enum SmtpUrlError {
+    /// Not a URL at all.
+    #[error(
+        "smtp_url is not a URL ({0}); expected smtp://user:pass@host:port?tls=starttls|tls|none"
+    )]
+    NotUrl(<Url as std::str::FromStr>::Err),
+    /// A URL without a host.
+    #[error("smtp_url has no host")]
+    NoHost,
+    /// A `tls` parameter other than starttls, tls or none.
+    #[error("smtp_url has tls={0:?}; use starttls, tls or none")]
+    Tls(String),
+    /// A scheme other than smtp or smtps.
+    #[error("smtp_url scheme is {0:?}; use smtp:// or smtps://")]
+    Scheme(String),
+    /// The url crate refused to switch between smtp and smtps.
+    #[error("smtp_url scheme cannot be changed")]
+    SchemeChange,
+}
+
 /// Validate the file's entries and add the environment's default channels.
-pub fn resolve(entries: Vec<ChannelConfig>) -> Result<Vec<Channel>, String> {
+pub fn resolve(entries: Vec<ChannelConfig>) -> Result<Vec<Channel>, ChannelError> {
     resolve_with(entries, |k| std::env::var(k).ok())
 }
 
 /// The default channels from `DRIFTWARDEN_SLACK_WEBHOOK` (named `slack`) and
 /// `DRIFTWARDEN_SMTP_URL` with `DRIFTWARDEN_EMAIL_TO` (named `email`).
-pub fn channels_from_env() -> Result<Vec<Channel>, String> {
+pub fn channels_from_env() -> Result<Vec<Channel>, ChannelError> {
     from_vars(&|k| std::env::var(k).ok())
 }
 
 fn resolve_with(
     entries: Vec<ChannelConfig>,
     var: impl Fn(&str) -> Option<String>,
-) -> Result<Vec<Channel>, String> {
+) -> Result<Vec<Channel>, ChannelError> {
     let mut channels = Vec::new();
     for entry in entries {
         channels.push(channel(entry, &var)?);
@@ -123,16 +251,13 @@ fn resolve_with(
     let mut names = BTreeSet::new();
     for c in &channels {
         if !names.insert(c.name.as_str()) {
-            return Err(format!(
-                "[[channel]] {:?} is defined twice (the environment defines `slack` and `email` when {ENV_SLACK_WEBHOOK} or {ENV_SMTP_URL} is set); give each channel its own name",
-                c.name
-            ));
+            return Err(ChannelError::Duplicate(c.name.clone()));
         }
     }
     Ok(channels)
 }
 
-fn from_vars(var: &dyn Fn(&str) -> Option<String>) -> Result<Vec<Channel>, String> {
+fn from_vars(var: &dyn Fn(&str) -> Option<String>) -> Result<Vec<Channel>, ChannelError> {
     let set = |k: &str| var(k).filter(|v| !v.trim().is_empty());
     let mut out = Vec::new();
     if let Some(url) = set(ENV_SLACK_WEBHOOK) {
@@ -160,30 +285,43 @@ fn from_vars(var: &dyn Fn(&str) -> Option<String>) -> Result<Vec<Channel>, Strin
     Ok(out)
 }
 
-fn channel(e: ChannelConfig, var: &impl Fn(&str) -> Option<String>) -> Result<Channel, String> {
+fn channel(
+    e: ChannelConfig,
+    var: &impl Fn(&str) -> Option<String>,
+) -> Result<Channel, ChannelError> {
     let name = e.name.trim().to_string();
     if name.is_empty() {
-        return Err("[[channel]] needs a non-empty `name`".into());
+        return Err(ChannelError::NoName);
     }
-    let secret = |value: Option<Secret>, env: Option<String>, key: &str| match (value, env) {
+    let secret = |value: Option<Secret>, env: Option<String>, key: &'static str| match (value, env)
+    {
         (Some(v), None) => Ok(v.expose_secret().to_string()),
-        (None, Some(env)) => var(&env).filter(|v| !v.trim().is_empty()).ok_or_else(|| {
-            format!("[[channel]] {name:?}: {key}_env is {env}, but {env} is not set")
+        (None, Some(env)) => {
+            var(&env)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or_else(|| ChannelError::EnvUnset {
+                    name: name.clone(),
+                    key,
+                    env,
+                })
+        }
+        (Some(_), Some(_)) => Err(ChannelError::Both {
+            name: name.clone(),
+            key,
         }),
-        (Some(_), Some(_)) => Err(format!(
-            "[[channel]] {name:?}: give {key} or {key}_env, not both"
-        )),
-        (None, None) => Err(format!(
-            "[[channel]] {name:?} (type = {:?}) needs {key} (or {key}_env)",
-            e.kind
-        )),
+        (None, None) => Err(ChannelError::Missing {
+            name: name.clone(),
+            kind: e.kind.clone(),
+            key,
+        }),
     };
-    let unused = |fields: &[(&str, bool)]| -> Result<(), String> {
+    let unused = |fields: &[(&'static str, bool)]| -> Result<(), ChannelError> {
         match fields.iter().find(|(_, set)| *set) {
-            Some((key, _)) => Err(format!(
-                "[[channel]] {name:?}: {key} does not apply to type = {:?}",
-                e.kind
-            )),
+            Some((key, _)) => Err(ChannelError::DoesNotApply {
+                name: name.clone(),
+                key,
+                kind: e.kind.clone(),
+            }),
             None => Ok(()),
         }
     };
@@ -233,23 +371,25 @@ fn channel(e: ChannelConfig, var: &impl Fn(&str) -> Option<String>) -> Result<Ch
             Target::Console
         }
         other => {
-            return Err(format!(
-                "[[channel]] {name:?}: unknown type {other:?}; use slack, email, webhook or console"
-            ));
+            return Err(ChannelError::UnknownType {
+                name,
+                kind: other.to_string(),
+            });
         }
     };
     Ok(Channel { name, target })
 }
 
 /// Check an http(s) URL without ever putting it in the message.
-fn http_url(url: &str, name: &str, key: &str) -> Result<Secret, String> {
+fn http_url(url: &str, name: &str, key: &str) -> Result<Secret, ChannelError> {
     match Url::parse(url.trim()) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
             Ok(Secret::from(url.trim()))
         }
-        _ => Err(format!(
-            "channel {name:?}: {key} must be an http:// or https:// URL (value not shown)"
-        )),
+        _ => Err(ChannelError::NotHttp {
+            name: name.to_string(),
+            key: key.to_string(),
+        }),
     }
 }
 
@@ -259,27 +399,37 @@ fn email(
     from: Option<&str>,
     to: &[String],
     to_key: &str,
-) -> Result<EmailTarget, String> {
+) -> Result<EmailTarget, ChannelError> {
     let from = from.unwrap_or(DEFAULT_FROM);
-    let from: Mailbox = from
-        .parse()
-        .map_err(|e| format!("channel {name:?}: sender {from:?} is not an address: {e}"))?;
+    let from: Mailbox = from.parse().map_err(|source| ChannelError::Sender {
+        name: name.to_string(),
+        from: from.to_string(),
+        source,
+    })?;
     if to.is_empty() {
-        return Err(format!(
-            "channel {name:?}: email needs at least one recipient ({to_key})"
-        ));
+        return Err(ChannelError::NoRecipient {
+            name: name.to_string(),
+            key: to_key.to_string(),
+        });
     }
     let to = to
         .iter()
         .map(|t| {
             t.parse::<Mailbox>()
-                .map_err(|e| format!("channel {name:?}: recipient {t:?} is not an address: {e}"))
+                .map_err(|source| ChannelError::Recipient {
+                    name: name.to_string(),
+                    to: t.clone(),
+                    source,
+                })
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(EmailTarget {
         smtp_url: Secret::from(
             lettre_url(smtp_url)
-                .map_err(|m| format!("channel {name:?}: {m}"))?
+                .map_err(|source| ChannelError::Smtp {
+                    name: name.to_string(),
+                    source,
+                })?
                 .as_str(),
         ),
         from,
@@ -290,14 +440,10 @@ fn email(
 /// Translate our SMTP URL (`?tls=starttls|tls|none`, `smtps://`) into lettre's form
 /// (`?tls=required`, `smtps://`, no parameter for plain). Without `tls`, `smtp://`
 /// means STARTTLS, so a password is never sent in clear unless asked for.
-fn lettre_url(raw: &str) -> Result<String, String> {
-    let mut url = Url::parse(raw.trim()).map_err(|e| {
-        format!(
-            "smtp_url is not a URL ({e}); expected smtp://user:pass@host:port?tls=starttls|tls|none"
-        )
-    })?;
+fn lettre_url(raw: &str) -> Result<String, SmtpUrlError> {
+    let mut url = Url::parse(raw.trim()).map_err(SmtpUrlError::NotUrl)?;
     if url.host_str().is_none_or(str::is_empty) {
-        return Err("smtp_url has no host".into());
+        return Err(SmtpUrlError::NoHost);
     }
     let mut tls = None;
     let mut rest = Vec::new();
@@ -313,20 +459,16 @@ fn lettre_url(raw: &str) -> Result<String, String> {
         ("smtp", None | Some("starttls")) => ("smtp", Some("required")),
         ("smtp", Some("none")) => ("smtp", None),
         ("smtp" | "smtps", Some(other)) => {
-            return Err(format!(
-                "smtp_url has tls={other:?}; use starttls, tls or none"
-            ));
+            return Err(SmtpUrlError::Tls(other.to_string()));
         }
         (other, _) => {
-            return Err(format!(
-                "smtp_url scheme is {other:?}; use smtp:// or smtps://"
-            ));
+            return Err(SmtpUrlError::Scheme(other.to_string()));
         }
     };
     if url.scheme() != scheme {
         // `Url::set_scheme` refuses no change between these two special-less schemes.
         url.set_scheme(scheme)
-            .map_err(|_| "smtp_url scheme cannot be changed".to_string())?;
+            .map_err(|_| SmtpUrlError::SchemeChange)?;
     }
     {
         let mut query = url.query_pairs_mut();
@@ -420,7 +562,7 @@ type = "console"
             "not a url",
             "smtp://u:pw@",
         ] {
-            let err = lettre_url(bad).unwrap_err();
+            let err = lettre_url(bad).unwrap_err().to_string();
             assert!(!err.contains("pw@"), "{err}");
         }
     }
@@ -442,7 +584,9 @@ type = "console"
         assert_eq!(mail.from.email.to_string(), DEFAULT_FROM);
         assert_eq!(mail.to.len(), 2);
         let no_recipients = |k: &str| (k == ENV_SMTP_URL).then(|| "smtp://relay".to_string());
-        let err = resolve_with(Vec::new(), no_recipients).unwrap_err();
+        let err = resolve_with(Vec::new(), no_recipients)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(ENV_EMAIL_TO), "{err}");
     }
 
@@ -478,7 +622,7 @@ type = "console"
                 "recipient \"not an address\"",
             ),
         ] {
-            let err = resolve_with(parse(text), no_env).unwrap_err();
+            let err = resolve_with(parse(text), no_env).unwrap_err().to_string();
             assert!(err.contains(want), "{text}: {err}");
             assert!(!err.contains("sekrit"), "{err}");
         }
@@ -487,7 +631,8 @@ type = "console"
             parse("[[channel]]\nname = \"slack\"\ntype = \"console\""),
             dup,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("\"slack\" is defined twice"), "{err}");
     }
 }

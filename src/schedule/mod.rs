@@ -19,7 +19,7 @@ use serde::Deserialize;
 use tokio::task::JoinHandle;
 
 use crate::domain::{ChangeEvent, ChangeKind, SCOPE_DIMS, Scope};
-use crate::exceptions::Registry;
+use crate::exceptions::{ExceptionError, Registry};
 use crate::stop::Stop;
 use crate::store::writer::Writer;
 use crate::store::{Batch, StoreError};
@@ -191,6 +191,21 @@ pub enum ScheduleError {
     Tiers(#[from] TierError),
 }
 
+/// Why a scheduled job failed. It is logged, and the schedule fires again at its
+/// next time.
+#[derive(Debug, thiserror::Error)]
+enum JobError {
+    /// The store (the writer, or a connection of the job's own) failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The exception sweep failed.
+    #[error(transparent)]
+    Exceptions(#[from] ExceptionError),
+    /// The blocking part of a job panicked.
+    #[error(transparent)]
+    Join(#[from] tokio::task::JoinError),
+}
+
 /// What the jobs work on.
 #[derive(Clone)]
 pub struct Jobs {
@@ -225,29 +240,26 @@ impl Jobs {
         })
     }
 
-    async fn retention(&self, at_ms: i64) -> Result<String, String> {
+    async fn retention(&self, at_ms: i64) -> Result<String, JobError> {
         let cutoff = at_ms - i64::from(self.retention_days) * 86_400_000;
-        let n = self.writer.prune(cutoff).await.map_err(|e| e.to_string())?;
+        let n = self.writer.prune(cutoff).await?;
         Ok(format!(
             "deleted {n} raw events (and delivered notifications) older than {} days",
             self.retention_days
         ))
     }
 
-    async fn sweep(&self, at_ms: i64) -> Result<String, String> {
+    async fn sweep(&self, at_ms: i64) -> Result<String, JobError> {
         let (db, registry) = (self.db.clone(), self.registry);
-        let expired = tokio::task::spawn_blocking(move || {
-            let mut conn = crate::store::exceptions::open(&db).map_err(|e| e.to_string())?;
-            registry
-                .sweep_expired(&mut conn, at_ms)
-                .map_err(|e| e.to_string())
+        let expired = tokio::task::spawn_blocking(move || -> Result<_, JobError> {
+            let mut conn = crate::store::exceptions::open(&db)?;
+            Ok(registry.sweep_expired(&mut conn, at_ms)?)
         })
-        .await
-        .map_err(|e| e.to_string())??;
+        .await??;
         Ok(format!("{} exceptions expired", expired.len()))
     }
 
-    async fn digest(&self, at_ms: i64) -> Result<String, String> {
+    async fn digest(&self, at_ms: i64) -> Result<String, JobError> {
         let (db, tier) = (self.db.clone(), self.digest_tier.clone());
         tokio::task::spawn_blocking(move || -> Result<String, StoreError> {
             let d = digest::Digest::build(&db, &tier.tier.name, at_ms)?;
@@ -257,15 +269,14 @@ impl Jobs {
                 tier.tier.name
             ))
         })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
+        .await?
+        .map_err(JobError::from)
     }
 
-    async fn calendar(&self, calendar: &Calendar, at_ms: i64) -> Result<String, String> {
+    async fn calendar(&self, calendar: &Calendar, at_ms: i64) -> Result<String, JobError> {
         let mut batch = Batch::new("schedule:calendar", "change");
         batch.changes.push(calendar_change(calendar, at_ms));
-        let report = self.writer.commit(batch).await.map_err(|e| e.to_string())?;
+        let report = self.writer.commit(batch).await?;
         Ok(if report.changes_inserted > 0 {
             "config_change posted".to_string()
         } else {
@@ -304,7 +315,7 @@ impl Job {
         }
     }
 
-    async fn run(&self, jobs: &Jobs, at_ms: i64) -> Result<String, String> {
+    async fn run(&self, jobs: &Jobs, at_ms: i64) -> Result<String, JobError> {
         match self {
             Job::Retention => jobs.retention(at_ms).await,
             Job::Sweep => jobs.sweep(at_ms).await,
@@ -395,11 +406,10 @@ mod tests {
     /// 2026-06-07T08:59:59.500Z.
     const CLOCK: i64 = 1_780_822_799_500;
 
-    fn config(toml_text: &str) -> Result<Schedules, String> {
+    fn config(toml_text: &str) -> Result<Schedules, InvalidSchedule> {
         toml::from_str::<SchedulesConfig>(toml_text)
-            .map_err(|e| e.to_string())?
+            .expect("valid [schedules] keys")
             .resolve()
-            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -459,21 +469,26 @@ calendar_note = "weekly reset"
 
     #[test]
     fn mistakes_name_the_key() {
-        let err = config("digest = \"0 9 * * *\"").unwrap_err();
+        let err = config("digest = \"0 9 * * *\"").unwrap_err().to_string();
         assert!(err.contains("[schedules] digest = \"0 9 * * *\""), "{err}");
         assert!(err.contains("seconds first"), "{err}");
-        let err = config("retention = \"off\"").unwrap_err();
+        let err = config("retention = \"off\"").unwrap_err().to_string();
         assert!(err.contains("retention cannot be"), "{err}");
-        let err = config("exception_sweep = \"0 0 0 30 2 *\"").unwrap_err();
+        let err = config("exception_sweep = \"0 0 0 30 2 *\"")
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("exception_sweep") && err.contains("never fires"),
             "{err}"
         );
         let err =
             config("calendar_recalibration = \"@daily\"\ncalendar_scope = { region = \"eu\" }")
-                .unwrap_err();
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("calendar_scope"), "{err}");
-        let err = config("digets = \"@daily\"").unwrap_err();
+        let err = toml::from_str::<SchedulesConfig>("digets = \"@daily\"")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field"), "{err}");
     }
 }

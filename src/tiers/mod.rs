@@ -368,9 +368,25 @@ impl Tiers {
     }
 }
 
-fn check_thresholds(t: &Thresholds) -> Result<(), String> {
+/// A `[tier.when]` table no alert could be held against.
+#[derive(Debug, thiserror::Error)]
+enum ThresholdError {
+    /// No threshold at all.
+    #[error(
+        "[tier.when] names no threshold; give at least one (requests_share, spend_share, tenants, money_at_risk_per_day_usd, customer_facing_requests_share)"
+    )]
+    Empty,
+    /// A share outside 0..=1.
+    #[error("{name} = {value} must be a share between 0 and 1 (0.25 = a quarter)")]
+    Share { name: &'static str, value: f64 },
+    /// A negative or non-finite amount of money.
+    #[error("money_at_risk_per_day_usd = {0} must be a non-negative number of dollars")]
+    Money(f64),
+}
+
+fn check_thresholds(t: &Thresholds) -> Result<(), ThresholdError> {
     if t.is_empty() {
-        return Err("[tier.when] names no threshold; give at least one (requests_share, spend_share, tenants, money_at_risk_per_day_usd, customer_facing_requests_share)".into());
+        return Err(ThresholdError::Empty);
     }
     for (name, v) in [
         ("requests_share", t.requests_share),
@@ -383,17 +399,13 @@ fn check_thresholds(t: &Thresholds) -> Result<(), String> {
         if let Some(v) = v
             && !(0.0..=1.0).contains(&v)
         {
-            return Err(format!(
-                "{name} = {v} must be a share between 0 and 1 (0.25 = a quarter)"
-            ));
+            return Err(ThresholdError::Share { name, value: v });
         }
     }
     if let Some(m) = t.money_at_risk_per_day_usd
         && !(m.is_finite() && m >= 0.0)
     {
-        return Err(format!(
-            "money_at_risk_per_day_usd = {m} must be a non-negative number of dollars"
-        ));
+        return Err(ThresholdError::Money(m));
     }
     Ok(())
 }
