@@ -97,27 +97,41 @@ fn follows_new_rows_from_the_newest_by_default() {
 fn kill9_mid_backfill_stores_each_row_once() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("new-api.db");
-    let mut gw = gateway(&db, "wal");
+    // A rollback journal: the test's exclusive lock below keeps the follower out.
+    let mut gw = gateway(&db, "delete");
     const ROWS: usize = 120_000;
+    const HELD: usize = 1_000;
+    let total = (ROWS + HELD) as i64;
     insert(&mut gw, ROWS, 2, OTHER);
     let mut app = app_on(&db, "start = \"first\"\nbatch_rows = 2000\n").spawn();
     app.wait_stats("part of the backfill", |s| s.events > 0);
+    // Hold the backfill unfinished, however far it got: more rows written under an
+    // exclusive lock that is kept through the kill. The follower waits for the lock and
+    // cannot read them, so the daemon dies with part of the table stored.
+    gw.busy_timeout(Duration::from_secs(10)).unwrap();
+    gw.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    insert_rows(&gw, HELD, 2, OTHER);
     app.kill9();
+    gw.execute_batch("COMMIT").unwrap();
     let mid = app.sql_i64("SELECT COUNT(*) FROM events");
+    let cursor = app.sql_i64("SELECT last_id FROM db_cursors");
+    // Ids run 1..=total without gaps, so a cursor committed with its rows equals
+    // their count; the restart must resume from it.
+    assert_eq!(mid, cursor, "the cursor commits with the rows it covers");
     assert!(
-        mid < ROWS as i64,
-        "the kill must land mid-backfill (stored {mid})"
+        0 < mid && mid < total,
+        "the kill must land mid-backfill (stored {mid} of {total})"
     );
     app.restart();
     let src = source(&db);
-    app.wait_stats("the whole backfill", |s| s.events >= ROWS as u64);
-    assert_eq!(app.stats().events, ROWS as u64);
+    app.wait_stats("the whole backfill", |s| s.events >= total as u64);
+    assert_eq!(app.stats().events, total as u64);
     let dup = app.metric(&format!(
         "driftwarden_events_duplicate_total{{source=\"{src}\",format=\"newapi\"}}"
     ));
     assert_eq!(dup, 0.0, "the cursor, not dedupe, prevents re-reading");
     let aggregated = app.sql_i64("SELECT SUM(requests) FROM agg_minute WHERE dim = 'global'");
-    assert_eq!(aggregated, ROWS as i64);
+    assert_eq!(aggregated, total);
 }
 
 #[test]
