@@ -107,9 +107,8 @@ fn center(base: Option<crate::domain::Baseline>, signal: Signal) -> Option<f64> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::baselines::{BaselineParams, Mix, Series};
     use crate::detect::rules::one_rule;
-    use crate::domain::Scope;
+    use crate::detect::view::testkit::{History, TEN_MIN};
 
     fn error_rule() -> Rule {
         one_rule(
@@ -140,30 +139,21 @@ mod tests {
     #[test]
     fn an_open_error_alert_holds_while_its_scope_still_fails_and_calms_when_it_stops() {
         let rule = error_rule();
-        let p = BaselineParams::default();
-        let mut series = vec![Series::default(); Signal::ALL.len()];
+        let mut history = History::new(&[]);
         // A day of 1% errors.
-        for i in 0..144 {
-            series[Signal::ErrorRate.index()].push(i * 600_000, 0.01, &p);
-        }
-        let mixes = vec![Mix::default(); Signal::ALL.len()];
-        let labels = Scope::new();
-        let at = 144 * 600_000;
+        history.learn(Signal::ErrorRate, 0..144, |_| 0.01);
+        let at = 144 * TEN_MIN;
         let band = |requests: u32, errors: u32| {
             let cell = Cell {
                 requests,
                 errors,
                 ..Cell::default()
             };
-            let view = BucketView::new(
-                (at, at + 600_000),
-                &labels,
-                &cell,
-                (&series, &mixes),
-                false,
-                &p,
-            );
-            Band::usage(&rule, &view, &RecentCounts::new(1))
+            Band::usage(
+                &rule,
+                &history.view(at, &cell, false),
+                &RecentCounts::new(1),
+            )
         };
         assert_eq!(band(100, 30), Band::Outside);
         assert_eq!(band(100, 1), Band::Inside);

@@ -140,16 +140,12 @@ pub fn detect(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::baselines::{BaselineParams, Mix, Series};
     use crate::detect::rules::one_rule;
-
-    const TEN_MIN: i64 = 600_000;
+    use crate::detect::view::testkit::{History, TEN_MIN, posted};
 
     struct World {
         syms: Symbols,
-        series: Vec<Series>,
-        mixes: Vec<Mix>,
-        labels: Scope,
+        history: History,
         state: BumpState,
     }
 
@@ -157,15 +153,13 @@ mod tests {
     fn world() -> World {
         let mut syms = Symbols::default();
         let old = syms.intern("m-0613");
-        let mut mixes = vec![Mix::default(); Signal::ALL.len()];
+        let mut history = History::new(&[("model", "m")]);
         for i in 0..144 {
-            mixes[Signal::ResolvedModelMix.index()].add(&[(old, 50)], 0.99, i * TEN_MIN);
+            history.mixes[Signal::ResolvedModelMix.index()].add(&[(old, 50)], 0.99, i * TEN_MIN);
         }
         World {
             syms,
-            series: vec![Series::default(); Signal::ALL.len()],
-            mixes,
-            labels: [("model".to_string(), "m".to_string())].into(),
+            history,
             state: BumpState::default(),
         }
     }
@@ -180,15 +174,7 @@ mod tests {
             resolved: vec![(new, 48)],
             ..Cell::default()
         };
-        let p = BaselineParams::default();
-        let view = BucketView::new(
-            (at, at + TEN_MIN),
-            &w.labels,
-            &cell,
-            (&w.series, &w.mixes),
-            false,
-            &p,
-        );
+        let view = w.history.view(at, &cell, false);
         detect(
             &rule,
             &view,
@@ -223,13 +209,12 @@ mod tests {
     fn a_posted_bump_announces_a_switch_that_shows_hours_later_and_for_as_long_as_it_lasts() {
         let mut w = world();
         let at = 144 * TEN_MIN;
-        let posted = ChangeEvent {
-            kind: ChangeKind::ModelBump,
-            ts_ms: at - 3 * 3_600_000,
-            scope: [("model".to_string(), "m".to_string())].into(),
-            note: "to 1106".into(),
-            origin: "api".into(),
-        };
+        let posted = posted(
+            ChangeKind::ModelBump,
+            at - 3 * 3_600_000,
+            &[("model", "m")],
+            "to 1106",
+        );
         let b = judge(&mut w, at, std::slice::from_ref(&posted)).expect("a bump");
         assert!(
             b.detection

@@ -52,46 +52,32 @@ pub fn detect<C>(rule: &Rule, view: &BucketView<C>, open: bool) -> Option<Detect
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::baselines::{BaselineParams, Mix, Series};
     use crate::detect::rules::one_rule;
-    use crate::domain::{Scope, Signal};
+    use crate::detect::view::testkit::{History, TEN_MIN};
+    use crate::domain::Signal;
     use crate::lanes::cell::Cell;
 
-    const TEN_MIN: i64 = 600_000;
-
-    /// Tokens per request over `days` days, climbing `per_day` (relative) a day.
-    fn creeping(per_day: f64, days: i64, p: &BaselineParams) -> Vec<Series> {
-        let mut series = vec![Series::default(); Signal::ALL.len()];
-        for i in 0..days * 144 {
-            let v = 500.0 * (1.0 + per_day * i as f64 / 144.0);
-            series[Signal::TokensPerRequest.index()].push(i * TEN_MIN, v, p);
-        }
-        series
+    /// Route `chat`'s tokens per request over `days` days, climbing `per_day`
+    /// (relative) a day.
+    fn creeping(per_day: f64, days: i64) -> History {
+        let mut history = History::new(&[("route", "chat")]);
+        history.learn(Signal::TokensPerRequest, 0..days * 144, |i| {
+            500.0 * (1.0 + per_day * i as f64 / 144.0)
+        });
+        history
     }
 
-    fn judge(series: &[Series], at: i64, warming: bool, p: &BaselineParams) -> Option<Detection> {
+    fn judge(history: &History, at: i64, warming: bool) -> Option<Detection> {
         let rule = one_rule(
             "[[rule]]\nname = \"token-creep\"\ndetector = \"creep\"\nsignal = \"tokens_per_request\"\nscopes = [\"route\"]\nmin_change = 0.1\n",
         );
-        let mixes = vec![Mix::default(); Signal::ALL.len()];
-        let labels: Scope = [("route".to_string(), "chat".to_string())].into();
-        let cell = Cell::default();
-        let view = BucketView::new(
-            (at, at + TEN_MIN),
-            &labels,
-            &cell,
-            (series, &mixes),
-            warming,
-            p,
-        );
-        detect(&rule, &view, false)
+        detect(&rule, &history.view(at, &Cell::default(), warming), false)
     }
 
     #[test]
     fn a_few_percent_a_day_is_found_within_days_and_a_flat_series_is_not() {
-        let p = BaselineParams::default();
         let at = 6 * 144 * TEN_MIN;
-        let d = judge(&creeping(0.04, 6, &p), at, false, &p).expect("creep found");
+        let d = judge(&creeping(0.04, 6), at, false).expect("creep found");
         assert_eq!(d.test.sign, 1.0);
         assert!(d.test.rel >= 0.1, "{:?}", d.test);
         assert!(
@@ -100,8 +86,8 @@ mod tests {
             d.summary
         );
         assert_eq!(d.evidence["epoch"], 0);
-        assert!(judge(&creeping(0.0, 6, &p), at, false, &p).is_none());
+        assert!(judge(&creeping(0.0, 6), at, false).is_none());
         // A change's warm-up is no time to call a level a creep.
-        assert!(judge(&creeping(0.04, 6, &p), at, true, &p).is_none());
+        assert!(judge(&creeping(0.04, 6), at, true).is_none());
     }
 }

@@ -63,39 +63,25 @@ pub fn detect(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::baselines::{BaselineParams, Mix, Series};
     use crate::detect::rules::one_rule;
-    use crate::domain::Scope;
-
-    const TEN_MIN: i64 = 600_000;
+    use crate::detect::view::testkit::{History, TEN_MIN};
 
     fn judge(evaluated: u32, cost_move: Option<(f64, f64)>) -> Option<Detection> {
         let rule = one_rule(
             "[[rule]]\nname = \"false-efficiency\"\ndetector = \"false_efficiency\"\nsignal = \"eval_coverage\"\nscopes = [\"route\"]\ndirection = \"down\"\nmin_change = 0.3\nmin_samples = 20\n",
         );
-        let p = BaselineParams::default();
-        let mut series = vec![Series::default(); Signal::ALL.len()];
-        for i in 0..144 {
-            series[Signal::EvalCoverage.index()].push(i * TEN_MIN, 0.5, &p);
-            series[Signal::EvalScore.index()].push(i * TEN_MIN, 0.8, &p);
-        }
-        let mixes = vec![Mix::default(); Signal::ALL.len()];
-        let labels: Scope = [("route".to_string(), "extract".to_string())].into();
+        let mut history = History::new(&[("route", "extract")]);
+        history.learn(Signal::EvalCoverage, 0..144, |_| 0.5).learn(
+            Signal::EvalScore,
+            0..144,
+            |_| 0.8,
+        );
         let cell = EvalCell {
             requests: 100,
             evaluated,
             ..EvalCell::default()
         };
-        let at = 144 * TEN_MIN;
-        let view = BucketView::new(
-            (at, at + TEN_MIN),
-            &labels,
-            &cell,
-            (&series, &mixes),
-            false,
-            &p,
-        );
-        detect(&rule, &view, cost_move)
+        detect(&rule, &history.view(144 * TEN_MIN, &cell, false), cost_move)
     }
 
     #[test]

@@ -129,41 +129,32 @@ pub fn price_volume_mix(view: &BucketView<Cell>, models: &ModelPool) -> Option<P
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::baselines::{BaselineParams, Mix, Series};
-    use crate::domain::Scope;
+    use crate::detect::view::testkit::{History, TEN_MIN};
     use crate::lanes::cell::ModelShare;
 
-    const TEN_MIN: i64 = 600_000;
+    /// Model `model`'s `requests`, each of them costed, at `cost` in all.
+    fn share(model: u32, requests: u32, cost: f64) -> (u32, ModelShare) {
+        (
+            model,
+            ModelShare {
+                requests,
+                cost,
+                costed: requests,
+            },
+        )
+    }
 
     /// Model 0 and model 1 each had 50 requests a bucket for two weeks, at $0.01
     /// and $0.03: the split of a bucket with these shares.
     fn split(by_model: Vec<(u32, ModelShare)>) -> Pvm {
-        let p = BaselineParams::default();
-        let mut series = vec![Series::default(); Signal::ALL.len()];
+        let mut history = History::new(&[]);
+        history.learn(Signal::Requests, 0..14 * 144, |_| 100.0);
         let mut models = ModelPool::default();
         let usual = Cell {
-            by_model: vec![
-                (
-                    0,
-                    ModelShare {
-                        requests: 50,
-                        cost: 0.5,
-                        costed: 50,
-                    },
-                ),
-                (
-                    1,
-                    ModelShare {
-                        requests: 50,
-                        cost: 1.5,
-                        costed: 50,
-                    },
-                ),
-            ],
+            by_model: vec![share(0, 50, 0.5), share(1, 50, 1.5)],
             ..Cell::default()
         };
-        for i in 0..14 * 144 {
-            series[Signal::Requests.index()].push(i * TEN_MIN, 100.0, &p);
+        for _ in 0..14 * 144 {
             models.add(&usual, 0.99);
         }
         let cell = Cell {
@@ -173,18 +164,7 @@ mod tests {
             by_model,
             ..Cell::default()
         };
-        let mixes = vec![Mix::default(); Signal::ALL.len()];
-        let labels = Scope::new();
-        let at = 14 * 144 * TEN_MIN;
-        let view = BucketView::new(
-            (at, at + TEN_MIN),
-            &labels,
-            &cell,
-            (&series, &mixes),
-            false,
-            &p,
-        );
-        price_volume_mix(&view, &models).expect("a split")
+        price_volume_mix(&history.view(14 * 144 * TEN_MIN, &cell, false), &models).expect("a split")
     }
 
     fn close(a: f64, b: f64) -> bool {
@@ -193,24 +173,7 @@ mod tests {
 
     #[test]
     fn twice_the_requests_is_volume_and_a_dearer_model_is_rate() {
-        let doubled = split(vec![
-            (
-                0,
-                ModelShare {
-                    requests: 100,
-                    cost: 1.0,
-                    costed: 100,
-                },
-            ),
-            (
-                1,
-                ModelShare {
-                    requests: 100,
-                    cost: 3.0,
-                    costed: 100,
-                },
-            ),
-        ]);
+        let doubled = split(vec![share(0, 100, 1.0), share(1, 100, 3.0)]);
         assert!(
             close(doubled.expected, 2.0) && close(doubled.volume, 2.0),
             "{doubled:?}"
@@ -220,36 +183,12 @@ mod tests {
             "{doubled:?}"
         );
         assert!(doubled.volume_share() > 0.99);
-        let dearer = split(vec![
-            (
-                0,
-                ModelShare {
-                    requests: 50,
-                    cost: 1.0,
-                    costed: 50,
-                },
-            ),
-            (
-                1,
-                ModelShare {
-                    requests: 50,
-                    cost: 1.5,
-                    costed: 50,
-                },
-            ),
-        ]);
+        let dearer = split(vec![share(0, 50, 1.0), share(1, 50, 1.5)]);
         assert!(
             close(dearer.rate, 0.5) && close(dearer.volume, 0.0),
             "{dearer:?}"
         );
-        let moved = split(vec![(
-            1,
-            ModelShare {
-                requests: 100,
-                cost: 3.0,
-                costed: 100,
-            },
-        )]);
+        let moved = split(vec![share(1, 100, 3.0)]);
         assert!(close(moved.mix, 1.0) && close(moved.rate, 0.0), "{moved:?}");
     }
 }

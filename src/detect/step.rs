@@ -136,9 +136,9 @@ pub fn detect(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::baselines::{BaselineParams, Mix, Series};
     use crate::detect::rules::one_rule;
-    use crate::domain::{ChangeKind, Scope, Signal};
+    use crate::detect::view::testkit::{History, TEN_MIN, posted};
+    use crate::domain::{ChangeKind, Signal};
 
     #[test]
     fn cusum_finds_a_step_and_not_noise() {
@@ -151,22 +151,16 @@ mod tests {
         assert_eq!(steps, [0, 0, 0, 1, 0]);
     }
 
-    const TEN_MIN: i64 = 600_000;
-
     /// A day of cost per request around 0.01, then `after` for `buckets` buckets:
     /// the detections, bucket by bucket.
     fn run(after: f64, buckets: i64, changes: &[ChangeEvent]) -> Vec<Option<Detection>> {
         let rule = one_rule(
             "[[rule]]\nname = \"cost-step\"\ndetector = \"step\"\nsignal = \"cost_per_request\"\nscopes = [\"model\"]\nmin_change = 0.1\nmin_samples = 30\n",
         );
-        let p = BaselineParams::default();
-        let mut series = vec![Series::default(); Signal::ALL.len()];
-        for i in 0..144 {
-            let wobble = [0.0, 1e-4, -1e-4][i as usize % 3];
-            series[Signal::CostPerRequest.index()].push(i * TEN_MIN, 0.01 + wobble, &p);
-        }
-        let mixes = vec![Mix::default(); Signal::ALL.len()];
-        let labels: Scope = [("model".to_string(), "m".to_string())].into();
+        let mut history = History::new(&[("model", "m")]);
+        history.learn(Signal::CostPerRequest, 0..144, |i| {
+            0.01 + [0.0, 1e-4, -1e-4][i as usize % 3]
+        });
         let mut state = StepState::default();
         (144..144 + buckets)
             .map(|i| {
@@ -176,14 +170,7 @@ mod tests {
                     cost: after * 100.0,
                     ..Cell::default()
                 };
-                let view = BucketView::new(
-                    (i * TEN_MIN, (i + 1) * TEN_MIN),
-                    &labels,
-                    &cell,
-                    (&series, &mixes),
-                    false,
-                    &p,
-                );
+                let view = history.view(i * TEN_MIN, &cell, false);
                 detect(&rule, &view, &mut state, changes, 3_600_000)
             })
             .collect()
@@ -209,13 +196,7 @@ mod tests {
     #[test]
     fn a_small_move_is_no_step_and_a_covered_step_is_muted() {
         assert!(run(0.0102, 6, &[]).iter().all(Option::is_none));
-        let deploy = ChangeEvent {
-            kind: ChangeKind::Deploy,
-            ts_ms: 143 * TEN_MIN,
-            scope: Scope::new(),
-            note: "v2".into(),
-            origin: "api".into(),
-        };
+        let deploy = posted(ChangeKind::Deploy, 143 * TEN_MIN, &[], "v2");
         let found = run(0.014, 3, &[deploy]);
         let d = found.iter().flatten().next().expect("still found");
         assert!(

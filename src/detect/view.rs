@@ -116,3 +116,90 @@ impl Detection {
         }
     }
 }
+
+/// A scope's history as the detectors' tests build it: series and mixes learned
+/// bucket by bucket, viewed in one ten-minute bucket with a cell of the test's.
+#[cfg(test)]
+pub(crate) mod testkit {
+    use super::BucketView;
+    use crate::baselines::{BaselineParams, Mix, Series};
+    use crate::domain::{ChangeEvent, ChangeKind, Scope, Signal};
+
+    /// One bucket of the tests' lanes.
+    pub(crate) const TEN_MIN: i64 = 600_000;
+
+    /// The scope of `labels`; none is global.
+    fn scope(labels: &[(&str, &str)]) -> Scope {
+        labels
+            .iter()
+            .map(|(d, v)| (d.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// A change event of `kind` on the scope of `labels`, as posted to `/recalibrate`.
+    pub(crate) fn posted(
+        kind: ChangeKind,
+        ts_ms: i64,
+        labels: &[(&str, &str)],
+        note: &str,
+    ) -> ChangeEvent {
+        ChangeEvent {
+            kind,
+            ts_ms,
+            scope: scope(labels),
+            note: note.into(),
+            origin: "api".into(),
+        }
+    }
+
+    /// One scope's labels, series and mixes, learned with the default parameters.
+    pub(crate) struct History {
+        pub(crate) labels: Scope,
+        pub(crate) series: Vec<Series>,
+        pub(crate) mixes: Vec<Mix>,
+        pub(crate) params: BaselineParams,
+    }
+
+    impl History {
+        /// The scope of `labels` (none: global), with nothing learned yet.
+        pub(crate) fn new(labels: &[(&str, &str)]) -> History {
+            History {
+                labels: scope(labels),
+                series: vec![Series::default(); Signal::ALL.len()],
+                mixes: vec![Mix::default(); Signal::ALL.len()],
+                params: BaselineParams::default(),
+            }
+        }
+
+        /// `signal`'s series learns `value(i)` at the start of each ten-minute bucket
+        /// `i` of `buckets`.
+        pub(crate) fn learn(
+            &mut self,
+            signal: Signal,
+            buckets: std::ops::Range<i64>,
+            value: impl Fn(i64) -> f64,
+        ) -> &mut History {
+            for i in buckets {
+                self.series[signal.index()].push(i * TEN_MIN, value(i), &self.params);
+            }
+            self
+        }
+
+        /// The view of `cell` in the ten-minute bucket starting at `at`.
+        pub(crate) fn view<'a, C>(
+            &'a self,
+            at: i64,
+            cell: &'a C,
+            warming: bool,
+        ) -> BucketView<'a, C> {
+            BucketView::new(
+                (at, at + TEN_MIN),
+                &self.labels,
+                cell,
+                (&self.series, &self.mixes),
+                warming,
+                &self.params,
+            )
+        }
+    }
+}
