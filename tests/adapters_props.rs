@@ -565,16 +565,19 @@ fn apply(fields: &[(String, J)], m: &Mutation, style: Style) -> (Vec<u8>, Damage
     (bytes, damage)
 }
 
-/// For formats read into a serde struct: a dropped required key, a repeated known key
-/// or a truncated line must be a dead letter, never a record.
-fn assert_structural_damage_rejected(
+/// A damaged record decoded as `format`: never a panic, a reason when refused, and
+/// for formats read into a serde struct, a dropped `required` key, a repeated `known`
+/// key or a truncated line is a dead letter, never a record.
+fn assert_damage_handled(
     name: &str,
+    format: &Format,
     raw: &[u8],
-    r: &Result<Option<Record>, Rejected>,
     damage: &Damage,
     required: &[&str],
     known: &[&str],
 ) {
+    let r = decode(format, raw);
+    assert_total(name, raw, &r);
     let must_reject = match damage {
         Damage::Dropped(k) => required.contains(&k.as_str()),
         Damage::Duplicated(k) => known.contains(&k.as_str()),
@@ -871,9 +874,7 @@ proptest! {
     #[test]
     fn native_mutations(g in native_gen(), st in style(), m in mutation()) {
         let (raw, damage) = apply(&g.fields(), &m, st);
-        let r = decode(&Format::Native, &raw);
-        assert_total("native", &raw, &r);
-        assert_structural_damage_rejected("native", &raw, &r, &damage, &NATIVE_REQUIRED, &NATIVE_KNOWN);
+        assert_damage_handled("native", &Format::Native, &raw, &damage, &NATIVE_REQUIRED, &NATIVE_KNOWN);
         assert_paths_agree(&raw);
     }
 
@@ -1141,9 +1142,7 @@ proptest! {
     fn gateway_row_mutations(g in row_gen(), st in style(), m in mutation()) {
         let (raw, damage) = apply(&g.fields(), &m, st);
         for (name, format) in [("newapi", Format::NewApi), ("oneapi", Format::OneApi)] {
-            let r = decode(&format, &raw);
-            assert_total(name, &raw, &r);
-            assert_structural_damage_rejected(name, &raw, &r, &damage, &ROW_REQUIRED, &ROW_KNOWN);
+            assert_damage_handled(name, &format, &raw, &damage, &ROW_REQUIRED, &ROW_KNOWN);
         }
     }
 }
@@ -1423,9 +1422,7 @@ proptest! {
     #[test]
     fn litellm_mutations(g in lite_gen(), st in style(), m in mutation()) {
         let (raw, damage) = apply(&g.fields(), &m, st);
-        let r = decode(&Format::LiteLlm, &raw);
-        assert_total("litellm", &raw, &r);
-        assert_structural_damage_rejected("litellm", &raw, &r, &damage, &LITE_REQUIRED, &LITE_KNOWN);
+        assert_damage_handled("litellm", &Format::LiteLlm, &raw, &damage, &LITE_REQUIRED, &LITE_KNOWN);
     }
 }
 
@@ -1542,9 +1539,7 @@ proptest! {
     #[test]
     fn evals_mutations(g in eval_gen(), st in style(), m in mutation()) {
         let (raw, damage) = apply(&g.fields(), &m, st);
-        let r = decode(&Format::Evals, &raw);
-        assert_total("evals", &raw, &r);
-        assert_structural_damage_rejected("evals", &raw, &r, &damage, &EVAL_REQUIRED, &EVAL_KNOWN);
+        assert_damage_handled("evals", &Format::Evals, &raw, &damage, &EVAL_REQUIRED, &EVAL_KNOWN);
     }
 }
 
@@ -1734,10 +1729,8 @@ proptest! {
     fn mapped_jsonl_mutations(g in mapped_gen(), st in style(), m in mutation()) {
         let J::Obj(fields) = g.json() else { unreachable!() };
         let (raw, damage) = apply(&fields, &m, st);
-        let r = decode(&mapped(MAPPED_JSONL), &raw);
-        assert_total("mapped-jsonl", &raw, &r);
         // Dropping the timestamp, or the object holding the model, loses a required field.
-        assert_structural_damage_rejected("mapped-jsonl", &raw, &r, &damage, &["at", "req"], &[]);
+        assert_damage_handled("mapped-jsonl", &mapped(MAPPED_JSONL), &raw, &damage, &["at", "req"], &[]);
     }
 
     /// A CSV source: a header line, then lines of any bytes. Every line decodes, is

@@ -546,17 +546,8 @@ mod props {
         true
     }
 
-    fn config() -> ProptestConfig {
-        ProptestConfig::with_cases(
-            std::env::var("PROPTEST_CASES")
-                .ok()
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(256),
-        )
-    }
-
     proptest! {
-        #![proptest_config(config())]
+        #![proptest_config(crate::adapters::proptest_config())]
 
         /// One-member objects too: short enough that strings end within the last eight
         /// bytes, where the scanner leaves its word-at-a-time loop for a byte loop.

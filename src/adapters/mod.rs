@@ -44,6 +44,18 @@ impl From<timestamp::TimestampError> for Rejected {
     }
 }
 
+/// The adapters' property tests run 256 cases unless `PROPTEST_CASES` asks for more
+/// (a long campaign) or fewer.
+#[cfg(test)]
+fn proptest_config() -> proptest::test_runner::Config {
+    proptest::test_runner::Config::with_cases(
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(256),
+    )
+}
+
 /// What one raw record became.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {

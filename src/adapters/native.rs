@@ -525,17 +525,8 @@ mod props {
         true
     }
 
-    fn config() -> ProptestConfig {
-        ProptestConfig::with_cases(
-            std::env::var("PROPTEST_CASES")
-                .ok()
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(256),
-        )
-    }
-
     proptest! {
-        #![proptest_config(config())]
+        #![proptest_config(crate::adapters::proptest_config())]
 
         #[test]
         fn fast_path_reads_as_serde_does(text in line()) {
