@@ -414,9 +414,11 @@ impl Decider {
             inc.reroot(&key);
             let (suppressed, reopens, told) = (inc.suppressed_by, inc.reopens, inc.notified_rank);
             // A consequence worse than what the team was told raises the incident's
-            // tier; an incident nobody was told of yet is announced as firing.
+            // tier; an incident nobody was told of yet is announced as firing when it
+            // reaches the team (a record-tier one that reopens stays a reopen).
+            let heard = self.tiers.above_digest(&inc.line(event, at).tier);
             let event_out = match told {
-                None if event == AlertEvent::Updated => AlertEvent::Firing,
+                None if event == AlertEvent::Updated || heard => AlertEvent::Firing,
                 _ => event,
             };
             let out = inc.line(event_out, at);
@@ -983,6 +985,35 @@ mod tests {
             pending(&fired),
             [(fired_transition(&fired), "slack".into())]
         );
+    }
+
+    #[test]
+    fn an_incident_first_told_when_it_reopens_louder_is_announced_as_firing() {
+        let mut d = decider();
+        let route = scope(&[("route", "chat")]);
+        let at = |i: i64| T0 + i * BUCKET;
+        let quiet = d.tick(&tick(at(0), vec![errors(route.clone(), 1e-6)]), at(0), &[]);
+        assert_eq!(quiet.lines[0].tier, "record", "nobody is told");
+        assert!(pending(&quiet).is_empty());
+        for i in 1..4 {
+            d.tick(&tick(at(i), vec![]), at(i), &[]);
+        }
+        // Another rule on the same scope, soon after, at page tier: the team hears
+        // of this incident for the first time, so it is not "reopened" to them.
+        let mut mix = errors(route, 0.4);
+        mix.rule_name = "status-mix".into();
+        let loud = d.tick(&tick(at(5), vec![mix]), at(5), &[]);
+        assert_eq!(loud.lines.len(), 1, "{:?}", loud.lines);
+        assert_eq!(
+            (loud.lines[0].event, loud.lines[0].tier.as_str()),
+            (AlertEvent::Firing, "page")
+        );
+        assert_eq!(
+            loud.lines[0].members.len(),
+            1,
+            "the earlier finding is listed"
+        );
+        assert_eq!(pending(&loud).len(), 2);
     }
 
     /// The transition of the incident's announcement: the last one written.

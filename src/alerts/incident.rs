@@ -99,9 +99,10 @@ impl Incident {
     /// goes to `links`, belongs here. Whenever it starts while the incident is open:
     /// the same rule on a member's scope, a finer or a coarser one (a parent carrying
     /// its child's excess), any rule on a member's own scope or within it (on
-    /// global, only one of the same kind), or a quality or coverage finding on a scope nested with a
-    /// member's quality or coverage finding (the eval lane judges the same answers
-    /// late and per scope, and a route whose evals stop changes its parent's mix of
+    /// global, only one of the same kind), or a quality or coverage finding on a scope related
+    /// to a member's quality or coverage finding (the eval lane judges the same answers
+    /// late and per scope: a route's answers are its model's when its traffic goes
+    /// there, and a route whose evals stop changes its parent's mix of
     /// scores: global's mean score falls when its best-scored route goes unscored),
     /// or any finding on a model a member's routing shift sends traffic to (the
     /// model's cost and lengths move because its traffic changed).
@@ -127,7 +128,9 @@ impl Incident {
             (k.0 == key.0 && nested(&k.1, &key.1))
                 || (!k.1.is_empty() && within(&k.1, &key.1))
                 || (k.1 == key.1 && same_kind)
-                || (about_answers(kind) && about_answers(p.line.kind) && nested(&k.1, &key.1))
+                || (about_answers(kind)
+                    && about_answers(p.line.kind)
+                    && related(&k.1, &p.links, &key.1, links))
                 || (p.line.kind == Kind::RoutingShift
                     && key.1.get("model").is_some_and(|m| p.links.contains(m)))
                 || (close && related(&k.1, &p.links, &key.1, links))
@@ -376,6 +379,33 @@ mod tests {
         // A failure hours later is another story.
         let errors = ("error-rate".to_string(), Scope::new());
         assert!(!inc.takes((&errors, Kind::StructuralDrift), later, &[], 30 * 60_000));
+    }
+
+    #[test]
+    fn the_model_a_routes_unscored_answers_go_to_is_the_same_story_hours_later() {
+        let route = scope(&[("route", "classify")]);
+        let key = ("eval-coverage".to_string(), route.clone());
+        let mut coverage = alert("eval-coverage", route, 1);
+        coverage.kind = Kind::EvalCoverageDrop;
+        let inc = Incident::open(1, key, coverage, links(&["gpt-4o-mini"]), 0);
+        let later = 3 * 3_600_000;
+        let window = 30 * 60_000;
+        let mini = (
+            "false-efficiency".to_string(),
+            scope(&[("model", "gpt-4o-mini")]),
+        );
+        assert!(inc.takes((&mini, Kind::FalseEfficiency), later, &[], window));
+        // Another model's answers, or the route's model's cost hours later, are not.
+        let other = (
+            "false-efficiency".to_string(),
+            scope(&[("model", "gpt-4o")]),
+        );
+        assert!(!inc.takes((&other, Kind::FalseEfficiency), later, &[], window));
+        let cost = (
+            "cost-per-request".to_string(),
+            scope(&[("model", "gpt-4o-mini")]),
+        );
+        assert!(!inc.takes((&cost, Kind::CostDrift), later, &[], window));
     }
 
     #[test]

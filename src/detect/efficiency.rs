@@ -29,11 +29,16 @@ pub fn detect(
     if cost_rel > COST_FALL || cost_z > COST_Z {
         return None;
     }
-    let coverage = eval_test(rule, Signal::EvalCoverage, view);
-    let score_rule = Rule {
-        min_change: SCORE_FALL,
+    // Only a fall makes cheaper answers suspect, whatever direction the rule names:
+    // more answers checked while cost falls is the opposite of false efficiency.
+    let down = Rule {
         direction: Direction::Down,
         ..rule.clone()
+    };
+    let coverage = eval_test(&down, Signal::EvalCoverage, view);
+    let score_rule = Rule {
+        min_change: SCORE_FALL,
+        ..down
     };
     let (what, (value, test, base)) = match coverage {
         Some(c) => ("eval coverage", c),
@@ -68,7 +73,7 @@ mod tests {
 
     fn judge(evaluated: u32, cost_move: Option<(f64, f64)>) -> Option<Detection> {
         let rule = one_rule(
-            "[[rule]]\nname = \"false-efficiency\"\ndetector = \"false_efficiency\"\nsignal = \"eval_coverage\"\nscopes = [\"route\"]\ndirection = \"down\"\nmin_change = 0.3\nmin_samples = 20\n",
+            "[[rule]]\nname = \"false-efficiency\"\ndetector = \"false_efficiency\"\nsignal = \"eval_coverage\"\nscopes = [\"route\"]\nmin_change = 0.3\nmin_samples = 20\n",
         );
         let mut history = History::new(&[("route", "extract")]);
         history.learn(Signal::EvalCoverage, 0..144, |_| 0.5).learn(
@@ -100,5 +105,11 @@ mod tests {
         assert!(judge(50, Some((-0.4, -8.0))).is_none());
         assert!(judge(0, Some((-0.05, -8.0))).is_none());
         assert!(judge(0, None).is_none());
+    }
+
+    #[test]
+    fn cheaper_with_more_answers_checked_is_not() {
+        // The shipped rule names no direction: coverage rising from 0.5 to 1 is no fall.
+        assert!(judge(100, Some((-0.4, -8.0))).is_none());
     }
 }

@@ -208,12 +208,27 @@ impl Engine {
         self.advance_split(partial + p.lateness_minutes * 60_000, i64::MAX / 4);
     }
 
+    /// Judge the due buckets of both lanes in the order a clock moving one bucket at
+    /// a time would: each eval bucket that settled before a usage bucket closed is
+    /// judged before it. So hours of data arriving at once (a replay's batch, a
+    /// backfill) tell the same story as a steady stream; judged lane by lane, a
+    /// lasting step learned hours after its start would resolve its incident before
+    /// the evals of that start could join it.
     fn advance_split(&mut self, watermark_ms: i64, eval_watermark_ms: i64) {
+        let a = &self.params.analysis;
+        let closes_after = a.bucket_ms() + a.lateness_minutes * 60_000;
         for bucket in self.lanes.close_until(watermark_ms) {
+            // At a tie the usage bucket goes first, as at one watermark step.
+            let due = bucket.start_ms + closes_after;
+            self.settle_until(eval_watermark_ms.min(due - 1));
             self.ensure_states();
             let tick = self.judge_usage(bucket);
             self.out.ticks.push(tick);
         }
+        self.settle_until(eval_watermark_ms);
+    }
+
+    fn settle_until(&mut self, eval_watermark_ms: i64) {
         for bucket in self.lanes.settle_until(eval_watermark_ms) {
             self.ensure_states();
             let tick = self.judge_evals(bucket);
@@ -325,6 +340,53 @@ fn names(models: impl Iterator<Item = u32>, syms: &crate::lanes::Symbols) -> Vec
 mod tests {
     use super::*;
     use crate::domain::ChangeKind;
+    use crate::store::tests::event;
+
+    /// The evaluations an engine produces for eight hours of requests (each scored
+    /// ten minutes later), advanced every `step_ms`: (lanes, data time, judged time).
+    fn ticks_advanced_every(step_ms: i64) -> Vec<(Vec<Lane>, i64, i64)> {
+        let mut engine = Engine::new(EngineParams::default(), Vec::new()).expect("defaults");
+        let (span, every) = (8 * 3_600_000, 60_000);
+        let mut ticks = Vec::new();
+        let mut advanced = 0;
+        for ts in (0..span).step_by(every as usize) {
+            let id = format!("r{ts}");
+            engine.observe_event(&event(&id, ts));
+            engine.observe_eval(&EvalScore {
+                request_id: Some(id),
+                route: None,
+                model: None,
+                evaluator: "judge".into(),
+                ts_ms: ts + 600_000,
+                score: Some(0.9),
+                passed: None,
+            });
+            if ts - advanced >= step_ms {
+                engine.advance(ts);
+                advanced = ts;
+                ticks.extend(engine.drain().ticks);
+            }
+        }
+        engine.advance(span);
+        ticks.extend(engine.drain().ticks);
+        ticks
+            .into_iter()
+            .map(|t| (t.lanes, t.at_ms, t.judged_ms))
+            .collect()
+    }
+
+    #[test]
+    fn hours_of_data_at_once_are_judged_in_the_order_a_steady_stream_is() {
+        let steady = ticks_advanced_every(60_000);
+        let at_once = ticks_advanced_every(i64::MAX);
+        assert!(
+            steady.iter().any(|t| t.0 == [Lane::Eval]) && steady.len() > 40,
+            "both lanes judged: {steady:?}"
+        );
+        assert_eq!(at_once, steady);
+        let judged: Vec<i64> = steady.iter().map(|t| t.2).collect();
+        assert!(judged.is_sorted(), "judged times run forward: {judged:?}");
+    }
 
     #[test]
     fn nearby_changes_are_posted_ones_of_the_day_and_fresh_detected_ones() {
