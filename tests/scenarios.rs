@@ -562,3 +562,23 @@ fn assert_demo_story_volume(start: &str) {
         .expect("the spike chapter");
     assert_ne!(spike.tier.as_deref(), Some("page"), "{}", out.describe());
 }
+
+/// summarize is a thin route at night (a few scores a bucket): its answers falling
+/// at midnight are found by its first full pool of scores, not when the morning's
+/// traffic brings enough scores into one bucket (seven hours later).
+#[test]
+fn a_thin_routes_quality_drop_at_night_is_found_by_its_pooled_scores() {
+    let out = replay(&shipped("quality_drop"), 11, false);
+    let drop = &out.score.incidents[0];
+    let delay = drop.delay_minutes.expect("found");
+    assert!(delay <= 180.0, "{delay} min\n{}", out.describe());
+    let first = out
+        .firing()
+        .find(|a| a.rule == "eval-score")
+        .expect("an eval-score line");
+    assert!(
+        first.evidence["pooled"]["scores"].as_u64() >= Some(20),
+        "{}",
+        first.evidence
+    );
+}

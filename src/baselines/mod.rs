@@ -19,6 +19,7 @@ mod series;
 pub mod stats;
 
 pub use mix::Mix;
+pub use ring::SortedRing;
 pub use series::{Series, Verdict};
 
 use serde::{Deserialize, Serialize};

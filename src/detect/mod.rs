@@ -8,6 +8,7 @@ pub mod creep;
 pub mod drift;
 pub mod efficiency;
 pub mod harm;
+pub mod pooled;
 pub mod pvm;
 pub mod rules;
 pub mod step;

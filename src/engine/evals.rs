@@ -11,8 +11,8 @@ use crate::detect::band::Band;
 use crate::detect::rules::{Detector, Rule, shape_of};
 use crate::detect::view::{BucketView, Detection};
 use crate::detect::words::round;
-use crate::detect::{Finding, creep, drift, efficiency};
-use crate::domain::{ChangeEvent, Impact, Lane, rfc3339_ms};
+use crate::detect::{Finding, creep, drift, efficiency, pooled};
+use crate::domain::{ChangeEvent, Impact, Lane, Signal, rfc3339_ms};
 use crate::lanes::SettledBucket;
 use crate::lanes::scopes::{GLOBAL, ScopeId};
 use crate::lanes::signals::eval_value;
@@ -67,6 +67,12 @@ impl Engine {
                 .iter()
                 .find(|m| m.0 == start)
                 .map(|&(_, rel, z)| (rel, z));
+            // A thin scope's scores pool over buckets until a score rule can judge them.
+            let pooled = self
+                .rules
+                .iter()
+                .find(|r| pools_scores(r) && r.scopes.contains(&shape))
+                .and_then(|r| st.score_pool.add(start, cell, r.min_samples));
             let view = BucketView::new(
                 (start, end),
                 labels,
@@ -119,7 +125,10 @@ impl Engine {
                 let open = st.open.iter().any(|o| o.rule == ri && o.confirmed);
                 let rule = &*bar(rule, open);
                 let detection = match rule.detector {
-                    Detector::Drift => drift::eval(rule, &view),
+                    Detector::Drift => drift::eval(rule, &view).or_else(|| {
+                        let p = pooled.filter(|_| pools_scores(rule))?;
+                        pooled::score(rule, &view, &p)
+                    }),
                     Detector::Creep => creep::detect(rule, &view, open),
                     Detector::FalseEfficiency => efficiency::detect(rule, &view, cost_move),
                     Detector::Step | Detector::ModelBump => None,
@@ -129,13 +138,32 @@ impl Engine {
                 }
             }
             let found = found_rules(&findings[first..]);
+            let thin = |rule: &Rule| pools_scores(rule) && (cell.scores as u64) < rule.min_samples;
             let bands: Vec<(usize, Band)> = st
                 .open
                 .iter()
-                .map(|o| (o.rule, Band::eval(&self.rules[o.rule], &view)))
+                .map(|o| {
+                    let rule = &self.rules[o.rule];
+                    // A thin scope's open score alert is told by its next full pool.
+                    let band = match (thin(rule), pooled) {
+                        (false, _) => Band::eval(rule, &view),
+                        (true, Some(p)) => match pooled::inside(rule, &p) {
+                            Some(true) => Band::Inside,
+                            Some(false) => Band::Outside,
+                            None => Band::Unknown,
+                        },
+                        (true, None) => Band::Unknown,
+                    };
+                    (o.rule, band)
+                })
                 .collect();
             self.track(id, &found, (true, &bands), (start, end), &mut tracked);
             let st = &mut self.states[id as usize];
+            // Like a series, the pooled means do not learn while a score alert is open.
+            let held = st.open.iter().any(|o| pools_scores(&self.rules[o.rule]));
+            if let Some(p) = pooled.filter(|_| !held) {
+                st.score_pool.learn(p.mean);
+            }
             for signal in EVAL_SCALARS {
                 if let Some(v) = eval_value(cell, signal) {
                     st.series[signal.index()].push(start, v, &bp);
@@ -183,4 +211,9 @@ impl Engine {
             );
         }
     }
+}
+
+/// Whether `rule` judges eval scores bucket by bucket, and so pools a thin scope's.
+fn pools_scores(rule: &Rule) -> bool {
+    rule.detector == Detector::Drift && rule.signal == Signal::EvalScore
 }

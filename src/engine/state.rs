@@ -8,6 +8,7 @@ use super::report::SignalImpact;
 use crate::baselines::{BaselineParams, Mix, Series};
 use crate::detect::bump::BumpState;
 use crate::detect::drift::RecentCounts;
+use crate::detect::pooled::ScorePool;
 use crate::detect::pvm::ModelPool;
 use crate::detect::step::StepState;
 use crate::domain::{Impact, Signal};
@@ -44,6 +45,8 @@ pub(super) struct ScopeState {
     /// The scope's last buckets with traffic, for judging a small scope's rates
     /// over pooled buckets.
     pub(super) recent: RecentCounts,
+    /// A thin scope's eval scores pooled over buckets, and its recent pooled means.
+    pub(super) score_pool: ScorePool,
     /// Models carrying a tenth or more of the scope's requests in its last bucket
     /// with traffic: the links of its eval findings.
     pub(super) linked: Vec<u32>,
