@@ -184,12 +184,13 @@ const DRAIN_MAX: usize = 64;
 /// a backlog moves the clock along its data, as replay would; sources that are
 /// caught up let the wall clock close buckets, empty ones included, so silence is
 /// judged. Records pushed by webhooks hold the clock at their newest time while they
-/// flow (a backfill posted over HTTP).
+/// flow (a backfill posted over HTTP). `now` is the clock (`clock::now_ms` in `serve`).
 pub fn run_live(
     mut analysis: Analysis,
     batches: std::sync::mpsc::Receiver<Committed>,
     clocks: crate::sources::clocks::SourceClocks,
     progress: Progress,
+    now: impl Fn() -> i64,
 ) {
     use std::sync::mpsc::RecvTimeoutError;
     let tick = std::time::Duration::from_secs(1);
@@ -203,7 +204,7 @@ pub fn run_live(
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => break,
         };
-        let now = crate::clock::now_ms();
+        let now = now();
         // The sources' clocks are read before the queue is taken: a source reports
         // a batch only after it was queued here, so all they count is in hand once
         // the queue is empty. While a backlog keeps it full, the newest event fed
@@ -259,5 +260,69 @@ fn advance(analysis: &mut Analysis, watermark: i64, now: i64) {
             }
         }
         Err(e) => tracing::error!(cause = %e, "analysis could not store its results"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    use super::*;
+    use crate::config::{FileConfig, Overrides};
+    use crate::sources::clocks::{FAILING_HOLD_MS, SourceClocks};
+
+    const MIN: i64 = 60_000;
+    const T0: i64 = 1_780_000_200_000;
+
+    #[test]
+    fn a_failing_source_holds_the_live_analysis_then_lets_it_go() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let overrides = Overrides {
+            db: Some(dir.path().join("live.db")),
+            rules: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules")),
+            ..Overrides::default()
+        };
+        let config = Config::resolve(FileConfig::default(), overrides).expect("config");
+        let _store = crate::store::Store::open(&config.db).expect("store");
+        let analysis = Analysis::open(&config, Delivery::Count).expect("analysis");
+        let clock = Arc::new(AtomicI64::new(T0));
+        let clocks = SourceClocks::default();
+        let progress = Progress::default();
+        let (send, batches) = std::sync::mpsc::channel();
+        let live = {
+            let (clocks, progress, clock) = (clocks.clone(), progress.clone(), clock.clone());
+            std::thread::spawn(move || {
+                run_live(analysis, batches, clocks, progress, move || {
+                    clock.load(Ordering::SeqCst)
+                })
+            })
+        };
+        // Set the clock and wait until the analysis has taken a step at that time.
+        let step_at = |at: i64| {
+            clock.store(at, Ordering::SeqCst);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            loop {
+                match progress.get() {
+                    Some(p) if p.at_ms == at => return p.watermark_ms,
+                    _ if std::time::Instant::now() > deadline => panic!("no step at {at}"),
+                    _ => std::thread::yield_now(),
+                }
+            }
+        };
+        clocks.caught_up("tail:a", T0);
+        clocks.caught_up("db:b", T0);
+        assert_eq!(step_at(T0 + MIN), T0, "both delivered up to T0");
+        // b fails: the file is read on, but b's data up to now may still come.
+        clocks.failing("db:b", T0 + MIN, "connection refused");
+        clocks.caught_up("tail:a", T0 + 10 * MIN);
+        assert_eq!(step_at(T0 + 10 * MIN), T0, "b holds the buckets after T0");
+        // Past the hold, buckets close without b (its rows will count as late).
+        let later = T0 + MIN + FAILING_HOLD_MS + 1;
+        clocks.caught_up("tail:a", later);
+        assert_eq!(step_at(later), later);
+        drop(send);
+        live.join()
+            .expect("the analysis stops when its queue closes");
     }
 }

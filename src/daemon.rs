@@ -193,7 +193,15 @@ pub async fn serve_on(
     let analysis_progress = progress.clone();
     let analysis_thread = std::thread::Builder::new()
         .name("analysis".into())
-        .spawn(move || crate::analysis::run_live(analysis, batches, clocks, analysis_progress))
+        .spawn(move || {
+            crate::analysis::run_live(
+                analysis,
+                batches,
+                clocks,
+                analysis_progress,
+                crate::clock::now_ms,
+            )
+        })
         .expect("spawning the analysis thread");
     let token = match &config.token {
         Some(t) => t.expose_secret().to_string(),
