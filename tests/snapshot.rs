@@ -317,3 +317,98 @@ fn a_restarted_daemon_resumes_from_its_snapshot_and_refeeds_only_the_open_bucket
     let log = app.log_text();
     assert!(log.contains("analysis resumed from its snapshot"), "{log}");
 }
+
+/// A daemon tailing a scenario's events and evals from the beginning; its data ends
+/// at the returned time.
+fn scenario_app() -> (TestApp, i64) {
+    const DAY: i64 = 86_400_000;
+    let profile = Profile {
+        // The data ends half a day ago: inside the retention of raw events.
+        start_ms: (now_ms() - 16 * DAY).div_euclid(DAY) * DAY,
+        days: 15.5,
+        ..Profile::default()
+    };
+    let scenario = scenarios::by_name("tenant_spike", profile).unwrap();
+    let builder = TestApp::builder()
+        .tail("events.jsonl")
+        .tail_as("evals.jsonl", "evals")
+        .tail_start("beginning");
+    driftwarden::sim::write_records_jsonl(
+        scenario.generator(11).unwrap(),
+        &builder.path("events.jsonl"),
+        Some(&builder.path("evals.jsonl")),
+    )
+    .unwrap();
+    let end = scenario.profile.start_ms + (scenario.profile.days * DAY as f64) as i64;
+    (builder.spawn(), end)
+}
+
+/// Wait (up to two minutes: a backlog of two weeks) until the analysis has judged
+/// every bucket before `data_ms`.
+fn wait_judged(app: &TestApp, data_ms: i64) {
+    let started = std::time::Instant::now();
+    loop {
+        let w = stats_json(app)["analysis"]["watermark_ms"].as_i64();
+        if w.is_some_and(|w| w >= data_ms) {
+            return;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "the analysis did not reach {data_ms} (at {w:?})\n{}",
+            app.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+}
+
+/// Every alert transition of the usage lanes the daemon stored for data before
+/// `end_ms`: event, rule, scope and bucket time, in order. The eval lane is left out:
+/// the events and the evals are two files tailed side by side, and an eval read
+/// before its request is unmatched, so eval coverage differs from run to run of a
+/// backlog, restarted or not.
+fn transitions(app: &TestApp, end_ms: i64) -> Vec<String> {
+    let conn = app.sql();
+    let mut stmt = conn
+        .prepare(
+            "SELECT json_extract(line, '$.event') || ' ' || json_extract(line, '$.rule') || ' '
+                    || json_extract(line, '$.scope') || ' ' || json_extract(line, '$.at')
+             FROM alert_transitions WHERE json_extract(line, '$.lane') != 'eval' ORDER BY id",
+        )
+        .unwrap();
+    let rows: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let end = driftwarden::domain::rfc3339_ms::format(end_ms);
+    // The line's `at` is RFC 3339 in UTC, which sorts as text.
+    rows.into_iter()
+        .filter(|r| r.rsplit(' ').next().is_some_and(|at| at < end.as_str()))
+        .collect()
+}
+
+#[test]
+fn a_daemon_killed_while_it_reads_a_backlog_tells_what_an_uninterrupted_one_does() {
+    let (mut steady, end) = scenario_app();
+    wait_judged(&steady, end);
+    // The last hours are judged against a wall clock that moved on: compare the data's.
+    let compared = end - 6 * 3_600_000;
+    let expected = transitions(&steady, compared);
+    steady.terminate();
+    assert!(
+        expected.iter().any(|t| t.starts_with("firing")),
+        "the spike fires: {expected:?}"
+    );
+
+    let (mut killed, _) = scenario_app();
+    let spike = end - 36 * 3_600_000 + 90 * 60_000;
+    for at in [end - 8 * 86_400_000, end - 3 * 86_400_000, spike] {
+        wait_judged(&killed, at);
+        killed.kill9();
+        killed.restart();
+    }
+    wait_judged(&killed, end);
+    let resumed = stats_json(&killed)["analysis"]["resumed"].clone();
+    assert!(resumed["snapshot"].is_object(), "{resumed}");
+    assert_eq!(transitions(&killed, compared), expected);
+}
