@@ -24,7 +24,7 @@ use crate::lanes::scopes::ScopeId;
 use crate::lanes::{LaneParams, Lanes, PairError};
 use open::Open;
 pub use report::{ImpactReport, SignalImpact};
-pub use snapshot::{Cut, FORMAT_VERSION, SnapshotError, format_version};
+pub use snapshot::{Cut, FORMAT_VERSION, SnapshotError};
 use state::ScopeState;
 
 /// Engine parameters: `[analysis]` and `[baselines]` in the config.

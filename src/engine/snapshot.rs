@@ -93,7 +93,7 @@ struct Body<S> {
 }
 
 /// The format version of stored snapshot bytes, read from their header.
-pub fn format_version(bytes: &[u8]) -> Result<u32, SnapshotError> {
+fn format_version(bytes: &[u8]) -> Result<u32, SnapshotError> {
     match bytes.get(..HEADER) {
         Some(h) if h[..MAGIC.len()] == MAGIC => {
             let v: [u8; 4] = h[MAGIC.len()..]
