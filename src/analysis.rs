@@ -9,8 +9,9 @@ use crate::alerts::{AlertError, AlertStage, Delivery, Sent};
 use crate::config::Config;
 use crate::detect::rules::{RuleContext, RuleErrors, RuleSet};
 use crate::domain::Alert;
-use crate::engine::Engine;
+use crate::engine::{Cut, Engine, FORMAT_VERSION, SnapshotError};
 use crate::exceptions::Registry;
+use crate::store::snapshot::{self, SnapshotMeta};
 use crate::store::writer::Committed;
 use crate::store::{Batch, Fresh, StoreError, alerts as sql, queries};
 use crate::tiers::{TierError, Tiers};
@@ -30,6 +31,12 @@ pub enum AnalysisError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The stored analysis snapshot was written by a newer driftwarden.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// The snapshot rebuilt at start could not be stored.
+    #[error(transparent)]
+    Alerts(#[from] AlertError),
 }
 
 impl From<RuleErrors> for AnalysisError {
@@ -53,6 +60,35 @@ pub fn load_rules(config: &Config, dir: &Path) -> Result<(Tiers, RuleSet), Analy
 pub struct Analysis {
     engine: Engine,
     stage: AlertStage,
+    /// Whether every step that judged a bucket stores a snapshot (`serve`); replay
+    /// stores one at its end (`store_snapshot`).
+    snapshot_each_step: bool,
+    last_snapshot: Option<SnapshotMeta>,
+}
+
+/// Stored records fed to the engine at a start.
+#[derive(Debug, Default, Clone, Copy)]
+struct Fed {
+    events: u64,
+    evals: u64,
+}
+
+/// What a start loaded the analysis from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Resumed {
+    /// The stored snapshot's description, when one was loaded.
+    pub snapshot: Option<SnapshotMeta>,
+    /// With a snapshot: the time from which stored events were fed again (the
+    /// buckets it left open).
+    pub events_from_ms: Option<i64>,
+    /// Stored events fed after it (or, without one, every stored event).
+    pub events_refed: u64,
+    /// Stored evals fed after it (or every stored eval).
+    pub evals_refed: u64,
+    /// Without a usable snapshot: days of raw events the state was rebuilt from.
+    pub rebuilt_days: Option<f64>,
+    /// Why a stored snapshot was not used, when one was not.
+    pub not_loaded: Option<String>,
 }
 
 impl Analysis {
@@ -64,7 +100,57 @@ impl Analysis {
         let conn = sql::open(&config.db)?;
         let registry = Some(Registry::new(config.exceptions));
         let stage = AlertStage::new(conn, tiers, registry, config.routing, delivery)?;
-        Ok(Analysis { engine, stage })
+        Ok(Analysis {
+            engine,
+            stage,
+            snapshot_each_step: true,
+            last_snapshot: None,
+        })
+    }
+
+    /// Store a snapshot only when asked (`store_snapshot`), not at every step that
+    /// judged a bucket: a replay judges thousands a second and leaves one at its end.
+    pub fn snapshot_when_asked(mut self) -> Analysis {
+        self.snapshot_each_step = false;
+        self
+    }
+
+    /// The last snapshot stored since start.
+    pub fn last_snapshot(&self) -> Option<SnapshotMeta> {
+        self.last_snapshot
+    }
+
+    /// The engine's state encoded, described as covering `watermark_ms`.
+    fn encode(&self, watermark_ms: i64, now_ms: i64) -> (SnapshotMeta, Vec<u8>) {
+        let started = std::time::Instant::now();
+        let bytes = self.engine.snapshot();
+        let meta = SnapshotMeta {
+            format_version: FORMAT_VERSION,
+            watermark_ms,
+            written_ms: now_ms,
+            write_ms: started.elapsed().as_millis() as i64,
+            bytes: bytes.len() as u64,
+        };
+        (meta, bytes)
+    }
+
+    /// Store a snapshot of the state now, covering `watermark_ms`, in its own
+    /// transaction (the end of a replay, a rebuild at start).
+    pub fn store_snapshot(
+        &mut self,
+        watermark_ms: i64,
+        now_ms: i64,
+    ) -> Result<SnapshotMeta, AlertError> {
+        let (mut meta, bytes) = self.encode(watermark_ms, now_ms);
+        self.stage.store_snapshot(&mut meta, &bytes)?;
+        tracing::debug!(
+            watermark_ms,
+            bytes = meta.bytes,
+            write_ms = meta.write_ms,
+            "analysis snapshot stored"
+        );
+        self.last_snapshot = Some(meta);
+        Ok(meta)
     }
 
     /// Count the new records of a committed batch (changes first, so a change and
@@ -83,10 +169,21 @@ impl Analysis {
 
     /// Move the data clock to `watermark_ms` and handle what comes out, with
     /// notifications on the `now_ms` clock. Returns the firing and resolved lines.
+    /// When a bucket was judged (at a bucket close, and once a bucket's evals
+    /// settled), the snapshot of the state after it is stored in the transaction of
+    /// its alert decisions.
     pub fn advance(&mut self, watermark_ms: i64, now_ms: i64) -> Result<Vec<Alert>, AlertError> {
         self.engine.advance(watermark_ms);
         let out = self.engine.drain();
-        self.stage.handle(out, now_ms)
+        if !self.snapshot_each_step || out.ticks.is_empty() {
+            return self.stage.handle(out, now_ms);
+        }
+        let (mut meta, bytes) = self.encode(watermark_ms, now_ms);
+        let lines = self
+            .stage
+            .handle_and_snapshot(out, now_ms, Some((&mut meta, &bytes)))?;
+        self.last_snapshot = Some(meta);
+        Ok(lines)
     }
 
     /// The data ends at `last_ms` (end of a replay): judge what is complete, not
@@ -107,21 +204,123 @@ impl Analysis {
         self.stage.finish(at_ms)
     }
 
-    /// Rebuild the engine's state from stored history (after a restart): the last
-    /// `days` of events, evals and change events, on their data clock. What that
-    /// history would have raised was raised when it happened, so it is dropped.
-    pub fn warm(&mut self, db: &Path, now_ms: i64, days: i64) -> Result<u64, StoreError> {
+    /// Load the state a start resumes from: the stored snapshot, then the stored
+    /// records it does not cover (events of the buckets it left open, evals after
+    /// the newest it counted, change events it does not know), which the next steps
+    /// judge. Without a snapshot, or with one this build cannot use (an older format,
+    /// other bucket or scope settings), the state is rebuilt from every raw event the
+    /// store holds, with a warning naming what was lost. A snapshot of a newer
+    /// format is refused.
+    pub fn resume(&mut self, db: &Path, now_ms: i64) -> Result<Resumed, AnalysisError> {
         let conn = crate::store::open_reader(db)?;
-        let from = now_ms - days * 86_400_000;
-        let mut changes = queries::changes_since(&conn, from)?;
+        let not_loaded = match snapshot::read(&conn)? {
+            None => None,
+            Some((meta, bytes)) => match self.engine.load(&bytes) {
+                Ok(cut) => {
+                    let (events, evals) = self.refeed(&conn, cut)?;
+                    tracing::info!(
+                        watermark_ms = meta.watermark_ms,
+                        bytes = meta.bytes,
+                        written_ms = meta.written_ms,
+                        events_refed = events,
+                        evals_refed = evals,
+                        "analysis resumed from its snapshot"
+                    );
+                    return Ok(Resumed {
+                        snapshot: Some(meta),
+                        events_from_ms: Some(cut.events_from),
+                        events_refed: events,
+                        evals_refed: evals,
+                        rebuilt_days: None,
+                        not_loaded: None,
+                    });
+                }
+                Err(e @ SnapshotError::TooNew { .. }) => return Err(e.into()),
+                Err(e) => Some(e.to_string()),
+            },
+        };
+        let (Fed { events, evals }, span) = self.warm(&conn, i64::MIN / 4, now_ms)?;
+        let days = span.map_or(0.0, |(first, last)| (last - first) as f64 / 86_400_000.0);
+        match &not_loaded {
+            Some(why) => tracing::warn!(
+                cause = %why,
+                events,
+                days = format!("{days:.1}"),
+                "analysis snapshot not used: seasonal slots, epochs, anchors, warm-ups and step sums rebuilt from the raw events kept; older history is lost"
+            ),
+            None => tracing::info!(
+                events,
+                days = format!("{days:.1}"),
+                "no analysis snapshot yet: analysis built from the raw events kept"
+            ),
+        }
+        if let Some((_, last)) = span {
+            self.store_snapshot(last, now_ms)?;
+        }
+        Ok(Resumed {
+            snapshot: None,
+            events_from_ms: None,
+            events_refed: events,
+            evals_refed: evals,
+            rebuilt_days: Some(days),
+            not_loaded,
+        })
+    }
+
+    /// Feed what a loaded snapshot does not cover, without judging it: the next
+    /// steps judge it as if it had just arrived. (events, evals) fed.
+    fn refeed(&mut self, conn: &rusqlite::Connection, cut: Cut) -> Result<(u64, u64), StoreError> {
+        // The engine skips the change events it knows.
+        for c in queries::changes_since(conn, i64::MIN / 4)? {
+            self.engine.observe_change(&c);
+        }
+        let mut evals =
+            queries::evals_between(conn, cut.evals_after_ms.saturating_add(1), i64::MAX / 4)?;
+        evals.reverse();
+        let refed_evals = evals.len() as u64;
+        let mut after = (cut.events_from.saturating_sub(1), String::new());
+        let mut refed = 0u64;
+        loop {
+            let events = queries::events_page(conn, (after.0, &after.1), i64::MAX / 4, 50_000)?;
+            let Some(last) = events.last() else { break };
+            after = (last.ts_ms, last.id.to_string());
+            let until = last.ts_ms;
+            // Events of the second before belong to a closed bucket: not fed again.
+            for e in events.iter().filter(|e| e.ts_ms >= cut.events_from) {
+                self.engine.observe_event(e);
+                refed += 1;
+            }
+            while evals.last().is_some_and(|e| e.ts_ms <= until) {
+                self.engine.observe_eval(&evals.pop().expect("peeked"));
+            }
+        }
+        while let Some(e) = evals.pop() {
+            self.engine.observe_eval(&e);
+        }
+        Ok((refed, refed_evals))
+    }
+
+    /// Rebuild the engine's state from stored history from `from` on: events,
+    /// evals and change events, on their data clock. What that history would have
+    /// raised was raised when it happened, so it is dropped. What was fed, and the
+    /// first and last event time.
+    fn warm(
+        &mut self,
+        conn: &rusqlite::Connection,
+        from: i64,
+        now_ms: i64,
+    ) -> Result<(Fed, Option<(i64, i64)>), StoreError> {
+        let mut changes = queries::changes_since(conn, from)?;
         changes.reverse();
-        let mut evals = queries::evals_between(&conn, from, now_ms)?;
+        let mut evals = queries::evals_between(conn, from, now_ms)?;
         evals.reverse();
         let mut after = (from - 1, String::new());
-        let mut warmed = 0u64;
+        let mut fed = Fed::default();
+        let mut span: Option<(i64, i64)> = None;
         loop {
-            let events = queries::events_page(&conn, (after.0, &after.1), now_ms, 50_000)?;
+            let events = queries::events_page(conn, (after.0, &after.1), now_ms, 50_000)?;
             let Some(last) = events.last() else { break };
+            span = Some((span.map_or(events[0].ts_ms, |s| s.0), last.ts_ms));
             after = (last.ts_ms, last.id.to_string());
             let until = last.ts_ms;
             while changes.last().is_some_and(|c| c.ts_ms <= until) {
@@ -134,12 +333,13 @@ impl Analysis {
             while evals.last().is_some_and(|e| e.ts_ms <= until) {
                 let e = evals.pop().expect("peeked");
                 self.engine.observe_eval(&e);
+                fed.evals += 1;
             }
-            warmed += events.len() as u64;
+            fed.events += events.len() as u64;
             self.engine.advance(until);
             drop(self.engine.drain());
         }
-        Ok(warmed)
+        Ok((fed, span))
     }
 
     /// Records the lanes could not use.
@@ -149,11 +349,24 @@ impl Analysis {
 }
 
 /// How far the live analysis has got, shared with the API (`analysis` in
-/// `/v1/stats`): the data time it has judged up to and the clock time of that step.
-/// A test or the demo awaits it to know that everything before a data time has been
-/// judged and its notifications routed, instead of sleeping.
+/// `/v1/stats`): the data time it has judged up to and the clock time of that step,
+/// what the start resumed from and the last snapshot stored. A test or the demo
+/// awaits it to know that everything before a data time has been judged and its
+/// notifications routed, instead of sleeping.
 #[derive(Debug, Clone, Default)]
-pub struct Progress(std::sync::Arc<std::sync::Mutex<Option<Advanced>>>);
+pub struct Progress(std::sync::Arc<std::sync::Mutex<Shown>>);
+
+/// What `Progress` shows.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Shown {
+    /// The last step, `None` before the first.
+    #[serde(flatten)]
+    pub step: Option<Advanced>,
+    /// The last snapshot stored (or loaded at start).
+    pub snapshot: Option<SnapshotMeta>,
+    /// What the start resumed from.
+    pub resumed: Option<Resumed>,
+}
 
 /// One step of the live analysis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -168,11 +381,25 @@ pub struct Advanced {
 impl Progress {
     /// The last step, `None` before the first.
     pub fn get(&self) -> Option<Advanced> {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.shown().step
     }
 
-    fn set(&self, step: Advanced) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(step);
+    /// Everything shown.
+    pub fn shown(&self) -> Shown {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, step: Advanced, snapshot: Option<SnapshotMeta>) {
+        let mut shown = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        shown.step = Some(step);
+        shown.snapshot = snapshot.or(shown.snapshot);
+    }
+
+    /// Record what the start resumed from.
+    pub fn resumed(&self, resumed: Resumed) {
+        let mut shown = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        shown.snapshot = resumed.snapshot;
+        shown.resumed = Some(resumed);
     }
 }
 
@@ -243,10 +470,13 @@ pub fn run_live(
         let furthest = progress
             .get()
             .map_or(watermark, |p| p.watermark_ms.max(watermark));
-        progress.set(Advanced {
-            watermark_ms: furthest,
-            at_ms: now,
-        });
+        progress.set(
+            Advanced {
+                watermark_ms: furthest,
+                at_ms: now,
+            },
+            analysis.last_snapshot(),
+        );
     }
     tracing::debug!("analysis stopped");
 }

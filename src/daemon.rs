@@ -79,9 +79,6 @@ pub enum DaemonError {
 /// so this bounds its peak (64 batches held about 100 MiB more at the same speed).
 const ANALYSIS_QUEUE: usize = 8;
 
-/// Days of stored history the analysis is rebuilt from at start.
-const WARM_DAYS: i64 = 4;
-
 /// The parts every run mode shares.
 struct Pipeline {
     writer: Writer,
@@ -175,12 +172,9 @@ pub async fn serve_on(
         config.retention_days,
         crate::exceptions::Registry::new(config.exceptions),
     )?;
-    let warmed = analysis.warm(&config.db, crate::clock::now_ms(), WARM_DAYS)?;
-    tracing::info!(
-        events = warmed,
-        days = WARM_DAYS,
-        "analysis warmed from stored history"
-    );
+    // The analysis resumes from its snapshot (logged there), or is built from the
+    // raw events the store holds.
+    let resumed = analysis.resume(&config.db, crate::clock::now_ms())?;
     // Every pulling source holds the analysis until it has told how far it got, so
     // a backlog read at start is judged along its own data clock.
     let started = crate::clock::now_ms();
@@ -190,6 +184,7 @@ pub async fn serve_on(
     }
     let clocks = pipeline.clocks.clone();
     let progress = crate::analysis::Progress::default();
+    progress.resumed(resumed);
     let analysis_progress = progress.clone();
     let analysis_thread = std::thread::Builder::new()
         .name("analysis".into())

@@ -119,6 +119,8 @@ pub struct ReplaySummary {
     pub seconds: f64,
     /// Usage events per second.
     pub events_per_second: f64,
+    /// The analysis snapshot left in a kept store (`--db`), for `serve` to go on from.
+    pub snapshot: Option<crate::store::snapshot::SnapshotMeta>,
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> ReplayError + '_ {
@@ -255,7 +257,7 @@ pub fn run(
     });
     let format = Format::by_name(&files.format, &config.formats)?;
     let mut decoder = Decoder::new(format, ctx.clone());
-    let mut analysis = Analysis::open(config, Delivery::Count)?;
+    let mut analysis = Analysis::open(config, Delivery::Count)?.snapshot_when_asked();
     let mut summary = ReplaySummary::default();
 
     let mut changes = match &files.changes {
@@ -365,6 +367,11 @@ pub fn run(
         }
         spare_events = std::mem::take(&mut batch.events);
         spare_events.clear();
+    }
+    // A kept store is left with the state the replay ended in, so `serve` on it goes
+    // on from there instead of relearning.
+    if files.keep_aggregates && watermark > i64::MIN {
+        summary.snapshot = Some(analysis.store_snapshot(watermark, crate::clock::now_ms())?);
     }
     let counters = analysis.counters();
     summary.late_events = counters.late_events;

@@ -77,6 +77,14 @@ pub struct Metrics {
     pub outbox_dead: Family<ChannelLabels, Gauge>,
     /// Outbox reads and writes of a notification worker that failed; it retries.
     pub outbox_query_errors: Family<ChannelLabels, Counter>,
+    /// Data time the last analysis snapshot covers, ms since the Unix epoch.
+    pub snapshot_watermark_ms: Gauge,
+    /// Size of the last analysis snapshot, bytes.
+    pub snapshot_bytes: Gauge,
+    /// Seconds since the last analysis snapshot was stored.
+    pub snapshot_age_seconds: Gauge,
+    /// Seconds the last analysis snapshot took to encode and store.
+    pub snapshot_write_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Metrics {
@@ -117,6 +125,26 @@ impl Metrics {
             "tail_rotations",
             "Rotations and truncations seen per tailed file",
             self.tail_rotations.clone(),
+        );
+        registry.register(
+            "snapshot_watermark_ms",
+            "Data time the last analysis snapshot covers, ms since the Unix epoch",
+            self.snapshot_watermark_ms.clone(),
+        );
+        registry.register(
+            "snapshot_bytes",
+            "Size of the last analysis snapshot",
+            self.snapshot_bytes.clone(),
+        );
+        registry.register(
+            "snapshot_age_seconds",
+            "Seconds since the last analysis snapshot was stored",
+            self.snapshot_age_seconds.clone(),
+        );
+        registry.register(
+            "snapshot_write_seconds",
+            "Seconds the last analysis snapshot took to encode and store",
+            self.snapshot_write_seconds.clone(),
         );
         registry.register(
             "db_bytes",

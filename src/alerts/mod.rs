@@ -22,6 +22,7 @@ use serde_json::Value;
 use crate::domain::{Alert, Exception, Message};
 use crate::engine::Output;
 use crate::exceptions::{ExceptionError, Registry};
+use crate::store::snapshot::{self, SnapshotMeta};
 use crate::store::{StoreError, alerts as sql, outbox};
 use crate::tiers::Tiers;
 use decide::{Active, Decider, Decisions, Write, budgeted};
@@ -192,6 +193,18 @@ impl AlertStage {
     /// and budgets run on (wall clock live, data clock in replay). Returns every
     /// firing and resolved line, suppressed ones included.
     pub fn handle(&mut self, out: Output, now_ms: i64) -> Result<Vec<Alert>, AlertError> {
+        self.handle_and_snapshot(out, now_ms, None)
+    }
+
+    /// `handle`, storing the analysis snapshot that covers `out` in the transaction
+    /// of its evaluations' writes: after a crash the store holds both or neither.
+    /// `write_ms` of the snapshot's description gains the time its insert took.
+    pub fn handle_and_snapshot(
+        &mut self,
+        out: Output,
+        now_ms: i64,
+        snapshot: Option<(&mut SnapshotMeta, &[u8])>,
+    ) -> Result<Vec<Alert>, AlertError> {
         self.resume(now_ms)?;
         for c in &out.changes {
             sql::insert_change(&self.conn, c, now_ms)?;
@@ -204,7 +217,7 @@ impl AlertStage {
             // sent one by one: an announced change stays silent, and a detected one
             // is told by its alert.
         }
-        let mut lines = Vec::new();
+        let mut decided = Decisions::default();
         for tick in &out.ticks {
             // A replay's clock is each evaluation's own time, so what it groups and
             // repeats is what a live daemon would have.
@@ -217,11 +230,16 @@ impl AlertStage {
                 }
             };
             let exceptions = self.exceptions(now_ms)?;
-            let decided = self.decider.tick(tick, now_ms, &exceptions);
-            // One transaction per evaluation: an alert's transition and the
-            // `notify_pending` rows of its notification are stored together or not at all.
-            lines.extend(self.apply(decided)?);
+            let tick = self.decider.tick(tick, now_ms, &exceptions);
+            let writes = self.count_sends(tick.writes);
+            decided.writes.extend(writes);
+            decided.lines.extend(tick.lines);
         }
+        // One transaction for the evaluations of one step of the clock and the
+        // snapshot of the state after them: an alert's transition and the
+        // `notify_pending` rows of its notification are stored together or not at
+        // all, and a restart resumes from a state whose decisions are all stored.
+        let mut lines = self.apply(decided, snapshot)?;
         if now_ms.div_euclid(HOUR_MS) != self.last_housekeeping_ms.div_euclid(HOUR_MS) {
             self.last_housekeeping_ms = now_ms;
             lines.extend(self.housekeeping(now_ms)?);
@@ -238,9 +256,47 @@ impl AlertStage {
         }
     }
 
-    /// Apply one call's writes in one transaction; its lines.
-    fn apply(&mut self, decided: Decisions) -> Result<Vec<Alert>, AlertError> {
-        if decided.writes.is_empty() {
+    /// Under `Delivery::Count`, keep an evaluation's messages at once, before the
+    /// groups the next evaluation releases, as they were sent; the other writes.
+    fn count_sends(&mut self, writes: Vec<Write>) -> Vec<Write> {
+        if self.delivery != Delivery::Count {
+            return writes;
+        }
+        let mut rest = Vec::with_capacity(writes.len());
+        for w in writes {
+            match w {
+                Write::Send {
+                    channel,
+                    message,
+                    at_ms,
+                } => self.counted.push(Sent {
+                    channel,
+                    at_ms,
+                    message,
+                }),
+                w => rest.push(w),
+            }
+        }
+        rest
+    }
+
+    /// Store an analysis snapshot on its own (the end of a replay).
+    pub fn store_snapshot(
+        &mut self,
+        meta: &mut SnapshotMeta,
+        bytes: &[u8],
+    ) -> Result<(), AlertError> {
+        self.apply(Decisions::default(), Some((meta, bytes)))?;
+        Ok(())
+    }
+
+    /// Apply one call's writes, and the snapshot if any, in one transaction; its lines.
+    fn apply(
+        &mut self,
+        decided: Decisions,
+        snapshot: Option<(&mut SnapshotMeta, &[u8])>,
+    ) -> Result<Vec<Alert>, AlertError> {
+        if decided.writes.is_empty() && snapshot.is_none() {
             return Ok(decided.lines);
         }
         let tx = self
@@ -303,6 +359,11 @@ impl AlertStage {
                     }),
                 },
             }
+        }
+        if let Some((meta, bytes)) = snapshot {
+            let started = std::time::Instant::now();
+            snapshot::write(&tx, meta, bytes)?;
+            meta.write_ms += started.elapsed().as_millis() as i64;
         }
         tx.commit().map_err(StoreError::from)?;
         Ok(decided.lines)
@@ -387,7 +448,7 @@ impl AlertStage {
     /// End of a replay: close the budget's days so floods are reported.
     pub fn finish(&mut self, at_ms: i64) -> Result<Vec<Alert>, AlertError> {
         let decided = self.decider.floods(i64::MAX, at_ms);
-        let lines = self.apply(decided)?;
+        let lines = self.apply(decided, None)?;
         // Every group is due by then.
         let r = self.decider.routing();
         let due = at_ms + (r.group_wait_seconds + r.group_interval_seconds) as i64 * 1000;
@@ -404,7 +465,7 @@ impl AlertStage {
     /// exception-creep meta-alerts.
     fn housekeeping(&mut self, now_ms: i64) -> Result<Vec<Alert>, AlertError> {
         let decided = self.decider.floods(now_ms, now_ms);
-        let mut lines = self.apply(decided)?;
+        let mut lines = self.apply(decided, None)?;
         let Some(registry) = &self.registry else {
             return Ok(lines);
         };
@@ -415,7 +476,7 @@ impl AlertStage {
                 .collect();
         let creeping = registry.creep(&self.conn, now_ms, &shares, self.decider.meta_tier())?;
         let decided = self.decider.meta("exception_creep", creeping, now_ms);
-        lines.extend(self.apply(decided)?);
+        lines.extend(self.apply(decided, None)?);
         Ok(lines)
     }
 }

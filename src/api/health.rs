@@ -29,6 +29,14 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         .metrics
         .db_bytes
         .set(queries::db_bytes(&state.db_path) as i64);
+    if let Some(s) = state.analysis.shown().snapshot {
+        let m = &state.metrics;
+        m.snapshot_watermark_ms.set(s.watermark_ms);
+        m.snapshot_bytes.set(s.bytes as i64);
+        m.snapshot_age_seconds
+            .set((crate::clock::now_ms() - s.written_ms).max(0) / 1000);
+        m.snapshot_write_seconds.set(s.write_ms as f64 / 1000.0);
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -69,7 +77,7 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
         })
         .collect();
     body["sources"] = Value::Array(clocks);
-    body["analysis"] = serde_json::to_value(state.analysis.get()).map_err(ApiError::internal)?;
+    body["analysis"] = serde_json::to_value(state.analysis.shown()).map_err(ApiError::internal)?;
     Ok(Json(body))
 }
 

@@ -1,7 +1,7 @@
 //! Pooled counts of a mix or distribution (status classes, finish reasons,
 //! resolved models, token-length bins), decayed so old traffic fades.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A chi-square goodness-of-fit of one bucket's counts against the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -24,7 +24,7 @@ pub struct MixTest {
 }
 
 /// Decayed pooled counts per category, with the warm-up's side pool.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Mix {
     counts: Vec<(u32, f64)>,
     post: Option<Vec<(u32, f64)>>,

@@ -12,15 +12,20 @@ use std::cell::OnceCell;
 use std::cmp::Ordering;
 use std::collections::VecDeque;
 
+use serde::{Deserialize, Serialize};
+
 use super::median_mad;
 
 /// A capped FIFO of values, with a sorted copy of them once one was needed.
-#[derive(Debug, Clone, Default)]
+/// Part of the analysis snapshot by its values only: the sorted copy is made again
+/// at the first `summary` after a load, as after a start.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SortedRing {
     /// The values, oldest first.
     by_age: VecDeque<f32>,
     /// The same values in `f32::total_cmp` order (the order `median_mad` selects
     /// in), from the first `summary` on.
+    #[serde(skip)]
     sorted: OnceCell<Vec<f32>>,
 }
 

@@ -4,7 +4,7 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::ring::SortedRing;
 use super::{BaselineParams, SLOTS, median, median_mad, slot};
@@ -12,7 +12,7 @@ use crate::domain::Baseline;
 
 /// The before/after comparison that ends a warm-up: the series' part of a
 /// change-impact report.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
     /// The old baseline's median (averaged over the post-change buckets' slots).
     pub before: f64,
@@ -33,7 +33,8 @@ pub struct Verdict {
 }
 
 /// A scalar series' history in its current epoch.
-#[derive(Debug, Clone, Default)]
+/// Part of the analysis snapshot; the cached baseline is not (it is asked for anew).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Series {
     seasonal: Vec<SortedRing>,
     recent: VecDeque<f32>,
@@ -52,6 +53,7 @@ pub struct Series {
     /// The last baseline given and the window it came from, until the next learned
     /// value: the engine asks for the same one several times a bucket (its rules,
     /// the price-volume-mix, the cost moves).
+    #[serde(skip)]
     last: Cell<Option<(Window, Option<Baseline>)>>,
 }
 

@@ -106,6 +106,14 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
         summary.late_events,
         summary.unmatched_evals
     );
+    if let Some(s) = &summary.snapshot {
+        eprintln!(
+            "analysis snapshot left in the store: {} bytes, covering data to {}, stored in {} ms",
+            s.bytes,
+            crate::domain::rfc3339_ms::format(s.watermark_ms),
+            s.write_ms
+        );
+    }
     let channels: Vec<String> = summary
         .notifications
         .iter()

@@ -15,7 +15,7 @@ const MIN_POOL: f64 = 100.0;
 
 /// One model scope's bump state: the resolved model it was last found switched to,
 /// and the posted change that announced that switch, if one did.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct BumpState {
     to: Option<u32>,
     cover: Option<ChangeEvent>,

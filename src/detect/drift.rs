@@ -20,7 +20,7 @@ use crate::lanes::signals::{
 /// (requests, errors, truncated) of a scope's last buckets with traffic, so a small
 /// scope's rates can be judged over consecutive buckets pooled until they hold a
 /// rule's `min_samples`: a quiet tenant can alert at all.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct RecentCounts {
     buckets: VecDeque<(u32, u32, u32)>,
     cap: usize,

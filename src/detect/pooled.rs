@@ -24,7 +24,7 @@ const MIN_MEANS: usize = 12;
 const MAX_SPAN_MS: i64 = 86_400_000;
 
 /// A scope's pool in progress and its recent pooled means.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ScorePool {
     /// Scores, their sum and sum of squares, since `since_ms`.
     n: u64,

@@ -12,7 +12,7 @@ use crate::lanes::cell::Cell;
 /// Per requested model: decayed requests with a known cost and their spend, the
 /// "before" side of price-volume-mix. Both decay together, so spend / requests is
 /// the model's recent unit cost.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ModelPool {
     entries: Vec<(u32, f64, f64)>,
 }

@@ -21,7 +21,7 @@ const THRESHOLD: f64 = 12.0;
 const COVER_BEFORE_MS: i64 = 6 * 3_600_000;
 
 /// A two-sided CUSUM step detector.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Cusum {
     up: f64,
     down: f64,
@@ -54,7 +54,7 @@ impl Cusum {
 }
 
 /// One scope's step state for one signal.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub struct StepState {
     /// The CUSUM over the signal's robust z-scores.
     pub cusum: Cusum,

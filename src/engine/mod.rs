@@ -8,6 +8,7 @@
 mod evals;
 mod open;
 mod report;
+mod snapshot;
 mod state;
 mod usage;
 
@@ -23,6 +24,7 @@ use crate::lanes::scopes::ScopeId;
 use crate::lanes::{LaneParams, Lanes, PairError};
 use open::Open;
 pub use report::{ImpactReport, SignalImpact};
+pub use snapshot::{Cut, FORMAT_VERSION, SnapshotError};
 use state::ScopeState;
 
 /// Engine parameters: `[analysis]` and `[baselines]` in the config.

@@ -13,7 +13,7 @@ use crate::lanes::scopes::ScopeId;
 
 /// An open alert as the engine tracks it on one scope: its series are held (not
 /// learned) and it is judged against the relaxed bar until it is calm.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub(super) struct Open {
     pub(super) rule: usize,
     pub(super) since_ms: i64,

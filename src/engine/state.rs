@@ -13,8 +13,8 @@ use crate::detect::pvm::ModelPool;
 use crate::detect::step::StepState;
 use crate::domain::{Impact, Signal};
 
-/// One scope's state.
-#[derive(Debug, Default)]
+/// One scope's state, as the analysis snapshot keeps it too.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(super) struct ScopeState {
     /// Scalar series by [`Signal::index`].
     pub(super) series: Vec<Series>,
@@ -29,10 +29,12 @@ pub(super) struct ScopeState {
     /// Changes whose warm-up covers this scope and whose report is still due.
     pub(super) warm_changes: Vec<usize>,
     /// The usage lanes' half of the change-impact report, until the evals settle.
+    #[serde(with = "super::snapshot::reports")]
     pub(super) pending_report: Option<Vec<SignalImpact>>,
     /// The mixes that moved, for the same report.
     pub(super) pending_mixes: Vec<(Signal, f64, f64)>,
     /// Step detectors' state, per signal.
+    #[serde(with = "super::snapshot::sorted")]
     pub(super) steps: FxHashMap<Signal, StepState>,
     /// The model bump detector's state.
     pub(super) bump: BumpState,

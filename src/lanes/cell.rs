@@ -216,7 +216,7 @@ pub fn token_bin(n: u64) -> usize {
 }
 
 /// Eval counts for one scope's bucket, gathered until the bucket's evals settle.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EvalCell {
     /// Requests in the bucket (from the usage side).
     pub requests: u32,

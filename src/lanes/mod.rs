@@ -12,12 +12,12 @@ pub mod scopes;
 pub mod signals;
 
 use std::collections::BTreeMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, Hasher, RandomState};
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{EvalScore, UsageEvent};
+use crate::domain::{EvalScore, Scope, UsageEvent};
 use cell::{Cell, EvalCell, EventSyms, Sym};
 use scopes::{ScopeId, ScopeIndex, ScopePlan};
 
@@ -113,7 +113,7 @@ pub struct SettledBucket {
 }
 
 /// What a request's evals need of it: its bucket, time and scopes.
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Join {
     bucket: i64,
     ts_ms: i64,
@@ -127,7 +127,7 @@ const INLINE_SCOPES: usize = 6;
 /// A request's scopes, kept inline when they fit (the default plan's always do): one
 /// join is stored per event, and a heap allocation for each was a measurable part of
 /// a replay's time.
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 enum JoinScopes {
     Inline(u8, [ScopeId; INLINE_SCOPES]),
     Spilled(Box<[ScopeId]>),
@@ -177,11 +177,17 @@ impl Symbols {
     }
 }
 
+/// Fresh keys for the joins' hash, random per process (std's per-process seeds).
+fn new_join_keys() -> (u64, u64) {
+    let seeds = RandomState::new();
+    (seeds.hash_one(0u8), seeds.hash_one(1u8))
+}
+
 /// The longest run of empty buckets handed over: a week, the seasonal memory.
 const MAX_SILENT_MS: i64 = 7 * 86_400_000;
 
 /// Counters of records the lanes could not use (they are still stored).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LaneCounters {
     /// Events whose bucket had already closed.
     pub late_events: u64,
@@ -200,12 +206,13 @@ pub struct Lanes {
     customer_facing: Vec<String>,
     open: BTreeMap<i64, FxHashMap<ScopeId, Cell>>,
     evals: BTreeMap<i64, FxHashMap<ScopeId, EvalCell>>,
-    /// Joins by a keyed 64-bit hash of the request id rather than the id itself: no
-    /// allocation per event, and the key (random per process) keeps senders from
-    /// crafting ids that collide. Two ids colliding by chance (about 1e-7 for 2M
-    /// remembered ids) behave like a resent id: the later request's join wins.
+    /// Joins by a keyed 64-bit hash (SipHash-1-3) of the request id rather than the
+    /// id itself: no allocation per event, and the keys (drawn when the lanes start
+    /// afresh, kept in the snapshot so the joins outlive a restart) keep senders from
+    /// crafting ids that collide. Two ids colliding by chance (about 1e-7 for 2M remembered ids)
+    /// behave like a resent id: the later request's join wins.
     joins: FxHashMap<u64, Join>,
-    join_keys: RandomState,
+    join_keys: (u64, u64),
     closed_before: i64,
     /// The next bucket to hand over, once the data has begun: buckets without any
     /// event are handed over too (empty), so silence is judged like traffic.
@@ -213,7 +220,51 @@ pub struct Lanes {
     judged_before: i64,
     /// What could not be used.
     pub counters: LaneCounters,
+    /// The newest eval time counted: a restart re-feeds the stored evals after it.
+    evals_through_ms: i64,
     scratch: Vec<ScopeId>,
+}
+
+/// What the lanes keep between buckets, as the analysis snapshot holds it: scopes
+/// and labels by id (so every `ScopeId` and `Sym` stays valid), the eval side of the
+/// buckets not judged yet and the joins their evals need, and the clocks. The usage
+/// side of the open buckets is left out: it is rebuilt from the stored events from
+/// `events_from` on, which a start re-feeds.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LanesState {
+    scopes: Vec<Scope>,
+    names: Vec<Box<str>>,
+    evals: Vec<(i64, Vec<(ScopeId, EvalCell)>)>,
+    joins: Vec<(u64, Join)>,
+    join_keys: (u64, u64),
+    closed_before: i64,
+    next_bucket: Option<i64>,
+    judged_before: i64,
+    counters: LaneCounters,
+    evals_through_ms: i64,
+}
+
+impl LanesState {
+    /// Events at or after this time were in buckets still open: a restart re-feeds
+    /// them from the store.
+    pub fn events_from(&self) -> i64 {
+        self.closed_before
+    }
+
+    /// The newest eval time counted: a restart re-feeds the stored evals after it.
+    pub fn evals_through_ms(&self) -> i64 {
+        self.evals_through_ms
+    }
+}
+
+/// A snapshot's scopes that do not form an index this build makes.
+#[derive(Debug, thiserror::Error)]
+#[error("scope {id} ({labels}) of the snapshot fits no dimension or pair configured")]
+pub struct ScopesError {
+    /// The scope's id.
+    pub id: usize,
+    /// Its labels.
+    pub labels: String,
 }
 
 impl Lanes {
@@ -227,13 +278,80 @@ impl Lanes {
             open: BTreeMap::new(),
             evals: BTreeMap::new(),
             joins: FxHashMap::default(),
-            join_keys: RandomState::new(),
+            join_keys: new_join_keys(),
             closed_before: i64::MIN,
             next_bucket: None,
             judged_before: i64::MIN,
             counters: LaneCounters::default(),
+            evals_through_ms: i64::MIN,
             scratch: Vec::new(),
         }
+    }
+
+    /// The state a snapshot keeps, every map in key order so that the same state
+    /// always encodes to the same bytes.
+    pub fn state(&self) -> LanesState {
+        let mut joins: Vec<(u64, Join)> = self.joins.iter().map(|(&k, j)| (k, j.clone())).collect();
+        joins.sort_unstable_by_key(|j| j.0);
+        let evals = self
+            .evals
+            .iter()
+            .map(|(&start, cells)| {
+                let mut cells: Vec<(ScopeId, EvalCell)> =
+                    cells.iter().map(|(&s, c)| (s, c.clone())).collect();
+                cells.sort_unstable_by_key(|c| c.0);
+                (start, cells)
+            })
+            .collect();
+        LanesState {
+            scopes: self
+                .index
+                .ids()
+                .map(|id| self.index.labels(id).clone())
+                .collect(),
+            names: self.syms.names.clone(),
+            evals,
+            joins,
+            join_keys: self.join_keys,
+            closed_before: self.closed_before,
+            next_bucket: self.next_bucket,
+            judged_before: self.judged_before,
+            counters: self.counters,
+            evals_through_ms: self.evals_through_ms,
+        }
+    }
+
+    /// Lanes on these parameters from a snapshot's state, with no open bucket: the
+    /// caller re-feeds the events from `state.events_from()` on.
+    pub fn restore(
+        params: LaneParams,
+        plan: ScopePlan,
+        state: LanesState,
+    ) -> Result<Lanes, ScopesError> {
+        let mut lanes = Lanes::new(params, plan.clone());
+        lanes.index = ScopeIndex::rebuild(plan, state.scopes)?;
+        for name in &state.names {
+            lanes.syms.intern(name);
+        }
+        lanes.evals = state
+            .evals
+            .into_iter()
+            .map(|(start, cells)| (start, cells.into_iter().collect()))
+            .collect();
+        lanes.joins = state.joins.into_iter().collect();
+        lanes.join_keys = state.join_keys;
+        lanes.closed_before = state.closed_before;
+        lanes.next_bucket = state.next_bucket;
+        lanes.judged_before = state.judged_before;
+        lanes.counters = state.counters;
+        lanes.evals_through_ms = state.evals_through_ms;
+        Ok(lanes)
+    }
+
+    fn join_key(&self, request_id: &str) -> u64 {
+        let mut h = siphasher::sip::SipHasher13::new_with_keys(self.join_keys.0, self.join_keys.1);
+        h.write(request_id.as_bytes());
+        h.finish()
     }
 
     /// The parameters.
@@ -271,12 +389,20 @@ impl Lanes {
             cells.entry(s).or_default().add(e, syms);
         }
         if self.joins.len() < self.params.max_eval_joins {
+            let key = self.join_key(e.id.as_str());
+            // The same request again (re-fed after a restart, its join kept in the
+            // snapshot) keeps whether it was evaluated, so its next eval is not
+            // counted as its first.
+            let evaluated = self
+                .joins
+                .get(&key)
+                .is_some_and(|j| j.evaluated && j.ts_ms == e.ts_ms && j.bucket == bucket);
             self.joins.insert(
-                self.join_keys.hash_one(e.id.as_str()),
+                key,
                 Join {
                     bucket,
                     ts_ms: e.ts_ms,
-                    evaluated: false,
+                    evaluated,
                     scopes: JoinScopes::new(&scopes),
                 },
             );
@@ -287,8 +413,9 @@ impl Lanes {
 
     /// Count one eval score against its request (or its route/model scope).
     pub fn add_eval(&mut self, ev: &EvalScore) {
+        self.evals_through_ms = self.evals_through_ms.max(ev.ts_ms);
         if let Some(id) = &ev.request_id {
-            let key = self.join_keys.hash_one(id.as_str());
+            let key = self.join_key(id.as_str());
             let Some(join) = self.joins.get_mut(&key) else {
                 self.counters.unmatched_evals += 1;
                 return;

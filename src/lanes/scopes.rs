@@ -65,6 +65,48 @@ impl ScopeIndex {
         index
     }
 
+    /// The index a snapshot's scopes (labels by id) describe under `plan`: each
+    /// scope is inserted again in id order, as it was first (a pair always after its
+    /// two singles), so ids, children and lookups come out as they were.
+    pub fn rebuild(plan: ScopePlan, scopes: Vec<Scope>) -> Result<ScopeIndex, super::ScopesError> {
+        let mut index = ScopeIndex::new(plan);
+        for (id, labels) in scopes.into_iter().enumerate().skip(1) {
+            let bad = || super::ScopesError {
+                id,
+                labels: crate::domain::scope_label(&labels),
+            };
+            let dim = |k: &str| SCOPE_DIMS.iter().position(|d| *d == k);
+            let entries: Vec<(usize, &str)> = labels
+                .iter()
+                .map(|(k, v)| dim(k).map(|d| (d, v.as_str())))
+                .collect::<Option<_>>()
+                .ok_or_else(bad)?;
+            match *entries.as_slice() {
+                [(d, v)] => {
+                    let value: Box<str> = v.into();
+                    let new = index.insert(labels.clone(), &[(d, GLOBAL)]);
+                    index.by_value[d].insert(value, new);
+                }
+                [(d1, v1), (d2, v2)] => {
+                    let p = (0..index.plan.pairs.len())
+                        .find(|&p| {
+                            let (a, b) = index.plan.pairs[p];
+                            (a, b) == (d1, d2) || (a, b) == (d2, d1)
+                        })
+                        .ok_or_else(bad)?;
+                    let (a, b) = index.plan.pairs[p];
+                    let value = |d: usize| if d == d1 { v1 } else { v2 };
+                    let x = index.by_value[a].get(value(a)).copied().ok_or_else(bad)?;
+                    let y = index.by_value[b].get(value(b)).copied().ok_or_else(bad)?;
+                    let new = index.insert(labels.clone(), &[(b, x), (a, y)]);
+                    index.pairs[p].insert((x, y), new);
+                }
+                _ => return Err(bad()),
+            }
+        }
+        Ok(index)
+    }
+
     /// Number of scopes.
     pub fn len(&self) -> usize {
         self.labels.len()

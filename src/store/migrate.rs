@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0008_agg_values.sql"),
     include_str!("../../migrations/0009_notify_pending.sql"),
     include_str!("../../migrations/0010_incidents.sql"),
+    include_str!("../../migrations/0011_analysis_snapshot.sql"),
 ];
 
 /// The schema version this build writes.

@@ -12,6 +12,7 @@ mod labels;
 mod migrate;
 pub mod outbox;
 pub mod queries;
+pub mod snapshot;
 pub mod spend;
 pub mod writer;
 

@@ -1,0 +1,93 @@
+//! The SQL of the analysis snapshot: one row, replaced at each write, read at start.
+//! What the bytes mean is `engine::snapshot`'s business; the store keeps them with
+//! the data time they cover.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::StoreError;
+
+/// A stored snapshot's description, without its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct SnapshotMeta {
+    /// Format version of the encoding.
+    pub format_version: u32,
+    /// Data time the snapshot covers, ms.
+    pub watermark_ms: i64,
+    /// Clock time it was written, ms.
+    pub written_ms: i64,
+    /// How long encoding and storing it took, ms. The stored row holds the encoding
+    /// time only: its own insert cannot be timed inside it.
+    pub write_ms: i64,
+    /// Size of the encoding in bytes.
+    pub bytes: u64,
+}
+
+/// Replace the stored snapshot with `bytes` (inside the caller's transaction, so it
+/// commits with that evaluation's alert writes).
+pub fn write(conn: &Connection, meta: &SnapshotMeta, bytes: &[u8]) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO analysis_snapshot
+           (id, format_version, watermark_ms, created_ms, encode_ms, size, bytes)
+         VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        meta.format_version,
+        meta.watermark_ms,
+        meta.written_ms,
+        meta.write_ms,
+        bytes.len() as i64,
+        bytes
+    ])?;
+    Ok(())
+}
+
+/// The stored snapshot, if any: its description and its bytes.
+pub fn read(conn: &Connection) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StoreError> {
+    let row = conn
+        .query_row(
+            "SELECT format_version, watermark_ms, created_ms, encode_ms, size, bytes
+             FROM analysis_snapshot WHERE id = 1",
+            [],
+            |r| {
+                Ok((
+                    SnapshotMeta {
+                        format_version: r.get(0)?,
+                        watermark_ms: r.get(1)?,
+                        written_ms: r.get(2)?,
+                        write_ms: r.get(3)?,
+                        bytes: r.get::<_, i64>(4)? as u64,
+                    },
+                    r.get(5)?,
+                ))
+            },
+        )
+        .optional()?;
+    Ok(row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_is_replaced_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        drop(crate::store::Store::open(&path).unwrap());
+        let conn = crate::store::open_reader(&path).unwrap();
+        assert_eq!(read(&conn).unwrap(), None);
+        let conn = Connection::open(&path).unwrap();
+        let mut meta = SnapshotMeta {
+            format_version: 1,
+            watermark_ms: 600_000,
+            written_ms: 5,
+            write_ms: 2,
+            bytes: 3,
+        };
+        write(&conn, &meta, b"abc").unwrap();
+        meta.watermark_ms = 1_200_000;
+        meta.bytes = 2;
+        write(&conn, &meta, b"de").unwrap();
+        assert_eq!(read(&conn).unwrap(), Some((meta, b"de".to_vec())));
+    }
+}
