@@ -11,3 +11,12 @@ CREATE TABLE analysis_snapshot (
     size INTEGER NOT NULL,
     bytes BLOB NOT NULL
 );
+
+-- The data time up to which the alert decisions are stored: written with every step
+-- that judged a bucket. Snapshots are written at most every few seconds, so a start
+-- re-judges the buckets between the snapshot and this point silently (their
+-- decisions are stored) before it judges anything anew.
+CREATE TABLE analysis_decided (
+    id           INTEGER PRIMARY KEY CHECK (id = 1),
+    watermark_ms INTEGER NOT NULL
+);

@@ -81,6 +81,9 @@ pub struct Resumed {
     /// With a snapshot: the time from which stored events were fed again (the
     /// buckets it left open).
     pub events_from_ms: Option<i64>,
+    /// With a snapshot: the data time up to which the steps after it had stored
+    /// their decisions, re-judged silently at start (when past the snapshot).
+    pub rejudged_to_ms: Option<i64>,
     /// Stored events fed after it (or, without one, every stored event).
     pub events_refed: u64,
     /// Stored evals fed after it (or every stored eval).
@@ -178,10 +181,24 @@ impl Analysis {
         if !self.snapshot_each_step || out.ticks.is_empty() {
             return self.stage.handle(out, now_ms);
         }
+        // A backfill judges many buckets a second, and a snapshot of a large gateway
+        // is megabytes: at most one every SNAPSHOT_EVERY_MS. The steps between store
+        // how far their decisions reach, which a start re-judges silently.
+        let due = self
+            .last_snapshot
+            .is_none_or(|m| now_ms - m.written_ms >= SNAPSHOT_EVERY_MS);
+        if !due {
+            return self
+                .stage
+                .handle_and_snapshot(out, now_ms, None, Some(watermark_ms));
+        }
         let (mut meta, bytes) = self.encode(watermark_ms, now_ms);
-        let lines = self
-            .stage
-            .handle_and_snapshot(out, now_ms, Some((&mut meta, &bytes)))?;
+        let lines = self.stage.handle_and_snapshot(
+            out,
+            now_ms,
+            Some((&mut meta, &bytes)),
+            Some(watermark_ms),
+        )?;
         self.last_snapshot = Some(meta);
         Ok(lines)
     }
@@ -218,8 +235,18 @@ impl Analysis {
             Some((meta, bytes)) => match self.engine.load(&bytes) {
                 Ok(cut) => {
                     let (events, evals) = self.refeed(&conn, cut)?;
+                    // The steps after the snapshot stored their decisions: judge
+                    // their buckets again to rebuild the state, and drop what that
+                    // raises (it was raised, and stored, when it happened).
+                    let decided = snapshot::read_decided(&conn)?;
+                    let rejudged = decided.filter(|&d| d > meta.watermark_ms);
+                    if let Some(decided) = rejudged {
+                        self.engine.advance(decided);
+                        drop(self.engine.drain());
+                    }
                     tracing::info!(
                         watermark_ms = meta.watermark_ms,
+                        rejudged_to_ms = rejudged,
                         bytes = meta.bytes,
                         written_ms = meta.written_ms,
                         events_refed = events,
@@ -229,6 +256,7 @@ impl Analysis {
                     return Ok(Resumed {
                         snapshot: Some(meta),
                         events_from_ms: Some(cut.events_from),
+                        rejudged_to_ms: rejudged,
                         events_refed: events,
                         evals_refed: evals,
                         rebuilt_days: None,
@@ -260,6 +288,7 @@ impl Analysis {
         Ok(Resumed {
             snapshot: None,
             events_from_ms: None,
+            rejudged_to_ms: None,
             events_refed: events,
             evals_refed: evals,
             rebuilt_days: Some(days),
@@ -402,6 +431,9 @@ impl Progress {
         shown.resumed = Some(resumed);
     }
 }
+
+/// The shortest time between two snapshots of the live analysis, clock ms.
+const SNAPSHOT_EVERY_MS: i64 = 10_000;
 
 /// Batches taken off the queue at once, at most, before the clock may move.
 const DRAIN_MAX: usize = 64;

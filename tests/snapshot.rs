@@ -402,11 +402,19 @@ fn a_daemon_killed_while_it_reads_a_backlog_tells_what_an_uninterrupted_one_does
 
     let (mut killed, _) = scenario_app();
     let spike = end - 36 * 3_600_000 + 90 * 60_000;
+    // Snapshots are written at most every ten seconds while the backlog is read:
+    // a kill between two makes the start re-judge the steps after it silently.
+    let mut rejudged = 0;
     for at in [end - 8 * 86_400_000, end - 3 * 86_400_000, spike] {
         wait_judged(&killed, at);
         killed.kill9();
         killed.restart();
+        let resumed = stats_json(&killed)["analysis"]["resumed"].clone();
+        if resumed["rejudged_to_ms"].as_i64() > resumed["snapshot"]["watermark_ms"].as_i64() {
+            rejudged += 1;
+        }
     }
+    assert!(rejudged > 0, "no kill landed between two snapshots");
     wait_judged(&killed, end);
     let resumed = stats_json(&killed)["analysis"]["resumed"].clone();
     assert!(resumed["snapshot"].is_object(), "{resumed}");

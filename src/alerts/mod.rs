@@ -193,7 +193,7 @@ impl AlertStage {
     /// and budgets run on (wall clock live, data clock in replay). Returns every
     /// firing and resolved line, suppressed ones included.
     pub fn handle(&mut self, out: Output, now_ms: i64) -> Result<Vec<Alert>, AlertError> {
-        self.handle_and_snapshot(out, now_ms, None)
+        self.handle_and_snapshot(out, now_ms, None, None)
     }
 
     /// `handle`, storing the analysis snapshot that covers `out` in the transaction
@@ -204,6 +204,7 @@ impl AlertStage {
         out: Output,
         now_ms: i64,
         snapshot: Option<(&mut SnapshotMeta, &[u8])>,
+        decided_ms: Option<i64>,
     ) -> Result<Vec<Alert>, AlertError> {
         self.resume(now_ms)?;
         for c in &out.changes {
@@ -239,7 +240,7 @@ impl AlertStage {
         // snapshot of the state after them: an alert's transition and the
         // `notify_pending` rows of its notification are stored together or not at
         // all, and a restart resumes from a state whose decisions are all stored.
-        let mut lines = self.apply(decided, snapshot)?;
+        let mut lines = self.apply(decided, snapshot, decided_ms)?;
         if now_ms.div_euclid(HOUR_MS) != self.last_housekeeping_ms.div_euclid(HOUR_MS) {
             self.last_housekeeping_ms = now_ms;
             lines.extend(self.housekeeping(now_ms)?);
@@ -286,17 +287,19 @@ impl AlertStage {
         meta: &mut SnapshotMeta,
         bytes: &[u8],
     ) -> Result<(), AlertError> {
-        self.apply(Decisions::default(), Some((meta, bytes)))?;
+        self.apply(Decisions::default(), Some((meta, bytes)), None)?;
         Ok(())
     }
 
-    /// Apply one call's writes, and the snapshot if any, in one transaction; its lines.
+    /// Apply one call's writes, the snapshot if any and the data time its decisions
+    /// reach (`decided_ms`) if given, in one transaction; its lines.
     fn apply(
         &mut self,
         decided: Decisions,
         snapshot: Option<(&mut SnapshotMeta, &[u8])>,
+        decided_ms: Option<i64>,
     ) -> Result<Vec<Alert>, AlertError> {
-        if decided.writes.is_empty() && snapshot.is_none() {
+        if decided.writes.is_empty() && snapshot.is_none() && decided_ms.is_none() {
             return Ok(decided.lines);
         }
         let tx = self
@@ -359,6 +362,9 @@ impl AlertStage {
                     }),
                 },
             }
+        }
+        if let Some(watermark_ms) = decided_ms {
+            snapshot::write_decided(&tx, watermark_ms)?;
         }
         if let Some((meta, bytes)) = snapshot {
             let started = std::time::Instant::now();
@@ -448,7 +454,7 @@ impl AlertStage {
     /// End of a replay: close the budget's days so floods are reported.
     pub fn finish(&mut self, at_ms: i64) -> Result<Vec<Alert>, AlertError> {
         let decided = self.decider.floods(i64::MAX, at_ms);
-        let lines = self.apply(decided, None)?;
+        let lines = self.apply(decided, None, None)?;
         // Every group is due by then.
         let r = self.decider.routing();
         let due = at_ms + (r.group_wait_seconds + r.group_interval_seconds) as i64 * 1000;
@@ -465,7 +471,7 @@ impl AlertStage {
     /// exception-creep meta-alerts.
     fn housekeeping(&mut self, now_ms: i64) -> Result<Vec<Alert>, AlertError> {
         let decided = self.decider.floods(now_ms, now_ms);
-        let mut lines = self.apply(decided, None)?;
+        let mut lines = self.apply(decided, None, None)?;
         let Some(registry) = &self.registry else {
             return Ok(lines);
         };
@@ -476,7 +482,7 @@ impl AlertStage {
                 .collect();
         let creeping = registry.creep(&self.conn, now_ms, &shares, self.decider.meta_tier())?;
         let decided = self.decider.meta("exception_creep", creeping, now_ms);
-        lines.extend(self.apply(decided, None)?);
+        lines.extend(self.apply(decided, None, None)?);
         Ok(lines)
     }
 }

@@ -65,6 +65,27 @@ pub fn read(conn: &Connection) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StoreE
     Ok(row)
 }
 
+/// Record that the alert decisions up to data time `watermark_ms` are stored (inside
+/// the transaction of those decisions).
+pub fn write_decided(conn: &Connection, watermark_ms: i64) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO analysis_decided (id, watermark_ms) VALUES (1, ?1)",
+    )?
+    .execute(params![watermark_ms])?;
+    Ok(())
+}
+
+/// The data time up to which alert decisions are stored, if any were.
+pub fn read_decided(conn: &Connection) -> Result<Option<i64>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT watermark_ms FROM analysis_decided WHERE id = 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
