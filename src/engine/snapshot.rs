@@ -269,3 +269,66 @@ pub(super) mod sorted {
         Ok(entries.into_iter().collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Signal;
+    use crate::engine::EngineParams;
+    use crate::lanes::scopes::GLOBAL;
+    use crate::store::tests::event;
+
+    const MIN: i64 = 60_000;
+
+    /// Two requests a minute from `from` (inclusive) to `to` (exclusive).
+    fn traffic(from: i64, to: i64) -> Vec<crate::domain::UsageEvent> {
+        (from..to)
+            .step_by(30_000)
+            .map(|ts| event(&format!("r{ts}"), ts))
+            .collect()
+    }
+
+    #[test]
+    fn a_restart_in_the_middle_of_a_weekend_judges_it_against_its_weekend_slots() {
+        // Monday 2026-11-16 00:00 UTC to Saturday 2026-11-28 12:00: one weekend and a
+        // half, which a four-day re-read of raw events could not give a weekend slot.
+        let monday = chrono::DateTime::parse_from_rfc3339("2026-11-16T00:00:00Z")
+            .expect("a time")
+            .timestamp_millis();
+        let saturday_noon = monday + (12 * 24 + 12) * 60 * MIN;
+        let mut original = Engine::new(EngineParams::default(), Vec::new()).expect("defaults");
+        let history = traffic(monday, saturday_noon);
+        for e in &history {
+            original.observe_event(e);
+        }
+        original.advance(saturday_noon);
+        drop(original.drain());
+        let bytes = original.snapshot();
+
+        let mut restored = Engine::new(EngineParams::default(), Vec::new()).expect("defaults");
+        let cut = restored
+            .load(&bytes)
+            .expect("the same build reads its snapshot");
+        for e in history.iter().filter(|e| e.ts_ms >= cut.events_from) {
+            restored.observe_event(e);
+        }
+        let after = saturday_noon + 80 * MIN;
+        for engine in [&mut original, &mut restored] {
+            for e in &traffic(saturday_noon, after) {
+                engine.observe_event(e);
+            }
+            engine.advance(after);
+            drop(engine.drain());
+        }
+        let one_pm = saturday_noon + 60 * MIN;
+        let bp = EngineParams::default().baselines;
+        let base = |engine: &Engine| {
+            engine.states[GLOBAL as usize].series[Signal::Requests.index()]
+                .baseline(one_pm, false, &bp)
+                .expect("a baseline")
+        };
+        assert!(base(&restored).seasonal, "{:?}", base(&restored));
+        assert_eq!(base(&restored), base(&original));
+        assert_eq!(restored.snapshot(), original.snapshot());
+    }
+}
