@@ -416,12 +416,12 @@ impl Decider {
             // A consequence worse than what the team was told raises the incident's
             // tier; an incident nobody was told of yet is announced as firing when it
             // reaches the team (a record-tier one that reopens stays a reopen).
-            let heard = self.tiers.above_digest(&inc.line(event, at).tier);
-            let event_out = match told {
-                None if event == AlertEvent::Updated || heard => AlertEvent::Firing,
-                _ => event,
-            };
-            let out = inc.line(event_out, at);
+            let mut out = inc.line(event, at);
+            let heard = self.tiers.above_digest(&out.tier);
+            if told.is_none() && (event == AlertEvent::Updated || heard) {
+                out.event = AlertEvent::Firing;
+            }
+            let event_out = out.event;
             self.update(id, &line, "firing", suppressed);
             self.out.writes.push(Write::Incident {
                 id,
