@@ -213,6 +213,11 @@ pub struct Lanes {
     /// behave like a resent id: the later request's join wins.
     joins: FxHashMap<u64, Join>,
     join_keys: (u64, u64),
+    /// Evals read before their request (a backlog of two files read at different
+    /// paces, an eval posted before the gateway's log line is tailed), by join key:
+    /// counted when the request arrives, unmatched once their time's bucket closed.
+    parked: FxHashMap<u64, Vec<Parked>>,
+    parked_len: usize,
     closed_before: i64,
     /// The next bucket to hand over, once the data has begun: buckets without any
     /// event are handed over too (empty), so silence is judged like traffic.
@@ -237,11 +242,20 @@ pub struct LanesState {
     evals: Vec<(i64, Vec<(ScopeId, EvalCell)>)>,
     joins: Vec<(u64, Join)>,
     join_keys: (u64, u64),
+    parked: Vec<(u64, Vec<Parked>)>,
     closed_before: i64,
     next_bucket: Option<i64>,
     judged_before: i64,
     counters: LaneCounters,
     evals_through_ms: i64,
+}
+
+/// An eval waiting for its request.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Parked {
+    ts_ms: i64,
+    score: Option<f64>,
+    passed: Option<bool>,
 }
 
 impl LanesState {
@@ -279,6 +293,8 @@ impl Lanes {
             evals: BTreeMap::new(),
             joins: FxHashMap::default(),
             join_keys: new_join_keys(),
+            parked: FxHashMap::default(),
+            parked_len: 0,
             closed_before: i64::MIN,
             next_bucket: None,
             judged_before: i64::MIN,
@@ -303,6 +319,9 @@ impl Lanes {
                 (start, cells)
             })
             .collect();
+        let mut parked: Vec<(u64, Vec<Parked>)> =
+            self.parked.iter().map(|(&k, p)| (k, p.clone())).collect();
+        parked.sort_unstable_by_key(|p| p.0);
         LanesState {
             scopes: self
                 .index
@@ -313,6 +332,7 @@ impl Lanes {
             evals,
             joins,
             join_keys: self.join_keys,
+            parked,
             closed_before: self.closed_before,
             next_bucket: self.next_bucket,
             judged_before: self.judged_before,
@@ -340,6 +360,8 @@ impl Lanes {
             .collect();
         lanes.joins = state.joins.into_iter().collect();
         lanes.join_keys = state.join_keys;
+        lanes.parked_len = state.parked.iter().map(|p| p.1.len()).sum();
+        lanes.parked = state.parked.into_iter().collect();
         lanes.closed_before = state.closed_before;
         lanes.next_bucket = state.next_bucket;
         lanes.judged_before = state.judged_before;
@@ -406,8 +428,37 @@ impl Lanes {
                     scopes: JoinScopes::new(&scopes),
                 },
             );
+            if let Some(waiting) = self.parked.remove(&key) {
+                self.parked_len -= waiting.len();
+                for p in waiting {
+                    self.join_eval(key, p);
+                }
+            }
         }
         self.scratch = scopes;
+        true
+    }
+
+    /// Count an eval against the request joined under `key`; false when there is
+    /// no such request or its bucket was judged.
+    fn join_eval(&mut self, key: u64, p: Parked) -> bool {
+        let Some(join) = self.joins.get_mut(&key) else {
+            return false;
+        };
+        if join.bucket < self.judged_before {
+            self.counters.unmatched_evals += 1;
+            return true;
+        }
+        let first = !join.evaluated;
+        join.evaluated = true;
+        let lag_s = (p.ts_ms - join.ts_ms).max(0) as f64 / 1000.0;
+        let cells = self.evals.entry(join.bucket).or_default();
+        for &s in join.scopes.as_slice() {
+            cells
+                .entry(s)
+                .or_default()
+                .add(p.score, p.passed, lag_s, first);
+        }
         true
     }
 
@@ -416,23 +467,24 @@ impl Lanes {
         self.evals_through_ms = self.evals_through_ms.max(ev.ts_ms);
         if let Some(id) = &ev.request_id {
             let key = self.join_key(id.as_str());
-            let Some(join) = self.joins.get_mut(&key) else {
-                self.counters.unmatched_evals += 1;
-                return;
+            let p = Parked {
+                ts_ms: ev.ts_ms,
+                score: ev.score,
+                passed: ev.passed,
             };
-            if join.bucket < self.judged_before {
-                self.counters.unmatched_evals += 1;
+            if self.join_eval(key, p) {
                 return;
             }
-            let first = !join.evaluated;
-            join.evaluated = true;
-            let lag_s = (ev.ts_ms - join.ts_ms).max(0) as f64 / 1000.0;
-            let cells = self.evals.entry(join.bucket).or_default();
-            for &s in join.scopes.as_slice() {
-                cells
-                    .entry(s)
-                    .or_default()
-                    .add(ev.score, ev.passed, lag_s, first);
+            // Its request comes no later than it: while the eval's bucket is open,
+            // the request may still be read.
+            let waits = self.bucket_of(ev.ts_ms) >= self.closed_before
+                && self.parked_len < self.params.max_eval_joins;
+            match waits {
+                true => {
+                    self.parked.entry(key).or_default().push(p);
+                    self.parked_len += 1;
+                }
+                false => self.counters.unmatched_evals += 1,
             }
             return;
         }
@@ -493,6 +545,19 @@ impl Lanes {
         }
         self.next_bucket = next;
         self.closed_before = self.closed_before.max(last + b);
+        if self.parked_len > 0 {
+            // A parked eval whose own bucket closed can no longer meet its request.
+            let open_from = self.closed_before;
+            let mut dropped = 0;
+            self.parked.retain(|_, waiting| {
+                let before = waiting.len();
+                waiting.retain(|p| p.ts_ms.div_euclid(b) * b >= open_from);
+                dropped += before - waiting.len();
+                !waiting.is_empty()
+            });
+            self.parked_len -= dropped;
+            self.counters.unmatched_evals += dropped as u64;
+        }
         closed
     }
 
@@ -563,9 +628,54 @@ mod tests {
         assert_eq!((g.requests, g.evaluated, g.scores), (3, 1, 2));
         assert!((g.lag_sum_s - 3_540.0).abs() < 1e-9);
         lanes.add_eval(&eval("b", 6 * 3_600_000, 0.1));
+        assert_eq!(lanes.counters.unmatched_evals, 0, "their requests may come");
+        lanes.close_until(8 * 3_600_000);
         assert_eq!(
             lanes.counters.unmatched_evals, 2,
-            "a judged bucket takes no more evals"
+            "a judged bucket takes no more evals, and an unknown request's eval waits only while its bucket is open"
+        );
+    }
+
+    /// Requests with an eval in the global cells of `settled`.
+    fn evaluated(settled: Vec<SettledBucket>) -> u32 {
+        settled
+            .iter()
+            .filter_map(|b| b.cells.get(&scopes::GLOBAL))
+            .map(|c| c.evaluated)
+            .sum()
+    }
+
+    #[test]
+    fn an_eval_read_before_its_request_counts_when_the_request_arrives() {
+        let mut lanes = Lanes::new(LaneParams::default(), ScopePlan::default());
+        assert!(lanes.add_event(&event("a", 60_000)));
+        // The evals file is read ahead of the events file.
+        lanes.add_eval(&eval("b", 700_000, 0.4));
+        lanes.add_eval(&eval("c", 700_000, 0.4));
+        assert!(lanes.add_event(&event("b", 650_000)));
+        assert_eq!(lanes.counters.unmatched_evals, 0);
+        // c never comes: once its bucket closed it is unmatched.
+        lanes.close_until(3_600_000);
+        assert_eq!(lanes.counters.unmatched_evals, 1);
+        assert_eq!(
+            evaluated(lanes.settle_until(6 * 3_600_000)),
+            1,
+            "b's eval joined b"
+        );
+        // The parked eval survives a snapshot.
+        lanes.add_eval(&eval("d", 4 * 3_600_000, 0.4));
+        let state = lanes.state();
+        let mut restored =
+            Lanes::restore(LaneParams::default(), ScopePlan::default(), state).expect("restore");
+        assert!(restored.add_event(&event("d", 4 * 3_600_000 - 1_000)));
+        let early = restored.settle_until(9 * 3_600_000);
+        assert_eq!(evaluated(early), 0, "d's bucket is not closed yet");
+        restored.close_until(5 * 3_600_000);
+        let settled = restored.settle_until(10 * 3_600_000);
+        assert_eq!(
+            evaluated(settled),
+            1,
+            "d's eval, parked before the snapshot, joined d"
         );
     }
 
