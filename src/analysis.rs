@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use crate::alerts::{AlertError, AlertStage, Delivery, Sent};
-use crate::config::Config;
+use crate::config::{ClockMode, Config};
 use crate::detect::rules::{RuleContext, RuleErrors, RuleSet};
 use crate::domain::Alert;
 use crate::engine::{Cut, Engine, FORMAT_VERSION, SnapshotError};
@@ -60,10 +60,24 @@ pub fn load_rules(config: &Config, dir: &Path) -> Result<(Tiers, RuleSet), Analy
 pub struct Analysis {
     engine: Engine,
     stage: AlertStage,
-    /// Whether every step that judged a bucket stores a snapshot (`serve`); replay
-    /// stores one at its end (`store_snapshot`).
-    snapshot_each_step: bool,
+    /// Which steps store a snapshot.
+    snapshots: Snapshots,
     last_snapshot: Option<SnapshotMeta>,
+    /// When the last one was stored, on the process's monotonic clock: the
+    /// decision clock may be the data's, which a backlog moves by days a second.
+    last_snapshot_at: Option<std::time::Instant>,
+}
+
+/// Which steps of the analysis store a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Snapshots {
+    /// None: one is stored when asked (`store_snapshot`, the end of a replay).
+    WhenAsked,
+    /// A step that judged a bucket, at most every `SNAPSHOT_EVERY` (`serve`).
+    Throttled,
+    /// Every step that judged or wrote anything (`serve --clock data`): a restart
+    /// then never re-judges, and decides exactly as the process that stopped.
+    EveryStep,
 }
 
 /// Stored records fed to the engine at a start.
@@ -102,19 +116,25 @@ impl Analysis {
         let engine = Engine::new(config.engine.clone(), rules.rules)?;
         let conn = sql::open(&config.db)?;
         let registry = Some(Registry::new(config.exceptions));
-        let stage = AlertStage::new(conn, tiers, registry, config.routing, delivery)?;
+        let mut stage = AlertStage::new(conn, tiers, registry, config.routing, delivery)?;
+        let mut snapshots = Snapshots::Throttled;
+        if config.clock == ClockMode::Data {
+            stage = stage.on_data_clock();
+            snapshots = Snapshots::EveryStep;
+        }
         Ok(Analysis {
             engine,
             stage,
-            snapshot_each_step: true,
+            snapshots,
             last_snapshot: None,
+            last_snapshot_at: None,
         })
     }
 
     /// Store a snapshot only when asked (`store_snapshot`), not at every step that
     /// judged a bucket: a replay judges thousands a second and leaves one at its end.
     pub fn snapshot_when_asked(mut self) -> Analysis {
-        self.snapshot_each_step = false;
+        self.snapshots = Snapshots::WhenAsked;
         self
     }
 
@@ -123,28 +143,10 @@ impl Analysis {
         self.last_snapshot
     }
 
-    /// The engine's state encoded, described as covering `watermark_ms`.
-    fn encode(&self, watermark_ms: i64, now_ms: i64) -> (SnapshotMeta, Vec<u8>) {
-        let started = std::time::Instant::now();
-        let bytes = self.engine.snapshot();
-        let meta = SnapshotMeta {
-            format_version: FORMAT_VERSION,
-            watermark_ms,
-            written_ms: now_ms,
-            write_ms: started.elapsed().as_millis() as i64,
-            bytes: bytes.len() as u64,
-        };
-        (meta, bytes)
-    }
-
     /// Store a snapshot of the state now, covering `watermark_ms`, in its own
     /// transaction (the end of a replay, a rebuild at start).
-    pub fn store_snapshot(
-        &mut self,
-        watermark_ms: i64,
-        now_ms: i64,
-    ) -> Result<SnapshotMeta, AlertError> {
-        let (mut meta, bytes) = self.encode(watermark_ms, now_ms);
+    pub fn store_snapshot(&mut self, watermark_ms: i64) -> Result<SnapshotMeta, AlertError> {
+        let (mut meta, bytes) = encode(&self.engine, watermark_ms, &self.stage.state_bytes());
         self.stage.store_snapshot(&mut meta, &bytes)?;
         tracing::debug!(
             watermark_ms,
@@ -152,8 +154,13 @@ impl Analysis {
             write_ms = meta.write_ms,
             "analysis snapshot stored"
         );
-        self.last_snapshot = Some(meta);
+        self.stored(meta);
         Ok(meta)
+    }
+
+    fn stored(&mut self, meta: SnapshotMeta) {
+        self.last_snapshot = Some(meta);
+        self.last_snapshot_at = Some(std::time::Instant::now());
     }
 
     /// Count the new records of a committed batch (changes first, so a change and
@@ -172,34 +179,36 @@ impl Analysis {
 
     /// Move the data clock to `watermark_ms` and handle what comes out, with
     /// notifications on the `now_ms` clock. Returns the firing and resolved lines.
-    /// When a bucket was judged (at a bucket close, and once a bucket's evals
-    /// settled), the snapshot of the state after it is stored in the transaction of
-    /// its alert decisions.
+    /// A step that is snapshotted stores the snapshot of the state after it in the
+    /// transaction of its writes; one that is not marks how far the stored
+    /// decisions reach, which a start re-judges silently.
     pub fn advance(&mut self, watermark_ms: i64, now_ms: i64) -> Result<Vec<Alert>, AlertError> {
         self.engine.advance(watermark_ms);
         let out = self.engine.drain();
-        if !self.snapshot_each_step || out.ticks.is_empty() {
-            return self.stage.handle(out, now_ms);
-        }
         // A backfill judges many buckets a second, and a snapshot of a large gateway
-        // is megabytes: at most one every SNAPSHOT_EVERY_MS. The steps between store
-        // how far their decisions reach, which a start re-judges silently.
-        let due = self
-            .last_snapshot
-            .is_none_or(|m| now_ms - m.written_ms >= SNAPSHOT_EVERY_MS);
-        if !due {
-            return self
-                .stage
-                .handle_and_snapshot(out, now_ms, None, Some(watermark_ms));
-        }
-        let (mut meta, bytes) = self.encode(watermark_ms, now_ms);
-        let lines = self.stage.handle_and_snapshot(
+        // is megabytes: on the wall clock at most one every SNAPSHOT_EVERY.
+        let due = match self.snapshots {
+            Snapshots::WhenAsked => return self.stage.handle(out, now_ms),
+            Snapshots::EveryStep => true,
+            Snapshots::Throttled => {
+                !out.ticks.is_empty()
+                    && self
+                        .last_snapshot_at
+                        .is_none_or(|t| t.elapsed() >= SNAPSHOT_EVERY)
+            }
+        };
+        let engine = &self.engine;
+        let encode = |stage: &[u8]| encode(engine, watermark_ms, stage);
+        let encoder: &dyn Fn(&[u8]) -> (SnapshotMeta, Vec<u8>) = &encode;
+        let (lines, meta) = self.stage.handle_and_snapshot(
             out,
             now_ms,
-            Some((&mut meta, &bytes)),
+            due.then_some(encoder),
             Some(watermark_ms),
         )?;
-        self.last_snapshot = Some(meta);
+        if let Some(meta) = meta {
+            self.stored(meta);
+        }
         Ok(lines)
     }
 
@@ -233,12 +242,19 @@ impl Analysis {
         let not_loaded = match snapshot::read(&conn)? {
             None => None,
             Some((meta, bytes)) => match self.engine.load(&bytes) {
-                Ok(cut) => {
+                Ok((cut, stage)) => {
                     let (events, evals) = self.refeed(&conn, cut)?;
                     // The steps after the snapshot stored their decisions: judge
                     // their buckets again to rebuild the state, and drop what that
-                    // raises (it was raised, and stored, when it happened).
+                    // raises (it was raised, and stored, when it happened). The
+                    // alert state is then the one rebuilt from the stored rows;
+                    // without such steps, the snapshot's is exact.
                     let decided = snapshot::read_decided(&conn)?;
+                    if decided.is_none()
+                        && let Err(e) = self.stage.restore_state(&stage)
+                    {
+                        tracing::warn!(cause = %e, "the snapshot's alert state could not be restored; alert state rebuilt from the stored alerts");
+                    }
                     let rejudged = decided.filter(|&d| d > meta.watermark_ms);
                     if let Some(decided) = rejudged {
                         self.engine.advance(decided);
@@ -283,7 +299,7 @@ impl Analysis {
             ),
         }
         if let Some((_, last)) = span {
-            self.store_snapshot(last, now_ms)?;
+            self.store_snapshot(last)?;
         }
         Ok(Resumed {
             snapshot: None,
@@ -432,8 +448,24 @@ impl Progress {
     }
 }
 
-/// The shortest time between two snapshots of the live analysis, clock ms.
-const SNAPSHOT_EVERY_MS: i64 = 10_000;
+/// The analysis state (`engine`'s, with the alert stage's `stage`) encoded,
+/// described as covering `watermark_ms` and written now (on the wall clock, whatever
+/// clock decisions run on).
+fn encode(engine: &Engine, watermark_ms: i64, stage: &[u8]) -> (SnapshotMeta, Vec<u8>) {
+    let started = std::time::Instant::now();
+    let bytes = engine.snapshot(stage);
+    let meta = SnapshotMeta {
+        format_version: FORMAT_VERSION,
+        watermark_ms,
+        written_ms: crate::clock::now_ms(),
+        write_ms: started.elapsed().as_millis() as i64,
+        bytes: bytes.len() as u64,
+    };
+    (meta, bytes)
+}
+
+/// The shortest time between two snapshots of the live analysis.
+const SNAPSHOT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Batches taken off the queue at once, at most, before the clock may move.
 const DRAIN_MAX: usize = 64;
@@ -444,11 +476,14 @@ const DRAIN_MAX: usize = 64;
 /// caught up let the wall clock close buckets, empty ones included, so silence is
 /// judged. Records pushed by webhooks hold the clock at their newest time while they
 /// flow (a backfill posted over HTTP). `now` is the clock (`clock::now_ms` in `serve`).
+/// On `ClockMode::Data` the wall never closes a bucket and decisions run at the
+/// data's time, as in replay.
 pub fn run_live(
     mut analysis: Analysis,
     batches: std::sync::mpsc::Receiver<Committed>,
     clocks: crate::sources::clocks::SourceClocks,
     progress: Progress,
+    mode: ClockMode,
     now: impl Fn() -> i64,
 ) {
     use std::sync::mpsc::RecvTimeoutError;
@@ -492,11 +527,19 @@ pub fn run_live(
             last_tick = std::time::Instant::now();
         }
         let flowing = last_batch.is_some_and(|t| t.elapsed() < quiet);
-        let pushed = match flowing && newest > i64::MIN {
-            true => newest.min(now),
-            false => now,
+        let pushed = match (mode, flowing && newest > i64::MIN) {
+            (ClockMode::Data, _) => newest,
+            (ClockMode::Wall, true) => newest.min(now),
+            (ClockMode::Wall, false) => now,
         };
         let watermark = held.min(pushed);
+        if watermark == i64::MIN {
+            continue;
+        }
+        let now = match mode {
+            ClockMode::Wall => now,
+            ClockMode::Data => watermark,
+        };
         advance(&mut analysis, watermark, now);
         // The engine never moves its clock back: report the furthest point judged.
         let furthest = progress
@@ -555,9 +598,14 @@ mod tests {
         let live = {
             let (clocks, progress, clock) = (clocks.clone(), progress.clone(), clock.clone());
             std::thread::spawn(move || {
-                run_live(analysis, batches, clocks, progress, move || {
-                    clock.load(Ordering::SeqCst)
-                })
+                run_live(
+                    analysis,
+                    batches,
+                    clocks,
+                    progress,
+                    ClockMode::Wall,
+                    move || clock.load(Ordering::SeqCst),
+                )
             })
         };
         // Set the clock and wait until the analysis has taken a step at that time.

@@ -52,6 +52,20 @@ pub enum ConfigError {
     Schedule(#[from] crate::schedule::InvalidSchedule),
 }
 
+/// The clock the live daemon decides alerts and groups notifications on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ClockMode {
+    /// The wall clock: buckets close as time passes, so silence is judged, and
+    /// notifications are grouped, repeated and budgeted in real time.
+    #[default]
+    Wall,
+    /// The newest data read, as `replay` runs: a backlog tailed by `serve` is
+    /// judged and notified exactly as a replay of the same files. For backtests
+    /// through the live path; silence after the newest record is never judged.
+    Data,
+}
+
 /// The config file, as written. Every field is optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -72,6 +86,9 @@ pub struct FileConfig {
     pub max_line_bytes: Option<usize>,
     /// Seconds a record's timestamp may run ahead of our clock before it is refused (default 900).
     pub max_future_skew_secs: Option<u64>,
+    /// The clock alerts are decided and notifications grouped on: `wall` (default)
+    /// or `data` (see `ClockMode`).
+    pub clock: Option<ClockMode>,
     /// Usage log files to follow.
     #[serde(default)]
     pub tail: Vec<TailEntry>,
@@ -208,6 +225,8 @@ pub struct Config {
     pub max_line_bytes: usize,
     /// Seconds a record's timestamp may run ahead of our clock before it is refused.
     pub max_future_skew_secs: u64,
+    /// The clock alerts are decided and notifications grouped on.
+    pub clock: ClockMode,
     /// Files to follow, from `[[tail]]` and `--tail`.
     pub tails: Vec<TailSpec>,
     /// Gateway databases to follow, from `[[gateway_db]]` and `--gateway-db`.
@@ -245,6 +264,8 @@ pub struct Overrides {
     pub token: Option<Secret>,
     /// Days to keep raw records, from `--retention-days`.
     pub retention_days: Option<u32>,
+    /// The decision clock, from `--clock`.
+    pub clock: Option<ClockMode>,
     /// `PATH[:FORMAT]` values of `--tail`.
     pub tails: Vec<String>,
     /// Where files without a checkpoint begin (`--tail-start`), `[[tail]]` entries included.
@@ -401,6 +422,7 @@ impl Config {
             max_body_bytes: file.max_body_bytes.unwrap_or(16 << 20),
             max_line_bytes: file.max_line_bytes.unwrap_or(1 << 20),
             max_future_skew_secs: file.max_future_skew_secs.unwrap_or(15 * 60),
+            clock: flags.clock.or(file.clock).unwrap_or_default(),
             tails,
             gateway_dbs,
             aliases: file.identity.aliases,

@@ -186,6 +186,7 @@ pub async fn serve_on(
     let progress = crate::analysis::Progress::default();
     progress.resumed(resumed);
     let analysis_progress = progress.clone();
+    let clock_mode = config.clock;
     let analysis_thread = std::thread::Builder::new()
         .name("analysis".into())
         .spawn(move || {
@@ -194,6 +195,7 @@ pub async fn serve_on(
                 batches,
                 clocks,
                 analysis_progress,
+                clock_mode,
                 crate::clock::now_ms,
             )
         })

@@ -371,7 +371,7 @@ pub fn run(
     // A kept store is left with the state the replay ended in, so `serve` on it goes
     // on from there instead of relearning.
     if files.keep_aggregates && watermark > i64::MIN {
-        summary.snapshot = Some(analysis.store_snapshot(watermark, crate::clock::now_ms())?);
+        summary.snapshot = Some(analysis.store_snapshot(watermark)?);
     }
     let counters = analysis.counters();
     summary.late_events = counters.late_events;

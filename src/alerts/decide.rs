@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::RoutingParams;
 use super::grouping::{Flushed, Grouper};
 use super::incident::{Incident, Key};
+use super::state::DeciderState;
 use crate::detect::Finding;
 use crate::domain::Message;
 use crate::domain::{Alert, AlertEvent, Exception, Lane, Scope};
@@ -94,6 +95,17 @@ pub enum Write {
         /// When, ms.
         at_ms: i64,
     },
+    /// A group's message: to the outbox, clearing its lines' `Pending` rows.
+    Flushed {
+        /// The channel.
+        channel: String,
+        /// The message.
+        message: Message,
+        /// The transitions its lines announce.
+        transitions: Vec<i64>,
+        /// When it was due, ms.
+        at_ms: i64,
+    },
     /// A message sent at once, not through a group (a budget's flood summary).
     Send {
         /// The channel.
@@ -115,8 +127,16 @@ pub struct Decisions {
     pub lines: Vec<Alert>,
 }
 
+impl Decisions {
+    /// Append `more` after these.
+    pub fn extend(&mut self, more: Decisions) {
+        self.writes.extend(more.writes);
+        self.lines.extend(more.lines);
+    }
+}
+
 /// An alert that is pending or firing.
-#[derive(Debug)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Active {
     /// Its id.
     pub id: i64,
@@ -155,6 +175,13 @@ pub struct Decider {
     last_ids: (i64, i64),
     /// What the call in progress decided.
     out: Decisions,
+}
+
+/// Whether `tier` routes to `channel` under `tiers`.
+fn routes(tiers: &Tiers, tier: &str, channel: &str) -> bool {
+    tiers
+        .by_name(tier)
+        .is_some_and(|d| d.tier.channels.iter().any(|c| c == channel))
 }
 
 /// The state a transition row records for a line's event.
@@ -197,6 +224,50 @@ impl Decider {
             last_ids,
             out: Decisions::default(),
         }
+    }
+
+    /// The state a snapshot keeps (everything but the configuration).
+    pub fn state(&self) -> DeciderState {
+        let mut active: Vec<_> = self
+            .active
+            .iter()
+            .map(|(k, a)| (k.clone(), a.clone()))
+            .collect();
+        active.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut learned: Vec<_> = self
+            .learned
+            .iter()
+            .map(|(k, n)| (k.clone(), n.clone()))
+            .collect();
+        learned.sort_by(|a, b| a.0.cmp(&b.0));
+        DeciderState {
+            active,
+            incidents: self.incidents.values().cloned().collect(),
+            learned,
+            last_ids: self.last_ids,
+            groups: self.grouper.groups(),
+            budget: self.budget.counts(),
+        }
+    }
+
+    /// Take a snapshot's state in place of the one rebuilt from the store's rows.
+    /// Waiting lines whose tier no longer routes to their channel (the
+    /// configuration changed since) are dropped: their (channel, transition) pairs.
+    pub fn restore(&mut self, state: DeciderState) -> Vec<(String, i64)> {
+        self.active = state.active.into_iter().collect();
+        self.incidents = state.incidents.into_iter().map(|i| (i.id, i)).collect();
+        self.learned = state.learned.into_iter().collect();
+        self.last_ids = state.last_ids;
+        self.grouper.restore(state.groups);
+        self.budget.restore(state.budget);
+        let tiers = &self.tiers;
+        self.grouper
+            .drop_unless(|tier, channel| routes(tiers, tier, channel))
+    }
+
+    /// When the next waiting group is due, if any.
+    pub fn next_due(&self) -> Option<i64> {
+        self.grouper.next_due()
     }
 
     /// The routing parameters.
@@ -660,9 +731,7 @@ impl Decider {
     /// Whether `tier` still routes to `channel` (the configuration may have changed
     /// since a line was grouped).
     pub fn routes(&self, tier: &str, channel: &str) -> bool {
-        self.tiers
-            .by_name(tier)
-            .is_some_and(|d| d.tier.channels.iter().any(|c| c == channel))
+        routes(&self.tiers, tier, channel)
     }
 
     /// After a start: `sent` notifications of the day per (tier, channel) count

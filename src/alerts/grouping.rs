@@ -9,10 +9,13 @@ use std::collections::BTreeMap;
 
 use crate::domain::{Alert, AlertEvent, Message, scope_label};
 
-#[derive(Debug, Default)]
-struct Group {
+/// The lines waiting for one (tier, channel) message.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Group {
     /// (transition id, line), in arrival order.
     alerts: Vec<(i64, Alert)>,
+    /// When its first waiting line came, ms.
+    opened_ms: i64,
     due_ms: i64,
     last_flush_ms: Option<i64>,
 }
@@ -56,9 +59,49 @@ impl Grouper {
             let after_last = group
                 .last_flush_ms
                 .map_or(i64::MIN, |t| t + self.interval_ms);
+            group.opened_ms = now_ms;
             group.due_ms = (now_ms + self.wait_ms).max(after_last);
         }
         group.alerts.push((transition, alert));
+    }
+
+    /// The open groups, for a snapshot.
+    pub fn groups(&self) -> Vec<((String, String), Group)> {
+        self.groups
+            .iter()
+            .map(|(k, g)| (k.clone(), g.clone()))
+            .collect()
+    }
+
+    /// Replace the groups with a snapshot's, due as this grouper's wait and
+    /// interval say (the configuration may have changed since).
+    pub fn restore(&mut self, groups: Vec<((String, String), Group)>) {
+        self.groups = groups.into_iter().collect();
+        for g in self.groups.values_mut() {
+            let after_last = g.last_flush_ms.map_or(i64::MIN, |t| t + self.interval_ms);
+            g.due_ms = (g.opened_ms + self.wait_ms).max(after_last);
+        }
+    }
+
+    /// Drop the waiting lines of the groups `keep` refuses; their (channel,
+    /// transition) pairs.
+    pub fn drop_unless(&mut self, keep: impl Fn(&str, &str) -> bool) -> Vec<(String, i64)> {
+        let mut dropped = Vec::new();
+        for ((tier, channel), g) in &mut self.groups {
+            if !keep(tier, channel) {
+                dropped.extend(g.alerts.drain(..).map(|(t, _)| (channel.clone(), t)));
+            }
+        }
+        dropped
+    }
+
+    /// When the next group with lines is due, if any.
+    pub fn next_due(&self) -> Option<i64> {
+        self.groups
+            .values()
+            .filter(|g| !g.alerts.is_empty())
+            .map(|g| g.due_ms)
+            .min()
     }
 
     /// Messages due at `now_ms`.

@@ -18,7 +18,7 @@ use crate::domain::{Alert, AlertEvent, Kind, Member, Scope};
 pub type Key = (String, Scope);
 
 /// One member alert of an incident.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Part {
     /// Its latest line.
     line: Alert,
@@ -27,7 +27,7 @@ struct Part {
 }
 
 /// The alerts of one cause.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Incident {
     /// The root alert's row id: the incident's id.
     pub id: i64,
@@ -35,6 +35,7 @@ pub struct Incident {
     pub root: Key,
     /// When the root's condition was first seen (data time), ms.
     pub started_ms: i64,
+    #[serde(with = "super::state::pairs")]
     members: BTreeMap<Key, Part>,
     /// The most severe tier rank a team was told of (none yet: `None`).
     pub notified_rank: Option<u8>,

@@ -12,6 +12,7 @@
 pub mod decide;
 pub mod grouping;
 pub mod incident;
+mod state;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -27,6 +28,7 @@ use crate::store::{StoreError, alerts as sql, outbox};
 use crate::tiers::Tiers;
 use decide::{Active, Decider, Decisions, Write, budgeted};
 use incident::Incident;
+use state::StageState;
 
 /// `[routing]` in the config: how notifications are grouped and repeated.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -90,6 +92,9 @@ pub enum AlertError {
     /// The exception registry failed (expiring, or counting what it suppressed).
     #[error("exception registry: {0}")]
     Exceptions(#[from] ExceptionError),
+    /// The alert state stored in an analysis snapshot does not decode.
+    #[error("the analysis snapshot's alert state does not decode: {0}")]
+    State(#[from] serde_json::Error),
 }
 
 /// The alert stage. Owns its own connection to the daemon's database.
@@ -100,7 +105,10 @@ pub struct AlertStage {
     decider: Decider,
     /// Messages kept under `Delivery::Count`, until taken.
     counted: Vec<Sent>,
-    /// Under `Delivery::Count`: the newest evaluation's judged time.
+    /// Decide each evaluation at its own judged time instead of the caller's clock
+    /// (replay, and `serve --clock data`).
+    data_clock: bool,
+    /// On the data clock: the newest evaluation's judged time.
     replay_clock_ms: i64,
     last_housekeeping_ms: i64,
     /// Lines that waited in a group when the daemon last stopped, regrouped by
@@ -183,29 +191,41 @@ impl AlertStage {
             registry,
             delivery,
             counted: Vec::new(),
+            data_clock: delivery == Delivery::Count,
             replay_clock_ms: i64::MIN,
             last_housekeeping_ms: i64::MIN,
             regroup,
         })
     }
 
+    /// Decide each evaluation at its own judged time, as a replay does, though
+    /// messages go to the outbox (`serve --clock data`).
+    pub fn on_data_clock(mut self) -> AlertStage {
+        self.data_clock = true;
+        self
+    }
+
     /// Store and route what the engine produced; `now_ms` is the clock notifications
     /// and budgets run on (wall clock live, data clock in replay). Returns every
     /// firing and resolved line, suppressed ones included.
     pub fn handle(&mut self, out: Output, now_ms: i64) -> Result<Vec<Alert>, AlertError> {
-        self.handle_and_snapshot(out, now_ms, None, None)
+        Ok(self.handle_and_snapshot(out, now_ms, None, None)?.0)
     }
 
-    /// `handle`, storing the analysis snapshot that covers `out` in the transaction
-    /// of its evaluations' writes: after a crash the store holds both or neither.
-    /// `write_ms` of the snapshot's description gains the time its insert took.
+    /// `handle`, storing a snapshot of the analysis state after it in the one
+    /// transaction of every write it makes (its evaluations' decisions, the messages
+    /// that fell due, the hour's housekeeping): after a crash the store holds both or
+    /// neither, so a restart from the snapshot repeats nothing and loses nothing.
+    /// `snapshot` encodes the analysis state around the stage's own (its argument);
+    /// it is called only when the step judged or wrote something. The snapshot's
+    /// description is returned with the lines; its `write_ms` includes the insert.
     pub fn handle_and_snapshot(
         &mut self,
         out: Output,
         now_ms: i64,
-        snapshot: Option<(&mut SnapshotMeta, &[u8])>,
+        snapshot: Option<&dyn Fn(&[u8]) -> (SnapshotMeta, Vec<u8>)>,
         decided_ms: Option<i64>,
-    ) -> Result<Vec<Alert>, AlertError> {
+    ) -> Result<(Vec<Alert>, Option<SnapshotMeta>), AlertError> {
         self.resume(now_ms)?;
         for c in &out.changes {
             sql::insert_change(&self.conn, c, now_ms)?;
@@ -220,33 +240,35 @@ impl AlertStage {
         }
         let mut decided = Decisions::default();
         for tick in &out.ticks {
-            // A replay's clock is each evaluation's own time, so what it groups and
-            // repeats is what a live daemon would have.
-            let now_ms = match self.delivery {
-                Delivery::Outbox => now_ms,
-                Delivery::Count => {
+            // On the data clock each evaluation is decided at its own time (groups
+            // sent and housekeeping done as that time passes them), so what a replay
+            // groups and repeats is what a live daemon would have, however the data
+            // was cut into steps.
+            let now_ms = match self.data_clock {
+                false => now_ms,
+                true => {
                     self.replay_clock_ms = self.replay_clock_ms.max(tick.judged_ms);
-                    self.flush(self.replay_clock_ms)?;
-                    self.replay_clock_ms
+                    let at = self.replay_clock_ms;
+                    self.due(at, &mut decided);
+                    self.housekeeping(at, &mut decided)?;
+                    at
                 }
             };
             let exceptions = self.exceptions(now_ms)?;
-            let tick = self.decider.tick(tick, now_ms, &exceptions);
-            let writes = self.count_sends(tick.writes);
-            decided.writes.extend(writes);
-            decided.lines.extend(tick.lines);
+            decided.extend(self.decider.tick(tick, now_ms, &exceptions));
         }
-        // One transaction for the evaluations of one step of the clock and the
-        // snapshot of the state after them: an alert's transition and the
-        // `notify_pending` rows of its notification are stored together or not at
-        // all, and a restart resumes from a state whose decisions are all stored.
-        let mut lines = self.apply(decided, snapshot, decided_ms)?;
-        if now_ms.div_euclid(HOUR_MS) != self.last_housekeeping_ms.div_euclid(HOUR_MS) {
-            self.last_housekeeping_ms = now_ms;
-            lines.extend(self.housekeeping(now_ms)?);
+        if !self.data_clock {
+            self.housekeeping(now_ms, &mut decided)?;
         }
-        self.flush(now_ms)?;
-        Ok(lines)
+        self.due(now_ms, &mut decided);
+        let acted = !out.ticks.is_empty() || !decided.writes.is_empty();
+        let mut encoded = match snapshot {
+            Some(encode) if acted => Some(encode(&self.state_bytes())),
+            _ => None,
+        };
+        let snap = encoded.as_mut().map(|(m, b)| (m, b.as_slice()));
+        let lines = self.apply(decided, snap, decided_ms)?;
+        Ok((lines, encoded.map(|(m, _)| m)))
     }
 
     /// The exceptions active at `now_ms` (none without a registry).
@@ -257,28 +279,52 @@ impl AlertStage {
         }
     }
 
-    /// Under `Delivery::Count`, keep an evaluation's messages at once, before the
-    /// groups the next evaluation releases, as they were sent; the other writes.
-    fn count_sends(&mut self, writes: Vec<Write>) -> Vec<Write> {
-        if self.delivery != Delivery::Count {
-            return writes;
-        }
-        let mut rest = Vec::with_capacity(writes.len());
-        for w in writes {
-            match w {
-                Write::Send {
-                    channel,
-                    message,
-                    at_ms,
-                } => self.counted.push(Sent {
-                    channel,
-                    at_ms,
-                    message,
-                }),
-                w => rest.push(w),
+    /// The groups due by `now_ms`, as writes. On the data clock each is sent at its
+    /// own due time, which the group's next message waits from.
+    fn due(&mut self, now_ms: i64, decided: &mut Decisions) {
+        let mut flushed = Vec::new();
+        match self.data_clock {
+            true => {
+                while let Some(at) = self.decider.next_due().filter(|&d| d <= now_ms) {
+                    flushed.extend(self.decider.flush(at).into_iter().map(|f| (f, at)));
+                }
             }
+            false => flushed.extend(self.decider.flush(now_ms).into_iter().map(|f| (f, now_ms))),
         }
-        rest
+        for (f, at_ms) in flushed {
+            decided.writes.push(Write::Flushed {
+                channel: f.channel,
+                message: f.message,
+                transitions: f.transitions,
+                at_ms,
+            });
+        }
+    }
+
+    /// The stage's state for an analysis snapshot.
+    pub fn state_bytes(&self) -> Vec<u8> {
+        let state = StageState {
+            decider: self.decider.state(),
+            replay_clock_ms: self.replay_clock_ms,
+            last_housekeeping_ms: self.last_housekeeping_ms,
+        };
+        serde_json::to_vec(&state).expect("the stage's state always encodes")
+    }
+
+    /// Take a snapshot's stage state in place of the one rebuilt from the store's
+    /// rows (which the snapshot covers: it was stored with the last decisions).
+    pub fn restore_state(&mut self, bytes: &[u8]) -> Result<(), AlertError> {
+        let state: StageState = serde_json::from_slice(bytes)?;
+        for (channel, transition) in self.decider.restore(state.decider) {
+            tracing::warn!(%channel, transition, "a waiting alert line's tier no longer routes to its channel; dropped");
+            sql::clear_pending(&self.conn, &[transition], &channel)?;
+        }
+        self.replay_clock_ms = state.replay_clock_ms;
+        self.last_housekeeping_ms = state.last_housekeeping_ms;
+        // The snapshot's groups hold the lines that waited, and its budget counts
+        // what was sent.
+        self.regroup = None;
+        Ok(())
     }
 
     /// Store an analysis snapshot on its own (the end of a replay).
@@ -302,11 +348,51 @@ impl AlertStage {
         if decided.writes.is_empty() && snapshot.is_none() && decided_ms.is_none() {
             return Ok(decided.lines);
         }
+        // The messages' lines, to wait in their groups again if nothing is written.
+        let flushed: Vec<(String, Vec<i64>, Message, i64)> = decided
+            .writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::Flushed {
+                    channel,
+                    message,
+                    transitions,
+                    at_ms,
+                } => Some((
+                    channel.clone(),
+                    transitions.clone(),
+                    message.clone(),
+                    *at_ms,
+                )),
+                _ => None,
+            })
+            .collect();
+        match self.write(decided.writes, snapshot, decided_ms) {
+            Ok(()) => Ok(decided.lines),
+            Err(e) => {
+                for (channel, transitions, message, at_ms) in flushed {
+                    let tier = message.tier.unwrap_or_default();
+                    for (t, line) in transitions.into_iter().zip(message.alerts) {
+                        self.decider.regroup(&tier, &channel, t, line, at_ms);
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// `apply`'s transaction.
+    fn write(
+        &mut self,
+        writes: Vec<Write>,
+        snapshot: Option<(&mut SnapshotMeta, &[u8])>,
+        decided_ms: Option<i64>,
+    ) -> Result<(), AlertError> {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(StoreError::from)?;
-        for w in decided.writes {
+        for w in writes {
             match w {
                 Write::Alert {
                     id,
@@ -347,6 +433,22 @@ impl AlertStage {
                         registry.record_hit(&tx, exception, at_ms)?;
                     }
                 }
+                Write::Flushed {
+                    channel,
+                    message,
+                    transitions,
+                    at_ms,
+                } => match self.delivery {
+                    Delivery::Outbox => {
+                        outbox::enqueue(&tx, &channel, &message, at_ms)?;
+                        sql::clear_pending(&tx, &transitions, &channel)?;
+                    }
+                    Delivery::Count => self.counted.push(Sent {
+                        channel,
+                        at_ms,
+                        message,
+                    }),
+                },
                 Write::Send {
                     channel,
                     message,
@@ -372,46 +474,17 @@ impl AlertStage {
             meta.write_ms += started.elapsed().as_millis() as i64;
         }
         tx.commit().map_err(StoreError::from)?;
-        Ok(decided.lines)
+        Ok(())
     }
 
     /// Send what is due (call periodically even without new ticks). A message goes
     /// to the outbox in the same transaction that clears its lines' `notify_pending`
     /// rows, so after a crash each line is either in the outbox or regrouped.
-    pub fn flush(&mut self, now_ms: i64) -> Result<(), StoreError> {
+    pub fn flush(&mut self, now_ms: i64) -> Result<(), AlertError> {
         self.resume(now_ms)?;
-        let due = self.decider.flush(now_ms);
-        if due.is_empty() {
-            return Ok(());
-        }
-        if self.delivery == Delivery::Count {
-            for f in due {
-                self.counted.push(Sent {
-                    channel: f.channel,
-                    at_ms: now_ms,
-                    message: f.message,
-                });
-            }
-            return Ok(());
-        }
-        let written = (|| -> Result<(), StoreError> {
-            let tx = self.conn.unchecked_transaction()?;
-            for f in &due {
-                outbox::enqueue(&tx, &f.channel, &f.message, now_ms)?;
-                sql::clear_pending(&tx, &f.transitions, &f.channel)?;
-            }
-            Ok(tx.commit()?)
-        })();
-        if let Err(e) = written {
-            // Nothing was written: the lines wait in their groups for the next flush.
-            for f in due {
-                let tier = f.message.tier.unwrap_or_default();
-                for (t, line) in f.transitions.into_iter().zip(f.message.alerts) {
-                    self.decider.regroup(&tier, &f.channel, t, line, now_ms);
-                }
-            }
-            return Err(e);
-        }
+        let mut decided = Decisions::default();
+        self.due(now_ms, &mut decided);
+        self.apply(decided, None, None)?;
         Ok(())
     }
 
@@ -451,15 +524,14 @@ impl AlertStage {
         Ok(())
     }
 
-    /// End of a replay: close the budget's days so floods are reported.
+    /// End of a replay: close the budget's days so floods are reported, and send
+    /// every group (all are due by then).
     pub fn finish(&mut self, at_ms: i64) -> Result<Vec<Alert>, AlertError> {
-        let decided = self.decider.floods(i64::MAX, at_ms);
-        let lines = self.apply(decided, None, None)?;
-        // Every group is due by then.
+        let mut decided = self.decider.floods(i64::MAX, at_ms);
         let r = self.decider.routing();
         let due = at_ms + (r.group_wait_seconds + r.group_interval_seconds) as i64 * 1000;
-        self.flush(due)?;
-        Ok(lines)
+        self.due(due, &mut decided);
+        self.apply(decided, None, None)
     }
 
     /// Messages counted under `Delivery::Count` since the last call.
@@ -467,13 +539,17 @@ impl AlertStage {
         std::mem::take(&mut self.counted)
     }
 
-    /// Hourly: report budget floods, expire exceptions, and raise or resolve the
-    /// exception-creep meta-alerts.
-    fn housekeeping(&mut self, now_ms: i64) -> Result<Vec<Alert>, AlertError> {
-        let decided = self.decider.floods(now_ms, now_ms);
-        let mut lines = self.apply(decided, None, None)?;
+    /// Once an hour (the first call in a new hour of `now_ms`): report budget
+    /// floods, expire exceptions, and raise or resolve the exception-creep
+    /// meta-alerts, as decisions of the step in progress.
+    fn housekeeping(&mut self, now_ms: i64, decided: &mut Decisions) -> Result<(), AlertError> {
+        if now_ms.div_euclid(HOUR_MS) == self.last_housekeeping_ms.div_euclid(HOUR_MS) {
+            return Ok(());
+        }
+        self.last_housekeeping_ms = now_ms;
+        decided.extend(self.decider.floods(now_ms, now_ms));
         let Some(registry) = &self.registry else {
-            return Ok(lines);
+            return Ok(());
         };
         registry.sweep_expired(&mut self.conn, now_ms)?;
         let shares: HashMap<String, f64> =
@@ -481,8 +557,7 @@ impl AlertStage {
                 .into_iter()
                 .collect();
         let creeping = registry.creep(&self.conn, now_ms, &shares, self.decider.meta_tier())?;
-        let decided = self.decider.meta("exception_creep", creeping, now_ms);
-        lines.extend(self.apply(decided, None, None)?);
-        Ok(lines)
+        decided.extend(self.decider.meta("exception_creep", creeping, now_ms));
+        Ok(())
     }
 }

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, FileConfig, Overrides};
+use crate::config::{ClockMode, Config, FileConfig, Overrides};
 use crate::domain::{ChangeKind, Secret};
 use crate::pricing::PriceTable;
 use crate::sources::gateway_db::Flavour;
@@ -204,6 +204,10 @@ struct ServeArgs {
     /// Days to keep raw events (aggregates are kept longer) [default: 7]
     #[arg(long, value_name = "DAYS")]
     retention_days: Option<u32>,
+    /// The clock alerts are decided on: wall (default), or data to judge and notify
+    /// a tailed backlog exactly as `replay` would (backtests through the live path).
+    #[arg(long, value_enum, value_name = "CLOCK")]
+    clock: Option<ClockMode>,
 }
 
 #[derive(Debug, Args)]
@@ -320,6 +324,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         listen: args.listen,
         token: args.token,
         retention_days: args.retention_days,
+        clock: args.clock,
         tails: args.tails,
         tail_start: args.tail_start,
         gateway_dbs: args.gateway_dbs,

@@ -22,7 +22,7 @@ use crate::lanes::{Lanes, LanesState, ScopesError};
 
 /// The format version this build writes and reads. Bump it whenever the encoded
 /// state changes shape; an older snapshot is then rebuilt from raw events.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 const MAGIC: [u8; 4] = *b"DWAS";
 const HEADER: usize = MAGIC.len() + 4;
@@ -90,6 +90,8 @@ struct Body<S> {
     lanes: LanesState,
     states: S,
     changes: Vec<ChangeEvent>,
+    /// The alert stage's state, encoded by the stage, taken after the same step.
+    stage: Vec<u8>,
 }
 
 /// The format version of stored snapshot bytes, read from their header.
@@ -115,15 +117,17 @@ impl Engine {
         }
     }
 
-    /// The engine's state as snapshot bytes. Call it after `drain`: what was produced
-    /// and not yet handed over is not part of it.
-    pub fn snapshot(&self) -> Vec<u8> {
+    /// The engine's state as snapshot bytes, with the alert stage's (`stage`, taken
+    /// after the same step). Call it after `drain`: what was produced and not yet
+    /// handed over is not part of it.
+    pub fn snapshot(&self, stage: &[u8]) -> Vec<u8> {
         let body = Body {
             shape: self.shape(),
             rules: self.rules.iter().map(|r| r.name.clone()).collect(),
             lanes: self.lanes.state(),
             states: &self.states,
             changes: self.changes.clone(),
+            stage: stage.to_vec(),
         };
         let mut out = Vec::with_capacity(1 << 16);
         out.extend_from_slice(&MAGIC);
@@ -135,8 +139,9 @@ impl Engine {
     }
 
     /// Replace this (fresh) engine's state with a snapshot's, under this engine's
-    /// settings and rules. Returns what the caller must re-feed from the store.
-    pub fn load(&mut self, bytes: &[u8]) -> Result<Cut, SnapshotError> {
+    /// settings and rules. Returns what the caller must re-feed from the store, and
+    /// the alert stage's state stored with it.
+    pub fn load(&mut self, bytes: &[u8]) -> Result<(Cut, Vec<u8>), SnapshotError> {
         let found = format_version(bytes)?;
         if found > FORMAT_VERSION {
             return Err(SnapshotError::TooNew {
@@ -202,7 +207,7 @@ impl Engine {
         self.states = states;
         self.changes = body.changes;
         self.out = super::Output::default();
-        Ok(cut)
+        Ok((cut, body.stage))
     }
 }
 
@@ -303,12 +308,13 @@ mod tests {
         }
         original.advance(saturday_noon);
         drop(original.drain());
-        let bytes = original.snapshot();
+        let bytes = original.snapshot(b"stage");
 
         let mut restored = Engine::new(EngineParams::default(), Vec::new()).expect("defaults");
-        let cut = restored
+        let (cut, stage) = restored
             .load(&bytes)
             .expect("the same build reads its snapshot");
+        assert_eq!(stage, b"stage", "the stage's state comes back as stored");
         for e in history.iter().filter(|e| e.ts_ms >= cut.events_from) {
             restored.observe_event(e);
         }
@@ -329,6 +335,6 @@ mod tests {
         };
         assert!(base(&restored).seasonal, "{:?}", base(&restored));
         assert_eq!(base(&restored), base(&original));
-        assert_eq!(restored.snapshot(), original.snapshot());
+        assert_eq!(restored.snapshot(&[]), original.snapshot(&[]));
     }
 }

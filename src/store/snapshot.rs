@@ -23,8 +23,11 @@ pub struct SnapshotMeta {
 }
 
 /// Replace the stored snapshot with `bytes` (inside the caller's transaction, so it
-/// commits with that evaluation's alert writes).
+/// commits with that step's alert writes). It covers every decision stored so far:
+/// the mark of decisions stored past a snapshot (`write_decided`) is cleared.
 pub fn write(conn: &Connection, meta: &SnapshotMeta, bytes: &[u8]) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM analysis_decided")?
+        .execute([])?;
     conn.prepare_cached(
         "INSERT OR REPLACE INTO analysis_snapshot
            (id, format_version, watermark_ms, created_ms, encode_ms, size, bytes)
@@ -65,8 +68,8 @@ pub fn read(conn: &Connection) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StoreE
     Ok(row)
 }
 
-/// Record that the alert decisions up to data time `watermark_ms` are stored (inside
-/// the transaction of those decisions).
+/// Record that alert decisions up to data time `watermark_ms` are stored that the
+/// stored snapshot does not cover (inside the transaction of those decisions).
 pub fn write_decided(conn: &Connection, watermark_ms: i64) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT OR REPLACE INTO analysis_decided (id, watermark_ms) VALUES (1, ?1)",
@@ -75,7 +78,8 @@ pub fn write_decided(conn: &Connection, watermark_ms: i64) -> Result<(), StoreEr
     Ok(())
 }
 
-/// The data time up to which alert decisions are stored, if any were.
+/// The data time up to which alert decisions are stored past the snapshot, if any
+/// were.
 pub fn read_decided(conn: &Connection) -> Result<Option<i64>, StoreError> {
     Ok(conn
         .query_row(

@@ -43,8 +43,9 @@ pub struct Flood {
     pub rules: Vec<(String, u32)>,
 }
 
-#[derive(Debug, Default)]
-struct DayCount {
+/// One tier's channel's notifications of one UTC day.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+pub struct DayCount {
     sent: u32,
     folded: BTreeMap<String, u32>,
 }
@@ -61,6 +62,22 @@ fn day_of(ms: i64) -> i64 {
 }
 
 impl Budget {
+    /// The counts of the days not yet closed, for a snapshot.
+    pub fn counts(&self) -> Vec<((String, String, i64), DayCount)> {
+        let mut counts: Vec<_> = self
+            .counts
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        counts.sort_by(|a, b| a.0.cmp(&b.0));
+        counts
+    }
+
+    /// Replace the counts with a snapshot's.
+    pub fn restore(&mut self, counts: Vec<((String, String, i64), DayCount)>) {
+        self.counts = counts.into_iter().collect();
+    }
+
     /// Empty counts, with each tier's `daily_budget` as its limit.
     pub fn new(tiers: &Tiers) -> Budget {
         Budget {

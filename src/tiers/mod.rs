@@ -14,7 +14,7 @@ use toml::Spanned;
 
 use crate::domain::{Impact, Tier};
 
-pub use budget::{Admission, Budget, Flood, flood_summary, flooding_alerts};
+pub use budget::{Admission, Budget, DayCount, Flood, flood_summary, flooding_alerts};
 
 /// The tier file in the rules directory.
 pub const TIERS_FILE: &str = "tiers.toml";
