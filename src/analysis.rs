@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::alerts::{AlertError, AlertStage, Delivery, Sent};
+use crate::alerts::{AlertError, AlertStage, Delivery, Encoder, Sent};
 use crate::config::{ClockMode, Config};
 use crate::detect::rules::{RuleContext, RuleErrors, RuleSet};
 use crate::domain::Alert;
@@ -199,7 +199,7 @@ impl Analysis {
         };
         let engine = &self.engine;
         let encode = |stage: &[u8]| encode(engine, watermark_ms, stage);
-        let encoder: &dyn Fn(&[u8]) -> (SnapshotMeta, Vec<u8>) = &encode;
+        let encoder: &Encoder = &encode;
         let (lines, meta) = self.stage.handle_and_snapshot(
             out,
             now_ms,

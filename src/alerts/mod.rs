@@ -97,6 +97,10 @@ pub enum AlertError {
     State(#[from] serde_json::Error),
 }
 
+/// Encodes the analysis state around the alert stage's own (its argument): the
+/// snapshot's description and bytes.
+pub type Encoder = dyn Fn(&[u8]) -> (SnapshotMeta, Vec<u8>);
+
 /// The alert stage. Owns its own connection to the daemon's database.
 pub struct AlertStage {
     conn: Connection,
@@ -223,7 +227,7 @@ impl AlertStage {
         &mut self,
         out: Output,
         now_ms: i64,
-        snapshot: Option<&dyn Fn(&[u8]) -> (SnapshotMeta, Vec<u8>)>,
+        snapshot: Option<&Encoder>,
         decided_ms: Option<i64>,
     ) -> Result<(Vec<Alert>, Option<SnapshotMeta>), AlertError> {
         self.resume(now_ms)?;
