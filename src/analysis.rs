@@ -199,7 +199,7 @@ impl Analysis {
         };
         let engine = &self.engine;
         let encode = |stage: &[u8]| encode(engine, watermark_ms, stage);
-        let encoder: &Encoder = &encode;
+        let encoder: &Encoder<'_> = &encode;
         let (lines, meta) = self.stage.handle_and_snapshot(
             out,
             now_ms,

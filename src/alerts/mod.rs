@@ -99,7 +99,7 @@ pub enum AlertError {
 
 /// Encodes the analysis state around the alert stage's own (its argument): the
 /// snapshot's description and bytes.
-pub type Encoder = dyn Fn(&[u8]) -> (SnapshotMeta, Vec<u8>);
+pub type Encoder<'a> = dyn Fn(&[u8]) -> (SnapshotMeta, Vec<u8>) + 'a;
 
 /// The alert stage. Owns its own connection to the daemon's database.
 pub struct AlertStage {
@@ -227,7 +227,7 @@ impl AlertStage {
         &mut self,
         out: Output,
         now_ms: i64,
-        snapshot: Option<&Encoder>,
+        snapshot: Option<&Encoder<'_>>,
         decided_ms: Option<i64>,
     ) -> Result<(Vec<Alert>, Option<SnapshotMeta>), AlertError> {
         self.resume(now_ms)?;
