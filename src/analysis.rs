@@ -66,6 +66,9 @@ pub struct Analysis {
     /// When the last one was stored, on the process's monotonic clock: the
     /// decision clock may be the data's, which a backlog moves by days a second.
     last_snapshot_at: Option<std::time::Instant>,
+    /// The newest event time the start fed from the store: where the data clock
+    /// stands before any source delivers.
+    stored_newest_ms: i64,
 }
 
 /// Which steps of the analysis store a snapshot.
@@ -128,6 +131,7 @@ impl Analysis {
             snapshots,
             last_snapshot: None,
             last_snapshot_at: None,
+            stored_newest_ms: i64::MIN,
         })
     }
 
@@ -333,6 +337,7 @@ impl Analysis {
             // Events of the second before belong to a closed bucket: not fed again.
             for e in events.iter().filter(|e| e.ts_ms >= cut.events_from) {
                 self.engine.observe_event(e);
+                self.stored_newest_ms = self.stored_newest_ms.max(e.ts_ms);
                 refed += 1;
             }
             while evals.last().is_some_and(|e| e.ts_ms <= until) {
@@ -375,6 +380,7 @@ impl Analysis {
             for e in &events {
                 self.engine.observe_event(e);
             }
+            self.stored_newest_ms = self.stored_newest_ms.max(until);
             while evals.last().is_some_and(|e| e.ts_ms <= until) {
                 let e = evals.pop().expect("peeked");
                 self.engine.observe_eval(&e);
@@ -491,7 +497,9 @@ pub fn run_live(
     let quiet = std::time::Duration::from_secs(10);
     let mut last_tick = std::time::Instant::now();
     let mut last_batch: Option<std::time::Instant> = None;
-    let mut newest = i64::MIN;
+    // The data clock stands where the stored data ends: a source with nothing new
+    // to deliver after a start lets the data clock judge what the store holds.
+    let mut newest = analysis.stored_newest_ms;
     loop {
         let first = match batches.recv_timeout(tick) {
             Ok(c) => Some(c),

@@ -318,12 +318,12 @@ fn a_restarted_daemon_resumes_from_its_snapshot_and_refeeds_only_the_open_bucket
     assert!(log.contains("analysis resumed from its snapshot"), "{log}");
 }
 
-/// A daemon tailing a scenario's events and evals from the beginning; its data ends
-/// at the returned time.
-fn scenario_app() -> (TestApp, i64) {
+/// A daemon on the data clock tailing a scenario's events and evals from the
+/// beginning (raw events kept long enough to re-feed any of it); the files' paths
+/// and the time its data ends.
+fn scenario_app() -> (TestApp, PathBuf, PathBuf, i64) {
     const DAY: i64 = 86_400_000;
     let profile = Profile {
-        // The data ends half a day ago: inside the retention of raw events.
         start_ms: (now_ms() - 16 * DAY).div_euclid(DAY) * DAY,
         days: 15.5,
         ..Profile::default()
@@ -332,15 +332,13 @@ fn scenario_app() -> (TestApp, i64) {
     let builder = TestApp::builder()
         .tail("events.jsonl")
         .tail_as("evals.jsonl", "evals")
-        .tail_start("beginning");
-    driftwarden::sim::write_records_jsonl(
-        scenario.generator(11).unwrap(),
-        &builder.path("events.jsonl"),
-        Some(&builder.path("evals.jsonl")),
-    )
-    .unwrap();
+        .tail_start("beginning")
+        .config("clock = \"data\"\nretention_days = 30\n");
+    let (events, evals) = (builder.path("events.jsonl"), builder.path("evals.jsonl"));
+    driftwarden::sim::write_records_jsonl(scenario.generator(11).unwrap(), &events, Some(&evals))
+        .unwrap();
     let end = scenario.profile.start_ms + (scenario.profile.days * DAY as f64) as i64;
-    (builder.spawn(), end)
+    (builder.spawn(), events, evals, end)
 }
 
 /// Wait (up to two minutes: a backlog of two weeks) until the analysis has judged
@@ -361,67 +359,107 @@ fn wait_judged(app: &TestApp, data_ms: i64) {
     }
 }
 
-/// Every alert transition of the usage lanes the daemon stored for data before
-/// `end_ms`: event, rule, scope and bucket time, in order. The eval lane is left out:
-/// the events and the evals are two files tailed side by side, and its transitions
-/// still differed between runs in one of four tries (an eval read before its request
-/// now waits for it, which was the first cause; the rest is not explained yet).
-fn transitions(app: &TestApp, end_ms: i64) -> Vec<String> {
-    let conn = app.sql();
-    let mut stmt = conn
-        .prepare(
-            "SELECT json_extract(line, '$.event') || ' ' || json_extract(line, '$.rule') || ' '
-                    || json_extract(line, '$.scope') || ' ' || json_extract(line, '$.at')
-             FROM alert_transitions WHERE json_extract(line, '$.lane') != 'eval' ORDER BY id",
-        )
-        .unwrap();
-    let rows: Vec<String> = stmt
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let end = driftwarden::domain::rfc3339_ms::format(end_ms);
-    // The line's `at` is RFC 3339 in UTC, which sorts as text.
-    rows.into_iter()
-        .filter(|r| r.rsplit(' ').next().is_some_and(|at| at < end.as_str()))
-        .collect()
+/// Every alert transition stored in `conn` whose bucket is before `end_ms` (its
+/// whole line: event, rule, scope, bucket time, tier, summary, evidence), in order,
+/// and every change-impact report.
+fn decisions(conn: &rusqlite::Connection, end_ms: i64) -> (Vec<String>, Vec<String>) {
+    let strings = |sql: &str| -> Vec<String> {
+        let mut stmt = conn.prepare(sql).unwrap();
+        stmt.query_map([end_ms], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    (
+        strings("SELECT line FROM alert_transitions WHERE at_ms < ?1 ORDER BY id"),
+        strings(
+            "SELECT ts_ms || ' ' || kind || ' ' || scope || ' ' || origin || ' '
+                    || COALESCE(impact, '-')
+             FROM change_events WHERE ts_ms < ?1 ORDER BY ts_ms, kind, scope",
+        ),
+    )
 }
 
-// Flaky when the machine is loaded (failed 2 of 3 runs beside a `.ci/run`, and once in
-// `.ci/run` itself): the two daemons read the events and the evals as two files at
-// different paces, and a restart re-feeds the stored evals before it re-judges, so late
-// records land differently. Run with `--ignored`; issue 13 stays open until it holds.
+/// The kill -9 equivalence of issue 13: a daemon on the data clock, killed at
+/// several moments while it reads two weeks of a scenario (mid-backlog, between two
+/// snapshots, while the spike's incident is open), stores exactly the alert
+/// transitions, change-impact reports and notifications one uninterrupted replay of
+/// the same files gives.
 #[test]
-#[ignore = "issue 13: not yet deterministic under load (see the comment above)"]
-fn a_daemon_killed_while_it_reads_a_backlog_tells_what_an_uninterrupted_one_does() {
-    let (mut steady, end) = scenario_app();
-    wait_judged(&steady, end);
-    // The last hours are judged against a wall clock that moved on: compare the data's.
-    let compared = end - 6 * 3_600_000;
-    let expected = transitions(&steady, compared);
-    steady.terminate();
-    assert!(
-        expected.iter().any(|t| t.starts_with("firing")),
-        "the spike fires: {expected:?}"
-    );
-
-    let (mut killed, _) = scenario_app();
+fn a_daemon_killed_while_it_reads_a_backlog_tells_what_one_replay_does() {
+    let (mut killed, events, evals, end) = scenario_app();
     let spike = end - 36 * 3_600_000 + 90 * 60_000;
-    // Snapshots are written at most every ten seconds while the backlog is read:
-    // a kill between two makes the start re-judge the steps after it silently.
-    let mut rejudged = 0;
-    for at in [end - 8 * 86_400_000, end - 3 * 86_400_000, spike] {
+    for at in [
+        end - 8 * 86_400_000,
+        end - 3 * 86_400_000,
+        spike,
+        spike + 3_600_000,
+    ] {
         wait_judged(&killed, at);
         killed.kill9();
         killed.restart();
         let resumed = stats_json(&killed)["analysis"]["resumed"].clone();
-        if resumed["rejudged_to_ms"].as_i64() > resumed["snapshot"]["watermark_ms"].as_i64() {
-            rejudged += 1;
-        }
+        assert!(resumed["snapshot"].is_object(), "{resumed}");
+        assert!(
+            resumed["rejudged_to_ms"].is_null(),
+            "on the data clock every step is snapshotted: {resumed}"
+        );
     }
-    assert!(rejudged > 0, "no kill landed between two snapshots");
-    wait_judged(&killed, end);
-    let resumed = stats_json(&killed)["analysis"]["resumed"].clone();
-    assert!(resumed["snapshot"].is_object(), "{resumed}");
-    assert_eq!(transitions(&killed, compared), expected);
+    // The last hours' eval buckets settle only once the replay ends: compare before.
+    let compared = end - 6 * 3_600_000;
+    wait_judged(&killed, compared + 4 * 3_600_000);
+    killed.terminate();
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&dir.path().join("replay.db"));
+    let files = driftwarden::replay::ReplayFiles {
+        events,
+        format: "native".into(),
+        evals: Some(evals),
+        changes: None,
+        keep_raw: false,
+        keep_aggregates: false,
+    };
+    let summary = driftwarden::replay::run(&config, &files, |_| {}).unwrap();
+    let replayed = rusqlite::Connection::open(&config.db).unwrap();
+    let (lines, reports) = decisions(&replayed, compared);
+    let sent: Vec<String> = summary
+        .sent
+        .iter()
+        .filter(|s| s.at_ms < compared)
+        .map(|s| {
+            format!(
+                "{} {} {}",
+                s.at_ms,
+                s.channel,
+                serde_json::to_string(&s.message).unwrap()
+            )
+        })
+        .collect();
+
+    let (got_lines, got_reports) = decisions(&killed.sql(), compared);
+    let got_sent: Vec<String> = {
+        let conn = killed.sql();
+        let mut stmt = conn
+            .prepare(
+                "SELECT created_ms || ' ' || channel || ' ' || message FROM outbox
+                 WHERE created_ms < ?1 AND json_extract(message, '$.tier') IS NOT NULL ORDER BY id",
+            )
+            .unwrap();
+        stmt.query_map([compared], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert!(
+        lines.iter().any(|l| l.contains("\"firing\"")),
+        "the spike fires: {lines:?}"
+    );
+    assert!(!sent.is_empty(), "the spike is told");
+    assert_eq!(got_lines.len(), lines.len(), "as many transitions");
+    for (i, (g, e)) in got_lines.iter().zip(&lines).enumerate() {
+        assert_eq!(g, e, "transition {i} differs");
+    }
+    assert_eq!(got_reports, reports, "change-impact reports");
+    assert_eq!(got_sent, sent, "notifications");
 }
