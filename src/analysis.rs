@@ -98,6 +98,9 @@ pub struct Resumed {
     /// With a snapshot: the time from which stored events were fed again (the
     /// buckets it left open).
     pub events_from_ms: Option<i64>,
+    /// With a snapshot: the time of the newest eval it counted (later ones were
+    /// fed again).
+    pub evals_after_ms: Option<i64>,
     /// With a snapshot: the data time up to which the steps after it had stored
     /// their decisions, re-judged silently at start (when past the snapshot).
     pub rejudged_to_ms: Option<i64>,
@@ -276,6 +279,7 @@ impl Analysis {
                     return Ok(Resumed {
                         snapshot: Some(meta),
                         events_from_ms: Some(cut.events_from),
+                        evals_after_ms: Some(cut.evals_after_ms),
                         rejudged_to_ms: rejudged,
                         events_refed: events,
                         evals_refed: evals,
@@ -308,6 +312,7 @@ impl Analysis {
         Ok(Resumed {
             snapshot: None,
             events_from_ms: None,
+            evals_after_ms: None,
             rejudged_to_ms: None,
             events_refed: events,
             evals_refed: evals,

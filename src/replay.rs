@@ -121,6 +121,11 @@ pub struct ReplaySummary {
     pub events_per_second: f64,
     /// The analysis snapshot left in a kept store (`--db`), for `serve` to go on from.
     pub snapshot: Option<crate::store::snapshot::SnapshotMeta>,
+    /// What the analysis went on from, when the kept store held one (an earlier
+    /// replay's, or `serve`'s).
+    pub resumed: Option<crate::analysis::Resumed>,
+    /// Records of the files the store's analysis had already counted, skipped.
+    pub skipped: u64,
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> ReplayError + '_ {
@@ -240,7 +245,26 @@ pub fn run(
     let started = Instant::now();
     let mut store =
         Store::open(&config.db)?.with_cardinality_cap(config.engine.analysis.cardinality_cap);
-    if !files.keep_raw {
+    let mut analysis = Analysis::open(config, Delivery::Count)?.snapshot_when_asked();
+    let mut summary = ReplaySummary::default();
+    // A kept store with history (a replay or `serve` before) is gone on from: its
+    // analysis is resumed, and what it counted is skipped. Records of the buckets
+    // it left open are in the store when it keeps raw rows, which then deduplicate
+    // the files' copies of them; so such a store keeps raw rows.
+    let mut counted = (i64::MIN, i64::MIN);
+    let mut keep_raw = files.keep_raw;
+    if files.keep_aggregates {
+        let conn = crate::store::open_reader(&config.db)?;
+        if crate::store::queries::holds_history(&conn)? {
+            keep_raw |= crate::store::queries::holds_events(&conn)?;
+            let resumed = analysis.resume(&config.db, crate::clock::now_ms())?;
+            if let (Some(events), Some(evals)) = (resumed.events_from_ms, resumed.evals_after_ms) {
+                counted = (events, evals);
+            }
+            summary.resumed = Some(resumed);
+        }
+    }
+    if !keep_raw {
         store = store.without_raw_events();
     }
     if !files.keep_aggregates {
@@ -257,8 +281,6 @@ pub fn run(
     });
     let format = Format::by_name(&files.format, &config.formats)?;
     let mut decoder = Decoder::new(format, ctx.clone());
-    let mut analysis = Analysis::open(config, Delivery::Count)?.snapshot_when_asked();
-    let mut summary = ReplaySummary::default();
 
     let mut changes = match &files.changes {
         Some(p) => read_changes(p)?,
@@ -317,6 +339,9 @@ pub fn run(
                 i64::MAX / 4,
             );
         }
+        let read = batch.events.len();
+        batch.events.retain(|e| e.ts_ms >= counted.0);
+        summary.skipped += (read - batch.events.len()) as u64;
         if let Some(max) = batch.events.iter().map(|e| e.ts_ms).max() {
             watermark = watermark.max(max);
         }
@@ -337,6 +362,9 @@ pub fn run(
                     .map_or(String::new(), |p| p.display().to_string()),
                 source: e,
             })?;
+        let read = batch.evals.len();
+        batch.evals.retain(|e| e.ts_ms > counted.1);
+        summary.skipped += (read - batch.evals.len()) as u64;
         for (pos, reason, raw) in evals.dead.drain(..) {
             crate::ingest::add_dead_letter(&mut batch, format!("evals line {pos}"), reason, &raw);
         }

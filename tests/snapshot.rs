@@ -318,27 +318,120 @@ fn a_restarted_daemon_resumes_from_its_snapshot_and_refeeds_only_the_open_bucket
     assert!(log.contains("analysis resumed from its snapshot"), "{log}");
 }
 
-/// A daemon on the data clock tailing a scenario's events and evals from the
-/// beginning (raw events kept long enough to re-feed any of it); the files' paths
-/// and the time its data ends.
-fn scenario_app() -> (TestApp, PathBuf, PathBuf, i64) {
-    const DAY: i64 = 86_400_000;
+const DAY: i64 = 86_400_000;
+
+/// Two weeks of the tenant_spike scenario ending half a day ago, and its end.
+fn scenario_records() -> (Vec<SimRecord>, i64) {
     let profile = Profile {
         start_ms: (now_ms() - 16 * DAY).div_euclid(DAY) * DAY,
         days: 15.5,
         ..Profile::default()
     };
     let scenario = scenarios::by_name("tenant_spike", profile).unwrap();
+    let end = scenario.profile.start_ms + (scenario.profile.days * DAY as f64) as i64;
+    (scenario.generator(11).unwrap().collect(), end)
+}
+
+fn record_ms(r: &SimRecord) -> i64 {
+    match r {
+        SimRecord::Usage(e) => e.ts_ms,
+        SimRecord::Eval(e) => e.ts_ms,
+    }
+}
+
+/// The data clock; raw events kept long enough to re-feed any of the scenario; an
+/// alert line waits an hour of data time in its group, so a kill finds lines
+/// waiting and a restart must keep their group's timing.
+const SCENARIO_TOML: &str =
+    "clock = \"data\"\nretention_days = 30\n[routing]\ngroup_wait_seconds = 3600\n";
+
+/// `SCENARIO_TOML` on the store at `db`.
+fn scenario_config(db: &Path) -> Config {
+    let file: FileConfig = toml::from_str(SCENARIO_TOML).unwrap();
+    let overrides = Overrides {
+        db: Some(db.to_path_buf()),
+        rules: Some(rules_dir()),
+        ..Overrides::default()
+    };
+    Config::resolve(file, overrides).expect("the scenario's config")
+}
+
+/// A daemon on the data clock tailing `events.jsonl` and `evals.jsonl` (written
+/// from `records`) from the beginning.
+fn data_clock_app(records: &[SimRecord]) -> TestApp {
     let builder = TestApp::builder()
         .tail("events.jsonl")
         .tail_as("evals.jsonl", "evals")
         .tail_start("beginning")
-        .config("clock = \"data\"\nretention_days = 30\n");
+        .config(SCENARIO_TOML);
     let (events, evals) = (builder.path("events.jsonl"), builder.path("evals.jsonl"));
-    driftwarden::sim::write_records_jsonl(scenario.generator(11).unwrap(), &events, Some(&evals))
+    driftwarden::sim::write_records_jsonl(records.iter().cloned(), &events, Some(&evals)).unwrap();
+    builder.spawn()
+}
+
+/// Append `records` to the files `data_clock_app` tails (while it is stopped).
+fn append_records(app: &TestApp, records: &[SimRecord]) {
+    let (events, evals) = (app.path("part-events.jsonl"), app.path("part-evals.jsonl"));
+    driftwarden::sim::write_records_jsonl(records.iter().cloned(), &events, Some(&evals)).unwrap();
+    for (part, tailed) in [(events, "events.jsonl"), (evals, "evals.jsonl")] {
+        append(&app.path(tailed), &std::fs::read_to_string(part).unwrap());
+    }
+}
+
+/// The records in `[from, to)`.
+fn between(records: &[SimRecord], from: i64, to: i64) -> Vec<SimRecord> {
+    records
+        .iter()
+        .filter(|r| (from..to).contains(&record_ms(r)))
+        .cloned()
+        .collect()
+}
+
+/// Replay the whole scenario into the store at `db`, from files written in `dir`.
+fn replay_into(dir: &Path, records: &[SimRecord], db: &Path) -> driftwarden::replay::ReplaySummary {
+    let (events, evals) = (dir.join("all-events.jsonl"), dir.join("all-evals.jsonl"));
+    driftwarden::sim::write_records_jsonl(records.iter().cloned(), &events, Some(&evals)).unwrap();
+    let files = driftwarden::replay::ReplayFiles {
+        events,
+        format: "native".into(),
+        evals: Some(evals),
+        changes: None,
+        keep_raw: false,
+        keep_aggregates: true,
+    };
+    driftwarden::replay::run(&scenario_config(db), &files, |_| {}).unwrap()
+}
+
+/// The messages a replay counted before `end_ms`, as `outbox_messages` shows them.
+fn sent_before(summary: &driftwarden::replay::ReplaySummary, end_ms: i64) -> Vec<String> {
+    summary
+        .sent
+        .iter()
+        .filter(|s| s.at_ms < end_ms)
+        .map(|s| {
+            format!(
+                "{} {} {}",
+                s.at_ms,
+                s.channel,
+                serde_json::to_string(&s.message).unwrap()
+            )
+        })
+        .collect()
+}
+
+/// The alert notifications a daemon put in its outbox before `end_ms`: time,
+/// channel and message.
+fn outbox_messages(conn: &rusqlite::Connection, end_ms: i64) -> Vec<String> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT created_ms || ' ' || channel || ' ' || message FROM outbox
+             WHERE created_ms < ?1 AND json_extract(message, '$.tier') IS NOT NULL ORDER BY id",
+        )
         .unwrap();
-    let end = scenario.profile.start_ms + (scenario.profile.days * DAY as f64) as i64;
-    (builder.spawn(), events, evals, end)
+    stmt.query_map([end_ms], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
 }
 
 /// Wait (up to two minutes: a backlog of two weeks) until the analysis has judged
@@ -387,79 +480,126 @@ fn decisions(conn: &rusqlite::Connection, end_ms: i64) -> (Vec<String>, Vec<Stri
 /// the same files gives.
 #[test]
 fn a_daemon_killed_while_it_reads_a_backlog_tells_what_one_replay_does() {
-    let (mut killed, events, evals, end) = scenario_app();
-    let spike = end - 36 * 3_600_000 + 90 * 60_000;
-    for at in [
-        end - 8 * 86_400_000,
-        end - 3 * 86_400_000,
-        spike,
-        spike + 3_600_000,
-    ] {
-        wait_judged(&killed, at);
-        killed.kill9();
-        killed.restart();
-        let resumed = stats_json(&killed)["analysis"]["resumed"].clone();
-        assert!(resumed["snapshot"].is_object(), "{resumed}");
-        assert!(
-            resumed["rejudged_to_ms"].is_null(),
-            "on the data clock every step is snapshotted: {resumed}"
-        );
-    }
+    let (records, end) = scenario_records();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("replay.db");
+    let summary = replay_into(dir.path(), &records, &db);
+    // The first notified alert: a kill half an hour after its bucket finds its line
+    // waiting in its group (an hour of data time), which a restart must keep.
+    let first = summary
+        .sent
+        .first()
+        .expect("the spike is told")
+        .message
+        .alerts[0]
+        .at_ms;
+    let waiting = first + 30 * 60_000;
+    let backlog = end - 8 * DAY;
+
+    let mut killed = data_clock_app(&between(&records, i64::MIN, backlog));
+    // A kill wherever the reading of the backlog has got to (between two
+    // snapshots, or in one's write), and one at the end of what was written.
+    wait_judged(&killed, backlog - 3 * DAY);
+    killed.kill9();
+    killed.restart();
+    wait_judged(&killed, backlog - 10 * 60_000);
+    killed.kill9();
+    append_records(&killed, &between(&records, backlog, waiting));
+    killed.restart();
+    wait_judged(&killed, waiting - 10 * 60_000);
+    assert!(
+        killed.sql_i64("SELECT COUNT(*) FROM notify_pending") > 0,
+        "killed with a line waiting in its group"
+    );
+    killed.kill9();
+    append_records(&killed, &between(&records, waiting, i64::MAX));
+    killed.restart();
+    let resumed = stats_json(&killed)["analysis"]["resumed"].clone();
+    assert!(resumed["snapshot"].is_object(), "{resumed}");
+    assert!(
+        resumed["rejudged_to_ms"].is_null(),
+        "on the data clock every step is snapshotted: {resumed}"
+    );
     // The last hours' eval buckets settle only once the replay ends: compare before.
     let compared = end - 6 * 3_600_000;
     wait_judged(&killed, compared + 4 * 3_600_000);
     killed.terminate();
 
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(&dir.path().join("replay.db"));
-    let files = driftwarden::replay::ReplayFiles {
-        events,
-        format: "native".into(),
-        evals: Some(evals),
-        changes: None,
-        keep_raw: false,
-        keep_aggregates: false,
-    };
-    let summary = driftwarden::replay::run(&config, &files, |_| {}).unwrap();
-    let replayed = rusqlite::Connection::open(&config.db).unwrap();
-    let (lines, reports) = decisions(&replayed, compared);
-    let sent: Vec<String> = summary
-        .sent
-        .iter()
-        .filter(|s| s.at_ms < compared)
-        .map(|s| {
-            format!(
-                "{} {} {}",
-                s.at_ms,
-                s.channel,
-                serde_json::to_string(&s.message).unwrap()
-            )
-        })
-        .collect();
-
+    let (lines, reports) = decisions(&rusqlite::Connection::open(&db).unwrap(), compared);
     let (got_lines, got_reports) = decisions(&killed.sql(), compared);
-    let got_sent: Vec<String> = {
-        let conn = killed.sql();
-        let mut stmt = conn
-            .prepare(
-                "SELECT created_ms || ' ' || channel || ' ' || message FROM outbox
-                 WHERE created_ms < ?1 AND json_extract(message, '$.tier') IS NOT NULL ORDER BY id",
-            )
-            .unwrap();
-        stmt.query_map([compared], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
-    };
-    assert!(
-        lines.iter().any(|l| l.contains("\"firing\"")),
-        "the spike fires: {lines:?}"
-    );
-    assert!(!sent.is_empty(), "the spike is told");
     assert_eq!(got_lines.len(), lines.len(), "as many transitions");
     for (i, (g, e)) in got_lines.iter().zip(&lines).enumerate() {
         assert_eq!(g, e, "transition {i} differs");
     }
     assert_eq!(got_reports, reports, "change-impact reports");
-    assert_eq!(got_sent, sent, "notifications");
+    assert_eq!(
+        outbox_messages(&killed.sql(), compared),
+        sent_before(&summary, compared),
+        "notifications"
+    );
+}
+
+/// Issue 13's replay parity: `serve` (on the data clock) reads the first ten days
+/// of a scenario and is stopped; `replay --db` on its store, given the whole files,
+/// goes on from its snapshot (skipping what it counted) and ends with exactly the
+/// transitions, reports and notifications of one replay of the whole files.
+#[test]
+fn a_replay_goes_on_where_serve_stopped_as_one_replay_of_everything() {
+    let (records, end) = scenario_records();
+    let stop = end - 5 * DAY;
+    let first: Vec<SimRecord> = records
+        .iter()
+        .filter(|r| record_ms(r) < stop)
+        .cloned()
+        .collect();
+    let mut app = data_clock_app(&first);
+    wait_judged(&app, stop - 3_600_000);
+    app.terminate();
+    let told_by_serve = outbox_messages(&app.sql(), i64::MAX);
+
+    let dir = tempfile::tempdir().unwrap();
+    let continued = replay_into(dir.path(), &records, &app.db);
+    let resumed = continued
+        .resumed
+        .clone()
+        .expect("the store's analysis was resumed");
+    assert!(resumed.snapshot.is_some(), "{resumed:?}");
+    assert!(continued.skipped > 0, "what serve counted is skipped");
+    let whole = dir.path().join("whole.db");
+    let reference = replay_into(dir.path(), &records, &whole);
+
+    let compared = end - 6 * 3_600_000;
+    let expected = decisions(&rusqlite::Connection::open(&whole).unwrap(), compared);
+    let got = decisions(&app.sql(), compared);
+    assert!(
+        expected.0.iter().any(|l| l.contains("\"firing\"")),
+        "the spike fires after the stop"
+    );
+    let short = |l: &String| {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        format!("{} {} {} {}", v["at"], v["event"], v["rule"], v["scope"])
+    };
+    let missing: Vec<String> = expected
+        .0
+        .iter()
+        .filter(|l| !got.0.contains(l))
+        .map(short)
+        .collect();
+    let extra: Vec<String> = got
+        .0
+        .iter()
+        .filter(|l| !expected.0.contains(l))
+        .map(short)
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:#?}\nextra {extra:#?}"
+    );
+    for (i, (g, e)) in got.0.iter().zip(&expected.0).enumerate() {
+        assert_eq!(g, e, "transition {i} differs");
+    }
+    assert_eq!(got.1, expected.1, "change-impact reports");
+    let mut told = told_by_serve;
+    told.extend(sent_before(&continued, compared));
+    assert_eq!(told, sent_before(&reference, compared), "notifications");
 }

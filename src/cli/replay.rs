@@ -106,6 +106,19 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
         summary.late_events,
         summary.unmatched_evals
     );
+    if let Some(r) = &summary.resumed {
+        match &r.snapshot {
+            Some(s) => eprintln!(
+                "went on from the store's analysis snapshot (data to {}): {} records of the files it had counted skipped",
+                crate::domain::rfc3339_ms::format(s.watermark_ms),
+                summary.skipped
+            ),
+            None => eprintln!(
+                "the store held no usable analysis snapshot: the analysis was rebuilt from {:.1} days of its raw events",
+                r.rebuilt_days.unwrap_or(0.0)
+            ),
+        }
+    }
     if let Some(s) = &summary.snapshot {
         eprintln!(
             "analysis snapshot left in the store: {} bytes, covering data to {}, stored in {} ms",

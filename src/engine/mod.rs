@@ -198,6 +198,11 @@ impl Engine {
     /// Move the data clock to `watermark_ms`: close and judge every bucket that is
     /// due, and judge every bucket whose evals settled.
     pub fn advance(&mut self, watermark_ms: i64) {
+        // A clock before any data (a replay whose first records were all counted
+        // before) judges nothing.
+        if watermark_ms == i64::MIN {
+            return;
+        }
         self.advance_split(watermark_ms, watermark_ms);
     }
 

@@ -378,6 +378,21 @@ pub fn eval_buckets(
     Ok(rows)
 }
 
+/// Whether the store holds an analysis snapshot or raw events: history an analysis
+/// on it goes on from.
+pub fn holds_history(conn: &Connection) -> Result<bool, StoreError> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM analysis_snapshot) OR EXISTS (SELECT 1 FROM events)",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+/// Whether the store holds raw events.
+pub fn holds_events(conn: &Connection) -> Result<bool, StoreError> {
+    Ok(conn.query_row("SELECT EXISTS (SELECT 1 FROM events)", [], |r| r.get(0))?)
+}
+
 /// Stored usage events with `ts_ms` in `[from_ms, to_ms)` after the key `after`
 /// (exclusive), in key order, at most `limit`: a page of history to warm the
 /// analysis with after a restart.
