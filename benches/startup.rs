@@ -73,6 +73,10 @@ use driftwarden::store::snapshot::SnapshotMeta;
 use driftwarden::store::{Batch, Fresh, Store};
 use serde::{Deserialize, Serialize};
 
+// The daemon's allocator, so that the snapshot writes timed here allocate as its do.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SEED: u64 = 0x5a7e_0013_2026_1205;
 /// Zipf exponent of tenant shares, as in the replay bench.
 const TENANT_SKEW: f64 = 0.5;
@@ -134,13 +138,18 @@ fn main() {
         println!("\n## {tenants} tenants: {}", store.dir.display());
         let built = store.ensure();
         let size = db_bytes(&store.db);
-        let (mut writes, snapshot_bytes) = store.snapshot_writes(runs);
+        let (writes, snapshot_bytes) = store.snapshot_writes(runs);
         let mut write_ms: Vec<f64> = writes.iter().map(|w| w.0).collect();
-        let mut encode_ms: Vec<f64> = writes.iter_mut().map(|w| w.1).collect();
+        let mut encode_ms: Vec<f64> = writes.iter().map(|w| w.1).collect();
         let (write_ms, encode_ms) = (median(&mut write_ms), median(&mut encode_ms));
         println!(
-            "snapshot: {:.1} MiB, written {runs} times by the resumed analysis: median {write_ms:.0} ms, of which encoding {encode_ms:.0} ms",
-            snapshot_bytes as f64 / (1u64 << 20) as f64
+            "snapshot: {:.1} MiB, written {runs} times by the resumed analysis: median {write_ms:.0} ms, of which encoding {encode_ms:.0} ms (each: {})",
+            snapshot_bytes as f64 / (1u64 << 20) as f64,
+            writes
+                .iter()
+                .map(|w| format!("{:.0}/{:.0}", w.0, w.1))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         if build_only {
             println!(
