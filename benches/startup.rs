@@ -622,7 +622,7 @@ impl CachedStore {
 /// Store the analysis' snapshot now, covering `watermark_ms`.
 fn store_snapshot(analysis: &mut Analysis, watermark_ms: i64) -> SnapshotMeta {
     analysis
-        .store_snapshot(watermark_ms, wall_ms())
+        .store_snapshot(watermark_ms)
         .expect("storing the snapshot")
 }
 

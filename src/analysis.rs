@@ -193,15 +193,20 @@ impl Analysis {
         self.engine.advance(watermark_ms);
         let out = self.engine.drain();
         // A backfill judges many buckets a second, and a snapshot of a large gateway
-        // is megabytes: on the wall clock at most one every SNAPSHOT_EVERY.
+        // is tens of megabytes (mostly the requests whose evals may still come): on
+        // the wall clock one is written SNAPSHOT_EVERY at most, and at least
+        // SNAPSHOT_SPACING times as long as the last one took after it, so
+        // snapshots never take more than 1/SNAPSHOT_SPACING of the analysis' time.
         let due = match self.snapshots {
             Snapshots::WhenAsked => return self.stage.handle(out, now_ms),
             Snapshots::EveryStep => true,
             Snapshots::Throttled => {
+                let took = self.last_snapshot.map_or(0, |m| m.write_ms.max(0) as u64);
+                let spacing = SNAPSHOT_EVERY.max(std::time::Duration::from_millis(
+                    took.saturating_mul(SNAPSHOT_SPACING),
+                ));
                 !out.ticks.is_empty()
-                    && self
-                        .last_snapshot_at
-                        .is_none_or(|t| t.elapsed() >= SNAPSHOT_EVERY)
+                    && self.last_snapshot_at.is_none_or(|t| t.elapsed() >= spacing)
             }
         };
         let engine = &self.engine;
@@ -477,6 +482,10 @@ fn encode(engine: &Engine, watermark_ms: i64, stage: &[u8]) -> (SnapshotMeta, Ve
 
 /// The shortest time between two snapshots of the live analysis.
 const SNAPSHOT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How many times as long as the last snapshot took the next one waits at least:
+/// snapshots cost at most 1/20 = 5% of the live analysis' time.
+const SNAPSHOT_SPACING: u64 = 20;
 
 /// Batches taken off the queue at once, at most, before the clock may move.
 const DRAIN_MAX: usize = 64;
