@@ -320,14 +320,14 @@ fn a_restarted_daemon_resumes_from_its_snapshot_and_refeeds_only_the_open_bucket
 
 const DAY: i64 = 86_400_000;
 
-/// Two weeks of the tenant_spike scenario ending half a day ago, and its end.
-fn scenario_records() -> (Vec<SimRecord>, i64) {
+/// Two weeks of scenario `name` ending half a day ago, and its end.
+fn scenario_records(name: &str) -> (Vec<SimRecord>, i64) {
     let profile = Profile {
         start_ms: (now_ms() - 16 * DAY).div_euclid(DAY) * DAY,
         days: 15.5,
         ..Profile::default()
     };
-    let scenario = scenarios::by_name("tenant_spike", profile).unwrap();
+    let scenario = scenarios::by_name(name, profile).unwrap();
     let end = scenario.profile.start_ms + (scenario.profile.days * DAY as f64) as i64;
     (scenario.generator(11).unwrap().collect(), end)
 }
@@ -475,26 +475,58 @@ fn decisions(conn: &rusqlite::Connection, end_ms: i64) -> (Vec<String>, Vec<Stri
 
 /// The kill -9 equivalence of issue 13: a daemon on the data clock, killed at
 /// several moments while it reads two weeks of a scenario (mid-backlog, between two
-/// snapshots, while the spike's incident is open), stores exactly the alert
-/// transitions, change-impact reports and notifications one uninterrupted replay of
-/// the same files gives.
+/// snapshots, while an incident's line waits in its group), stores exactly the alert
+/// transitions, change events with their impact reports and notifications one
+/// uninterrupted replay of the same files gives. A tenant's traffic spikes.
 #[test]
 fn a_daemon_killed_while_it_reads_a_backlog_tells_what_one_replay_does() {
-    let (records, end) = scenario_records();
+    killed_and_replayed("tenant_spike", true);
+}
+
+/// The eval lane: a route's answers get worse. Ignored: a daemon on the data clock
+/// that is never killed already differs from the replay here (transition 125 of
+/// 144: eval-score fires on model=gpt-4o,route=summarize at 01:40 instead of on
+/// route=summarize at 01:50), because a tailed evals file is read ahead of the
+/// events while replay releases evals at the events' clock. Issue 13 stays open
+/// until the eval lane judges a backlog of two files as replay does.
+#[test]
+#[ignore = "issue 13: the data-clock daemon and replay judge the eval lane of two files read at different paces differently, killed or not"]
+fn killed_while_answers_get_worse_it_tells_what_one_replay_does() {
+    killed_and_replayed("quality_drop", true);
+}
+
+/// Silence: the gateway stops sending for a while. On the data clock a silence is
+/// judged when the data after it arrives, all at once, so no line waits in a group
+/// at a moment the data reaches.
+#[test]
+fn killed_around_a_silent_gateway_it_tells_what_one_replay_does() {
+    killed_and_replayed("gateway_down", false);
+}
+
+/// Kill a data-clock daemon reading `scenario` at several points (one with a line
+/// waiting in its group when `waits`), and compare with one replay.
+fn killed_and_replayed(scenario: &str, waits: bool) {
+    let (records, end) = scenario_records(scenario);
+    let backlog = end - 8 * DAY;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("replay.db");
     let summary = replay_into(dir.path(), &records, &db);
-    // The first notified alert: a kill half an hour after its bucket finds its line
-    // waiting in its group (an hour of data time), which a restart must keep.
-    let first = summary
+    // The first alert message after the backlog: half an hour before it is sent
+    // its line waits in its group (an hour of data time), which a restart must keep.
+    let sent = summary
         .sent
-        .first()
-        .expect("the spike is told")
-        .message
-        .alerts[0]
-        .at_ms;
-    let waiting = first + 30 * 60_000;
-    let backlog = end - 8 * DAY;
+        .iter()
+        .map(|s| s.at_ms)
+        .find(|&at| at > backlog + 3_600_000)
+        .unwrap_or_else(|| panic!("{scenario}: the drift is told"));
+    let waiting = sent - 30 * 60_000;
+    // The data clock stands at the newest record written.
+    let reached = between(&records, backlog, waiting)
+        .iter()
+        .filter(|r| matches!(r, SimRecord::Usage(_)))
+        .map(record_ms)
+        .max()
+        .expect("traffic after the backlog");
 
     let mut killed = data_clock_app(&between(&records, i64::MIN, backlog));
     // A kill wherever the reading of the backlog has got to (between two
@@ -506,11 +538,13 @@ fn a_daemon_killed_while_it_reads_a_backlog_tells_what_one_replay_does() {
     killed.kill9();
     append_records(&killed, &between(&records, backlog, waiting));
     killed.restart();
-    wait_judged(&killed, waiting - 10 * 60_000);
-    assert!(
-        killed.sql_i64("SELECT COUNT(*) FROM notify_pending") > 0,
-        "killed with a line waiting in its group"
-    );
+    wait_judged(&killed, reached);
+    if waits {
+        assert!(
+            killed.sql_i64("SELECT COUNT(*) FROM notify_pending") > 0,
+            "{scenario}: killed with a line waiting in its group"
+        );
+    }
     killed.kill9();
     append_records(&killed, &between(&records, waiting, i64::MAX));
     killed.restart();
@@ -527,15 +561,19 @@ fn a_daemon_killed_while_it_reads_a_backlog_tells_what_one_replay_does() {
 
     let (lines, reports) = decisions(&rusqlite::Connection::open(&db).unwrap(), compared);
     let (got_lines, got_reports) = decisions(&killed.sql(), compared);
-    assert_eq!(got_lines.len(), lines.len(), "as many transitions");
+    assert_eq!(
+        got_lines.len(),
+        lines.len(),
+        "{scenario}: as many transitions"
+    );
     for (i, (g, e)) in got_lines.iter().zip(&lines).enumerate() {
-        assert_eq!(g, e, "transition {i} differs");
+        assert_eq!(g, e, "{scenario}: transition {i} differs");
     }
-    assert_eq!(got_reports, reports, "change-impact reports");
+    assert_eq!(got_reports, reports, "{scenario}: change-impact reports");
     assert_eq!(
         outbox_messages(&killed.sql(), compared),
         sent_before(&summary, compared),
-        "notifications"
+        "{scenario}: notifications"
     );
 }
 
@@ -545,7 +583,7 @@ fn a_daemon_killed_while_it_reads_a_backlog_tells_what_one_replay_does() {
 /// transitions, reports and notifications of one replay of the whole files.
 #[test]
 fn a_replay_goes_on_where_serve_stopped_as_one_replay_of_everything() {
-    let (records, end) = scenario_records();
+    let (records, end) = scenario_records("tenant_spike");
     let stop = end - 5 * DAY;
     let first: Vec<SimRecord> = records
         .iter()

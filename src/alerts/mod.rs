@@ -265,7 +265,11 @@ impl AlertStage {
             self.housekeeping(now_ms, &mut decided)?;
         }
         self.due(now_ms, &mut decided);
+        // A step that judged nothing and wrote nothing changed no state a restart
+        // could not rebuild: it stores nothing (not even how far decisions reach,
+        // which would make a start distrust an exact snapshot).
         let acted = !out.ticks.is_empty() || !decided.writes.is_empty();
+        let decided_ms = decided_ms.filter(|_| acted);
         let mut encoded = match snapshot {
             Some(encode) if acted => Some(encode(&self.state_bytes())),
             _ => None,
