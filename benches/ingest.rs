@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{
-    Bench, Machine, Rng, TOKEN, Watched, command, cores_cell, cores_label, cumulative, describe,
+    Bench, Machine, Rng, Watched, command, cores_cell, cores_label, cumulative, describe,
     env_usize, find_on_path, median, tail, taskset, thousands, verdict, vm_hwm_kib,
 };
 
@@ -420,20 +420,7 @@ impl Bench {
 
 /// POST one NDJSON batch; returns its `accepted` count, panicking on anything but 200.
 fn post(client: &reqwest::blocking::Client, url: &str, body: &'static [u8], i: usize) -> u64 {
-    let resp = client
-        .post(url)
-        .bearer_auth(TOKEN)
-        .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
-        .body(body)
-        .send()
-        .unwrap_or_else(|e| panic!("POST batch {i}: {e}"));
-    let status = resp.status();
-    let text = resp.text().unwrap_or_default();
-    if status != reqwest::StatusCode::OK {
-        panic!("POST batch {i}: HTTP {status}: {text}");
-    }
-    let report: serde_json::Value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("POST batch {i}: answer is not JSON ({e}): {text}"));
+    let (report, text) = common::post_ndjson(client, url, body, &format!("POST batch {i}"));
     report["accepted"]
         .as_u64()
         .unwrap_or_else(|| panic!("POST batch {i}: no `accepted` in {text}"))

@@ -491,3 +491,28 @@ pub fn env_usize(name: &str, default: usize) -> usize {
         Err(_) => default,
     }
 }
+
+/// POST an NDJSON body to `url` with the bench token: the answer's JSON report,
+/// panicking (naming `what`) on anything but 200.
+pub fn post_ndjson(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    body: impl Into<reqwest::blocking::Body>,
+    what: &str,
+) -> (serde_json::Value, String) {
+    let resp = client
+        .post(url)
+        .bearer_auth(TOKEN)
+        .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
+        .body(body)
+        .send()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let status = resp.status();
+    let text = resp.text().unwrap_or_default();
+    if status != reqwest::StatusCode::OK {
+        panic!("{what}: HTTP {status}: {text}");
+    }
+    let report = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{what}: answer is not JSON ({e}): {text}"));
+    (report, text)
+}
