@@ -483,14 +483,18 @@ fn a_daemon_killed_while_it_reads_a_backlog_tells_what_one_replay_does() {
     killed_and_replayed("tenant_spike", true);
 }
 
-/// The eval lane: a route's answers get worse. Ignored: a daemon on the data clock
-/// that is never killed already differs from the replay here (transition 125 of
-/// 144: eval-score fires on model=gpt-4o,route=summarize at 01:40 instead of on
-/// route=summarize at 01:50), because a tailed evals file is read ahead of the
-/// events while replay releases evals at the events' clock. Issue 13 stays open
-/// until the eval lane judges a backlog of two files as replay does.
+/// The eval lane: a route's answers get worse. Ignored: a data-clock daemon that is
+/// never killed already differs from replay here (transition 125 of 144), because an
+/// eval timed after its request's bucket settles (lag over `eval_settle_minutes`)
+/// counts when it is read before that bucket is judged: the tailed evals file is read
+/// ahead of the events, while replay releases evals at the events' clock (and counts
+/// such an eval only when the settle point falls in the same batch). Counting such
+/// evals as late by their time makes both agree and this test pass, but costs the
+/// scenario suite (evals_off found 390 instead of 40 minutes after its start, a false
+/// alarm in quality_drop): issue 13 stays open until late evals are handled so that
+/// both hold.
 #[test]
-#[ignore = "issue 13: the data-clock daemon and replay judge the eval lane of two files read at different paces differently, killed or not"]
+#[ignore = "issue 13: late evals count by arrival (see the comment above)"]
 fn killed_while_answers_get_worse_it_tells_what_one_replay_does() {
     killed_and_replayed("quality_drop", true);
 }
