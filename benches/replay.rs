@@ -72,7 +72,7 @@ fn main() {
         println!("\n## replay, {}", cores_label(pin));
         let (mut eps, mut cpu_eps, mut rss) = (Vec::new(), Vec::new(), Vec::new());
         for run in 1..=runs {
-            let r = replay_once(&bench, &log, pin, run);
+            let r = replay_once(&bench, &log, pin, run, false);
             match &alerts {
                 None => alerts = Some(r.stdout),
                 Some(first) if *first != r.stdout => {
@@ -106,6 +106,32 @@ fn main() {
     }
     let lines = alerts.as_deref().map_or(0, |a| a.lines().count());
     println!("\nevery run printed the same {lines} alert lines");
+
+    // A kept store: the replay leaves its analysis snapshot for `serve` to go on from.
+    // Its share of the replay is what storing it costs a backtest.
+    println!("\n## replay --db (leaves its analysis snapshot), all cores");
+    let (mut share, mut bytes) = (Vec::new(), Vec::new());
+    for run in 1..=runs {
+        let r = replay_once(&bench, &log, false, run, true);
+        if alerts.as_deref().is_some_and(|first| *first != r.stdout) {
+            panic!("the kept-store run {run} printed other alert lines");
+        }
+        let (b, ms, secs) = r.snapshot.expect("a kept run reports its snapshot");
+        println!(
+            "  snapshot {:.1} MiB stored in {ms:.0} ms: {:.2}% of the run",
+            b as f64 / 1_048_576.0,
+            ms / 10.0 / secs
+        );
+        share.push(ms / 10.0 / secs);
+        bytes.push(b as f64 / 1_048_576.0);
+    }
+    let snap = (median(&mut share), median(&mut bytes));
+    println!(
+        "median: snapshot {:.1} MiB, {:.2}% of the replay; target <= 5%: {}",
+        snap.1,
+        snap.0,
+        verdict(snap.0 <= 5.0)
+    );
 
     println!(
         "\n## Results ({}; {}, {} events, {} evals, {} tenants; medians of {runs})\n",
@@ -143,6 +169,13 @@ fn main() {
         ],
         &[false, false, true, true, true, false],
         &rows,
+    );
+    println!(
+        "\nreplay --db: the snapshot left behind is {:.1} MiB at {} tenants and takes {:.2}% of the replay (median; target <= 5%: {})",
+        snap.1,
+        thousands(log.tenants as f64),
+        snap.0,
+        verdict(snap.0 <= 5.0)
     );
     common::print_total(started);
 }
@@ -223,10 +256,14 @@ struct Run {
     events_per_cpu_sec: f64,
     maxrss_mb: f64,
     stdout: String,
+    /// With a kept store: the snapshot left behind, (bytes, ms to store it), and the
+    /// run's wall seconds.
+    snapshot: Option<(u64, f64, f64)>,
 }
 
-/// One `driftwarden replay` over the log, its store in a fresh directory.
-fn replay_once(bench: &Bench, log: &Log, pin: bool, run: usize) -> Run {
+/// One `driftwarden replay` over the log, its store in a fresh directory; `kept`
+/// keeps it (`--db`), so the replay leaves its analysis snapshot there.
+fn replay_once(bench: &Bench, log: &Log, pin: bool, run: usize, kept: bool) -> Run {
     let dir = bench.fresh_dir(&format!("replay-{}-{run}", if pin { 1 } else { 0 }));
     let stderr = dir.join("stderr.log");
     let mut cmd = command(&bench.bin, pin);
@@ -242,6 +279,9 @@ fn replay_once(bench: &Bench, log: &Log, pin: bool, run: usize) -> Run {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(File::create(&stderr).expect("creating the stderr file"));
+    if kept {
+        cmd.arg("--db").arg(dir.join("kept.db"));
+    }
     let spawned = Instant::now();
     let mut child = cmd
         .spawn()
@@ -276,11 +316,21 @@ fn replay_once(bench: &Bench, log: &Log, pin: bool, run: usize) -> Run {
     let cpu = common::secs(ru.ru_utime) + common::secs(ru.ru_stime);
     // Linux reports ru_maxrss in KiB; the target is in MB.
     let maxrss_mb = ru.ru_maxrss as f64 * 1024.0 / 1e6;
+    let snapshot = kept.then(|| {
+        let (bytes, ms) = snapshot_left(&summary).unwrap_or_else(|| {
+            panic!(
+                "a kept store without a snapshot; stderr:\n{}",
+                tail(&stderr)
+            )
+        });
+        (bytes, ms, secs)
+    });
     let r = Run {
         events_per_sec: log.events as f64 / secs,
         events_per_cpu_sec: log.events as f64 / cpu,
         maxrss_mb,
         stdout,
+        snapshot,
     };
     println!(
         "run {run}: {secs:.2}s wall, {} events/s, CPU {cpu:.2}s ({} events/s), peak RSS {maxrss_mb:.1} MB, preempted {}x, {} alert lines",
@@ -291,6 +341,23 @@ fn replay_once(bench: &Bench, log: &Log, pin: bool, run: usize) -> Run {
     );
     fs::remove_dir_all(&dir).expect("removing the run dir");
     r
+}
+
+/// Bytes and milliseconds of replay's `analysis snapshot left in the store: N bytes,
+/// covering data to .., stored in M ms` line.
+fn snapshot_left(stderr: &str) -> Option<(u64, f64)> {
+    let line = stderr
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("analysis snapshot left in the store: "))?;
+    let bytes = line.split_whitespace().next()?.parse().ok()?;
+    let ms = line
+        .rsplit_once("stored in ")?
+        .1
+        .trim_end_matches(" ms")
+        .parse()
+        .ok()?;
+    Some((bytes, ms))
 }
 
 /// The event count of replay's summary line (`replayed N events, ...`).

@@ -108,6 +108,8 @@ pub struct ReplaySummary {
     pub late_events: u64,
     /// Evals that matched no open bucket.
     pub unmatched_evals: u64,
+    /// Evals timed after their request's bucket settled.
+    pub late_evals: u64,
     /// Messages each channel would have received (after grouping and budgets).
     pub notifications: std::collections::BTreeMap<String, u64>,
     /// Those messages, in order.
@@ -404,6 +406,7 @@ pub fn run(
     let counters = analysis.counters();
     summary.late_events = counters.late_events;
     summary.unmatched_evals = counters.unmatched_evals;
+    summary.late_evals = counters.late_evals;
     summary.seconds = started.elapsed().as_secs_f64();
     summary.events_per_second = summary.events as f64 / summary.seconds.max(1e-9);
     Ok(summary)

@@ -13,7 +13,7 @@ use driftwarden::alerts::Delivery;
 use driftwarden::analysis::{Analysis, AnalysisError, load_rules};
 use driftwarden::config::{Config, FileConfig, Overrides};
 use driftwarden::domain::{CostSource, UsageEvent};
-use driftwarden::engine::{Cut, Engine, FORMAT_VERSION, Tick};
+use driftwarden::engine::{Cut, Engine, FORMAT_VERSION, Output, Tick};
 use driftwarden::sim::{Profile, SimRecord, scenarios};
 use driftwarden::store::snapshot::{self, SnapshotMeta};
 use driftwarden::store::{Batch, Store};
@@ -43,6 +43,17 @@ const STEP: usize = 2_000;
 /// ticks, detected changes and reports produced, as text.
 fn feed(engine: &mut Engine, records: &[SimRecord], newest: &mut i64) -> Vec<String> {
     let mut out = Vec::new();
+    feed_with(engine, records, newest, |o| out.extend(described(o)));
+    out
+}
+
+/// Feed `records` in steps as `feed` does, handing each step's output to `each`.
+fn feed_with(
+    engine: &mut Engine,
+    records: &[SimRecord],
+    newest: &mut i64,
+    mut each: impl FnMut(Output),
+) {
     for chunk in records.chunks(STEP) {
         for r in chunk {
             match r {
@@ -54,13 +65,15 @@ fn feed(engine: &mut Engine, records: &[SimRecord], newest: &mut i64) -> Vec<Str
             }
         }
         engine.advance(*newest);
-        out.extend(drained(engine));
+        each(engine.drain());
     }
-    out
 }
 
 fn drained(engine: &mut Engine) -> Vec<String> {
-    let o = engine.drain();
+    described(engine.drain())
+}
+
+fn described(o: Output) -> Vec<String> {
     let ticks = o.ticks.iter().map(|t: &Tick| format!("{t:?}"));
     let changes = o.changes.iter().map(|c| format!("{c:?}"));
     let reports = o.reports.iter().map(|r| format!("{r:?}"));
@@ -136,6 +149,93 @@ fn an_engine_restored_from_its_snapshot_judges_what_follows_as_the_original() {
         assert_eq!(e, g, "evaluation {i} after the cut differs");
     }
     assert_eq!(expected_end, got_end);
+}
+
+/// A clean stop and start on a Saturday: the weekend's hour slots are still judged
+/// against their seasonal (weekend) baseline, learned from the weekend a week before,
+/// as by the daemon never stopped. A start that re-read only the last four days of
+/// raw events (the way before snapshots) has no weekend day to learn from and falls
+/// back to the recent window.
+#[test]
+fn a_restart_on_a_weekend_judges_its_hours_against_their_weekend_baseline() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&dir.path().join("unused.db"));
+    let scenario = scenarios::by_name("quiet", Profile::default()).unwrap();
+    let profile = &scenario.profile;
+    // Day 0 is a Monday: day 12 is the second Saturday. Stop at its noon; from 14:00
+    // for an hour every request costs three times as much and its prompts are longer.
+    let stop = profile.day(12.5);
+    let (from, to) = (stop + 2 * 3_600_000, stop + 3 * 3_600_000);
+    let records: Vec<SimRecord> = scenario
+        .generator(5)
+        .unwrap()
+        .take_while(|r| record_ms(r) < profile.day(13.0))
+        .map(|r| match r {
+            SimRecord::Usage(mut e) if (from..to).contains(&e.ts_ms) => {
+                e.prompt_tokens *= 3;
+                e.cost_usd = e.cost_usd.map(|c| c * 3.0);
+                e.list_cost_usd = e.list_cost_usd.map(|c| c * 3.0);
+                SimRecord::Usage(e)
+            }
+            r => r,
+        })
+        .collect();
+    let at = records.iter().position(|r| record_ms(r) >= stop).unwrap();
+    let (before, after) = records.split_at(at - at % STEP);
+    // (rule, scope, seasonal) of every finding judged while the hour lasts.
+    let judged = |engine: &mut Engine, newest: &mut i64| {
+        let mut seen = Vec::new();
+        feed_with(engine, after, newest, |o| {
+            for t in o.ticks.iter().filter(|t| (from..=to).contains(&t.at_ms)) {
+                for f in &t.findings {
+                    let seasonal = f.evidence.get("baseline").and_then(|b| b.get("seasonal"));
+                    if let Some(seasonal) = seasonal.and_then(serde_json::Value::as_bool) {
+                        seen.push((f.rule_name.clone(), format!("{:?}", f.labels), seasonal));
+                    }
+                }
+            }
+        });
+        seen
+    };
+
+    let mut kept = engine(&config);
+    let mut newest = i64::MIN;
+    feed(&mut kept, before, &mut newest);
+    let bytes = kept.snapshot(b"{}");
+    let mut restarted = engine(&config);
+    let (cut, _) = restarted.load(&bytes).expect("its own snapshot loads");
+    refeed(&mut restarted, before, cut);
+    let mut newest_restarted = newest;
+    let expected = judged(&mut kept, &mut newest);
+    let got = judged(&mut restarted, &mut newest_restarted);
+    assert!(
+        !got.is_empty(),
+        "the dearer hour is found after the restart"
+    );
+    assert!(
+        got.iter().all(|(_, _, seasonal)| *seasonal),
+        "judged against the weekend slots after the restart: {got:?}"
+    );
+    assert_eq!(got, expected, "as the daemon never stopped");
+
+    let mut four_days = engine(&config);
+    let since = stop - 4 * 86_400_000;
+    let recent: Vec<SimRecord> = before
+        .iter()
+        .filter(|r| record_ms(r) >= since)
+        .cloned()
+        .collect();
+    let mut newest_cold = i64::MIN;
+    feed(&mut four_days, &recent, &mut newest_cold);
+    let cold = judged(&mut four_days, &mut newest_cold);
+    assert!(
+        !cold.is_empty(),
+        "the dearer hour is found without a snapshot too"
+    );
+    assert!(
+        cold.iter().all(|(_, _, seasonal)| !seasonal),
+        "four days before a Saturday hold no weekend day: {cold:?}"
+    );
 }
 
 #[test]
@@ -483,18 +583,11 @@ fn a_daemon_killed_while_it_reads_a_backlog_tells_what_one_replay_does() {
     killed_and_replayed("tenant_spike", true);
 }
 
-/// The eval lane: a route's answers get worse. Ignored: a data-clock daemon that is
-/// never killed already differs from replay here (transition 125 of 144), because an
-/// eval timed after its request's bucket settles (lag over `eval_settle_minutes`)
-/// counts when it is read before that bucket is judged: the tailed evals file is read
-/// ahead of the events, while replay releases evals at the events' clock (and counts
-/// such an eval only when the settle point falls in the same batch). Counting such
-/// evals as late by their time makes both agree and this test pass, but costs the
-/// scenario suite (evals_off found 390 instead of 40 minutes after its start, a false
-/// alarm in quality_drop): issue 13 stays open until late evals are handled so that
-/// both hold.
+/// The eval lane: a route's answers get worse, and its scores arrive an hour late
+/// (some after their bucket settles). The tailed evals file is read ahead of the
+/// events, replay releases evals at the events' clock: both count a score by its own
+/// time, so the pace at which the files are read changes nothing.
 #[test]
-#[ignore = "issue 13: late evals count by arrival (see the comment above)"]
 fn killed_while_answers_get_worse_it_tells_what_one_replay_does() {
     killed_and_replayed("quality_drop", true);
 }

@@ -91,7 +91,7 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
         return Err(e).context("writing alert lines to stdout");
     }
     eprintln!(
-        "replayed {} events, {} evals, {} changes in {:.2}s ({:.0} events/s); {} firing, {} updated, {} reopened, {} resolved; {} dead letters, {} duplicates, {} late events, {} unmatched evals",
+        "replayed {} events, {} evals, {} changes in {:.2}s ({:.0} events/s); {} firing, {} updated, {} reopened, {} resolved; {} dead letters, {} duplicates, {} late events, {} unmatched evals, {} evals after their bucket settled",
         summary.events,
         summary.evals,
         summary.changes,
@@ -104,7 +104,8 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
         summary.dead_letters,
         summary.duplicates,
         summary.late_events,
-        summary.unmatched_evals
+        summary.unmatched_evals,
+        summary.late_evals
     );
     if let Some(r) = &summary.resumed {
         match &r.snapshot {

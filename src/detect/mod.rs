@@ -166,10 +166,8 @@ pub fn judge_scalar(
         }
         Signal::EvalScore => {
             let spread = 1.4826 * base.mad;
-            let se = (counts.variance / counts.n.max(1) as f64 + spread * spread)
-                .sqrt()
-                .max(1e-9);
-            (diff / se, "mean vs baseline (t)")
+            let z = stats::mean_shift_z(diff, counts.variance, counts.n, spread, base.n as u64);
+            (z, "mean vs baseline (t)")
         }
         _ => (robust, "robust z"),
     };

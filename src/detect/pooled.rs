@@ -113,15 +113,13 @@ impl ScorePool {
     }
 }
 
-/// The standard error a pool's mean is judged with: its own sampling error and the
-/// pooled means' robust spread together, as a bucket's mean score is judged
-/// (`judge_scalar`). Either alone is estimated from a few dozen values and is
-/// sometimes much too small.
-fn standard_error(pooled: &Pooled, base: &Baseline) -> f64 {
-    let spread = 1.4826 * base.mad;
-    (pooled.counts.variance / pooled.counts.n.max(1) as f64 + spread * spread)
-        .sqrt()
-        .max(1e-9)
+/// How far a pool's mean lies from the recent pooled means, as a z: its own
+/// sampling error and the pooled means' robust spread together, on Student's t, as
+/// a bucket's mean score is judged (`judge_scalar`). Either error alone is estimated
+/// from a few dozen values and is sometimes much too small.
+fn shift_z(pooled: &Pooled, base: &Baseline, diff: f64) -> f64 {
+    let c = pooled.counts;
+    stats::mean_shift_z(diff, c.variance, c.n, 1.4826 * base.mad, base.n as u64)
 }
 
 /// A full pool's mean score away from the scope's recent pooled means.
@@ -132,7 +130,7 @@ pub fn score(rule: &Rule, view: &BucketView<EvalCell>, pooled: &Pooled) -> Optio
     if !rule.direction.admits(sign) || pooled.counts.n < rule.min_samples {
         return None;
     }
-    let z = diff / standard_error(pooled, &base);
+    let z = shift_z(pooled, &base, diff);
     let rel = diff / base.median.abs().max(1e-9);
     let p_value = stats::one_sided_p(z, sign > 0.0);
     let passes = p_value < rule.alpha
@@ -176,7 +174,7 @@ pub fn inside(rule: &Rule, pooled: &Pooled) -> Option<bool> {
     let base = pooled.base?;
     let diff = pooled.mean - base.median;
     let near = (diff / base.median.abs().max(1e-9)).abs() < rule.min_change / 2.0;
-    Some(near || (diff / standard_error(pooled, &base)).abs() < 2.0)
+    Some(near || shift_z(pooled, &base, diff).abs() < 2.0)
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use crate::lanes::{Lanes, LanesState, ScopesError};
 
 /// The format version this build writes and reads. Bump it whenever the encoded
 /// state changes shape; an older snapshot is then rebuilt from raw events.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 const MAGIC: [u8; 4] = *b"DWAS";
 const HEADER: usize = MAGIC.len() + 4;

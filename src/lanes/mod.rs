@@ -72,6 +72,12 @@ impl LaneParams {
         self.bucket_minutes.max(1) * 60_000
     }
 
+    /// When the bucket starting at `start_ms` settles: its eval lane is judged once
+    /// the data clock reaches this point, with the scores timed up to it.
+    pub fn settles_ms(&self, start_ms: i64) -> i64 {
+        start_ms + self.bucket_ms() + self.eval_settle_minutes * 60_000
+    }
+
     /// The scope plan these parameters describe; errors name a bad pair.
     pub fn plan(&self) -> Result<ScopePlan, PairError> {
         let dims = crate::domain::SCOPE_DIMS;
@@ -193,6 +199,9 @@ pub struct LaneCounters {
     pub late_events: u64,
     /// Evals whose bucket had already been judged, or whose request is unknown.
     pub unmatched_evals: u64,
+    /// Evals timed after their request's bucket settled (`eval_settle_minutes`
+    /// after its end): many of them mean the evaluator lags more than the setting.
+    pub late_evals: u64,
 }
 
 /// The open buckets of every scope.
@@ -449,6 +458,13 @@ impl Lanes {
             self.counters.unmatched_evals += 1;
             return true;
         }
+        // Late by its own time, however early it was read: whether a score timed after
+        // the settle point is counted must not depend on how far ahead of the events
+        // its file was read (a daemon and a replay of the same data agree).
+        if p.ts_ms > self.params.settles_ms(join.bucket) {
+            self.counters.late_evals += 1;
+            return true;
+        }
         let first = !join.evaluated;
         join.evaluated = true;
         let lag_s = (p.ts_ms - join.ts_ms).max(0) as f64 / 1000.0;
@@ -563,12 +579,10 @@ impl Lanes {
 
     /// Hand over every closed bucket whose evals have settled by `watermark_ms`.
     pub fn settle_until(&mut self, watermark_ms: i64) -> Vec<SettledBucket> {
-        let cutoff =
-            watermark_ms - self.params.eval_settle_minutes * 60_000 - self.params.bucket_ms();
         let mut settled = Vec::new();
         while let Some(entry) = self.evals.first_entry() {
             let start_ms = *entry.key();
-            if start_ms > cutoff || start_ms >= self.closed_before {
+            if self.params.settles_ms(start_ms) > watermark_ms || start_ms >= self.closed_before {
                 break;
             }
             settled.push(SettledBucket {
@@ -677,6 +691,28 @@ mod tests {
             1,
             "d's eval, parked before the snapshot, joined d"
         );
+    }
+
+    #[test]
+    fn an_eval_timed_after_its_bucket_settles_is_late_however_early_it_is_read() {
+        let mut lanes = Lanes::new(LaneParams::default(), ScopePlan::default());
+        let settles = lanes.params.settles_ms(0);
+        assert_eq!(settles, 600_000 + 240 * 60_000);
+        for id in ["a", "b", "c"] {
+            assert!(lanes.add_event(&event(id, 60_000)));
+        }
+        // All three scores are read while the bucket is still waiting for its evals.
+        lanes.add_eval(&eval("a", settles - 1, 0.9));
+        lanes.add_eval(&eval("b", settles, 0.9));
+        lanes.add_eval(&eval("c", settles + 1, 0.9));
+        assert_eq!(lanes.counters.late_evals, 1);
+        // The same holds for a score read before its request.
+        lanes.add_eval(&eval("d", settles + 1, 0.9));
+        assert!(lanes.add_event(&event("d", 70_000)));
+        assert_eq!(lanes.counters.late_evals, 2);
+        assert_eq!(lanes.counters.unmatched_evals, 0);
+        lanes.close_until(settles);
+        assert_eq!(evaluated(lanes.settle_until(settles)), 2, "a and b count");
     }
 
     #[test]
