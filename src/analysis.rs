@@ -219,6 +219,12 @@ impl Analysis {
             Some(watermark_ms),
         )?;
         if let Some(meta) = meta {
+            tracing::debug!(
+                watermark_ms,
+                bytes = meta.bytes,
+                write_ms = meta.write_ms,
+                "analysis snapshot stored"
+            );
             self.stored(meta);
         }
         Ok(lines)
@@ -311,8 +317,14 @@ impl Analysis {
                 "no analysis snapshot yet: analysis built from the raw events kept"
             ),
         }
-        if let Some((_, last)) = span {
-            self.store_snapshot(last)?;
+        // An empty store's state is stored too (covering no data), so that a store
+        // without a snapshot always holds history judged before snapshots were kept:
+        // a daemon killed before its first step's snapshot was stored resumes from
+        // this one and judges what it had read, instead of taking it as judged.
+        self.store_snapshot(span.map_or(0, |(_, last)| last))?;
+        if span.is_none() {
+            // Nothing judged yet: the first step's snapshot does not wait after it.
+            self.last_snapshot_at = None;
         }
         Ok(Resumed {
             snapshot: None,
@@ -400,6 +412,12 @@ impl Analysis {
             self.engine.advance(until);
             drop(self.engine.drain());
         }
+        // Evals stored ahead of the newest event (an evals file is read ahead of the
+        // events) wait for their requests as they did when first read.
+        while let Some(e) = evals.pop() {
+            self.engine.observe_eval(&e);
+            fed.evals += 1;
+        }
         Ok((fed, span))
     }
 
@@ -468,6 +486,7 @@ impl Progress {
 /// described as covering `watermark_ms` and written now (on the wall clock, whatever
 /// clock decisions run on).
 fn encode(engine: &Engine, watermark_ms: i64, stage: &[u8]) -> (SnapshotMeta, Vec<u8>) {
+    tracing::debug!(watermark_ms, "analysis snapshot begins");
     let started = std::time::Instant::now();
     let bytes = engine.snapshot(stage);
     let meta = SnapshotMeta {

@@ -463,10 +463,61 @@ fn data_clock_app(records: &[SimRecord]) -> TestApp {
         .tail("events.jsonl")
         .tail_as("evals.jsonl", "evals")
         .tail_start("beginning")
-        .config(SCENARIO_TOML);
+        .config(SCENARIO_TOML)
+        // The marks of each snapshot written, for `kill_inside_a_snapshot_write`.
+        .rust_log("info,driftwarden::analysis=debug");
     let (events, evals) = (builder.path("events.jsonl"), builder.path("evals.jsonl"));
     driftwarden::sim::write_records_jsonl(records.iter().cloned(), &events, Some(&evals)).unwrap();
     builder.spawn()
+}
+
+/// The log lines (debug, `driftwarden::analysis`) around each snapshot written:
+/// encoding begins, and the step's transaction with it committed.
+const SNAPSHOT_BEGINS: &str = "analysis snapshot begins";
+const SNAPSHOT_STORED: &str = "analysis snapshot stored";
+
+/// Kill the daemon with SIGKILL while it writes a snapshot: after its log says one
+/// began and before it says it was stored. A kill that lands elsewhere restarts the
+/// daemon and tries again; returns how many kills it took.
+fn kill_inside_a_snapshot_write(app: &mut TestApp) -> usize {
+    use std::io::{Read, Seek, SeekFrom};
+    let last_mark = |text: &str| {
+        let begins = text.rfind(SNAPSHOT_BEGINS);
+        let stored = text.rfind(SNAPSHOT_STORED);
+        match (begins, stored) {
+            (Some(b), Some(s)) => Some(b > s),
+            (b, _) => b.map(|_| true),
+        }
+    };
+    let mut log = std::fs::File::open(app.path("daemon.stderr.log")).expect("the daemon's log");
+    for kills in 1..=50 {
+        let mut offset = log.seek(SeekFrom::End(0)).unwrap();
+        let mut seen = String::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        // Lines are written whole, one write each: a chunk read ends at a line's end
+        // or mid-line, and a marker cut in two is read whole on the next poll.
+        while last_mark(&seen) != Some(true) && std::time::Instant::now() < deadline {
+            let mut chunk = String::new();
+            log.seek(SeekFrom::Start(offset)).unwrap();
+            offset += log.read_to_string(&mut chunk).unwrap() as u64;
+            seen.push_str(&chunk);
+            let mut cut = seen.len().saturating_sub(4096);
+            while !seen.is_char_boundary(cut) {
+                cut += 1;
+            }
+            seen.drain(..cut);
+        }
+        app.kill9();
+        let mut rest = String::new();
+        log.seek(SeekFrom::Start(offset)).unwrap();
+        log.read_to_string(&mut rest).unwrap();
+        seen.push_str(&rest);
+        if last_mark(&seen) == Some(true) {
+            return kills;
+        }
+        app.restart();
+    }
+    panic!("no kill landed inside a snapshot write in 50 tries");
 }
 
 /// Append `records` to the files `data_clock_app` tails (while it is stopped).
@@ -626,10 +677,10 @@ fn killed_and_replayed(scenario: &str, waits: bool) {
         .expect("traffic after the backlog");
 
     let mut killed = data_clock_app(&between(&records, i64::MIN, backlog));
-    // A kill wherever the reading of the backlog has got to (between two
-    // snapshots, or in one's write), and one at the end of what was written.
-    wait_judged(&killed, backlog - 3 * DAY);
-    killed.kill9();
+    // A kill while a snapshot is written, wherever the reading of the backlog has
+    // got to, and one at the end of what was written.
+    let kills = kill_inside_a_snapshot_write(&mut killed);
+    eprintln!("{scenario}: killed inside a snapshot write after {kills} kill(s)");
     killed.restart();
     wait_judged(&killed, backlog - 10 * 60_000);
     killed.kill9();
