@@ -33,14 +33,6 @@ use crate::sim::{
 use crate::sources::gateway_db::Flavour;
 use crate::stop::Stop;
 
-/// The shipped rules, written into the demo's temporary rules directory so the demo
-/// runs from any working directory.
-const SHIPPED_RULES: [(&str, &str); 3] = [
-    ("drift.toml", include_str!("../rules/drift.toml")),
-    ("tiers.toml", include_str!("../rules/tiers.toml")),
-    ("pricing.toml", include_str!("../rules/pricing.toml")),
-];
-
 const MINUTE_MS: i64 = 60_000;
 const HOUR_MS: i64 = 3_600_000;
 
@@ -110,6 +102,9 @@ pub enum DemoError {
     /// The demo's configuration was refused.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The shipped rules could not be written into the demo's directory.
+    #[error(transparent)]
+    Rules(#[from] crate::shipped_rules::ShippedError),
     /// The daemon stopped with an error.
     #[error(transparent)]
     Daemon(#[from] DaemonError),
@@ -415,12 +410,9 @@ fn daemon_ended(d: Result<Result<(), DaemonError>, tokio::task::JoinError>) -> D
 /// gateway's table followed from its first row, console channels standing in for the
 /// tiers' `slack` and `email`, and notifications routed within a second.
 fn demo_config(dir: &Path, token: &str) -> Result<Config, DemoError> {
+    // The shipped rules, so the demo runs from any working directory.
     let rules = dir.join("rules");
-    std::fs::create_dir_all(&rules).map_err(|source| io_err(&rules, source))?;
-    for (name, text) in SHIPPED_RULES {
-        let path = rules.join(name);
-        std::fs::write(&path, text).map_err(|source| io_err(&path, source))?;
-    }
+    crate::shipped_rules::write_new(&rules)?;
     let profile = Profile::default();
     // The simulated gateway's user names are not secrets: show them as they are
     // rather than as salted hashes, so alerts name `tenant-16`.
@@ -467,13 +459,6 @@ fn demo_config(dir: &Path, token: &str) -> Result<Config, DemoError> {
         })
         .collect();
     Ok(config)
-}
-
-fn io_err(path: &Path, source: std::io::Error) -> DemoError {
-    DemoError::Io {
-        path: path.display().to_string(),
-        source,
-    }
 }
 
 fn random_token() -> Result<String, DemoError> {

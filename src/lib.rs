@@ -31,6 +31,7 @@ pub mod pricing;
 pub mod redact;
 pub mod replay;
 pub mod schedule;
+pub mod shipped_rules;
 pub mod sim;
 pub mod sources;
 pub mod stop;

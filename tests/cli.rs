@@ -173,3 +173,109 @@ fn import_of_a_missing_file_says_which() {
     assert!(!out.status.success());
     assert!(text(&out).contains("nope.jsonl"), "{}", text(&out));
 }
+
+/// The private directory named in a run's log line about the shipped rules.
+fn shipped_dir(log: &str) -> Option<std::path::PathBuf> {
+    let line = log
+        .lines()
+        .find(|l| l.contains("using the shipped rules"))?;
+    // The log may be coloured: drop its escape sequences (ESC [ ... m) first.
+    let mut plain = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => {
+                chars.by_ref().find(|&c| c == 'm');
+            }
+            c => plain.push(c),
+        }
+    }
+    let from = plain.find(" dir=")? + " dir=".len();
+    Some(plain[from..].split_whitespace().next()?.into())
+}
+
+#[test]
+fn a_binary_alone_runs_on_the_rules_it_was_built_with() {
+    let alone = tempfile::tempdir().unwrap();
+    let rules = repo().join("rules");
+    let with_dir = driftwarden(&["check", "--rules", rules.to_str().unwrap()], alone.path());
+    assert!(with_dir.status.success(), "{}", text(&with_dir));
+    let out = driftwarden(&["check"], alone.path());
+    assert!(out.status.success(), "{}", text(&out));
+    let log = String::from_utf8_lossy(&out.stderr);
+    let dir = shipped_dir(&log).unwrap_or_else(|| panic!("the log says so: {log}"));
+    assert!(!dir.exists(), "the private directory is removed at exit");
+    // The same tiers and rules as the directory they were built from.
+    let counts = |o: &Output| {
+        let s = String::from_utf8_lossy(&o.stdout).to_string();
+        s[s.find("priced in").unwrap()..]
+            .split_once(';')
+            .unwrap()
+            .1
+            .to_string()
+    };
+    assert_eq!(counts(&out), counts(&with_dir));
+
+    // A replay alone judges with them too.
+    let line = |id: &str, ts: &str| {
+        format!(
+            "{{\"id\":\"{id}\",\"ts\":\"{ts}\",\"model\":\"gpt-4o\",\"prompt_tokens\":10,\"completion_tokens\":5,\"status\":200}}\n"
+        )
+    };
+    let log_file = alone.path().join("usage.jsonl");
+    let lines = line("a", "2026-06-01T00:00:00Z") + &line("b", "2026-06-01T00:30:00Z");
+    std::fs::write(&log_file, lines).unwrap();
+    let replay = driftwarden(&["replay", "--events", "usage.jsonl"], alone.path());
+    assert!(replay.status.success(), "{}", text(&replay));
+    assert!(
+        text(&replay).contains("replayed 2 events"),
+        "{}",
+        text(&replay)
+    );
+    assert!(shipped_dir(&String::from_utf8_lossy(&replay.stderr)).is_some());
+}
+
+#[test]
+fn a_rules_directory_named_that_does_not_exist_stays_an_error() {
+    let alone = tempfile::tempdir().unwrap();
+    let out = driftwarden(&["check", "--rules", "my-rules"], alone.path());
+    assert!(!out.status.success());
+    assert!(text(&out).contains("my-rules"), "{}", text(&out));
+    let config = alone.path().join("driftwarden.toml");
+    std::fs::write(&config, "rules = \"their-rules\"\n").unwrap();
+    let out = driftwarden(&["check", "--config", "driftwarden.toml"], alone.path());
+    assert!(!out.status.success());
+    assert!(text(&out).contains("their-rules"), "{}", text(&out));
+    assert!(shipped_dir(&text(&out)).is_none(), "{}", text(&out));
+}
+
+#[test]
+fn rules_write_starts_a_directory_and_print_shows_every_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = driftwarden(&["rules", "--write", "rules"], dir.path());
+    assert!(out.status.success(), "{}", text(&out));
+    for name in ["drift.toml", "pricing.toml", "tiers.toml"] {
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("rules").join(name)).unwrap(),
+            std::fs::read_to_string(repo().join("rules").join(name)).unwrap(),
+            "{name}"
+        );
+    }
+    // Edited, then written again: refused, the edit kept.
+    std::fs::write(dir.path().join("rules/drift.toml"), "# mine\n").unwrap();
+    let again = driftwarden(&["rules", "--write", "rules"], dir.path());
+    assert!(!again.status.success());
+    assert!(text(&again).contains("exists"), "{}", text(&again));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("rules/drift.toml")).unwrap(),
+        "# mine\n"
+    );
+    let printed = driftwarden(&["rules", "--print"], dir.path());
+    assert!(printed.status.success(), "{}", text(&printed));
+    let printed = String::from_utf8_lossy(&printed.stdout);
+    let tiers = std::fs::read_to_string(repo().join("rules/tiers.toml")).unwrap();
+    assert!(printed.contains(&format!("# ==> tiers.toml <==\n{tiers}")));
+    assert!(printed.contains("# ==> drift.toml <==") && printed.contains("# ==> pricing.toml <=="));
+    let neither = driftwarden(&["rules"], dir.path());
+    assert!(!neither.status.success(), "one action is required");
+}

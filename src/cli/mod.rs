@@ -11,6 +11,7 @@ mod exceptions;
 mod generate;
 mod replay;
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -37,7 +38,7 @@ enum Command {
     /// Run the daemon: tail usage logs, accept webhooks, store events.
     ///
     /// Runs with no config at all: SQLite at ./driftwarden.db, HTTP on 127.0.0.1:7878,
-    /// rules from ./rules. Write endpoints need the API token: --token or
+    /// rules from ./rules (else the shipped rules built in). Write endpoints need the API token: --token or
     /// DRIFTWARDEN_TOKEN, else one is generated into driftwarden.token beside the database.
     ///
     /// Example: driftwarden serve --tail /var/log/gateway/usage.jsonl:litellm
@@ -108,6 +109,13 @@ enum Command {
     ///
     /// Example: driftwarden demo --listen 127.0.0.1:0 --exit
     Demo(demo::DemoArgs),
+    /// Print the shipped rules, or write them into a new directory to edit.
+    ///
+    /// The binary carries the rules it was built with (drift rules, tiers, prices) and
+    /// runs on them when no --rules is given and ./rules does not exist.
+    ///
+    /// Example: driftwarden rules --write rules
+    Rules(RulesArgs),
     /// Print the daily digest of the past 24 hours from the store, and queue it for
     /// the digest tier's channels unless --print.
     ///
@@ -155,6 +163,19 @@ struct ChangesArgs {
     client: client::ClientArgs,
 }
 
+/// `rules`: one of its two actions.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct RulesArgs {
+    /// Print every shipped rules file to stdout, each under a `# ==> NAME <==` line.
+    #[arg(long)]
+    print: bool,
+    /// Write the shipped rules into DIR (made if missing; an existing file is never
+    /// overwritten), to edit and pass as --rules DIR.
+    #[arg(long, value_name = "DIR")]
+    write: Option<PathBuf>,
+}
+
 /// Options shared by the commands that open the store.
 #[derive(Debug, Args)]
 struct StoreArgs {
@@ -164,7 +185,8 @@ struct StoreArgs {
     /// SQLite database file [default: driftwarden.db]
     #[arg(long, value_name = "PATH")]
     db: Option<PathBuf>,
-    /// Rules directory holding pricing.toml [default: rules]
+    /// Rules directory holding pricing.toml [default: rules, else the shipped rules
+    /// compiled into the binary]
     #[arg(long, value_name = "DIR")]
     rules: Option<PathBuf>,
 }
@@ -227,9 +249,20 @@ impl StoreArgs {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
         };
+        let rules_given = self.rules.is_some() || file.rules.is_some();
         overrides.db = self.db.clone();
         overrides.rules = self.rules.clone();
-        Ok(Config::resolve(file, overrides)?)
+        let mut config = Config::resolve(file, overrides)?;
+        // A binary alone (a sidecar image, a download) has no ./rules: it runs on the
+        // rules it was built with. A directory named by flag or config must exist.
+        if !rules_given && !config.rules.exists() {
+            config.rules = crate::shipped_rules::private_dir()?;
+            tracing::info!(
+                dir = %config.rules.display(),
+                "no rules directory (./rules): using the shipped rules compiled into the binary, written to a private directory removed at exit (`driftwarden rules --write rules` starts one to edit)"
+            );
+        }
+        Ok(config)
     }
 }
 
@@ -241,7 +274,7 @@ pub fn run() -> Result<()> {
         Command::Demo(_) => crate::telemetry::init_tracing_with("warn"),
         _ => crate::telemetry::init_tracing(),
     }
-    match cli.command {
+    let done = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Import(args) => import(args),
         Command::Check(args) => check(args),
@@ -254,7 +287,24 @@ pub fn run() -> Result<()> {
         Command::Digest(args) => digest::digest(args),
         Command::Health(args) => health(args),
         Command::Demo(args) => demo::demo(args),
+        Command::Rules(args) => rules(args),
+    };
+    crate::shipped_rules::remove_private();
+    done
+}
+
+fn rules(args: RulesArgs) -> Result<()> {
+    if let Some(dir) = args.write {
+        for path in crate::shipped_rules::write_new(&dir)? {
+            println!("wrote {}", path.display());
+        }
+        return Ok(());
     }
+    let mut out = std::io::stdout().lock();
+    for (name, text) in crate::shipped_rules::FILES {
+        writeln!(out, "# ==> {name} <==\n{text}")?;
+    }
+    Ok(())
 }
 
 fn recalibrate(args: RecalibrateArgs) -> Result<()> {
