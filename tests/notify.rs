@@ -170,6 +170,45 @@ async fn slack_gets_block_kit_with_a_fallback_text() {
     );
 }
 
+/// Discord: a receiver that fails first (500, then 429 with Retry-After) gets the
+/// message once it accepts, as Discord's webhook shape: content, one embed per
+/// alert, no mentions parsed. The webhook's secret path never reaches the outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discord_gets_content_and_an_embed_per_alert_after_failures() {
+    let discord = Receiver::start();
+    discord.then(&[Reply::Status(500), Reply::RetryAfter(0)]);
+    let (_dir, db) = database();
+    let id = enqueue(&db, "team", &message("Cost drift on gpt-4o"));
+    let url = discord.url("/api/webhooks/123/sekrit-token");
+    let toml =
+        format!("[[channel]]\nname = \"team\"\ntype = \"discord\"\nwebhook_url = \"{url}\"\n");
+    let (worker, _) = start(&db, &channels(&toml), fast());
+    let sent = wait_state(&db, id, OutboxState::Sent).await;
+    worker.stop().await;
+    assert_eq!(discord.count(), 3, "two failures, then accepted, once");
+    assert_eq!(sent.attempts, 2);
+    assert!(!sent.last_error.unwrap_or_default().contains("sekrit"));
+    let body = &discord.bodies()[2];
+    assert_eq!(body["content"], "**[PAGE] Cost drift on gpt-4o**");
+    assert_eq!(body["allowed_mentions"]["parse"], json!([]));
+    let embeds = body["embeds"].as_array().unwrap();
+    assert_eq!(embeds.len(), 1);
+    assert!(
+        embeds[0]["title"]
+            .as_str()
+            .unwrap()
+            .starts_with("FIRING cost-per-request"),
+        "{body}"
+    );
+    assert!(
+        embeds[0]["description"]
+            .as_str()
+            .unwrap()
+            .contains("**Blast radius:**"),
+        "{body}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_500_is_retried_with_backoff_until_it_is_accepted() {
     let slack = Receiver::start();

@@ -27,12 +27,12 @@ pub const DEFAULT_FROM: &str = "driftwarden@localhost";
 pub struct ChannelConfig {
     /// The name tiers route to (`channels = ["oncall"]`); unique.
     pub name: String,
-    /// `slack`, `email`, `webhook` or `console`.
+    /// `slack`, `discord`, `email`, `webhook` or `console`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// Slack: the incoming-webhook URL.
+    /// Slack, Discord: the webhook URL.
     pub webhook_url: Option<Secret>,
-    /// Slack: an environment variable holding the webhook URL instead.
+    /// Slack, Discord: an environment variable holding the webhook URL instead.
     pub webhook_url_env: Option<String>,
     /// Email: `smtp://user:pass@host:port?tls=starttls|tls|none`, or `smtps://` for TLS.
     pub smtp_url: Option<Secret>,
@@ -68,6 +68,11 @@ pub enum Target {
     },
     /// Mail over SMTP, plain text and HTML.
     Email(EmailTarget),
+    /// A Discord webhook: the title as content, an embed per alert, no mentions.
+    Discord {
+        /// The webhook URL (its path is the credential).
+        webhook_url: Secret,
+    },
     /// A generic webhook: the message as JSON.
     Webhook {
         /// The URL (may carry a token).
@@ -82,6 +87,7 @@ impl Target {
     pub fn kind(&self) -> &'static str {
         match self {
             Target::Slack { .. } => "slack",
+            Target::Discord { .. } => "discord",
             Target::Email(_) => "email",
             Target::Webhook { .. } => "webhook",
             Target::Console => "console",
@@ -153,7 +159,9 @@ pub enum ChannelError {
         kind: String,
     },
     /// A `type` driftwarden has no sender for.
-    #[error("[[channel]] {name:?}: unknown type {kind:?}; use slack, email, webhook or console")]
+    #[error(
+        "[[channel]] {name:?}: unknown type {kind:?}; use slack, discord, email, webhook or console"
+    )]
     UnknownType {
         /// The channel.
         name: String,
@@ -330,7 +338,7 @@ fn channel(
     let webhook_keys = e.url.is_some() || e.url_env.is_some();
     let mail_keys = e.from.is_some() || !e.to.is_empty();
     let target = match e.kind.as_str() {
-        "slack" => {
+        "slack" | "discord" => {
             unused(&[
                 ("smtp_url", email_keys),
                 ("url", webhook_keys),
@@ -341,8 +349,10 @@ fn channel(
                 e.webhook_url_env.clone(),
                 "webhook_url",
             )?;
-            Target::Slack {
-                webhook_url: http_url(&url, &name, "webhook_url")?,
+            let webhook_url = http_url(&url, &name, "webhook_url")?;
+            match e.kind.as_str() {
+                "slack" => Target::Slack { webhook_url },
+                _ => Target::Discord { webhook_url },
             }
         }
         "webhook" => {
@@ -524,13 +534,17 @@ url = "http://127.0.0.1:9000/alerts?token=abc"
 [[channel]]
 name = "local"
 type = "console"
+[[channel]]
+name = "team"
+type = "discord"
+webhook_url = "https://discord.com/api/webhooks/1/sekrit"
 "#,
             ),
             |k| (k == "MY_SMTP").then(|| "smtp://u:hunter2@mail.example.com:587".to_string()),
         )
         .unwrap();
         let kinds: Vec<_> = channels.iter().map(|c| c.target.kind()).collect();
-        assert_eq!(kinds, ["slack", "email", "webhook", "console"]);
+        assert_eq!(kinds, ["slack", "email", "webhook", "console", "discord"]);
         let Target::Email(mail) = &channels[1].target else {
             panic!("not email")
         };

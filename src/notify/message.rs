@@ -209,11 +209,37 @@ pub fn alert_text(f: &Facts) -> String {
     out
 }
 
+/// At most `max` characters, marked when cut.
+pub fn cut(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
     use crate::domain::{Kind, Lane};
     use serde_json::json;
+
+    /// A page-tier message of `n` such alerts, each with `summary`.
+    pub(crate) fn message_with(n: usize, summary: &str) -> Message {
+        let alerts = (0..n)
+            .map(|_| Alert {
+                summary: summary.into(),
+                ..alert()
+            })
+            .collect();
+        Message {
+            title: "Cost drift on gpt-4o".into(),
+            tier: Some("page".into()),
+            alerts,
+            text: String::new(),
+        }
+    }
 
     /// An alert with every evidence convention filled in.
     pub(crate) fn alert() -> Alert {

@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod console;
+pub mod discord;
 pub mod email;
 pub mod message;
 pub mod slack;

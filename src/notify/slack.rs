@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::message::{Facts, facts, plain_text};
+use super::message::{Facts, cut, facts, plain_text};
 use crate::domain::Message;
 
 /// Blocks Slack accepts in one message.
@@ -120,16 +120,6 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
-}
-
-/// At most `max` characters, marked when cut.
-fn cut(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@
 //! also across restarts (a crash between the 2xx and that update is the one window in
 //! which a message can be sent twice). Failures are retried with exponential backoff
 //! and jitter, or after `Retry-After` on a 429, which also pauses the whole channel.
-//! Slack webhooks are paced to one message a second each (Slack's documented limit),
-//! across channels that share a URL.
+//! Slack and Discord webhooks are paced to one message a second each (Slack's documented
+//! limit; Discord allows 5 per 2 s), across channels that share a URL.
 
 use std::num::NonZeroU32;
 use std::path::Path;
@@ -20,7 +20,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::config::{Channel, EmailTarget, Target};
-use super::{NotifyError, SendError, chain, console, email, scrub, secret_parts, slack, webhook};
+use super::{
+    NotifyError, SendError, chain, console, discord, email, scrub, secret_parts, slack, webhook,
+};
 use crate::clock::now_ms;
 use crate::domain::ExposeSecret;
 use crate::domain::{Message, Secret};
@@ -131,7 +133,9 @@ pub fn spawn(
                 channel: channel.name.clone(),
             },
             pace_key: match &channel.target {
-                Target::Slack { webhook_url } => Some(webhook_url.expose_secret().to_string()),
+                Target::Slack { webhook_url } | Target::Discord { webhook_url } => {
+                    Some(webhook_url.expose_secret().to_string())
+                }
                 _ => None,
             },
             sender,
@@ -206,6 +210,10 @@ enum Sender {
         client: reqwest::Client,
         url: Secret,
     },
+    Discord {
+        client: reqwest::Client,
+        url: Secret,
+    },
     Webhook {
         client: reqwest::Client,
         url: Secret,
@@ -230,6 +238,13 @@ impl Sender {
         Ok(match &channel.target {
             Target::Slack { webhook_url } => (
                 Sender::Slack {
+                    client: client.clone(),
+                    url: webhook_url.clone(),
+                },
+                secret_parts(webhook_url.expose_secret()),
+            ),
+            Target::Discord { webhook_url } => (
+                Sender::Discord {
                     client: client.clone(),
                     url: webhook_url.clone(),
                 },
@@ -272,6 +287,9 @@ impl Sender {
             Sender::Slack { client, url } => {
                 webhook::post_json(client, url, &slack::render(m)).await
             }
+            Sender::Discord { client, url } => {
+                webhook::post_json(client, url, &discord::render(m)).await
+            }
             Sender::Webhook { client, url } => {
                 webhook::post_json(client, url, &webhook::render(m)).await
             }
@@ -286,7 +304,7 @@ impl Sender {
 struct ChannelWorker {
     name: String,
     labels: ChannelLabels,
-    /// The Slack webhook URL, for pacing per webhook.
+    /// The Slack or Discord webhook URL, for pacing per webhook.
     pace_key: Option<String>,
     sender: Sender,
     secrets: Vec<String>,
