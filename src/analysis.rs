@@ -155,17 +155,18 @@ impl Analysis {
     pub fn store_snapshot(&mut self, watermark_ms: i64) -> Result<SnapshotMeta, AlertError> {
         let (mut meta, bytes) = encode(&self.engine, watermark_ms, &self.stage.state_bytes());
         self.stage.store_snapshot(&mut meta, &bytes)?;
-        tracing::debug!(
-            watermark_ms,
-            bytes = meta.bytes,
-            write_ms = meta.write_ms,
-            "analysis snapshot stored"
-        );
         self.stored(meta);
         Ok(meta)
     }
 
+    /// A snapshot was stored (committed): remember it for the spacing and the API.
     fn stored(&mut self, meta: SnapshotMeta) {
+        tracing::debug!(
+            watermark_ms = meta.watermark_ms,
+            bytes = meta.bytes,
+            write_ms = meta.write_ms,
+            "analysis snapshot stored"
+        );
         self.last_snapshot = Some(meta);
         self.last_snapshot_at = Some(std::time::Instant::now());
     }
@@ -219,12 +220,6 @@ impl Analysis {
             Some(watermark_ms),
         )?;
         if let Some(meta) = meta {
-            tracing::debug!(
-                watermark_ms,
-                bytes = meta.bytes,
-                write_ms = meta.write_ms,
-                "analysis snapshot stored"
-            );
             self.stored(meta);
         }
         Ok(lines)

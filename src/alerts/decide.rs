@@ -228,18 +228,8 @@ impl Decider {
 
     /// The state a snapshot keeps (everything but the configuration).
     pub fn state(&self) -> DeciderState {
-        let mut active: Vec<_> = self
-            .active
-            .iter()
-            .map(|(k, a)| (k.clone(), a.clone()))
-            .collect();
-        active.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut learned: Vec<_> = self
-            .learned
-            .iter()
-            .map(|(k, n)| (k.clone(), n.clone()))
-            .collect();
-        learned.sort_by(|a, b| a.0.cmp(&b.0));
+        let active = sorted(&self.active);
+        let learned = sorted(&self.learned);
         DeciderState {
             active,
             incidents: self.incidents.values().cloned().collect(),
@@ -839,6 +829,13 @@ impl Decider {
         );
         self.out.lines.push(alert);
     }
+}
+
+/// A map's entries in key order (a snapshot encodes the same state to the same bytes).
+fn sorted<K: Ord + Clone, V: Clone>(map: &HashMap<K, V>) -> Vec<(K, V)> {
+    let mut entries: Vec<(K, V)> = map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    entries
 }
 
 #[cfg(test)]
