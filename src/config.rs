@@ -114,6 +114,9 @@ pub struct FileConfig {
     /// Notification channels (`[[channel]]`), besides those the environment sets up.
     #[serde(default)]
     pub channel: Vec<crate::notify::ChannelConfig>,
+    /// The dashboard's URL as the team reaches it (behind a proxy, say); messages cut
+    /// to a chat service's size limit, and PagerDuty events, link to it.
+    pub dashboard_url: Option<String>,
     /// `[analysis]`: buckets, lateness, eval settling, scopes and their cardinality cap.
     #[serde(default)]
     pub analysis: crate::lanes::LaneParams,
@@ -243,6 +246,8 @@ pub struct Config {
     pub exceptions: crate::exceptions::Policy,
     /// Validated notification channels, from `[[channel]]` and the environment.
     pub channels: Vec<crate::notify::Channel>,
+    /// The dashboard's public URL, for links in notifications.
+    pub dashboard_url: Option<String>,
     /// Lanes, baselines and recalibration parameters.
     pub engine: crate::engine::EngineParams,
     /// Notification grouping and repeats.
@@ -441,7 +446,21 @@ impl Config {
             customer_facing_routes: file.customer_facing_routes,
             exceptions,
             channels: crate::notify::config::resolve(file.channel)?,
+            dashboard_url: dashboard_url(file.dashboard_url)?,
         })
+    }
+}
+
+/// `dashboard_url`, checked: an http(s) URL, or nothing.
+fn dashboard_url(raw: Option<String>) -> Result<Option<String>, ConfigError> {
+    let Some(raw) = raw.map(|r| r.trim().to_string()).filter(|r| !r.is_empty()) else {
+        return Ok(None);
+    };
+    match reqwest::Url::parse(&raw) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Ok(Some(raw)),
+        _ => Err(ConfigError::Value(format!(
+            "dashboard_url {raw:?} must be an http:// or https:// URL, such as https://driftwarden.example.com/"
+        ))),
     }
 }
 

@@ -208,7 +208,10 @@ pub async fn serve_on(
     let notifier = crate::notify::spawn(
         &config.db,
         &config.channels,
-        crate::notify::WorkerOptions::default(),
+        crate::notify::WorkerOptions {
+            dashboard_url: config.dashboard_url.clone(),
+            ..crate::notify::WorkerOptions::default()
+        },
         pipeline.metrics.clone(),
     )?;
 

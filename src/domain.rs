@@ -395,6 +395,10 @@ pub struct Alert {
     /// How often the incident reopened.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub reopens: u32,
+    /// The incident's id (its root alert's id), the same on every line of the
+    /// incident, whichever member heads it: what paging tools deduplicate on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident: Option<i64>,
 }
 
 /// One notification as queued in the outbox: the alert stage and the digest write it,

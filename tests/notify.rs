@@ -63,6 +63,7 @@ fn fast() -> WorkerOptions {
         max_attempts: 8,
         poll: Duration::from_millis(25),
         send_timeout: Duration::from_secs(5),
+        dashboard_url: Some("https://driftwarden.example/".into()),
     }
 }
 
@@ -207,6 +208,317 @@ async fn discord_gets_content_and_an_embed_per_alert_after_failures() {
             .contains("**Blast radius:**"),
         "{body}"
     );
+}
+
+/// HMAC-SHA256 as base64, written here from the vendors' documentation rather than
+/// taken from driftwarden, so a wrong signature in the product fails these tests.
+fn hmac_sha256_base64(key: &[u8], data: &[u8]) -> String {
+    use base64::Engine;
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+    mac.update(data);
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// The channel `name` of `kind` with extra `keys` lines, as TOML.
+fn channel_toml(name: &str, kind: &str, keys: &str) -> String {
+    format!("[[channel]]\nname = \"{name}\"\ntype = \"{kind}\"\n{keys}\n")
+}
+
+/// One firing alert of incident `incident`, and its resolve.
+fn incident_messages(incident: i64) -> (Message, Message) {
+    let mut firing = alert();
+    firing.incident = Some(incident);
+    let mut resolved = firing.clone();
+    resolved.event = driftwarden::domain::AlertEvent::Resolved;
+    resolved.summary = "cost per request back to its baseline".into();
+    let message = |a: Alert, title: &str| Message {
+        title: title.into(),
+        tier: Some("page".into()),
+        alerts: vec![a],
+        text: String::new(),
+    };
+    (
+        message(firing, "Cost drift on gpt-4o"),
+        message(resolved, "Resolved: cost drift on gpt-4o"),
+    )
+}
+
+/// Enqueue `messages` for `channel`, run a worker until all are sent, and return the
+/// rows: a receiver that failed first must have got each message once it accepted.
+async fn deliver(channel_toml: &str, messages: &[Message]) -> Vec<OutboxRow> {
+    let (_dir, db) = database();
+    let name = channels(channel_toml)[0].name.clone();
+    let ids: Vec<i64> = messages.iter().map(|m| enqueue(&db, &name, m)).collect();
+    let (worker, _) = start(&db, &channels(channel_toml), fast());
+    let mut rows = Vec::new();
+    for id in ids {
+        rows.push(wait_state(&db, id, OutboxState::Sent).await);
+    }
+    worker.stop().await;
+    rows
+}
+
+/// PagerDuty Events API v2: the opening triggers and the resolve resolves, both with
+/// the incident's dedup_key; a 500 and a 429 first are retried, and the resolve
+/// (queued second) waits for the trigger instead of overtaking it; the routing key is
+/// in each body and nowhere in the outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pagerduty_triggers_and_resolves_one_incident_by_its_dedup_key() {
+    let pd = Receiver::start();
+    pd.then(&[
+        Reply::Status(500),
+        Reply::Json(429, r#"{"status":"throttle event"}"#),
+    ]);
+    let (open, resolve) = incident_messages(17);
+    let toml = channel_toml(
+        "oncall",
+        "pagerduty",
+        &format!(
+            "routing_key = \"sekrit-routing-key\"\nurl = \"{}\"",
+            pd.url("/v2/enqueue")
+        ),
+    );
+    let rows = deliver(&toml, &[open, resolve]).await;
+    let accepted = pd.accepted();
+    assert_eq!(accepted.len(), 2, "one trigger, one resolve: {accepted:#?}");
+    assert_eq!(pd.count(), 4);
+    let (trigger, resolve) = (&accepted[0], &accepted[1]);
+    assert_eq!(trigger["event_action"], "trigger");
+    assert_eq!(resolve["event_action"], "resolve");
+    assert_eq!(trigger["routing_key"], "sekrit-routing-key");
+    assert_eq!(trigger["dedup_key"], "driftwarden/incident/17");
+    assert_eq!(resolve["dedup_key"], trigger["dedup_key"]);
+    let payload = &trigger["payload"];
+    assert_eq!(payload["severity"], "critical");
+    assert_eq!(payload["source"], "driftwarden");
+    assert!(payload["summary"].as_str().unwrap().len() <= 1024);
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(payload["timestamp"].as_str().unwrap()).is_ok(),
+        "{payload}"
+    );
+    assert_eq!(
+        payload["custom_details"]["blast_radius"],
+        "42.0% of requests, 61.5% of spend, 7 tenants, $182.50/day spent, customer-facing"
+    );
+    assert_eq!(trigger["client_url"], "https://driftwarden.example/");
+    for r in &rows {
+        assert!(!r.last_error.clone().unwrap_or_default().contains("sekrit"));
+    }
+}
+
+/// Microsoft Teams (Workflows): one Adaptive Card per message, after a 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teams_gets_an_adaptive_card_after_a_failure() {
+    let teams = Receiver::start();
+    teams.then(&[Reply::Status(502)]);
+    let (open, resolve) = incident_messages(3);
+    let url = teams.url("/workflows/abc/triggers/manual/paths/invoke");
+    let toml = channel_toml(
+        "ms",
+        "teams",
+        &format!("webhook_url = \"{url}?sig=sekrit-sig\""),
+    );
+    deliver(&toml, &[open, resolve]).await;
+    let accepted = teams.accepted();
+    assert_eq!((teams.count(), accepted.len()), (3, 2));
+    for (body, event) in accepted.iter().zip(["FIRING", "RESOLVED"]) {
+        assert_eq!(body["type"], "message");
+        let attachment = &body["attachments"][0];
+        assert_eq!(
+            attachment["contentType"],
+            "application/vnd.microsoft.card.adaptive"
+        );
+        let card = &attachment["content"];
+        assert_eq!(
+            (card["type"].as_str(), card["version"].as_str()),
+            (Some("AdaptiveCard"), Some("1.4"))
+        );
+        let text = card["body"][1]["text"].as_str().unwrap();
+        assert!(text.starts_with(event), "{text}");
+    }
+    assert_eq!(teams.queries()[1], "sig=sekrit-sig");
+}
+
+/// Telegram: sendMessage at /bot<token>/, after a 429 that says its wait in the body
+/// (as Telegram does) and a 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telegram_gets_an_html_message_for_its_chat_after_a_429() {
+    let tg = Receiver::start();
+    tg.then(&[
+        Reply::Json(429, r#"{"ok":false,"error_code":429,"description":"Too Many Requests: retry after 1","parameters":{"retry_after":1}}"#),
+        Reply::Status(500),
+    ]);
+    let (open, resolve) = incident_messages(5);
+    let toml = channel_toml(
+        "tg",
+        "telegram",
+        &format!(
+            "bot_token = \"123456:sekrit-bot\"\nchat_id = \"-1001234567890\"\nurl = \"{}\"",
+            tg.url("")
+        ),
+    );
+    let rows = deliver(&toml, &[open, resolve]).await;
+    let accepted = tg.accepted();
+    assert_eq!((tg.count(), accepted.len()), (4, 2));
+    assert!(
+        tg.paths()
+            .iter()
+            .all(|p| p == "/bot123456:sekrit-bot/sendMessage")
+    );
+    // The 429's wait (1 s) was honoured before the next attempt.
+    assert!(
+        tg.gaps()[0] >= Duration::from_millis(900),
+        "{:?}",
+        tg.gaps()
+    );
+    let body = &accepted[0];
+    assert_eq!(body["chat_id"], "-1001234567890");
+    assert_eq!(body["parse_mode"], "HTML");
+    let text = body["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("<b>[PAGE] Cost drift on gpt-4o</b>"),
+        "{text}"
+    );
+    assert!(
+        accepted[1]["text"]
+            .as_str()
+            .unwrap()
+            .contains("RESOLVED cost-per-request")
+    );
+    for r in &rows {
+        assert!(!r.last_error.clone().unwrap_or_default().contains("sekrit"));
+    }
+}
+
+/// Feishu/Lark: the body's `sign` verifies with Feishu's documented algorithm
+/// (HMAC-SHA256 keyed by "timestamp\nsecret" over nothing), the timestamp is now;
+/// a 500 first is retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feishu_gets_a_signed_card_that_verifies() {
+    let lark = Receiver::start();
+    lark.then(&[Reply::Status(500)]);
+    lark.always(Some(Reply::Json(
+        200,
+        r#"{"code":0,"msg":"success","data":{}}"#,
+    )));
+    let (open, resolve) = incident_messages(8);
+    let url = lark.url("/open-apis/bot/v2/hook/sekrit-hook");
+    let toml = channel_toml(
+        "lark",
+        "feishu",
+        &format!("webhook_url = \"{url}\"\nsecret = \"sekrit-sign\""),
+    );
+    deliver(&toml, &[open, resolve]).await;
+    let accepted = lark.accepted();
+    assert_eq!((lark.count(), accepted.len()), (3, 2));
+    for (body, template) in accepted.iter().zip(["red", "green"]) {
+        let ts = body["timestamp"].as_str().unwrap();
+        let secs: i64 = ts.parse().unwrap();
+        assert!((secs - common::now_ms() / 1000).abs() < 3600, "{ts}");
+        let want = hmac_sha256_base64(format!("{ts}\nsekrit-sign").as_bytes(), b"");
+        assert_eq!(body["sign"], want.as_str(), "the signature verifies");
+        assert_eq!(body["msg_type"], "interactive");
+        assert_eq!(body["card"]["header"]["template"], template);
+    }
+}
+
+/// Feishu refuses inside a 200 (a bad signature, code 19021): dead at once, as a
+/// permanent refusal, with Feishu's message kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_inside_a_200_is_not_counted_as_sent() {
+    let lark = Receiver::start();
+    lark.always(Some(Reply::Json(200, r#"{"code":19021,"msg":"sign match fail or timestamp is not within one hour from current time"}"#)));
+    let (_dir, db) = database();
+    let id = enqueue(&db, "lark", &incident_messages(1).0);
+    let toml = channel_toml(
+        "lark",
+        "feishu",
+        &format!("webhook_url = \"{}\"", lark.url("/hook/x")),
+    );
+    let (worker, _) = start(&db, &channels(&toml), fast());
+    let dead = wait_state(&db, id, OutboxState::Dead).await;
+    worker.stop().await;
+    assert_eq!(lark.count(), 1);
+    assert_eq!(
+        dead.last_error.as_deref(),
+        Some("code 19021: sign match fail or timestamp is not within one hour from current time")
+    );
+}
+
+/// DingTalk: `timestamp` (ms) and the URL-encoded `sign` in the query verify with
+/// DingTalk's documented algorithm (HMAC-SHA256 keyed by the secret over
+/// "timestamp\nsecret"); "system busy" (-1) inside a 200 is retried; messages are
+/// paced to one every 3 s (20 a minute).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dingtalk_gets_signed_markdown_paced_to_twenty_a_minute() {
+    let ding = Receiver::start();
+    ding.then(&[Reply::Json(200, r#"{"errcode":-1,"errmsg":"system busy"}"#)]);
+    ding.always(Some(Reply::Json(200, r#"{"errcode":0,"errmsg":"ok"}"#)));
+    let (open, resolve) = incident_messages(9);
+    let url = ding.url("/robot/send?access_token=sekrit-token");
+    let toml = channel_toml(
+        "ding",
+        "dingtalk",
+        &format!("webhook_url = \"{url}\"\nsecret = \"SECsekrit\""),
+    );
+    deliver(&toml, &[open, resolve]).await;
+    assert_eq!(ding.count(), 3, "one retry, then each once");
+    for gap in ding.gaps() {
+        assert!(gap >= Duration::from_millis(2900), "paced: {gap:?}");
+    }
+    let bodies = ding.bodies();
+    for (query, body) in ding.queries().iter().zip(&bodies) {
+        let pairs: Vec<(String, String)> = reqwest::Url::parse(&format!("http://h/?{query}"))
+            .unwrap()
+            .query_pairs()
+            .into_owned()
+            .collect();
+        assert_eq!(pairs[0], ("access_token".into(), "sekrit-token".into()));
+        let (ts, sign) = (&pairs[1].1, &pairs[2].1);
+        let ms: i64 = ts.parse().unwrap();
+        assert!((ms - common::now_ms()).abs() < 3_600_000, "{ts}");
+        let want = hmac_sha256_base64(b"SECsekrit", format!("{ts}\nSECsekrit").as_bytes());
+        assert_eq!(sign, &want, "the signature verifies");
+        assert_eq!(body["msgtype"], "markdown");
+        assert!(
+            body["markdown"]["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("**[PAGE] ")
+        );
+    }
+    assert!(
+        bodies[2]["markdown"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("**RESOLVED**")
+    );
+}
+
+/// WeCom: markdown within 4096 bytes, retried after "api freq out of limit" is not
+/// needed here: a 500 first, then each message once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wecom_gets_markdown_within_4096_bytes() {
+    let wx = Receiver::start();
+    wx.then(&[Reply::Status(500)]);
+    wx.always(Some(Reply::Json(200, r#"{"errcode":0,"errmsg":"ok"}"#)));
+    let (mut open, resolve) = incident_messages(11);
+    open.alerts[0].summary = "成本上升 ".repeat(600);
+    let url = wx.url("/cgi-bin/webhook/send?key=sekrit-key");
+    deliver(
+        &channel_toml("wx", "wecom", &format!("webhook_url = \"{url}\"")),
+        &[open, resolve],
+    )
+    .await;
+    let accepted = wx.accepted();
+    assert_eq!((wx.count(), accepted.len()), (3, 2));
+    for body in &accepted {
+        assert_eq!(body["msgtype"], "markdown");
+        let content = body["markdown"]["content"].as_str().unwrap();
+        assert!(content.len() <= 4096, "{}", content.len());
+        assert!(content.contains("cost-per-request"), "{content}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

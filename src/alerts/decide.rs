@@ -406,6 +406,7 @@ impl Decider {
             event: AlertEvent::Firing,
             members: Vec::new(),
             reopens: 0,
+            incident: None,
             rule: f.rule_name.clone(),
             lane: f.lane,
             kind: f.kind,

@@ -163,6 +163,7 @@ mod tests {
             event: AlertEvent::Firing,
             members: Vec::new(),
             reopens: 0,
+            incident: None,
             rule: rule.into(),
             lane: Lane::Cost,
             kind: Kind::CostDrift,

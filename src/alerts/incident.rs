@@ -209,6 +209,7 @@ impl Incident {
         line.event = event;
         line.at_ms = at_ms;
         line.reopens = self.reopens;
+        line.incident = Some(self.id);
         line.members = self
             .members
             .iter()
@@ -259,6 +260,7 @@ mod tests {
             evidence: json!({}),
             members: Vec::new(),
             reopens: 0,
+            incident: None,
         }
     }
 

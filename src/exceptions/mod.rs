@@ -404,6 +404,7 @@ impl Registry {
                     event: AlertEvent::Firing,
                     members: Vec::new(),
                     reopens: 0,
+                    incident: None,
                     rule: Kind::ExceptionCreep.as_str().to_string(),
                     lane: Lane::Meta,
                     kind: Kind::ExceptionCreep,

@@ -2,6 +2,7 @@
 //! Slack and email channels a sidecar gets from the environment alone.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use lettre::message::Mailbox;
 use reqwest::Url;
@@ -27,12 +28,13 @@ pub const DEFAULT_FROM: &str = "driftwarden@localhost";
 pub struct ChannelConfig {
     /// The name tiers route to (`channels = ["oncall"]`); unique.
     pub name: String,
-    /// `slack`, `discord`, `email`, `webhook` or `console`.
+    /// `slack`, `discord`, `teams`, `telegram`, `feishu`, `dingtalk`, `wecom`,
+    /// `pagerduty`, `email`, `webhook` or `console`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// Slack, Discord: the webhook URL.
+    /// Slack, Discord, Teams, Feishu, DingTalk, WeCom: the webhook URL.
     pub webhook_url: Option<Secret>,
-    /// Slack, Discord: an environment variable holding the webhook URL instead.
+    /// An environment variable holding the webhook URL instead.
     pub webhook_url_env: Option<String>,
     /// Email: `smtp://user:pass@host:port?tls=starttls|tls|none`, or `smtps://` for TLS.
     pub smtp_url: Option<Secret>,
@@ -43,10 +45,26 @@ pub struct ChannelConfig {
     /// Email: the recipients.
     #[serde(default)]
     pub to: Vec<String>,
-    /// Webhook: the URL the JSON message is posted to.
+    /// Webhook: the URL the JSON message is posted to. PagerDuty: the events endpoint
+    /// (default PagerDuty's US one). Telegram: the Bot API's base URL (default
+    /// `https://api.telegram.org`).
     pub url: Option<Secret>,
     /// Webhook: an environment variable holding the URL instead.
     pub url_env: Option<String>,
+    /// PagerDuty: the integration's routing key (Events API v2).
+    pub routing_key: Option<Secret>,
+    /// PagerDuty: an environment variable holding the routing key instead.
+    pub routing_key_env: Option<String>,
+    /// Telegram: the bot's token.
+    pub bot_token: Option<Secret>,
+    /// Telegram: an environment variable holding the bot's token instead.
+    pub bot_token_env: Option<String>,
+    /// Telegram: the chat (a number such as `-1001234567890`, or `@channelname`).
+    pub chat_id: Option<String>,
+    /// Feishu, DingTalk: the bot's signing secret, if its security setting signs.
+    pub secret: Option<Secret>,
+    /// Feishu, DingTalk: an environment variable holding the signing secret instead.
+    pub secret_env: Option<String>,
 }
 
 /// A validated channel.
@@ -73,6 +91,44 @@ pub enum Target {
         /// The webhook URL (its path is the credential).
         webhook_url: Secret,
     },
+    /// A Microsoft Teams Workflows webhook: an Adaptive Card.
+    Teams {
+        /// The workflow's URL (its signature parameter is the credential).
+        webhook_url: Secret,
+    },
+    /// A Telegram bot writing to one chat.
+    Telegram {
+        /// The `sendMessage` URL, bot token included.
+        send_url: Secret,
+        /// The chat.
+        chat_id: String,
+    },
+    /// A Feishu/Lark custom bot: an interactive card, signed if it has a secret.
+    Feishu {
+        /// The bot's webhook URL.
+        webhook_url: Secret,
+        /// Its signing secret.
+        secret: Option<Secret>,
+    },
+    /// A DingTalk robot: markdown, signed if it has a secret, 20 messages a minute.
+    DingTalk {
+        /// The robot's URL with its `access_token`.
+        webhook_url: Secret,
+        /// Its signing secret.
+        secret: Option<Secret>,
+    },
+    /// A WeCom group robot: markdown, 20 messages a minute.
+    WeCom {
+        /// The robot's URL with its `key`.
+        webhook_url: Secret,
+    },
+    /// PagerDuty Events API v2: trigger and resolve, one `dedup_key` per incident.
+    PagerDuty {
+        /// The events endpoint.
+        url: Secret,
+        /// The integration's routing key.
+        routing_key: Secret,
+    },
     /// A generic webhook: the message as JSON.
     Webhook {
         /// The URL (may carry a token).
@@ -88,10 +144,46 @@ impl Target {
         match self {
             Target::Slack { .. } => "slack",
             Target::Discord { .. } => "discord",
+            Target::Teams { .. } => "teams",
+            Target::Telegram { .. } => "telegram",
+            Target::Feishu { .. } => "feishu",
+            Target::DingTalk { .. } => "dingtalk",
+            Target::WeCom { .. } => "wecom",
+            Target::PagerDuty { .. } => "pagerduty",
             Target::Email(_) => "email",
             Target::Webhook { .. } => "webhook",
             Target::Console => "console",
         }
+    }
+
+    /// How deliveries to this target are paced, and what they are paced by: the
+    /// service's documented limit per webhook (or bot and chat), shared by channels
+    /// that name the same one.
+    pub fn pace(&self) -> Option<(String, Duration)> {
+        let (key, every) = match self {
+            // Slack: one a second; Discord 5 per 2 s; Teams and Feishu 5 a second.
+            Target::Slack { webhook_url }
+            | Target::Discord { webhook_url }
+            | Target::Teams { webhook_url }
+            | Target::Feishu { webhook_url, .. } => (webhook_url, 1),
+            // 20 a minute per robot; Telegram allows 20 a minute into one group.
+            Target::DingTalk { webhook_url, .. } | Target::WeCom { webhook_url } => {
+                (webhook_url, 3)
+            }
+            Target::Telegram { send_url, chat_id } => {
+                return Some((
+                    format!("{}#{chat_id}", send_url.expose_secret()),
+                    Duration::from_secs(3),
+                ));
+            }
+            Target::PagerDuty { .. }
+            | Target::Webhook { .. }
+            | Target::Email(_)
+            | Target::Console => {
+                return None;
+            }
+        };
+        Some((key.expose_secret().to_string(), Duration::from_secs(every)))
     }
 }
 
@@ -160,7 +252,7 @@ pub enum ChannelError {
     },
     /// A `type` driftwarden has no sender for.
     #[error(
-        "[[channel]] {name:?}: unknown type {kind:?}; use slack, discord, email, webhook or console"
+        "[[channel]] {name:?}: unknown type {kind:?}; use slack, discord, teams, telegram, feishu, dingtalk, wecom, pagerduty, email, webhook or console"
     )]
     UnknownType {
         /// The channel.
@@ -323,69 +415,135 @@ fn channel(
             key,
         }),
     };
-    let unused = |fields: &[(&'static str, bool)]| -> Result<(), ChannelError> {
-        match fields.iter().find(|(_, set)| *set) {
-            Some((key, _)) => Err(ChannelError::DoesNotApply {
-                name: name.clone(),
-                key,
-                kind: e.kind.clone(),
-            }),
-            None => Ok(()),
-        }
-    };
-    let slack_keys = e.webhook_url.is_some() || e.webhook_url_env.is_some();
-    let email_keys = e.smtp_url.is_some() || e.smtp_url_env.is_some();
-    let webhook_keys = e.url.is_some() || e.url_env.is_some();
-    let mail_keys = e.from.is_some() || !e.to.is_empty();
-    let target = match e.kind.as_str() {
-        "slack" | "discord" => {
-            unused(&[
-                ("smtp_url", email_keys),
-                ("url", webhook_keys),
-                ("from/to", mail_keys),
-            ])?;
-            let url = secret(
-                e.webhook_url.clone(),
-                e.webhook_url_env.clone(),
-                "webhook_url",
-            )?;
-            let webhook_url = http_url(&url, &name, "webhook_url")?;
-            match e.kind.as_str() {
-                "slack" => Target::Slack { webhook_url },
-                _ => Target::Discord { webhook_url },
-            }
-        }
-        "webhook" => {
-            unused(&[
-                ("webhook_url", slack_keys),
-                ("smtp_url", email_keys),
-                ("from/to", mail_keys),
-            ])?;
-            let url = secret(e.url.clone(), e.url_env.clone(), "url")?;
-            Target::Webhook {
-                url: http_url(&url, &name, "url")?,
-            }
-        }
-        "email" => {
-            unused(&[("webhook_url", slack_keys), ("url", webhook_keys)])?;
-            let url = secret(e.smtp_url.clone(), e.smtp_url_env.clone(), "smtp_url")?;
-            Target::Email(email(&name, &url, e.from.as_deref(), &e.to, "to")?)
-        }
-        "console" => {
-            unused(&[
-                ("webhook_url", slack_keys),
-                ("smtp_url", email_keys),
-                ("url", webhook_keys),
-                ("from/to", mail_keys),
-            ])?;
-            Target::Console
-        }
+    let set = [
+        (
+            "webhook_url",
+            e.webhook_url.is_some() || e.webhook_url_env.is_some(),
+        ),
+        ("smtp_url", e.smtp_url.is_some() || e.smtp_url_env.is_some()),
+        ("url", e.url.is_some() || e.url_env.is_some()),
+        ("from/to", e.from.is_some() || !e.to.is_empty()),
+        (
+            "routing_key",
+            e.routing_key.is_some() || e.routing_key_env.is_some(),
+        ),
+        (
+            "bot_token",
+            e.bot_token.is_some() || e.bot_token_env.is_some(),
+        ),
+        ("chat_id", e.chat_id.is_some()),
+        ("secret", e.secret.is_some() || e.secret_env.is_some()),
+    ];
+    let allowed: &[&str] = match e.kind.as_str() {
+        "slack" | "discord" | "teams" | "wecom" => &["webhook_url"],
+        "feishu" | "dingtalk" => &["webhook_url", "secret"],
+        "pagerduty" => &["routing_key", "url"],
+        "telegram" => &["bot_token", "chat_id", "url"],
+        "webhook" => &["url"],
+        "email" => &["smtp_url", "from/to"],
+        "console" => &[],
         other => {
             return Err(ChannelError::UnknownType {
                 name,
                 kind: other.to_string(),
             });
         }
+    };
+    if let Some((key, _)) = set.iter().find(|(k, on)| *on && !allowed.contains(k)) {
+        return Err(ChannelError::DoesNotApply {
+            name: name.clone(),
+            key,
+            kind: e.kind.clone(),
+        });
+    }
+    let webhook = || -> Result<Secret, ChannelError> {
+        let url = secret(
+            e.webhook_url.clone(),
+            e.webhook_url_env.clone(),
+            "webhook_url",
+        )?;
+        http_url(&url, &name, "webhook_url")
+    };
+    let signing = || -> Result<Option<Secret>, ChannelError> {
+        match (&e.secret, &e.secret_env) {
+            (None, None) => Ok(None),
+            _ => Ok(Some(Secret::from(secret(
+                e.secret.clone(),
+                e.secret_env.clone(),
+                "secret",
+            )?))),
+        }
+    };
+    // An optional URL with a default (PagerDuty's endpoint, Telegram's API).
+    let url_or = |default: &str| -> Result<Secret, ChannelError> {
+        match (&e.url, &e.url_env) {
+            (None, None) => Ok(Secret::from(default)),
+            _ => http_url(
+                &secret(e.url.clone(), e.url_env.clone(), "url")?,
+                &name,
+                "url",
+            ),
+        }
+    };
+    let target = match e.kind.as_str() {
+        "slack" => Target::Slack {
+            webhook_url: webhook()?,
+        },
+        "discord" => Target::Discord {
+            webhook_url: webhook()?,
+        },
+        "teams" => Target::Teams {
+            webhook_url: webhook()?,
+        },
+        "wecom" => Target::WeCom {
+            webhook_url: webhook()?,
+        },
+        "feishu" => Target::Feishu {
+            webhook_url: webhook()?,
+            secret: signing()?,
+        },
+        "dingtalk" => Target::DingTalk {
+            webhook_url: webhook()?,
+            secret: signing()?,
+        },
+        "pagerduty" => Target::PagerDuty {
+            url: url_or(super::pagerduty::EVENTS_URL)?,
+            routing_key: Secret::from(secret(
+                e.routing_key.clone(),
+                e.routing_key_env.clone(),
+                "routing_key",
+            )?),
+        },
+        "telegram" => {
+            let token = secret(e.bot_token.clone(), e.bot_token_env.clone(), "bot_token")?;
+            let chat_id = e
+                .chat_id
+                .clone()
+                .filter(|c| !c.trim().is_empty())
+                .ok_or_else(|| ChannelError::Missing {
+                    name: name.clone(),
+                    kind: e.kind.clone(),
+                    key: "chat_id",
+                })?;
+            let api = url_or(super::telegram::API_URL)?;
+            Target::Telegram {
+                send_url: Secret::from(
+                    super::telegram::send_url(api.expose_secret(), token.trim()).as_str(),
+                ),
+                chat_id: chat_id.trim().to_string(),
+            }
+        }
+        "webhook" => {
+            let url = secret(e.url.clone(), e.url_env.clone(), "url")?;
+            Target::Webhook {
+                url: http_url(&url, &name, "url")?,
+            }
+        }
+        "email" => {
+            let url = secret(e.smtp_url.clone(), e.smtp_url_env.clone(), "smtp_url")?;
+            Target::Email(email(&name, &url, e.from.as_deref(), &e.to, "to")?)
+        }
+        _ => Target::Console,
     };
     Ok(Channel { name, target })
 }
@@ -545,6 +703,7 @@ webhook_url = "https://discord.com/api/webhooks/1/sekrit"
         .unwrap();
         let kinds: Vec<_> = channels.iter().map(|c| c.target.kind()).collect();
         assert_eq!(kinds, ["slack", "email", "webhook", "console", "discord"]);
+
         let Target::Email(mail) = &channels[1].target else {
             panic!("not email")
         };
@@ -556,6 +715,114 @@ webhook_url = "https://discord.com/api/webhooks/1/sekrit"
         let debug = format!("{channels:?}");
         for secret in ["sekrit", "hunter2", "token=abc"] {
             assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+    }
+
+    #[test]
+    fn the_chat_and_paging_services_resolve_with_their_keys() {
+        let channels = resolve_with(
+            parse(
+                r#"
+[[channel]]
+name = "pd"
+type = "pagerduty"
+routing_key_env = "PD_KEY"
+[[channel]]
+name = "pd-eu"
+type = "pagerduty"
+routing_key = "R0UTE"
+url = "https://events.eu.pagerduty.com/v2/enqueue"
+[[channel]]
+name = "tg"
+type = "telegram"
+bot_token = "123:sekrit-token"
+chat_id = "-1001234567890"
+[[channel]]
+name = "lark"
+type = "feishu"
+webhook_url = "https://open.feishu.cn/open-apis/bot/v2/hook/sekrit-hook"
+secret = "sekrit-sign"
+[[channel]]
+name = "ding"
+type = "dingtalk"
+webhook_url = "https://oapi.dingtalk.com/robot/send?access_token=sekrit-tok"
+[[channel]]
+name = "wx"
+type = "wecom"
+webhook_url = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=sekrit-key"
+[[channel]]
+name = "ms"
+type = "teams"
+webhook_url = "https://prod.westus.logic.azure.com/workflows/1/triggers/manual/paths/invoke?sig=sekrit-sig"
+"#,
+            ),
+            |k| (k == "PD_KEY").then(|| "sekrit-routing".to_string()),
+        )
+        .unwrap();
+        let kinds: Vec<_> = channels.iter().map(|c| c.target.kind()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "pagerduty",
+                "pagerduty",
+                "telegram",
+                "feishu",
+                "dingtalk",
+                "wecom",
+                "teams"
+            ]
+        );
+        let Target::PagerDuty { url, routing_key } = &channels[0].target else {
+            panic!("not pagerduty")
+        };
+        assert_eq!(url.expose_secret(), super::super::pagerduty::EVENTS_URL);
+        assert_eq!(routing_key.expose_secret(), "sekrit-routing");
+        let Target::Telegram { send_url, chat_id } = &channels[2].target else {
+            panic!("not telegram")
+        };
+        assert_eq!(
+            send_url.expose_secret(),
+            "https://api.telegram.org/bot123:sekrit-token/sendMessage"
+        );
+        assert_eq!(chat_id, "-1001234567890");
+        assert!(matches!(
+            &channels[3].target,
+            Target::Feishu {
+                secret: Some(_),
+                ..
+            }
+        ));
+        assert!(matches!(
+            &channels[4].target,
+            Target::DingTalk { secret: None, .. }
+        ));
+        // DingTalk and WeCom allow 20 a minute; the rest one a second or no pacing.
+        let paces: Vec<_> = channels
+            .iter()
+            .map(|c| c.target.pace().map(|(_, d)| d.as_secs()))
+            .collect();
+        assert_eq!(
+            paces,
+            [None, None, Some(3), Some(1), Some(3), Some(3), Some(1)]
+        );
+        let debug = format!("{channels:?}");
+        assert!(!debug.contains("sekrit"), "{debug}");
+        for (text, want) in [
+            ("type = \"telegram\"\nbot_token = \"1:x\"", "needs chat_id"),
+            ("type = \"pagerduty\"", "needs routing_key"),
+            (
+                "type = \"wecom\"\nwebhook_url = \"https://h/x\"\nsecret = \"s\"",
+                "secret does not apply",
+            ),
+            (
+                "type = \"slack\"\nwebhook_url = \"https://h/x\"\nchat_id = \"1\"",
+                "chat_id does not apply",
+            ),
+        ] {
+            let err = resolve_with(parse(&format!("[[channel]]\nname = \"x\"\n{text}")), no_env)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{text}: {err}");
         }
     }
 

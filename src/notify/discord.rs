@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use super::message::{cut, facts};
+use super::message::{cut, facts, more_alerts};
 use crate::domain::Message;
 
 /// Characters of `content`.
@@ -21,7 +21,7 @@ const FIRING: u32 = 0xD0_30_30;
 const RESOLVED: u32 = 0x2E_A0_43;
 
 /// The JSON body for a Discord webhook.
-pub fn render(m: &Message) -> Value {
+pub fn render(m: &Message, dashboard_url: Option<&str>) -> Value {
     let mut content = match &m.tier {
         Some(tier) => format!("**[{}] {}**", tier.to_uppercase(), m.title),
         None => format!("**{}**", m.title),
@@ -31,10 +31,8 @@ pub fn render(m: &Message) -> Value {
     }
     let shown = m.alerts.len().min(MAX_EMBEDS);
     if m.alerts.len() > shown {
-        content.push_str(&format!(
-            "\n…and {} more alerts (see `driftwarden alerts` or the dashboard)",
-            m.alerts.len() - shown
-        ));
+        content.push('\n');
+        content.push_str(&more_alerts(m.alerts.len() - shown, dashboard_url));
     }
     let embeds: Vec<Value> = m.alerts[..shown]
         .iter()
@@ -89,7 +87,7 @@ mod tests {
     #[test]
     fn a_message_fits_discords_limits_however_many_and_long_its_alerts() {
         let m = message_with(25, &"word ".repeat(2_000));
-        let body = render(&m);
+        let body = render(&m, None);
         assert!(body["content"].as_str().unwrap().chars().count() <= MAX_CONTENT);
         assert!(
             body["content"]
@@ -109,7 +107,7 @@ mod tests {
     #[test]
     fn an_alert_is_an_embed_with_its_summary_and_colour() {
         let m = message_with(1, "@everyone cost per request rose 40%");
-        let body = render(&m);
+        let body = render(&m, None);
         let embed = &body["embeds"][0];
         assert!(
             embed["title"].as_str().unwrap().starts_with("FIRING"),

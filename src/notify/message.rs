@@ -178,35 +178,90 @@ pub fn plain_text(m: &Message) -> String {
     out
 }
 
+/// An alert's evidence as short lines, after its headline and summary: observed vs
+/// baseline, blast radius, why this tier, nearby changes, consequences, reopens.
+fn detail_lines(f: &Facts) -> Vec<String> {
+    let mut out = Vec::new();
+    if f.observed.is_some() || f.baseline.is_some() {
+        out.push(format!(
+            "observed {} vs baseline {}",
+            f.observed.as_deref().unwrap_or("n/a"),
+            f.baseline.as_deref().unwrap_or("n/a")
+        ));
+    }
+    if !f.impact.is_empty() {
+        out.push(format!("blast radius: {}", f.impact.join(", ")));
+    }
+    if let Some(why) = &f.why_tier {
+        out.push(format!("tier: {why}"));
+    }
+    out.extend(f.changes.iter().map(|c| format!("change nearby: {c}")));
+    out.extend(f.members.iter().map(|m| format!("consequence: {m}")));
+    if f.reopens > 0 {
+        out.push(format!("reopened {} time(s)", f.reopens));
+    }
+    out
+}
+
 /// One alert as plain text lines.
 pub fn alert_text(f: &Facts) -> String {
     let mut out = format!("{} {} on {} at {}\n", f.event, f.what, f.scope, f.at);
     if !f.summary.is_empty() {
         out.push_str(&format!("  {}\n", f.summary));
     }
-    if f.observed.is_some() || f.baseline.is_some() {
-        out.push_str(&format!(
-            "  observed {} vs baseline {}\n",
-            f.observed.as_deref().unwrap_or("n/a"),
-            f.baseline.as_deref().unwrap_or("n/a")
-        ));
-    }
-    if !f.impact.is_empty() {
-        out.push_str(&format!("  blast radius: {}\n", f.impact.join(", ")));
-    }
-    if let Some(why) = &f.why_tier {
-        out.push_str(&format!("  tier: {why}\n"));
-    }
-    for c in &f.changes {
-        out.push_str(&format!("  change nearby: {c}\n"));
-    }
-    for m in &f.members {
-        out.push_str(&format!("  consequence: {m}\n"));
-    }
-    if f.reopens > 0 {
-        out.push_str(&format!("  reopened {} time(s)\n", f.reopens));
+    for line in detail_lines(f) {
+        out.push_str(&format!("  {line}\n"));
     }
     out
+}
+
+/// One alert in the Markdown subset the chat bots share (bold, inline code, lists):
+/// Feishu's `lark_md`, DingTalk's and WeCom's `markdown`.
+pub fn markdown_alert(f: &Facts) -> String {
+    let mut out = format!("**{}** {} on `{}`\n", f.event, f.what, f.scope);
+    if !f.summary.is_empty() {
+        out.push_str(&format!("{}\n", f.summary));
+    }
+    for line in detail_lines(f) {
+        out.push_str(&format!("- {line}\n"));
+    }
+    out.push_str(&format!("- at {}\n", f.at));
+    out
+}
+
+/// The headline as chat services show it: `[TIER] title`, or the title alone.
+pub fn headline(m: &Message) -> String {
+    let title = match m.title.trim() {
+        "" => "driftwarden",
+        t => t,
+    };
+    match &m.tier {
+        Some(tier) => format!("[{}] {title}", tier.to_uppercase()),
+        None => title.to_string(),
+    }
+}
+
+/// A whole message as Markdown for a chat bot, within `max` as `len` measures it.
+pub fn markdown(
+    m: &Message,
+    max: usize,
+    len: fn(&str) -> usize,
+    dashboard_url: Option<&str>,
+) -> String {
+    let mut head = format!("**{}**", headline(m));
+    if !m.text.is_empty() {
+        head.push_str(&format!("\n\n{}", m.text.trim_end()));
+    }
+    // An informational message is all head; an alert message keeps room for its alerts.
+    let room = if m.alerts.is_empty() { max } else { max / 2 };
+    let head = cut_to(&head, room, len);
+    fit(
+        &head,
+        m.alerts.iter().map(|a| markdown_alert(&facts(a))),
+        max,
+        len,
+        dashboard_url,
+    )
 }
 
 /// At most `max` characters, marked when cut.
@@ -217,6 +272,81 @@ pub fn cut(s: &str, max: usize) -> String {
     let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
     out.push('…');
     out
+}
+
+/// The line that stands for alerts a message had no room for: how many, and where a
+/// person reads them all (the dashboard when its public URL is configured).
+pub fn more_alerts(n: usize, dashboard_url: Option<&str>) -> String {
+    let noun = if n == 1 { "alert" } else { "alerts" };
+    match dashboard_url {
+        Some(url) => format!("…and {n} more {noun}: {url}"),
+        None => format!("…and {n} more {noun} (see `driftwarden alerts` or the dashboard)"),
+    }
+}
+
+/// A chat message within a size limit: `head`, then each alert's section as long as
+/// the whole stays within `max` (as `len` measures it), then `more_alerts` for the
+/// rest. The first section is cut rather than dropped, so a message always shows at
+/// least one alert.
+pub fn fit(
+    head: &str,
+    sections: impl ExactSizeIterator<Item = String>,
+    max: usize,
+    len: fn(&str) -> usize,
+    dashboard_url: Option<&str>,
+) -> String {
+    let total = sections.len();
+    // Room kept for the "more" line, whatever its count.
+    let reserve = len(&more_alerts(total, dashboard_url)) + 2;
+    let mut out = head.trim_end().to_string();
+    for (shown, section) in sections.enumerate() {
+        let room = max.saturating_sub(len(&out) + 2 + if shown + 1 < total { reserve } else { 0 });
+        if len(&section) <= room {
+            out.push_str("\n\n");
+            out.push_str(section.trim_end());
+            continue;
+        }
+        if shown == 0 {
+            out.push_str("\n\n");
+            out.push_str(&cut_to(&section, room, len));
+            if total == 1 {
+                return out;
+            }
+        }
+        let left = total - shown - usize::from(shown == 0);
+        out.push_str("\n\n");
+        out.push_str(&more_alerts(left, dashboard_url));
+        return out;
+    }
+    out
+}
+
+/// `s` cut to at most `max` as `len` measures it (characters or bytes): the longest
+/// `cut` that fits, found by bisection.
+fn cut_to(s: &str, max: usize, len: fn(&str) -> usize) -> String {
+    if len(s) <= max {
+        return s.to_string();
+    }
+    let (mut lo, mut hi) = (0, s.chars().count());
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if len(&cut(s, mid)) <= max {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    cut(s, lo)
+}
+
+/// Characters, for `fit`.
+pub fn chars(s: &str) -> usize {
+    s.chars().count()
+}
+
+/// UTF-8 bytes, for `fit`.
+pub fn bytes(s: &str) -> usize {
+    s.len()
 }
 
 #[cfg(test)]
@@ -247,6 +377,7 @@ pub(crate) mod tests {
             event: AlertEvent::Firing,
             members: Vec::new(),
             reopens: 0,
+            incident: None,
             rule: "cost-per-request".into(),
             lane: Lane::Cost,
             kind: Kind::CostDrift,
@@ -322,6 +453,29 @@ pub(crate) mod tests {
         ] {
             assert!(text.contains(want), "{want} missing from {text}");
         }
+    }
+
+    #[test]
+    fn fit_keeps_whole_sections_and_counts_the_rest() {
+        let sections = || (0..10).map(|i| format!("section {i} {}", "x".repeat(80)));
+        let text = fit("HEAD", sections(), 400, chars, Some("https://dw.example/"));
+        assert!(chars(&text) <= 400, "{}", chars(&text));
+        assert!(text.starts_with("HEAD\n\nsection 0 "), "{text}");
+        let shown = text.matches("section ").count();
+        assert!(shown >= 3, "{text}");
+        assert!(
+            text.ends_with(&format!(
+                "…and {} more alerts: https://dw.example/",
+                10 - shown
+            )),
+            "{text}"
+        );
+        let all = fit("HEAD", sections(), 10_000, chars, None);
+        assert_eq!(all.matches("section ").count(), 10);
+        assert!(!all.contains("more alert"));
+        // One section longer than the whole limit is cut, in bytes, on a char boundary.
+        let one = fit("H", ["é".repeat(500)].into_iter(), 101, bytes, None);
+        assert!(one.len() <= 101 && one.ends_with('…'), "{one}");
     }
 
     #[test]

@@ -1,20 +1,28 @@
-//! Notification delivery: render a `Message` for a channel (Slack, email, generic
-//! webhook, console) and deliver it from the durable outbox (`store::outbox`).
+//! Notification delivery: render a `Message` for a channel (Slack, Discord, Teams,
+//! Telegram, Feishu, DingTalk, WeCom, PagerDuty, email, generic webhook, console) and
+//! deliver it from the durable outbox (`store::outbox`).
 //!
 //! The alert stage only enqueues (`store::outbox::enqueue`); the worker started by
 //! `spawn` delivers. A row is sent at most once after a channel accepted it, retried
 //! with backoff otherwise, and given up (dead) after `max_attempts` failures.
 //!
-//! **Invariant:** webhook URLs and SMTP passwords live in `domain::Secret` and are
-//! never logged nor stored: every error text passes through `scrub` first.
+//! **Invariant:** webhook URLs, bot tokens, signing secrets, routing keys and SMTP
+//! passwords live in `domain::Secret` and are never logged nor stored: every error text passes through `scrub` first.
 
 pub mod config;
 pub mod console;
+pub mod dingtalk;
 pub mod discord;
 pub mod email;
+pub mod feishu;
 pub mod message;
+pub mod pagerduty;
+pub mod sign;
 pub mod slack;
+pub mod teams;
+pub mod telegram;
 pub mod webhook;
+pub mod wecom;
 pub mod worker;
 
 use std::sync::LazyLock;

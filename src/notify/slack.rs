@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::message::{Facts, cut, facts, plain_text};
+use super::message::{Facts, cut, facts, more_alerts, plain_text};
 use crate::domain::Message;
 
 /// Blocks Slack accepts in one message.
@@ -18,7 +18,7 @@ const MAX_HEADER: usize = 150;
 const MAX_FALLBACK: usize = 3900;
 
 /// The JSON body for a Slack incoming webhook.
-pub fn render(m: &Message) -> Value {
+pub fn render(m: &Message, dashboard_url: Option<&str>) -> Value {
     // Slack refuses a header with empty text, and a refused message is never retried.
     let title = match m.title.trim() {
         "" => "driftwarden",
@@ -47,7 +47,7 @@ pub fn render(m: &Message) -> Value {
     }
     if m.alerts.len() > MAX_ALERT_BLOCKS {
         blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn",
-            "text": format!("…and {} more alerts (see the API or the email digest)", m.alerts.len() - MAX_ALERT_BLOCKS)}]}));
+            "text": more_alerts(m.alerts.len() - MAX_ALERT_BLOCKS, dashboard_url)}]}));
     }
     blocks.truncate(MAX_BLOCKS);
     json!({"text": cut(&plain_text(m), MAX_FALLBACK), "blocks": blocks})
@@ -135,7 +135,7 @@ mod tests {
             alerts: vec![alert()],
             text: String::new(),
         };
-        let v = render(&m);
+        let v = render(&m, None);
         let text = v["text"].as_str().unwrap();
         assert!(text.contains("[PAGE] Cost drift on gpt-4o"), "{text}");
         assert!(text.contains("observed 0.01235"), "{text}");
@@ -166,7 +166,7 @@ mod tests {
             alerts: vec![alert(); 40],
             text: "digest".into(),
         };
-        let v = render(&m);
+        let v = render(&m, None);
         let blocks = v["blocks"].as_array().unwrap();
         assert!(blocks.len() <= MAX_BLOCKS);
         assert!(blocks[0]["text"]["text"].as_str().unwrap().chars().count() <= MAX_HEADER);
@@ -175,10 +175,13 @@ mod tests {
             .as_str()
             .unwrap();
         assert!(last.contains("30 more alerts"), "{last}");
-        let untitled = render(&Message {
-            title: " ".into(),
-            ..m
-        });
+        let untitled = render(
+            &Message {
+                title: " ".into(),
+                ..m
+            },
+            None,
+        );
         assert_eq!(untitled["blocks"][0]["text"]["text"], "driftwarden");
     }
 }

@@ -1,13 +1,19 @@
 //! The delivery worker: one task per channel takes due rows from the outbox, sends
 //! them, and records the outcome before it takes the next.
 //!
+//! Each channel delivers its rows in the order they were queued: a row being retried
+//! holds back the rows after it (until it is sent or dead), so a resolve never
+//! arrives before the opening it closes.
+//!
 //! A row is marked sent right after a channel accepted it, so it is never sent again,
 //! also across restarts (a crash between the 2xx and that update is the one window in
 //! which a message can be sent twice). Failures are retried with exponential backoff
 //! and jitter, or after `Retry-After` on a 429, which also pauses the whole channel.
-//! Slack and Discord webhooks are paced to one message a second each (Slack's documented
-//! limit; Discord allows 5 per 2 s), across channels that share a URL.
+//! Chat webhooks are paced to their service's documented limit (`Target::pace`: one a
+//! second for Slack, Discord, Teams and Feishu; one every 3 s for DingTalk, WeCom and
+//! a Telegram chat), across channels that share a URL.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -19,13 +25,14 @@ use rusqlite::Connection;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::config::{Channel, EmailTarget, Target};
+use super::config::{Channel, Target};
 use super::{
-    NotifyError, SendError, chain, console, discord, email, scrub, secret_parts, slack, webhook,
+    NotifyError, SendError, chain, console, dingtalk, discord, email, feishu, pagerduty, scrub,
+    secret_parts, slack, teams, telegram, webhook, wecom,
 };
 use crate::clock::now_ms;
 use crate::domain::ExposeSecret;
-use crate::domain::{Message, Secret};
+use crate::domain::Message;
 use crate::stop::Stop;
 use crate::store::StoreError;
 use crate::store::outbox::{self, OutboxRow};
@@ -47,6 +54,8 @@ pub struct WorkerOptions {
     pub poll: Duration,
     /// Longest one HTTP request or SMTP session may take (default 10 s).
     pub send_timeout: Duration,
+    /// The dashboard's public URL, linked from messages that had to be cut.
+    pub dashboard_url: Option<String>,
 }
 
 impl Default for WorkerOptions {
@@ -57,6 +66,7 @@ impl Default for WorkerOptions {
             max_attempts: 8,
             poll: Duration::from_secs(1),
             send_timeout: Duration::from_secs(10),
+            dashboard_url: None,
         }
     }
 }
@@ -121,8 +131,8 @@ pub fn spawn(
             channel: "*".into(),
             message: format!("HTTP client: {}", chain(&e)),
         })?;
-    let pacer: Arc<DefaultKeyedRateLimiter<String>> =
-        Arc::new(RateLimiter::keyed(Quota::per_second(NonZeroU32::MIN)));
+    // One limiter per interval, keyed by webhook: channels naming one webhook share it.
+    let mut pacers: HashMap<Duration, Arc<DefaultKeyedRateLimiter<String>>> = HashMap::new();
     warn_about_unrouted(&outbox::open(db)?, channels)?;
     let mut tasks = Vec::new();
     for channel in channels {
@@ -132,18 +142,18 @@ pub fn spawn(
             labels: ChannelLabels {
                 channel: channel.name.clone(),
             },
-            pace_key: match &channel.target {
-                Target::Slack { webhook_url } | Target::Discord { webhook_url } => {
-                    Some(webhook_url.expose_secret().to_string())
-                }
-                _ => None,
-            },
+            pacer: channel.target.pace().map(|(key, every)| {
+                let limiter = pacers.entry(every).or_insert_with(|| {
+                    let quota = Quota::with_period(every).expect("a pacing interval is not zero");
+                    Arc::new(RateLimiter::keyed(quota.allow_burst(NonZeroU32::MIN)))
+                });
+                (limiter.clone(), key)
+            }),
             sender,
             secrets,
             db: Db(Arc::new(Mutex::new(outbox::open(db)?))),
             options: options.clone(),
             metrics: metrics.clone(),
-            pacer: pacer.clone(),
             stop: stop.clone(),
             paused_until: None,
         };
@@ -205,27 +215,14 @@ impl Db {
 }
 
 /// How a channel sends, built once.
-enum Sender {
-    Slack {
-        client: reqwest::Client,
-        url: Secret,
-    },
-    Discord {
-        client: reqwest::Client,
-        url: Secret,
-    },
-    Webhook {
-        client: reqwest::Client,
-        url: Secret,
-    },
-    Email {
-        mailer: Box<AsyncSmtpTransport<Tokio1Executor>>,
-        target: EmailTarget,
-    },
-    Console {
-        /// The channel's name, printed with each message.
-        channel: String,
-    },
+struct Sender {
+    client: reqwest::Client,
+    target: Target,
+    /// Email only: the SMTP transport.
+    mailer: Option<Box<AsyncSmtpTransport<Tokio1Executor>>>,
+    /// The channel's name, printed with each console message.
+    channel: String,
+    dashboard_url: Option<String>,
 }
 
 impl Sender {
@@ -235,68 +232,121 @@ impl Sender {
         client: &reqwest::Client,
         options: &WorkerOptions,
     ) -> Result<(Sender, Vec<String>), NotifyError> {
-        Ok(match &channel.target {
-            Target::Slack { webhook_url } => (
-                Sender::Slack {
-                    client: client.clone(),
-                    url: webhook_url.clone(),
-                },
-                secret_parts(webhook_url.expose_secret()),
-            ),
-            Target::Discord { webhook_url } => (
-                Sender::Discord {
-                    client: client.clone(),
-                    url: webhook_url.clone(),
-                },
-                secret_parts(webhook_url.expose_secret()),
-            ),
-            Target::Webhook { url } => (
-                Sender::Webhook {
-                    client: client.clone(),
-                    url: url.clone(),
-                },
-                secret_parts(url.expose_secret()),
-            ),
+        let mut secrets = Vec::new();
+        let mut mailer = None;
+        match &channel.target {
+            Target::Slack { webhook_url }
+            | Target::Discord { webhook_url }
+            | Target::Teams { webhook_url }
+            | Target::WeCom { webhook_url } => {
+                secrets = secret_parts(webhook_url.expose_secret());
+            }
+            Target::Feishu {
+                webhook_url,
+                secret,
+            }
+            | Target::DingTalk {
+                webhook_url,
+                secret,
+            } => {
+                secrets = secret_parts(webhook_url.expose_secret());
+                secrets.extend(secret.iter().map(|s| s.expose_secret().to_string()));
+            }
+            Target::Telegram { send_url, .. } => secrets = secret_parts(send_url.expose_secret()),
+            Target::PagerDuty { url, routing_key } => {
+                secrets = secret_parts(url.expose_secret());
+                secrets.push(routing_key.expose_secret().to_string());
+            }
+            Target::Webhook { url } => secrets = secret_parts(url.expose_secret()),
             Target::Email(target) => {
-                let secrets = secret_parts(target.smtp_url.expose_secret());
-                let mailer = email::transport(target, options.send_timeout).map_err(|e| {
+                secrets = secret_parts(target.smtp_url.expose_secret());
+                let transport = email::transport(target, options.send_timeout).map_err(|e| {
                     NotifyError::Channel {
                         channel: channel.name.clone(),
                         message: scrub(&e.to_string(), &secrets),
                     }
                 })?;
-                (
-                    Sender::Email {
-                        mailer: Box::new(mailer),
-                        target: target.clone(),
-                    },
-                    secrets,
-                )
+                mailer = Some(Box::new(transport));
             }
-            Target::Console => (
-                Sender::Console {
-                    channel: channel.name.clone(),
-                },
-                Vec::new(),
-            ),
-        })
+            Target::Console => {}
+        }
+        let sender = Sender {
+            client: client.clone(),
+            target: channel.target.clone(),
+            mailer,
+            channel: channel.name.clone(),
+            dashboard_url: options.dashboard_url.clone(),
+        };
+        Ok((sender, secrets))
     }
 
     async fn send(&self, m: &Message) -> Result<(), SendError> {
-        match self {
-            Sender::Slack { client, url } => {
-                webhook::post_json(client, url, &slack::render(m)).await
+        let client = &self.client;
+        let link = self.dashboard_url.as_deref();
+        match &self.target {
+            Target::Slack { webhook_url } => {
+                webhook::post_json(client, webhook_url, &slack::render(m, link)).await
             }
-            Sender::Discord { client, url } => {
-                webhook::post_json(client, url, &discord::render(m)).await
+            Target::Discord { webhook_url } => {
+                webhook::post_json(client, webhook_url, &discord::render(m, link)).await
             }
-            Sender::Webhook { client, url } => {
-                webhook::post_json(client, url, &webhook::render(m)).await
+            Target::Teams { webhook_url } => {
+                webhook::post_json(client, webhook_url, &teams::render(m, link)).await
             }
-            Sender::Email { mailer, target } => email::send(mailer, target, m).await,
-            Sender::Console { channel } => {
-                console::print(channel, m).map_err(|e| SendError::Transient(format!("stdout: {e}")))
+            Target::Telegram { send_url, chat_id } => {
+                let body = telegram::render(m, chat_id, link);
+                webhook::post_json_answered(client, send_url, &body, telegram::check).await
             }
+            Target::Feishu {
+                webhook_url,
+                secret,
+            } => {
+                // Signed at each attempt: Feishu refuses a timestamp an hour old.
+                let secret = secret.as_ref().map(|s| s.expose_secret());
+                let body = feishu::render(m, secret, now_ms() / 1000, link);
+                webhook::post_json_answered(client, webhook_url, &body, |b| {
+                    feishu::REFUSALS.check(b)
+                })
+                .await
+            }
+            Target::DingTalk {
+                webhook_url,
+                secret,
+            } => {
+                let secret = secret.as_ref().map(|s| s.expose_secret());
+                let url = dingtalk::signed_url(webhook_url.expose_secret(), secret, now_ms());
+                let request = client.post(url).json(&dingtalk::render(m, link));
+                webhook::post(request, |b| dingtalk::REFUSALS.check(b)).await
+            }
+            Target::WeCom { webhook_url } => {
+                let body = wecom::render(m, link);
+                webhook::post_json_answered(client, webhook_url, &body, |b| {
+                    wecom::REFUSALS.check(b)
+                })
+                .await
+            }
+            Target::PagerDuty { url, routing_key } => {
+                let events = pagerduty::events(m, routing_key.expose_secret(), link);
+                if events.is_empty() {
+                    tracing::debug!(channel = %self.channel, "an informational message is not sent to PagerDuty");
+                }
+                // Each event on its own; a retry resends the earlier ones, which
+                // PagerDuty folds into the same alert by their dedup_key.
+                for event in &events {
+                    webhook::post_json(client, url, event).await?;
+                }
+                Ok(())
+            }
+            Target::Webhook { url } => webhook::post_json(client, url, &webhook::render(m)).await,
+            Target::Email(target) => {
+                let mailer = self
+                    .mailer
+                    .as_ref()
+                    .expect("an email sender has its transport");
+                email::send(mailer, target, m).await
+            }
+            Target::Console => console::print(&self.channel, m)
+                .map_err(|e| SendError::Transient(format!("stdout: {e}"))),
         }
     }
 }
@@ -304,14 +354,13 @@ impl Sender {
 struct ChannelWorker {
     name: String,
     labels: ChannelLabels,
-    /// The Slack or Discord webhook URL, for pacing per webhook.
-    pace_key: Option<String>,
+    /// The limiter pacing this channel and its key (the webhook), if its service limits.
+    pacer: Option<(Arc<DefaultKeyedRateLimiter<String>>, String)>,
     sender: Sender,
     secrets: Vec<String>,
     db: Db,
     options: WorkerOptions,
     metrics: Arc<Metrics>,
-    pacer: Arc<DefaultKeyedRateLimiter<String>>,
     stop: Stop,
     /// After a 429, nothing goes to this channel before this instant.
     paused_until: Option<Instant>,
@@ -344,10 +393,11 @@ impl ChannelWorker {
                     return;
                 }
                 let outcome = self.sender.send(&row.message).await;
-                let rate_limited = matches!(outcome, Err(SendError::RateLimited { .. }));
+                let failed = outcome.is_err();
                 self.record(&row, outcome).await;
-                if rate_limited {
-                    // The rest of this batch would meet the same limit: look again after the pause.
+                if failed {
+                    // Rows go out in order: the rest waits for this one's retry (or
+                    // its death), and after a 429 for the pause.
                     break;
                 }
             }
@@ -394,7 +444,7 @@ impl ChannelWorker {
         }
     }
 
-    /// Wait out a 429 pause and Slack's pacing. False when stopped meanwhile.
+    /// Wait out a 429 pause and the service's pacing. False when stopped meanwhile.
     async fn pace(&mut self) -> bool {
         if let Some(until) = self.paused_until.take() {
             tokio::select! {
@@ -402,8 +452,7 @@ impl ChannelWorker {
                 _ = self.stop.stopped() => return false,
             }
         }
-        if let Some(key) = &self.pace_key {
-            let pacer = self.pacer.clone();
+        if let Some((pacer, key)) = &self.pacer {
             tokio::select! {
                 _ = pacer.until_key_ready(key) => {}
                 _ = self.stop.stopped() => return false,

@@ -388,6 +388,7 @@ mod tests {
             evidence: serde_json::json!({}),
             members: Vec::new(),
             reopens: 0,
+            incident: None,
         }
     }
 

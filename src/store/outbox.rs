@@ -132,7 +132,9 @@ pub fn created_since(conn: &Connection, since_ms: i64) -> Result<Vec<OutboxRow>,
     Ok(out)
 }
 
-/// Pending rows of `channel` due at `now_ms`, oldest due first, at most `limit`.
+/// Pending rows of `channel` in queue order, at most `limit`, up to the first that
+/// waits for a retry: a channel delivers in order, so a resolve never overtakes the
+/// opening it closes while that opening is retried.
 pub fn due(
     conn: &Connection,
     channel: &str,
@@ -141,22 +143,30 @@ pub fn due(
 ) -> Result<Vec<OutboxRow>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM outbox WHERE channel = ?1 AND state = 'pending' \
-         AND next_attempt_ms <= ?2 ORDER BY next_attempt_ms, id LIMIT ?3"
+         ORDER BY id LIMIT ?2"
     ))?;
-    let rows = stmt.query_map(params![channel, now_ms, limit], row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut out = Vec::new();
+    for r in stmt.query_map(params![channel, limit], row)? {
+        let r = r?;
+        // In order: a row waiting for its retry holds back the rows queued after it.
+        if r.next_attempt_ms > now_ms {
+            break;
+        }
+        out.push(r);
+    }
+    Ok(out)
 }
 
-/// When the next pending row of `channel` is due, if it has any.
+/// When the oldest pending row of `channel` (which holds back the rest) is due.
 pub fn next_due_ms(conn: &Connection, channel: &str) -> Result<Option<i64>, StoreError> {
     Ok(conn
         .query_row(
-            "SELECT MIN(next_attempt_ms) FROM outbox WHERE channel = ?1 AND state = 'pending'",
+            "SELECT next_attempt_ms FROM outbox WHERE channel = ?1 AND state = 'pending' \
+             ORDER BY id LIMIT 1",
             params![channel],
             |r| r.get(0),
         )
-        .optional()?
-        .flatten())
+        .optional()?)
 }
 
 /// Record a delivery. Returns whether the row was pending (false: already final).

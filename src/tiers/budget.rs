@@ -218,6 +218,7 @@ pub fn flooding_alerts(floods: &[Flood], meta_tier: &Tier, at_ms: i64) -> Vec<Al
                 event: AlertEvent::Firing,
                 members: Vec::new(),
                 reopens: 0,
+                incident: None,
                 rule: Kind::TierFlooding.as_str().to_string(),
                 lane: Lane::Meta,
                 kind: Kind::TierFlooding,

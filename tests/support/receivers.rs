@@ -24,6 +24,8 @@ pub enum Reply {
     Status(u16),
     /// 429 with `Retry-After` in seconds.
     RetryAfter(u64),
+    /// This status with this JSON body (the chat services that refuse inside a 200).
+    Json(u16, &'static str),
 }
 
 impl Reply {
@@ -31,6 +33,7 @@ impl Reply {
         match self {
             Reply::Status(code) => code,
             Reply::RetryAfter(_) => 429,
+            Reply::Json(code, _) => code,
         }
     }
 }
@@ -41,6 +44,8 @@ pub struct Hit {
     pub at: Instant,
     /// Its path.
     pub path: String,
+    /// Its query string, as sent (empty when none).
+    pub query: String,
     /// The status answered.
     pub status: u16,
     /// Its JSON body (`Null` when not JSON).
@@ -127,6 +132,12 @@ impl Receiver {
         hits.iter().map(|h| h.path.clone()).collect()
     }
 
+    /// Every query string, in arrival order.
+    pub fn queries(&self) -> Vec<String> {
+        let hits = self.state.hits.lock().unwrap();
+        hits.iter().map(|h| h.query.clone()).collect()
+    }
+
     /// Time between consecutive requests.
     pub fn gaps(&self) -> Vec<Duration> {
         let hits = self.state.hits.lock().unwrap();
@@ -140,6 +151,7 @@ async fn receive(State(s): State<Recorded>, uri: Uri, body: Bytes) -> Response {
     s.hits.lock().unwrap().push(Hit {
         at: Instant::now(),
         path: uri.path().to_string(),
+        query: uri.query().unwrap_or("").to_string(),
         status: reply.map_or(200, Reply::status),
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
     });
@@ -149,6 +161,12 @@ async fn receive(State(s): State<Recorded>, uri: Uri, body: Bytes) -> Response {
             let status = StatusCode::from_u16(code).unwrap();
             (status, format!("failure {code}")).into_response()
         }
+        Some(Reply::Json(code, body)) => (
+            StatusCode::from_u16(code).unwrap(),
+            [("content-type", "application/json")],
+            body,
+        )
+            .into_response(),
         Some(Reply::RetryAfter(secs)) => (
             StatusCode::TOO_MANY_REQUESTS,
             [("retry-after", secs.to_string())],
