@@ -36,7 +36,9 @@ pub fn add_row(
     })
 }
 
-fn add_decoded(
+/// Put what a record became into the batch: an event, an eval score, a skip, or a
+/// dead letter (with `raw`, made only then). Returns the rejection reason, if any.
+pub fn add_decoded(
     batch: &mut Batch,
     decoded: Result<Option<Record>, Rejected>,
     where_: impl FnOnce() -> String,

@@ -12,6 +12,7 @@ mod litellm;
 mod mapped;
 mod native;
 mod newapi;
+pub mod otlp;
 pub mod timestamp;
 
 use std::collections::BTreeMap;
@@ -211,11 +212,7 @@ impl Decoder {
     fn finish(&self, record: Option<Record>, now_ms: i64) -> Result<Option<Record>, Rejected> {
         let ctx = &*self.ctx;
         match record {
-            Some(Record::Usage(mut e)) => {
-                check_time(e.ts_ms, now_ms, ctx)?;
-                price(&mut e, &ctx.pricing)?;
-                Ok(Some(Record::Usage(e)))
-            }
+            Some(Record::Usage(e)) => Ok(Some(Record::Usage(finish_usage(e, now_ms, ctx)?))),
             Some(Record::Eval(e)) => {
                 check_time(e.ts_ms, now_ms, ctx)?;
                 Ok(Some(Record::Eval(e)))
@@ -223,6 +220,14 @@ impl Decoder {
             None => Ok(None),
         }
     }
+}
+
+/// The checks and pricing every usage event gets, from a line or from a span: its
+/// time within bounds, its list cost (and its cost, when the record carried none).
+pub fn finish_usage(mut e: UsageEvent, now_ms: i64, ctx: &Context) -> Result<UsageEvent, Rejected> {
+    check_time(e.ts_ms, now_ms, ctx)?;
+    price(&mut e, &ctx.pricing)?;
+    Ok(e)
 }
 
 fn check_time(ts_ms: i64, now_ms: i64, ctx: &Context) -> Result<(), Rejected> {

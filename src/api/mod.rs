@@ -10,6 +10,7 @@ mod dashboard;
 mod exceptions;
 mod health;
 mod ingest;
+mod otlp;
 mod outbox;
 mod series;
 
@@ -69,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/deadletters", get(health::dead_letters))
         .route("/v1/events", post(ingest::events))
         .route("/v1/evals", post(ingest::evals))
+        .route("/v1/traces", post(otlp::traces))
         .route("/recalibrate", post(changes::recalibrate))
         .route("/v1/changes", get(changes::list))
         .route(
@@ -102,6 +104,16 @@ impl ApiError {
             status,
             message: message.into(),
         }
+    }
+
+    /// The answer's status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// What the answer says.
+    pub fn message(&self) -> &str {
+        &self.message
     }
 
     fn internal(e: impl std::fmt::Display) -> ApiError {
