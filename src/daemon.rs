@@ -263,6 +263,7 @@ pub async fn serve_on(
         source_clocks: pipeline.clocks.clone(),
         analysis: progress,
         exceptions: crate::exceptions::Registry::new(config.exceptions),
+        otlp: Arc::new(crate::api::OtlpState::new(crate::clock::now_ms())),
     });
     tracing::info!(%addr, tails = config.tails.len(), gateway_dbs = config.gateway_dbs.len(), "serving");
     {

@@ -288,3 +288,79 @@ fn the_receiver_refuses_what_it_cannot_read_in_the_otlp_way() {
     assert_eq!(status, 413);
     assert_eq!(app.sql_i64("SELECT COUNT(*) FROM events"), 0);
 }
+
+/// Record `calls` GenAI calls of 100 input and 20 output tokens on the SDK's
+/// `gen_ai.client.token.usage` histogram of `service`, flushing after every `flush_every`.
+fn export_metrics(
+    app: &common::TestApp,
+    service: &'static str,
+    temporality: opentelemetry_sdk::metrics::Temporality,
+    calls: usize,
+    flush_every: usize,
+) {
+    use opentelemetry::metrics::MeterProvider;
+    let exporter = opentelemetry_otlp::MetricExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(app.url("/v1/metrics"))
+        .with_headers(HashMap::from([(
+            "authorization".to_string(),
+            format!("Bearer {}", app.token),
+        )]))
+        .with_temporality(temporality)
+        .build()
+        .unwrap();
+    let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+        .with_periodic_exporter(exporter)
+        .with_resource(Resource::builder().with_service_name(service).build())
+        .build();
+    let histogram = provider
+        .meter("genai-test")
+        .u64_histogram("gen_ai.client.token.usage")
+        .with_unit("{token}")
+        .build();
+    let labels = |kind: &'static str| {
+        [
+            KeyValue::new("gen_ai.operation.name", "chat"),
+            KeyValue::new("gen_ai.provider.name", "openai"),
+            KeyValue::new("gen_ai.request.model", "gpt-4o"),
+            KeyValue::new("gen_ai.token.type", kind),
+        ]
+    };
+    for i in 1..=calls {
+        histogram.record(100, &labels("input"));
+        histogram.record(20, &labels("output"));
+        if i % flush_every == 0 {
+            provider.force_flush().unwrap();
+        }
+    }
+    provider.force_flush().unwrap();
+    provider.shutdown().unwrap();
+}
+
+/// Metrics stand in for the calls of a service that sends no spans: delta and
+/// cumulative token-usage histograms from the SDK become one event per call with the
+/// tokens shared evenly, a cumulative series counted by its differences; a service
+/// whose spans arrive is not counted twice from its metrics.
+#[test]
+fn token_usage_metrics_count_the_calls_of_services_without_spans() {
+    use opentelemetry_sdk::metrics::Temporality;
+    let app = common::TestApp::builder().spawn();
+    export_metrics(&app, "batch-delta", Temporality::Delta, 300, 100);
+    let count = |route: &str| {
+        app.sql_i64(&format!(
+            "SELECT COUNT(*) FROM events WHERE route = '{route}' AND model = 'gpt-4o' \
+             AND prompt_tokens = 100 AND completion_tokens = 20 AND provider = 'openai'"
+        ))
+    };
+    assert_eq!(count("batch-delta"), 300);
+    // Cumulative: the SDK exports the running total after each flush (and at shutdown).
+    export_metrics(&app, "batch-cumulative", Temporality::Cumulative, 250, 50);
+    assert_eq!(count("batch-cumulative"), 250, "differenced, not summed");
+
+    // A service whose spans arrive: its metrics would count its calls twice.
+    export(&app, Protocol::HttpBinary, 10, 100);
+    let before = app.sql_i64("SELECT COUNT(*) FROM events");
+    export_metrics(&app, "support-bot", Temporality::Delta, 40, 40);
+    assert_eq!(app.sql_i64("SELECT COUNT(*) FROM events"), before);
+}

@@ -13,6 +13,7 @@ mod mapped;
 mod native;
 mod newapi;
 pub mod otlp;
+pub mod otlp_metrics;
 pub mod timestamp;
 
 use std::collections::BTreeMap;

@@ -68,6 +68,22 @@ pub fn spans(req: &ExportTraceServiceRequest, ctx: &Context) -> Vec<SpanOutcome>
     out
 }
 
+/// The `service.name` of every resource that sent a GenAI span in `req`.
+pub fn services_with_genai_spans(req: &ExportTraceServiceRequest) -> Vec<String> {
+    req.resource_spans
+        .iter()
+        .filter(|rs| {
+            rs.scope_spans
+                .iter()
+                .any(|ss| ss.spans.iter().any(|s| is_genai(&s.attributes)))
+        })
+        .filter_map(|rs| {
+            let attrs = &rs.resource.as_ref()?.attributes;
+            text(attrs, "service.name").map(String::from)
+        })
+        .collect()
+}
+
 fn outcome(span: &Span, resource: &[KeyValue], ctx: &Context) -> SpanOutcome {
     let (trace, id) = (hex(&span.trace_id), hex(&span.span_id));
     let position = format!("trace {trace}/span {id}");
@@ -213,7 +229,7 @@ fn get<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
 }
 
 /// A non-empty string attribute.
-fn text<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
+pub(super) fn text<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
     match &get(attrs, key)?.value {
         Some(Value::StringValue(s)) if !s.trim().is_empty() => Some(s.trim()),
         _ => None,

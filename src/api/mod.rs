@@ -25,6 +25,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde_json::json;
 
+pub use otlp::OtlpState;
+
 use crate::adapters::timestamp::TimestampError;
 use crate::adapters::{Context, MappedFormat};
 use crate::sources::gateway_db::HealthBoard;
@@ -56,6 +58,8 @@ pub struct AppState {
     pub analysis: crate::analysis::Progress,
     /// The exception registry's limits.
     pub exceptions: crate::exceptions::Registry,
+    /// What the OTLP endpoints remember between requests.
+    pub otlp: Arc<OtlpState>,
 }
 
 /// The router with every endpoint.
@@ -71,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", post(ingest::events))
         .route("/v1/evals", post(ingest::evals))
         .route("/v1/traces", post(otlp::traces))
+        .route("/v1/metrics", post(otlp::metrics))
         .route("/recalibrate", post(changes::recalibrate))
         .route("/v1/changes", get(changes::list))
         .route(

@@ -1,5 +1,6 @@
-//! `POST /v1/traces`: the OTLP/HTTP receiver (protobuf or JSON, optionally gzip).
-//! GenAI spans become usage events through `adapters::otlp`, with the webhook's
+//! `POST /v1/traces` and `POST /v1/metrics`: the OTLP/HTTP receiver (protobuf or JSON,
+//! optionally gzip). GenAI spans become usage events through `adapters::otlp`, token
+//! usage histograms of services that send no spans through `adapters::otlp_metrics`, with the webhook's
 //! guarantees: the token before the body, a bounded body (also once unzipped), the
 //! answer only after the commit, idempotency by `(ts, id)` (the id is the trace and
 //! span id, so a resent span is stored once), dead letters for refused spans.
@@ -9,11 +10,16 @@
 //! carry a `google.rpc.Status` in that encoding; 503 (which exporters retry) when the
 //! store cannot commit.
 
+use std::collections::HashMap;
 use std::io::Read;
+use std::sync::Mutex;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceResponse,
 };
@@ -22,8 +28,10 @@ use prost::Message;
 use super::auth::require_token;
 use super::{AppState, read_body};
 use crate::adapters::otlp::{self, Encoding};
-use crate::adapters::{Record, finish_usage};
+use crate::adapters::otlp_metrics::{self, Cumulative};
+use crate::adapters::{Context, Record, Rejected, finish_usage};
 use crate::clock::now_ms;
+use crate::domain::UsageEvent;
 use crate::ingest::add_decoded;
 use crate::store::Batch;
 
@@ -132,70 +140,201 @@ fn unzip(headers: &HeaderMap, body: &[u8], limit: usize) -> Result<Vec<u8>, (Sta
     }
 }
 
-/// `POST /v1/traces`.
-pub async fn traces(State(state): State<AppState>, req: Request) -> Response {
+/// What the OTLP endpoints share beyond `AppState`: the cumulative metric points seen,
+/// and the services whose spans arrive (their metrics would count calls twice).
+#[derive(Debug)]
+pub struct OtlpState {
+    cumulative: Mutex<Cumulative>,
+    span_services: Mutex<HashMap<String, i64>>,
+}
+
+/// How long a service counts as sending spans after its last one.
+const SPANS_FRESH_MS: i64 = 3_600_000;
+
+impl OtlpState {
+    /// Nothing seen yet, at `now_ms`.
+    pub fn new(now_ms: i64) -> OtlpState {
+        OtlpState {
+            cumulative: Mutex::new(Cumulative::new(now_ms.max(0) as u64 * 1_000_000)),
+            span_services: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn saw_spans(&self, services: impl IntoIterator<Item = String>, now: i64) {
+        let mut seen = self.span_services.lock().unwrap_or_else(|p| p.into_inner());
+        for s in services {
+            seen.insert(s, now);
+        }
+    }
+
+    fn sends_spans(&self, service: &str, now: i64) -> bool {
+        let seen = self.span_services.lock().unwrap_or_else(|p| p.into_inner());
+        seen.get(service)
+            .is_some_and(|at| now - at < SPANS_FRESH_MS)
+    }
+}
+
+/// The request's encoding and body, unzipped, once its token passed; or the answer.
+async fn receive(state: &AppState, req: Request) -> Result<(Encoding, Vec<u8>), Response> {
     let Some(enc) = encoding(req.headers()) else {
-        return failure(
+        return Err(failure(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Encoding::Json,
             "OTLP/HTTP bodies are application/x-protobuf or application/json",
-        );
+        ));
     };
     if let Err(e) = require_token(req.headers(), &state.token) {
-        return failure(StatusCode::UNAUTHORIZED, enc, e.message());
+        return Err(failure(StatusCode::UNAUTHORIZED, enc, e.message()));
     }
     let headers = req.headers().clone();
-    let body = match read_body(req.into_body(), state.max_body_bytes).await {
-        Ok(b) => b,
-        Err(e) => return failure(e.status(), enc, e.message()),
-    };
+    let body = read_body(req.into_body(), state.max_body_bytes)
+        .await
+        .map_err(|e| failure(e.status(), enc, e.message()))?;
     let limit = state.max_body_bytes;
+    let unzipped = tokio::task::spawn_blocking(move || unzip(&headers, &body, limit)).await;
+    match unzipped {
+        Ok(Ok(bytes)) => Ok((enc, bytes)),
+        Ok(Err((status, message))) => Err(failure(status, enc, message)),
+        Err(e) => Err(failure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            enc,
+            e.to_string(),
+        )),
+    }
+}
+
+/// Put each decoded event (finished: time checked, priced) or refusal into `batch`;
+/// the refusals' `where: why` lines.
+fn fill(
+    batch: &mut Batch,
+    items: impl IntoIterator<Item = (String, Result<Option<UsageEvent>, Rejected>, Vec<u8>)>,
+    ctx: &Context,
+) -> Vec<String> {
+    let now = now_ms();
+    let mut reasons = Vec::new();
+    for (position, result, raw) in items {
+        let result = result
+            .and_then(|e| e.map(|e| finish_usage(e, now, ctx)).transpose())
+            .map(|e| e.map(Record::Usage));
+        if let Some(reason) = add_decoded(batch, result, || position.clone(), || raw) {
+            reasons.push(format!("{position}: {reason}"));
+        }
+    }
+    reasons
+}
+
+/// Commit `batch` (if it holds anything): `Err` is the 503 exporters retry.
+async fn commit(state: &AppState, batch: Batch, enc: Encoding) -> Result<(), Response> {
+    if batch.events.is_empty() && batch.dead_letters.is_empty() {
+        return Ok(());
+    }
+    state.writer.commit(batch).await.map(drop).map_err(|e| {
+        tracing::error!(cause = %e, "OTLP data could not be committed");
+        failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            enc,
+            format!("the data could not be stored ({e}); retry"),
+        )
+    })
+}
+
+/// The first refusal reasons, for `partial_success.error_message`.
+fn quote(reasons: &[String]) -> String {
+    reasons
+        .iter()
+        .take(MAX_QUOTED)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// `POST /v1/traces`.
+pub async fn traces(State(state): State<AppState>, req: Request) -> Response {
+    let (enc, bytes) = match receive(&state, req).await {
+        Ok(r) => r,
+        Err(answer) => return answer,
+    };
     let ctx = state.ctx.clone();
     let decoded = tokio::task::spawn_blocking(move || {
-        let bytes = unzip(&headers, &body, limit)?;
-        let request =
-            otlp::decode_traces(&bytes, enc).map_err(|e| (StatusCode::BAD_REQUEST, e.0))?;
+        let request = otlp::decode_traces(&bytes, enc)?;
         let mut batch = Batch::new("http:otlp", "otlp");
-        let mut reasons = Vec::new();
+        let spans = otlp::spans(&request, &ctx);
+        let services = otlp::services_with_genai_spans(&request);
+        let reasons = fill(
+            &mut batch,
+            spans.into_iter().map(|s| (s.position, s.result, s.raw)),
+            &ctx,
+        );
+        Ok::<_, Rejected>((batch, reasons, services))
+    })
+    .await;
+    let (batch, reasons, services) = match decoded {
+        Ok(Ok(done)) => done,
+        Ok(Err(e)) => return failure(StatusCode::BAD_REQUEST, enc, e.0),
+        Err(e) => return failure(StatusCode::INTERNAL_SERVER_ERROR, enc, e.to_string()),
+    };
+    if let Err(answer) = commit(&state, batch, enc).await {
+        return answer;
+    }
+    state.otlp.saw_spans(services, now_ms());
+    let response = ExportTraceServiceResponse {
+        partial_success: (!reasons.is_empty()).then(|| ExportTracePartialSuccess {
+            rejected_spans: reasons.len() as i64,
+            error_message: quote(&reasons),
+        }),
+    };
+    encoded(StatusCode::OK, enc, response.encode_to_vec(), &response)
+}
+
+/// `POST /v1/metrics`: `gen_ai.client.token.usage` of services that send no spans.
+pub async fn metrics(State(state): State<AppState>, req: Request) -> Response {
+    let (enc, bytes) = match receive(&state, req).await {
+        Ok(r) => r,
+        Err(answer) => return answer,
+    };
+    let ctx = state.ctx.clone();
+    let otlp_state = state.otlp.clone();
+    let decoded = tokio::task::spawn_blocking(move || {
+        let request = otlp_metrics::decode(&bytes, enc)?;
         let now = now_ms();
-        for span in otlp::spans(&request, &ctx) {
-            let result = span
-                .result
-                .and_then(|e| e.map(|e| finish_usage(e, now, &ctx)).transpose())
-                .map(|e| e.map(Record::Usage));
-            let raw = span.raw;
-            if let Some(reason) = add_decoded(&mut batch, result, || span.position.clone(), || raw)
-            {
-                reasons.push(format!("{}: {reason}", span.position));
-            }
-        }
-        Ok::<_, (StatusCode, String)>((batch, reasons))
+        let outcome = {
+            let mut cumulative = otlp_state
+                .cumulative
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            otlp_metrics::events(
+                &request,
+                &mut cumulative,
+                |s| otlp_state.sends_spans(s, now),
+                &ctx,
+            )
+        };
+        let mut batch = Batch::new("http:otlp-metrics", "otlp");
+        batch.skipped = outcome.skipped;
+        let items = outcome
+            .events
+            .into_iter()
+            .map(|e| (String::new(), Ok(Some(e)), Vec::new()))
+            .chain(outcome.refused.into_iter().map(|(position, why)| {
+                let raw = position.clone().into_bytes();
+                (position, Err(why), raw)
+            }));
+        let reasons = fill(&mut batch, items, &ctx);
+        Ok::<_, Rejected>((batch, reasons))
     })
     .await;
     let (batch, reasons) = match decoded {
         Ok(Ok(done)) => done,
-        Ok(Err((status, message))) => return failure(status, enc, message),
+        Ok(Err(e)) => return failure(StatusCode::BAD_REQUEST, enc, e.0),
         Err(e) => return failure(StatusCode::INTERNAL_SERVER_ERROR, enc, e.to_string()),
     };
-    if !(batch.events.is_empty() && batch.dead_letters.is_empty()) {
-        if let Err(e) = state.writer.commit(batch).await {
-            tracing::error!(cause = %e, "OTLP spans could not be committed");
-            return failure(
-                StatusCode::SERVICE_UNAVAILABLE,
-                enc,
-                format!("the spans could not be stored ({e}); retry"),
-            );
-        }
+    if let Err(answer) = commit(&state, batch, enc).await {
+        return answer;
     }
-    let response = ExportTraceServiceResponse {
-        partial_success: (!reasons.is_empty()).then(|| ExportTracePartialSuccess {
-            rejected_spans: reasons.len() as i64,
-            error_message: reasons
-                .iter()
-                .take(MAX_QUOTED)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("; "),
+    let response = ExportMetricsServiceResponse {
+        partial_success: (!reasons.is_empty()).then(|| ExportMetricsPartialSuccess {
+            rejected_data_points: reasons.len() as i64,
+            error_message: quote(&reasons),
         }),
     };
     encoded(StatusCode::OK, enc, response.encode_to_vec(), &response)
