@@ -72,6 +72,9 @@ pub enum ClockMode {
 pub struct FileConfig {
     /// Address the HTTP API listens on (default `127.0.0.1:7878`).
     pub listen: Option<SocketAddr>,
+    /// Address OTLP/gRPC listens on (usually `…:4317`); none by default (OTLP/HTTP is
+    /// always on the API's address).
+    pub otlp_grpc_listen: Option<SocketAddr>,
     /// Path of driftwarden's SQLite database (default `driftwarden.db`).
     pub db: Option<PathBuf>,
     /// Rules directory holding `pricing.toml` (default `rules`).
@@ -214,6 +217,8 @@ fn default_format() -> String {
 pub struct Config {
     /// Address the HTTP API listens on.
     pub listen: SocketAddr,
+    /// Address OTLP/gRPC listens on, if it is on.
+    pub otlp_grpc_listen: Option<SocketAddr>,
     /// Path of driftwarden's SQLite database.
     pub db: PathBuf,
     /// Rules directory holding `pricing.toml`.
@@ -413,6 +418,7 @@ impl Config {
             ));
         }
         Ok(Config {
+            otlp_grpc_listen: file.otlp_grpc_listen,
             listen: flags
                 .listen
                 .or(file.listen)

@@ -44,6 +44,16 @@ pub enum DaemonError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The OTLP/gRPC address could not be bound.
+    #[error(
+        "cannot listen for OTLP/gRPC on {addr}: {source} (is another collector using it? change otlp_grpc_listen)"
+    )]
+    BindGrpc {
+        /// The address asked for.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The generated API token could not be read from or written to its file.
     #[error("token file {path}: {source}")]
     TokenFile {
@@ -251,7 +261,7 @@ pub async fn serve_on(
         .collect();
 
     let schedules = crate::schedule::Scheduler::spawn(&config.schedules, jobs);
-    let app = router(AppState {
+    let state = AppState {
         writer: pipeline.writer.clone(),
         ctx: pipeline.ctx.clone(),
         formats: Arc::new(config.formats.clone()),
@@ -264,7 +274,28 @@ pub async fn serve_on(
         analysis: progress,
         exceptions: crate::exceptions::Registry::new(config.exceptions),
         otlp: Arc::new(crate::api::OtlpState::new(crate::clock::now_ms())),
-    });
+    };
+    let grpc = match config.otlp_grpc_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| DaemonError::BindGrpc {
+                    addr: addr.to_string(),
+                    source,
+                })?;
+            let grpc_stop = Stop::default();
+            let stopped = grpc_stop.clone();
+            let shutdown = async move { stopped.stopped().await };
+            let task = tokio::spawn(crate::api::serve_otlp_grpc(
+                listener,
+                state.clone(),
+                shutdown,
+            ));
+            Some((grpc_stop, task))
+        }
+        None => None,
+    };
+    let app = router(state);
     tracing::info!(%addr, tails = config.tails.len(), gateway_dbs = config.gateway_dbs.len(), "serving");
     {
         let mut out = std::io::stdout().lock();
@@ -277,6 +308,14 @@ pub async fn serve_on(
         .await;
 
     tracing::info!("shutting down: finishing tailers and pending commits");
+    if let Some((grpc_stop, task)) = grpc {
+        grpc_stop.set();
+        match task.await {
+            Ok(Err(e)) => tracing::error!(cause = %e, "OTLP/gRPC server failed"),
+            Err(e) => tracing::error!(cause = %e, "OTLP/gRPC server panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
     stop.set();
     notifier.stop().await;
     schedules.stop().await;

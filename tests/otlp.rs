@@ -364,3 +364,72 @@ fn token_usage_metrics_count_the_calls_of_services_without_spans() {
     export_metrics(&app, "support-bot", Temporality::Delta, 40, 40);
     assert_eq!(app.sql_i64("SELECT COUNT(*) FROM events"), before);
 }
+
+/// OTLP/gRPC, on when `otlp_grpc_listen` is set: the SDK's tonic exporter delivers
+/// GenAI spans with the token in its metadata; without the token nothing is stored.
+#[test]
+fn genai_spans_over_grpc_with_the_token_in_the_metadata() {
+    use opentelemetry_otlp::WithTonicConfig;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let app = common::TestApp::builder()
+        .config(&format!("otlp_grpc_listen = \"127.0.0.1:{port}\"\n"))
+        .spawn();
+    // The exporter's channel lives on this runtime; the SDK's batch thread uses it.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let send = |token: Option<&str>, calls: usize| {
+        let _guard = rt.enter();
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        if let Some(t) = token {
+            metadata.insert("authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        let exporter = SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(format!("http://127.0.0.1:{port}"))
+            .with_metadata(metadata)
+            .build()
+            .unwrap();
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(Resource::builder().with_service_name("grpc-app").build())
+            .build();
+        let tracer = provider.tracer("genai-grpc");
+        for _ in 0..calls {
+            let mut span = tracer.start("chat gpt-4o");
+            span.set_attributes([
+                KeyValue::new("gen_ai.operation.name", "chat"),
+                KeyValue::new("gen_ai.request.model", "gpt-4o"),
+                KeyValue::new("gen_ai.usage.input_tokens", 50i64),
+                KeyValue::new("gen_ai.usage.output_tokens", 5i64),
+            ]);
+            span.end();
+        }
+        let _ = provider.force_flush();
+        let _ = provider.shutdown();
+    };
+    send(None, 20);
+    assert_eq!(
+        app.sql_i64("SELECT COUNT(*) FROM events"),
+        0,
+        "no token, nothing stored"
+    );
+    let refused = rt.block_on(async {
+        use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+        let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{port}"))
+            .await
+            .unwrap();
+        client
+            .export(request(vec![span(1, Some("gpt-4o"), 1000)]))
+            .await
+            .unwrap_err()
+    });
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    send(Some(&app.token), 100);
+    assert_eq!(
+        app.sql_i64("SELECT COUNT(*) FROM events WHERE route = 'grpc-app' AND prompt_tokens = 50"),
+        100
+    );
+}

@@ -11,6 +11,7 @@ mod exceptions;
 mod health;
 mod ingest;
 mod otlp;
+mod otlp_grpc;
 mod outbox;
 mod series;
 
@@ -26,6 +27,7 @@ use axum::routing::{delete, get, post};
 use serde_json::json;
 
 pub use otlp::OtlpState;
+pub use otlp_grpc::serve as serve_otlp_grpc;
 
 use crate::adapters::timestamp::TimestampError;
 use crate::adapters::{Context, MappedFormat};

@@ -18,10 +18,10 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceResponse,
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use prost::Message;
 
@@ -223,18 +223,14 @@ fn fill(
     reasons
 }
 
-/// Commit `batch` (if it holds anything): `Err` is the 503 exporters retry.
-async fn commit(state: &AppState, batch: Batch, enc: Encoding) -> Result<(), Response> {
+/// Commit `batch` (if it holds anything).
+async fn commit(state: &AppState, batch: Batch) -> Result<(), Unstored> {
     if batch.events.is_empty() && batch.dead_letters.is_empty() {
         return Ok(());
     }
     state.writer.commit(batch).await.map(drop).map_err(|e| {
         tracing::error!(cause = %e, "OTLP data could not be committed");
-        failure(
-            StatusCode::SERVICE_UNAVAILABLE,
-            enc,
-            format!("the data could not be stored ({e}); retry"),
-        )
+        Unstored::Unavailable(format!("the data could not be stored ({e}); retry"))
     })
 }
 
@@ -248,54 +244,45 @@ fn quote(reasons: &[String]) -> String {
         .join("; ")
 }
 
-/// `POST /v1/traces`.
-pub async fn traces(State(state): State<AppState>, req: Request) -> Response {
-    let (enc, bytes) = match receive(&state, req).await {
-        Ok(r) => r,
-        Err(answer) => return answer,
-    };
+/// Why an export could not be stored: a client's mistake or the store's failure.
+pub(super) enum Unstored {
+    /// The request is not what the endpoint reads (400 / INVALID_ARGUMENT).
+    Invalid(String),
+    /// The store did not commit (503 / UNAVAILABLE: exporters retry).
+    Unavailable(String),
+}
+
+/// Store what `request`'s GenAI spans say; the refusal reasons of its refused spans.
+pub(super) async fn export_traces(
+    state: &AppState,
+    request: ExportTraceServiceRequest,
+) -> Result<Vec<String>, Unstored> {
     let ctx = state.ctx.clone();
-    let decoded = tokio::task::spawn_blocking(move || {
-        let request = otlp::decode_traces(&bytes, enc)?;
+    let (batch, reasons, services) = tokio::task::spawn_blocking(move || {
         let mut batch = Batch::new("http:otlp", "otlp");
         let spans = otlp::spans(&request, &ctx);
-        let services = otlp::services_with_genai_spans(&request);
         let reasons = fill(
             &mut batch,
             spans.into_iter().map(|s| (s.position, s.result, s.raw)),
             &ctx,
         );
-        Ok::<_, Rejected>((batch, reasons, services))
+        (batch, reasons, otlp::services_with_genai_spans(&request))
     })
-    .await;
-    let (batch, reasons, services) = match decoded {
-        Ok(Ok(done)) => done,
-        Ok(Err(e)) => return failure(StatusCode::BAD_REQUEST, enc, e.0),
-        Err(e) => return failure(StatusCode::INTERNAL_SERVER_ERROR, enc, e.to_string()),
-    };
-    if let Err(answer) = commit(&state, batch, enc).await {
-        return answer;
-    }
+    .await
+    .map_err(|e| Unstored::Unavailable(e.to_string()))?;
+    commit(state, batch).await?;
     state.otlp.saw_spans(services, now_ms());
-    let response = ExportTraceServiceResponse {
-        partial_success: (!reasons.is_empty()).then(|| ExportTracePartialSuccess {
-            rejected_spans: reasons.len() as i64,
-            error_message: quote(&reasons),
-        }),
-    };
-    encoded(StatusCode::OK, enc, response.encode_to_vec(), &response)
+    Ok(reasons)
 }
 
-/// `POST /v1/metrics`: `gen_ai.client.token.usage` of services that send no spans.
-pub async fn metrics(State(state): State<AppState>, req: Request) -> Response {
-    let (enc, bytes) = match receive(&state, req).await {
-        Ok(r) => r,
-        Err(answer) => return answer,
-    };
+/// Store what `request`'s token-usage histograms say; the refusal reasons.
+pub(super) async fn export_metrics(
+    state: &AppState,
+    request: ExportMetricsServiceRequest,
+) -> Result<Vec<String>, Unstored> {
     let ctx = state.ctx.clone();
     let otlp_state = state.otlp.clone();
-    let decoded = tokio::task::spawn_blocking(move || {
-        let request = otlp_metrics::decode(&bytes, enc)?;
+    let (batch, reasons) = tokio::task::spawn_blocking(move || {
         let now = now_ms();
         let outcome = {
             let mut cumulative = otlp_state
@@ -320,22 +307,76 @@ pub async fn metrics(State(state): State<AppState>, req: Request) -> Response {
                 (position, Err(why), raw)
             }));
         let reasons = fill(&mut batch, items, &ctx);
-        Ok::<_, Rejected>((batch, reasons))
+        (batch, reasons)
     })
-    .await;
-    let (batch, reasons) = match decoded {
-        Ok(Ok(done)) => done,
-        Ok(Err(e)) => return failure(StatusCode::BAD_REQUEST, enc, e.0),
-        Err(e) => return failure(StatusCode::INTERNAL_SERVER_ERROR, enc, e.to_string()),
-    };
-    if let Err(answer) = commit(&state, batch, enc).await {
-        return answer;
+    .await
+    .map_err(|e| Unstored::Unavailable(e.to_string()))?;
+    commit(state, batch).await?;
+    Ok(reasons)
+}
+
+/// The trace answer for `reasons`, with `partial_success` when any span was refused.
+pub(super) fn trace_answer(reasons: &[String]) -> ExportTraceServiceResponse {
+    ExportTraceServiceResponse {
+        partial_success: (!reasons.is_empty()).then(|| ExportTracePartialSuccess {
+            rejected_spans: reasons.len() as i64,
+            error_message: quote(reasons),
+        }),
     }
-    let response = ExportMetricsServiceResponse {
+}
+
+/// The metrics answer for `reasons`.
+pub(super) fn metrics_answer(reasons: &[String]) -> ExportMetricsServiceResponse {
+    ExportMetricsServiceResponse {
         partial_success: (!reasons.is_empty()).then(|| ExportMetricsPartialSuccess {
             rejected_data_points: reasons.len() as i64,
-            error_message: quote(&reasons),
+            error_message: quote(reasons),
         }),
+    }
+}
+
+/// An HTTP answer for an export that could not be stored.
+fn unstored(e: Unstored, enc: Encoding) -> Response {
+    match e {
+        Unstored::Invalid(m) => failure(StatusCode::BAD_REQUEST, enc, m),
+        Unstored::Unavailable(m) => failure(StatusCode::SERVICE_UNAVAILABLE, enc, m),
+    }
+}
+
+/// `POST /v1/traces`.
+pub async fn traces(State(state): State<AppState>, req: Request) -> Response {
+    let (enc, bytes) = match receive(&state, req).await {
+        Ok(r) => r,
+        Err(answer) => return answer,
     };
-    encoded(StatusCode::OK, enc, response.encode_to_vec(), &response)
+    let result = match otlp::decode_traces(&bytes, enc) {
+        Ok(request) => export_traces(&state, request).await,
+        Err(e) => Err(Unstored::Invalid(e.0)),
+    };
+    match result {
+        Ok(reasons) => {
+            let answer = trace_answer(&reasons);
+            encoded(StatusCode::OK, enc, answer.encode_to_vec(), &answer)
+        }
+        Err(e) => unstored(e, enc),
+    }
+}
+
+/// `POST /v1/metrics`: `gen_ai.client.token.usage` of services that send no spans.
+pub async fn metrics(State(state): State<AppState>, req: Request) -> Response {
+    let (enc, bytes) = match receive(&state, req).await {
+        Ok(r) => r,
+        Err(answer) => return answer,
+    };
+    let result = match otlp_metrics::decode(&bytes, enc) {
+        Ok(request) => export_metrics(&state, request).await,
+        Err(e) => Err(Unstored::Invalid(e.0)),
+    };
+    match result {
+        Ok(reasons) => {
+            let answer = metrics_answer(&reasons);
+            encoded(StatusCode::OK, enc, answer.encode_to_vec(), &answer)
+        }
+        Err(e) => unstored(e, enc),
+    }
 }
