@@ -9,6 +9,7 @@
 mod mysql;
 mod postgres;
 mod sqlite;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -119,8 +120,8 @@ impl DbSpec {
         )
     }
 
-    /// Check the URL scheme and the table name (it is spliced into SQL, so only
-    /// letters, digits and `_` are allowed).
+    /// Check the URL scheme, its TLS parameters, and the table name (it is spliced
+    /// into SQL, so only letters, digits and `_` are allowed).
     pub fn validate(&self) -> Result<(), InvalidDbSource> {
         if !self
             .table
@@ -134,7 +135,15 @@ impl DbSpec {
             )));
         }
         match Backend::of(&self.url) {
-            Some(_) => Ok(()),
+            Some(Backend::Sqlite) => Ok(()),
+            Some(Backend::Postgres | Backend::Mysql) => {
+                tls::split(&self.url).map(drop).map_err(|why| {
+                    InvalidDbSource(format!(
+                        "gateway database URL {}: {why}",
+                        printable_url(&self.url)
+                    ))
+                })
+            }
             None => Err(InvalidDbSource(format!(
                 "gateway database URL {} must start with sqlite://, postgres://, postgresql:// or mysql://",
                 printable_url(&self.url)
