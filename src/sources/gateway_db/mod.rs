@@ -783,6 +783,33 @@ mod tests {
     }
 
     #[test]
+    fn tls_parameters_are_checked_at_start() {
+        let spec = |url: &str| DbSpec {
+            url: url.into(),
+            flavour: Flavour::Newapi,
+            table: "logs".into(),
+            start: DbStart::Newest,
+            poll: Duration::from_secs(2),
+            batch_rows: 5000,
+            channels: BTreeMap::new(),
+        };
+        let err = spec("postgres://u:s3cret@h/db?sslmode=verify_full")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "gateway database URL postgres://u@h/db: sslmode=\"verify_full\" is not one of \
+             disable, prefer, require, verify-ca, verify-full"
+        );
+        assert!(
+            spec("mysql://u@h/db?sslmode=verify-ca&sslrootcert=/etc/ca.pem")
+                .validate()
+                .is_ok()
+        );
+    }
+
+    #[test]
     fn table_names_cannot_inject_sql() {
         let spec = DbSpec {
             url: "sqlite:///x.db".into(),
