@@ -1074,3 +1074,274 @@ fn oneapi_flavour_on_mariadb() {
     assert_eq!(d.stats()["dead_letters"], json!(0));
     assert_no_secrets(&d, &[&pw, &url]);
 }
+
+// ---------------------------------------------------------------------------------
+// TLS (sslmode, sslrootcert) against servers that require it
+// ---------------------------------------------------------------------------------
+
+/// `SCHEME://gw_reader:PW@HOST:PORT/newapi[?QUERY]`.
+fn reader_url(scheme: &str, host: &str, port: u16, pw: &str, query: &str) -> String {
+    let url = format!("{scheme}://gw_reader:{pw}@{host}:{port}/newapi");
+    if query.is_empty() {
+        url
+    } else {
+        format!("{url}?{query}")
+    }
+}
+
+/// A daemon following `url` (from the environment, polled often).
+fn follow(url: &str) -> Daemon {
+    Daemon::start(
+        &[],
+        Some(&fast_poll_config("DW_TEST_GATEWAY_URL")),
+        &[("DW_TEST_GATEWAY_URL", url)],
+        "info",
+    )
+}
+
+/// Wait until the source's `last_error` contains `needle`.
+fn wait_error(d: &Daemon, needle: &str) {
+    d.wait(&format!("last_error containing {needle:?}"), WAIT, |d| {
+        d.gw()
+            .is_some_and(|g| g["last_error"].as_str().is_some_and(|e| e.contains(needle)))
+    });
+}
+
+/// New API's `logs` in database `newapi` of `pg`, readable by `gw_reader`; returns an
+/// admin connection and the reader's password.
+fn pg_newapi_on(pg: &PgServer) -> (postgres::Client, String) {
+    let pw = secret("TlsPw");
+    pg.create_db_and_role("newapi", "gw_reader", &pw);
+    let mut admin = pg.admin("newapi");
+    admin.batch_execute(PG_NEWAPI_LOGS).expect("creating logs");
+    admin
+        .batch_execute("GRANT SELECT ON logs TO gw_reader")
+        .expect("granting SELECT");
+    (admin, pw)
+}
+
+/// As `pg_newapi_on`, in MariaDB.
+fn my_newapi_on(my: &MariaDb) -> (mysql::Conn, String) {
+    let pw = secret("TlsPw");
+    my.create_db_and_user("newapi", "gw_reader", &pw);
+    let mut admin = my.admin_db("newapi");
+    admin.query_drop(MY_NEWAPI_LOGS).expect("creating logs");
+    admin
+        .query_drop("GRANT SELECT ON newapi.logs TO 'gw_reader'@'%'")
+        .expect("granting SELECT");
+    (admin, pw)
+}
+
+#[test]
+fn postgres_over_tls_verify_full() {
+    let Some(pg) = PgServer::start_tls_for("postgres_over_tls_verify_full") else {
+        return;
+    };
+    let (mut admin, pw) = pg_newapi_on(&pg);
+    let query = format!(
+        "sslmode=verify-full&sslrootcert={}",
+        test_pki().ca.display()
+    );
+    let url = reader_url("postgres", "localhost", pg.port(), &pw, &query);
+    let d = follow(&url);
+    d.wait_caught_up(0, WAIT);
+    let t = now_secs() - 60;
+    let ids = pg_insert_newapi(
+        &mut admin,
+        &[
+            LogRow::consume(t),
+            LogRow::error(t + 1),
+            LogRow::consume(t + 2),
+        ],
+    );
+    d.wait_caught_up(*ids.last().unwrap(), WAIT);
+    assert_eq!(d.stored().keys().copied().collect::<Vec<_>>(), ids);
+    assert_eq!(
+        d.gw().unwrap()["source"],
+        json!(format!(
+            "db:newapi:postgres://gw_reader@localhost:{}/newapi#logs",
+            pg.port()
+        )),
+        "the source's name (its cursor's key) leaves out the TLS parameters"
+    );
+    let encrypted: Option<bool> = admin
+        .query_one(
+            "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.usename = 'gw_reader'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(encrypted, Some(true), "the follower's session is TLS");
+    assert_no_secrets(&d, &[&pw]);
+}
+
+#[test]
+fn postgres_tls_failures_say_what_to_do() {
+    let test = "postgres_tls_failures_say_what_to_do";
+    let Some(pg) = PgServer::start_tls_for(test) else {
+        return;
+    };
+    let Some(plain) = PgServer::start_for(test) else {
+        return;
+    };
+    let (_admin, pw) = pg_newapi_on(&pg);
+    let pki = test_pki();
+    let (ca, other) = (pki.ca.display(), pki.other_ca.display());
+    let url = |host: &str, query: &str| reader_url("postgres", host, pg.port(), &pw, query);
+    // One daemon per case, all at once; each awaits its own outcome.
+    let wrong_ca = follow(&url(
+        "localhost",
+        &format!("sslmode=verify-full&sslrootcert={other}"),
+    ));
+    let by_ip = follow(&url(
+        "127.0.0.1",
+        &format!("sslmode=verify-full&sslrootcert={ca}"),
+    ));
+    let ca_only = follow(&url(
+        "127.0.0.1",
+        &format!("sslmode=verify-ca&sslrootcert={ca}"),
+    ));
+    let no_ca_file = follow(&url(
+        "localhost",
+        "sslmode=verify-full&sslrootcert=/nonexistent/ca.pem",
+    ));
+    let disabled = follow(&url("localhost", "sslmode=disable"));
+    let default_mode = follow(&url("localhost", ""));
+    let no_tls = follow(&reader_url(
+        "postgres",
+        "localhost",
+        plain.port(),
+        &pw,
+        "sslmode=require",
+    ));
+
+    wait_error(
+        &wrong_ca,
+        &format!("the server's certificate is not signed by the CA in sslrootcert={other}: "),
+    );
+    wait_error(
+        &by_ip,
+        "the certificate is for localhost, not 127.0.0.1; use the name in the certificate \
+         or sslmode=verify-ca",
+    );
+    ca_only.wait_caught_up(0, WAIT);
+    wait_error(
+        &no_ca_file,
+        "cannot read the CA file sslrootcert=/nonexistent/ca.pem",
+    );
+    wait_error(
+        &disabled,
+        "accepts this user only over TLS: drop sslmode=disable",
+    );
+    default_mode.wait_caught_up(0, WAIT);
+    wait_error(
+        &no_tls,
+        "does not offer TLS, and sslmode=require requires it",
+    );
+    for d in [
+        &wrong_ca,
+        &by_ip,
+        &ca_only,
+        &no_ca_file,
+        &disabled,
+        &default_mode,
+        &no_tls,
+    ] {
+        assert_no_secrets(d, &[&pw]);
+    }
+}
+
+#[test]
+fn mariadb_over_tls_verify_full() {
+    let Some(my) = MariaDb::start_tls_for("mariadb_over_tls_verify_full") else {
+        return;
+    };
+    let (mut admin, pw) = my_newapi_on(&my);
+    let query = format!(
+        "sslmode=verify-full&sslrootcert={}",
+        test_pki().ca.display()
+    );
+    let url = reader_url("mysql", "localhost", my.port(), &pw, &query);
+    let d = follow(&url);
+    d.wait_caught_up(0, WAIT);
+    let t = now_secs() - 60;
+    let ids = my_insert_newapi(
+        &mut admin,
+        &[
+            LogRow::consume(t),
+            LogRow::error(t + 1),
+            LogRow::consume(t + 2),
+        ],
+    );
+    d.wait_caught_up(*ids.last().unwrap(), WAIT);
+    assert_eq!(d.stored().keys().copied().collect::<Vec<_>>(), ids);
+    assert_no_secrets(&d, &[&pw]);
+}
+
+#[test]
+fn mariadb_tls_failures_say_what_to_do() {
+    let test = "mariadb_tls_failures_say_what_to_do";
+    let Some(my) = MariaDb::start_tls_for(test) else {
+        return;
+    };
+    let Some(plain) = MariaDb::start_for(test) else {
+        return;
+    };
+    let (_admin, pw) = my_newapi_on(&my);
+    let pki = test_pki();
+    let (ca, other) = (pki.ca.display(), pki.other_ca.display());
+    let url = |host: &str, query: &str| reader_url("mysql", host, my.port(), &pw, query);
+    let wrong_ca = follow(&url(
+        "localhost",
+        &format!("sslmode=verify-full&sslrootcert={other}"),
+    ));
+    let by_ip = follow(&url(
+        "127.0.0.1",
+        &format!("sslmode=verify-full&sslrootcert={ca}"),
+    ));
+    let ca_only = follow(&url(
+        "127.0.0.1",
+        &format!("sslmode=verify-ca&sslrootcert={ca}"),
+    ));
+    let disabled = follow(&url("localhost", "sslmode=disable"));
+    let default_mode = follow(&url("localhost", ""));
+    let no_tls = follow(&reader_url(
+        "mysql",
+        "localhost",
+        plain.port(),
+        &pw,
+        "sslmode=require",
+    ));
+
+    wait_error(
+        &wrong_ca,
+        &format!("the server's certificate is not signed by the CA in sslrootcert={other}: "),
+    );
+    wait_error(
+        &by_ip,
+        "the certificate is for localhost, not 127.0.0.1; use the name in the certificate \
+         or sslmode=verify-ca",
+    );
+    ca_only.wait_caught_up(0, WAIT);
+    // MariaDB answers a plain connection it refuses as it does a wrong password.
+    wait_error(
+        &disabled,
+        "if the server requires TLS (require_secure_transport), drop sslmode=disable",
+    );
+    default_mode.wait_caught_up(0, WAIT);
+    wait_error(
+        &no_tls,
+        "does not offer TLS, and sslmode=require requires it",
+    );
+    for d in [
+        &wrong_ca,
+        &by_ip,
+        &ca_only,
+        &disabled,
+        &default_mode,
+        &no_tls,
+    ] {
+        assert_no_secrets(d, &[&pw]);
+    }
+}

@@ -9,6 +9,10 @@
 //! postgres run as the `postgres` system user (set on the child process, as `runuser`
 //! would), in directories handed to that user. MariaDB runs as root with `--user=root`.
 //!
+//! `PgServer::start_tls_for` and `MariaDb::start_tls_for` start a server that requires
+//! TLS, with a certificate for `localhost` from the process's throwaway CA
+//! ([`test_pki`], made with rcgen).
+//!
 //! Gating: `PgServer::start_for(test)` and `MariaDb::start_for(test)` return `None`
 //! when the server binaries are not installed and `CI` is unset: they print a loud
 //! `SKIPPED:` line to stderr and the test returns. With `CI` set (CI=true), a missing
@@ -220,6 +224,77 @@ fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
 }
 
 // ---------------------------------------------------------------------------------
+// A throwaway PKI for the TLS servers
+// ---------------------------------------------------------------------------------
+
+/// One CA and a server certificate it signed for `localhost` (not `127.0.0.1`: a URL
+/// with the IP is a name mismatch), and a second CA that signed nothing a server uses.
+/// Made once per test process, in a dir removed at exit.
+pub struct TestPki {
+    /// The CA that signed the servers' certificate (PEM).
+    pub ca: PathBuf,
+    /// A CA that did not (PEM).
+    pub other_ca: PathBuf,
+    cert_pem: String,
+    key_pem: String,
+}
+
+fn ca(name: &str) -> (rcgen::Certificate, rcgen::KeyPair) {
+    let key = rcgen::KeyPair::generate().expect("generating a CA key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    (params.self_signed(&key).expect("self-signing a CA"), key)
+}
+
+/// The process's PKI (see [`TestPki`]).
+pub fn test_pki() -> &'static TestPki {
+    static PKI: OnceLock<TestPki> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let dir = template_dir("dw-pki-");
+        let (ca_cert, ca_key) = ca("driftwarden test CA");
+        let (other, _) = ca("driftwarden other CA");
+        let key = rcgen::KeyPair::generate().expect("generating a server key");
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("server params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "localhost");
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params
+            .signed_by(&key, &ca_cert, &ca_key)
+            .expect("signing the server certificate");
+        let pki = TestPki {
+            ca: dir.join("ca.pem"),
+            other_ca: dir.join("other-ca.pem"),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        };
+        std::fs::write(&pki.ca, ca_cert.pem()).expect("writing ca.pem");
+        std::fs::write(&pki.other_ca, other.pem()).expect("writing other-ca.pem");
+        pki
+    })
+}
+
+/// Writes the server certificate and key (mode 0600) into `dir`; returns their paths.
+fn write_server_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let pki = test_pki();
+    let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+    std::fs::write(&cert, &pki.cert_pem).expect("writing server.crt");
+    std::fs::write(&key, &pki.key_pem).expect("writing server.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+        .expect("chmod 0600 server.key");
+    (cert, key)
+}
+
+// ---------------------------------------------------------------------------------
 // PostgreSQL
 // ---------------------------------------------------------------------------------
 
@@ -309,11 +384,24 @@ pub struct PgServer {
     dir: TempDir,
     port: u16,
     child: Option<Child>,
+    /// The certificate and key files when TLS is on.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl PgServer {
     /// Start a server for `test`, or `None` if the binaries are missing (see module doc).
     pub fn start_for(test: &str) -> Option<PgServer> {
+        PgServer::start(test, false)
+    }
+
+    /// Like `start_for`, with TLS required over TCP: `ssl = on` with the [`test_pki`]
+    /// certificate for `localhost`, and only `hostssl` lines in pg_hba.conf, so a plain
+    /// TCP connection is refused ("no encryption").
+    pub fn start_tls_for(test: &str) -> Option<PgServer> {
+        PgServer::start(test, true)
+    }
+
+    fn start(test: &str, tls: bool) -> Option<PgServer> {
         let install = match pg_install() {
             Ok(i) => i,
             Err(why) => {
@@ -327,6 +415,20 @@ impl PgServer {
             .expect("creating a temp dir");
         copy_dir(&install.template, &dir.path().join("data"));
         std::fs::create_dir(dir.path().join("sock")).expect("creating the socket dir");
+        let tls = tls.then(|| {
+            let hba = dir.path().join("data/pg_hba.conf");
+            let lines = std::fs::read_to_string(&hba).expect("reading pg_hba.conf");
+            let ssl_only: String = lines
+                .lines()
+                .map(|l| match l.strip_prefix("host ") {
+                    Some(rest) => format!("hostssl {rest}\n"),
+                    None => format!("{l}\n"),
+                })
+                .collect();
+            std::fs::write(&hba, ssl_only).expect("writing pg_hba.conf");
+            // The key must belong to the server's user (chowned below) with mode 0600.
+            write_server_cert(dir.path())
+        });
         if let Some(ids) = install.run_as {
             chown(dir.path(), ids);
         }
@@ -335,6 +437,7 @@ impl PgServer {
             dir,
             port: 0,
             child: None,
+            tls,
         };
         let mut last = String::new();
         for _ in 0..5 {
@@ -387,6 +490,13 @@ impl PgServer {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("cloning a file handle"))
             .stderr(log);
+        if let Some((cert, key)) = &self.tls {
+            cmd.args(["-c", "ssl=on"])
+                .arg("-c")
+                .arg(format!("ssl_cert_file={}", cert.display()))
+                .arg("-c")
+                .arg(format!("ssl_key_file={}", key.display()));
+        }
         if let Some((uid, gid)) = self.install.run_as {
             cmd.uid(uid).gid(gid);
         }
@@ -536,11 +646,23 @@ pub struct MariaDb {
     dir: TempDir,
     port: u16,
     child: Option<Child>,
+    /// The certificate and key files when TLS is required.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl MariaDb {
     /// Start a server for `test`, or `None` if the binaries are missing (see module doc).
     pub fn start_for(test: &str) -> Option<MariaDb> {
+        MariaDb::start(test, false)
+    }
+
+    /// Like `start_for`, with TLS required over TCP: the [`test_pki`] certificate for
+    /// `localhost` and `require_secure_transport=ON` (the unix socket stays allowed).
+    pub fn start_tls_for(test: &str) -> Option<MariaDb> {
+        MariaDb::start(test, true)
+    }
+
+    fn start(test: &str, tls: bool) -> Option<MariaDb> {
         let install = match my_install() {
             Ok(i) => i,
             Err(why) => {
@@ -553,11 +675,13 @@ impl MariaDb {
             .tempdir()
             .expect("creating a temp dir");
         copy_dir(&install.template, &dir.path().join("data"));
+        let tls = tls.then(|| write_server_cert(dir.path()));
         let mut server = MariaDb {
             install,
             dir,
             port: 0,
             child: None,
+            tls,
         };
         let mut last = String::new();
         for _ in 0..5 {
@@ -603,6 +727,12 @@ impl MariaDb {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if let Some((cert, key)) = &self.tls {
+            cmd.arg(format!("--ssl-ca={}", test_pki().ca.display()))
+                .arg(format!("--ssl-cert={}", cert.display()))
+                .arg(format!("--ssl-key={}", key.display()))
+                .arg("--require-secure-transport=ON");
+        }
         if is_root() {
             cmd.arg("--user=root");
         }

@@ -9,6 +9,7 @@
 mod mysql;
 mod postgres;
 mod sqlite;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -119,8 +120,8 @@ impl DbSpec {
         )
     }
 
-    /// Check the URL scheme and the table name (it is spliced into SQL, so only
-    /// letters, digits and `_` are allowed).
+    /// Check the URL scheme, its TLS parameters, and the table name (it is spliced
+    /// into SQL, so only letters, digits and `_` are allowed).
     pub fn validate(&self) -> Result<(), InvalidDbSource> {
         if !self
             .table
@@ -134,7 +135,15 @@ impl DbSpec {
             )));
         }
         match Backend::of(&self.url) {
-            Some(_) => Ok(()),
+            Some(Backend::Sqlite) => Ok(()),
+            Some(Backend::Postgres | Backend::Mysql) => {
+                tls::split(&self.url).map(drop).map_err(|why| {
+                    InvalidDbSource(format!(
+                        "gateway database URL {}: {why}",
+                        printable_url(&self.url)
+                    ))
+                })
+            }
             None => Err(InvalidDbSource(format!(
                 "gateway database URL {} must start with sqlite://, postgres://, postgresql:// or mysql://",
                 printable_url(&self.url)
@@ -771,6 +780,33 @@ mod tests {
             Ok(DbStart::Since(1_780_272_000_000))
         );
         assert!("soon".parse::<DbStart>().is_err());
+    }
+
+    #[test]
+    fn tls_parameters_are_checked_at_start() {
+        let spec = |url: &str| DbSpec {
+            url: url.into(),
+            flavour: Flavour::Newapi,
+            table: "logs".into(),
+            start: DbStart::Newest,
+            poll: Duration::from_secs(2),
+            batch_rows: 5000,
+            channels: BTreeMap::new(),
+        };
+        let err = spec("postgres://u:s3cret@h/db?sslmode=verify_full")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "gateway database URL postgres://u@h/db: sslmode=\"verify_full\" is not one of \
+             disable, prefer, require, verify-ca, verify-full"
+        );
+        assert!(
+            spec("mysql://u@h/db?sslmode=verify-ca&sslrootcert=/etc/ca.pem")
+                .validate()
+                .is_ok()
+        );
     }
 
     #[test]

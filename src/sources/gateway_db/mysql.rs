@@ -1,10 +1,12 @@
-//! A gateway's MySQL / MariaDB database: one connection, a read-only session, a
-//! statement time limit. A lost connection is an error; the follower reconnects.
+//! A gateway's MySQL / MariaDB database: one connection (TLS as the URL's `sslmode`
+//! says, through the driver's rustls), a read-only session, a statement time limit. A
+//! lost connection is an error; the follower reconnects.
 
 use crate::adapters::LogRow;
 use mysql::prelude::Queryable;
-use mysql::{Conn, Opts};
+use mysql::{Conn, DriverError, Opts, OptsBuilder, SslOpts};
 
+use super::tls::{self, SslMode, Tls};
 use super::{Backend, Cell, DbError, DbSpec, Kind, LogReader, Queries, log_row};
 
 pub(super) struct Reader {
@@ -16,9 +18,22 @@ pub(super) struct Reader {
 impl Reader {
     pub(super) fn open(spec: &DbSpec) -> Result<Reader, DbError> {
         let url = spec.url.replacen("mariadb://", "mysql://", 1);
-        let err = |e: mysql::Error| DbError::from_driver(explain(&e, &spec.table), &spec.url);
-        let opts = Opts::from_url(&url).map_err(|e| DbError::from_driver(e, &spec.url))?;
-        let mut conn = Conn::new(opts).map_err(err)?;
+        let (driver_url, tls) = tls::split(&url).map_err(DbError)?;
+        let err = |e: mysql::Error| {
+            DbError::from_driver(explain_connect(&e, &spec.table, &tls), &spec.url)
+        };
+        let opts = Opts::from_url(&driver_url).map_err(|e| DbError::from_driver(e, &spec.url))?;
+        let with_tls = OptsBuilder::from_opts(opts.clone()).ssl_opts(ssl_opts(&tls)?);
+        let mut conn = match Conn::new(with_tls) {
+            // prefer: plain TCP to a server without TLS.
+            Err(mysql::Error::DriverError(DriverError::TlsNotSupported))
+                if tls.mode == SslMode::Prefer =>
+            {
+                Conn::new(opts)
+            }
+            other => other,
+        }
+        .map_err(err)?;
         conn.query_drop("SET SESSION TRANSACTION READ ONLY")
             .map_err(err)?;
         // MySQL names it max_execution_time (ms), MariaDB max_statement_time (s).
@@ -54,6 +69,49 @@ impl Reader {
             .map_err(|e| DbError::from_driver(explain(&e, ""), &self.url))?;
         Ok(v.flatten())
     }
+}
+
+/// The driver's TLS options for `tls`. The driver trusts the Mozilla roots besides
+/// the CA file; the file is read here first so that a bad one is named in our words.
+fn ssl_opts(tls: &Tls) -> Result<Option<SslOpts>, DbError> {
+    if let Some(path) = &tls.root_cert {
+        tls::root_certs(path).map_err(DbError)?;
+    }
+    let verified = || SslOpts::default().with_root_cert_path(tls.root_cert.clone());
+    Ok(match tls.mode {
+        SslMode::Disable => None,
+        SslMode::Prefer | SslMode::Require => {
+            Some(SslOpts::default().with_danger_accept_invalid_certs(true))
+        }
+        SslMode::VerifyCa => Some(verified().with_danger_skip_domain_validation(true)),
+        SslMode::VerifyFull => Some(verified()),
+    })
+}
+
+/// `explain`, and what to do about a failed TLS handshake, a server without TLS, or
+/// one that wants TLS when `sslmode=disable`.
+fn explain_connect(e: &mysql::Error, table: &str, tls: &Tls) -> String {
+    let words = match e {
+        mysql::Error::IoError(io) => tls::explain(io, tls),
+        // The handshake runs inside the first packet written or read.
+        mysql::Error::CodecError(c) => tls::explain(c, tls),
+        mysql::Error::TlsError(t) => tls::explain(t, tls),
+        mysql::Error::DriverError(DriverError::TlsNotSupported) => Some(tls::not_offered(tls)),
+        // ER_SECURE_TRANSPORT_REQUIRED: MySQL's require_secure_transport=ON.
+        mysql::Error::MySqlError(m) if tls.mode == SslMode::Disable && m.code == 3159 => {
+            return format!("{e}: {}", tls::plain_refused(tls));
+        }
+        // MariaDB refuses a plain connection under require_secure_transport with
+        // "access denied" (1045), as it does a wrong password.
+        mysql::Error::MySqlError(m) if tls.mode == SslMode::Disable && m.code == 1045 => {
+            return format!(
+                "{e}: check the user and password; if the server requires TLS \
+                 (require_secure_transport), drop sslmode=disable"
+            );
+        }
+        _ => None,
+    };
+    words.unwrap_or_else(|| explain(e, table))
 }
 
 /// Say what to do about the errors operators meet first.

@@ -1,9 +1,13 @@
-//! A gateway's PostgreSQL database: one connection, a read-only session, a
-//! statement timeout. A lost connection is an error; the follower reconnects.
+//! A gateway's PostgreSQL database: one connection (TLS as the URL's `sslmode` says,
+//! through rustls), a read-only session, a statement timeout. A lost connection is an
+//! error; the follower reconnects.
 
 use crate::adapters::LogRow;
-use postgres::{Client, NoTls};
+use postgres::Client;
+use postgres::config::SslMode as PgSslMode;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::tls::{self, SslMode, Tls};
 use super::{Backend, Cell, DbError, DbSpec, Kind, LogReader, Queries, log_row};
 
 pub(super) struct Reader {
@@ -15,8 +19,17 @@ pub(super) struct Reader {
 impl Reader {
     pub(super) fn open(spec: &DbSpec) -> Result<Reader, DbError> {
         let url = spec.url.as_str();
-        let err = |e: postgres::Error| DbError::from_driver(explain(&e, &spec.table), url);
-        let mut client = Client::connect(url, NoTls).map_err(err)?;
+        let (driver_url, tls) = tls::split(url).map_err(DbError)?;
+        let err =
+            |e: postgres::Error| DbError::from_driver(explain_connect(&e, &spec.table, &tls), url);
+        let mut config: postgres::Config = driver_url.parse().map_err(err)?;
+        config.ssl_mode(match tls.mode {
+            SslMode::Disable => PgSslMode::Disable,
+            SslMode::Prefer => PgSslMode::Prefer,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => PgSslMode::Require,
+        });
+        let connector = MakeRustlsConnect::new(tls::client_config(&tls).map_err(DbError)?);
+        let mut client = config.connect(connector).map_err(err)?;
         client
             .batch_execute(
                 "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY; SET statement_timeout = '30s'",
@@ -60,6 +73,28 @@ impl Reader {
     fn err(&self, e: postgres::Error) -> DbError {
         DbError::from_driver(explain(&e, ""), &self.url)
     }
+}
+
+/// `explain`, and what to do about a failed TLS handshake or a server that wants
+/// TLS when `sslmode=disable`.
+fn explain_connect(e: &postgres::Error, table: &str, tls: &Tls) -> String {
+    if let Some(words) = tls::explain(e, tls) {
+        return format!("{e}: {words}");
+    }
+    let cause = std::error::Error::source(e).map(ToString::to_string);
+    if cause.as_deref() == Some("server does not support TLS") {
+        return format!("{e}: {}", tls::not_offered(tls));
+    }
+    let text = explain(e, table);
+    // pg_hba.conf has only hostssl lines for this client: "... no encryption".
+    let refused_plain = e.code()
+        == Some(&postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION)
+        && e.as_db_error()
+            .is_some_and(|db| db.message().contains("no encryption"));
+    if refused_plain && tls.mode == SslMode::Disable {
+        return format!("{text}: {}", tls::plain_refused(tls));
+    }
+    text
 }
 
 /// The error with its cause (the client's own text is only its kind, "db error"),
