@@ -25,7 +25,7 @@ use axum::routing::{delete, get, post};
 use serde_json::json;
 
 use crate::adapters::timestamp::TimestampError;
-use crate::adapters::{Context, MappedFormat};
+use crate::adapters::{Context, Mapping};
 use crate::sources::gateway_db::HealthBoard;
 use crate::store::writer::Writer;
 use crate::telemetry::Metrics;
@@ -38,7 +38,7 @@ pub struct AppState {
     /// Prices, identity labels and limits, shared with the other sources.
     pub ctx: Arc<Context>,
     /// Mapped formats by name, chosen with `?format=NAME`.
-    pub formats: Arc<BTreeMap<String, Arc<MappedFormat>>>,
+    pub formats: Arc<BTreeMap<String, Arc<Mapping>>>,
     /// driftwarden's database, opened read-only for stats and listings.
     pub db_path: PathBuf,
     /// The daemon's metrics, rendered by `/metrics`.
