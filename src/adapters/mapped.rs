@@ -1383,12 +1383,7 @@ model = {{ const = "gpt-4o" }}
         }
         // A unit alone reads epoch time in that unit.
         let f = format(
-            r#"
-kind = "jsonl"
-[fields]
-ts = { column = "t", unit = "us" }
-model = "m"
-"#,
+            "kind = \"jsonl\"\n[fields]\nts = { column = \"t\", unit = \"us\" }\nmodel = \"m\"",
         );
         assert_eq!(
             usage(f, r#"{"t":1780315200123456,"m":"x"}"#).ts_ms,
@@ -1554,12 +1549,7 @@ route = "Route"
             r#"fields.route: column "Route" is not one of `columns` (t, m): add it there or name another"#
         );
         let unknown = toml::from_str::<MappedFormat>(
-            r#"
-kind = "csv"
-[fields]
-ts = { column = "t", units = "s" }
-model = "m"
-"#,
+            "kind = \"csv\"\n[fields]\nts = { column = \"t\", units = \"s\" }\nmodel = \"m\"",
         )
         .unwrap_err();
         assert!(
