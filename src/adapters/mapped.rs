@@ -263,6 +263,15 @@ impl MappedFormat {
                 "a const time puts every record at one instant: name the column that holds it",
             ));
         }
+        if id
+            .as_ref()
+            .is_some_and(|id| matches!(id.from, From::Const(_)))
+        {
+            return Err(field_error(
+                "id",
+                "a const id makes every record a duplicate of the first: name the column that holds it, or leave id out",
+            ));
+        }
         let when = When::compile(&f.ts, self.ts_format.as_deref())?;
         let tree = match self.kind {
             MappedKind::Jsonl => Node::tree(&slots)?,
@@ -1495,6 +1504,13 @@ model = { map = { a = "b" } }"#,
 model = "m""#,
                 "",
                 "fields.ts: a const time",
+            ),
+            (
+                r#"ts = "t"
+model = "m"
+id = { const = "req" }"#,
+                "",
+                "fields.id: a const id makes every record a duplicate",
             ),
             (
                 r#"ts = "t"
