@@ -12,7 +12,10 @@
 //! temporary store (raw rows off, as replay's default). Per run: wall time from spawn
 //! to exit, events/s on it, the child's CPU time and peak RSS (`wait4` rusage), and
 //! every run must replay every event and print the same alert lines. The end prints the
-//! medians as a markdown table for docs/benchmarks.md. BENCH_DATA=DIR writes (and keeps) the
+//! medians as a markdown table for docs/benchmarks.md. The same events are then written
+//! as a CSV log and as nested JSON lines and replayed, pinned, through `[formats.NAME]`
+//! mappings (`replay --format NAME --config ..`): every mapped run must replay every
+//! event and print the alert lines of the native runs. BENCH_DATA=DIR writes (and keeps) the
 //! generated files in DIR instead of the temp dir. This is not a test: under
 //! `cargo test --all-targets` (which passes no `--bench`) it only says how to run it.
 
@@ -20,7 +23,7 @@ mod common;
 
 use std::collections::HashSet;
 use std::fs::{self, File};
-use std::io::Read;
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -37,6 +40,8 @@ const DAYS: f64 = 14.0;
 /// expects about 50 requests in 1M.
 const TENANT_SKEW: f64 = 0.5;
 const ONE_CORE_TARGET: f64 = 300_000.0;
+/// A mapped format's target on one core: its parsing may cost a little more than native's.
+const MAPPED_ONE_CORE_TARGET: f64 = 250_000.0;
 const RSS_TARGET_MB: f64 = 200.0;
 /// A replay that takes longer than this is killed and the bench fails.
 const CHILD_LIMIT: Duration = Duration::from_secs(600);
@@ -72,7 +77,7 @@ fn main() {
         println!("\n## replay, {}", cores_label(pin));
         let (mut eps, mut cpu_eps, mut rss) = (Vec::new(), Vec::new(), Vec::new());
         for run in 1..=runs {
-            let r = replay_once(&bench, &log, pin, run, false);
+            let r = replay_once(&bench, &log, &Input::native(&log), pin, run, false);
             match &alerts {
                 None => alerts = Some(r.stdout),
                 Some(first) if *first != r.stdout => {
@@ -107,12 +112,46 @@ fn main() {
     let lines = alerts.as_deref().map_or(0, |a| a.lines().count());
     println!("\nevery run printed the same {lines} alert lines");
 
+    // The same events through mapped formats, on one core (their target).
+    let mut mapped_results = Vec::new();
+    if !common::skip_pinned(true, taskset.is_some(), "replay of mapped formats") {
+        let mapped = write_mapped(&data, &log);
+        for input in &mapped {
+            println!(
+                "\n## replay --format {}, {}",
+                input.label,
+                cores_label(true)
+            );
+            let (mut eps, mut cpu_eps) = (Vec::new(), Vec::new());
+            for run in 1..=runs {
+                let r = replay_once(&bench, &log, input, true, run, false);
+                if alerts.as_deref().is_some_and(|first| *first != r.stdout) {
+                    panic!(
+                        "the {} run {run} printed other alert lines than native",
+                        input.label
+                    );
+                }
+                eps.push(r.events_per_sec);
+                cpu_eps.push(r.events_per_cpu_sec);
+            }
+            let m = (median(&mut eps), median(&mut cpu_eps));
+            println!(
+                "median: {} events/s wall, {} events per CPU second; target on one core: >= {} events/s: {}",
+                thousands(m.0),
+                thousands(m.1),
+                thousands(MAPPED_ONE_CORE_TARGET),
+                verdict(m.0 >= MAPPED_ONE_CORE_TARGET)
+            );
+            mapped_results.push((input.label, m));
+        }
+    }
+
     // A kept store: the replay leaves its analysis snapshot for `serve` to go on from.
     // Its share of the replay is what storing it costs a backtest.
     println!("\n## replay --db (leaves its analysis snapshot), all cores");
     let (mut share, mut bytes) = (Vec::new(), Vec::new());
     for run in 1..=runs {
-        let r = replay_once(&bench, &log, false, run, true);
+        let r = replay_once(&bench, &log, &Input::native(&log), false, run, true);
         if alerts.as_deref().is_some_and(|first| *first != r.stdout) {
             panic!("the kept-store run {run} printed other alert lines");
         }
@@ -157,6 +196,16 @@ fn main() {
                 target,
             ]
         })
+        .chain(mapped_results.iter().map(|&(label, (eps, cpu_eps))| {
+            vec![
+                format!("`driftwarden replay --format {label}` (evals)"),
+                cores_cell(true),
+                format!("{} events/s", thousands(eps)),
+                format!("{} events/s", thousands(cpu_eps)),
+                String::new(),
+                format!(">= 250k/s: {}", verdict(eps >= MAPPED_ONE_CORE_TARGET)),
+            ]
+        }))
         .collect();
     common::print_table(
         &[
@@ -261,16 +310,136 @@ struct Run {
     snapshot: Option<(u64, f64, f64)>,
 }
 
-/// One `driftwarden replay` over the log, its store in a fresh directory; `kept`
+/// The events file a replay reads, and the `[formats.NAME]` it reads it through.
+struct Input {
+    /// What the results call it: `native` or the format's name.
+    label: &'static str,
+    events: PathBuf,
+    /// The config file defining the mapped format; none for native.
+    config: Option<PathBuf>,
+}
+
+impl Input {
+    fn native(log: &Log) -> Input {
+        Input {
+            label: "native",
+            events: log.events_path.clone(),
+            config: None,
+        }
+    }
+}
+
+/// Every `UsageEvent` field of the native log (by its native key), with the CSV column
+/// and the JSON path the bench's mapped logs hold it in.
+const MAPPED_FIELDS: [(&str, &str, &str); 16] = [
+    ("ts", "time", "at"),
+    ("id", "id", "request.id"),
+    ("model", "model", "request.model"),
+    ("resolved_model", "resolved", "response.model"),
+    ("provider", "provider", "upstream.provider"),
+    ("route", "route", "meta.route"),
+    ("tenant", "tenant", "meta.tenant"),
+    ("prompt_tokens", "in", "usage.in"),
+    ("completion_tokens", "out", "usage.out"),
+    ("cached_tokens", "cached", "usage.cached"),
+    ("cost_usd", "usd", "billing.usd"),
+    ("latency_ms", "ms", "timing.total"),
+    ("ttft_ms", "ttft", "timing.first"),
+    ("status", "status", "response.status"),
+    ("finish_reason", "finish", "response.finish"),
+    ("error_type", "error", "response.error"),
+];
+
+/// The mapped formats of the bench, `bench_csv` (with a header line) and `bench_jsonl`
+/// (nested objects). Every field is mapped and tenants are kept as written, so a
+/// replay through either reads the very events of the native log.
+fn mapped_config() -> String {
+    let mut config = String::new();
+    for (name, kind, csv) in [("bench_csv", "csv", true), ("bench_jsonl", "jsonl", false)] {
+        config += &format!("[formats.{name}]\nkind = \"{kind}\"\nhash_tenant = false\n");
+        config += &format!("[formats.{name}.fields]\n");
+        for (field, column, path) in MAPPED_FIELDS {
+            config += &format!("{field} = \"{}\"\n", if csv { column } else { path });
+        }
+    }
+    config
+}
+
+/// Write the native log's events as the two mapped logs, with the config naming them.
+fn write_mapped(dir: &Path, log: &Log) -> Vec<Input> {
+    let started = Instant::now();
+    let config = dir.join("mapped.toml");
+    fs::write(&config, mapped_config()).expect("writing the mapped formats' config");
+    let csv_path = dir.join("events.csv");
+    let json_path = dir.join("events-mapped.jsonl");
+    let mut csv = csv::Writer::from_writer(BufWriter::new(
+        File::create(&csv_path).expect("creating the CSV log"),
+    ));
+    csv.write_record(MAPPED_FIELDS.map(|(_, column, _)| column))
+        .expect("writing the CSV header");
+    let mut json = BufWriter::new(File::create(&json_path).expect("creating the JSON log"));
+    let native = BufReader::new(File::open(&log.events_path).expect("opening the native log"));
+    for line in native.lines() {
+        let line = line.expect("reading the native log");
+        let e: serde_json::Value = serde_json::from_str(&line).expect("a native line is JSON");
+        let cell = |key: &str| match &e[key] {
+            serde_json::Value::Null => String::new(),
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        csv.write_record(MAPPED_FIELDS.map(|(field, _, _)| cell(field)))
+            .expect("writing a CSV line");
+        let mut nested = serde_json::Map::new();
+        for (field, _, path) in MAPPED_FIELDS {
+            let value = e[field].clone();
+            match path.split_once('.') {
+                Some((outer, inner)) => {
+                    nested.entry(outer).or_insert_with(|| serde_json::json!({}))[inner] = value
+                }
+                None => {
+                    nested.insert(path.into(), value);
+                }
+            }
+        }
+        serde_json::to_writer(&mut json, &nested).expect("writing a JSON line");
+        json.write_all(b"\n").expect("writing a JSON line");
+    }
+    csv.flush().expect("writing the CSV log");
+    json.flush().expect("writing the JSON log");
+    println!(
+        "\nwrote the events as CSV ({:.0} MiB) and nested JSON lines ({:.0} MiB) in {:.1}s",
+        fs::metadata(&csv_path).map_or(0, |m| m.len()) as f64 / (1 << 20) as f64,
+        fs::metadata(&json_path).map_or(0, |m| m.len()) as f64 / (1 << 20) as f64,
+        started.elapsed().as_secs_f64()
+    );
+    vec![
+        Input {
+            label: "bench_csv",
+            events: csv_path,
+            config: Some(config.clone()),
+        },
+        Input {
+            label: "bench_jsonl",
+            events: json_path,
+            config: Some(config),
+        },
+    ]
+}
+
+/// One `driftwarden replay` of `input`, its store in a fresh directory; `kept`
 /// keeps it (`--db`), so the replay leaves its analysis snapshot there.
-fn replay_once(bench: &Bench, log: &Log, pin: bool, run: usize, kept: bool) -> Run {
+fn replay_once(bench: &Bench, log: &Log, input: &Input, pin: bool, run: usize, kept: bool) -> Run {
     let dir = bench.fresh_dir(&format!("replay-{}-{run}", if pin { 1 } else { 0 }));
     let stderr = dir.join("stderr.log");
     let mut cmd = command(&bench.bin, pin);
-    cmd.arg("replay")
-        .arg("--events")
-        .arg(&log.events_path)
-        .arg("--evals")
+    cmd.arg("replay").arg("--events").arg(&input.events);
+    if let Some(config) = &input.config {
+        cmd.arg("--format")
+            .arg(input.label)
+            .arg("--config")
+            .arg(config);
+    }
+    cmd.arg("--evals")
         .arg(&log.evals_path)
         .arg("--rules")
         .arg(&bench.rules)

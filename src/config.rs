@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::adapters::{Format, MappedFormat};
+use crate::adapters::{Format, MappedFormat, Mapping};
 use crate::domain::ExposeSecret;
 use crate::domain::Secret;
 use crate::sources::gateway_db::{DbSpec, DbStart, Flavour};
@@ -243,8 +243,8 @@ pub struct Config {
     pub aliases: HashMap<String, String>,
     /// New API / One API quota units per US dollar.
     pub quota_per_unit: f64,
-    /// Validated mapped formats by name.
-    pub formats: BTreeMap<String, Arc<MappedFormat>>,
+    /// Checked mapped formats by name.
+    pub formats: BTreeMap<String, Arc<Mapping>>,
     /// Routes whose answers customers see.
     pub customer_facing_routes: Vec<String>,
     /// Exception registry limits.
@@ -317,9 +317,10 @@ impl Config {
                     "[formats.{name}] shadows a built-in format; pick another name"
                 )));
             }
-            f.validate()
-                .map_err(|m| ConfigError::Value(format!("[formats.{name}]: {m}")))?;
-            formats.insert(name, Arc::new(f));
+            let mapping = f
+                .compile()
+                .map_err(|m| ConfigError::Value(format!("[formats.{name}] {m}")))?;
+            formats.insert(name, Arc::new(mapping));
         }
         let mut tails = Vec::new();
         for entry in file.tail {
@@ -520,7 +521,7 @@ fn tail_spec(
     path: PathBuf,
     format: &str,
     start: StartAt,
-    formats: &BTreeMap<String, Arc<MappedFormat>>,
+    formats: &BTreeMap<String, Arc<Mapping>>,
 ) -> Result<TailSpec, ConfigError> {
     let resolved = Format::by_name(format, formats)
         .map_err(|m| ConfigError::Value(format!("tail {}: {m}", path.display())))?;

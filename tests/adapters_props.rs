@@ -80,8 +80,7 @@ fn identity() -> Identity {
 
 fn mapped(toml_text: &str) -> Format {
     let m: MappedFormat = toml::from_str(toml_text).unwrap();
-    m.validate().unwrap();
-    Format::Mapped(Arc::new(m))
+    Format::Mapped(Arc::new(m.compile().unwrap()))
 }
 
 const MAPPED_JSONL: &str = r#"
@@ -1602,6 +1601,16 @@ fn mapped_gen() -> impl Strategy<Value = MappedGen> {
         })
 }
 
+/// A `MAPPED_CSV` line that cannot become an event.
+fn broken_csv_line() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        Just(b"1780315200;\"m\"x\r1780315200;m".to_vec()),
+        Just(b"1780315200;\xff\xfe".to_vec()),
+        Just(b"\"1780315200;m".to_vec()),
+        "[a-z]{1,8};[a-z]{1,8}".prop_map(String::into_bytes),
+    ]
+}
+
 impl MappedGen {
     /// The JSON-lines object for `MAPPED_JSONL`: nested under `req` and `usage`.
     fn json(&self) -> J {
@@ -1723,6 +1732,26 @@ proptest! {
         let r = decode(&mapped(MAPPED_CSV), &raw);
         let e = usage(r, &String::from_utf8_lossy(&raw));
         g.check(&e, true, &raw);
+    }
+
+    /// One decoder reads a whole CSV source with one parser: rows quoted as a CSV
+    /// writer quotes them come back as written, and a broken line between them (a
+    /// stray quote, two records on a line, bytes that are not UTF-8) is refused alone.
+    #[test]
+    fn mapped_csv_rows_round_trip_through_one_reader(
+        rows in prop::collection::vec((mapped_gen(), prop::option::of(broken_csv_line())), 1..8),
+    ) {
+        let mut d = Decoder::new(mapped(MAPPED_CSV), ctx());
+        for (g, broken) in &rows {
+            let raw = g.csv();
+            let e = usage(d.decode(&raw, 0, NOW), &String::from_utf8_lossy(&raw));
+            g.check(&e, true, &raw);
+            if let Some(line) = broken {
+                let r = d.decode(line, 1, NOW);
+                assert!(r.is_err(), "{:?} -> {r:?}", String::from_utf8_lossy(line));
+                assert_total("mapped-csv", line, &r);
+            }
+        }
     }
 
     #[test]

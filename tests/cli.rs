@@ -279,3 +279,108 @@ fn rules_write_starts_a_directory_and_print_shows_every_file() {
     let neither = driftwarden(&["rules"], dir.path());
     assert!(!neither.status.success(), "one action is required");
 }
+
+/// deploy/burstgpt.toml reads the BurstGPT trace's CSV layout: models mapped to priced
+/// names, times from the configured start, zero response tokens as failures, the log
+/// type as the route; a broken line is a dead letter and the lines around it are read.
+#[test]
+fn burstgpt_example_imports_the_trace_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("burst.csv"),
+        "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n\
+         5,ChatGPT,472,18,490,Conversation log\n\
+         45,ChatGPT,1087,0,1087,Conversation log\n\
+         118.5,GPT-4,417,276,693,API log\n\
+         soon,GPT-4,10,10,20,API log\n\
+         3600,GPT-4,1500,0,1500,API log\n",
+    )
+    .unwrap();
+    let config = repo().join("deploy/burstgpt.toml");
+    let rules = repo().join("rules");
+    let out = driftwarden(
+        &[
+            "import",
+            "burst.csv",
+            "--format",
+            "burstgpt",
+            "--config",
+            config.to_str().unwrap(),
+            "--rules",
+            rules.to_str().unwrap(),
+            "--db",
+            "x.db",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("imported 4 events"), "{}", text(&out));
+    assert!(text(&out).contains("1 dead letters"), "{}", text(&out));
+
+    let conn = rusqlite::Connection::open(dir.path().join("x.db")).unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT ts_ms, model, provider, route, prompt_tokens, completion_tokens, status, \
+             error_type, cost_source FROM events ORDER BY ts_ms",
+        )
+        .unwrap();
+    type Row = (
+        i64,
+        String,
+        String,
+        String,
+        i64,
+        i64,
+        Option<i64>,
+        Option<String>,
+        String,
+    );
+    let rows: Vec<Row> = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+            ))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    // 2023-07-01T00:00:00Z, the start deploy/burstgpt.toml gives the trace.
+    let base = 1_688_169_600_000;
+    let row = |offset_ms: i64, model: &str, route: &str, tokens: (i64, i64), failed: bool| {
+        (
+            base + offset_ms,
+            model.to_string(),
+            "azure-openai".to_string(),
+            route.to_string(),
+            tokens.0,
+            tokens.1,
+            failed.then_some(500),
+            failed.then(|| "failed".to_string()),
+            "price_table".to_string(),
+        )
+    };
+    assert_eq!(
+        rows,
+        vec![
+            row(5_000, "gpt-3.5-turbo", "conversation", (472, 18), false),
+            row(45_000, "gpt-3.5-turbo", "conversation", (1087, 0), true),
+            row(118_500, "gpt-4", "api", (417, 276), false),
+            row(3_600_000, "gpt-4", "api", (1500, 0), true),
+        ]
+    );
+    let reason: String = conn
+        .query_row("SELECT reason FROM dead_letters", [], |r| r.get(0))
+        .unwrap();
+    assert!(
+        reason.contains("\"Timestamp\" (ts) is not a number"),
+        "{reason}"
+    );
+}

@@ -21,7 +21,10 @@ use std::sync::Arc;
 
 use compact_str::CompactString;
 
-pub use mapped::{InvalidDelimiter, MappedFormat, MappedKind};
+pub use mapped::{
+    FAILED, FailedWhen, FieldMap, FieldSpec, FieldTable, InvalidFormat, MappedFormat, MappedKind,
+    Mapping, Text,
+};
 pub use newapi::LogRow;
 
 use crate::domain::{CostSource, EvalScore, UsageEvent};
@@ -81,14 +84,14 @@ pub enum Format {
     /// `EvalScore` JSON.
     Evals,
     /// A user-defined field mapping over JSON lines or CSV.
-    Mapped(Arc<MappedFormat>),
+    Mapped(Arc<Mapping>),
 }
 
 impl Format {
     /// Look a format up by name: a built-in, or one of the mapped formats from the config.
     pub fn by_name(
         name: &str,
-        mapped: &BTreeMap<String, Arc<MappedFormat>>,
+        mapped: &BTreeMap<String, Arc<Mapping>>,
     ) -> Result<Format, UnknownFormat> {
         Ok(match name {
             "native" => Format::Native,
@@ -140,13 +143,14 @@ pub struct Context {
     pub max_future_ms: i64,
 }
 
-/// Decodes the records of one source in one format. Holds the little state a format
-/// needs across records (a CSV header).
+/// Decodes the records of one source in one format. Holds the state a format keeps
+/// across records (a mapped format's CSV parser and header).
 #[derive(Debug)]
 pub struct Decoder {
     format: Format,
     ctx: Arc<Context>,
-    csv_header: Option<csv::StringRecord>,
+    /// A mapped format's reader, made at its first use and kept for every record.
+    mapped: Option<mapped::Reader>,
 }
 
 impl Decoder {
@@ -155,21 +159,26 @@ impl Decoder {
         Decoder {
             format,
             ctx,
-            csv_header: None,
+            mapped: None,
         }
     }
 
     /// Whether the format reads its column names from the first line of a file. A tailer
     /// that resumes mid-file hands that line over with `set_header` first.
     pub fn wants_header(&self) -> bool {
-        matches!(&self.format, Format::Mapped(m) if m.header_from_file())
-            && self.csv_header.is_none()
+        match (&self.format, &self.mapped) {
+            (_, Some(reader)) => reader.wants_header(),
+            (Format::Mapped(m), None) => m.header_from_file(),
+            _ => false,
+        }
     }
 
     /// Use `line` as the CSV header.
     pub fn set_header(&mut self, line: &[u8]) {
         if let Format::Mapped(m) = &self.format {
-            self.csv_header = m.parse_header(line);
+            self.mapped
+                .get_or_insert_with(|| mapped::Reader::new(m.clone()))
+                .set_header(line);
         }
     }
 
@@ -189,10 +198,10 @@ impl Decoder {
             Format::OneApi => newapi::decode(raw, ctx, newapi::Flavour::OneApi),
             Format::LiteLlm => litellm::decode(raw, ctx).map(|e| Some(Record::Usage(e))),
             Format::Evals => evals::decode(raw).map(|e| Some(Record::Eval(e))),
-            Format::Mapped(m) => {
-                let m = m.clone();
-                m.decode(raw, position, &mut self.csv_header, ctx)
-            }
+            Format::Mapped(m) => self
+                .mapped
+                .get_or_insert_with(|| mapped::Reader::new(m.clone()))
+                .decode(raw, position, ctx),
         }?;
         self.finish(record, now_ms)
     }

@@ -80,7 +80,7 @@ async fn ingest(
     let body = read_body(req.into_body(), state.max_body_bytes).await?;
     let ctx = state.ctx.clone();
     let (batch, mut report) = tokio::task::spawn_blocking(move || {
-        let line_based = matches!(&format, Format::Mapped(m) if m.kind == MappedKind::Csv);
+        let line_based = matches!(&format, Format::Mapped(m) if m.kind() == MappedKind::Csv);
         let mut decoder = Decoder::new(format, ctx);
         let mut batch = Batch::new(source, format_name);
         let mut report = IngestReport::default();

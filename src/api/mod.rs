@@ -30,7 +30,7 @@ pub use otlp::OtlpState;
 pub use otlp_grpc::serve as serve_otlp_grpc;
 
 use crate::adapters::timestamp::TimestampError;
-use crate::adapters::{Context, MappedFormat};
+use crate::adapters::{Context, Mapping};
 use crate::sources::gateway_db::HealthBoard;
 use crate::store::writer::Writer;
 use crate::telemetry::Metrics;
@@ -43,7 +43,7 @@ pub struct AppState {
     /// Prices, identity labels and limits, shared with the other sources.
     pub ctx: Arc<Context>,
     /// Mapped formats by name, chosen with `?format=NAME`.
-    pub formats: Arc<BTreeMap<String, Arc<MappedFormat>>>,
+    pub formats: Arc<BTreeMap<String, Arc<Mapping>>>,
     /// driftwarden's database, opened read-only for stats and listings.
     pub db_path: PathBuf,
     /// The daemon's metrics, rendered by `/metrics`.
