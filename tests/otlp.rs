@@ -121,11 +121,11 @@ fn genai_spans_from_the_sdk_become_usage_events_protobuf_and_json() {
     );
     assert_eq!(app.sql_i64("SELECT COUNT(DISTINCT tenant) FROM events"), 1);
 
-    export(&app, Protocol::HttpJson, 200, 4);
-    assert_eq!(app.sql_i64("SELECT COUNT(*) FROM events"), 1200);
+    export(&app, Protocol::HttpJson, 1000, 4);
+    assert_eq!(app.sql_i64("SELECT COUNT(*) FROM events"), 2000);
     assert_eq!(
         app.sql_i64("SELECT COUNT(*) FROM events WHERE status >= 400"),
-        150
+        350
     );
 
     let store = std::fs::read_dir(app.path(""))
