@@ -1176,20 +1176,21 @@ fn postgres_over_tls_verify_full() {
     assert_no_secrets(&d, &[&pw]);
 }
 
-#[test]
-fn postgres_tls_failures_say_what_to_do() {
-    let test = "postgres_tls_failures_say_what_to_do";
-    let Some(pg) = PgServer::start_tls_for(test) else {
-        return;
-    };
-    let Some(plain) = PgServer::start_for(test) else {
-        return;
-    };
-    let (_admin, pw) = pg_newapi_on(&pg);
+/// The TLS mistakes both servers must explain, each followed by its own daemon, all
+/// at once: a wrong CA, a name mismatch (while `verify-ca` by the same name works),
+/// `sslmode=disable` refused saying `disabled_says`, the default mode working, and
+/// `require` against a server without TLS. `extra` holds more (daemon, expected
+/// error) cases, started by the caller, awaited with these.
+fn tls_failures_say_what_to_do(
+    scheme: &str,
+    (tls_port, plain_port): (u16, u16),
+    pw: &str,
+    disabled_says: &str,
+    extra: Vec<(Daemon, &str)>,
+) {
     let pki = test_pki();
     let (ca, other) = (pki.ca.display(), pki.other_ca.display());
-    let url = |host: &str, query: &str| reader_url("postgres", host, pg.port(), &pw, query);
-    // One daemon per case, all at once; each awaits its own outcome.
+    let url = |host: &str, query: &str| reader_url(scheme, host, tls_port, pw, query);
     let wrong_ca = follow(&url(
         "localhost",
         &format!("sslmode=verify-full&sslrootcert={other}"),
@@ -1202,17 +1203,13 @@ fn postgres_tls_failures_say_what_to_do() {
         "127.0.0.1",
         &format!("sslmode=verify-ca&sslrootcert={ca}"),
     ));
-    let no_ca_file = follow(&url(
-        "localhost",
-        "sslmode=verify-full&sslrootcert=/nonexistent/ca.pem",
-    ));
     let disabled = follow(&url("localhost", "sslmode=disable"));
     let default_mode = follow(&url("localhost", ""));
     let no_tls = follow(&reader_url(
-        "postgres",
+        scheme,
         "localhost",
-        plain.port(),
-        &pw,
+        plain_port,
+        pw,
         "sslmode=require",
     ));
 
@@ -1226,30 +1223,48 @@ fn postgres_tls_failures_say_what_to_do() {
          or sslmode=verify-ca",
     );
     ca_only.wait_caught_up(0, WAIT);
-    wait_error(
-        &no_ca_file,
-        "cannot read the CA file sslrootcert=/nonexistent/ca.pem",
-    );
-    wait_error(
-        &disabled,
-        "accepts this user only over TLS: drop sslmode=disable",
-    );
+    wait_error(&disabled, disabled_says);
     default_mode.wait_caught_up(0, WAIT);
     wait_error(
         &no_tls,
         "does not offer TLS, and sslmode=require requires it",
     );
-    for d in [
-        &wrong_ca,
-        &by_ip,
-        &ca_only,
-        &no_ca_file,
-        &disabled,
-        &default_mode,
-        &no_tls,
-    ] {
-        assert_no_secrets(d, &[&pw]);
+    for (d, says) in &extra {
+        wait_error(d, says);
     }
+    let fixed = [wrong_ca, by_ip, ca_only, disabled, default_mode, no_tls];
+    for d in fixed.iter().chain(extra.iter().map(|(d, _)| d)) {
+        assert_no_secrets(d, &[pw]);
+    }
+}
+
+#[test]
+fn postgres_tls_failures_say_what_to_do() {
+    let test = "postgres_tls_failures_say_what_to_do";
+    let Some(pg) = PgServer::start_tls_for(test) else {
+        return;
+    };
+    let Some(plain) = PgServer::start_for(test) else {
+        return;
+    };
+    let (_admin, pw) = pg_newapi_on(&pg);
+    let no_ca_file = follow(&reader_url(
+        "postgres",
+        "localhost",
+        pg.port(),
+        &pw,
+        "sslmode=verify-full&sslrootcert=/nonexistent/ca.pem",
+    ));
+    tls_failures_say_what_to_do(
+        "postgres",
+        (pg.port(), plain.port()),
+        &pw,
+        "accepts this user only over TLS: drop sslmode=disable",
+        vec![(
+            no_ca_file,
+            "cannot read the CA file sslrootcert=/nonexistent/ca.pem",
+        )],
+    );
 }
 
 #[test]
@@ -1289,59 +1304,12 @@ fn mariadb_tls_failures_say_what_to_do() {
         return;
     };
     let (_admin, pw) = my_newapi_on(&my);
-    let pki = test_pki();
-    let (ca, other) = (pki.ca.display(), pki.other_ca.display());
-    let url = |host: &str, query: &str| reader_url("mysql", host, my.port(), &pw, query);
-    let wrong_ca = follow(&url(
-        "localhost",
-        &format!("sslmode=verify-full&sslrootcert={other}"),
-    ));
-    let by_ip = follow(&url(
-        "127.0.0.1",
-        &format!("sslmode=verify-full&sslrootcert={ca}"),
-    ));
-    let ca_only = follow(&url(
-        "127.0.0.1",
-        &format!("sslmode=verify-ca&sslrootcert={ca}"),
-    ));
-    let disabled = follow(&url("localhost", "sslmode=disable"));
-    let default_mode = follow(&url("localhost", ""));
-    let no_tls = follow(&reader_url(
-        "mysql",
-        "localhost",
-        plain.port(),
-        &pw,
-        "sslmode=require",
-    ));
-
-    wait_error(
-        &wrong_ca,
-        &format!("the server's certificate is not signed by the CA in sslrootcert={other}: "),
-    );
-    wait_error(
-        &by_ip,
-        "the certificate is for localhost, not 127.0.0.1; use the name in the certificate \
-         or sslmode=verify-ca",
-    );
-    ca_only.wait_caught_up(0, WAIT);
     // MariaDB answers a plain connection it refuses as it does a wrong password.
-    wait_error(
-        &disabled,
+    tls_failures_say_what_to_do(
+        "mysql",
+        (my.port(), plain.port()),
+        &pw,
         "if the server requires TLS (require_secure_transport), drop sslmode=disable",
+        Vec::new(),
     );
-    default_mode.wait_caught_up(0, WAIT);
-    wait_error(
-        &no_tls,
-        "does not offer TLS, and sslmode=require requires it",
-    );
-    for d in [
-        &wrong_ca,
-        &by_ip,
-        &ca_only,
-        &disabled,
-        &default_mode,
-        &no_tls,
-    ] {
-        assert_no_secrets(d, &[&pw]);
-    }
 }

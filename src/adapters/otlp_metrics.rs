@@ -172,15 +172,10 @@ pub fn events(
                         .or_default();
                     interval.labels = labels;
                     interval.time_ns = p.time_unix_nano;
+                    interval.calls = interval.calls.max(calls);
                     match kind {
-                        "input" => {
-                            interval.calls = interval.calls.max(calls);
-                            interval.input += tokens;
-                        }
-                        _ => {
-                            interval.calls = interval.calls.max(calls);
-                            interval.output += tokens;
-                        }
+                        "input" => interval.input += tokens,
+                        _ => interval.output += tokens,
                     }
                 }
             }
