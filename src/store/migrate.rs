@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0009_notify_pending.sql"),
     include_str!("../../migrations/0010_incidents.sql"),
     include_str!("../../migrations/0011_analysis_snapshot.sql"),
+    include_str!("../../migrations/0012_replicas.sql"),
 ];
 
 /// The schema version this build writes.

@@ -11,6 +11,7 @@ pub mod exceptions;
 mod labels;
 mod migrate;
 pub mod outbox;
+pub mod pg;
 pub mod queries;
 pub mod snapshot;
 pub mod spend;
@@ -59,6 +60,10 @@ pub enum StoreError {
     /// the identities it hashes).
     #[error("the system's random source failed: {0}; the store cannot create its identity salt")]
     Random(String),
+    /// A PostgreSQL store's connection, statement or transaction failed (the
+    /// message carries the server's words, never the password).
+    #[error("PostgreSQL store: {0}")]
+    Postgres(String),
     /// The writer thread has stopped, so nothing more can be committed.
     #[error("the store's writer has stopped (is the daemon shutting down?)")]
     WriterGone,

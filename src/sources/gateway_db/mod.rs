@@ -8,6 +8,7 @@
 
 mod mysql;
 mod postgres;
+pub(crate) use postgres::connect as connect_postgres;
 mod sqlite;
 mod tls;
 

@@ -19,17 +19,8 @@ pub(super) struct Reader {
 impl Reader {
     pub(super) fn open(spec: &DbSpec) -> Result<Reader, DbError> {
         let url = spec.url.as_str();
-        let (driver_url, tls) = tls::split(url).map_err(DbError)?;
-        let err =
-            |e: postgres::Error| DbError::from_driver(explain_connect(&e, &spec.table, &tls), url);
-        let mut config: postgres::Config = driver_url.parse().map_err(err)?;
-        config.ssl_mode(match tls.mode {
-            SslMode::Disable => PgSslMode::Disable,
-            SslMode::Prefer => PgSslMode::Prefer,
-            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => PgSslMode::Require,
-        });
-        let connector = MakeRustlsConnect::new(tls::client_config(&tls).map_err(DbError)?);
-        let mut client = config.connect(connector).map_err(err)?;
+        let mut client = connect(url, &spec.table)?;
+        let err = |e: postgres::Error| DbError::from_driver(explain(&e, &spec.table), url);
         client
             .batch_execute(
                 "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY; SET statement_timeout = '30s'",
@@ -73,6 +64,22 @@ impl Reader {
     fn err(&self, e: postgres::Error) -> DbError {
         DbError::from_driver(explain(&e, ""), &self.url)
     }
+}
+
+/// One connection to the PostgreSQL server of `url` (TLS as its `sslmode` and
+/// `sslrootcert` say), errors worded with what to do; `table` names the table a
+/// missing privilege is about. Shared with driftwarden's own PostgreSQL store.
+pub(crate) fn connect(url: &str, table: &str) -> Result<Client, DbError> {
+    let (driver_url, tls) = tls::split(url).map_err(DbError)?;
+    let err = |e: postgres::Error| DbError::from_driver(explain_connect(&e, table, &tls), url);
+    let mut config: postgres::Config = driver_url.parse().map_err(err)?;
+    config.ssl_mode(match tls.mode {
+        SslMode::Disable => PgSslMode::Disable,
+        SslMode::Prefer => PgSslMode::Prefer,
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => PgSslMode::Require,
+    });
+    let connector = MakeRustlsConnect::new(tls::client_config(&tls).map_err(DbError)?);
+    config.connect(connector).map_err(err)
 }
 
 /// `explain`, and what to do about a failed TLS handshake or a server that wants
