@@ -64,6 +64,15 @@ pub enum StoreError {
     /// message carries the server's words, never the password).
     #[error("PostgreSQL store: {0}")]
     Postgres(String),
+    /// A write made as a lease's holder found the lease held by a newer token: this
+    /// replica lost the lease (paused, partitioned) and must not write as its holder.
+    #[error("lease {lease} has moved past token {token}: this replica is no longer its holder")]
+    Fenced {
+        /// The lease's name (`leader`, `source:<name>`).
+        lease: String,
+        /// The token the write was made with.
+        token: i64,
+    },
     /// The writer thread has stopped, so nothing more can be committed.
     #[error("the store's writer has stopped (is the daemon shutting down?)")]
     WriterGone,
