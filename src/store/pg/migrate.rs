@@ -4,6 +4,7 @@
 //! row of `driftwarden_schema`.
 
 use postgres::Client;
+use postgres::error::SqlState;
 
 use super::super::{SCHEMA_VERSION, StoreError};
 use super::error;
@@ -40,7 +41,7 @@ pub fn to_latest(client: &mut Client, name: &str) -> Result<(), StoreError> {
              version BIGINT NOT NULL
          )",
     )
-    .map_err(error)?;
+    .map_err(|e| failed("its version table", e))?;
     let found: i64 = tx
         .query_opt("SELECT version FROM driftwarden_schema WHERE id = 1", &[])
         .map_err(error)?
@@ -53,9 +54,8 @@ pub fn to_latest(client: &mut Client, name: &str) -> Result<(), StoreError> {
         });
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-        tx.batch_execute(sql).map_err(|e| {
-            StoreError::Migrate(format!("PostgreSQL migration {}: {}", i + 1, error(e)))
-        })?;
+        tx.batch_execute(sql)
+            .map_err(|e| failed(&format!("migration {}", i + 1), e))?;
     }
     tx.execute(
         "INSERT INTO driftwarden_schema (id, version) VALUES (1, $1) \
@@ -64,4 +64,15 @@ pub fn to_latest(client: &mut Client, name: &str) -> Result<(), StoreError> {
     )
     .map_err(error)?;
     tx.commit().map_err(error)
+}
+
+/// A migration step's error, with the grant to ask for when the role may not create tables.
+fn failed(step: &str, e: postgres::Error) -> StoreError {
+    let hint = if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
+        " (the store creates its own tables: GRANT CREATE ON SCHEMA public TO <user>, \
+         or run the first start as the schema's owner)"
+    } else {
+        ""
+    };
+    StoreError::Migrate(format!("PostgreSQL {step}: {}{hint}", error(e)))
 }
