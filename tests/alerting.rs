@@ -648,7 +648,7 @@ fn an_exception_suppresses_then_expires_and_the_alert_flows_again() {
     );
     assert_eq!(slack[0].scope, claude);
     let exception =
-        |conn: &exception_sql::Connection| exception_sql::get(conn, id).unwrap().unwrap();
+        |conn: &driftwarden::store::sql::Db| exception_sql::get(conn, id).unwrap().unwrap();
     let e = exception(&conn);
     assert_eq!((e.hits, e.last_hit_ms), (1, Some(T0)));
 

@@ -125,7 +125,7 @@ fn view(e: &Exception, now: i64) -> Value {
 /// Run `f` on a read-write connection to the daemon's database, off the async runtime.
 async fn with_db<T: Send + 'static>(
     state: &AppState,
-    f: impl FnOnce(&mut sql::Connection, Registry) -> Result<T, ExceptionError> + Send + 'static,
+    f: impl FnOnce(&mut crate::store::sql::Db, Registry) -> Result<T, ExceptionError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let path = state.db_path.clone();
     let registry = state.exceptions;

@@ -12,7 +12,8 @@ use serde_json::json;
 
 use crate::domain::{Alert, AlertEvent, Exception, Kind, Lane, SCOPE_DIMS, Scope, Tier};
 use crate::store::StoreError;
-use crate::store::exceptions::{self as sql, AuditEntry, Connection, NewException};
+use crate::store::exceptions::{self as sql, AuditEntry, NewException};
+use crate::store::sql::{Sql, Transact};
 
 /// The scope value that matches any value of its dimension.
 pub const WILDCARD: &str = "*";
@@ -173,7 +174,7 @@ impl Registry {
     /// Validate and store a new exception, auditing `created` by `actor`.
     pub fn create(
         &self,
-        conn: &mut Connection,
+        conn: &mut impl Transact,
         new: NewException,
         actor: &str,
         now_ms: i64,
@@ -218,7 +219,7 @@ impl Registry {
                     .to_string(),
             );
         }
-        let exception = sql::write(conn, |tx| {
+        let exception = conn.write(|tx| {
             let e = sql::insert(tx, &new, now_ms)?;
             sql::audit(
                 tx,
@@ -242,14 +243,14 @@ impl Registry {
     /// `max_renewals` is refused.
     pub fn renew(
         &self,
-        conn: &mut Connection,
+        conn: &mut impl Transact,
         id: i64,
         extend_ms: i64,
         actor: &str,
         now_ms: i64,
     ) -> Result<Exception, ExceptionError> {
         let policy = self.policy;
-        let renewed = sql::write(conn, |tx| {
+        let renewed = conn.write(|tx| {
             let e = sql::get(tx, id)?.ok_or(ExceptionError::NotFound(id))?;
             if e.revoked_ms.is_some() {
                 return Err(ExceptionError::Revoked(id));
@@ -287,12 +288,12 @@ impl Registry {
     /// Revoke an exception now: matching alerts are notified again.
     pub fn revoke(
         &self,
-        conn: &mut Connection,
+        conn: &mut impl Transact,
         id: i64,
         actor: &str,
         now_ms: i64,
     ) -> Result<Exception, ExceptionError> {
-        let revoked = sql::write(conn, |tx| {
+        let revoked = conn.write(|tx| {
             let e = sql::get(tx, id)?.ok_or(ExceptionError::NotFound(id))?;
             if e.revoked_ms.is_some() {
                 return Err(ExceptionError::Revoked(id));
@@ -308,7 +309,7 @@ impl Registry {
     /// Every exception, newest first, or only those active at `now_ms`.
     pub fn list(
         &self,
-        conn: &Connection,
+        conn: &(impl Sql + ?Sized),
         active_only: bool,
         now_ms: i64,
     ) -> Result<Vec<Exception>, ExceptionError> {
@@ -316,21 +317,29 @@ impl Registry {
     }
 
     /// The audit log of one exception, oldest first.
-    pub fn audit(&self, conn: &Connection, id: i64) -> Result<Vec<AuditEntry>, ExceptionError> {
+    pub fn audit(
+        &self,
+        conn: &(impl Sql + ?Sized),
+        id: i64,
+    ) -> Result<Vec<AuditEntry>, ExceptionError> {
         sql::get(conn, id)?.ok_or(ExceptionError::NotFound(id))?;
         Ok(sql::audit_log(conn, id)?)
     }
 
     /// The exceptions active at `now_ms` (neither expired nor revoked), for
     /// [`covering`].
-    pub fn active(&self, conn: &Connection, now_ms: i64) -> Result<Vec<Exception>, ExceptionError> {
+    pub fn active(
+        &self,
+        conn: &(impl Sql + ?Sized),
+        now_ms: i64,
+    ) -> Result<Vec<Exception>, ExceptionError> {
         Ok(sql::list(conn, Some(now_ms))?)
     }
 
     /// Count one alert suppressed by exception `id`.
     pub fn record_hit(
         &self,
-        conn: &Connection,
+        conn: &(impl Sql + ?Sized),
         id: i64,
         now_ms: i64,
     ) -> Result<(), ExceptionError> {
@@ -340,10 +349,10 @@ impl Registry {
     /// Exceptions that expired since the last sweep, each audited `expired` once.
     pub fn sweep_expired(
         &self,
-        conn: &mut Connection,
+        conn: &mut impl Transact,
         now_ms: i64,
     ) -> Result<Vec<Exception>, ExceptionError> {
-        let expired = sql::write(conn, |tx| {
+        let expired = conn.write(|tx| {
             let expired = sql::mark_expired(tx, now_ms)?;
             for e in &expired {
                 sql::audit(
@@ -368,7 +377,7 @@ impl Registry {
     /// firings suppressed (`suppressed_share_by_rule`, from the alert stage's window).
     pub fn creep(
         &self,
-        conn: &Connection,
+        conn: &(impl Sql + ?Sized),
         now_ms: i64,
         suppressed_share_by_rule: &HashMap<String, f64>,
         tier: &Tier,
@@ -455,7 +464,7 @@ mod tests {
         }
     }
 
-    fn db() -> (tempfile::TempDir, Connection) {
+    fn db() -> (tempfile::TempDir, crate::store::sql::Db) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         drop(Store::open(&path).unwrap());
@@ -463,7 +472,7 @@ mod tests {
         (dir, conn)
     }
 
-    fn actions(r: &Registry, conn: &Connection, id: i64) -> Vec<String> {
+    fn actions(r: &Registry, conn: &(impl Sql + ?Sized), id: i64) -> Vec<String> {
         r.audit(conn, id)
             .unwrap()
             .into_iter()

@@ -5,19 +5,17 @@
 //! each is one small `BEGIN IMMEDIATE` transaction on its own connection. IMMEDIATE
 //! takes SQLite's write lock up front, so a concurrent writer-thread commit waits in
 //! the busy handler (5 s on both sides) instead of failing; WAL keeps readers unblocked.
+//! On PostgreSQL each is a plain transaction. The SQL is written once for both
+//! (`store::sql`).
 
 use std::path::Path;
 
-use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::Value as Json;
 
 use super::StoreError;
+use super::sql::{Db, Row, Sql, SqlExt};
 use crate::domain::{Exception, Scope};
-
-/// A connection to the daemon's database, as `open` returns it: callers hold it
-/// without knowing the database library.
-pub use rusqlite::Connection;
 
 const COLUMNS: &str = "id, rule, scope, reason, owner, ticket, created_ms, expires_ms, renewals, hits, last_hit_ms, revoked_ms";
 
@@ -52,182 +50,191 @@ pub struct AuditEntry {
     /// Who did it (`daemon` for expiries).
     pub actor: String,
     /// What changed.
-    pub details: Value,
+    pub details: Json,
 }
 
 /// Open a read-write connection on the daemon's (already migrated) database. It
 /// never creates the file: a missing database means the daemon has not started.
-pub fn open(path: &Path) -> Result<Connection, StoreError> {
-    super::open_side(path)
+pub fn open(path: &Path) -> Result<Db, StoreError> {
+    Ok(Db::Lite(super::open_side(path)?))
 }
 
-/// Run `f` in one `BEGIN IMMEDIATE` transaction: committed when it returns `Ok`,
-/// rolled back otherwise.
-pub fn write<T, E: From<StoreError>>(
-    conn: &mut Connection,
-    f: impl FnOnce(&Connection) -> Result<T, E>,
-) -> Result<T, E> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(StoreError::from)?;
-    let out = f(&tx)?;
-    tx.commit().map_err(StoreError::from)?;
-    Ok(out)
-}
-
-fn from_row(r: &Row<'_>) -> rusqlite::Result<Exception> {
-    let scope: String = r.get(2)?;
+fn from_row(r: &dyn Row) -> Result<Exception, StoreError> {
     Ok(Exception {
-        id: r.get(0)?,
-        rule: r.get(1)?,
-        scope: serde_json::from_str(&scope).unwrap_or_default(),
-        reason: r.get(3)?,
-        owner: r.get(4)?,
-        ticket: r.get(5)?,
-        created_ms: r.get(6)?,
-        expires_ms: r.get(7)?,
-        renewals: r.get(8)?,
-        hits: r.get(9)?,
-        last_hit_ms: r.get(10)?,
-        revoked_ms: r.get(11)?,
+        id: r.int(0)?,
+        rule: r.text(1)?,
+        scope: serde_json::from_str(&r.text(2)?).unwrap_or_default(),
+        reason: r.text(3)?,
+        owner: r.text(4)?,
+        ticket: r.opt_text(5)?,
+        created_ms: r.int(6)?,
+        expires_ms: r.int(7)?,
+        renewals: u32::try_from(r.int(8)?).unwrap_or(u32::MAX),
+        hits: r.int(9)? as u64,
+        last_hit_ms: r.opt_int(10)?,
+        revoked_ms: r.opt_int(11)?,
     })
 }
 
 /// Insert an exception; the caller audits it.
-pub fn insert(conn: &Connection, new: &NewException, now_ms: i64) -> Result<Exception, StoreError> {
+pub fn insert(
+    db: &(impl Sql + ?Sized),
+    new: &NewException,
+    now_ms: i64,
+) -> Result<Exception, StoreError> {
     let scope = serde_json::to_string(&new.scope).expect("a string map serializes");
-    conn.execute(
-        "INSERT INTO exceptions (rule, scope, reason, owner, ticket, created_ms, expires_ms) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![
-            new.rule,
-            scope,
-            new.reason,
-            new.owner,
-            new.ticket,
-            now_ms,
-            new.expires_ms
+    let inserted = db.row(
+        &format!(
+            "INSERT INTO exceptions (rule, scope, reason, owner, ticket, created_ms, expires_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING {COLUMNS}"
+        ),
+        &[
+            (&new.rule).into(),
+            (&scope).into(),
+            (&new.reason).into(),
+            (&new.owner).into(),
+            new.ticket.as_ref().into(),
+            now_ms.into(),
+            new.expires_ms.into(),
         ],
+        from_row,
     )?;
-    let id = conn.last_insert_rowid();
-    get(conn, id)?.ok_or(StoreError::Sql(rusqlite::Error::QueryReturnedNoRows))
+    inserted.ok_or_else(|| StoreError::Postgres("INSERT ... RETURNING returned no row".into()))
 }
 
 /// One exception by id.
-pub fn get(conn: &Connection, id: i64) -> Result<Option<Exception>, StoreError> {
-    Ok(conn
-        .query_row(
-            &format!("SELECT {COLUMNS} FROM exceptions WHERE id = ?1"),
-            params![id],
-            from_row,
-        )
-        .optional()?)
+pub fn get(db: &(impl Sql + ?Sized), id: i64) -> Result<Option<Exception>, StoreError> {
+    db.row(
+        &format!("SELECT {COLUMNS} FROM exceptions WHERE id = ?1"),
+        &[id.into()],
+        from_row,
+    )
 }
 
 /// Every exception, newest first; with `active_at`, only those neither revoked nor
 /// expired at that time.
-pub fn list(conn: &Connection, active_at: Option<i64>) -> Result<Vec<Exception>, StoreError> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {COLUMNS} FROM exceptions \
-         WHERE ?1 IS NULL OR (revoked_ms IS NULL AND expires_ms > ?1) ORDER BY id DESC"
-    ))?;
-    let rows = stmt.query_map(params![active_at], from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+pub fn list(
+    db: &(impl Sql + ?Sized),
+    active_at: Option<i64>,
+) -> Result<Vec<Exception>, StoreError> {
+    db.rows(
+        &format!(
+            "SELECT {COLUMNS} FROM exceptions \
+             WHERE CAST(?1 AS BIGINT) IS NULL OR (revoked_ms IS NULL AND expires_ms > ?1) ORDER BY id DESC"
+        ),
+        &[active_at.into()],
+        from_row,
+    )
 }
 
 /// Set a new expiry and renewal count, clearing an audited expiry.
 pub fn set_expiry(
-    conn: &Connection,
+    db: &(impl Sql + ?Sized),
     id: i64,
     expires_ms: i64,
     renewals: u32,
 ) -> Result<(), StoreError> {
-    conn.execute(
+    db.execute(
         "UPDATE exceptions SET expires_ms = ?2, renewals = ?3, expired_ms = NULL WHERE id = ?1",
-        params![id, expires_ms, renewals],
+        &[id.into(), expires_ms.into(), renewals.into()],
     )?;
     Ok(())
 }
 
 /// Mark revoked at `now_ms`.
-pub fn set_revoked(conn: &Connection, id: i64, now_ms: i64) -> Result<(), StoreError> {
-    conn.execute(
+pub fn set_revoked(db: &(impl Sql + ?Sized), id: i64, now_ms: i64) -> Result<(), StoreError> {
+    db.execute(
         "UPDATE exceptions SET revoked_ms = ?2 WHERE id = ?1",
-        params![id, now_ms],
+        &[id.into(), now_ms.into()],
     )?;
     Ok(())
 }
 
 /// Count one suppressed alert.
-pub fn add_hit(conn: &Connection, id: i64, now_ms: i64) -> Result<(), StoreError> {
-    conn.execute(
-        "UPDATE exceptions SET hits = hits + 1, last_hit_ms = max(coalesce(last_hit_ms, ?2), ?2) WHERE id = ?1",
-        params![id, now_ms],
+pub fn add_hit(db: &(impl Sql + ?Sized), id: i64, now_ms: i64) -> Result<(), StoreError> {
+    db.execute(
+        "UPDATE exceptions SET hits = hits + 1, last_hit_ms = \
+         CASE WHEN last_hit_ms IS NULL OR last_hit_ms < ?2 THEN ?2 ELSE last_hit_ms END \
+         WHERE id = ?1",
+        &[id.into(), now_ms.into()],
     )?;
     Ok(())
 }
 
 /// Mark every exception expired by `now_ms` whose expiry is not yet recorded, and
 /// return them; the caller audits each.
-pub fn mark_expired(conn: &Connection, now_ms: i64) -> Result<Vec<Exception>, StoreError> {
-    let mut stmt = conn.prepare(&format!(
-        "UPDATE exceptions SET expired_ms = ?1 \
-         WHERE expires_ms <= ?1 AND revoked_ms IS NULL AND expired_ms IS NULL RETURNING {COLUMNS}"
-    ))?;
-    let rows = stmt.query_map(params![now_ms], from_row)?;
-    let mut out: Vec<Exception> = rows.collect::<Result<_, _>>()?;
+pub fn mark_expired(db: &(impl Sql + ?Sized), now_ms: i64) -> Result<Vec<Exception>, StoreError> {
+    let mut out = db.rows(
+        &format!(
+            "UPDATE exceptions SET expired_ms = ?1 \
+             WHERE expires_ms <= ?1 AND revoked_ms IS NULL AND expired_ms IS NULL \
+             RETURNING {COLUMNS}"
+        ),
+        &[now_ms.into()],
+        from_row,
+    )?;
     out.sort_by_key(|e| e.id);
     Ok(out)
 }
 
 /// Append an audit row.
 pub fn audit(
-    conn: &Connection,
+    db: &(impl Sql + ?Sized),
     exception_id: i64,
     at_ms: i64,
     action: &str,
     actor: &str,
-    details: &Value,
+    details: &Json,
 ) -> Result<(), StoreError> {
-    conn.execute(
-        "INSERT INTO exception_audit (exception_id, at_ms, action, actor, details) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![exception_id, at_ms, action, actor, details.to_string()],
+    db.execute(
+        "INSERT INTO exception_audit (exception_id, at_ms, action, actor, details) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        &[
+            exception_id.into(),
+            at_ms.into(),
+            action.into(),
+            actor.into(),
+            (&details.to_string()).into(),
+        ],
     )?;
     Ok(())
 }
 
 /// The audit log of one exception, oldest first.
-pub fn audit_log(conn: &Connection, exception_id: i64) -> Result<Vec<AuditEntry>, StoreError> {
-    let mut stmt = conn.prepare(
+pub fn audit_log(
+    db: &(impl Sql + ?Sized),
+    exception_id: i64,
+) -> Result<Vec<AuditEntry>, StoreError> {
+    db.rows(
         "SELECT id, exception_id, at_ms, action, actor, details FROM exception_audit \
          WHERE exception_id = ?1 ORDER BY id",
-    )?;
-    let rows = stmt.query_map(params![exception_id], |r| {
-        let details: String = r.get(5)?;
-        Ok(AuditEntry {
-            id: r.get(0)?,
-            exception_id: r.get(1)?,
-            at_ms: r.get(2)?,
-            action: r.get(3)?,
-            actor: r.get(4)?,
-            details: serde_json::from_str(&details).unwrap_or(Value::Null),
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        &[exception_id.into()],
+        |r| {
+            Ok(AuditEntry {
+                id: r.int(0)?,
+                exception_id: r.int(1)?,
+                at_ms: r.int(2)?,
+                action: r.text(3)?,
+                actor: r.text(4)?,
+                details: serde_json::from_str(&r.text(5)?).unwrap_or(Json::Null),
+            })
+        },
+    )
 }
 
 /// Active exceptions per rule at `now_ms`, with their ids: `(rule, ids)`, by rule.
 pub fn active_by_rule(
-    conn: &Connection,
+    db: &(impl Sql + ?Sized),
     now_ms: i64,
 ) -> Result<Vec<(String, Vec<i64>)>, StoreError> {
-    let mut stmt = conn.prepare(
-        "SELECT rule, id FROM exceptions WHERE revoked_ms IS NULL AND expires_ms > ?1 ORDER BY rule, id",
+    let rows = db.rows(
+        "SELECT rule, id FROM exceptions WHERE revoked_ms IS NULL AND expires_ms > ?1 \
+         ORDER BY rule, id",
+        &[now_ms.into()],
+        |r| Ok((r.text(0)?, r.int(1)?)),
     )?;
     let mut out: Vec<(String, Vec<i64>)> = Vec::new();
-    let rows = stmt.query_map(params![now_ms], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?;
-    for row in rows {
-        let (rule, id) = row?;
+    for (rule, id) in rows {
         match out.last_mut() {
             Some((r, ids)) if *r == rule => ids.push(id),
             _ => out.push((rule, vec![id])),

@@ -15,6 +15,7 @@ pub mod pg;
 pub mod queries;
 pub mod snapshot;
 pub mod spend;
+pub mod sql;
 pub mod writer;
 
 use std::collections::HashMap;
