@@ -10,8 +10,9 @@ mod dbservers;
 use std::collections::{BTreeMap, HashMap};
 
 use dbservers::*;
-use driftwarden::domain::Tier;
+use driftwarden::domain::{Alert, AlertEvent, ChangeEvent, ChangeKind, Kind, Lane, Tier};
 use driftwarden::exceptions::{Policy, Registry};
+use driftwarden::store::alerts::{self, AlertFilter};
 use driftwarden::store::exceptions::{self, NewException};
 use driftwarden::store::snapshot::{self, SnapshotMeta};
 use driftwarden::store::sql::{Db, Pg, SqlExt, Transact};
@@ -172,5 +173,150 @@ fn the_analysis_snapshot_is_replaced_and_read_back_on_both_backends() {
             None,
             "{backend}: a snapshot covers every decision stored before it"
         );
+    });
+}
+
+fn line(rule: &str, scope: &[(&str, &str)], at_ms: i64, rank: u8) -> Alert {
+    Alert {
+        event: AlertEvent::Firing,
+        members: Vec::new(),
+        reopens: 0,
+        incident: None,
+        rule: rule.into(),
+        lane: Lane::Cost,
+        kind: Kind::CostDrift,
+        scope: scope
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        at_ms,
+        tier: if rank == 1 { "page" } else { "ticket" }.into(),
+        tier_rank: rank,
+        summary: format!("{rule} moved"),
+        evidence: serde_json::json!({"z": 7.5, "observed": [1, 2]}),
+    }
+}
+
+#[test]
+fn alert_rows_transitions_and_changes_read_back_alike_on_both_backends() {
+    on_both("alert_rows_on_both_backends", |db, backend| {
+        assert_eq!(alerts::last_ids(db).unwrap(), (0, 0), "{backend}");
+        let a = line("cpr", &[("model", "gpt-4o")], NOW, 1);
+        let b = line("err", &[], NOW + 60_000, 3);
+        db.write(|tx| {
+            alerts::insert(tx, 1, &a, "firing", NOW - 60_000)?;
+            alerts::transition(tx, 1, 1, &a, "firing", None)?;
+            alerts::set_incident(tx, 1, 1, 0)?;
+            alerts::insert(tx, 2, &b, "pending", NOW)?;
+            alerts::add_pending(tx, 1, "slack", "page")?;
+            alerts::add_pending(tx, 1, "slack", "page")?;
+            alerts::add_pending(tx, 1, "email", "page")
+        })
+        .unwrap();
+        assert_eq!(alerts::last_ids(db).unwrap(), (2, 1), "{backend}");
+        let pending = alerts::pending_lines(db).unwrap();
+        let channels: Vec<_> = pending.iter().map(|p| p.channel.as_str()).collect();
+        assert_eq!(
+            channels,
+            ["email", "slack"],
+            "{backend}: one row per channel"
+        );
+        assert_eq!(pending[0].line, a, "{backend}: the line reads back whole");
+        db.write(|tx| alerts::clear_pending(tx, &[1], "slack"))
+            .unwrap();
+        assert_eq!(alerts::pending_lines(db).unwrap().len(), 1, "{backend}");
+
+        let open = alerts::open_alerts(db).unwrap();
+        assert_eq!(open.len(), 2, "{backend}");
+        assert!(open[0].firing && !open[1].firing, "{backend}");
+        assert_eq!(open[0].incident_id, Some(1), "{backend}");
+        assert_eq!(open[0].scope["model"], "gpt-4o", "{backend}");
+
+        let mut resolved = a.clone();
+        resolved.at_ms = NOW + 120_000;
+        db.write(|tx| {
+            alerts::update(tx, 1, &resolved, "resolved", Some(9))?;
+            alerts::transition(tx, 2, 1, &resolved, "resolved", Some(9))?;
+            alerts::update(tx, 2, &b, "firing", None)
+        })
+        .unwrap();
+        let (last, at) = alerts::last_transition(db, 1, "resolved").unwrap().unwrap();
+        assert_eq!((last, at), (resolved, NOW + 120_000), "{backend}");
+        assert_eq!(alerts::open_alerts(db).unwrap().len(), 1, "{backend}");
+
+        let share = alerts::suppressed_share(db, NOW - DAY).unwrap();
+        let share: BTreeMap<_, _> = share.into_iter().collect();
+        assert_eq!(share["cpr"], 1.0, "{backend}");
+        assert_eq!(share["err"], 0.0, "{backend}");
+
+        let all = AlertFilter {
+            limit: 10,
+            ..AlertFilter::default()
+        };
+        let rows = alerts::list(db, &all).unwrap();
+        assert_eq!(
+            rows.iter().map(|r| r.id).collect::<Vec<_>>(),
+            [2, 1],
+            "{backend}"
+        );
+        assert_eq!(rows[1].tier_rank, Some(1), "{backend}");
+        assert_eq!(rows[1].evidence["z"], 7.5, "{backend}");
+        assert!(rows[1].resolved_at.is_some() && rows[0].fired_at.is_some());
+        for (filter, want) in [
+            (
+                AlertFilter {
+                    suppressed: Some(true),
+                    ..all.clone()
+                },
+                vec![1],
+            ),
+            (
+                AlertFilter {
+                    state: Some("firing".into()),
+                    ..all.clone()
+                },
+                vec![2],
+            ),
+            (
+                AlertFilter {
+                    since_ms: Some(NOW - 1),
+                    tier: Some("ticket".into()),
+                    ..all.clone()
+                },
+                vec![2],
+            ),
+            (
+                AlertFilter {
+                    rule: Some("nope".into()),
+                    ..all.clone()
+                },
+                vec![],
+            ),
+        ] {
+            let ids: Vec<i64> = alerts::list(db, &filter)
+                .unwrap()
+                .iter()
+                .map(|r| r.id)
+                .collect();
+            assert_eq!(ids, want, "{backend}: {filter:?}");
+        }
+
+        let change = ChangeEvent {
+            kind: ChangeKind::ModelBump,
+            ts_ms: NOW,
+            scope: [("model".to_string(), "gpt-4o".to_string())].into(),
+            note: "gpt-4o now resolves to gpt-4o-2024-11-20".into(),
+            origin: "detected".into(),
+        };
+        db.write(|tx| {
+            alerts::insert_change(tx, &change, NOW)?;
+            alerts::insert_change(tx, &change, NOW + 1)?;
+            alerts::set_impact(tx, &change, &serde_json::json!({"cost": "+45%"}))
+        })
+        .unwrap();
+        let stored = db
+            .rows("SELECT impact FROM change_events", &[], |r| r.text(0))
+            .unwrap();
+        assert_eq!(stored, [r#"{"cost":"+45%"}"#], "{backend}: stored once");
     });
 }

@@ -1,14 +1,16 @@
 //! Alert rows and their transitions, detected change events and change-impact
 //! reports: written by the alert stage on its own connection (rare, small writes
-//! that SQLite serializes with the writer thread's through the busy timeout).
+//! that SQLite serializes with the writer thread's through the busy timeout). The
+//! SQL is written once for both backends (`store::sql`).
 
 use std::path::Path;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::Connection;
 use serde::Serialize;
 use serde_json::Value;
 
 use super::StoreError;
+use super::sql::{Row, Sql, SqlExt};
 use crate::domain::{Alert, ChangeEvent, Lane, Scope, rfc3339_ms};
 
 /// A stored alert, as the API lists it.
@@ -72,127 +74,153 @@ fn scope_json(scope: &Scope) -> String {
     serde_json::to_string(scope).expect("a string map serializes")
 }
 
+/// A tier rank as stored (1 = most severe).
+fn rank(v: Option<i64>) -> Option<u8> {
+    v.and_then(|r| u8::try_from(r).ok())
+}
+
 /// Store a new alert episode `id` (pending or straight to firing).
 pub fn insert(
-    conn: &Connection,
+    db: &(impl Sql + ?Sized),
     id: i64,
     a: &Alert,
     state: &str,
     started_ms: i64,
 ) -> Result<(), StoreError> {
-    conn.prepare_cached(
+    db.execute(
         "INSERT INTO alerts (id, rule, scope, lane, kind, state, tier, tier_rank, started_ms, fired_ms, summary, evidence, suppressed_by) \
-         VALUES (?13, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-    )?
-    .execute(params![
-            a.rule,
-            scope_json(&a.scope),
-            a.lane.as_str(),
-            a.kind.as_str(),
-            state,
-            a.tier,
-            a.tier_rank,
-            started_ms,
-            (state == "firing").then_some(a.at_ms),
-            a.summary,
-            a.evidence.to_string(),
-            None::<i64>,
-            id
-        ])?;
+         VALUES (?12, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, NULL)",
+        &[
+            (&a.rule).into(),
+            (&scope_json(&a.scope)).into(),
+            a.lane.as_str().into(),
+            a.kind.as_str().into(),
+            state.into(),
+            (&a.tier).into(),
+            u32::from(a.tier_rank).into(),
+            started_ms.into(),
+            (state == "firing").then_some(a.at_ms).into(),
+            (&a.summary).into(),
+            (&a.evidence.to_string()).into(),
+            id.into(),
+        ],
+    )?;
     Ok(())
 }
 
 /// Move an alert to `state` with its latest line; `firing` sets fired_ms, `resolved`
 /// resolved_ms.
 pub fn update(
-    conn: &Connection,
+    db: &(impl Sql + ?Sized),
     id: i64,
     a: &Alert,
     state: &str,
     suppressed_by: Option<i64>,
 ) -> Result<(), StoreError> {
-    conn.execute(
+    db.execute(
         "UPDATE alerts SET state = ?2, tier = ?3, tier_rank = ?4, summary = ?5, evidence = ?6, suppressed_by = ?7, \
          fired_ms = CASE WHEN ?2 = 'firing' AND fired_ms IS NULL THEN ?8 ELSE fired_ms END, \
          resolved_ms = CASE WHEN ?2 = 'resolved' THEN ?8 ELSE resolved_ms END WHERE id = ?1",
-        params![id, state, a.tier, a.tier_rank, a.summary, a.evidence.to_string(), suppressed_by, a.at_ms],
+        &[
+            id.into(),
+            state.into(),
+            (&a.tier).into(),
+            u32::from(a.tier_rank).into(),
+            (&a.summary).into(),
+            (&a.evidence.to_string()).into(),
+            suppressed_by.into(),
+            a.at_ms.into(),
+        ],
     )?;
     Ok(())
 }
 
 /// Put alert `id` in incident `incident_id` (its root's id), which reopened `reopens` times.
 pub fn set_incident(
-    conn: &Connection,
+    db: &(impl Sql + ?Sized),
     id: i64,
     incident_id: i64,
     reopens: u32,
 ) -> Result<(), StoreError> {
-    conn.execute(
+    db.execute(
         "UPDATE alerts SET incident_id = ?2, reopens = ?3 WHERE id = ?1",
-        params![id, incident_id, reopens],
+        &[id.into(), incident_id.into(), reopens.into()],
     )?;
     Ok(())
 }
 
 /// Mark an alert resolved when only its row is known (it was open before a restart).
-pub fn mark_resolved(conn: &Connection, id: i64, at_ms: i64) -> Result<(), StoreError> {
-    conn.execute(
+pub fn mark_resolved(db: &(impl Sql + ?Sized), id: i64, at_ms: i64) -> Result<(), StoreError> {
+    db.execute(
         "UPDATE alerts SET state = 'resolved', resolved_ms = ?2 WHERE id = ?1",
-        params![id, at_ms],
+        &[id.into(), at_ms.into()],
     )?;
     Ok(())
 }
 
 /// Record transition `id` of alert `alert_id` with the line that announced it.
 pub fn transition(
-    conn: &Connection,
+    db: &(impl Sql + ?Sized),
     id: i64,
     alert_id: i64,
     a: &Alert,
     state: &str,
     suppressed_by: Option<i64>,
 ) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO alert_transitions (id, alert_id, at_ms, state, suppressed_by, line) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![id, alert_id, a.at_ms, state, suppressed_by, serde_json::to_string(a).expect("an alert serializes")])?;
+    let line = serde_json::to_string(a).expect("an alert serializes");
+    db.execute(
+        "INSERT INTO alert_transitions (id, alert_id, at_ms, state, suppressed_by, line) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        &[
+            id.into(),
+            alert_id.into(),
+            a.at_ms.into(),
+            state.into(),
+            suppressed_by.into(),
+            (&line).into(),
+        ],
+    )?;
     Ok(())
 }
 
 /// The highest alert and transition ids in use (0 when there are none): the
 /// alert stage allocates the ids after them.
-pub fn last_ids(conn: &Connection) -> Result<(i64, i64), StoreError> {
-    Ok(conn.query_row(
-        "SELECT (SELECT COALESCE(MAX(id), 0) FROM alerts), (SELECT COALESCE(MAX(id), 0) FROM alert_transitions)",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?)
+pub fn last_ids(db: &(impl Sql + ?Sized)) -> Result<(i64, i64), StoreError> {
+    let ids = db.row(
+        "SELECT (SELECT COALESCE(MAX(id), 0) FROM alerts), \
+         (SELECT COALESCE(MAX(id), 0) FROM alert_transitions)",
+        &[],
+        |r| Ok((r.int(0)?, r.int(1)?)),
+    )?;
+    Ok(ids.unwrap_or((0, 0)))
 }
 
 /// Note that transition `transition`'s line waits in a group for `channel` of `tier`.
 pub fn add_pending(
-    conn: &Connection,
+    db: &(impl Sql + ?Sized),
     transition: i64,
     channel: &str,
     tier: &str,
 ) -> Result<(), StoreError> {
-    conn.execute(
-        "INSERT OR IGNORE INTO notify_pending (transition_id, channel, tier) VALUES (?1, ?2, ?3)",
-        params![transition, channel, tier],
+    db.execute(
+        "INSERT INTO notify_pending (transition_id, channel, tier) VALUES (?1, ?2, ?3) \
+         ON CONFLICT DO NOTHING",
+        &[transition.into(), channel.into(), tier.into()],
     )?;
     Ok(())
 }
 
 /// The lines of `channel` that left their group for the outbox.
 pub fn clear_pending(
-    conn: &Connection,
+    db: &(impl Sql + ?Sized),
     transitions: &[i64],
     channel: &str,
 ) -> Result<(), StoreError> {
-    let mut stmt = conn
-        .prepare_cached("DELETE FROM notify_pending WHERE transition_id = ?1 AND channel = ?2")?;
     for t in transitions {
-        stmt.execute(params![t, channel])?;
+        db.execute(
+            "DELETE FROM notify_pending WHERE transition_id = ?1 AND channel = ?2",
+            &[(*t).into(), channel.into()],
+        )?;
     }
     Ok(())
 }
@@ -211,22 +239,15 @@ pub struct PendingLine {
 }
 
 /// Every line waiting in a group, oldest transition first.
-pub fn pending_lines(conn: &Connection) -> Result<Vec<PendingLine>, StoreError> {
-    let mut stmt = conn.prepare(
+pub fn pending_lines(db: &(impl Sql + ?Sized)) -> Result<Vec<PendingLine>, StoreError> {
+    let rows = db.rows(
         "SELECT p.transition_id, p.channel, p.tier, t.line FROM notify_pending p \
          JOIN alert_transitions t ON t.id = p.transition_id ORDER BY p.transition_id, p.channel",
+        &[],
+        |r| Ok((r.int(0)?, r.text(1)?, r.text(2)?, r.text(3)?)),
     )?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
-        ))
-    })?;
     let mut out = Vec::new();
-    for row in rows {
-        let (transition, channel, tier, line) = row?;
+    for (transition, channel, tier, line) in rows {
         match serde_json::from_str(&line) {
             Ok(line) => out.push(PendingLine {
                 transition,
@@ -245,18 +266,16 @@ pub fn pending_lines(conn: &Connection) -> Result<Vec<PendingLine>, StoreError> 
 
 /// The line and data time of an alert's latest transition to `state`.
 pub fn last_transition(
-    conn: &Connection,
+    db: &(impl Sql + ?Sized),
     alert_id: i64,
     state: &str,
 ) -> Result<Option<(Alert, i64)>, StoreError> {
-    let row: Option<(String, i64)> = conn
-        .query_row(
-            "SELECT line, at_ms FROM alert_transitions WHERE alert_id = ?1 AND state = ?2 \
-             ORDER BY id DESC LIMIT 1",
-            params![alert_id, state],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
+    let row = db.row(
+        "SELECT line, at_ms FROM alert_transitions WHERE alert_id = ?1 AND state = ?2 \
+         ORDER BY id DESC LIMIT 1",
+        &[alert_id.into(), state.into()],
+        |r| Ok((r.text(0)?, r.int(1)?)),
+    )?;
     Ok(row.and_then(|(line, at)| Some((serde_json::from_str(&line).ok()?, at))))
 }
 
@@ -284,107 +303,126 @@ pub struct OpenAlert {
 }
 
 /// Alerts pending or firing.
-pub fn open_alerts(conn: &Connection) -> Result<Vec<OpenAlert>, StoreError> {
-    let mut stmt = conn.prepare(
-        "SELECT id, rule, scope, lane, state, started_ms, suppressed_by, incident_id, reopens FROM alerts WHERE state IN ('pending', 'firing') ORDER BY id",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        let scope: String = r.get(2)?;
-        let state: String = r.get(4)?;
-        let lane: String = r.get(3)?;
-        // An open alert of a lane this build does not know cannot be judged: stop
-        // rather than file it under another lane, where a miss would resolve it.
-        let lane = Lane::from_name(&lane).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(
-                3,
-                rusqlite::types::Type::Text,
-                format!("alert has an unknown lane {lane:?}; was the database written by a newer driftwarden?").into(),
-            )
-        })?;
-        Ok(OpenAlert {
-            id: r.get(0)?,
-            rule: r.get(1)?,
-            scope: serde_json::from_str(&scope).unwrap_or_default(),
-            lane,
-            firing: state == "firing",
-            started_ms: r.get(5)?,
-            suppressed_by: r.get(6)?,
-            incident_id: r.get(7)?,
-            reopens: r.get(8)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+pub fn open_alerts(db: &(impl Sql + ?Sized)) -> Result<Vec<OpenAlert>, StoreError> {
+    db.rows(
+        "SELECT id, rule, scope, lane, state, started_ms, suppressed_by, incident_id, reopens \
+         FROM alerts WHERE state IN ('pending', 'firing') ORDER BY id",
+        &[],
+        |r| {
+            let lane = r.text(3)?;
+            // An open alert of a lane this build does not know cannot be judged: stop
+            // rather than file it under another lane, where a miss would resolve it.
+            let lane = Lane::from_name(&lane).ok_or_else(|| {
+                StoreError::Unreadable(format!(
+                    "alert has an unknown lane {lane:?}; was the database written by a newer driftwarden?"
+                ))
+            })?;
+            Ok(OpenAlert {
+                id: r.int(0)?,
+                rule: r.text(1)?,
+                scope: serde_json::from_str(&r.text(2)?).unwrap_or_default(),
+                lane,
+                firing: r.text(4)? == "firing",
+                started_ms: r.int(5)?,
+                suppressed_by: r.opt_int(6)?,
+                incident_id: r.opt_int(7)?,
+                reopens: u32::try_from(r.int(8)?).unwrap_or(u32::MAX),
+            })
+        },
+    )
 }
 
 /// Share of firings suppressed per rule since `since_ms`.
 pub fn suppressed_share(
-    conn: &Connection,
+    db: &(impl Sql + ?Sized),
     since_ms: i64,
 ) -> Result<Vec<(String, f64)>, StoreError> {
-    let mut stmt = conn.prepare(
-        "SELECT rule, AVG(suppressed_by IS NOT NULL) FROM alerts WHERE fired_ms IS NOT NULL AND started_ms >= ?1 AND lane != 'meta' GROUP BY rule",
-    )?;
-    let rows = stmt.query_map([since_ms], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    db.rows(
+        "SELECT rule, CAST(AVG(CASE WHEN suppressed_by IS NULL THEN 0.0 ELSE 1.0 END) AS DOUBLE PRECISION) \
+         FROM alerts \
+         WHERE fired_ms IS NOT NULL AND started_ms >= ?1 AND lane != 'meta' GROUP BY rule",
+        &[since_ms.into()],
+        |r| Ok((r.text(0)?, r.real(1)?)),
+    )
 }
 
 /// Store a change event detected in the data (ignored when already stored).
-pub fn insert_change(conn: &Connection, c: &ChangeEvent, now_ms: i64) -> Result<(), StoreError> {
-    conn.execute(
-        "INSERT OR IGNORE INTO change_events (ts_ms, kind, scope, note, origin, received_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![c.ts_ms, c.kind.as_str(), scope_json(&c.scope), c.note, c.origin, now_ms],
+pub fn insert_change(
+    db: &(impl Sql + ?Sized),
+    c: &ChangeEvent,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    db.execute(
+        "INSERT INTO change_events (ts_ms, kind, scope, note, origin, received_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+        &[
+            c.ts_ms.into(),
+            c.kind.as_str().into(),
+            (&scope_json(&c.scope)).into(),
+            (&c.note).into(),
+            (&c.origin).into(),
+            now_ms.into(),
+        ],
     )?;
     Ok(())
 }
 
 /// Attach a change-impact report to its change event.
-pub fn set_impact(conn: &Connection, c: &ChangeEvent, report: &Value) -> Result<(), StoreError> {
-    conn.execute(
-        "UPDATE change_events SET impact = ?5 WHERE kind = ?1 AND ts_ms = ?2 AND scope = ?3 AND note = ?4",
-        params![c.kind.as_str(), c.ts_ms, scope_json(&c.scope), c.note, report.to_string()],
+pub fn set_impact(
+    db: &(impl Sql + ?Sized),
+    c: &ChangeEvent,
+    report: &Value,
+) -> Result<(), StoreError> {
+    db.execute(
+        "UPDATE change_events SET impact = ?5 \
+         WHERE kind = ?1 AND ts_ms = ?2 AND scope = ?3 AND note = ?4",
+        &[
+            c.kind.as_str().into(),
+            c.ts_ms.into(),
+            (&scope_json(&c.scope)).into(),
+            (&c.note).into(),
+            (&report.to_string()).into(),
+        ],
     )?;
     Ok(())
 }
 
 /// Alerts matching `f`, newest first.
-pub fn list(conn: &Connection, f: &AlertFilter) -> Result<Vec<AlertRow>, StoreError> {
-    let mut stmt = conn.prepare(
-        "SELECT id, rule, scope, lane, kind, state, tier, tier_rank, started_ms, fired_ms, resolved_ms, summary, evidence, suppressed_by \
-         FROM alerts WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR rule = ?2) AND (?3 IS NULL OR kind = ?3) \
-         AND (?4 IS NULL OR tier = ?4) AND (?5 IS NULL OR started_ms >= ?5) \
-         AND (?6 IS NULL OR (suppressed_by IS NOT NULL) = ?6) ORDER BY id DESC LIMIT ?7",
-    )?;
+pub fn list(db: &(impl Sql + ?Sized), f: &AlertFilter) -> Result<Vec<AlertRow>, StoreError> {
     let ts = |ms: Option<i64>| ms.map(rfc3339_ms::format);
-    let rows = stmt.query_map(
-        params![
-            f.state,
-            f.rule,
-            f.kind,
-            f.tier,
-            f.since_ms,
-            f.suppressed,
-            f.limit
+    db.rows(
+        "SELECT id, rule, scope, lane, kind, state, tier, tier_rank, started_ms, fired_ms, resolved_ms, summary, evidence, suppressed_by \
+         FROM alerts WHERE (CAST(?1 AS TEXT) IS NULL OR state = ?1) AND (CAST(?2 AS TEXT) IS NULL OR rule = ?2) \
+         AND (CAST(?3 AS TEXT) IS NULL OR kind = ?3) AND (CAST(?4 AS TEXT) IS NULL OR tier = ?4) \
+         AND (CAST(?5 AS BIGINT) IS NULL OR started_ms >= ?5) \
+         AND (CAST(?6 AS BIGINT) IS NULL OR (CASE WHEN suppressed_by IS NULL THEN 0 ELSE 1 END) = ?6) \
+         ORDER BY id DESC LIMIT ?7",
+        &[
+            f.state.as_ref().into(),
+            f.rule.as_ref().into(),
+            f.kind.as_ref().into(),
+            f.tier.as_ref().into(),
+            f.since_ms.into(),
+            f.suppressed.into(),
+            f.limit.into(),
         ],
-        |r| {
-            let scope: String = r.get(2)?;
-            let evidence: String = r.get(12)?;
+        |r: &dyn Row| {
             Ok(AlertRow {
-                id: r.get(0)?,
-                rule: r.get(1)?,
-                scope: serde_json::from_str(&scope).unwrap_or_default(),
-                lane: r.get(3)?,
-                kind: r.get(4)?,
-                state: r.get(5)?,
-                tier: r.get(6)?,
-                tier_rank: r.get(7)?,
-                started_at: rfc3339_ms::format(r.get(8)?),
-                fired_at: ts(r.get(9)?),
-                resolved_at: ts(r.get(10)?),
-                summary: r.get(11)?,
-                evidence: serde_json::from_str(&evidence).unwrap_or(Value::Null),
-                suppressed_by: r.get(13)?,
+                id: r.int(0)?,
+                rule: r.text(1)?,
+                scope: serde_json::from_str(&r.text(2)?).unwrap_or_default(),
+                lane: r.text(3)?,
+                kind: r.text(4)?,
+                state: r.text(5)?,
+                tier: r.opt_text(6)?,
+                tier_rank: rank(r.opt_int(7)?),
+                started_at: rfc3339_ms::format(r.int(8)?),
+                fired_at: ts(r.opt_int(9)?),
+                resolved_at: ts(r.opt_int(10)?),
+                summary: r.text(11)?,
+                evidence: serde_json::from_str(&r.text(12)?).unwrap_or(Value::Null),
+                suppressed_by: r.opt_int(13)?,
             })
         },
-    )?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    )
 }

@@ -99,7 +99,7 @@ pub fn insert(
         ],
         from_row,
     )?;
-    inserted.ok_or_else(|| StoreError::Postgres("INSERT ... RETURNING returned no row".into()))
+    inserted.ok_or_else(|| StoreError::Unreadable("INSERT ... RETURNING returned no row".into()))
 }
 
 /// One exception by id.

@@ -65,6 +65,9 @@ pub enum StoreError {
     /// message carries the server's words, never the password).
     #[error("PostgreSQL store: {0}")]
     Postgres(String),
+    /// A stored row this build cannot read (written by a newer driftwarden, or by hand).
+    #[error("unreadable stored data: {0}")]
+    Unreadable(String),
     /// A write made as a lease's holder found the lease held by a newer token: this
     /// replica lost the lease (paused, partitioned) and must not write as its holder.
     #[error("lease {lease} has moved past token {token}: this replica is no longer its holder")]

@@ -9,7 +9,8 @@
 //! DO NOTHING / DO UPDATE`, `RETURNING`, `IS [NOT] DISTINCT FROM`, no boolean-valued
 //! results (`CASE ... THEN 1 ELSE 0 END`), every integer a 64-bit one, and a
 //! parameter tested for NULL is cast (`CAST(?1 AS BIGINT) IS NULL`): PostgreSQL must
-//! know its type.
+//! know its type; an average is cast to `DOUBLE PRECISION` (PostgreSQL's would be
+//! NUMERIC).
 
 use std::cell::RefCell;
 use std::error::Error as StdError;
@@ -155,7 +156,7 @@ pub trait Row {
 }
 
 fn null_in(i: usize) -> StoreError {
-    StoreError::Postgres(format!("column {i} is NULL where a value was expected"))
+    StoreError::Unreadable(format!("column {i} is NULL where a value was expected"))
 }
 
 /// A connection, or a transaction on one, of either backend.
