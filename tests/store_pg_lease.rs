@@ -77,6 +77,13 @@ fn fenced(result: Result<impl std::fmt::Debug, StoreError>, token: i64) {
     }
 }
 
+/// Take the `leader` lease for `holder` at `now`, which must succeed.
+fn lead(c: &mut Client, holder: &str, now: i64) -> Lease {
+    acquire(c, "leader", holder, TTL, now)
+        .expect("acquire")
+        .unwrap_or_else(|| panic!("{holder} could not take the leader lease at {now}"))
+}
+
 /// Every holder tries `name` at the same injected `now`, each on its own connection,
 /// released together by a barrier. The results in holder order.
 fn race(db: &Db, name: &str, holders: &[String], now: i64) -> Vec<Option<Lease>> {
@@ -178,13 +185,9 @@ fn a_paused_old_leader_writes_nothing() {
         return;
     };
     let (mut a, mut b) = (db.connect(), db.connect());
-    let old = acquire(&mut a, "leader", "replica-a", TTL, T0)
-        .unwrap()
-        .unwrap();
+    let old = lead(&mut a, "replica-a", T0);
     // replica-a pauses; its lease lapses and replica-b takes over.
-    let new = acquire(&mut b, "leader", "replica-b", TTL, T0 + TTL)
-        .unwrap()
-        .unwrap();
+    let new = lead(&mut b, "replica-b", T0 + TTL);
     assert_eq!((old.token, new.token), (1, 2));
 
     // replica-a wakes up believing it is still T0 + 1 (well inside its lease): its
@@ -227,9 +230,7 @@ fn a_holder_past_its_own_expiry_is_fenced_before_anyone_takes_over() {
         return;
     };
     let mut a = db.connect();
-    let held = acquire(&mut a, "leader", "replica-a", TTL, T0)
-        .unwrap()
-        .unwrap();
+    let held = lead(&mut a, "replica-a", T0);
     let mut tx = a.transaction().unwrap();
     check(&mut tx, &held, T0 + TTL - 1).expect("live a millisecond before expiry");
     fenced(check(&mut tx, &held, T0 + TTL), 1);
@@ -267,9 +268,7 @@ fn a_takeover_waits_for_the_open_fenced_transaction() {
         return;
     };
     let mut a = db.connect();
-    let old = acquire(&mut a, "leader", "replica-a", TTL, T0)
-        .unwrap()
-        .unwrap();
+    let old = lead(&mut a, "replica-a", T0);
     let mut tx = a.transaction().unwrap();
     // Checked a millisecond before expiry: valid, and the lease row is now share-locked.
     check(&mut tx, &old, T0 + TTL - 1).unwrap();
@@ -297,13 +296,14 @@ fn a_takeover_waits_for_the_open_fenced_transaction() {
     // lease row's lock.
     let mut watch = db.connect();
     loop {
+        // No row once the takeover's connection is gone: it did not wait.
         let waiting: Option<String> = watch
-            .query_one(
+            .query_opt(
                 "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1",
                 &[&b_pid],
             )
             .unwrap()
-            .get(0);
+            .and_then(|r| r.get(0));
         if waiting.as_deref() == Some("Lock") {
             break;
         }
@@ -337,9 +337,7 @@ fn release_hands_the_lease_over_at_once() {
         return;
     };
     let (mut a, mut b) = (db.connect(), db.connect());
-    let held = acquire(&mut a, "leader", "replica-a", TTL, T0)
-        .unwrap()
-        .unwrap();
+    let held = lead(&mut a, "replica-a", T0);
     assert_eq!(
         acquire(&mut b, "leader", "replica-b", TTL, T0 + 100).unwrap(),
         None
@@ -401,9 +399,7 @@ fn claims_keep_each_channel_in_queue_order() {
         return;
     };
     let mut c = db.connect();
-    let leader = acquire(&mut c, "leader", "replica-a", TTL, T0)
-        .unwrap()
-        .unwrap();
+    let leader = lead(&mut c, "replica-a", T0);
     let email = fill(&mut c, &leader, "email", &["e1", "e2"]);
     let slack = fill(&mut c, &leader, "slack", &["s1", "s2", "s3"]);
     let claim = |c: &mut Client, who: &str, now: i64, limit: u32| {
@@ -484,9 +480,7 @@ fn an_expired_claim_is_taken_over_and_the_old_claimer_cannot_mark_it() {
         return;
     };
     let mut c = db.connect();
-    let leader = acquire(&mut c, "leader", "replica-a", TTL, T0)
-        .unwrap()
-        .unwrap();
+    let leader = lead(&mut c, "replica-a", T0);
     let rows = fill(&mut c, &leader, "slack", &["one", "two"]);
     let claimed = outbox::claim(&mut c, &leader, "old", T0, 1_000, 10).unwrap();
     assert_eq!(ids(&claimed), rows);
@@ -515,9 +509,7 @@ fn an_expired_claim_is_taken_over_and_the_old_claimer_cannot_mark_it() {
     let next = fill(&mut c, &leader, "slack", &["three"]);
     outbox::claim(&mut c, &leader, "old", T0 + 5_000, 12_000, 10).unwrap();
     let mut b = db.connect();
-    let new_leader = acquire(&mut b, "leader", "replica-b", TTL, T0 + TTL)
-        .unwrap()
-        .unwrap();
+    let new_leader = lead(&mut b, "replica-b", T0 + TTL);
     fenced(
         outbox::mark_sent(&mut c, &leader, "old", next[0], T0 + 5_001),
         1,
@@ -544,9 +536,7 @@ fn four_claimers_deliver_500_rows_in_channel_order_exactly_once() {
         return;
     };
     let mut c = db.connect();
-    let leader = acquire(&mut c, "leader", "replica-a", TTL, T0)
-        .unwrap()
-        .unwrap();
+    let leader = lead(&mut c, "replica-a", T0);
     let channels = ["dingtalk", "email", "pagerduty", "slack", "webhook"];
     for i in 0..ROWS {
         let title = format!("m{i}");

@@ -414,11 +414,12 @@ mod tests {
                 if now < crash && a.due(now) {
                     a.observe(now, Ok(fake_acquire(&mut row, "a", now)));
                 }
-                if now >= phase && b.due(now) {
-                    if b.observe(now, Ok(fake_acquire(&mut row, "b", now))) == Change::Gained {
-                        gained = Some(now);
-                        break;
-                    }
+                if now >= phase
+                    && b.due(now)
+                    && b.observe(now, Ok(fake_acquire(&mut row, "b", now))) == Change::Gained
+                {
+                    gained = Some(now);
+                    break;
                 }
                 // Never two leaders at once, by their own reckoning.
                 assert!(a.leader(now).is_none() || b.leader(now).is_none(), "{now}");

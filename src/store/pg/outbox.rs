@@ -152,12 +152,14 @@ pub fn claim(
             claimed.push(outbox_row(r)?);
         }
     }
-    let ids: Vec<i64> = claimed.iter().map(|r| r.id).collect();
-    tx.execute(
-        "UPDATE outbox SET claimed_by = $1, claim_until_ms = $2 WHERE id = ANY($3)",
-        &[&claimer, &now_ms.saturating_add(claim_ms), &ids],
-    )
-    .map_err(error)?;
+    if !claimed.is_empty() {
+        let ids: Vec<i64> = claimed.iter().map(|r| r.id).collect();
+        tx.execute(
+            "UPDATE outbox SET claimed_by = $1, claim_until_ms = $2 WHERE id = ANY($3)",
+            &[&claimer, &now_ms.saturating_add(claim_ms), &ids],
+        )
+        .map_err(error)?;
+    }
     tx.commit().map_err(error)?;
     claimed.sort_by_key(|r| r.id);
     Ok(claimed)
