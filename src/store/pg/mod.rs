@@ -5,7 +5,9 @@
 //! The schema is `migrations/postgres/`, numbered as SQLite's `migrations/`: version N
 //! holds the same tables on both.
 
+pub mod lease;
 pub mod migrate;
+pub mod outbox;
 
 use postgres::Client;
 
