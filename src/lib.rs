@@ -18,6 +18,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod dbconn;
 pub mod demo;
 pub mod detect;
 pub mod domain;

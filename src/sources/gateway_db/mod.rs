@@ -8,9 +8,9 @@
 
 mod mysql;
 mod postgres;
-pub(crate) use postgres::connect as connect_postgres;
+use crate::dbconn::tls;
+pub use crate::dbconn::{DbError, printable_url};
 mod sqlite;
-mod tls;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -151,55 +151,6 @@ impl DbSpec {
             ))),
         }
     }
-}
-
-/// The URL without password or query parameters (the user stays, so two sources
-/// that differ only by user keep separate cursors).
-pub fn printable_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "<invalid url>".to_string();
-    };
-    let (userinfo, host_and_path) = split_userinfo(rest);
-    let host_and_path = host_and_path.split('?').next().unwrap_or("");
-    match userinfo {
-        Some(info) => {
-            let user = info.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}@{host_and_path}")
-        }
-        None => format!("{scheme}://{host_and_path}"),
-    }
-}
-
-/// Split `user:password@host/path` at the last `@` before the host. A password may
-/// hold `/`, `?` or `@` (drivers split on the last `@`), so the authority does not end
-/// at the first `/` when an `@` follows it.
-fn split_userinfo(rest: &str) -> (Option<&str>, &str) {
-    match rest.rfind('@') {
-        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
-        None => (None, rest),
-    }
-}
-
-/// A database error, with credentials already removed from the message.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct DbError(pub String);
-
-impl DbError {
-    /// Wrap a driver error, removing the URL's password if the driver echoed it.
-    fn from_driver(e: impl std::fmt::Display, url: &str) -> DbError {
-        let mut msg = e.to_string();
-        if let Some(pw) = password_of(url).filter(|p| !p.is_empty()) {
-            msg = msg.replace(&pw, "***");
-        }
-        DbError(msg)
-    }
-}
-
-fn password_of(url: &str) -> Option<String> {
-    let rest = url.split_once("://")?.1;
-    let userinfo = split_userinfo(rest).0?;
-    userinfo.split_once(':').map(|(_, p)| p.to_string())
 }
 
 /// The columns of a New API / One API `logs` table that the adapter reads. Any may be

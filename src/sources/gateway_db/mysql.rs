@@ -6,8 +6,8 @@ use crate::adapters::LogRow;
 use mysql::prelude::Queryable;
 use mysql::{Conn, DriverError, Opts, OptsBuilder, SslOpts};
 
-use super::tls::{self, SslMode, Tls};
 use super::{Backend, Cell, DbError, DbSpec, Kind, LogReader, Queries, log_row};
+use crate::dbconn::tls::{self, SslMode, Tls};
 
 pub(super) struct Reader {
     conn: Conn,

@@ -12,7 +12,8 @@ pub mod outbox;
 use postgres::Client;
 
 use super::StoreError;
-use crate::sources::gateway_db::{connect_postgres, printable_url};
+use crate::dbconn::postgres::connect as connect_postgres;
+use crate::dbconn::printable_url;
 
 /// The database URL a `--db` value names: `postgres://...` (or `postgresql://...`)
 /// as given, or `env:VAR` read from the environment, so the password stays out of

@@ -19,7 +19,7 @@ use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStor
 
 /// How a connection uses TLS (libpq's `sslmode`, without `allow`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum SslMode {
+pub(crate) enum SslMode {
     /// Plain TCP.
     Disable,
     /// TLS when the server offers it, unverified; plain TCP otherwise. The default
@@ -71,7 +71,7 @@ impl std::fmt::Display for SslMode {
 
 /// The TLS settings of one gateway database URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Tls {
+pub(crate) struct Tls {
     /// The mode in force: `require` with an `sslrootcert` is `verify-ca` (as in libpq),
     /// and an `sslrootcert` without `sslmode` is `verify-full`.
     pub mode: SslMode,
@@ -83,7 +83,7 @@ pub(super) struct Tls {
 
 /// Split a `postgres://` or `mysql://` URL into the URL for the driver (without
 /// `sslmode` and `sslrootcert`) and its TLS settings. The error names the parameter.
-pub(super) fn split(url: &str) -> Result<(String, Tls), String> {
+pub(crate) fn split(url: &str) -> Result<(String, Tls), String> {
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err("the URL has no scheme://".into());
     };
@@ -152,7 +152,7 @@ fn host_of(path: &str) -> String {
 }
 
 /// The CA certificates of `sslrootcert`, checked to be readable PEM.
-pub(super) fn root_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn root_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let shown = path.display();
     let pem = std::fs::read(path).map_err(|e| {
         format!("cannot read the CA file sslrootcert={shown}: {e} (it must be readable by the user driftwarden runs as)")
@@ -170,7 +170,7 @@ pub(super) fn root_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, St
 
 /// The rustls client configuration for `tls` (PostgreSQL; the MySQL driver builds its
 /// own from `SslOpts`). ring is the crypto provider, as for reqwest and lettre.
-pub(super) fn client_config(tls: &Tls) -> Result<ClientConfig, String> {
+pub(crate) fn client_config(tls: &Tls) -> Result<ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = if tls.mode.verifies() {
         let mut roots = RootCertStore::empty();
@@ -264,7 +264,7 @@ impl ServerCertVerifier for Verifier {
 }
 
 /// What to do when the server answered that it does not speak TLS.
-pub(super) fn not_offered(tls: &Tls) -> String {
+pub(crate) fn not_offered(tls: &Tls) -> String {
     format!(
         "the server at {} does not offer TLS, and sslmode={} requires it: enable TLS on the \
          server (PostgreSQL: ssl = on; MySQL: ssl_cert and ssl_key), or on a trusted network \
@@ -274,7 +274,7 @@ pub(super) fn not_offered(tls: &Tls) -> String {
 }
 
 /// What to do when the server refused a plain connection (`sslmode=disable`).
-pub(super) fn plain_refused(tls: &Tls) -> String {
+pub(crate) fn plain_refused(tls: &Tls) -> String {
     format!(
         "the server at {} accepts this user only over TLS: drop sslmode={} (or set \
          sslmode=verify-full&sslrootcert=/path/to/ca.pem)",
@@ -283,7 +283,7 @@ pub(super) fn plain_refused(tls: &Tls) -> String {
 }
 
 /// Words for a failed handshake, if `e` or one of its causes is a rustls error.
-pub(super) fn explain(e: &(dyn std::error::Error + 'static), tls: &Tls) -> Option<String> {
+pub(crate) fn explain(e: &(dyn std::error::Error + 'static), tls: &Tls) -> Option<String> {
     let mut cur = Some(e);
     while let Some(err) = cur {
         if let Some(r) = err.downcast_ref::<rustls::Error>() {
