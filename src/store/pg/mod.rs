@@ -5,7 +5,10 @@
 //! The schema is `migrations/postgres/`, numbered as SQLite's `migrations/`: version N
 //! holds the same tables on both.
 
+mod dictionary;
+pub mod ingest;
 pub mod migrate;
+mod partitions;
 
 use postgres::Client;
 
