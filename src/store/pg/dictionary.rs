@@ -202,9 +202,12 @@ fn unlocked(values: &mut AggValues, events: &[UsageEvent], ids: &mut Ids) {
     }
 }
 
-/// An id just inserted or read back; missing only if the server broke its promise.
+/// The id of a label row or tenant just inserted or read back; missing only if the
+/// server broke `RETURNING`'s promise.
 fn known(id: Option<i64>) -> Result<i64, StoreError> {
-    id.ok_or_else(|| StoreError::Postgres("a label row just inserted was not returned".into()))
+    id.ok_or_else(|| {
+        StoreError::Postgres("a label row or tenant just inserted was not returned".into())
+    })
 }
 
 /// Insert label rows `keys` (new to this writer, perhaps not to the database) and

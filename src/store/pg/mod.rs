@@ -9,6 +9,7 @@ mod dictionary;
 pub mod ingest;
 pub mod migrate;
 mod partitions;
+mod rows;
 
 use postgres::Client;
 
