@@ -12,19 +12,20 @@ use crate::domain::UsageEvent;
 /// The dimensions aggregated on ingest, besides `global` (which has the empty value).
 const DIMS: [&str; 4] = ["model", "route", "tenant", "provider"];
 
+/// One `agg_minute` row's numbers.
 #[derive(Debug, Default, Clone, Copy)]
-struct Totals {
-    requests: i64,
-    errors: i64,
-    truncated: i64,
-    prompt_tokens: i64,
-    completion_tokens: i64,
-    cached_tokens: i64,
-    cost_usd: f64,
-    costed_requests: i64,
-    list_cost_usd: f64,
-    latency_ms_sum: i64,
-    latency_count: i64,
+pub(super) struct Totals {
+    pub requests: i64,
+    pub errors: i64,
+    pub truncated: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cached_tokens: i64,
+    pub cost_usd: f64,
+    pub costed_requests: i64,
+    pub list_cost_usd: f64,
+    pub latency_ms_sum: i64,
+    pub latency_count: i64,
 }
 
 impl Totals {
@@ -156,24 +157,37 @@ const TENANT: usize = 2;
 const PROVIDER: usize = 3;
 
 impl AggValues {
-    /// Load the admitted values.
-    pub(super) fn load(conn: &Connection, cap: usize) -> rusqlite::Result<AggValues> {
-        let mut values = AggValues {
+    /// No values admitted yet, `cap` per dimension at most.
+    pub(super) fn new(cap: usize) -> AggValues {
+        AggValues {
             cap,
             known: Default::default(),
             names: std::array::from_fn(|_| vec![Box::from(OTHER)]),
             by_labels: FxHashMap::default(),
             by_tenant: FxHashMap::default(),
-        };
+        }
+    }
+
+    /// Load the admitted values.
+    pub(super) fn load(conn: &Connection, cap: usize) -> rusqlite::Result<AggValues> {
+        let mut values = AggValues::new(cap);
         let mut stmt = conn.prepare("SELECT dim, value FROM agg_values")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         for row in rows {
             let (dim, value) = row?;
-            if let Some(d) = DIMS.iter().position(|x| *x == dim) {
-                values.remember(d, &value);
-            }
+            values.stored(&dim, &value);
         }
         Ok(values)
+    }
+
+    /// Take in a row of `agg_values` (admitted by this writer or, on a shared
+    /// database, by another one); a value already known is left as it is.
+    pub(super) fn stored(&mut self, dim: &str, value: &str) {
+        if let Some(d) = DIMS.iter().position(|x| *x == dim)
+            && !self.known[d].contains_key(value)
+        {
+            self.remember(d, value);
+        }
     }
 
     fn remember(&mut self, dim: usize, value: &str) -> u32 {
@@ -183,21 +197,26 @@ impl AggValues {
         id
     }
 
-    /// The id to aggregate `value` under: its own when admitted (admitting it, and
-    /// recording it in `tx`, while the dimension is under its cap), else `OTHER_ID`.
-    fn admit(&mut self, tx: &Transaction, dim: usize, value: &str) -> rusqlite::Result<u32> {
+    /// The id to aggregate `value` under: its own when admitted (admitting it, after
+    /// `record` has stored it, while the dimension is under its cap), else `OTHER_ID`.
+    fn admit<E>(
+        &mut self,
+        dim: usize,
+        value: &str,
+        record: &mut impl FnMut(&'static str, &str) -> Result<(), E>,
+    ) -> Result<u32, E> {
         if let Some(&id) = self.known[dim].get(value) {
             return Ok(id);
         }
         if self.known[dim].len() >= self.cap {
             return Ok(OTHER_ID);
         }
-        tx.prepare_cached("INSERT OR IGNORE INTO agg_values (dim, value) VALUES (?1, ?2)")?
-            .execute(params![DIMS[dim], value])?;
+        record(DIMS[dim], value)?;
         Ok(self.remember(dim, value))
     }
 
-    /// The value ids of `e`, stored with labels `labels_id` and tenant `tenant_id`.
+    /// The value ids of `e`, stored with labels `labels_id` and tenant `tenant_id`,
+    /// recording each newly admitted value in `tx`.
     pub(super) fn ids(
         &mut self,
         tx: &Transaction,
@@ -205,14 +224,32 @@ impl AggValues {
         labels_id: i64,
         tenant_id: Option<i64>,
     ) -> rusqlite::Result<ValueIds> {
+        // Prepared only when a value is admitted: this runs once per event.
+        self.ids_with(e, labels_id, tenant_id, |dim, value| {
+            tx.prepare_cached("INSERT OR IGNORE INTO agg_values (dim, value) VALUES (?1, ?2)")?
+                .execute(params![dim, value])
+                .map(drop)
+        })
+    }
+
+    /// The value ids of `e`, stored with labels `labels_id` and tenant `tenant_id`.
+    /// A value admitted now is first handed to `record` (dimension, value), which
+    /// stores it; when `record` fails, nothing is admitted and the error is returned.
+    pub(super) fn ids_with<E>(
+        &mut self,
+        e: &UsageEvent,
+        labels_id: i64,
+        tenant_id: Option<i64>,
+        mut record: impl FnMut(&'static str, &str) -> Result<(), E>,
+    ) -> Result<ValueIds, E> {
         let mut ids = match self.by_labels.get(&labels_id) {
             Some(ids) => *ids,
             None => {
                 let mut ids = [None; DIMS.len()];
-                ids[MODEL] = Some(self.admit(tx, MODEL, &e.model)?);
+                ids[MODEL] = Some(self.admit(MODEL, &e.model, &mut record)?);
                 for (dim, value) in [(ROUTE, &e.route), (PROVIDER, &e.provider)] {
                     if let Some(v) = value {
-                        ids[dim] = Some(self.admit(tx, dim, v)?);
+                        ids[dim] = Some(self.admit(dim, v, &mut record)?);
                     }
                 }
                 self.by_labels.insert(labels_id, ids);
@@ -223,7 +260,7 @@ impl AggValues {
             ids[TENANT] = Some(match self.by_tenant.get(&tid) {
                 Some(&id) => id,
                 None => {
-                    let id = self.admit(tx, TENANT, name)?;
+                    let id = self.admit(TENANT, name, &mut record)?;
                     self.by_tenant.insert(tid, id);
                     id
                 }
@@ -254,7 +291,12 @@ impl MinuteAggregates {
         }
     }
 
-    pub(super) fn upsert(&self, tx: &Transaction, values: &AggValues) -> rusqlite::Result<()> {
+    /// Every cell as an `agg_minute` row (minute, dimension, value, totals), in primary
+    /// key order (byte order, as SQLite's BINARY collation and Rust's `str` compare).
+    pub(super) fn rows<'a>(
+        &'a self,
+        values: &'a AggValues,
+    ) -> Vec<(i64, &'static str, &'a str, &'a Totals)> {
         let mut rows: Vec<(i64, &str, &str, &Totals)> = self
             .cells
             .iter()
@@ -263,10 +305,15 @@ impl MinuteAggregates {
                 (minute, dim, value, t)
             })
             .collect();
-        // In primary-key order (SQLite's BINARY collation is byte order, as `str`'s):
-        // each upsert then lands next to the previous one in the WITHOUT ROWID tree, so
-        // new rows append at its right edge instead of splitting pages at random.
         rows.sort_unstable_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+        rows
+    }
+
+    pub(super) fn upsert(&self, tx: &Transaction, values: &AggValues) -> rusqlite::Result<()> {
+        // In primary-key order: each upsert then lands next to the previous one in the
+        // WITHOUT ROWID tree, so new rows append at its right edge instead of splitting
+        // pages at random.
+        let rows = self.rows(values);
         // Prepared once per batch, as events::insert does.
         let mut many = tx.prepare_cached(&UPSERT_MANY)?;
         let mut one = tx.prepare_cached(&UPSERT_ONE)?;

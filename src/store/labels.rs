@@ -11,21 +11,24 @@ use rustc_hash::{FxBuildHasher, FxHashMap};
 use crate::domain::UsageEvent;
 
 /// The fields of an event stored once in `event_labels`, as borrowed from the event.
-#[derive(Hash)]
-struct Key<'a> {
-    model: &'a str,
-    resolved_model: Option<&'a str>,
-    provider: Option<&'a str>,
-    route: Option<&'a str>,
-    status: Option<u16>,
-    finish_reason: Option<&'a str>,
-    error_type: Option<&'a str>,
-    cost_source: &'a str,
-    source_id: i64,
+/// Ordered so that writers sharing a PostgreSQL database insert new label rows in one
+/// order (two replicas then never wait on each other's rows crosswise).
+#[derive(Hash, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Key<'a> {
+    pub model: &'a str,
+    pub resolved_model: Option<&'a str>,
+    pub provider: Option<&'a str>,
+    pub route: Option<&'a str>,
+    pub status: Option<u16>,
+    pub finish_reason: Option<&'a str>,
+    pub error_type: Option<&'a str>,
+    pub cost_source: &'a str,
+    pub source_id: i64,
 }
 
 impl<'a> Key<'a> {
-    fn of(e: &'a UsageEvent, source_id: i64) -> Key<'a> {
+    /// The label fields of `e`, read from `source_id`.
+    pub(super) fn of(e: &'a UsageEvent, source_id: i64) -> Key<'a> {
         Key {
             model: &e.model,
             resolved_model: e.resolved_model.as_deref(),
@@ -104,36 +107,85 @@ pub(super) struct Interner {
 }
 
 impl Interner {
+    /// No labels or tenants yet (a PostgreSQL writer fills it from its own reads).
+    pub(super) fn empty() -> Interner {
+        Interner {
+            labels: HashTable::new(),
+            tenants: FxHashMap::default(),
+        }
+    }
+
     /// Read both tables.
     pub(super) fn load(conn: &Connection) -> rusqlite::Result<Interner> {
-        let mut labels = HashTable::new();
+        let mut interner = Interner::empty();
         let mut stmt = conn.prepare(
             "SELECT id, model, resolved_model, provider, route, status, finish_reason, error_type, \
              cost_source, source_id FROM event_labels",
         )?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
-            let owned = Owned {
-                id: r.get(0)?,
-                model: r.get::<_, String>(1)?.into(),
-                resolved_model: r.get::<_, Option<String>>(2)?.map(Into::into),
-                provider: r.get::<_, Option<String>>(3)?.map(Into::into),
-                route: r.get::<_, Option<String>>(4)?.map(Into::into),
+            let (model, resolved_model, provider, route): (
+                String,
+                Option<String>,
+                Option<String>,
+                Option<String>,
+            ) = (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+            let (finish_reason, error_type, cost_source): (Option<String>, Option<String>, String) =
+                (r.get(6)?, r.get(7)?, r.get(8)?);
+            let key = Key {
+                model: &model,
+                resolved_model: resolved_model.as_deref(),
+                provider: provider.as_deref(),
+                route: route.as_deref(),
                 status: r.get(5)?,
-                finish_reason: r.get::<_, Option<String>>(6)?.map(Into::into),
-                error_type: r.get::<_, Option<String>>(7)?.map(Into::into),
-                cost_source: r.get::<_, String>(8)?.into(),
+                finish_reason: finish_reason.as_deref(),
+                error_type: error_type.as_deref(),
+                cost_source: &cost_source,
                 source_id: r.get(9)?,
             };
-            labels.insert_unique(owned.key().hash(), owned, |o| o.key().hash());
+            interner.remember_label(&key, r.get(0)?);
         }
-        let mut tenants = FxHashMap::default();
         let mut stmt = conn.prepare("SELECT id, name FROM event_tenants")?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
-            tenants.insert(r.get::<_, String>(1)?.into(), r.get(0)?);
+            interner.remember_tenant(&r.get::<_, String>(1)?, r.get(0)?);
         }
-        Ok(Interner { labels, tenants })
+        Ok(interner)
+    }
+
+    /// The id of the label row `key`, if known.
+    pub(super) fn find_label(&self, key: &Key) -> Option<i64> {
+        self.labels
+            .find(key.hash(), |o| o.matches(key))
+            .map(|o| o.id)
+    }
+
+    /// Remember that label row `key` has id `id`.
+    pub(super) fn remember_label(&mut self, key: &Key, id: i64) {
+        let owned = Owned {
+            model: key.model.into(),
+            resolved_model: boxed(key.resolved_model),
+            provider: boxed(key.provider),
+            route: boxed(key.route),
+            status: key.status,
+            finish_reason: boxed(key.finish_reason),
+            error_type: boxed(key.error_type),
+            cost_source: key.cost_source.into(),
+            source_id: key.source_id,
+            id,
+        };
+        self.labels
+            .insert_unique(key.hash(), owned, |o| o.key().hash());
+    }
+
+    /// The id of tenant `name`, if known.
+    pub(super) fn find_tenant(&self, name: &str) -> Option<i64> {
+        self.tenants.get(name).copied()
+    }
+
+    /// Remember that tenant `name` has id `id`.
+    pub(super) fn remember_tenant(&mut self, name: &str, id: i64) {
+        self.tenants.insert(name.into(), id);
     }
 
     /// The `event_labels` id of `e`'s labels from `source_id`, inserted on first sight.
@@ -144,9 +196,8 @@ impl Interner {
         source_id: i64,
     ) -> rusqlite::Result<i64> {
         let key = Key::of(e, source_id);
-        let hash = key.hash();
-        if let Some(o) = self.labels.find(hash, |o| o.matches(&key)) {
-            return Ok(o.id);
+        if let Some(id) = self.find_label(&key) {
+            return Ok(id);
         }
         tx.prepare_cached(
             "INSERT INTO event_labels (model, resolved_model, provider, route, status, \
@@ -165,31 +216,19 @@ impl Interner {
             key.source_id
         ])?;
         let id = tx.last_insert_rowid();
-        let owned = Owned {
-            model: key.model.into(),
-            resolved_model: boxed(key.resolved_model),
-            provider: boxed(key.provider),
-            route: boxed(key.route),
-            status: key.status,
-            finish_reason: boxed(key.finish_reason),
-            error_type: boxed(key.error_type),
-            cost_source: key.cost_source.into(),
-            source_id,
-            id,
-        };
-        self.labels.insert_unique(hash, owned, |o| o.key().hash());
+        self.remember_label(&key, id);
         Ok(id)
     }
 
     /// The `event_tenants` id of `name`, inserted on first sight.
     pub(super) fn tenant_id(&mut self, tx: &Transaction, name: &str) -> rusqlite::Result<i64> {
-        if let Some(&id) = self.tenants.get(name) {
+        if let Some(id) = self.find_tenant(name) {
             return Ok(id);
         }
         tx.prepare_cached("INSERT INTO event_tenants (name) VALUES (?1)")?
             .execute(params![name])?;
         let id = tx.last_insert_rowid();
-        self.tenants.insert(name.into(), id);
+        self.remember_tenant(name, id);
         Ok(id)
     }
 }

@@ -386,22 +386,31 @@ pub struct PgServer {
     child: Option<Child>,
     /// The certificate and key files when TLS is on.
     tls: Option<(PathBuf, PathBuf)>,
+    /// Whether commits are durable (fsync on, as in production) rather than fast.
+    durable: bool,
 }
 
 impl PgServer {
     /// Start a server for `test`, or `None` if the binaries are missing (see module doc).
     pub fn start_for(test: &str) -> Option<PgServer> {
-        PgServer::start(test, false)
+        PgServer::start(test, false, false)
+    }
+
+    /// Like `start_for`, with a production server's durability (fsync, synchronous
+    /// commit, full-page writes: PostgreSQL's defaults) and memory for a benchmark:
+    /// 512 MB of shared buffers, and 4 GB of WAL between checkpoints.
+    pub fn start_durable_for(test: &str) -> Option<PgServer> {
+        PgServer::start(test, false, true)
     }
 
     /// Like `start_for`, with TLS required over TCP: `ssl = on` with the [`test_pki`]
     /// certificate for `localhost`, and only `hostssl` lines in pg_hba.conf, so a plain
     /// TCP connection is refused ("no encryption").
     pub fn start_tls_for(test: &str) -> Option<PgServer> {
-        PgServer::start(test, true)
+        PgServer::start(test, true, false)
     }
 
-    fn start(test: &str, tls: bool) -> Option<PgServer> {
+    fn start(test: &str, tls: bool, durable: bool) -> Option<PgServer> {
         let install = match pg_install() {
             Ok(i) => i,
             Err(why) => {
@@ -438,6 +447,7 @@ impl PgServer {
             port: 0,
             child: None,
             tls,
+            durable,
         };
         let mut last = String::new();
         for _ in 0..5 {
@@ -479,17 +489,22 @@ impl PgServer {
             .arg("-k")
             .arg(self.dir.path().join("sock"))
             .args(["-h", "127.0.0.1"])
-            .args(["-c", "fsync=off"])
-            .args(["-c", "synchronous_commit=off"])
-            .args(["-c", "full_page_writes=off"])
-            .args(["-c", "shared_buffers=32MB"])
             .args(["-c", "max_connections=40"])
-            .args(["-c", "max_wal_size=1GB"])
             .args(["-c", "logging_collector=off"])
             .env("LC_ALL", "C")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("cloning a file handle"))
             .stderr(log);
+        if self.durable {
+            cmd.args(["-c", "shared_buffers=512MB"])
+                .args(["-c", "max_wal_size=4GB"]);
+        } else {
+            cmd.args(["-c", "fsync=off"])
+                .args(["-c", "synchronous_commit=off"])
+                .args(["-c", "full_page_writes=off"])
+                .args(["-c", "shared_buffers=32MB"])
+                .args(["-c", "max_wal_size=1GB"]);
+        }
         if let Some((cert, key)) = &self.tls {
             cmd.args(["-c", "ssl=on"])
                 .arg("-c")

@@ -5,9 +5,13 @@
 //! The schema is `migrations/postgres/`, numbered as SQLite's `migrations/`: version N
 //! holds the same tables on both.
 
+mod dictionary;
+pub mod ingest;
 pub mod lease;
 pub mod migrate;
 pub mod outbox;
+mod partitions;
+mod rows;
 
 use postgres::Client;
 
