@@ -492,14 +492,7 @@ fn db_spec(
     batch_rows: Option<u32>,
     channels: BTreeMap<i64, String>,
 ) -> Result<DbSpec, ConfigError> {
-    let url = match url.strip_prefix("env:") {
-        Some(var) => std::env::var(var).map_err(|_| {
-            ConfigError::Value(format!(
-                "gateway database URL is env:{var}, but {var} is not set"
-            ))
-        })?,
-        None => url.to_string(),
-    };
+    let url = crate::dbconn::url_from(url, "gateway database URL").map_err(ConfigError::Value)?;
     let spec = DbSpec {
         start: start
             .unwrap_or("newest")

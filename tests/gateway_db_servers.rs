@@ -1132,30 +1132,40 @@ fn my_newapi_on(my: &MariaDb) -> (mysql::Conn, String) {
     (admin, pw)
 }
 
+/// A daemon following `scheme://gw_reader@localhost:port` with `sslmode=verify-full`
+/// against the test CA: it catches up, then stores the three rows `insert` adds.
+fn follows_over_verify_full(
+    scheme: &str,
+    port: u16,
+    pw: &str,
+    insert: impl FnOnce(&[LogRow]) -> Vec<i64>,
+) -> Daemon {
+    let query = format!(
+        "sslmode=verify-full&sslrootcert={}",
+        test_pki().ca.display()
+    );
+    let d = follow(&reader_url(scheme, "localhost", port, pw, &query));
+    d.wait_caught_up(0, WAIT);
+    let t = now_secs() - 60;
+    let ids = insert(&[
+        LogRow::consume(t),
+        LogRow::error(t + 1),
+        LogRow::consume(t + 2),
+    ]);
+    d.wait_caught_up(*ids.last().unwrap(), WAIT);
+    assert_eq!(d.stored().keys().copied().collect::<Vec<_>>(), ids);
+    d
+}
+
 #[test]
 fn postgres_over_tls_verify_full() {
     let Some(pg) = PgServer::start_tls_for("postgres_over_tls_verify_full") else {
         return;
     };
     let (mut admin, pw) = pg_newapi_on(&pg);
-    let query = format!(
-        "sslmode=verify-full&sslrootcert={}",
-        test_pki().ca.display()
-    );
-    let url = reader_url("postgres", "localhost", pg.port(), &pw, &query);
-    let d = follow(&url);
-    d.wait_caught_up(0, WAIT);
-    let t = now_secs() - 60;
-    let ids = pg_insert_newapi(
-        &mut admin,
-        &[
-            LogRow::consume(t),
-            LogRow::error(t + 1),
-            LogRow::consume(t + 2),
-        ],
-    );
-    d.wait_caught_up(*ids.last().unwrap(), WAIT);
-    assert_eq!(d.stored().keys().copied().collect::<Vec<_>>(), ids);
+    let d = follows_over_verify_full("postgres", pg.port(), &pw, |rows| {
+        pg_insert_newapi(&mut admin, rows)
+    });
     assert_eq!(
         d.gw().unwrap()["source"],
         json!(format!(
@@ -1273,24 +1283,9 @@ fn mariadb_over_tls_verify_full() {
         return;
     };
     let (mut admin, pw) = my_newapi_on(&my);
-    let query = format!(
-        "sslmode=verify-full&sslrootcert={}",
-        test_pki().ca.display()
-    );
-    let url = reader_url("mysql", "localhost", my.port(), &pw, &query);
-    let d = follow(&url);
-    d.wait_caught_up(0, WAIT);
-    let t = now_secs() - 60;
-    let ids = my_insert_newapi(
-        &mut admin,
-        &[
-            LogRow::consume(t),
-            LogRow::error(t + 1),
-            LogRow::consume(t + 2),
-        ],
-    );
-    d.wait_caught_up(*ids.last().unwrap(), WAIT);
-    assert_eq!(d.stored().keys().copied().collect::<Vec<_>>(), ids);
+    let d = follows_over_verify_full("mysql", my.port(), &pw, |rows| {
+        my_insert_newapi(&mut admin, rows)
+    });
     assert_no_secrets(&d, &[&pw]);
 }
 

@@ -19,11 +19,7 @@ use driftwarden::store::{SCHEMA_VERSION, Store, pg};
 /// store needs to migrate itself). Returns the server and the role's URL.
 fn server(test: &str) -> Option<(PgServer, String)> {
     let pg = PgServer::start_for(test)?;
-    let pw = secret("pw");
-    pg.create_db_and_role("dw", "dw", &pw);
-    pg.admin("dw")
-        .batch_execute("GRANT CREATE ON SCHEMA public TO dw")
-        .expect("granting CREATE");
+    let pw = pg.create_store_db("dw", "dw");
     let url = pg.url("dw", &pw, "dw");
     Some((pg, url))
 }
@@ -243,11 +239,7 @@ fn the_store_connects_over_verified_tls() {
     let Some(pg) = PgServer::start_tls_for("the_store_connects_over_verified_tls") else {
         return;
     };
-    let pw = secret("pw");
-    pg.create_db_and_role("dw", "dw", &pw);
-    pg.admin("dw")
-        .batch_execute("GRANT CREATE ON SCHEMA public TO dw")
-        .unwrap();
+    let pw = pg.create_store_db("dw", "dw");
     let url = format!(
         "postgres://dw:{pw}@localhost:{}/dw?sslmode=verify-full&sslrootcert={}",
         pg.port(),

@@ -26,14 +26,11 @@ const DAY_MS: i64 = 86_400_000;
 /// 2026-03-10T00:00:00Z: the tests' first day.
 const DAY0: i64 = 20_522 * DAY_MS;
 
-/// A server with database `dw`, owned by a login role; returns it and the role's URL.
+/// A server with database `dw` and a login role with the store's grants; returns it
+/// and the role's URL.
 fn server(test: &str) -> Option<(PgServer, String)> {
     let pg = PgServer::start_for(test)?;
-    let pw = secret("Dw");
-    pg.create_db_and_role("dw", "dw_writer", &pw);
-    pg.admin("postgres")
-        .batch_execute("ALTER DATABASE dw OWNER TO dw_writer")
-        .expect("handing the database to its role");
+    let pw = pg.create_store_db("dw", "dw_writer");
     let url = pg.url("dw_writer", &pw, "dw");
     Some((pg, url))
 }

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::Instant;
 
-use dbservers::{PgServer, secret};
+use dbservers::PgServer;
 use driftwarden::domain::Message;
 use driftwarden::store::StoreError;
 use driftwarden::store::outbox::OutboxState;
@@ -34,14 +34,7 @@ struct Db {
 impl Db {
     fn start(test: &str) -> Option<Db> {
         let server = PgServer::start_for(test)?;
-        let password = secret("pw");
-        server.create_db_and_role("dw", "dw_app", &password);
-        // The grants docs/replicas.md names for a role that migrates (PostgreSQL 15
-        // no longer lets PUBLIC create in schema public).
-        server
-            .admin("dw")
-            .batch_execute("GRANT CREATE ON SCHEMA public TO dw_app")
-            .expect("granting CREATE on schema public");
+        let password = server.create_store_db("dw", "dw_app");
         let url = server.url("dw_app", &password, "dw");
         pg::open(&url).expect("migrating as dw_app");
         Some(Db {

@@ -32,12 +32,7 @@ fn on_both(test: &str, check: impl Fn(&mut Db, &str)) {
     let Some(server) = PgServer::start_for(test) else {
         return;
     };
-    let pw = secret("pw");
-    server.create_db_and_role("dw", "dw", &pw);
-    server
-        .admin("dw")
-        .batch_execute("GRANT CREATE ON SCHEMA public TO dw")
-        .unwrap();
+    let pw = server.create_store_db("dw", "dw");
     let client = pg::open(&server.url("dw", &pw, "dw")).unwrap();
     check(&mut Db::Pg(Pg::new(client)), "postgres");
 }

@@ -5,6 +5,18 @@
 pub mod postgres;
 pub mod tls;
 
+/// A database URL as configured: as given, or read from the environment when it is
+/// `env:VAR` (so the password stays out of files and command lines). The error names
+/// `what` the URL is for and the unset variable.
+pub fn url_from(value: &str, what: &str) -> Result<String, String> {
+    match value.strip_prefix("env:") {
+        Some(var) => {
+            std::env::var(var).map_err(|_| format!("{what} is env:{var}, but {var} is not set"))
+        }
+        None => Ok(value.to_string()),
+    }
+}
+
 /// The URL without password or query parameters (the user stays, so two sources
 /// that differ only by user keep separate cursors).
 pub fn printable_url(url: &str) -> String {

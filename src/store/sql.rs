@@ -16,6 +16,7 @@ use std::cell::RefCell;
 use std::error::Error as StdError;
 
 use bytes::BytesMut;
+use postgres::GenericClient;
 use postgres::types::{IsNull, ToSql, Type};
 
 use super::StoreError;
@@ -274,63 +275,12 @@ impl Sql for rusqlite::Transaction<'_> {
 
 // --- PostgreSQL -------------------------------------------------------------------
 
-/// What [`Pg`] runs statements on: a client, a transaction, or a borrow of either.
-pub trait PgClient {
-    /// `postgres::GenericClient::execute`.
-    fn exec(&mut self, sql: &str, p: &[&(dyn ToSql + Sync)]) -> Result<u64, postgres::Error>;
-    /// `postgres::GenericClient::query`.
-    fn fetch(
-        &mut self,
-        sql: &str,
-        p: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<postgres::Row>, postgres::Error>;
-}
-
-impl PgClient for postgres::Client {
-    fn exec(&mut self, sql: &str, p: &[&(dyn ToSql + Sync)]) -> Result<u64, postgres::Error> {
-        self.execute(sql, p)
-    }
-    fn fetch(
-        &mut self,
-        sql: &str,
-        p: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<postgres::Row>, postgres::Error> {
-        self.query(sql, p)
-    }
-}
-
-impl PgClient for postgres::Transaction<'_> {
-    fn exec(&mut self, sql: &str, p: &[&(dyn ToSql + Sync)]) -> Result<u64, postgres::Error> {
-        self.execute(sql, p)
-    }
-    fn fetch(
-        &mut self,
-        sql: &str,
-        p: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<postgres::Row>, postgres::Error> {
-        self.query(sql, p)
-    }
-}
-
-impl<T: PgClient + ?Sized> PgClient for &mut T {
-    fn exec(&mut self, sql: &str, p: &[&(dyn ToSql + Sync)]) -> Result<u64, postgres::Error> {
-        (**self).exec(sql, p)
-    }
-    fn fetch(
-        &mut self,
-        sql: &str,
-        p: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<postgres::Row>, postgres::Error> {
-        (**self).fetch(sql, p)
-    }
-}
-
 /// A PostgreSQL client or transaction as an [`Sql`]. The client needs `&mut` for
 /// every statement; the cell lends it for one statement at a time.
 pub struct Pg<C>(RefCell<C>);
 
-impl<C: PgClient> Pg<C> {
-    /// Wrap a client, a transaction, or a `&mut` of either.
+impl<C: GenericClient> Pg<C> {
+    /// Wrap a client or a transaction.
     pub fn new(client: C) -> Pg<C> {
         Pg(RefCell::new(client))
     }
@@ -355,17 +305,16 @@ struct PgRow(postgres::Row);
 impl PgRow {
     /// Column `i` as an integer of whatever width PostgreSQL gave it.
     fn any_int(&self, i: usize) -> Result<Option<i64>, StoreError> {
-        let ty = self.0.columns().get(i).map(|c| c.type_().clone());
-        let got = match ty {
-            Some(Type::INT4) => self
+        let got = match self.0.columns().get(i).map(|c| c.type_()) {
+            Some(&Type::INT4) => self
                 .0
                 .try_get::<_, Option<i32>>(i)
                 .map(|v| v.map(i64::from)),
-            Some(Type::INT2) => self
+            Some(&Type::INT2) => self
                 .0
                 .try_get::<_, Option<i16>>(i)
                 .map(|v| v.map(i64::from)),
-            Some(Type::BOOL) => self
+            Some(&Type::BOOL) => self
                 .0
                 .try_get::<_, Option<bool>>(i)
                 .map(|v| v.map(i64::from)),
@@ -386,13 +335,13 @@ impl Row for PgRow {
         self.opt_real(i)?.ok_or_else(|| null_in(i))
     }
     fn opt_real(&self, i: usize) -> Result<Option<f64>, StoreError> {
-        match self.0.columns().get(i).map(|c| c.type_().clone()) {
-            Some(Type::FLOAT4) => self
+        match self.0.columns().get(i).map(|c| c.type_()) {
+            Some(&Type::FLOAT4) => self
                 .0
                 .try_get::<_, Option<f32>>(i)
                 .map(|v| v.map(f64::from))
                 .map_err(super::pg::error),
-            Some(Type::FLOAT8) => self.0.try_get(i).map_err(super::pg::error),
+            Some(&Type::FLOAT8) => self.0.try_get(i).map_err(super::pg::error),
             _ => Ok(self.any_int(i)?.map(|v| v as f64)),
         }
     }
@@ -404,11 +353,11 @@ impl Row for PgRow {
     }
 }
 
-impl<C: PgClient> Sql for Pg<C> {
+impl<C: GenericClient> Sql for Pg<C> {
     fn execute(&self, sql: &str, params: &[Value<'_>]) -> Result<u64, StoreError> {
         self.0
             .borrow_mut()
-            .exec(&numbered(sql), &pg_params(params))
+            .execute(&numbered(sql), &pg_params(params))
             .map_err(super::pg::error)
     }
 
@@ -422,7 +371,7 @@ impl<C: PgClient> Sql for Pg<C> {
         let rows = self
             .0
             .borrow_mut()
-            .fetch(&numbered(sql), &pg_params(params))
+            .query(&numbered(sql), &pg_params(params))
             .map_err(super::pg::error)?;
         for r in rows {
             f(&PgRow(r))?;

@@ -567,6 +567,19 @@ impl PgServer {
             .expect("creating the role");
     }
 
+    /// Create database `db` and login role `role` with the grants driftwarden's own
+    /// store needs to migrate itself there (docs/replicas.md: CONNECT through PUBLIC,
+    /// CREATE on schema public, which PostgreSQL 15 no longer gives PUBLIC). Returns
+    /// the role's password.
+    pub fn create_store_db(&self, db: &str, role: &str) -> String {
+        let pw = secret("pw");
+        self.create_db_and_role(db, role, &pw);
+        self.admin(db)
+            .batch_execute(&format!("GRANT CREATE ON SCHEMA public TO {role}"))
+            .expect("granting CREATE on schema public");
+        pw
+    }
+
     /// `postgres://user:password@127.0.0.1:PORT/db`.
     pub fn url(&self, user: &str, password: &str, db: &str) -> String {
         format!("postgres://{user}:{password}@127.0.0.1:{}/{db}", self.port)

@@ -23,14 +23,7 @@ use crate::dbconn::printable_url;
 /// as given, or `env:VAR` read from the environment, so the password stays out of
 /// the command line. `None` when the value is not a PostgreSQL URL (a SQLite path).
 pub fn url_of(db: &str) -> Result<Option<String>, StoreError> {
-    let url = match db.strip_prefix("env:") {
-        Some(var) => std::env::var(var).map_err(|_| {
-            StoreError::Postgres(format!(
-                "--db is env:{var}, but {var} is not set (export it with the postgres:// URL)"
-            ))
-        })?,
-        None => db.to_string(),
-    };
+    let url = crate::dbconn::url_from(db, "--db").map_err(StoreError::Postgres)?;
     let is_pg = url.starts_with("postgres://") || url.starts_with("postgresql://");
     if db.starts_with("env:") && !is_pg {
         return Err(StoreError::Postgres(format!(
