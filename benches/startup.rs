@@ -387,7 +387,7 @@ impl CachedStore {
         fs::create_dir_all(&dir).expect("creating the store dir");
         let db = dir.join("store.db");
         let overrides = Overrides {
-            db: Some(db.clone()),
+            db: Some(db.display().to_string()),
             rules: Some(rules.to_path_buf()),
             ..Overrides::default()
         };
@@ -522,7 +522,7 @@ impl CachedStore {
             .expect("opening the analysis")
             .snapshot_when_asked();
         analysis
-            .resume(&self.db, state.end_ms)
+            .resume(&self.db.as_path().into(), state.end_ms)
             .expect("resuming the analysis");
         let conn = driftwarden::store::open_reader(&self.db).expect("reading the store");
         let mut bytes = 0;
@@ -567,7 +567,9 @@ impl CachedStore {
             let mut analysis = Analysis::open(&config, Delivery::Count)
                 .expect("opening the analysis")
                 .snapshot_when_asked();
-            let resumed = analysis.resume(&db, to).expect("resuming the analysis");
+            let resumed = analysis
+                .resume(&db.as_path().into(), to)
+                .expect("resuming the analysis");
             // A store whose snapshot this build cannot load (an older format) is of
             // no use: `serve` would rebuild its state from 7 days of raw events.
             let usable = resumed.not_loaded.is_none();

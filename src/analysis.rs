@@ -13,7 +13,7 @@ use crate::engine::{Cut, Engine, FORMAT_VERSION, SnapshotError};
 use crate::exceptions::Registry;
 use crate::store::snapshot::{self, SnapshotMeta};
 use crate::store::writer::Committed;
-use crate::store::{Batch, Fresh, StoreError, alerts as sql, queries};
+use crate::store::{Batch, Fresh, StoreError, queries};
 use crate::tiers::{TierError, Tiers};
 
 /// Why the analysis could not start.
@@ -120,7 +120,7 @@ impl Analysis {
     pub fn open(config: &Config, delivery: Delivery) -> Result<Analysis, AnalysisError> {
         let (tiers, rules) = load_rules(config, &config.rules)?;
         let engine = Engine::new(config.engine.clone(), rules.rules)?;
-        let conn = sql::open(&config.db)?;
+        let conn = config.db.lite_side("the alert stage")?;
         let registry = Some(Registry::new(config.exceptions));
         let mut stage = AlertStage::new(conn, tiers, registry, config.routing, delivery)?;
         let mut snapshots = Snapshots::Throttled;
@@ -250,8 +250,12 @@ impl Analysis {
     /// other bucket or scope settings), the state is rebuilt from every raw event the
     /// store holds, with a warning naming what was lost. A snapshot of a newer
     /// format is refused.
-    pub fn resume(&mut self, db: &Path, now_ms: i64) -> Result<Resumed, AnalysisError> {
-        let conn = crate::store::open_reader(db)?;
+    pub fn resume(
+        &mut self,
+        db: &crate::store::Location,
+        now_ms: i64,
+    ) -> Result<Resumed, AnalysisError> {
+        let conn = db.lite_reader("resuming the analysis")?;
         let not_loaded = match snapshot::read(&conn)? {
             None => None,
             Some((meta, bytes)) => match self.engine.load(&bytes) {
@@ -620,12 +624,12 @@ mod tests {
     fn a_failing_source_holds_the_live_analysis_then_lets_it_go() {
         let dir = tempfile::tempdir().expect("temp dir");
         let overrides = Overrides {
-            db: Some(dir.path().join("live.db")),
+            db: Some(dir.path().join("live.db").display().to_string()),
             rules: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules")),
             ..Overrides::default()
         };
         let config = Config::resolve(FileConfig::default(), overrides).expect("config");
-        let _store = crate::store::Store::open(&config.db).expect("store");
+        let _store = crate::store::Store::open(config.db.sqlite_path().unwrap()).expect("store");
         let analysis = Analysis::open(&config, Delivery::Count).expect("analysis");
         let clock = Arc::new(AtomicI64::new(T0));
         let clocks = SourceClocks::default();

@@ -14,6 +14,7 @@ use crate::domain::ExposeSecret;
 use crate::domain::Secret;
 use crate::sources::gateway_db::{DbSpec, DbStart, Flavour};
 use crate::sources::tail::{StartAt, TailSpec};
+use crate::store::Location;
 
 /// Default HTTP address: loopback only, as a sidecar needs.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
@@ -75,8 +76,9 @@ pub struct FileConfig {
     /// Address OTLP/gRPC listens on (usually `…:4317`); none by default (OTLP/HTTP is
     /// always on the API's address).
     pub otlp_grpc_listen: Option<SocketAddr>,
-    /// Path of driftwarden's SQLite database (default `driftwarden.db`).
-    pub db: Option<PathBuf>,
+    /// driftwarden's database (default `driftwarden.db`): a SQLite file path, or
+    /// `postgres://...` / `env:VAR` for PostgreSQL shared by replicas.
+    pub db: Option<String>,
     /// Rules directory holding `pricing.toml` (default `rules`).
     pub rules: Option<PathBuf>,
     /// API token for write endpoints. Prefer `DRIFTWARDEN_TOKEN`.
@@ -219,8 +221,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Address OTLP/gRPC listens on, if it is on.
     pub otlp_grpc_listen: Option<SocketAddr>,
-    /// Path of driftwarden's SQLite database.
-    pub db: PathBuf,
+    /// driftwarden's database: a SQLite file or a PostgreSQL URL.
+    pub db: Location,
     /// Rules directory holding `pricing.toml`.
     pub rules: PathBuf,
     /// `None`: generate one and keep it in the token file beside the database.
@@ -266,8 +268,8 @@ pub struct Config {
 pub struct Overrides {
     /// Address from `--listen`.
     pub listen: Option<SocketAddr>,
-    /// Database path from `--db`.
-    pub db: Option<PathBuf>,
+    /// Database from `--db` (a SQLite path or a PostgreSQL URL).
+    pub db: Option<String>,
     /// Rules directory from `--rules`.
     pub rules: Option<PathBuf>,
     /// API token from `--token` or `DRIFTWARDEN_TOKEN`.
@@ -424,7 +426,8 @@ impl Config {
                 .listen
                 .or(file.listen)
                 .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
-            db: flags.db.or(file.db).unwrap_or_else(|| DEFAULT_DB.into()),
+            db: Location::parse(flags.db.or(file.db).as_deref().unwrap_or(DEFAULT_DB))
+                .map_err(|e| ConfigError::Value(e.to_string()))?,
             rules: flags
                 .rules
                 .or(file.rules)
@@ -569,7 +572,7 @@ model = "model"
         };
         let c = Config::resolve(file, flags).unwrap();
         assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
-        assert_eq!(c.db, PathBuf::from("/tmp/x.db"));
+        assert_eq!(c.db.sqlite_path(), Some(Path::new("/tmp/x.db")));
         assert_eq!(c.rules, PathBuf::from("rules"));
         assert_eq!(c.retention_days, 7);
         assert_eq!(c.tails.len(), 2);
@@ -582,7 +585,7 @@ model = "model"
     fn empty_config_runs_on_defaults() {
         let c = Config::resolve(FileConfig::default(), Overrides::default()).unwrap();
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
-        assert_eq!(c.db, PathBuf::from(DEFAULT_DB));
+        assert_eq!(c.db.sqlite_path(), Some(Path::new(DEFAULT_DB)));
         assert!(c.tails.is_empty() && c.token.is_none());
     }
 

@@ -103,11 +103,11 @@ impl Pipeline {
         config: &Config,
         analysis: Option<std::sync::mpsc::SyncSender<crate::store::writer::Committed>>,
     ) -> Result<Pipeline, DaemonError> {
-        let store =
-            Store::open(&config.db)?.with_cardinality_cap(config.engine.analysis.cardinality_cap);
+        let store = Store::open(config.db.lite("the ingest writer")?)?
+            .with_cardinality_cap(config.engine.analysis.cardinality_cap);
         let salt = store.identity_salt()?;
         let pricing = PriceTable::load_dir(&config.rules)?;
-        tracing::info!(db = %config.db.display(), models_priced = pricing.len(), "store open");
+        tracing::info!(db = %config.db, models_priced = pricing.len(), "store open");
         let ctx = Arc::new(Context {
             pricing: Arc::new(pricing),
             identity: Arc::new(Identity::new(salt, config.aliases.clone())),
@@ -134,7 +134,7 @@ impl Pipeline {
         SourceEnv {
             ctx: self.ctx.clone(),
             writer: self.writer.clone(),
-            db_path: config.db.clone(),
+            db: config.db.clone(),
             metrics: self.metrics.clone(),
             stop,
             clocks: self.clocks.clone(),
@@ -212,7 +212,11 @@ pub async fn serve_on(
         .expect("spawning the analysis thread");
     let token = match &config.token {
         Some(t) => t.expose_secret().to_string(),
-        None => token_from_file(&config.db)?,
+        None => token_from_file(
+            config
+                .db
+                .lite("a generated API token (set DRIFTWARDEN_TOKEN)")?,
+        )?,
     };
     let addr = listener.local_addr().map_err(DaemonError::Serve)?;
     let notifier = crate::notify::spawn(
@@ -265,7 +269,7 @@ pub async fn serve_on(
         writer: pipeline.writer.clone(),
         ctx: pipeline.ctx.clone(),
         formats: Arc::new(config.formats.clone()),
-        db_path: config.db.clone(),
+        db: config.db.clone(),
         metrics: pipeline.metrics.clone(),
         token: token.into(),
         max_body_bytes: config.max_body_bytes,

@@ -420,7 +420,7 @@ fn demo_config(dir: &Path, token: &str) -> Result<Config, DemoError> {
         .map(|rank| (profile.tenant_name(rank), profile.tenant_name(rank)))
         .collect();
     let file = FileConfig {
-        db: Some(dir.join("driftwarden.db")),
+        db: Some(dir.join("driftwarden.db").display().to_string()),
         rules: Some(rules),
         token: Some(token.into()),
         // The history reaches back further than the default 7 days.

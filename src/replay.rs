@@ -245,8 +245,8 @@ pub fn run(
     mut emit: impl FnMut(&Alert),
 ) -> Result<ReplaySummary, ReplayError> {
     let started = Instant::now();
-    let mut store =
-        Store::open(&config.db)?.with_cardinality_cap(config.engine.analysis.cardinality_cap);
+    let mut store = Store::open(config.db.lite("replay")?)?
+        .with_cardinality_cap(config.engine.analysis.cardinality_cap);
     let mut analysis = Analysis::open(config, Delivery::Count)?.snapshot_when_asked();
     let mut summary = ReplaySummary::default();
     // A kept store with history (a replay or `serve` before) is gone on from: its
@@ -256,7 +256,7 @@ pub fn run(
     let mut counted = (i64::MIN, i64::MIN);
     let mut keep_raw = files.keep_raw;
     if files.keep_aggregates {
-        let conn = crate::store::open_reader(&config.db)?;
+        let conn = config.db.lite_reader("replay")?;
         if crate::store::queries::holds_history(&conn)? {
             keep_raw |= crate::store::queries::holds_events(&conn)?;
             let resumed = analysis.resume(&config.db, crate::clock::now_ms())?;

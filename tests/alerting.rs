@@ -187,7 +187,7 @@ fn stored_one(db: &Path, rule: &str, labels: &Scope) -> AlertRow {
 
 /// Outbox rows of `channel`, oldest first.
 fn queued(db: &Path, channel: &str) -> Vec<OutboxRow> {
-    let mut rows: Vec<OutboxRow> = outbox::list(db, None, 1000)
+    let mut rows: Vec<OutboxRow> = outbox::list(&db.into(), None, 1000)
         .unwrap()
         .into_iter()
         .filter(|r| r.channel == channel)
@@ -243,7 +243,11 @@ fn a_small_tenant_lands_in_a_low_tier_while_a_provider_wide_burst_pages() {
     // error-rate holds for 10 minutes before it fires: one bucket is not enough.
     let lines = stage.handle(tick(T0, findings()), T0).unwrap();
     assert!(lines.is_empty(), "pending alerts print nothing: {lines:?}");
-    assert!(outbox::list(&db, None, 10).unwrap().is_empty());
+    assert!(
+        outbox::list(&db.as_path().into(), None, 10)
+            .unwrap()
+            .is_empty()
+    );
     assert!(stored(&db).iter().all(|a| a.state == "pending"));
 
     let at = T0 + 10 * MINUTE;
@@ -399,7 +403,9 @@ fn a_line_waiting_in_its_group_survives_a_crash_and_goes_out_once() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0].tier, "page");
     assert!(
-        outbox::list(&db, None, 10).unwrap().is_empty(),
+        outbox::list(&db.as_path().into(), None, 10)
+            .unwrap()
+            .is_empty(),
         "in its group"
     );
     drop(stage); // the daemon dies inside group_wait
@@ -411,7 +417,9 @@ fn a_line_waiting_in_its_group_survives_a_crash_and_goes_out_once() {
     let lines = stage.handle(tick(restart, burst()), restart).unwrap();
     assert!(lines.is_empty(), "still firing, nothing new: {lines:?}");
     assert!(
-        outbox::list(&db, None, 10).unwrap().is_empty(),
+        outbox::list(&db.as_path().into(), None, 10)
+            .unwrap()
+            .is_empty(),
         "regrouped, it waits group_wait again"
     );
     stage.flush(restart + 61_000).unwrap();
@@ -430,7 +438,10 @@ fn a_line_waiting_in_its_group_survives_a_crash_and_goes_out_once() {
     // In the outbox, it is no longer waiting: another start sends nothing more.
     let mut stage = open();
     stage.flush(restart + 10 * MINUTE).unwrap();
-    assert_eq!(outbox::list(&db, None, 10).unwrap().len(), 2);
+    assert_eq!(
+        outbox::list(&db.as_path().into(), None, 10).unwrap().len(),
+        2
+    );
 }
 
 fn scope_text(s: &Scope) -> String {
@@ -597,7 +608,7 @@ fn a_restart_does_not_renew_the_days_budget() {
 fn an_exception_suppresses_then_expires_and_the_alert_flows_again() {
     let (_dir, db) = database();
     let registry = Registry::new(Policy::default());
-    let mut conn = exception_sql::open(&db).unwrap();
+    let mut conn = exception_sql::open(&db.as_path().into()).unwrap();
     let gpt = scope(&[("model", "gpt-4o")]);
     let claude = scope(&[("model", "claude-3-5-sonnet")]);
     let created = registry
@@ -718,7 +729,7 @@ fn channels_toml(slack: &Receiver, smtp_port: Option<u16>) -> String {
 /// writable connection: after a kill the WAL may need recovering, which a read-only
 /// one cannot do.
 fn outbox_states(app: &common::TestApp, channel: &str) -> Vec<(i64, String, u32)> {
-    let conn = outbox::open(&app.db).unwrap();
+    let conn = outbox::open(&app.db.as_path().into()).unwrap();
     let mut stmt = conn
         .prepare("SELECT id, state, attempts FROM outbox WHERE channel = ?1 ORDER BY id")
         .unwrap();
@@ -945,7 +956,7 @@ fn after_kill_9_with_notifications_pending_each_arrives_exactly_once() {
     drop(Store::open(&db).unwrap());
     let titles: Vec<String> = (1..=3).map(|i| format!("pending {i}")).collect();
     {
-        let conn = outbox::open(&db).unwrap();
+        let conn = outbox::open(&db.as_path().into()).unwrap();
         for t in &titles {
             let message = Message {
                 title: t.clone(),
@@ -988,7 +999,7 @@ fn after_kill_9_with_notifications_pending_each_arrives_exactly_once() {
     }
     let want: BTreeMap<String, usize> = titles.iter().map(|t| (t.clone(), 1)).collect();
     assert_eq!(counts, want);
-    let sent = outbox::list(&db, Some(OutboxState::Sent), 10).unwrap();
+    let sent = outbox::list(&db.as_path().into(), Some(OutboxState::Sent), 10).unwrap();
     assert_eq!(sent.len(), 3);
 }
 
@@ -1082,7 +1093,11 @@ fn a_digest_tier_alert_waits_for_the_daily_digest() {
     let findings = vec![finding("error-rate", tenant, impact(0.01, 1, 0.0), 0)];
     let lines = stage.handle(tick(T0, findings), T0).unwrap();
     assert_eq!((lines.len(), lines[0].tier.as_str()), (1, "digest"));
-    assert!(outbox::list(&db, None, 10).unwrap().is_empty());
+    assert!(
+        outbox::list(&db.as_path().into(), None, 10)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// A still-firing incident is told again once per repeat interval (a day by

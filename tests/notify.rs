@@ -76,18 +76,18 @@ fn database() -> (tempfile::TempDir, PathBuf) {
 }
 
 fn enqueue(db: &Path, channel: &str, m: &Message) -> i64 {
-    let conn = outbox::open(db).unwrap();
+    let conn = outbox::open(&db.into()).unwrap();
     outbox::enqueue(&conn, channel, m, common::now_ms()).unwrap()
 }
 
 fn start(db: &Path, channels: &[Channel], options: WorkerOptions) -> (Notifier, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::default());
-    let n = notify::spawn(db, channels, options, metrics.clone()).unwrap();
+    let n = notify::spawn(&db.into(), channels, options, metrics.clone()).unwrap();
     (n, metrics)
 }
 
 fn row(db: &Path, id: i64) -> OutboxRow {
-    outbox::list(db, None, 1000)
+    outbox::list(&db.into(), None, 1000)
         .unwrap()
         .into_iter()
         .find(|r| r.id == id)
@@ -657,7 +657,7 @@ async fn after_max_attempts_a_notification_is_dead() {
         );
     }
     assert_eq!(
-        outbox::list(&db, Some(OutboxState::Dead), 10)
+        outbox::list(&db.as_path().into(), Some(OutboxState::Dead), 10)
             .unwrap()
             .len(),
         1
@@ -848,7 +848,7 @@ fn the_daemon_delivers_the_outbox_and_lists_dead_notifications() {
     let app = common::TestApp::builder()
         .config(&slack_toml(&slack.url("/services/T0/B0/daemon-secret")))
         .spawn();
-    let conn = outbox::open(&app.db).unwrap();
+    let conn = outbox::open(&app.db.as_path().into()).unwrap();
     let dead = outbox::enqueue(&conn, "oncall", &message("first"), common::now_ms()).unwrap();
     common::wait_until("a dead notification", common::WAIT, || {
         app.metric("driftwarden_outbox_dead{channel=\"oncall\"}") == 1.0

@@ -84,7 +84,7 @@ fn replay(scenario: &Scenario, seed: u64, keep_aggregates: bool) -> Outcome {
     write_records_jsonl(generator, &events, Some(&evals)).expect("writing the log");
     write_changes_jsonl(&scenario.changes, &changes).expect("writing the changes");
     let overrides = Overrides {
-        db: Some(dir.path().join("replay.db")),
+        db: Some(dir.path().join("replay.db").display().to_string()),
         rules: Some(rules_dir()),
         ..Overrides::default()
     };

@@ -24,7 +24,7 @@ fn rules_dir() -> PathBuf {
 
 fn config(db: &Path) -> Config {
     let overrides = Overrides {
-        db: Some(db.to_path_buf()),
+        db: Some(db.display().to_string()),
         rules: Some(rules_dir()),
         ..Overrides::default()
     };
@@ -324,7 +324,7 @@ fn a_start_refuses_a_newer_snapshot_and_rebuilds_from_an_older_one() {
     let newer = dir.path().join("newer.db");
     store_with_snapshot(&newer, 1, FORMAT_VERSION + 1);
     let mut analysis = Analysis::open(&config(&newer), Delivery::Count).unwrap();
-    match analysis.resume(&newer, now_ms()) {
+    match analysis.resume(&newer.as_path().into(), now_ms()) {
         Err(e @ AnalysisError::Snapshot(_)) => {
             let text = e.to_string();
             assert!(text.contains("run a newer driftwarden"), "{text}");
@@ -335,7 +335,9 @@ fn a_start_refuses_a_newer_snapshot_and_rebuilds_from_an_older_one() {
     let older = dir.path().join("older.db");
     let events = store_with_snapshot(&older, 30, FORMAT_VERSION - 1);
     let mut analysis = Analysis::open(&config(&older), Delivery::Count).unwrap();
-    let resumed = analysis.resume(&older, now_ms()).expect("rebuilt");
+    let resumed = analysis
+        .resume(&older.as_path().into(), now_ms())
+        .expect("rebuilt");
     assert_eq!(resumed.events_refed, events as u64, "every stored event");
     let why = resumed
         .not_loaded
@@ -449,7 +451,7 @@ const SCENARIO_TOML: &str =
 fn scenario_config(db: &Path) -> Config {
     let file: FileConfig = toml::from_str(SCENARIO_TOML).unwrap();
     let overrides = Overrides {
-        db: Some(db.to_path_buf()),
+        db: Some(db.display().to_string()),
         rules: Some(rules_dir()),
         ..Overrides::default()
     };

@@ -26,7 +26,7 @@ fn on_both(test: &str, check: impl Fn(&mut Db, &str)) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dw.db");
     drop(Store::open(&path).unwrap());
-    let mut lite = exceptions::open(&path).unwrap();
+    let mut lite = exceptions::open(&path.as_path().into()).unwrap();
     check(&mut lite, "sqlite");
 
     let Some(server) = PgServer::start_for(test) else {

@@ -51,9 +51,9 @@ pub async fn list(
         suppressed: q.suppressed,
         limit: q.limit.unwrap_or(100).min(1000),
     };
-    let path = state.db_path.clone();
+    let path = state.db.clone();
     let rows = tokio::task::spawn_blocking(move || {
-        let conn = crate::store::open_reader(&path)?;
+        let conn = path.lite_reader("the alert list")?;
         list_alerts(&conn, &filter)
     })
     .await

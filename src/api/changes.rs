@@ -64,7 +64,7 @@ pub async fn list(
         None => i64::MIN,
     };
     let limit = q.limit.unwrap_or(100).min(1000);
-    let path = state.db_path.clone();
+    let path = state.db.clone();
     let rows = tokio::task::spawn_blocking(move || queries::changes(&path, since, limit))
         .await
         .map_err(ApiError::internal)?

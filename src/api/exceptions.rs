@@ -127,7 +127,7 @@ async fn with_db<T: Send + 'static>(
     state: &AppState,
     f: impl FnOnce(&mut crate::store::sql::Db, Registry) -> Result<T, ExceptionError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let path = state.db_path.clone();
+    let path = state.db.clone();
     let registry = state.exceptions;
     tokio::task::spawn_blocking(move || {
         let mut conn = sql::open(&path)?;

@@ -13,7 +13,7 @@ use crate::store::queries;
 
 /// `GET /healthz`: the process is up and its store answers.
 pub async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let path = state.db_path.clone();
+    let path = state.db.clone();
     tokio::task::spawn_blocking(move || queries::ping(&path))
         .await
         .map_err(ApiError::internal)?
@@ -28,7 +28,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     state
         .metrics
         .db_bytes
-        .set(queries::db_bytes(&state.db_path) as i64);
+        .set(queries::db_bytes(&state.db) as i64);
     if let Some(s) = state.analysis.shown().snapshot {
         let m = &state.metrics;
         m.snapshot_watermark_ms.set(s.watermark_ms);
@@ -49,7 +49,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 /// `GET /v1/stats`: stored counts, each pulling source's data clock and state, the
 /// state of each gateway database source, and how far the analysis has judged.
 pub async fn stats(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let path = state.db_path.clone();
+    let path = state.db.clone();
     let stats = tokio::task::spawn_blocking(move || queries::stats(&path))
         .await
         .map_err(ApiError::internal)?
@@ -96,7 +96,7 @@ pub async fn dead_letters(
     Query(q): Query<DeadLetterQuery>,
 ) -> Result<Json<Value>, ApiError> {
     require_token(&headers, &state.token)?;
-    let path = state.db_path.clone();
+    let path = state.db.clone();
     let limit = q.limit.unwrap_or(100).min(1000);
     let rows = tokio::task::spawn_blocking(move || {
         queries::dead_letters(&path, q.source.as_deref(), limit)

@@ -16,7 +16,6 @@ mod outbox;
 mod series;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
@@ -45,7 +44,7 @@ pub struct AppState {
     /// Mapped formats by name, chosen with `?format=NAME`.
     pub formats: Arc<BTreeMap<String, Arc<Mapping>>>,
     /// driftwarden's database, opened read-only for stats and listings.
-    pub db_path: PathBuf,
+    pub db: crate::store::Location,
     /// The daemon's metrics, rendered by `/metrics`.
     pub metrics: Arc<Metrics>,
     /// The bearer token every write endpoint requires.

@@ -33,7 +33,7 @@ pub async fn list(
         })?),
     };
     let limit = q.limit.unwrap_or(100).min(1000);
-    let path = state.db_path.clone();
+    let path = state.db.clone();
     let rows = tokio::task::spawn_blocking(move || outbox::list(&path, wanted, limit))
         .await
         .map_err(ApiError::internal)?

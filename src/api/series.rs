@@ -34,7 +34,7 @@ const MIN_BAND_VALUES: usize = 3;
 /// `GET /v1/scopes`: the busiest values of each dimension over the last 7 days.
 pub async fn scopes(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let since_ms = now_ms() - SCOPES_WINDOW_MS;
-    let path = state.db_path.clone();
+    let path = state.db.clone();
     let rows = tokio::task::spawn_blocking(move || {
         queries::scopes(&path, since_ms.div_euclid(MINUTE_MS), SCOPES_PER_DIM)
     })
@@ -205,7 +205,7 @@ pub async fn series(
 ) -> Result<Json<Value>, ApiError> {
     let (dim, value) = parse_scope(q.scope.as_deref().unwrap_or("global"))?;
     let range = Range::parse(&q, now_ms())?;
-    let path = state.db_path.clone();
+    let path = state.db.clone();
     let (d, v) = (dim.clone(), value.clone());
     let (aggs, evals) = tokio::task::spawn_blocking(move || {
         let aggs = queries::agg_buckets(

@@ -27,13 +27,13 @@ pub fn digest(args: DigestArgs) -> Result<()> {
     anyhow::ensure!(
         config.db.exists(),
         "no database at {}: start the daemon (or pass --db) first",
-        config.db.display()
+        config.db
     );
     let tiers = Tiers::load(&config.rules)?;
     let tier = tiers.digest();
     let now = crate::clock::now_ms();
     let message = Digest::build(&config.db, &tier.tier.name, now)
-        .with_context(|| format!("reading {}", config.db.display()))?
+        .with_context(|| format!("reading {}", config.db))?
         .message();
     print!("{}", plain_text(&message));
     if !args.print {

@@ -182,9 +182,11 @@ struct StoreArgs {
     /// TOML config file; flags override its values.
     #[arg(long, short, value_name = "FILE", env = "DRIFTWARDEN_CONFIG")]
     config: Option<PathBuf>,
-    /// SQLite database file [default: driftwarden.db]
-    #[arg(long, value_name = "PATH")]
-    db: Option<PathBuf>,
+    /// driftwarden's database: a SQLite file [default: driftwarden.db], or
+    /// postgres://user@host/db (or env:VAR naming one) for several replicas sharing
+    /// one PostgreSQL; see docs/replicas.md
+    #[arg(long, value_name = "PATH|URL")]
+    db: Option<String>,
     /// Rules directory holding pricing.toml [default: rules, else the shipped rules
     /// compiled into the binary]
     #[arg(long, value_name = "DIR")]

@@ -56,7 +56,7 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
     // API and the dashboard read.
     let keep_aggregates = store.db.is_some();
     if store.db.is_none() {
-        store.db = Some(tmp.path().join("replay.db"));
+        store.db = Some(tmp.path().join("replay.db").display().to_string());
     }
     let config = store.resolve(Overrides::default())?;
     let truth = match &args.truth {

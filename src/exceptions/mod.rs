@@ -468,7 +468,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         drop(Store::open(&path).unwrap());
-        let conn = sql::open(&path).unwrap();
+        let conn = sql::open(&path.as_path().into()).unwrap();
         (dir, conn)
     }
 

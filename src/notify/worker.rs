@@ -15,7 +15,6 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,8 +33,8 @@ use crate::clock::now_ms;
 use crate::domain::ExposeSecret;
 use crate::domain::Message;
 use crate::stop::Stop;
-use crate::store::StoreError;
 use crate::store::outbox::{self, OutboxRow};
+use crate::store::{Location, StoreError};
 use crate::telemetry::{ChannelLabels, Metrics};
 
 /// Rows taken from the outbox per query.
@@ -115,7 +114,7 @@ impl Drop for Notifier {
 /// Start delivering the outbox of the database at `db` (already migrated) to
 /// `channels`. Rows left pending by an earlier run are picked up at once.
 pub fn spawn(
-    db: &Path,
+    db: &Location,
     channels: &[Channel],
     options: WorkerOptions,
     metrics: Arc<Metrics>,

@@ -3,15 +3,13 @@
 //! exceptions by hits and age, and spend by model, route and tenant split into
 //! volume, mix and rate effects against the day before.
 
-use std::path::Path;
-
 use chrono::DateTime;
 
 use crate::domain::{Exception, Message, Scope, rfc3339_ms, scope_label};
 use crate::store::alerts::{AlertFilter, AlertRow};
 use crate::store::queries::{self, StoredChange};
 use crate::store::spend::{self, ScopeTotal};
-use crate::store::{StoreError, open_reader};
+use crate::store::{Location, StoreError};
 use crate::tiers::TierDef;
 
 const DAY_MS: i64 = 86_400_000;
@@ -185,9 +183,9 @@ pub struct Digest {
 impl Digest {
     /// Build the digest of the 24 hours before `now_ms` from the store at `db`, with
     /// the alerts of the tier named `tier`.
-    pub fn build(db: &Path, tier: &str, now_ms: i64) -> Result<Digest, StoreError> {
+    pub fn build(db: &Location, tier: &str, now_ms: i64) -> Result<Digest, StoreError> {
         let from_ms = now_ms - DAY_MS;
-        let conn = open_reader(db)?;
+        let conn = db.lite_reader("reading the store")?;
         let alerts = crate::store::alerts::list(
             &conn,
             &AlertFilter {
@@ -386,7 +384,7 @@ impl Digest {
 
 /// Queue `message` for every channel of `tier`; returns how many.
 pub fn enqueue(
-    db: &Path,
+    db: &Location,
     tier: &TierDef,
     message: &Message,
     now_ms: i64,
@@ -443,7 +441,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         drop(Store::open(&path).unwrap());
-        let conn = crate::store::outbox::open(&path).unwrap();
+        let conn = crate::store::outbox::open(&path.as_path().into()).unwrap();
         (dir, path, conn)
     }
 
@@ -482,7 +480,7 @@ mod tests {
         agg(&conn, before - 1, "model", "a", 1000, 100.0);
         agg(&conn, to, "model", "b", 1000, 100.0);
 
-        let digest = Digest::build(&path, "digest", NOW).unwrap();
+        let digest = Digest::build(&path.as_path().into(), "digest", NOW).unwrap();
         let spend = &digest.spend;
         let g = &spend.global;
         assert_eq!((g.requests_before, g.requests), (200, 300));
@@ -599,7 +597,7 @@ mod tests {
         let revoked = exception("latency", NOW - DAY_MS, 1);
         crate::store::exceptions::set_revoked(&conn, revoked, NOW - HOUR).unwrap();
 
-        let digest = Digest::build(&path, "digest", NOW).unwrap();
+        let digest = Digest::build(&path.as_path().into(), "digest", NOW).unwrap();
         let message = digest.message();
         assert_eq!(message.title, "driftwarden daily digest 2026-06-07");
         assert_eq!(message.tier.as_deref(), Some("digest"));
@@ -631,7 +629,10 @@ mod tests {
         let tiers = Tiers::defaults();
         let tier = tiers.digest();
         assert_eq!(tier.tier.name, "digest");
-        assert_eq!(enqueue(&path, tier, &message, NOW).unwrap(), 1);
+        assert_eq!(
+            enqueue(&path.as_path().into(), tier, &message, NOW).unwrap(),
+            1
+        );
         let queued: (String, String) = conn
             .query_row("SELECT channel, message FROM outbox", [], |r| {
                 Ok((r.get(0)?, r.get(1)?))

@@ -9,7 +9,6 @@
 
 pub mod digest;
 
-use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -22,7 +21,7 @@ use crate::domain::{ChangeEvent, ChangeKind, SCOPE_DIMS, Scope};
 use crate::exceptions::{ExceptionError, Registry};
 use crate::stop::Stop;
 use crate::store::writer::Writer;
-use crate::store::{Batch, StoreError};
+use crate::store::{Batch, Location, StoreError};
 use crate::tiers::{TierDef, TierError, Tiers};
 
 /// Default digest: 09:00 UTC every day.
@@ -212,7 +211,7 @@ pub struct Jobs {
     /// The store's writer: retention and calendar change events go through it.
     pub writer: Writer,
     /// The daemon's database, for the digest and the sweep's own connections.
-    pub db: PathBuf,
+    pub db: Location,
     /// Days of raw records retention keeps.
     pub retention_days: u32,
     /// The exception registry the sweep runs.
@@ -225,7 +224,7 @@ impl Jobs {
     /// The jobs of a daemon on `db` with the tiers of `rules`.
     pub fn new(
         writer: Writer,
-        db: PathBuf,
+        db: Location,
         rules: &std::path::Path,
         retention_days: u32,
         registry: Registry,

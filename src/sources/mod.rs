@@ -7,7 +7,6 @@ pub mod fingerprint;
 pub mod gateway_db;
 pub mod tail;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::adapters::Context;
@@ -24,7 +23,7 @@ pub struct SourceEnv {
     /// The store's writer thread.
     pub writer: Writer,
     /// driftwarden's database, for reading committed checkpoints and cursors.
-    pub db_path: PathBuf,
+    pub db: crate::store::Location,
     /// The daemon's metrics.
     pub metrics: Arc<Metrics>,
     /// The shutdown signal.

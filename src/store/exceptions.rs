@@ -8,13 +8,11 @@
 //! On PostgreSQL each is a plain transaction. The SQL is written once for both
 //! (`store::sql`).
 
-use std::path::Path;
-
 use serde::Serialize;
 use serde_json::Value as Json;
 
-use super::StoreError;
 use super::sql::{Db, Row, Sql, SqlExt};
+use super::{Location, StoreError};
 use crate::domain::{Exception, Scope};
 
 const COLUMNS: &str = "id, rule, scope, reason, owner, ticket, created_ms, expires_ms, renewals, hits, last_hit_ms, revoked_ms";
@@ -55,8 +53,8 @@ pub struct AuditEntry {
 
 /// Open a read-write connection on the daemon's (already migrated) database. It
 /// never creates the file: a missing database means the daemon has not started.
-pub fn open(path: &Path) -> Result<Db, StoreError> {
-    Ok(Db::Lite(super::open_side(path)?))
+pub fn open(db: &Location) -> Result<Db, StoreError> {
+    db.side()
 }
 
 fn from_row(r: &dyn Row) -> Result<Exception, StoreError> {

@@ -9,6 +9,7 @@ pub mod alerts;
 mod events;
 pub mod exceptions;
 mod labels;
+pub mod location;
 mod migrate;
 pub mod outbox;
 pub mod pg;
@@ -26,6 +27,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::domain::{ChangeEvent, DbCursor, DeadLetter, EvalScore, TailCheckpoint, UsageEvent};
 
+pub use location::Location;
 pub use migrate::SCHEMA_VERSION;
 
 /// What can go wrong with the store. Messages say what to do.
@@ -609,9 +611,9 @@ pub(crate) mod tests {
         assert_eq!((r.events_inserted, r.events_duplicate), (2, 1));
         let r = store.commit(&batch, 0).unwrap();
         assert_eq!((r.events_inserted, r.events_duplicate), (0, 3));
-        let stats = queries::stats(store.path()).unwrap();
+        let stats = queries::stats(&store.path().into()).unwrap();
         assert_eq!(stats.events, 2);
-        let global = queries::minute_totals(store.path(), "global", "").unwrap();
+        let global = queries::minute_totals(&store.path().into(), "global", "").unwrap();
         assert_eq!(global, vec![(1, 2)], "one minute, two requests");
     }
 
@@ -640,8 +642,8 @@ pub(crate) mod tests {
             .collect();
         assert_eq!(fresh.events, want);
         let stored = u64::from(n) - 1;
-        assert_eq!(queries::stats(store.path()).unwrap().events, stored);
-        let global = queries::minute_totals(store.path(), "global", "").unwrap();
+        assert_eq!(queries::stats(&store.path().into()).unwrap().events, stored);
+        let global = queries::minute_totals(&store.path().into(), "global", "").unwrap();
         assert_eq!(global, vec![(1, stored)]);
     }
 
@@ -668,7 +670,7 @@ pub(crate) mod tests {
         let want: Vec<(i64, u64)> = expected.into_iter().collect();
         const { assert!(aggregate::UPSERT_ROWS < 5 * 20) };
         for (dim, value) in [("global", ""), ("tenant", "team-a"), ("model", "gpt-4o")] {
-            let got = queries::minute_totals(store.path(), dim, value).unwrap();
+            let got = queries::minute_totals(&store.path().into(), dim, value).unwrap();
             assert_eq!(got, want, "{dim}");
         }
     }
@@ -710,9 +712,9 @@ pub(crate) mod tests {
                 .unwrap()
         };
         assert_eq!(ids, ["new"]);
-        let global = queries::minute_totals(store.path(), "global", "").unwrap();
+        let global = queries::minute_totals(&store.path().into(), "global", "").unwrap();
         assert_eq!(global, vec![(1, 1), (10, 1)], "aggregates are kept");
-        let ids: Vec<i64> = outbox::list(store.path(), None, 10)
+        let ids: Vec<i64> = outbox::list(&store.path().into(), None, 10)
             .unwrap()
             .into_iter()
             .map(|r| r.id)
@@ -759,10 +761,13 @@ pub(crate) mod tests {
         batch.checkpoint = Some(cp.clone());
         store.commit(&batch, 0).unwrap();
         assert_eq!(
-            queries::checkpoint(store.path(), "/x.log").unwrap(),
+            queries::checkpoint(&store.path().into(), "/x.log").unwrap(),
             Some(cp)
         );
-        assert_eq!(queries::checkpoint(store.path(), "/y.log").unwrap(), None);
+        assert_eq!(
+            queries::checkpoint(&store.path().into(), "/y.log").unwrap(),
+            None
+        );
     }
 
     #[test]

@@ -6,12 +6,10 @@
 //! they need. Every update of a row requires it to be `pending`, so a sent or dead row
 //! never changes again.
 
-use std::path::Path;
-
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
-use super::{StoreError, open_reader};
+use super::{Location, StoreError};
 use crate::domain::Message;
 
 /// Where a notification is in its life.
@@ -94,8 +92,8 @@ fn row(r: &Row<'_>) -> rusqlite::Result<OutboxRow> {
 
 /// Open a writable connection to the (already migrated) database, for the delivery
 /// worker or the alert stage.
-pub fn open(path: &Path) -> Result<Connection, StoreError> {
-    super::open_side(path)
+pub fn open(db: &Location) -> Result<Connection, StoreError> {
+    db.lite_side("the outbox")
 }
 
 /// Queue `message` for the channel named `channel`, due at once. Returns the row id.
@@ -234,11 +232,11 @@ pub fn prune_sent(conn: &Connection, before_ms: i64) -> Result<u64, StoreError> 
 
 /// The newest rows first, optionally in one state, on a read-only connection.
 pub fn list(
-    path: &Path,
+    db: &Location,
     state: Option<OutboxState>,
     limit: u32,
 ) -> Result<Vec<OutboxRow>, StoreError> {
-    let conn = open_reader(path)?;
+    let conn = db.lite_reader("reading the store")?;
     let mut stmt = conn.prepare(&format!(
         "SELECT {COLUMNS} FROM outbox WHERE (?1 IS NULL OR state = ?1) ORDER BY id DESC LIMIT ?2"
     ))?;
@@ -265,7 +263,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         drop(Store::open(&path).unwrap());
-        let conn = open(&path).unwrap();
+        let conn = open(&path.as_path().into()).unwrap();
         let id = enqueue(&conn, "slack", &message("one"), 1_000).unwrap();
         enqueue(&conn, "email", &message("two"), 1_000).unwrap();
         assert!(due(&conn, "slack", 999, 10).unwrap().is_empty());
@@ -282,7 +280,7 @@ mod tests {
         assert!(mark_sent(&conn, id, 6_000).unwrap());
         assert!(!mark_sent(&conn, id, 7_000).unwrap(), "sent once only");
         mark_dead(&conn, id, 9, "late failure").unwrap();
-        let listed = list(&path, Some(OutboxState::Sent), 10).unwrap();
+        let listed = list(&path.as_path().into(), Some(OutboxState::Sent), 10).unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(
             (listed[0].sent_ms, listed[0].attempts, listed[0].state),
@@ -294,6 +292,6 @@ mod tests {
             vec![("email".to_string(), 1)]
         );
         assert_eq!(prune_sent(&conn, 6_001).unwrap(), 1);
-        assert_eq!(list(&path, None, 10).unwrap().len(), 1);
+        assert_eq!(list(&path.as_path().into(), None, 10).unwrap().len(), 1);
     }
 }

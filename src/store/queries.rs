@@ -1,12 +1,10 @@
 //! Read-only queries, each on its own read-only connection (WAL lets them run beside
 //! the writer). Callers in async code run these on a blocking thread.
 
-use std::path::Path;
-
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use super::{StoreError, open_reader};
+use super::{Location, StoreError};
 use crate::domain::{
     ChangeEvent, ChangeKind, CostSource, EvalScore, Fingerprint, TailCheckpoint, UsageEvent,
 };
@@ -44,8 +42,8 @@ pub struct StoredDeadLetter {
 }
 
 /// Counts of everything stored.
-pub fn stats(path: &Path) -> Result<Stats, StoreError> {
-    let conn = open_reader(path)?;
+pub fn stats(db: &Location) -> Result<Stats, StoreError> {
+    let conn = db.lite_reader("reading the store")?;
     let count = |table: &str| -> Result<u64, StoreError> {
         Ok(
             conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| {
@@ -60,12 +58,15 @@ pub fn stats(path: &Path) -> Result<Stats, StoreError> {
         evals: count("eval_scores")?,
         dead_letters: count("dead_letters")?,
         aggregate_rows: count("agg_minute")?,
-        db_bytes: db_bytes(path),
+        db_bytes: db_bytes(db),
     })
 }
 
 /// Size on disk of the database and its WAL.
-pub fn db_bytes(path: &Path) -> u64 {
+pub fn db_bytes(db: &Location) -> u64 {
+    let Some(path) = db.sqlite_path() else {
+        return 0;
+    };
     let wal = path.with_extension(match path.extension() {
         Some(ext) => format!("{}-wal", ext.to_string_lossy()),
         None => "wal".to_string(),
@@ -79,11 +80,11 @@ pub fn db_bytes(path: &Path) -> u64 {
 
 /// The newest dead letters first, optionally of one source.
 pub fn dead_letters(
-    path: &Path,
+    db: &Location,
     source: Option<&str>,
     limit: u32,
 ) -> Result<Vec<StoredDeadLetter>, StoreError> {
-    let conn = open_reader(path)?;
+    let conn = db.lite_reader("reading the store")?;
     let mut stmt = conn.prepare(
         "SELECT id, received_ms, source, position, reason, raw FROM dead_letters \
          WHERE (?1 IS NULL OR source = ?1) ORDER BY id DESC LIMIT ?2",
@@ -102,8 +103,8 @@ pub fn dead_letters(
 }
 
 /// Requests per epoch minute for one scope, oldest first.
-pub fn minute_totals(path: &Path, dim: &str, value: &str) -> Result<Vec<(i64, u64)>, StoreError> {
-    let conn = open_reader(path)?;
+pub fn minute_totals(db: &Location, dim: &str, value: &str) -> Result<Vec<(i64, u64)>, StoreError> {
+    let conn = db.lite_reader("reading the store")?;
     let mut stmt = conn.prepare(
         "SELECT minute, requests FROM agg_minute WHERE dim = ?1 AND value = ?2 ORDER BY minute",
     )?;
@@ -114,8 +115,8 @@ pub fn minute_totals(path: &Path, dim: &str, value: &str) -> Result<Vec<(i64, u6
 }
 
 /// The last committed checkpoint for a tailed path.
-pub fn checkpoint(db: &Path, tail_path: &str) -> Result<Option<TailCheckpoint>, StoreError> {
-    let conn = open_reader(db)?;
+pub fn checkpoint(db: &Location, tail_path: &str) -> Result<Option<TailCheckpoint>, StoreError> {
+    let conn = db.lite_reader("reading the store")?;
     Ok(conn
         .query_row(
             "SELECT dev, inode, head_len, head_hash, byte_offset FROM tail_checkpoints WHERE path = ?1",
@@ -137,15 +138,15 @@ pub fn checkpoint(db: &Path, tail_path: &str) -> Result<Option<TailCheckpoint>, 
 }
 
 /// Check the database answers a trivial query.
-pub fn ping(db: &Path) -> Result<(), StoreError> {
-    let conn = open_reader(db)?;
+pub fn ping(db: &Location) -> Result<(), StoreError> {
+    let conn = db.lite_reader("reading the store")?;
     conn.query_row("SELECT 1", [], |_| Ok(()))?;
     Ok(())
 }
 
 /// The last committed cursor of a gateway database source.
-pub fn db_cursor(db: &Path, source: &str) -> Result<Option<i64>, StoreError> {
-    let conn = open_reader(db)?;
+pub fn db_cursor(db: &Location, source: &str) -> Result<Option<i64>, StoreError> {
+    let conn = db.lite_reader("reading the store")?;
     Ok(conn
         .query_row(
             "SELECT last_id FROM db_cursors WHERE source = ?1",
@@ -177,8 +178,8 @@ pub struct StoredChange {
 }
 
 /// Change events at or after `since_ms`, newest first.
-pub fn changes(db: &Path, since_ms: i64, limit: u32) -> Result<Vec<StoredChange>, StoreError> {
-    let conn = open_reader(db)?;
+pub fn changes(db: &Location, since_ms: i64, limit: u32) -> Result<Vec<StoredChange>, StoreError> {
+    let conn = db.lite_reader("reading the store")?;
     let mut stmt = conn.prepare(
         "SELECT id, kind, ts_ms, scope, note, origin, received_ms, impact FROM change_events \
          WHERE ts_ms >= ?1 ORDER BY ts_ms DESC, id DESC LIMIT ?2",
@@ -214,8 +215,12 @@ pub struct ScopeCount {
 
 /// The scopes with traffic since `since_minute` (epoch minutes): the `per_dim` busiest
 /// values of each dimension, by dimension and then most requests first.
-pub fn scopes(db: &Path, since_minute: i64, per_dim: u32) -> Result<Vec<ScopeCount>, StoreError> {
-    let conn = open_reader(db)?;
+pub fn scopes(
+    db: &Location,
+    since_minute: i64,
+    per_dim: u32,
+) -> Result<Vec<ScopeCount>, StoreError> {
+    let conn = db.lite_reader("reading the store")?;
     let mut stmt = conn.prepare(
         "SELECT dim, value, n FROM ( \
            SELECT dim, value, SUM(requests) AS n, \
@@ -260,14 +265,14 @@ pub struct AggBucket {
 /// oldest first; buckets without traffic are absent. `dim` is `global` (value `""`) or
 /// a dimension.
 pub fn agg_buckets(
-    db: &Path,
+    db: &Location,
     dim: &str,
     value: &str,
     since_minute: i64,
     until_minute: i64,
     step_minutes: i64,
 ) -> Result<Vec<AggBucket>, StoreError> {
-    let conn = open_reader(db)?;
+    let conn = db.lite_reader("reading the store")?;
     let mut stmt = conn.prepare(
         "SELECT (minute / ?5) * ?5 AS b, SUM(requests), SUM(errors), SUM(truncated), \
                 SUM(prompt_tokens + completion_tokens), SUM(cost_usd), SUM(costed_requests), \
@@ -317,7 +322,7 @@ const EVAL_LAG_MS: i64 = 86_400_000;
 /// request it scored (a stored raw event) is in scope, or when it names the scope's
 /// route or model itself.
 pub fn eval_buckets(
-    db: &Path,
+    db: &Location,
     dim: &str,
     value: &str,
     since_ms: i64,
@@ -357,7 +362,7 @@ pub fn eval_buckets(
         }
         _ => return Ok(Vec::new()),
     };
-    let conn = open_reader(db)?;
+    let conn = db.lite_reader("reading the store")?;
     let mut stmt = conn.prepare(sql)?;
     let bucket = |r: &rusqlite::Row<'_>| {
         Ok(EvalBucket {

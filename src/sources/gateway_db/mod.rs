@@ -564,7 +564,7 @@ impl Follower {
     /// The committed cursor, or the start policy's (committed at once, so a restart
     /// before the first new row does not skip rows written meanwhile).
     fn start_cursor(&self, reader: &mut dyn LogReader) -> Result<i64, FollowError> {
-        if let Some(c) = queries::db_cursor(&self.env.db_path, &self.source)? {
+        if let Some(c) = queries::db_cursor(&self.env.db, &self.source)? {
             return Ok(c);
         }
         let cursor = match self.spec.start {
