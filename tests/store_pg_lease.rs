@@ -218,6 +218,47 @@ fn a_paused_old_leader_writes_nothing() {
 }
 
 #[test]
+fn a_fenced_stage_connection_writes_only_while_its_lease_holds() {
+    use driftwarden::store::sql::{Db as StageDb, Pg, Sql, SqlExt, Transact};
+    let Some(db) = Db::start("a_fenced_stage_connection_writes_only_while_its_lease_holds") else {
+        return;
+    };
+    let (mut a, mut b) = (db.connect(), db.connect());
+    // On the server's clock, as the daemon's stages fence (`lease::check_now`).
+    let now = lease::db_now_ms(&mut a).unwrap();
+    let old = lead(&mut a, "replica-a", now);
+    let mut stage = StageDb::Pg(Pg::new(a)).fenced(old.clone());
+    let insert = "INSERT INTO outbox (channel, message, created_ms, next_attempt_ms) \
+                  VALUES (?1, '{}', 0, 0)";
+    stage
+        .execute(insert, &["lone".into()])
+        .expect("a lone write while leading");
+    stage
+        .write(|tx| tx.execute(insert, &["in a transaction".into()]))
+        .expect("a transaction while leading");
+    assert_eq!(db.count("SELECT COUNT(*) FROM outbox"), 2);
+
+    // replica-b takes over once the lease has lapsed (its injected clock is past it).
+    let new = lead(&mut b, "replica-b", old.expires_ms);
+    assert_eq!(new.token, old.token + 1);
+    fenced(stage.execute(insert, &["stale lone".into()]), old.token);
+    fenced(
+        stage.write(|tx| tx.execute(insert, &["stale transaction".into()])),
+        old.token,
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM outbox"),
+        2,
+        "nothing written"
+    );
+    // Reads are not fenced: a follower serves the API.
+    let n = stage
+        .row("SELECT COUNT(*) FROM outbox", &[], |r| r.int(0))
+        .unwrap();
+    assert_eq!(n, Some(2));
+}
+
+#[test]
 fn a_holder_past_its_own_expiry_is_fenced_before_anyone_takes_over() {
     let Some(db) = Db::start("a_holder_past_its_own_expiry") else {
         return;

@@ -20,6 +20,7 @@ use postgres::GenericClient;
 use postgres::types::{IsNull, ToSql, Type};
 
 use super::StoreError;
+use super::pg::lease::{self, Lease};
 
 /// A statement parameter.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -160,8 +161,20 @@ fn null_in(i: usize) -> StoreError {
     StoreError::Unreadable(format!("column {i} is NULL where a value was expected"))
 }
 
+/// Which backend a connection talks to, for the few statements the dialects cannot
+/// share (PostgreSQL's advisory locks, SQLite's file size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// SQLite.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
 /// A connection, or a transaction on one, of either backend.
 pub trait Sql {
+    /// The backend this connection talks to.
+    fn dialect(&self) -> Dialect;
     /// Run a statement; the number of rows it changed.
     fn execute(&self, sql: &str, params: &[Value<'_>]) -> Result<u64, StoreError>;
     /// Run a query, calling `f` on each row in order.
@@ -236,6 +249,10 @@ impl Row for LiteRow<'_, '_> {
 }
 
 impl Sql for rusqlite::Connection {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
     fn execute(&self, sql: &str, params: &[Value<'_>]) -> Result<u64, StoreError> {
         let n = self
             .prepare_cached(sql)?
@@ -259,6 +276,10 @@ impl Sql for rusqlite::Connection {
 }
 
 impl Sql for rusqlite::Transaction<'_> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
     fn execute(&self, sql: &str, params: &[Value<'_>]) -> Result<u64, StoreError> {
         Sql::execute(&**self, sql, params)
     }
@@ -277,17 +298,34 @@ impl Sql for rusqlite::Transaction<'_> {
 
 /// A PostgreSQL client or transaction as an [`Sql`]. The client needs `&mut` for
 /// every statement; the cell lends it for one statement at a time.
-pub struct Pg<C>(RefCell<C>);
+///
+/// A client [`fenced`](Pg::fenced) by a lease writes only as that lease's holder:
+/// every write (a lone statement, or a [`Transact::write`]) runs in a transaction
+/// that first passes [`lease::check`](super::pg::lease::check), so a replica that
+/// lost the lease (paused past its expiry) writes nothing. Reads are not fenced.
+pub struct Pg<C> {
+    client: RefCell<C>,
+    fence: Option<Lease>,
+}
 
 impl<C: GenericClient> Pg<C> {
     /// Wrap a client or a transaction.
     pub fn new(client: C) -> Pg<C> {
-        Pg(RefCell::new(client))
+        Pg {
+            client: RefCell::new(client),
+            fence: None,
+        }
+    }
+
+    /// Fence every write with `lease`.
+    pub fn fenced(mut self, lease: Lease) -> Pg<C> {
+        self.fence = Some(lease);
+        self
     }
 
     /// The client back.
     pub fn into_inner(self) -> C {
-        self.0.into_inner()
+        self.client.into_inner()
     }
 }
 
@@ -354,11 +392,24 @@ impl Row for PgRow {
 }
 
 impl<C: GenericClient> Sql for Pg<C> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
     fn execute(&self, sql: &str, params: &[Value<'_>]) -> Result<u64, StoreError> {
-        self.0
-            .borrow_mut()
+        let mut client = self.client.borrow_mut();
+        let Some(lease) = &self.fence else {
+            return client
+                .execute(&numbered(sql), &pg_params(params))
+                .map_err(super::pg::error);
+        };
+        let mut tx = client.transaction().map_err(super::pg::error)?;
+        lease::check_now(&mut tx, lease)?;
+        let n = tx
             .execute(&numbered(sql), &pg_params(params))
-            .map_err(super::pg::error)
+            .map_err(super::pg::error)?;
+        tx.commit().map_err(super::pg::error)?;
+        Ok(n)
     }
 
     fn each(
@@ -369,7 +420,7 @@ impl<C: GenericClient> Sql for Pg<C> {
     ) -> Result<(), StoreError> {
         // Fetched whole before `f` runs, so `f` may use this connection again.
         let rows = self
-            .0
+            .client
             .borrow_mut()
             .query(&numbered(sql), &pg_params(params))
             .map_err(super::pg::error)?;
@@ -423,7 +474,14 @@ impl Transact for Pg<postgres::Client> {
         &mut self,
         f: impl FnOnce(&dyn Sql) -> Result<T, E>,
     ) -> Result<T, E> {
-        let tx = self.0.get_mut().transaction().map_err(super::pg::error)?;
+        let mut tx = self
+            .client
+            .get_mut()
+            .transaction()
+            .map_err(super::pg::error)?;
+        if let Some(lease) = &self.fence {
+            lease::check_now(&mut tx, lease)?;
+        }
         let tx = Pg::new(tx);
         let out = f(&tx)?;
         tx.into_inner().commit().map_err(super::pg::error)?;
@@ -443,7 +501,25 @@ impl Transact for Db {
     }
 }
 
+impl Db {
+    /// Fence every write with `lease` (see [`Pg`]). SQLite has one writer process and
+    /// no leases: a SQLite connection is returned as it is.
+    pub fn fenced(self, lease: Lease) -> Db {
+        match self {
+            Db::Pg(c) => Db::Pg(c.fenced(lease)),
+            lite => lite,
+        }
+    }
+}
+
 impl Sql for Db {
+    fn dialect(&self) -> Dialect {
+        match self {
+            Db::Lite(_) => Dialect::Sqlite,
+            Db::Pg(_) => Dialect::Postgres,
+        }
+    }
+
     fn execute(&self, sql: &str, params: &[Value<'_>]) -> Result<u64, StoreError> {
         match self {
             Db::Lite(c) => Sql::execute(c, sql, params),

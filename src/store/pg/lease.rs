@@ -133,6 +133,12 @@ pub fn check(tx: &mut Transaction<'_>, lease: &Lease, now_ms: i64) -> Result<(),
     }
 }
 
+/// [`check`] on the database server's clock ([`db_now_ms`]).
+pub fn check_now(tx: &mut Transaction<'_>, lease: &Lease) -> Result<(), StoreError> {
+    let now_ms = db_now_ms(tx)?;
+    check(tx, lease, now_ms)
+}
+
 /// The database server's clock, milliseconds since the Unix epoch: the `now_ms` that
 /// production callers pass to this module, so every replica compares expiries on one
 /// clock. `clock_timestamp()`, not `now()`: the time of the call, not of the start of
