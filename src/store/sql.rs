@@ -305,7 +305,8 @@ impl Sql for rusqlite::Transaction<'_> {
 /// lost the lease (paused past its expiry) writes nothing. Reads are not fenced.
 pub struct Pg<C> {
     client: RefCell<C>,
-    fence: Option<Lease>,
+    /// Boxed: `Db` holds a `Pg` or a much smaller SQLite connection.
+    fence: Option<Box<Lease>>,
 }
 
 impl<C: GenericClient> Pg<C> {
@@ -319,7 +320,7 @@ impl<C: GenericClient> Pg<C> {
 
     /// Fence every write with `lease`.
     pub fn fenced(mut self, lease: Lease) -> Pg<C> {
-        self.fence = Some(lease);
+        self.fence = Some(Box::new(lease));
         self
     }
 
