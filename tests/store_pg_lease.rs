@@ -219,7 +219,7 @@ fn a_paused_old_leader_writes_nothing() {
 
 #[test]
 fn a_fenced_stage_connection_writes_only_while_its_lease_holds() {
-    use driftwarden::store::sql::{Db as StageDb, Pg, Sql, SqlExt, Transact};
+    use driftwarden::store::sql::{Db as StageDb, Sql, SqlExt, Transact};
     let Some(db) = Db::start("a_fenced_stage_connection_writes_only_while_its_lease_holds") else {
         return;
     };
@@ -227,7 +227,7 @@ fn a_fenced_stage_connection_writes_only_while_its_lease_holds() {
     // On the server's clock, as the daemon's stages fence (`lease::check_now`).
     let now = lease::db_now_ms(&mut a).unwrap();
     let old = lead(&mut a, "replica-a", now);
-    let mut stage = StageDb::Pg(Pg::new(a)).fenced(old.clone());
+    let mut stage = StageDb::pg(a).fenced(old.clone());
     let insert = "INSERT INTO outbox (channel, message, created_ms, next_attempt_ms) \
                   VALUES (?1, '{}', 0, 0)";
     stage

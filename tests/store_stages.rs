@@ -15,7 +15,7 @@ use driftwarden::exceptions::{Policy, Registry};
 use driftwarden::store::alerts::{self, AlertFilter};
 use driftwarden::store::exceptions::{self, NewException};
 use driftwarden::store::snapshot::{self, SnapshotMeta};
-use driftwarden::store::sql::{Db, Pg, SqlExt, Transact};
+use driftwarden::store::sql::{Db, SqlExt, Transact};
 use driftwarden::store::{Store, pg};
 
 const NOW: i64 = 1_764_000_000_000;
@@ -34,7 +34,7 @@ fn on_both(test: &str, check: impl Fn(&mut Db, &str)) {
     };
     let pw = server.create_store_db("dw", "dw");
     let client = pg::open(&server.url("dw", &pw, "dw")).unwrap();
-    check(&mut Db::Pg(Pg::new(client)), "postgres");
+    check(&mut Db::pg(client), "postgres");
 }
 
 fn new(rule: &str, scope: &[(&str, &str)], days: i64) -> NewException {

@@ -7,7 +7,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::StoreError;
-use super::sql::{Db, Pg};
+use super::sql::Db;
 use crate::dbconn::printable_url;
 use crate::domain::{ExposeSecret, Secret};
 
@@ -84,7 +84,7 @@ impl Location {
     pub fn side(&self) -> Result<Db, StoreError> {
         Ok(match self {
             Location::Sqlite(p) => Db::Lite(super::open_side(p)?),
-            Location::Postgres(u) => Db::Pg(Pg::new(super::pg::connect(u.expose())?)),
+            Location::Postgres(u) => Db::pg(super::pg::connect(u.expose())?),
         })
     }
 
@@ -93,7 +93,7 @@ impl Location {
     pub fn reader(&self) -> Result<Db, StoreError> {
         Ok(match self {
             Location::Sqlite(p) => Db::Lite(super::open_reader(p)?),
-            Location::Postgres(u) => Db::Pg(Pg::new(super::pg::connect(u.expose())?)),
+            Location::Postgres(u) => Db::pg(super::pg::connect(u.expose())?),
         })
     }
 }

@@ -305,8 +305,7 @@ impl Sql for rusqlite::Transaction<'_> {
 /// lost the lease (paused past its expiry) writes nothing. Reads are not fenced.
 pub struct Pg<C> {
     client: RefCell<C>,
-    /// Boxed: `Db` holds a `Pg` or a much smaller SQLite connection.
-    fence: Option<Box<Lease>>,
+    fence: Option<Lease>,
 }
 
 impl<C: GenericClient> Pg<C> {
@@ -320,7 +319,7 @@ impl<C: GenericClient> Pg<C> {
 
     /// Fence every write with `lease`.
     pub fn fenced(mut self, lease: Lease) -> Pg<C> {
-        self.fence = Some(Box::new(lease));
+        self.fence = Some(lease);
         self
     }
 
@@ -441,7 +440,7 @@ pub enum Db {
     /// A SQLite connection (see `store::open_side`).
     Lite(rusqlite::Connection),
     /// A PostgreSQL client (see `store::pg::connect`).
-    Pg(Pg<postgres::Client>),
+    Pg(Box<Pg<postgres::Client>>),
 }
 
 /// A connection that runs a closure in one transaction.
@@ -503,11 +502,16 @@ impl Transact for Db {
 }
 
 impl Db {
+    /// A PostgreSQL client as a `Db`.
+    pub fn pg(client: postgres::Client) -> Db {
+        Db::Pg(Box::new(Pg::new(client)))
+    }
+
     /// Fence every write with `lease` (see [`Pg`]). SQLite has one writer process and
     /// no leases: a SQLite connection is returned as it is.
     pub fn fenced(self, lease: Lease) -> Db {
         match self {
-            Db::Pg(c) => Db::Pg(c.fenced(lease)),
+            Db::Pg(c) => Db::Pg(Box::new(c.fenced(lease))),
             lite => lite,
         }
     }
