@@ -223,6 +223,9 @@ pub struct Config {
     pub otlp_grpc_listen: Option<SocketAddr>,
     /// driftwarden's database: a SQLite file or a PostgreSQL URL.
     pub db: Location,
+    /// This replica's node: tail checkpoints on a shared PostgreSQL are kept per
+    /// node and path.
+    pub node: String,
     /// Rules directory holding `pricing.toml`.
     pub rules: PathBuf,
     /// `None`: generate one and keep it in the token file beside the database.
@@ -270,6 +273,8 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     /// Database from `--db` (a SQLite path or a PostgreSQL URL).
     pub db: Option<String>,
+    /// Node name from `--node`.
+    pub node: Option<String>,
     /// Rules directory from `--rules`.
     pub rules: Option<PathBuf>,
     /// API token from `--token` or `DRIFTWARDEN_TOKEN`.
@@ -422,6 +427,9 @@ impl Config {
         }
         Ok(Config {
             otlp_grpc_listen: file.otlp_grpc_listen,
+            node: flags
+                .node
+                .unwrap_or_else(crate::store::pg::lease::host_name),
             listen: flags
                 .listen
                 .or(file.listen)

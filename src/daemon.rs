@@ -135,6 +135,7 @@ impl Pipeline {
             ctx: self.ctx.clone(),
             writer: self.writer.clone(),
             db: config.db.clone(),
+            node: config.node.clone(),
             metrics: self.metrics.clone(),
             stop,
             clocks: self.clocks.clone(),

@@ -225,6 +225,11 @@ struct ServeArgs {
     /// API token for write endpoints (at least 16 characters).
     #[arg(long, env = "DRIFTWARDEN_TOKEN", hide_env_values = true)]
     token: Option<Secret>,
+    /// This replica's node name, under which it keeps the checkpoints of the files
+    /// it tails when several replicas share one PostgreSQL (on Kubernetes, the
+    /// pod's spec.nodeName) [default: the host name]
+    #[arg(long, env = "DRIFTWARDEN_NODE", value_name = "NAME")]
+    node: Option<String>,
     /// Days to keep raw events (aggregates are kept longer) [default: 7]
     #[arg(long, value_name = "DAYS")]
     retention_days: Option<u32>,
@@ -375,6 +380,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     let config = args.store.resolve(Overrides {
         listen: args.listen,
         token: args.token,
+        node: args.node,
         retention_days: args.retention_days,
         clock: args.clock,
         tails: args.tails,

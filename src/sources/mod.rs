@@ -24,6 +24,8 @@ pub struct SourceEnv {
     pub writer: Writer,
     /// driftwarden's database, for reading committed checkpoints and cursors.
     pub db: crate::store::Location,
+    /// This replica's node name (tail checkpoints are per node on PostgreSQL).
+    pub node: String,
     /// The daemon's metrics.
     pub metrics: Arc<Metrics>,
     /// The shutdown signal.

@@ -157,12 +157,7 @@ pub fn db_now_ms(client: &mut impl GenericClient) -> Result<i64, StoreError> {
 /// restarted process with a recycled pid is a new holder). Nothing secret: it is
 /// stored in `leases.holder` and `outbox.claimed_by` and shows in logs.
 pub fn replica_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown-host".to_string());
+    let host = host_name();
     // Without the OS's random source, the clock's nanoseconds still tell two
     // processes with the same host and pid apart.
     let suffix = getrandom::u32().unwrap_or_else(|_| {
@@ -171,6 +166,17 @@ pub fn replica_id() -> String {
             .map_or(0, |d| d.subsec_nanos())
     });
     format!("{host}-{}-{suffix:08x}", std::process::id())
+}
+
+/// The machine's host name (`unknown-host` when it has none): part of the replica id,
+/// and the default node name under which a replica keeps its tail checkpoints.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".to_string())
 }
 
 /// Default lease TTL for `leader` (see [`Elector`] for the takeover arithmetic).
