@@ -185,7 +185,12 @@ struct StoreArgs {
     /// driftwarden's database: a SQLite file [default: driftwarden.db], or
     /// postgres://user@host/db (or env:VAR naming one) for several replicas sharing
     /// one PostgreSQL; see docs/replicas.md
-    #[arg(long, value_name = "PATH|URL")]
+    #[arg(
+        long,
+        env = "DRIFTWARDEN_DB",
+        hide_env_values = true,
+        value_name = "PATH|URL"
+    )]
     db: Option<String>,
     /// Rules directory holding pricing.toml [default: rules, else the shipped rules
     /// compiled into the binary]
