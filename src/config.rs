@@ -418,6 +418,16 @@ impl Config {
             .token
             .or(file.token)
             .filter(|t| !t.expose_secret().is_empty());
+        let db = Location::parse(flags.db.or(file.db).as_deref().unwrap_or(DEFAULT_DB))
+            .map_err(|e| ConfigError::Value(e.to_string()))?;
+        // A generated token lives in a file beside a SQLite store; replicas on
+        // PostgreSQL have no shared directory, and a client must be able to write to
+        // whichever replica answers.
+        if token.is_none() && db.sqlite_path().is_none() {
+            return Err(ConfigError::Value(
+                "with --db on PostgreSQL every replica needs the same API token: set DRIFTWARDEN_TOKEN (or --token); generate one with `openssl rand -hex 24`".into(),
+            ));
+        }
         if let Some(t) = &token
             && t.expose_secret().len() < 16
         {
@@ -434,8 +444,7 @@ impl Config {
                 .listen
                 .or(file.listen)
                 .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
-            db: Location::parse(flags.db.or(file.db).as_deref().unwrap_or(DEFAULT_DB))
-                .map_err(|e| ConfigError::Value(e.to_string()))?,
+            db,
             rules: flags
                 .rules
                 .or(file.rules)
@@ -613,6 +622,15 @@ model = "model"
         };
         let err = Config::resolve(FileConfig::default(), flags).unwrap_err();
         assert!(err.to_string().contains("at least 16"), "{err}");
+        let postgres = |token: Option<&str>| Overrides {
+            db: Some("postgres://dw:pw@db.internal/dw".into()),
+            token: token.map(Into::into),
+            ..Overrides::default()
+        };
+        let err = Config::resolve(FileConfig::default(), postgres(None)).unwrap_err();
+        assert!(err.to_string().contains("DRIFTWARDEN_TOKEN"), "{err}");
+        let c = Config::resolve(FileConfig::default(), postgres(Some("0123456789abcdef"))).unwrap();
+        assert!(c.db.sqlite_path().is_none());
     }
 
     #[test]

@@ -21,8 +21,9 @@ use crate::sources::clocks::SourceClocks;
 use crate::sources::gateway_db::{Follower, HealthBoard};
 use crate::sources::tail::{TailOptions, TailSpec, Tailer};
 use crate::stop::Stop;
+use crate::store::pg::ingest::PgWriter;
 use crate::store::writer::Writer;
-use crate::store::{Store, StoreError, queries};
+use crate::store::{Location, Store, StoreError, queries};
 use crate::telemetry::Metrics;
 
 /// Why the daemon could not start or stopped.
@@ -103,19 +104,30 @@ impl Pipeline {
         config: &Config,
         analysis: Option<std::sync::mpsc::SyncSender<crate::store::writer::Committed>>,
     ) -> Result<Pipeline, DaemonError> {
-        let store = Store::open(config.db.lite("the ingest writer")?)?
-            .with_cardinality_cap(config.engine.analysis.cardinality_cap);
-        let salt = store.identity_salt()?;
         let pricing = PriceTable::load_dir(&config.rules)?;
-        tracing::info!(db = %config.db, models_priced = pricing.len(), "store open");
+        let metrics = Arc::new(Metrics::default());
+        let cap = config.engine.analysis.cardinality_cap;
+        // Each backend's tuned writer; both store the same rows (`store::writer::Ingest`).
+        let (salt, (writer, writer_thread)) = match &config.db {
+            Location::Sqlite(path) => {
+                let store = Store::open(path)?.with_cardinality_cap(cap);
+                let salt = store.identity_salt()?;
+                (salt, Writer::spawn(store, metrics.clone(), analysis))
+            }
+            Location::Postgres(url) => {
+                let mut store =
+                    PgWriter::open(url.expose(), &config.node)?.with_cardinality_cap(cap);
+                let salt = store.identity_salt()?;
+                (salt, Writer::spawn(store, metrics.clone(), analysis))
+            }
+        };
+        tracing::info!(db = %config.db, node = %config.node, models_priced = pricing.len(), "store open");
         let ctx = Arc::new(Context {
             pricing: Arc::new(pricing),
             identity: Arc::new(Identity::new(salt, config.aliases.clone())),
             quota_per_unit: config.quota_per_unit,
             max_future_ms: config.max_future_skew_secs as i64 * 1000,
         });
-        let metrics = Arc::new(Metrics::default());
-        let (writer, writer_thread) = Writer::spawn(store, metrics.clone(), analysis);
         Ok(Pipeline {
             writer,
             writer_thread,
@@ -213,11 +225,8 @@ pub async fn serve_on(
         .expect("spawning the analysis thread");
     let token = match &config.token {
         Some(t) => t.expose_secret().to_string(),
-        None => token_from_file(
-            config
-                .db
-                .lite("a generated API token (set DRIFTWARDEN_TOKEN)")?,
-        )?,
+        // Config refuses PostgreSQL without a token, so this is a SQLite store.
+        None => token_from_file(config.db.lite("a generated API token")?)?,
     };
     let addr = listener.local_addr().map_err(DaemonError::Serve)?;
     let notifier = crate::notify::spawn(

@@ -8,7 +8,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Batch, CommitReport, Store, StoreError};
+use super::pg::ingest::PgWriter;
+use super::{Batch, CommitReport, Fresh, Store, StoreError};
 use crate::telemetry::{Metrics, SourceLabels};
 
 /// A committed batch and which of its records were new, for the analysis.
@@ -17,6 +18,45 @@ pub struct Committed {
     pub batch: Box<Batch>,
     /// Its new (non-duplicate) records.
     pub fresh: super::Fresh,
+}
+
+/// The store the writer thread commits to: SQLite's `Store` or PostgreSQL's
+/// `PgWriter`, which store the same rows and report the same way.
+pub trait Ingest: Send + 'static {
+    /// Store `batch` in one transaction; which of its records were new.
+    fn commit_fresh(
+        &mut self,
+        batch: &Batch,
+        now_ms: i64,
+    ) -> Result<(CommitReport, Fresh), StoreError>;
+    /// Retention: drop raw records older than `cutoff_ms`; the events dropped.
+    fn prune(&mut self, cutoff_ms: i64) -> Result<u64, StoreError>;
+}
+
+impl Ingest for Store {
+    fn commit_fresh(
+        &mut self,
+        batch: &Batch,
+        now_ms: i64,
+    ) -> Result<(CommitReport, Fresh), StoreError> {
+        Store::commit_fresh(self, batch, now_ms)
+    }
+    fn prune(&mut self, cutoff_ms: i64) -> Result<u64, StoreError> {
+        Store::prune(self, cutoff_ms)
+    }
+}
+
+impl Ingest for PgWriter {
+    fn commit_fresh(
+        &mut self,
+        batch: &Batch,
+        now_ms: i64,
+    ) -> Result<(CommitReport, Fresh), StoreError> {
+        PgWriter::commit_fresh(self, batch, now_ms)
+    }
+    fn prune(&mut self, cutoff_ms: i64) -> Result<u64, StoreError> {
+        PgWriter::prune(self, cutoff_ms)
+    }
 }
 
 /// How many batches may wait for the writer before senders block (backpressure).
@@ -101,7 +141,7 @@ impl Writer {
     /// Start the writer thread on `store`. With `analysis`, every committed batch
     /// that holds new records is handed on to it after its commit.
     pub fn spawn(
-        store: Store,
+        store: impl Ingest,
         metrics: Arc<Metrics>,
         analysis: Option<std::sync::mpsc::SyncSender<Committed>>,
     ) -> (Writer, JoinHandle<()>) {
@@ -150,7 +190,7 @@ impl Writer {
 }
 
 fn run(
-    mut store: Store,
+    mut store: impl Ingest,
     mut jobs: mpsc::Receiver<Job>,
     metrics: Arc<Metrics>,
     analysis: Option<std::sync::mpsc::SyncSender<Committed>>,
