@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0010_incidents.sql"),
     include_str!("../../migrations/0011_analysis_snapshot.sql"),
     include_str!("../../migrations/0012_replicas.sql"),
+    include_str!("../../migrations/0013_feed_index.sql"),
 ];
 
 /// The schema version this build writes.

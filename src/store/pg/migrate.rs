@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0010_incidents.sql"),
     include_str!("../../../migrations/postgres/0011_analysis_snapshot.sql"),
     include_str!("../../../migrations/postgres/0012_replicas.sql"),
+    include_str!("../../../migrations/postgres/0013_feed_index.sql"),
 ];
 
 /// Key of the advisory lock held while migrating ("dw-schema" in ASCII).

@@ -6,6 +6,7 @@
 //! holds the same tables on both.
 
 mod dictionary;
+pub mod feed;
 pub mod ingest;
 pub mod lease;
 pub mod migrate;
