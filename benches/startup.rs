@@ -518,7 +518,7 @@ impl CachedStore {
     /// times: (write ms, of which encoding ms) of each, and the size.
     fn snapshot_writes(&self, n: usize) -> (Vec<(f64, f64)>, u64) {
         let state = self.load_state().expect("the store was just extended");
-        let mut analysis = Analysis::open(&self.config, Delivery::Count)
+        let mut analysis = Analysis::open(&self.config, Delivery::Count, None)
             .expect("opening the analysis")
             .snapshot_when_asked();
         analysis
@@ -564,7 +564,7 @@ impl CachedStore {
         let config = self.config.clone();
         let db = self.db.clone();
         let analysis = std::thread::spawn(move || {
-            let mut analysis = Analysis::open(&config, Delivery::Count)
+            let mut analysis = Analysis::open(&config, Delivery::Count, None)
                 .expect("opening the analysis")
                 .snapshot_when_asked();
             let resumed = analysis

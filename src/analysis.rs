@@ -11,6 +11,7 @@ use crate::detect::rules::{RuleContext, RuleErrors, RuleSet};
 use crate::domain::Alert;
 use crate::engine::{Cut, Engine, FORMAT_VERSION, SnapshotError};
 use crate::exceptions::Registry;
+use crate::store::pg::lease::Lease;
 use crate::store::snapshot::{self, SnapshotMeta};
 use crate::store::writer::Committed;
 use crate::store::{Batch, Fresh, StoreError, queries};
@@ -117,10 +118,21 @@ pub struct Resumed {
 impl Analysis {
     /// Open on the config's database and rules. Under `Delivery::Count` (replay)
     /// alerts are stored and returned, and messages counted, not queued.
-    pub fn open(config: &Config, delivery: Delivery) -> Result<Analysis, AnalysisError> {
+    ///
+    /// With `fence` (a replica on PostgreSQL leading under that lease), every write of
+    /// the alert stage checks the lease in its transaction: a replica that lost it
+    /// writes nothing.
+    pub fn open(
+        config: &Config,
+        delivery: Delivery,
+        fence: Option<Lease>,
+    ) -> Result<Analysis, AnalysisError> {
         let (tiers, rules) = load_rules(config, &config.rules)?;
         let engine = Engine::new(config.engine.clone(), rules.rules)?;
-        let conn = config.db.lite_side("the alert stage")?;
+        let conn = match fence {
+            Some(lease) => config.db.side()?.fenced(lease),
+            None => config.db.side()?,
+        };
         let registry = Some(Registry::new(config.exceptions));
         let mut stage = AlertStage::new(conn, tiers, registry, config.routing, delivery)?;
         let mut snapshots = Snapshots::Throttled;
@@ -630,7 +642,7 @@ mod tests {
         };
         let config = Config::resolve(FileConfig::default(), overrides).expect("config");
         let _store = crate::store::Store::open(config.db.sqlite_path().unwrap()).expect("store");
-        let analysis = Analysis::open(&config, Delivery::Count).expect("analysis");
+        let analysis = Analysis::open(&config, Delivery::Count, None).expect("analysis");
         let clock = Arc::new(AtomicI64::new(T0));
         let clocks = SourceClocks::default();
         let progress = Progress::default();

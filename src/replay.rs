@@ -247,7 +247,7 @@ pub fn run(
     let started = Instant::now();
     let mut store = Store::open(config.db.lite("replay")?)?
         .with_cardinality_cap(config.engine.analysis.cardinality_cap);
-    let mut analysis = Analysis::open(config, Delivery::Count)?.snapshot_when_asked();
+    let mut analysis = Analysis::open(config, Delivery::Count, None)?.snapshot_when_asked();
     let mut summary = ReplaySummary::default();
     // A kept store with history (a replay or `serve` before) is gone on from: its
     // analysis is resumed, and what it counted is skipped. Records of the buckets

@@ -85,6 +85,13 @@ pub struct Metrics {
     pub snapshot_age_seconds: Gauge,
     /// Seconds the last analysis snapshot took to encode and store.
     pub snapshot_write_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// 1 while this replica holds the leader lease (and on a single SQLite daemon).
+    pub leader: Gauge,
+    /// The fencing token of the leader lease this replica holds; 0 when it holds none.
+    pub leader_token: Gauge,
+    /// Seconds between the wall clock and the data time the analysis has judged up
+    /// to, on the replica that runs it.
+    pub analysis_lag_seconds: Gauge,
 }
 
 impl Metrics {
@@ -145,6 +152,21 @@ impl Metrics {
             "snapshot_write_seconds",
             "Seconds the last analysis snapshot took to encode and store",
             self.snapshot_write_seconds.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica leads (runs the analysis, alerts and delivery)",
+            self.leader.clone(),
+        );
+        registry.register(
+            "leader_token",
+            "Fencing token of the leader lease this replica holds, 0 when none",
+            self.leader_token.clone(),
+        );
+        registry.register(
+            "analysis_lag_seconds",
+            "Wall clock minus the data time the analysis has judged up to",
+            self.analysis_lag_seconds.clone(),
         );
         registry.register(
             "db_bytes",

@@ -323,7 +323,7 @@ fn a_start_refuses_a_newer_snapshot_and_rebuilds_from_an_older_one() {
     let dir = tempfile::tempdir().unwrap();
     let newer = dir.path().join("newer.db");
     store_with_snapshot(&newer, 1, FORMAT_VERSION + 1);
-    let mut analysis = Analysis::open(&config(&newer), Delivery::Count).unwrap();
+    let mut analysis = Analysis::open(&config(&newer), Delivery::Count, None).unwrap();
     match analysis.resume(&newer.as_path().into(), now_ms()) {
         Err(e @ AnalysisError::Snapshot(_)) => {
             let text = e.to_string();
@@ -334,7 +334,7 @@ fn a_start_refuses_a_newer_snapshot_and_rebuilds_from_an_older_one() {
 
     let older = dir.path().join("older.db");
     let events = store_with_snapshot(&older, 30, FORMAT_VERSION - 1);
-    let mut analysis = Analysis::open(&config(&older), Delivery::Count).unwrap();
+    let mut analysis = Analysis::open(&config(&older), Delivery::Count, None).unwrap();
     let resumed = analysis
         .resume(&older.as_path().into(), now_ms())
         .expect("rebuilt");

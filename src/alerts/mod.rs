@@ -16,7 +16,6 @@ mod state;
 
 use std::collections::{BTreeMap, HashMap};
 
-use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -24,6 +23,7 @@ use crate::domain::{Alert, Exception, Message};
 use crate::engine::Output;
 use crate::exceptions::{ExceptionError, Registry};
 use crate::store::snapshot::{self, SnapshotMeta};
+use crate::store::sql::{Db, Transact};
 use crate::store::{StoreError, alerts as sql, outbox};
 use crate::tiers::Tiers;
 use decide::{Active, Decider, Decisions, Write, budgeted};
@@ -103,7 +103,7 @@ pub type Encoder<'a> = dyn Fn(&[u8]) -> (SnapshotMeta, Vec<u8>) + 'a;
 
 /// The alert stage. Owns its own connection to the daemon's database.
 pub struct AlertStage {
-    conn: Connection,
+    conn: Db,
     registry: Option<Registry>,
     delivery: Delivery,
     decider: Decider,
@@ -126,7 +126,7 @@ impl AlertStage {
     /// An alert stage on `conn`. Under `Delivery::Count` (replay) nothing is queued
     /// for delivery; what would have been sent is kept for `take_sent`.
     pub fn new(
-        conn: Connection,
+        conn: Db,
         tiers: Tiers,
         registry: Option<Registry>,
         routing: RoutingParams,
@@ -396,93 +396,97 @@ impl AlertStage {
         snapshot: Option<(&mut SnapshotMeta, &[u8])>,
         decided_ms: Option<i64>,
     ) -> Result<(), AlertError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(StoreError::from)?;
-        for w in writes {
-            match w {
-                Write::Alert {
-                    id,
-                    line,
-                    state,
-                    started_ms,
-                } => sql::insert(&tx, id, &line, state, started_ms)?,
-                Write::Update {
-                    id,
-                    line,
-                    state,
-                    suppressed_by,
-                } => sql::update(&tx, id, &line, state, suppressed_by)?,
-                Write::Incident {
-                    id,
-                    incident,
-                    reopens,
-                } => sql::set_incident(&tx, id, incident, reopens)?,
-                Write::Resolved { id, at_ms } => sql::mark_resolved(&tx, id, at_ms)?,
-                Write::Transition {
-                    id,
-                    alert,
-                    line,
-                    state,
-                    suppressed_by,
-                } => sql::transition(&tx, id, alert, &line, state, suppressed_by)?,
-                Write::Pending {
-                    transition,
-                    channel,
-                    tier,
-                } => {
-                    if self.delivery == Delivery::Outbox {
-                        sql::add_pending(&tx, transition, &channel, &tier)?;
-                    }
-                }
-                Write::Hit { exception, at_ms } => {
-                    if let Some(registry) = &self.registry {
-                        registry.record_hit(&tx, exception, at_ms)?;
-                    }
-                }
-                Write::Flushed {
-                    channel,
-                    message,
-                    transitions,
-                    at_ms,
-                } => match self.delivery {
-                    Delivery::Outbox => {
-                        outbox::enqueue(&tx, &channel, &message, at_ms)?;
-                        sql::clear_pending(&tx, &transitions, &channel)?;
-                    }
-                    Delivery::Count => self.counted.push(Sent {
+        let AlertStage {
+            conn,
+            registry,
+            delivery,
+            counted,
+            ..
+        } = self;
+        conn.write(|tx| {
+            for w in writes {
+                match w {
+                    Write::Alert {
+                        id,
+                        line,
+                        state,
+                        started_ms,
+                    } => sql::insert(tx, id, &line, state, started_ms)?,
+                    Write::Update {
+                        id,
+                        line,
+                        state,
+                        suppressed_by,
+                    } => sql::update(tx, id, &line, state, suppressed_by)?,
+                    Write::Incident {
+                        id,
+                        incident,
+                        reopens,
+                    } => sql::set_incident(tx, id, incident, reopens)?,
+                    Write::Resolved { id, at_ms } => sql::mark_resolved(tx, id, at_ms)?,
+                    Write::Transition {
+                        id,
+                        alert,
+                        line,
+                        state,
+                        suppressed_by,
+                    } => sql::transition(tx, id, alert, &line, state, suppressed_by)?,
+                    Write::Pending {
+                        transition,
                         channel,
-                        at_ms,
-                        message,
-                    }),
-                },
-                Write::Send {
-                    channel,
-                    message,
-                    at_ms,
-                } => match self.delivery {
-                    Delivery::Outbox => {
-                        outbox::enqueue(&tx, &channel, &message, at_ms)?;
+                        tier,
+                    } => {
+                        if *delivery == Delivery::Outbox {
+                            sql::add_pending(tx, transition, &channel, &tier)?;
+                        }
                     }
-                    Delivery::Count => self.counted.push(Sent {
+                    Write::Hit { exception, at_ms } => {
+                        if let Some(registry) = registry {
+                            registry.record_hit(tx, exception, at_ms)?;
+                        }
+                    }
+                    Write::Flushed {
                         channel,
-                        at_ms,
                         message,
-                    }),
-                },
+                        transitions,
+                        at_ms,
+                    } => match *delivery {
+                        Delivery::Outbox => {
+                            outbox::enqueue(tx, &channel, &message, at_ms)?;
+                            sql::clear_pending(tx, &transitions, &channel)?;
+                        }
+                        Delivery::Count => counted.push(Sent {
+                            channel,
+                            at_ms,
+                            message,
+                        }),
+                    },
+                    Write::Send {
+                        channel,
+                        message,
+                        at_ms,
+                    } => match *delivery {
+                        Delivery::Outbox => {
+                            outbox::enqueue(tx, &channel, &message, at_ms)?;
+                        }
+                        Delivery::Count => counted.push(Sent {
+                            channel,
+                            at_ms,
+                            message,
+                        }),
+                    },
+                }
             }
-        }
-        if let Some(watermark_ms) = decided_ms {
-            snapshot::write_decided(&tx, watermark_ms)?;
-        }
-        if let Some((meta, bytes)) = snapshot {
-            let started = std::time::Instant::now();
-            snapshot::write(&tx, meta, bytes)?;
-            meta.write_ms += started.elapsed().as_millis() as i64;
-        }
-        tx.commit().map_err(StoreError::from)?;
-        Ok(())
+            if let Some(watermark_ms) = decided_ms {
+                snapshot::write_decided(tx, watermark_ms)?;
+            }
+            if let Some((meta, bytes)) = snapshot {
+                let started = std::time::Instant::now();
+                snapshot::write(tx, meta, bytes)?;
+                meta.write_ms += started.elapsed().as_millis() as i64;
+            }
+            Ok(())
+        })
     }
 
     /// Send what is due (call periodically even without new ticks). A message goes

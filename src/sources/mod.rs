@@ -26,6 +26,9 @@ pub struct SourceEnv {
     pub db: crate::store::Location,
     /// This replica's node name (tail checkpoints are per node on PostgreSQL).
     pub node: String,
+    /// The lease a gateway database is followed under, on PostgreSQL: its batches
+    /// carry it, and their commits check it.
+    pub fence: Option<crate::store::pg::lease::Lease>,
     /// The daemon's metrics.
     pub metrics: Arc<Metrics>,
     /// The shutdown signal.

@@ -105,6 +105,10 @@ pub struct Batch {
     pub db_cursor: Option<DbCursor>,
     /// Change events (deploys, model bumps, config changes).
     pub changes: Vec<ChangeEvent>,
+    /// On PostgreSQL: the lease its source is read under (a gateway database is
+    /// followed by one replica at a time). The commit checks it in its transaction,
+    /// so a replica that lost the lease moves neither the cursor nor the rows.
+    pub fence: Option<pg::lease::Lease>,
 }
 
 impl Batch {

@@ -136,9 +136,25 @@ pub struct AppBuilder {
     tail_start: Option<String>,
     rust_log: String,
     rules: Option<PathBuf>,
+    /// A PostgreSQL store's URL instead of the temp dir's SQLite file.
+    db_url: Option<String>,
+    node: Option<String>,
 }
 
 impl AppBuilder {
+    /// Run on the PostgreSQL store at `url` (passed as `DRIFTWARDEN_DB`, so the
+    /// password stays off the command line) instead of a SQLite file.
+    pub fn db_url(mut self, url: &str) -> AppBuilder {
+        self.db_url = Some(url.to_string());
+        self
+    }
+
+    /// `--node NAME`.
+    pub fn node(mut self, name: &str) -> AppBuilder {
+        self.node = Some(name.to_string());
+        self
+    }
+
     /// A path inside the app's temp dir (to write tailed files before the start).
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
@@ -184,10 +200,14 @@ impl AppBuilder {
     pub fn spawn(self) -> TestApp {
         let db = self.dir.path().join("driftwarden.db");
         let log = self.dir.path().join("daemon.stderr.log");
-        let mut args: Vec<String> = vec![
-            "serve".into(),
-            "--db".into(),
-            db.display().to_string(),
+        let mut args: Vec<String> = vec!["serve".into()];
+        if self.db_url.is_none() {
+            args.extend(["--db".into(), db.display().to_string()]);
+        }
+        if let Some(node) = &self.node {
+            args.extend(["--node".into(), node.clone()]);
+        }
+        args.extend([
             "--rules".into(),
             self.rules.map_or_else(
                 || concat!(env!("CARGO_MANIFEST_DIR"), "/rules").into(),
@@ -195,7 +215,7 @@ impl AppBuilder {
             ),
             "--listen".into(),
             "127.0.0.1:0".into(),
-        ];
+        ]);
         if let Some(toml) = &self.config {
             let path = self.dir.path().join("driftwarden.toml");
             std::fs::write(&path, toml).expect("writing the config file");
@@ -220,6 +240,7 @@ impl AppBuilder {
             args,
             rust_log: self.rust_log,
             log,
+            db_url: self.db_url,
         };
         app.start();
         app
@@ -240,6 +261,7 @@ pub struct TestApp {
     rust_log: String,
     /// The daemon's stderr, appended across restarts.
     log: PathBuf,
+    db_url: Option<String>,
 }
 
 /// A daemon with no tails and default settings.
@@ -259,6 +281,8 @@ impl TestApp {
             tail_start: None,
             rust_log: "info".into(),
             rules: None,
+            db_url: None,
+            node: None,
         }
     }
 
@@ -269,7 +293,12 @@ impl TestApp {
             .append(true)
             .open(&self.log)
             .expect("opening the daemon log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_driftwarden"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_driftwarden"));
+        match &self.db_url {
+            Some(url) => command.env("DRIFTWARDEN_DB", url),
+            None => command.env_remove("DRIFTWARDEN_DB"),
+        };
+        let mut child = command
             .args(&self.args)
             .current_dir(self.dir.path())
             .env("DRIFTWARDEN_TOKEN", &self.token)
@@ -330,6 +359,22 @@ impl TestApp {
         let mut child = self.child.take().expect("the daemon is running");
         child.kill().expect("sending SIGKILL");
         child.wait().expect("reaping the daemon");
+    }
+
+    /// SIGSTOP the daemon: it stays alive, frozen, until `resume`.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONT a paused daemon.
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) on the pid of a child we have not reaped yet.
+        let rc = unsafe { libc::kill(self.pid(), signal) };
+        assert_eq!(rc, 0, "sending signal {signal}");
     }
 
     /// SIGTERM the daemon and require a clean exit within the wait limit.
@@ -561,4 +606,38 @@ pub fn rotations_metric(path: &Path) -> String {
 /// Whether `needle` occurs in `haystack`.
 pub fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A copy of the shipped `rules/` with each file's text passed through `edit(name, text)`.
+pub fn rules_dir(edit: impl Fn(&str, &str) -> String) -> TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    for entry in std::fs::read_dir(&shipped).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        if name.ends_with(".toml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            std::fs::write(dir.path().join(&name), edit(&name, &text)).unwrap();
+        }
+    }
+    dir
+}
+
+/// `text` with its one occurrence of `from` replaced by `to`.
+pub fn replace_once(text: &str, from: &str, to: &str) -> String {
+    assert_eq!(text.matches(from).count(), 1, "expected one {from:?}");
+    text.replace(from, to)
+}
+
+/// The shipped rules with error-rate's hard guard (0.25) firing in the bucket it is
+/// crossed in (no `for`).
+pub fn hard_guard_rules() -> TempDir {
+    rules_dir(|name, text| match name {
+        "drift.toml" => replace_once(
+            text,
+            "hard_limit = 0.25\nfor = \"10m\"\n",
+            "hard_limit = 0.25\n",
+        ),
+        _ => text.to_string(),
+    })
 }

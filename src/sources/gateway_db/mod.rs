@@ -545,6 +545,7 @@ impl Follower {
                     source: self.source.clone(),
                     last_id: progress.watermark(),
                 });
+                batch.fence = self.env.fence.clone();
                 in_flight.submit(&self.env.writer, batch)?;
             }
             if full {
@@ -580,6 +581,7 @@ impl Follower {
             source: self.source.clone(),
             last_id: cursor,
         });
+        batch.fence = self.env.fence.clone();
         self.env.writer.submit_blocking(batch)?.wait_blocking()?;
         Ok(cursor)
     }

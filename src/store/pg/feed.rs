@@ -121,6 +121,11 @@ impl Feed {
         Ok((feed, resumed))
     }
 
+    /// Go on reading on a new connection `db` (after an error), from where it got to.
+    pub fn reconnect(&mut self, db: Db) {
+        self.db = db;
+    }
+
     /// What was committed since the last poll, as one batch (`None` when nothing was).
     pub fn poll(&mut self) -> Result<Option<Committed>, StoreError> {
         let mut batch = Batch::new("replicas", "store");

@@ -176,6 +176,9 @@ impl PgWriter {
         let mut fresh = Fresh::default();
         let st = &self.statements;
         let mut tx = self.client.transaction().map_err(error)?;
+        if let Some(lease) = &batch.fence {
+            super::lease::check_now(&mut tx, lease)?;
+        }
         let (stored, duplicates) =
             rows::insert_events(&mut tx, st, &batch.events, &ids.rows, now_ms)?;
         report.events_inserted = stored.len() as u64;

@@ -2,6 +2,10 @@
 //! and stops them all on one shutdown signal. `import` runs the same pipeline on one
 //! file once.
 
+mod duties;
+mod following;
+mod tenure;
+
 use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,7 +14,6 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::adapters::Context;
-use crate::analysis::Analysis;
 use crate::api::{AppState, router};
 use crate::config::Config;
 use crate::domain::ExposeSecret;
@@ -18,7 +21,7 @@ use crate::identity::Identity;
 use crate::pricing::{PriceTable, PricingError};
 use crate::sources::SourceEnv;
 use crate::sources::clocks::SourceClocks;
-use crate::sources::gateway_db::{Follower, HealthBoard};
+use crate::sources::gateway_db::HealthBoard;
 use crate::sources::tail::{TailOptions, TailSpec, Tailer};
 use crate::stop::Stop;
 use crate::store::pg::ingest::PgWriter;
@@ -90,6 +93,14 @@ pub enum DaemonError {
 /// so this bounds its peak (64 batches held about 100 MiB more at the same speed).
 const ANALYSIS_QUEUE: usize = 8;
 
+/// Who runs the leader's duties in this process.
+enum Leadership {
+    /// A single daemon on SQLite: always.
+    Single(duties::Duties),
+    /// A replica on PostgreSQL: while the lease thread holds the leader lease.
+    Replica(Stop, JoinHandle<()>),
+}
+
 /// The parts every run mode shares.
 struct Pipeline {
     writer: Writer,
@@ -148,6 +159,7 @@ impl Pipeline {
             writer: self.writer.clone(),
             db: config.db.clone(),
             node: config.node.clone(),
+            fence: None,
             metrics: self.metrics.clone(),
             stop,
             clocks: self.clocks.clone(),
@@ -185,19 +197,17 @@ pub async fn serve_on(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
-    let (to_analysis, batches) = std::sync::mpsc::sync_channel(ANALYSIS_QUEUE);
-    let pipeline = Pipeline::open(&config, Some(to_analysis))?;
-    let mut analysis = Analysis::open(&config, crate::alerts::Delivery::Outbox)?;
-    let jobs = crate::schedule::Jobs::new(
-        pipeline.writer.clone(),
-        config.db.clone(),
-        &config.rules,
-        config.retention_days,
-        crate::exceptions::Registry::new(config.exceptions),
-    )?;
-    // The analysis resumes from its snapshot (logged there), or is built from the
-    // raw events the store holds.
-    let resumed = analysis.resume(&config.db, crate::clock::now_ms())?;
+    // On SQLite the writer hands its commits to the analysis; on PostgreSQL every
+    // replica commits and the leader reads them back (`duties`).
+    let replicated = matches!(config.db, Location::Postgres(_));
+    let (to_analysis, batches) = match replicated {
+        false => {
+            let (tx, rx) = std::sync::mpsc::sync_channel(ANALYSIS_QUEUE);
+            (Some(tx), Some(rx))
+        }
+        true => (None, None),
+    };
+    let pipeline = Pipeline::open(&config, to_analysis)?;
     // Every pulling source holds the analysis until it has told how far it got, so
     // a backlog read at start is judged along its own data clock.
     let started = crate::clock::now_ms();
@@ -205,39 +215,45 @@ pub async fn serve_on(
     for name in names.chain(config.gateway_dbs.iter().map(|d| d.name())) {
         pipeline.clocks.register(&name, started);
     }
-    let clocks = pipeline.clocks.clone();
     let progress = crate::analysis::Progress::default();
-    progress.resumed(resumed);
-    let analysis_progress = progress.clone();
-    let clock_mode = config.clock;
-    let analysis_thread = std::thread::Builder::new()
-        .name("analysis".into())
-        .spawn(move || {
-            crate::analysis::run_live(
-                analysis,
-                batches,
-                clocks,
-                analysis_progress,
-                clock_mode,
-                crate::clock::now_ms,
-            )
-        })
-        .expect("spawning the analysis thread");
+    let shared = duties::Shared {
+        config: config.clone(),
+        writer: pipeline.writer.clone(),
+        metrics: pipeline.metrics.clone(),
+        progress: progress.clone(),
+        runtime: tokio::runtime::Handle::current(),
+    };
     let token = match &config.token {
         Some(t) => t.expose_secret().to_string(),
         // Config refuses PostgreSQL without a token, so this is a SQLite store.
         None => token_from_file(config.db.lite("a generated API token")?)?,
     };
     let addr = listener.local_addr().map_err(DaemonError::Serve)?;
-    let notifier = crate::notify::spawn(
-        &config.db,
-        &config.channels,
-        crate::notify::WorkerOptions {
-            dashboard_url: config.dashboard_url.clone(),
-            ..crate::notify::WorkerOptions::default()
-        },
-        pipeline.metrics.clone(),
-    )?;
+    // This process's name in the leases it holds (and in the outbox claims).
+    let holder = crate::store::pg::lease::replica_id();
+    // A single daemon leads from the start; replicas contend for the leader lease.
+    let leadership = match &config.db {
+        Location::Sqlite(_) => Leadership::Single(duties::Duties::start(
+            &shared,
+            batches,
+            pipeline.clocks.clone(),
+            None,
+        )?),
+        Location::Postgres(url) => {
+            let (url, stop, work) = (
+                url.clone(),
+                Stop::default(),
+                duties::Leading(shared.clone()),
+            );
+            let (stopped, holder) = (stop.clone(), holder.clone());
+            tracing::info!(%holder, "contending for the leader lease");
+            let thread = std::thread::Builder::new()
+                .name("leader-lease".into())
+                .spawn(move || tenure::hold(&url, "leader", &holder, &stopped, work))
+                .expect("spawning the leader lease thread");
+            Leadership::Replica(stop, thread)
+        }
+    };
 
     let stop = Stop::default();
     let opts = TailOptions {
@@ -262,19 +278,28 @@ pub async fn serve_on(
         .gateway_dbs
         .iter()
         .map(|spec| {
-            let f = Follower::new(
-                spec.clone(),
-                pipeline.env(&config, stop.clone()),
-                health.clone(),
-            );
-            std::thread::Builder::new()
-                .name(format!("db:{}", spec.table))
-                .spawn(move || f.run())
-                .expect("spawning a database follower thread")
+            let env = pipeline.env(&config, stop.clone());
+            match &config.db {
+                Location::Sqlite(_) => following::spawn(spec, env, health.clone()),
+                // One replica at a time follows each gateway database.
+                Location::Postgres(url) => {
+                    let (url, stop) = (url.clone(), stop.clone());
+                    let lease = format!("source:{}", spec.name());
+                    let holder = holder.clone();
+                    let work = following::Following {
+                        spec: spec.clone(),
+                        env,
+                        health: health.clone(),
+                    };
+                    std::thread::Builder::new()
+                        .name(format!("lease:{}", spec.table))
+                        .spawn(move || tenure::hold(&url, &lease, &holder, &stop, work))
+                        .expect("spawning a source lease thread")
+                }
+            }
         })
         .collect();
 
-    let schedules = crate::schedule::Scheduler::spawn(&config.schedules, jobs);
     let state = AppState {
         writer: pipeline.writer.clone(),
         ctx: pipeline.ctx.clone(),
@@ -331,15 +356,25 @@ pub async fn serve_on(
         }
     }
     stop.set();
-    notifier.stop().await;
-    schedules.stop().await;
     for t in tailers.into_iter().chain(followers) {
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
     tokio::task::spawn_blocking(move || {
+        let analysis = match leadership {
+            Leadership::Single(duties) => Some(duties.stop(&shared)),
+            // The lease thread ends the duties (joining the analysis) and releases
+            // the lease, so another replica takes over at once.
+            Leadership::Replica(stop, thread) => {
+                stop.set();
+                if thread.join().is_err() {
+                    tracing::error!("leader lease thread panicked");
+                }
+                None
+            }
+        };
         pipeline.close();
         // The writer's end of the analysis queue is gone: the analysis drains and stops.
-        if analysis_thread.join().is_err() {
+        if analysis.is_some_and(|a| a.join().is_err()) {
             tracing::error!("analysis thread panicked");
         }
     })

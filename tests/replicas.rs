@@ -1,0 +1,313 @@
+//! Several `driftwarden serve` replicas on one REAL PostgreSQL (issue 16): any replica
+//! ingests, one leader judges and notifies, a new leader takes over within 30 s of a
+//! `kill -9`, each notification reaches the receiver once, and a leader paused
+//! (`SIGSTOP`) past its lease writes nothing as leader once it runs again.
+//!
+//! The replicas run on the data clock with one-minute buckets, and error-rate's hard
+//! guard fires in the bucket it is crossed in, so an incident opens as soon as the
+//! minute after the burst is posted. Waits are on observable points (the receiver's
+//! count, a replica's `driftwarden_leader` gauge, rows in the store); only the
+//! "nothing more arrives" checks settle for a few seconds.
+
+mod common;
+#[path = "support/dbservers.rs"]
+mod dbservers;
+#[path = "support/receivers.rs"]
+mod receivers;
+
+use std::time::{Duration, Instant};
+
+use common::TestApp;
+use dbservers::PgServer;
+use receivers::{Receiver, Reply};
+use serde_json::Value;
+
+const MINUTE: i64 = 60_000;
+/// The issue's bound on a takeover.
+const TAKEOVER: Duration = Duration::from_secs(30);
+/// Long enough for a wrong resend to happen: an idle worker polls every second.
+const SETTLE: Duration = Duration::from_millis(3000);
+
+/// A private PostgreSQL with a store database; the application role's URL.
+fn store(test: &str) -> Option<(PgServer, String)> {
+    let pg = PgServer::start_for(test)?;
+    let password = pg.create_store_db("dw", "dw_replica");
+    let url = pg.url("dw_replica", &password, "dw");
+    Some((pg, url))
+}
+
+/// One-minute buckets judged on the data clock, sent at once, to one Slack channel.
+fn config(slack: &Receiver) -> String {
+    format!(
+        "clock = \"data\"\n[analysis]\nbucket_minutes = 1\nlateness_minutes = 0\n\
+         [routing]\ngroup_wait_seconds = 0\n\
+         [[channel]]\nname = \"slack\"\ntype = \"slack\"\nwebhook_url = \"{}\"\n",
+        slack.url("/services/T0/B0/replicas")
+    )
+}
+
+fn replicas(url: &str, rules: &std::path::Path, config: &str, nodes: &[&str]) -> Vec<TestApp> {
+    nodes
+        .iter()
+        .map(|node| {
+            TestApp::builder()
+                .db_url(url)
+                .node(node)
+                .rules(rules)
+                .config(config)
+                .spawn()
+        })
+        .collect()
+}
+
+/// Which of the live `apps` leads, once exactly one does; fails after `limit`.
+fn leader(apps: &[TestApp], live: &[usize], limit: Duration) -> usize {
+    let start = Instant::now();
+    loop {
+        let leading: Vec<usize> = live
+            .iter()
+            .copied()
+            .filter(|&i| apps[i].metric_opt("driftwarden_leader") == Some(1.0))
+            .collect();
+        if let [one] = leading[..] {
+            return one;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "no single leader among {live:?} within {limit:?} (leading: {leading:?}); logs:\n{}",
+            live.iter()
+                .map(|&i| apps[i].log_text())
+                .collect::<Vec<_>>()
+                .join("\n-----\n")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One native usage line on gpt-4o, failed (502) or not.
+fn usage_line(id: &str, ts: i64, failed: bool) -> String {
+    let (status, error) = match failed {
+        true => (502, "\"upstream_error\""),
+        false => (200, "null"),
+    };
+    format!(
+        r#"{{"id":"{id}","ts":{ts},"model":"gpt-4o","provider":"openai","route":"chat","tenant":"team-a","prompt_tokens":100,"completion_tokens":20,"cost_usd":0.0005,"latency_ms":300,"status":{status},"error_type":{error}}}"#
+    )
+}
+
+/// Post minute `minute` of the history (40 requests, half failed in the burst
+/// minute) to `app`.
+fn post_minute(app: &TestApp, start: i64, minute: i64, burst: i64) {
+    let lines: Vec<String> = (0..40)
+        .map(|i| {
+            let failed = minute == burst && i % 2 == 0;
+            usage_line(
+                &format!("m{minute}-{i}"),
+                start + minute * MINUTE + i * 1000,
+                failed,
+            )
+        })
+        .collect();
+    let (status, report) = app.post_events("native", lines.join("\n"));
+    assert_eq!(status, 200, "{report}");
+}
+
+fn wait(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The Slack messages accepted whose text holds `word` (FIRING, RESOLVED).
+fn accepted_with(slack: &Receiver, word: &str) -> Vec<Value> {
+    slack
+        .accepted()
+        .into_iter()
+        .filter(|b| b.to_string().contains(word))
+        .collect()
+}
+
+fn count(url: &str, sql: &str) -> i64 {
+    let mut c = postgres::Client::connect(url, postgres::NoTls).expect("connecting");
+    c.query_one(sql, &[]).expect(sql).get(0)
+}
+
+#[test]
+fn three_replicas_open_and_resolve_one_incident_once_through_a_kill_9_of_the_leader() {
+    let Some((_pg, url)) =
+        store("three_replicas_open_and_resolve_one_incident_once_through_a_kill_9_of_the_leader")
+    else {
+        return;
+    };
+    let slack = Receiver::start();
+    // Refused until after the failover: the opening waits in the outbox when the
+    // leader dies.
+    slack.always(Some(Reply::Status(500)));
+    let rules = common::hard_guard_rules();
+    let mut apps = replicas(
+        &url,
+        rules.path(),
+        &config(&slack),
+        &["node-a", "node-b", "node-c"],
+    );
+    let first = leader(&apps, &[0, 1, 2], TAKEOVER);
+
+    // 25 healthy minutes (the baseline), the burst, a healthy minute that closes it:
+    // each minute posted to one replica and again to the next (a retrying gateway).
+    let start = (common::now_ms() - 3_600_000) / MINUTE * MINUTE;
+    let burst = 25;
+    for minute in 0..=burst + 1 {
+        let to = minute as usize % 3;
+        post_minute(&apps[to], start, minute, burst);
+        post_minute(&apps[(to + 1) % 3], start, minute, burst);
+    }
+    wait(
+        "the opening tried (and refused)",
+        Duration::from_secs(60),
+        || slack.count() >= 1,
+    );
+    assert!(slack.accepted().is_empty());
+
+    apps[first].kill9();
+    let killed = Instant::now();
+    let live: Vec<usize> = (0..3).filter(|&i| i != first).collect();
+    let next = leader(&apps, &live, TAKEOVER);
+    let takeover = killed.elapsed();
+    assert!(takeover < TAKEOVER, "a new leader after {takeover:?}");
+
+    slack.always(None);
+    wait("the opening delivered", Duration::from_secs(60), || {
+        !accepted_with(&slack, "FIRING").is_empty()
+    });
+    for minute in burst + 2..=burst + 16 {
+        post_minute(&apps[live[minute as usize % 2]], start, minute, burst);
+    }
+    wait("the resolve delivered", Duration::from_secs(60), || {
+        !accepted_with(&slack, "RESOLVED").is_empty()
+    });
+    std::thread::sleep(SETTLE);
+
+    let posted = (burst + 17) * 40;
+    assert_eq!(
+        count(&url, "SELECT COUNT(*) FROM events"),
+        posted,
+        "each event once"
+    );
+    assert_eq!(
+        count(
+            &url,
+            "SELECT COUNT(DISTINCT incident_id) FROM alerts WHERE rule = 'error-rate' AND tier = 'page'"
+        ),
+        1,
+        "one incident"
+    );
+    let (firing, resolved) = (
+        accepted_with(&slack, "FIRING"),
+        accepted_with(&slack, "RESOLVED"),
+    );
+    // The old leader never had a 2xx, so not even the documented duplicate applies.
+    assert_eq!(
+        (firing.len(), resolved.len()),
+        (1, 1),
+        "{:#?}",
+        slack.accepted()
+    );
+    assert!(
+        firing[0].to_string().contains("error-rate"),
+        "{}",
+        firing[0]
+    );
+    assert_eq!(
+        count(&url, "SELECT COUNT(*) FROM outbox WHERE state <> 'sent'"),
+        0,
+        "every notification marked sent"
+    );
+    assert!(
+        apps[next].log_text().contains("lease gained"),
+        "{}",
+        apps[next].log_text()
+    );
+}
+
+#[test]
+fn a_leader_paused_past_its_lease_writes_nothing_as_leader_after_it_resumes() {
+    let Some((_pg, url)) =
+        store("a_leader_paused_past_its_lease_writes_nothing_as_leader_after_it_resumes")
+    else {
+        return;
+    };
+    let slack = Receiver::start();
+    let rules = common::hard_guard_rules();
+    let apps = replicas(&url, rules.path(), &config(&slack), &["node-a", "node-b"]);
+    let paused = leader(&apps, &[0, 1], TAKEOVER);
+    let other = 1 - paused;
+    apps[paused].pause();
+    let stopped = Instant::now();
+    // Only the live replica is asked: a frozen one would not answer.
+    leader(&apps, &[other], TAKEOVER + Duration::from_secs(5));
+    let takeover = stopped.elapsed();
+    assert!(takeover < TAKEOVER, "a new leader after {takeover:?}");
+
+    // The new leader judges a burst and notifies while the old one is frozen.
+    let start = (common::now_ms() - 3_600_000) / MINUTE * MINUTE;
+    for minute in 0..=26 {
+        post_minute(&apps[other], start, minute, 25);
+    }
+    wait("the opening delivered", Duration::from_secs(60), || {
+        !accepted_with(&slack, "FIRING").is_empty()
+    });
+    std::thread::sleep(SETTLE);
+    let rows = |table: &str| count(&url, &format!("SELECT COUNT(*) FROM {table}"));
+    let before = (
+        rows("alerts"),
+        rows("alert_transitions"),
+        rows("outbox"),
+        rows("analysis_snapshot"),
+    );
+    let snapshot_at = count(
+        &url,
+        "SELECT COALESCE(MAX(created_ms), 0) FROM analysis_snapshot",
+    );
+
+    // The old leader wakes believing it leads; it must notice, stop, and write nothing.
+    apps[paused].resume();
+    wait("the old leader stepping down", TAKEOVER, || {
+        apps[paused].metric_opt("driftwarden_leader") == Some(0.0)
+    });
+    std::thread::sleep(SETTLE);
+    assert_eq!(
+        (
+            rows("alerts"),
+            rows("alert_transitions"),
+            rows("outbox"),
+            rows("analysis_snapshot")
+        ),
+        before,
+        "the old leader wrote rows"
+    );
+    assert_eq!(
+        count(
+            &url,
+            "SELECT COALESCE(MAX(created_ms), 0) FROM analysis_snapshot"
+        ),
+        snapshot_at,
+        "the old leader overwrote the snapshot"
+    );
+    assert_eq!(
+        accepted_with(&slack, "FIRING").len(),
+        1,
+        "{:#?}",
+        slack.accepted()
+    );
+    let log = apps[paused].log_text();
+    assert!(
+        log.contains("lease lost") || log.contains("could not be renewed in time"),
+        "{log}"
+    );
+    assert_eq!(apps[other].metric_opt("driftwarden_leader"), Some(1.0));
+}
