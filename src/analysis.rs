@@ -267,7 +267,7 @@ impl Analysis {
         db: &crate::store::Location,
         now_ms: i64,
     ) -> Result<Resumed, AnalysisError> {
-        let conn = db.lite_reader("resuming the analysis")?;
+        let conn = db.reader()?;
         let not_loaded = match snapshot::read(&conn)? {
             None => None,
             Some((meta, bytes)) => match self.engine.load(&bytes) {
@@ -351,7 +351,11 @@ impl Analysis {
 
     /// Feed what a loaded snapshot does not cover, without judging it: the next
     /// steps judge it as if it had just arrived. (events, evals) fed.
-    fn refeed(&mut self, conn: &rusqlite::Connection, cut: Cut) -> Result<(u64, u64), StoreError> {
+    fn refeed(
+        &mut self,
+        conn: &(impl crate::store::sql::Sql + ?Sized),
+        cut: Cut,
+    ) -> Result<(u64, u64), StoreError> {
         // The engine skips the change events it knows.
         for c in queries::changes_since(conn, i64::MIN / 4)? {
             self.engine.observe_change(&c);
@@ -389,7 +393,7 @@ impl Analysis {
     /// first and last event time.
     fn warm(
         &mut self,
-        conn: &rusqlite::Connection,
+        conn: &(impl crate::store::sql::Sql + ?Sized),
         from: i64,
         now_ms: i64,
     ) -> Result<(Fed, Option<(i64, i64)>), StoreError> {

@@ -256,7 +256,7 @@ pub fn run(
     let mut counted = (i64::MIN, i64::MIN);
     let mut keep_raw = files.keep_raw;
     if files.keep_aggregates {
-        let conn = config.db.lite_reader("replay")?;
+        let conn = config.db.reader()?;
         if crate::store::queries::holds_history(&conn)? {
             keep_raw |= crate::store::queries::holds_events(&conn)?;
             let resumed = analysis.resume(&config.db, crate::clock::now_ms())?;

@@ -52,12 +52,9 @@ pub async fn list(
         limit: q.limit.unwrap_or(100).min(1000),
     };
     let path = state.db.clone();
-    let rows = tokio::task::spawn_blocking(move || {
-        let conn = path.lite_reader("the alert list")?;
-        list_alerts(&conn, &filter)
-    })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(ApiError::internal)?;
+    let rows = tokio::task::spawn_blocking(move || list_alerts(&path.reader()?, &filter))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
     Ok(Json(json!({ "alerts": rows })))
 }

@@ -65,7 +65,7 @@ pub async fn list(
     };
     let limit = q.limit.unwrap_or(100).min(1000);
     let path = state.db.clone();
-    let rows = tokio::task::spawn_blocking(move || queries::changes(&path, since, limit))
+    let rows = tokio::task::spawn_blocking(move || queries::changes(&path.reader()?, since, limit))
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;

@@ -25,10 +25,19 @@ pub async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    state
-        .metrics
-        .db_bytes
-        .set(queries::db_bytes(&state.db) as i64);
+    let path = state.db.clone();
+    // On PostgreSQL the size is a query: a failed one leaves the gauge as it was and
+    // the rest of the metrics are still served.
+    let size = match tokio::task::spawn_blocking(move || queries::db_bytes(&path)).await {
+        Ok(read) => read.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match size {
+        Ok(bytes) => {
+            state.metrics.db_bytes.set(bytes as i64);
+        }
+        Err(cause) => tracing::warn!(%cause, "database size not read for /metrics"),
+    }
     if let Some(s) = state.analysis.shown().snapshot {
         let m = &state.metrics;
         m.snapshot_watermark_ms.set(s.watermark_ms);

@@ -185,7 +185,7 @@ impl Digest {
     /// the alerts of the tier named `tier`.
     pub fn build(db: &Location, tier: &str, now_ms: i64) -> Result<Digest, StoreError> {
         let from_ms = now_ms - DAY_MS;
-        let conn = db.lite_reader("reading the store")?;
+        let conn = db.reader()?;
         let alerts = crate::store::alerts::list(
             &conn,
             &AlertFilter {
@@ -195,7 +195,7 @@ impl Digest {
                 ..AlertFilter::default()
             },
         )?;
-        let changes = queries::changes(db, from_ms, MAX_ROWS)?
+        let changes = queries::changes(&conn, from_ms, MAX_ROWS)?
             .into_iter()
             .filter(|c| c.ts_ms < now_ms)
             .collect();

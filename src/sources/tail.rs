@@ -242,7 +242,7 @@ impl Tailer {
         decoder: &mut Decoder,
         in_flight: &mut InFlight,
     ) -> Result<Option<Open>, TailError> {
-        let checkpoint = queries::checkpoint(&self.env.db, &self.path_key)?;
+        let checkpoint = queries::checkpoint(&self.env.db, &self.env.node, &self.path_key)?;
         let mut file = loop {
             match File::open(&self.spec.path) {
                 Ok(f) => break f,

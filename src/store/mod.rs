@@ -765,11 +765,11 @@ pub(crate) mod tests {
         batch.checkpoint = Some(cp.clone());
         store.commit(&batch, 0).unwrap();
         assert_eq!(
-            queries::checkpoint(&store.path().into(), "/x.log").unwrap(),
+            queries::checkpoint(&store.path().into(), "node", "/x.log").unwrap(),
             Some(cp)
         );
         assert_eq!(
-            queries::checkpoint(&store.path().into(), "/y.log").unwrap(),
+            queries::checkpoint(&store.path().into(), "node", "/y.log").unwrap(),
             None
         );
     }

@@ -1,9 +1,13 @@
-//! Read-only queries, each on its own read-only connection (WAL lets them run beside
-//! the writer). Callers in async code run these on a blocking thread.
+//! Read-only queries, on either backend (`store::sql`). A query given a `Location`
+//! opens its own reader (on SQLite a read-only connection, which WAL lets run beside
+//! the writer); one given a connection runs on it, so a caller making several reads
+//! connects once. Callers in async code run these on a blocking thread.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use std::path::Path;
+
 use serde::Serialize;
 
+use super::sql::{Dialect, Sql, SqlExt, Value};
 use super::{Location, StoreError};
 use crate::domain::{
     ChangeEvent, ChangeKind, CostSource, EvalScore, Fingerprint, TailCheckpoint, UsageEvent,
@@ -20,7 +24,8 @@ pub struct Stats {
     pub dead_letters: u64,
     /// Per-minute aggregate rows, one per scope and minute.
     pub aggregate_rows: u64,
-    /// Database file size plus its write-ahead log.
+    /// The store's size: a SQLite file plus its write-ahead log, or the PostgreSQL
+    /// database.
     pub db_bytes: u64,
 }
 
@@ -43,13 +48,10 @@ pub struct StoredDeadLetter {
 
 /// Counts of everything stored.
 pub fn stats(db: &Location) -> Result<Stats, StoreError> {
-    let conn = db.lite_reader("reading the store")?;
+    let conn = db.reader()?;
     let count = |table: &str| -> Result<u64, StoreError> {
-        Ok(
-            conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| {
-                r.get::<_, i64>(0)
-            })? as u64,
-        )
+        let n = conn.row(&format!("SELECT COUNT(*) FROM {table}"), &[], |r| r.int(0))?;
+        Ok(n.unwrap_or(0).max(0) as u64)
     };
     Ok(Stats {
         // The table behind the `events` view: SQLite counts a table from its B-tree
@@ -58,15 +60,24 @@ pub fn stats(db: &Location) -> Result<Stats, StoreError> {
         evals: count("eval_scores")?,
         dead_letters: count("dead_letters")?,
         aggregate_rows: count("agg_minute")?,
-        db_bytes: db_bytes(db),
+        db_bytes: match db.sqlite_path() {
+            Some(path) => file_bytes(path),
+            None => database_bytes(&conn)?,
+        },
     })
 }
 
-/// Size on disk of the database and its WAL.
-pub fn db_bytes(db: &Location) -> u64 {
-    let Some(path) = db.sqlite_path() else {
-        return 0;
-    };
+/// The store's size: on SQLite the database file plus its WAL, on PostgreSQL the
+/// whole database (every replica's rows, indexes and partitions).
+pub fn db_bytes(db: &Location) -> Result<u64, StoreError> {
+    match db.sqlite_path() {
+        Some(path) => Ok(file_bytes(path)),
+        None => database_bytes(&db.reader()?),
+    }
+}
+
+/// Size on disk of a SQLite file and its WAL; a missing file counts 0.
+fn file_bytes(path: &Path) -> u64 {
     let wal = path.with_extension(match path.extension() {
         Some(ext) => format!("{}-wal", ext.to_string_lossy()),
         None => "wal".to_string(),
@@ -78,82 +89,90 @@ pub fn db_bytes(db: &Location) -> u64 {
         .sum()
 }
 
+/// Size of the PostgreSQL database `conn` is connected to.
+fn database_bytes(conn: &(impl Sql + ?Sized)) -> Result<u64, StoreError> {
+    let n = conn.row("SELECT pg_database_size(current_database())", &[], |r| {
+        r.int(0)
+    })?;
+    Ok(n.unwrap_or(0).max(0) as u64)
+}
+
 /// The newest dead letters first, optionally of one source.
 pub fn dead_letters(
     db: &Location,
     source: Option<&str>,
     limit: u32,
 ) -> Result<Vec<StoredDeadLetter>, StoreError> {
-    let conn = db.lite_reader("reading the store")?;
-    let mut stmt = conn.prepare(
+    db.reader()?.rows(
         "SELECT id, received_ms, source, position, reason, raw FROM dead_letters \
-         WHERE (?1 IS NULL OR source = ?1) ORDER BY id DESC LIMIT ?2",
-    )?;
-    let rows = stmt.query_map(params![source, limit], |r| {
-        Ok(StoredDeadLetter {
-            id: r.get(0)?,
-            received_ms: r.get(1)?,
-            source: r.get(2)?,
-            position: r.get(3)?,
-            reason: r.get(4)?,
-            raw: r.get(5)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+         WHERE (CAST(?1 AS TEXT) IS NULL OR source = ?1) ORDER BY id DESC LIMIT ?2",
+        &[source.into(), limit.into()],
+        |r| {
+            Ok(StoredDeadLetter {
+                id: r.int(0)?,
+                received_ms: r.int(1)?,
+                source: r.text(2)?,
+                position: r.text(3)?,
+                reason: r.text(4)?,
+                raw: r.text(5)?,
+            })
+        },
+    )
 }
 
 /// Requests per epoch minute for one scope, oldest first.
 pub fn minute_totals(db: &Location, dim: &str, value: &str) -> Result<Vec<(i64, u64)>, StoreError> {
-    let conn = db.lite_reader("reading the store")?;
-    let mut stmt = conn.prepare(
+    db.reader()?.rows(
         "SELECT minute, requests FROM agg_minute WHERE dim = ?1 AND value = ?2 ORDER BY minute",
-    )?;
-    let rows = stmt.query_map(params![dim, value], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        &[dim.into(), value.into()],
+        |r| Ok((r.int(0)?, r.int(1)?.max(0) as u64)),
+    )
 }
 
-/// The last committed checkpoint for a tailed path.
-pub fn checkpoint(db: &Location, tail_path: &str) -> Result<Option<TailCheckpoint>, StoreError> {
-    let conn = db.lite_reader("reading the store")?;
-    Ok(conn
-        .query_row(
-            "SELECT dev, inode, head_len, head_hash, byte_offset FROM tail_checkpoints WHERE path = ?1",
-            params![tail_path],
-            |r| {
-                Ok(TailCheckpoint {
-                    path: tail_path.to_string(),
-                    fingerprint: Fingerprint {
-                        dev: r.get::<_, i64>(0)? as u64,
-                        inode: r.get::<_, i64>(1)? as u64,
-                        head_len: r.get::<_, i64>(2)? as u64,
-                        head_hash: r.get::<_, i64>(3)? as u64,
-                    },
-                    offset: r.get::<_, i64>(4)? as u64,
-                })
+/// The last committed checkpoint of a tailed path on node `node`. On PostgreSQL each
+/// replica tails its own node's files, so checkpoints are kept per node; a SQLite
+/// store has one node and ignores `node`.
+pub fn checkpoint(
+    db: &Location,
+    node: &str,
+    tail_path: &str,
+) -> Result<Option<TailCheckpoint>, StoreError> {
+    let conn = db.reader()?;
+    let mut sql = String::from(
+        "SELECT dev, inode, head_len, head_hash, byte_offset FROM tail_checkpoints WHERE path = ?1",
+    );
+    let mut params = vec![tail_path.into()];
+    if conn.dialect() == Dialect::Postgres {
+        sql.push_str(" AND node = ?2");
+        params.push(node.into());
+    }
+    conn.row(&sql, &params, |r| {
+        Ok(TailCheckpoint {
+            path: tail_path.to_string(),
+            fingerprint: Fingerprint {
+                dev: r.int(0)? as u64,
+                inode: r.int(1)? as u64,
+                head_len: r.int(2)? as u64,
+                head_hash: r.int(3)? as u64,
             },
-        )
-        .optional()?)
+            offset: r.int(4)? as u64,
+        })
+    })
 }
 
 /// Check the database answers a trivial query.
 pub fn ping(db: &Location) -> Result<(), StoreError> {
-    let conn = db.lite_reader("reading the store")?;
-    conn.query_row("SELECT 1", [], |_| Ok(()))?;
+    db.reader()?.row("SELECT 1", &[], |_| Ok(()))?;
     Ok(())
 }
 
 /// The last committed cursor of a gateway database source.
 pub fn db_cursor(db: &Location, source: &str) -> Result<Option<i64>, StoreError> {
-    let conn = db.lite_reader("reading the store")?;
-    Ok(conn
-        .query_row(
-            "SELECT last_id FROM db_cursors WHERE source = ?1",
-            params![source],
-            |r| r.get(0),
-        )
-        .optional()?)
+    db.reader()?.row(
+        "SELECT last_id FROM db_cursors WHERE source = ?1",
+        &[source.into()],
+        |r| r.int(0),
+    )
 }
 
 /// A stored change event.
@@ -178,28 +197,30 @@ pub struct StoredChange {
 }
 
 /// Change events at or after `since_ms`, newest first.
-pub fn changes(db: &Location, since_ms: i64, limit: u32) -> Result<Vec<StoredChange>, StoreError> {
-    let conn = db.lite_reader("reading the store")?;
-    let mut stmt = conn.prepare(
+pub fn changes(
+    conn: &(impl Sql + ?Sized),
+    since_ms: i64,
+    limit: u32,
+) -> Result<Vec<StoredChange>, StoreError> {
+    conn.rows(
         "SELECT id, kind, ts_ms, scope, note, origin, received_ms, impact FROM change_events \
          WHERE ts_ms >= ?1 ORDER BY ts_ms DESC, id DESC LIMIT ?2",
-    )?;
-    let rows = stmt.query_map(params![since_ms, limit], |r| {
-        let scope: String = r.get(3)?;
-        Ok(StoredChange {
-            id: r.get(0)?,
-            kind: r.get(1)?,
-            ts_ms: r.get(2)?,
-            scope: serde_json::from_str(&scope).unwrap_or(serde_json::Value::Null),
-            note: r.get(4)?,
-            origin: r.get(5)?,
-            received_ms: r.get(6)?,
-            impact: r
-                .get::<_, Option<String>>(7)?
-                .and_then(|text| serde_json::from_str(&text).ok()),
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        &[since_ms.into(), limit.into()],
+        |r| {
+            Ok(StoredChange {
+                id: r.int(0)?,
+                kind: r.text(1)?,
+                ts_ms: r.int(2)?,
+                scope: serde_json::from_str(&r.text(3)?).unwrap_or(serde_json::Value::Null),
+                note: r.text(4)?,
+                origin: r.text(5)?,
+                received_ms: r.int(6)?,
+                impact: r
+                    .opt_text(7)?
+                    .and_then(|text| serde_json::from_str(&text).ok()),
+            })
+        },
+    )
 }
 
 /// Requests of one scope (a dimension's value) over a period.
@@ -220,22 +241,21 @@ pub fn scopes(
     since_minute: i64,
     per_dim: u32,
 ) -> Result<Vec<ScopeCount>, StoreError> {
-    let conn = db.lite_reader("reading the store")?;
-    let mut stmt = conn.prepare(
+    db.reader()?.rows(
         "SELECT dim, value, n FROM ( \
-           SELECT dim, value, SUM(requests) AS n, \
-                  ROW_NUMBER() OVER (PARTITION BY dim ORDER BY SUM(requests) DESC, value) AS rank \
-           FROM agg_minute WHERE minute >= ?1 GROUP BY dim, value) \
-         WHERE rank <= ?2 ORDER BY dim, n DESC, value",
-    )?;
-    let rows = stmt.query_map(params![since_minute, per_dim], |r| {
-        Ok(ScopeCount {
-            dim: r.get(0)?,
-            value: r.get(1)?,
-            requests: r.get::<_, i64>(2)? as u64,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+           SELECT dim, value, CAST(SUM(requests) AS BIGINT) AS n, \
+                  ROW_NUMBER() OVER (PARTITION BY dim ORDER BY SUM(requests) DESC, value) AS place \
+           FROM agg_minute WHERE minute >= ?1 GROUP BY dim, value) AS ranked \
+         WHERE place <= ?2 ORDER BY dim, n DESC, value",
+        &[since_minute.into(), per_dim.into()],
+        |r| {
+            Ok(ScopeCount {
+                dim: r.text(0)?,
+                value: r.text(1)?,
+                requests: r.int(2)?.max(0) as u64,
+            })
+        },
+    )
 }
 
 /// One scope's per-minute aggregates summed over one time bucket.
@@ -272,32 +292,37 @@ pub fn agg_buckets(
     until_minute: i64,
     step_minutes: i64,
 ) -> Result<Vec<AggBucket>, StoreError> {
-    let conn = db.lite_reader("reading the store")?;
-    let mut stmt = conn.prepare(
-        "SELECT (minute / ?5) * ?5 AS b, SUM(requests), SUM(errors), SUM(truncated), \
-                SUM(prompt_tokens + completion_tokens), SUM(cost_usd), SUM(costed_requests), \
-                SUM(latency_ms_sum), SUM(latency_count) \
+    // PostgreSQL sums BIGINTs as NUMERIC: cast back.
+    db.reader()?.rows(
+        "SELECT (minute / ?5) * ?5 AS b, CAST(SUM(requests) AS BIGINT), \
+                CAST(SUM(errors) AS BIGINT), CAST(SUM(truncated) AS BIGINT), \
+                CAST(SUM(prompt_tokens + completion_tokens) AS BIGINT), SUM(cost_usd), \
+                CAST(SUM(costed_requests) AS BIGINT), CAST(SUM(latency_ms_sum) AS BIGINT), \
+                CAST(SUM(latency_count) AS BIGINT) \
          FROM agg_minute WHERE dim = ?1 AND value = ?2 AND minute >= ?3 AND minute < ?4 \
          GROUP BY b ORDER BY b",
-    )?;
-    let rows = stmt.query_map(
-        params![dim, value, since_minute, until_minute, step_minutes],
+        &[
+            dim.into(),
+            value.into(),
+            since_minute.into(),
+            until_minute.into(),
+            step_minutes.into(),
+        ],
         |r| {
-            let n = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
+            let n = |i: usize| r.int(i).map(|v| v.max(0) as u64);
             Ok(AggBucket {
-                minute: r.get(0)?,
+                minute: r.int(0)?,
                 requests: n(1)?,
                 errors: n(2)?,
                 truncated: n(3)?,
                 tokens: n(4)?,
-                cost_usd: r.get(5)?,
+                cost_usd: r.real(5)?,
                 costed_requests: n(6)?,
                 latency_ms_sum: n(7)?,
                 latency_count: n(8)?,
             })
         },
-    )?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    )
 }
 
 /// Eval scores of one scope summed over one time bucket.
@@ -330,167 +355,162 @@ pub fn eval_buckets(
     step_ms: i64,
 ) -> Result<Vec<EvalBucket>, StoreError> {
     // Column names cannot be bound as parameters, so each dimension has its own
-    // statement text; values are always bound.
-    let sql = match dim {
-        "global" => {
-            "SELECT (ts_ms / ?3) * ?3 AS b, COUNT(*), AVG(score), AVG(passed) \
-             FROM eval_scores WHERE ts_ms >= ?1 AND ts_ms < ?2 GROUP BY b ORDER BY b"
-        }
+    // filter; values are always bound (?4 the value, ?5 the earliest request time).
+    let in_scope = match dim {
+        "global" => "",
         "model" => {
-            "SELECT (ts_ms / ?3) * ?3 AS b, COUNT(*), AVG(score), AVG(passed) \
-             FROM eval_scores WHERE ts_ms >= ?1 AND ts_ms < ?2 AND (model = ?4 OR request_id IN \
-               (SELECT id FROM events WHERE ts_ms >= ?5 AND ts_ms < ?2 AND model = ?4)) \
-             GROUP BY b ORDER BY b"
+            "AND (model = ?4 OR request_id IN \
+               (SELECT id FROM events WHERE ts_ms >= ?5 AND ts_ms < ?2 AND model = ?4))"
         }
         "route" => {
-            "SELECT (ts_ms / ?3) * ?3 AS b, COUNT(*), AVG(score), AVG(passed) \
-             FROM eval_scores WHERE ts_ms >= ?1 AND ts_ms < ?2 AND (route = ?4 OR request_id IN \
-               (SELECT id FROM events WHERE ts_ms >= ?5 AND ts_ms < ?2 AND route = ?4)) \
-             GROUP BY b ORDER BY b"
+            "AND (route = ?4 OR request_id IN \
+               (SELECT id FROM events WHERE ts_ms >= ?5 AND ts_ms < ?2 AND route = ?4))"
         }
         "tenant" => {
-            "SELECT (ts_ms / ?3) * ?3 AS b, COUNT(*), AVG(score), AVG(passed) \
-             FROM eval_scores WHERE ts_ms >= ?1 AND ts_ms < ?2 AND request_id IN \
-               (SELECT id FROM events WHERE ts_ms >= ?5 AND ts_ms < ?2 AND tenant = ?4) \
-             GROUP BY b ORDER BY b"
+            "AND request_id IN \
+               (SELECT id FROM events WHERE ts_ms >= ?5 AND ts_ms < ?2 AND tenant = ?4)"
         }
         "provider" => {
-            "SELECT (ts_ms / ?3) * ?3 AS b, COUNT(*), AVG(score), AVG(passed) \
-             FROM eval_scores WHERE ts_ms >= ?1 AND ts_ms < ?2 AND request_id IN \
-               (SELECT id FROM events WHERE ts_ms >= ?5 AND ts_ms < ?2 AND provider = ?4) \
-             GROUP BY b ORDER BY b"
+            "AND request_id IN \
+               (SELECT id FROM events WHERE ts_ms >= ?5 AND ts_ms < ?2 AND provider = ?4)"
         }
         _ => return Ok(Vec::new()),
     };
-    let conn = db.lite_reader("reading the store")?;
-    let mut stmt = conn.prepare(sql)?;
-    let bucket = |r: &rusqlite::Row<'_>| {
+    // PostgreSQL averages integers as NUMERIC: cast both averages.
+    let sql = format!(
+        "SELECT (ts_ms / ?3) * ?3 AS b, COUNT(*), CAST(AVG(score) AS DOUBLE PRECISION), \
+         CAST(AVG(passed) AS DOUBLE PRECISION) \
+         FROM eval_scores WHERE ts_ms >= ?1 AND ts_ms < ?2 {in_scope} GROUP BY b ORDER BY b"
+    );
+    let lag = since_ms - EVAL_LAG_MS;
+    let mut params = vec![since_ms.into(), until_ms.into(), step_ms.into()];
+    // A statement takes exactly the parameters it names (PostgreSQL cannot type one
+    // it does not use).
+    if !in_scope.is_empty() {
+        params.extend([Value::from(value), Value::from(lag)]);
+    }
+    db.reader()?.rows(&sql, &params, |r| {
         Ok(EvalBucket {
-            start_ms: r.get(0)?,
-            evals: r.get::<_, i64>(1)?.max(0) as u64,
-            mean_score: r.get(2)?,
-            pass_rate: r.get(3)?,
+            start_ms: r.int(0)?,
+            evals: r.int(1)?.max(0) as u64,
+            mean_score: r.opt_real(2)?,
+            pass_rate: r.opt_real(3)?,
         })
-    };
-    let rows = if dim == "global" {
-        stmt.query_map(params![since_ms, until_ms, step_ms], bucket)?
-            .collect::<Result<_, _>>()?
-    } else {
-        let lag = since_ms - EVAL_LAG_MS;
-        stmt.query_map(params![since_ms, until_ms, step_ms, value, lag], bucket)?
-            .collect::<Result<_, _>>()?
-    };
-    Ok(rows)
+    })
 }
 
 /// Whether the store holds an analysis snapshot or raw events: history an analysis
 /// on it goes on from.
-pub fn holds_history(conn: &Connection) -> Result<bool, StoreError> {
-    Ok(conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM analysis_snapshot) OR EXISTS (SELECT 1 FROM events)",
-        [],
-        |r| r.get(0),
-    )?)
+pub fn holds_history(conn: &(impl Sql + ?Sized)) -> Result<bool, StoreError> {
+    exists(
+        conn,
+        "SELECT CASE WHEN EXISTS (SELECT 1 FROM analysis_snapshot) \
+         OR EXISTS (SELECT 1 FROM events) THEN 1 ELSE 0 END",
+    )
 }
 
 /// Whether the store holds raw events.
-pub fn holds_events(conn: &Connection) -> Result<bool, StoreError> {
-    Ok(conn.query_row("SELECT EXISTS (SELECT 1 FROM events)", [], |r| r.get(0))?)
+pub fn holds_events(conn: &(impl Sql + ?Sized)) -> Result<bool, StoreError> {
+    exists(
+        conn,
+        "SELECT CASE WHEN EXISTS (SELECT 1 FROM events) THEN 1 ELSE 0 END",
+    )
+}
+
+/// The answer of `sql`, one row of 1 or 0.
+fn exists(conn: &(impl Sql + ?Sized), sql: &str) -> Result<bool, StoreError> {
+    Ok(conn.row(sql, &[], |r| r.int(0))? == Some(1))
 }
 
 /// Stored usage events with `ts_ms` in `[from_ms, to_ms)` after the key `after`
 /// (exclusive), in key order, at most `limit`: a page of history to warm the
-/// analysis with after a restart.
+/// analysis with after a restart. Ids are ordered by the database's collation (bytes
+/// on SQLite); pages follow one another whatever it is.
 pub fn events_page(
-    conn: &Connection,
+    conn: &(impl Sql + ?Sized),
     after: (i64, &str),
     to_ms: i64,
     limit: u32,
 ) -> Result<Vec<UsageEvent>, StoreError> {
-    let mut stmt = conn.prepare_cached(
+    conn.rows(
         "SELECT id, ts_ms, model, resolved_model, provider, route, tenant, prompt_tokens, completion_tokens, \
          cached_tokens, cost_usd, cost_source, list_cost_usd, latency_ms, ttft_ms, status, finish_reason, error_type \
          FROM events WHERE (ts_ms, id) > (?1, ?2) AND ts_ms < ?3 ORDER BY ts_ms, id LIMIT ?4",
-    )?;
-    let rows = stmt.query_map(params![after.0, after.1, to_ms, limit], |r| {
-        let source: String = r.get(11)?;
-        Ok(UsageEvent {
-            id: r.get_ref(0)?.as_str()?.into(),
-            ts_ms: r.get(1)?,
-            model: r.get_ref(2)?.as_str()?.into(),
-            resolved_model: r.get_ref(3)?.as_str_or_null()?.map(Into::into),
-            provider: r.get_ref(4)?.as_str_or_null()?.map(Into::into),
-            route: r.get_ref(5)?.as_str_or_null()?.map(Into::into),
-            tenant: r.get_ref(6)?.as_str_or_null()?.map(Into::into),
-            prompt_tokens: r.get::<_, i64>(7)? as u64,
-            completion_tokens: r.get::<_, i64>(8)? as u64,
-            cached_tokens: r.get::<_, i64>(9)? as u64,
-            cost_usd: r.get(10)?,
-            cost_source: match source.as_str() {
-                "gateway" => CostSource::Gateway,
-                "price_table" => CostSource::PriceTable,
-                _ => CostSource::Unknown,
-            },
-            list_cost_usd: r.get(12)?,
-            latency_ms: r.get::<_, Option<i64>>(13)?.map(|v| v as u64),
-            ttft_ms: r.get::<_, Option<i64>>(14)?.map(|v| v as u64),
-            status: r.get(15)?,
-            finish_reason: r.get_ref(16)?.as_str_or_null()?.map(Into::into),
-            error_type: r.get_ref(17)?.as_str_or_null()?.map(Into::into),
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        &[after.0.into(), after.1.into(), to_ms.into(), limit.into()],
+        |r| {
+            let label = |i: usize| r.opt_text(i).map(|v| v.map(Into::into));
+            Ok(UsageEvent {
+                id: r.text(0)?.into(),
+                ts_ms: r.int(1)?,
+                model: r.text(2)?.into(),
+                resolved_model: label(3)?,
+                provider: label(4)?,
+                route: label(5)?,
+                tenant: label(6)?,
+                prompt_tokens: r.int(7)? as u64,
+                completion_tokens: r.int(8)? as u64,
+                cached_tokens: r.int(9)? as u64,
+                cost_usd: r.opt_real(10)?,
+                cost_source: match r.text(11)?.as_str() {
+                    "gateway" => CostSource::Gateway,
+                    "price_table" => CostSource::PriceTable,
+                    _ => CostSource::Unknown,
+                },
+                list_cost_usd: r.opt_real(12)?,
+                latency_ms: r.opt_int(13)?.map(|v| v as u64),
+                ttft_ms: r.opt_int(14)?.map(|v| v as u64),
+                status: r.opt_int(15)?.and_then(|v| u16::try_from(v).ok()),
+                finish_reason: label(16)?,
+                error_type: label(17)?,
+            })
+        },
+    )
 }
 
 /// Stored eval scores with `ts_ms` in `[from_ms, to_ms)`, oldest first.
 pub fn evals_between(
-    conn: &Connection,
+    conn: &(impl Sql + ?Sized),
     from_ms: i64,
     to_ms: i64,
 ) -> Result<Vec<EvalScore>, StoreError> {
-    let mut stmt = conn.prepare(
+    conn.rows(
         "SELECT request_id, route, model, evaluator, ts_ms, score, passed FROM eval_scores \
          WHERE ts_ms >= ?1 AND ts_ms < ?2 ORDER BY ts_ms",
-    )?;
-    let rows = stmt.query_map(params![from_ms, to_ms], |r| {
-        Ok(EvalScore {
-            request_id: r.get(0)?,
-            route: r.get(1)?,
-            model: r.get(2)?,
-            evaluator: r.get(3)?,
-            ts_ms: r.get(4)?,
-            score: r.get(5)?,
-            passed: r.get(6)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        &[from_ms.into(), to_ms.into()],
+        |r| {
+            Ok(EvalScore {
+                request_id: r.opt_text(0)?,
+                route: r.opt_text(1)?,
+                model: r.opt_text(2)?,
+                evaluator: r.text(3)?,
+                ts_ms: r.int(4)?,
+                score: r.opt_real(5)?,
+                passed: r.opt_int(6)?.map(|v| v != 0),
+            })
+        },
+    )
 }
 
 /// Stored change events since `from_ms`, oldest first.
-pub fn changes_since(conn: &Connection, from_ms: i64) -> Result<Vec<ChangeEvent>, StoreError> {
-    let mut stmt = conn.prepare(
+pub fn changes_since(
+    conn: &(impl Sql + ?Sized),
+    from_ms: i64,
+) -> Result<Vec<ChangeEvent>, StoreError> {
+    conn.rows(
         "SELECT kind, ts_ms, scope, note, origin FROM change_events WHERE ts_ms >= ?1 ORDER BY ts_ms",
-    )?;
-    let rows = stmt.query_map([from_ms], |r| {
-        let kind: String = r.get(0)?;
-        let scope: String = r.get(2)?;
-        Ok((kind, r.get(1)?, scope, r.get(3)?, r.get(4)?))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (kind, ts_ms, scope, note, origin): (String, i64, String, String, String) = row?;
-        let kind = match kind.as_str() {
-            "deploy" => ChangeKind::Deploy,
-            "model_bump" => ChangeKind::ModelBump,
-            _ => ChangeKind::ConfigChange,
-        };
-        out.push(ChangeEvent {
-            kind,
-            ts_ms,
-            scope: serde_json::from_str(&scope).unwrap_or_default(),
-            note,
-            origin,
-        });
-    }
-    Ok(out)
+        &[from_ms.into()],
+        |r| {
+            Ok(ChangeEvent {
+                kind: match r.text(0)?.as_str() {
+                    "deploy" => ChangeKind::Deploy,
+                    "model_bump" => ChangeKind::ModelBump,
+                    _ => ChangeKind::ConfigChange,
+                },
+                ts_ms: r.int(1)?,
+                scope: serde_json::from_str(&r.text(2)?).unwrap_or_default(),
+                note: r.text(3)?,
+                origin: r.text(4)?,
+            })
+        },
+    )
 }
