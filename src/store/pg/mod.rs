@@ -9,7 +9,6 @@ mod dictionary;
 pub mod ingest;
 pub mod lease;
 pub mod migrate;
-pub mod outbox;
 mod partitions;
 mod rows;
 
