@@ -729,7 +729,7 @@ fn channels_toml(slack: &Receiver, smtp_port: Option<u16>) -> String {
 /// writable connection: after a kill the WAL may need recovering, which a read-only
 /// one cannot do.
 fn outbox_states(app: &common::TestApp, channel: &str) -> Vec<(i64, String, u32)> {
-    let conn = outbox::open(&app.db.as_path().into()).unwrap();
+    let conn = driftwarden::store::open_side(&app.db).unwrap();
     let mut stmt = conn
         .prepare("SELECT id, state, attempts FROM outbox WHERE channel = ?1 ORDER BY id")
         .unwrap();

@@ -64,6 +64,7 @@ fn fast() -> WorkerOptions {
         poll: Duration::from_millis(25),
         send_timeout: Duration::from_secs(5),
         dashboard_url: Some("https://driftwarden.example/".into()),
+        ..WorkerOptions::default()
     }
 }
 

@@ -1,5 +1,5 @@
 //! Leases, fencing and the claimed outbox on a real PostgreSQL (`store::pg::lease`,
-//! `store::pg::outbox`).
+//! `store::outbox` on a fenced `store::sql::Db`).
 //!
 //! Each test starts its own private server (tests/support/dbservers.rs; skipped with a
 //! loud line when PostgreSQL is not installed, a failure under CI) and migrates it as
@@ -16,9 +16,12 @@ use std::time::Instant;
 use dbservers::PgServer;
 use driftwarden::domain::Message;
 use driftwarden::store::StoreError;
-use driftwarden::store::outbox::OutboxState;
-use driftwarden::store::pg::lease::{self, Lease, acquire, check, release};
-use driftwarden::store::pg::{self, outbox};
+use driftwarden::store::outbox::{self, OutboxState};
+use driftwarden::store::pg::{
+    self,
+    lease::{self, Lease, acquire, check, release},
+};
+use driftwarden::store::sql::{Db as StageDb, Pg, Sql, SqlExt, Transact};
 use postgres::Client;
 
 const TTL: i64 = 15_000;
@@ -45,6 +48,11 @@ impl Db {
 
     fn connect(&self) -> Client {
         pg::connect(&self.url).expect("connecting as dw_app")
+    }
+
+    /// A stage's connection, fenced by `lease` as the leader's stages are.
+    fn fenced(&self, lease: &Lease) -> StageDb {
+        StageDb::pg(self.connect()).fenced(lease.clone())
     }
 
     fn count(&self, sql: &str) -> i64 {
@@ -185,27 +193,22 @@ fn a_paused_old_leader_writes_nothing() {
 
     // replica-a wakes up believing it is still T0 + 1 (well inside its lease): its
     // token is stale regardless of its clock.
+    let mut a = StageDb::pg(a).fenced(old);
+    fenced(outbox::enqueue(&a, "slack", &message("stale"), T0 + 1), 1);
+    // A transaction that writes something else and enqueues, as the alert stage
+    // does: nothing of it stays.
     fenced(
-        outbox::enqueue(&mut a, &old, "slack", &message("stale"), T0 + 1),
+        a.write(|tx| {
+            tx.execute(
+                "INSERT INTO outbox (channel, message, created_ms, next_attempt_ms) \
+                 VALUES ('raw', '{}', 0, 0)",
+                &[],
+            )?;
+            outbox::enqueue(tx, "slack", &message("stale"), T0 + 1)
+        }),
         1,
     );
-    // A transaction that writes something else first and then enqueues, giving up
-    // on the first error as callers do: nothing of it stays.
-    let mut write_both = || -> Result<(), StoreError> {
-        let mut tx = a
-            .transaction()
-            .map_err(|e| StoreError::Postgres(e.to_string()))?;
-        tx.execute(
-            "INSERT INTO outbox (channel, message, created_ms, next_attempt_ms) \
-             VALUES ('raw', '{}', 0, 0)",
-            &[],
-        )
-        .map_err(|e| StoreError::Postgres(e.to_string()))?;
-        outbox::enqueue(&mut tx, &old, "slack", &message("stale"), T0 + 1)?;
-        tx.commit().map_err(|e| StoreError::Postgres(e.to_string()))
-    };
-    fenced(write_both(), 1);
-    fenced(outbox::prune_sent(&mut a, &old, T0, T0 + 1), 1);
+    fenced(outbox::prune_sent(&a, T0), 1);
     assert_eq!(
         db.count("SELECT COUNT(*) FROM outbox"),
         0,
@@ -213,13 +216,13 @@ fn a_paused_old_leader_writes_nothing() {
     );
 
     // The new leader writes.
-    outbox::enqueue(&mut b, &new, "slack", &message("fresh"), T0 + TTL).unwrap();
+    let b = StageDb::pg(b).fenced(new);
+    outbox::enqueue(&b, "slack", &message("fresh"), T0 + TTL).unwrap();
     assert_eq!(db.count("SELECT COUNT(*) FROM outbox"), 1);
 }
 
 #[test]
 fn a_fenced_stage_connection_writes_only_while_its_lease_holds() {
-    use driftwarden::store::sql::{Db as StageDb, Sql, SqlExt, Transact};
     let Some(db) = Db::start("a_fenced_stage_connection_writes_only_while_its_lease_holds") else {
         return;
     };
@@ -264,13 +267,16 @@ fn a_holder_past_its_own_expiry_is_fenced_before_anyone_takes_over() {
         return;
     };
     let mut a = db.connect();
-    let held = lead(&mut a, "replica-a", T0);
+    // Taken a TTL ago on the server's clock, by which stage writes are fenced: lapsed
+    // now, and no one took it over.
+    let now = lease::db_now_ms(&mut a).unwrap();
+    let held = lead(&mut a, "replica-a", now - TTL);
     let mut tx = a.transaction().unwrap();
-    check(&mut tx, &held, T0 + TTL - 1).expect("live a millisecond before expiry");
-    fenced(check(&mut tx, &held, T0 + TTL), 1);
+    check(&mut tx, &held, held.expires_ms - 1).expect("live a millisecond before expiry");
+    fenced(check(&mut tx, &held, held.expires_ms), 1);
     drop(tx);
     fenced(
-        outbox::enqueue(&mut a, &held, "slack", &message("late"), T0 + TTL),
+        outbox::enqueue(&db.fenced(&held), "slack", &message("late"), now),
         1,
     );
     assert_eq!(db.count("SELECT COUNT(*) FROM outbox"), 0);
@@ -290,10 +296,10 @@ fn a_holder_past_its_own_expiry_is_fenced_before_anyone_takes_over() {
         name: "leader".into(),
         holder: "replica-z".into(),
         token: 1,
-        expires_ms: T0 + TTL,
+        expires_ms: held.expires_ms,
     };
     let mut tx = a.transaction().unwrap();
-    fenced(check(&mut tx, &ghost, T0), 1);
+    fenced(check(&mut tx, &ghost, held.expires_ms - 1), 1);
 }
 
 #[test]
@@ -348,8 +354,9 @@ fn a_takeover_waits_for_the_open_fenced_transaction() {
         std::thread::yield_now();
     }
     // Still the holder: the write made under the lock commits.
-    outbox::enqueue(&mut tx, &old, "slack", &message("in time"), T0 + TTL - 1).unwrap();
-    tx.commit().unwrap();
+    let tx = Pg::new(tx);
+    outbox::enqueue(&tx, "slack", &message("in time"), T0 + TTL - 1).unwrap();
+    tx.into_inner().commit().unwrap();
 
     let (new, seen) = takeover.join().unwrap();
     let new = new.expect("takeover").expect("the lease was expired");
@@ -359,10 +366,8 @@ fn a_takeover_waits_for_the_open_fenced_transaction() {
         "the takeover completed after the old leader's commit"
     );
     // From now on the old leader is fenced.
-    fenced(
-        outbox::enqueue(&mut a, &old, "slack", &message("late"), T0 + 1),
-        1,
-    );
+    let a = StageDb::pg(a).fenced(old);
+    fenced(outbox::enqueue(&a, "slack", &message("late"), T0 + 1), 1);
 }
 
 #[test]
@@ -391,10 +396,8 @@ fn release_hands_the_lease_over_at_once() {
         !release(&mut a, &held, T0 + 200).unwrap(),
         "already handed over"
     );
-    fenced(
-        outbox::enqueue(&mut a, &held, "slack", &message("x"), T0 + 100),
-        1,
-    );
+    let a = StageDb::pg(a).fenced(held);
+    fenced(outbox::enqueue(&a, "slack", &message("x"), T0 + 100), 1);
 }
 
 #[test]
@@ -415,11 +418,11 @@ fn db_now_and_replica_ids_are_what_production_uses() {
     assert!(one.contains(&format!("-{}-", std::process::id())), "{one}");
 }
 
-/// Enqueue `titles` on `channel` as `leader`; their ids in order.
-fn fill(c: &mut Client, leader: &Lease, channel: &str, titles: &[&str]) -> Vec<i64> {
+/// Enqueue `titles` on `channel`; their ids in order.
+fn fill(c: &StageDb, channel: &str, titles: &[&str]) -> Vec<i64> {
     titles
         .iter()
-        .map(|t| outbox::enqueue(c, leader, channel, &message(t), T0).unwrap())
+        .map(|t| outbox::enqueue(c, channel, &message(t), T0).unwrap())
         .collect()
 }
 
@@ -432,80 +435,97 @@ fn claims_keep_each_channel_in_queue_order() {
     let Some(db) = Db::start("claims_keep_each_channel_in_queue_order") else {
         return;
     };
-    let mut c = db.connect();
-    let leader = lead(&mut c, "replica-a", T0);
-    let email = fill(&mut c, &leader, "email", &["e1", "e2"]);
-    let slack = fill(&mut c, &leader, "slack", &["s1", "s2", "s3"]);
-    let claim = |c: &mut Client, who: &str, now: i64, limit: u32| {
-        outbox::claim(c, &leader, who, now, 60_000, limit).unwrap()
+    let leader = lead(&mut db.connect(), "replica-a", T0);
+    let mut c = db.fenced(&leader);
+    let email = fill(&c, "email", &["e1", "e2"]);
+    let slack = fill(&c, "slack", &["s1", "s2", "s3"]);
+    let claim = |c: &mut StageDb, channel: &str, who: &str, now: i64, limit: u32| {
+        outbox::claim(c, channel, who, now, 60_000, limit).unwrap()
     };
 
-    let a = claim(&mut c, "a", T0, 1);
+    let a = claim(&mut c, "email", "a", T0, 1);
     assert_eq!(ids(&a), vec![email[0]]);
     assert_eq!(a[0].message, message("e1"));
     // e1 is a's: it holds back e2, for b and for a alike.
-    assert_eq!(ids(&claim(&mut c, "b", T0, 10)), slack);
-    assert!(claim(&mut c, "a", T0, 10).is_empty());
+    assert!(claim(&mut c, "email", "b", T0, 10).is_empty());
+    assert!(claim(&mut c, "email", "a", T0, 10).is_empty());
+    assert_eq!(ids(&claim(&mut c, "slack", "b", T0, 10)), slack);
 
-    // s1 fails: it waits for its retry, and b's claims behind it are given up.
+    // s1 fails: it waits for its retry, and b gives up its claims behind it.
+    assert!(outbox::mark_retry(&c, "b", slack[0], 1, T0 + 1_000, "HTTP 500").unwrap());
+    assert_eq!(outbox::release(&c, "slack", "b").unwrap(), 2);
     assert!(
-        outbox::mark_retry(
-            &mut c,
-            &leader,
-            "b",
-            slack[0],
-            1,
-            T0 + 1_000,
-            "HTTP 500",
-            T0
-        )
-        .unwrap()
-    );
-    assert!(
-        !outbox::mark_sent(&mut c, &leader, "b", slack[1], T0).unwrap(),
+        !outbox::mark_sent(&c, "b", slack[1], T0).unwrap(),
         "released"
     );
-    assert!(claim(&mut c, "c", T0 + 999, 10).is_empty());
+    assert!(claim(&mut c, "slack", "c", T0 + 999, 10).is_empty());
+    assert_eq!(outbox::next_due_ms(&c, "slack").unwrap(), Some(T0 + 1_000));
 
-    assert!(outbox::mark_sent(&mut c, &leader, "a", email[0], T0).unwrap());
-    assert!(
-        !outbox::mark_sent(&mut c, &leader, "a", email[0], T0).unwrap(),
-        "once"
+    assert!(outbox::mark_sent(&c, "a", email[0], T0).unwrap());
+    assert!(!outbox::mark_sent(&c, "a", email[0], T0).unwrap(), "once");
+    assert_eq!(
+        ids(&claim(&mut c, "email", "c", T0 + 999, 10)),
+        vec![email[1]]
     );
-    assert_eq!(ids(&claim(&mut c, "c", T0 + 999, 10)), vec![email[1]]);
-    let retried = claim(&mut c, "c", T0 + 1_000, 10);
+    let retried = claim(&mut c, "slack", "c", T0 + 1_000, 10);
     assert_eq!(ids(&retried), slack);
     assert_eq!(
         (retried[0].attempts, retried[0].last_error.as_deref()),
         (1, Some("HTTP 500"))
     );
+    // A claimed first row holds its channel until the claim's deadline.
+    assert_eq!(
+        outbox::next_due_ms(&c, "slack").unwrap(),
+        Some(T0 + 1_000 + 60_000)
+    );
 
     // A dead row no longer holds its channel back.
-    assert!(outbox::mark_dead(&mut c, &leader, "c", email[1], 1, "HTTP 400", T0).unwrap());
-    assert_eq!(outbox::backlog(&mut c, "email").unwrap(), (0, 1));
-    assert_eq!(outbox::backlog(&mut c, "slack").unwrap(), (3, 0));
+    assert!(outbox::mark_dead(&c, "c", email[1], 1, "HTTP 400").unwrap());
+    assert_eq!(outbox::backlog(&c, "email").unwrap(), (0, 1));
+    assert_eq!(outbox::backlog(&c, "slack").unwrap(), (3, 0));
     assert_eq!(
-        outbox::pending_by_channel(&mut c).unwrap(),
+        outbox::pending_by_channel(&c).unwrap(),
         vec![("slack".to_string(), 3)]
     );
     for id in &slack {
-        assert!(outbox::mark_sent(&mut c, &leader, "c", *id, T0 + 2_000).unwrap());
+        assert!(outbox::mark_sent(&c, "c", *id, T0 + 2_000).unwrap());
     }
+    assert_eq!(outbox::prune_sent(&c, T0 + 2_000).unwrap(), 1);
+    assert_eq!(outbox::prune_sent(&c, T0 + 2_001).unwrap(), 3);
+    let states = c
+        .rows("SELECT state FROM outbox ORDER BY id", &[], |r| r.text(0))
+        .unwrap();
+    assert_eq!(states, vec![OutboxState::Dead.as_str()]);
+}
+
+#[test]
+fn a_claim_skips_a_channel_whose_enqueue_has_not_committed() {
+    let Some(db) = Db::start("a_claim_skips_a_channel_whose_enqueue") else {
+        return;
+    };
+    let leader = lead(&mut db.connect(), "replica-a", T0);
+    let mut c = db.fenced(&leader);
+    let first = fill(&c, "slack", &["one"]);
+    fill(&c, "email", &["mail"]);
+    // An enqueue in a transaction still open holds the channel's lock: a claim of that
+    // channel takes nothing (it could pass the uncommitted row), others go on.
+    let mut raw = db.connect();
+    let tx = Pg::new(raw.transaction().unwrap());
+    let late = outbox::enqueue(&tx, "slack", &message("two"), T0).unwrap();
+    assert!(
+        outbox::claim(&mut c, "slack", "a", T0, 60_000, 10)
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(
-        outbox::prune_sent(&mut c, &leader, T0 + 2_000, T0 + 2_000).unwrap(),
+        outbox::claim(&mut c, "email", "a", T0, 60_000, 10)
+            .unwrap()
+            .len(),
         1
     );
-    assert_eq!(
-        outbox::prune_sent(&mut c, &leader, T0 + 2_001, T0 + 2_001).unwrap(),
-        3
-    );
-    let states: Vec<String> = c
-        .query("SELECT state FROM outbox ORDER BY id", &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(states, vec![OutboxState::Dead.as_str()]);
+    tx.into_inner().commit().unwrap();
+    let both = outbox::claim(&mut c, "slack", "a", T0, 60_000, 10).unwrap();
+    assert_eq!(ids(&both), vec![first[0], late]);
 }
 
 #[test]
@@ -513,52 +533,51 @@ fn an_expired_claim_is_taken_over_and_the_old_claimer_cannot_mark_it() {
     let Some(db) = Db::start("an_expired_claim_is_taken_over") else {
         return;
     };
-    let mut c = db.connect();
-    let leader = lead(&mut c, "replica-a", T0);
-    let rows = fill(&mut c, &leader, "slack", &["one", "two"]);
-    let claimed = outbox::claim(&mut c, &leader, "old", T0, 1_000, 10).unwrap();
+    let leader = lead(&mut db.connect(), "replica-a", T0);
+    let mut c = db.fenced(&leader);
+    let rows = fill(&c, "slack", &["one", "two"]);
+    let claimed = outbox::claim(&mut c, "slack", "old", T0, 1_000, 10).unwrap();
     assert_eq!(ids(&claimed), rows);
     assert!(
-        outbox::claim(&mut c, &leader, "new", T0 + 999, 1_000, 10)
+        outbox::claim(&mut c, "slack", "new", T0 + 999, 1_000, 10)
             .unwrap()
             .is_empty()
     );
-    let taken = outbox::claim(&mut c, &leader, "new", T0 + 1_000, 1_000, 10).unwrap();
+    let taken = outbox::claim(&mut c, "slack", "new", T0 + 1_000, 1_000, 10).unwrap();
     assert_eq!(
         ids(&taken),
         rows,
         "taken over at the claim's expiry, in order"
     );
 
-    assert!(!outbox::mark_sent(&mut c, &leader, "old", rows[0], T0 + 1_001).unwrap());
-    assert!(!outbox::mark_retry(&mut c, &leader, "old", rows[0], 1, T0, "x", T0 + 1_001).unwrap());
-    assert!(!outbox::mark_dead(&mut c, &leader, "old", rows[0], 1, "x", T0 + 1_001).unwrap());
-    assert!(outbox::mark_sent(&mut c, &leader, "new", rows[0], T0 + 1_001).unwrap());
+    assert!(!outbox::mark_sent(&c, "old", rows[0], T0 + 1_001).unwrap());
+    assert!(!outbox::mark_retry(&c, "old", rows[0], 1, T0, "x").unwrap());
+    assert!(!outbox::mark_dead(&c, "old", rows[0], 1, "x").unwrap());
+    assert!(outbox::mark_sent(&c, "new", rows[0], T0 + 1_001).unwrap());
 
     // An expired claim nobody took over can still be marked by its claimer: the
     // message went out, so recording it avoids a resend.
-    assert!(outbox::mark_sent(&mut c, &leader, "new", rows[1], T0 + 5_000).unwrap());
+    assert!(outbox::mark_sent(&c, "new", rows[1], T0 + 5_000).unwrap());
 
-    // A leader that lost its lease marks nothing, even a row it claimed.
-    let next = fill(&mut c, &leader, "slack", &["three"]);
-    outbox::claim(&mut c, &leader, "old", T0 + 5_000, 12_000, 10).unwrap();
-    let mut b = db.connect();
-    let new_leader = lead(&mut b, "replica-b", T0 + TTL);
+    // A leader that lost its lease marks, claims and releases nothing, even a row it
+    // claimed.
+    let next = fill(&c, "slack", &["three"]);
+    outbox::claim(&mut c, "slack", "old", T0 + 5_000, 12_000, 10).unwrap();
+    let new_leader = lead(&mut db.connect(), "replica-b", T0 + TTL);
+    fenced(outbox::mark_sent(&c, "old", next[0], T0 + 5_001), 1);
+    fenced(outbox::release(&c, "slack", "old"), 1);
     fenced(
-        outbox::mark_sent(&mut c, &leader, "old", next[0], T0 + 5_001),
-        1,
-    );
-    fenced(
-        outbox::claim(&mut c, &leader, "old", T0 + 5_001, 60_000, 10),
+        outbox::claim(&mut c, "slack", "old", T0 + 5_001, 60_000, 10),
         1,
     );
     // The new leader takes the row once the old claim expires (T0 + 17 s).
+    let mut b = db.fenced(&new_leader);
     assert!(
-        outbox::claim(&mut b, &new_leader, "b", T0 + TTL, 60_000, 10)
+        outbox::claim(&mut b, "slack", "b", T0 + TTL, 60_000, 10)
             .unwrap()
             .is_empty()
     );
-    let resent = outbox::claim(&mut b, &new_leader, "b", T0 + 17_000, 60_000, 10).unwrap();
+    let resent = outbox::claim(&mut b, "slack", "b", T0 + 17_000, 60_000, 10).unwrap();
     assert_eq!(ids(&resent), next);
 }
 
@@ -569,19 +588,12 @@ fn four_claimers_deliver_500_rows_in_channel_order_exactly_once() {
     let Some(db) = Db::start("four_claimers_deliver_500_rows") else {
         return;
     };
-    let mut c = db.connect();
-    let leader = lead(&mut c, "replica-a", T0);
+    let leader = lead(&mut db.connect(), "replica-a", T0);
     let channels = ["dingtalk", "email", "pagerduty", "slack", "webhook"];
+    let c = db.fenced(&leader);
     for i in 0..ROWS {
         let title = format!("m{i}");
-        outbox::enqueue(
-            &mut c,
-            &leader,
-            channels[i % channels.len()],
-            &message(&title),
-            T0,
-        )
-        .unwrap();
+        outbox::enqueue(&c, channels[i % channels.len()], &message(&title), T0).unwrap();
     }
 
     let sent: Arc<Mutex<Vec<(String, i64)>>> = Arc::default();
@@ -589,44 +601,53 @@ fn four_claimers_deliver_500_rows_in_channel_order_exactly_once() {
     let started = Instant::now();
     let threads: Vec<_> = (0..CLAIMERS)
         .map(|i| {
-            let (mut c, leader) = (db.connect(), leader.clone());
+            let (mut c, mut raw) = (db.fenced(&leader), db.connect());
             let (barrier, sent) = (barrier.clone(), sent.clone());
             std::thread::spawn(move || {
                 let me = format!("claimer-{i}");
                 barrier.wait();
                 let mut claims = 0;
                 loop {
-                    let rows = outbox::claim(&mut c, &leader, &me, T0, 600_000, 16).unwrap();
-                    if rows.is_empty() {
-                        if outbox::pending_by_channel(&mut c).unwrap().is_empty() {
+                    let mut claimed_any = false;
+                    // Each claimer walks the channels from its own starting point, as
+                    // one task per channel would, so they contend on every channel.
+                    for k in 0..channels.len() {
+                        let channel = channels[(i + k) % channels.len()];
+                        let rows = outbox::claim(&mut c, channel, &me, T0, 600_000, 16).unwrap();
+                        if rows.is_empty() {
+                            continue;
+                        }
+                        claimed_any = true;
+                        claims += 1;
+                        // No row ahead of a claimed one in its channel may still be
+                        // pending unless this claim holds it too.
+                        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+                        let ahead: i64 = raw
+                            .query_one(
+                                "SELECT COUNT(*) FROM outbox o JOIN outbox r \
+                                   ON r.channel = o.channel AND o.id < r.id \
+                                 WHERE r.id = ANY($1) AND o.state = 'pending' \
+                                   AND NOT (o.id = ANY($1))",
+                                &[&ids],
+                            )
+                            .unwrap()
+                            .get(0);
+                        assert_eq!(ahead, 0, "{me} claimed past a pending row: {ids:?}");
+                        for row in rows {
+                            assert!(
+                                outbox::mark_sent(&c, &me, row.id, T0).unwrap(),
+                                "{me} lost row {}",
+                                row.id
+                            );
+                            sent.lock().unwrap().push((me.clone(), row.id));
+                        }
+                    }
+                    if !claimed_any {
+                        if outbox::pending_by_channel(&c).unwrap().is_empty() {
                             return claims;
                         }
                         // Everything left is claimed by others: look again.
                         std::thread::yield_now();
-                        continue;
-                    }
-                    claims += 1;
-                    // No row ahead of a claimed one in its channel may still be
-                    // pending unless this claim holds it too.
-                    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-                    let ahead: i64 = c
-                        .query_one(
-                            "SELECT COUNT(*) FROM outbox o JOIN outbox r \
-                               ON r.channel = o.channel AND o.id < r.id \
-                             WHERE r.id = ANY($1) AND o.state = 'pending' \
-                               AND NOT (o.id = ANY($1))",
-                            &[&ids],
-                        )
-                        .unwrap()
-                        .get(0);
-                    assert_eq!(ahead, 0, "{me} claimed past a pending row: {ids:?}");
-                    for row in rows {
-                        assert!(
-                            outbox::mark_sent(&mut c, &leader, &me, row.id, T0).unwrap(),
-                            "{me} lost row {}",
-                            row.id
-                        );
-                        sent.lock().unwrap().push((me.clone(), row.id));
                     }
                 }
             })

@@ -18,6 +18,20 @@ pub fn render(m: &Message) -> Value {
     serde_json::to_value(m).expect("a message serializes")
 }
 
+/// The header carrying [`idempotency_key`] (IETF draft-ietf-httpapi-idempotency-key-header).
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The generic webhook's `Idempotency-Key` for the outbox row `id` enqueued at
+/// `created_ms`: the same at every attempt of the row and from every replica (both are
+/// stored in the row), so a receiver that remembers the keys it accepted can drop the
+/// one resend the outbox's delivery window allows (`store::outbox`). The id alone is
+/// unique within a store; the enqueue time tells a row apart from another store's (or
+/// a recreated one's) that reuses the id. Nothing secret, no part of the URL: receivers
+/// log it. A quoted string, the draft's Structured Field form.
+pub fn idempotency_key(id: i64, created_ms: i64) -> String {
+    format!("\"driftwarden-{created_ms}-{id}\"")
+}
+
 /// Longest part of an error answer's body kept in `last_error`.
 const MAX_BODY_SNIPPET: usize = 200;
 

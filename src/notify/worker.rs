@@ -5,9 +5,13 @@
 //! holds back the rows after it (until it is sent or dead), so a resolve never
 //! arrives before the opening it closes.
 //!
-//! A row is marked sent right after a channel accepted it, so it is never sent again,
-//! also across restarts (a crash between the 2xx and that update is the one window in
-//! which a message can be sent twice). Failures are retried with exponential backoff
+//! A task claims a batch of its channel's due rows before it sends them, and marks
+//! each with its claimer name right after the channel answered (`store::outbox`: on
+//! PostgreSQL the claims keep replicas from sending a row twice; a crash between the
+//! 2xx and the mark is the one window in which a message can be sent twice, and a
+//! generic webhook gets an `Idempotency-Key` to fold that resend). A worker fenced by
+//! a lease (`WorkerOptions::fence`) stops delivering at the first write the lease
+//! refuses: another replica leads now. Failures are retried with exponential backoff
 //! and jitter, or after `Retry-After` on a 429, which also pauses the whole channel.
 //! Chat webhooks are paced to their service's documented limit (`Target::pace`: one a
 //! second for Slack, Discord, Teams and Feishu; one every 3 s for DingTalk, WeCom and
@@ -15,12 +19,12 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use lettre::{AsyncSmtpTransport, Tokio1Executor};
-use rusqlite::Connection;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -31,9 +35,10 @@ use super::{
 };
 use crate::clock::now_ms;
 use crate::domain::ExposeSecret;
-use crate::domain::Message;
 use crate::stop::Stop;
 use crate::store::outbox::{self, OutboxRow};
+use crate::store::pg::lease::{self, Lease};
+use crate::store::sql::{Db, Dialect, Sql};
 use crate::store::{Location, StoreError};
 use crate::telemetry::{ChannelLabels, Metrics};
 
@@ -55,6 +60,21 @@ pub struct WorkerOptions {
     pub send_timeout: Duration,
     /// The dashboard's public URL, linked from messages that had to be cut.
     pub dashboard_url: Option<String>,
+    /// The name this worker claims outbox rows under (default
+    /// `store::pg::lease::replica_id()`): unique per process, so replicas tell their
+    /// claims apart.
+    pub claimer: String,
+    /// How long a claim keeps other claimers off a row (default 60 s). On PostgreSQL it
+    /// must exceed the longest a batch's send takes (`send_timeout` plus pacing), or
+    /// another replica may send a row still in flight; a crashed replica's rows wait
+    /// this long before another delivers them. A SQLite store has one delivering
+    /// process, so there a claim holds nothing past its batch: rows a crashed run had
+    /// claimed are taken again at once.
+    pub claim_ttl: Duration,
+    /// The lease every write is fenced with (`Db::fenced`), PostgreSQL only: the
+    /// leader's, so a replica that lost leadership marks nothing and stops delivering.
+    /// `None`: unfenced (SQLite, or a single replica).
+    pub fence: Option<Lease>,
 }
 
 impl Default for WorkerOptions {
@@ -66,6 +86,9 @@ impl Default for WorkerOptions {
             poll: Duration::from_secs(1),
             send_timeout: Duration::from_secs(10),
             dashboard_url: None,
+            claimer: lease::replica_id(),
+            claim_ttl: Duration::from_secs(60),
+            fence: None,
         }
     }
 }
@@ -89,10 +112,17 @@ impl WorkerOptions {
 /// The running worker. `stop` ends it cleanly; dropping it stops it too.
 pub struct Notifier {
     stop: Stop,
+    fenced: Arc<AtomicBool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Notifier {
+    /// Whether the fence lease refused a write, so the worker stopped delivering
+    /// (another replica leads now). Start a new worker with a new lease to resume.
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::Relaxed)
+    }
+
     /// Let every channel finish the send in progress (and record its outcome), then stop.
     pub async fn stop(mut self) {
         self.stop.set();
@@ -112,7 +142,9 @@ impl Drop for Notifier {
 }
 
 /// Start delivering the outbox of the database at `db` (already migrated) to
-/// `channels`. Rows left pending by an earlier run are picked up at once.
+/// `channels`, fenced by `options.fence` when set. Rows left pending by an earlier run
+/// are picked up at once (on PostgreSQL, those a crashed replica had claimed once the
+/// claim expires).
 pub fn spawn(
     db: &Location,
     channels: &[Channel],
@@ -120,6 +152,7 @@ pub fn spawn(
     metrics: Arc<Metrics>,
 ) -> Result<Notifier, NotifyError> {
     let stop = Stop::default();
+    let fenced = Arc::new(AtomicBool::new(false));
     let client = reqwest::Client::builder()
         .timeout(options.send_timeout)
         .user_agent(concat!("driftwarden/", env!("CARGO_PKG_VERSION")))
@@ -132,7 +165,14 @@ pub fn spawn(
         })?;
     // One limiter per interval, keyed by webhook: channels naming one webhook share it.
     let mut pacers: HashMap<Duration, Arc<DefaultKeyedRateLimiter<String>>> = HashMap::new();
-    warn_about_unrouted(&outbox::open(db)?, channels)?;
+    let open = || -> Result<Db, StoreError> {
+        let conn = outbox::open(db)?;
+        Ok(match &options.fence {
+            Some(lease) => conn.fenced(lease.clone()),
+            None => conn,
+        })
+    };
+    warn_about_unrouted(&open()?, channels)?;
     let mut tasks = Vec::new();
     for channel in channels {
         let (sender, secrets) = Sender::new(channel, &client, &options)?;
@@ -150,20 +190,25 @@ pub fn spawn(
             }),
             sender,
             secrets,
-            db: Db(Arc::new(Mutex::new(outbox::open(db)?))),
+            db: Conn(Arc::new(Mutex::new(open()?))),
             options: options.clone(),
             metrics: metrics.clone(),
             stop: stop.clone(),
+            fenced: fenced.clone(),
             paused_until: None,
         };
         tracing::info!(channel = %channel.name, kind = channel.target.kind(), "notification channel ready");
         tasks.push(tokio::spawn(worker.run()));
     }
-    Ok(Notifier { stop, tasks })
+    Ok(Notifier {
+        stop,
+        fenced,
+        tasks,
+    })
 }
 
 /// Rows queued for a channel that is not configured wait until it is; say so.
-fn warn_about_unrouted(conn: &Connection, channels: &[Channel]) -> Result<(), StoreError> {
+fn warn_about_unrouted(conn: &Db, channels: &[Channel]) -> Result<(), StoreError> {
     for (name, pending) in outbox::pending_by_channel(conn)? {
         if !channels.iter().any(|c| c.name == name) {
             tracing::warn!(channel = %name, pending, "notifications are queued for a channel that is not configured; they wait until it is");
@@ -174,7 +219,7 @@ fn warn_about_unrouted(conn: &Connection, channels: &[Channel]) -> Result<(), St
 
 /// One channel's connection to the outbox, used from blocking threads.
 #[derive(Clone)]
-struct Db(Arc<Mutex<Connection>>);
+struct Conn(Arc<Mutex<Db>>);
 
 /// Why an outbox query of a worker failed.
 #[derive(Debug, thiserror::Error)]
@@ -187,15 +232,25 @@ enum QueryError {
     Panicked(String),
 }
 
-impl Db {
+impl QueryError {
+    /// The lease this write was fenced with, when it refused the write.
+    fn fenced(&self) -> Option<(&str, i64)> {
+        match self {
+            QueryError::Store(StoreError::Fenced { lease, token }) => Some((lease, *token)),
+            _ => None,
+        }
+    }
+}
+
+impl Conn {
     async fn call<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+        f: impl FnOnce(&mut Db) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, QueryError> {
         let conn = self.0.clone();
-        // A query that panicked poisoned the lock, not the connection: SQLite rolled
-        // its statement back, so the next query may use it.
-        let query = move || f(&conn.lock().unwrap_or_else(|p| p.into_inner()));
+        // A query that panicked poisoned the lock, not the connection: the statement or
+        // transaction it was in was rolled back, so the next query may use it.
+        let query = move || f(&mut conn.lock().unwrap_or_else(|p| p.into_inner()));
         match tokio::task::spawn_blocking(query).await {
             Ok(result) => Ok(result?),
             Err(e) => {
@@ -279,8 +334,8 @@ impl Sender {
         Ok((sender, secrets))
     }
 
-    async fn send(&self, m: &Message) -> Result<(), SendError> {
-        let client = &self.client;
+    async fn send(&self, row: &OutboxRow) -> Result<(), SendError> {
+        let (m, client) = (&row.message, &self.client);
         let link = self.dashboard_url.as_deref();
         match &self.target {
             Target::Slack { webhook_url } => {
@@ -336,7 +391,16 @@ impl Sender {
                 }
                 Ok(())
             }
-            Target::Webhook { url } => webhook::post_json(client, url, &webhook::render(m)).await,
+            Target::Webhook { url } => {
+                let request = client
+                    .post(url.expose_secret())
+                    .header(
+                        webhook::IDEMPOTENCY_KEY,
+                        webhook::idempotency_key(row.id, row.created_ms),
+                    )
+                    .json(&webhook::render(m));
+                webhook::post(request, |_| Ok(())).await
+            }
             Target::Email(target) => {
                 let mailer = self
                     .mailer
@@ -357,10 +421,12 @@ struct ChannelWorker {
     pacer: Option<(Arc<DefaultKeyedRateLimiter<String>>, String)>,
     sender: Sender,
     secrets: Vec<String>,
-    db: Db,
+    db: Conn,
     options: WorkerOptions,
     metrics: Arc<Metrics>,
     stop: Stop,
+    /// Shared by the channels: set by the first that a fenced write stopped.
+    fenced: Arc<AtomicBool>,
     /// After a 429, nothing goes to this channel before this instant.
     paused_until: Option<Instant>,
 }
@@ -368,15 +434,10 @@ struct ChannelWorker {
 impl ChannelWorker {
     async fn run(mut self) {
         while !self.is_stopped() {
-            let (name, now) = (self.name.clone(), now_ms());
-            let rows = match self
-                .db
-                .call(move |c| outbox::due(c, &name, now, BATCH))
-                .await
-            {
+            let rows = match self.claim().await {
                 Ok(rows) => rows,
                 Err(e) => {
-                    self.query_failed(&e, "due notifications");
+                    self.query_failed(&e, "claiming due notifications");
                     self.sleep(self.options.poll).await;
                     continue;
                 }
@@ -387,20 +448,56 @@ impl ChannelWorker {
                 self.sleep(wait).await;
                 continue;
             }
-            for row in rows {
+            let claimed = rows.len();
+            let mut done = 0;
+            for row in &rows {
                 if !self.pace().await {
-                    return;
+                    break;
                 }
-                let outcome = self.sender.send(&row.message).await;
+                let outcome = self.sender.send(row).await;
                 let failed = outcome.is_err();
-                self.record(&row, outcome).await;
+                self.record(row, outcome).await;
+                done += 1;
                 if failed {
                     // Rows go out in order: the rest waits for this one's retry (or
                     // its death), and after a 429 for the pause.
                     break;
                 }
             }
+            if done < claimed {
+                self.release().await;
+            }
             self.refresh_gauges().await;
+        }
+    }
+
+    /// Claim the channel's due rows, on the store's clock.
+    async fn claim(&self) -> Result<Vec<OutboxRow>, QueryError> {
+        let (name, claimer) = (self.name.clone(), self.options.claimer.clone());
+        let ttl_ms = self.options.claim_ttl.as_millis() as i64;
+        self.db
+            .call(move |c| {
+                let claim_ms = match c.dialect() {
+                    Dialect::Postgres => ttl_ms,
+                    // One process delivers a SQLite store (see `claim_ttl`).
+                    Dialect::Sqlite => 0,
+                };
+                let now = outbox::clock_ms(c)?;
+                outbox::claim(c, &name, &claimer, now, claim_ms, BATCH)
+            })
+            .await
+    }
+
+    /// Give up the claims on the rest of a batch that stopped early, so they are due
+    /// again at once (for this worker after a retry, for the next one after a stop).
+    async fn release(&self) {
+        let (name, claimer) = (self.name.clone(), self.options.claimer.clone());
+        if let Err(e) = self
+            .db
+            .call(move |c| outbox::release(c, &name, &claimer))
+            .await
+        {
+            self.query_failed(&e, "releasing claims");
         }
     }
 
@@ -417,8 +514,16 @@ impl ChannelWorker {
         }
     }
 
-    /// Log and count a failed outbox query (the worker retries it).
+    /// Log and count a failed outbox query (the worker retries it), or, when the fence
+    /// refused a write, stop every channel (their writes would be refused too).
     fn query_failed(&self, e: &QueryError, what: &'static str) {
+        if let Some((lease, token)) = e.fenced() {
+            self.stop.set();
+            if !self.fenced.swap(true, Ordering::Relaxed) {
+                tracing::warn!(channel = %self.name, lease, token, claimer = %self.options.claimer, query = what, "the lease fencing notification delivery is no longer held: another replica leads; delivery stops here");
+            }
+            return;
+        }
         self.metrics
             .outbox_query_errors
             .get_or_create(&self.labels)
@@ -462,12 +567,13 @@ impl ChannelWorker {
 
     async fn record(&mut self, row: &OutboxRow, outcome: Result<(), SendError>) {
         let id = row.id;
-        let now = now_ms();
         let failures = row.attempts + 1;
         match outcome {
             Ok(()) => {
-                self.persist(move |c| outbox::mark_sent(c, id, now).map(drop))
-                    .await;
+                self.persist(id, move |c, claimer| {
+                    outbox::mark_sent(c, claimer, id, outbox::clock_ms(c)?)
+                })
+                .await;
                 self.metrics
                     .notifications_sent
                     .get_or_create(&self.labels)
@@ -483,8 +589,10 @@ impl ChannelWorker {
                 let permanent = matches!(e, SendError::Permanent(_));
                 if permanent || failures >= self.options.max_attempts {
                     let stored = error.clone();
-                    self.persist(move |c| outbox::mark_dead(c, id, failures, &stored))
-                        .await;
+                    self.persist(id, move |c, claimer| {
+                        outbox::mark_dead(c, claimer, id, failures, &stored)
+                    })
+                    .await;
                     self.metrics
                         .notifications_dead
                         .get_or_create(&self.labels)
@@ -502,29 +610,40 @@ impl ChannelWorker {
                     }
                     _ => self.options.backoff(failures),
                 };
-                let next = now + wait.as_millis() as i64;
+                let wait_ms = wait.as_millis() as i64;
                 let stored = error.clone();
-                self.persist(move |c| outbox::mark_retry(c, id, failures, next, &stored))
-                    .await;
+                self.persist(id, move |c, claimer| {
+                    let next = outbox::clock_ms(c)? + wait_ms;
+                    outbox::mark_retry(c, claimer, id, failures, next, &stored)
+                })
+                .await;
                 tracing::warn!(channel = %self.name, outbox_id = id, attempts = failures, retry_in_ms = wait.as_millis() as u64, error = %error, "notification failed; will retry");
             }
         }
     }
 
-    /// Write an outcome, retrying while the database is busy: losing a "sent" mark
-    /// would send the message again.
+    /// Write an outcome of row `id` under this worker's claim, retrying while the
+    /// database is busy or unreachable: losing a "sent" mark would send the message
+    /// again. Not retried when the fence refused it.
     async fn persist(
         &self,
-        f: impl Fn(&Connection) -> Result<(), StoreError> + Send + Sync + 'static,
+        id: i64,
+        f: impl Fn(&Db, &str) -> Result<bool, StoreError> + Send + Sync + 'static,
     ) {
         let f = Arc::new(f);
         for attempt in 1.. {
-            let g = f.clone();
-            match self.db.call(move |c| g(c)).await {
-                Ok(()) => return,
+            let (g, claimer) = (f.clone(), self.options.claimer.clone());
+            match self.db.call(move |c| g(c, &claimer)).await {
+                Ok(true) => return,
+                Ok(false) => {
+                    // Its claim expired and another claimer took the row over: that one
+                    // sends it (again, if this send went out too).
+                    tracing::warn!(channel = %self.name, outbox_id = id, claimer = %self.options.claimer, "an outbox row's claim was taken over before its outcome was recorded; its new claimer delivers it");
+                    return;
+                }
                 Err(e) => {
                     self.query_failed(&e, "recording a delivery outcome");
-                    if self.is_stopped() && attempt >= 3 {
+                    if e.fenced().is_some() || (self.is_stopped() && attempt >= 3) {
                         return;
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -382,18 +382,20 @@ impl Digest {
     }
 }
 
-/// Queue `message` for every channel of `tier`; returns how many.
+/// Queue `message` for every channel of `tier`, all or none; returns how many.
 pub fn enqueue(
     db: &Location,
     tier: &TierDef,
     message: &Message,
     now_ms: i64,
 ) -> Result<usize, StoreError> {
-    let conn = crate::store::outbox::open(db)?;
-    for channel in &tier.tier.channels {
-        crate::store::outbox::enqueue(&conn, channel, message, now_ms)?;
-    }
-    Ok(tier.tier.channels.len())
+    use crate::store::sql::Transact;
+    crate::store::outbox::open(db)?.write(|tx| {
+        for channel in &tier.tier.channels {
+            crate::store::outbox::enqueue(tx, channel, message, now_ms)?;
+        }
+        Ok(tier.tier.channels.len())
+    })
 }
 
 fn capitalized(s: &str) -> String {
@@ -441,7 +443,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         drop(Store::open(&path).unwrap());
-        let conn = crate::store::outbox::open(&path.as_path().into()).unwrap();
+        let conn = crate::store::open_side(&path).unwrap();
         (dir, path, conn)
     }
 

@@ -1,16 +1,54 @@
-//! The notification outbox: notifications waiting for delivery, delivered, or given up.
+//! The notification outbox: notifications waiting for delivery, delivered, or given up,
+//! on either backend (one SQL text over [`Sql`]; `conn.dialect()` only where PostgreSQL
+//! needs what SQLite does not: advisory locks, row locks, its own clock).
 //!
-//! The alert stage enqueues on its own connection and the delivery worker
-//! (`notify::worker`) updates rows on another. Rows are small and rare next to event
-//! batches, so WAL's one-writer-at-a-time plus a busy timeout is all the coordination
-//! they need. Every update of a row requires it to be `pending`, so a sent or dead row
-//! never changes again.
+//! The alert stage and the digest [`enqueue`]; the delivery worker (`notify::worker`),
+//! one task per channel, [`claim`]s a channel's due rows, sends them and marks each
+//! ([`mark_sent`], [`mark_retry`], [`mark_dead`]) with the claimer name it claimed
+//! them under. Every update of a row requires it to be `pending` and claimed by the
+//! marker, so a sent or dead row never changes again and a claimer whose claim was
+//! taken over changes nothing (the mark returns `false`).
+//!
+//! **Several replicas (PostgreSQL).** Only the leader delivers: its worker's connection
+//! is fenced by the leader lease (`Db::fenced`), so a replica that lost the lease while
+//! paused claims and marks nothing (`StoreError::Fenced`). A claim lasts until its
+//! deadline; after that another claimer (the next leader's worker) takes the row. A
+//! SQLite store has one process, which claims with no lifetime (see
+//! `notify::WorkerOptions::claim_ttl`): its rows are taken again at once after a crash.
+//!
+//! **Order.** Each channel delivers in queue order: a claim takes a channel's pending
+//! rows in id order and stops at the first that waits for a retry or carries a live
+//! claim (anyone's, the caller's included: that row is being delivered), so a resolve
+//! never overtakes its opening. Row-level `SKIP LOCKED` alone cannot keep that order on
+//! PostgreSQL (a claimer would skip a row another is taking and claim the one behind
+//! it), so the skipping is per channel: a claim takes the channel's advisory
+//! transaction lock with `pg_try_advisory_xact_lock` and returns nothing when another
+//! transaction holds it. [`enqueue`] waits for the same lock, so rows of one channel
+//! commit in id order and a claim never passes a row committed late with a smaller id.
+//! On SQLite the single writer already commits rows in id order.
+//!
+//! **Delivery window.** A row is marked sent right after its channel accepted it. A
+//! crash, or a lost lease (the mark is fenced), between a channel's 2xx and the commit
+//! of [`mark_sent`] leaves the row pending; once its claim expires (on SQLite: at the
+//! restart) the next claimer sends it again. That resend, at most once per such crash
+//! or failover, is the one duplicate a channel can see. Where the channel lets us, the
+//! receiver can fold it: a generic webhook gets an `Idempotency-Key` header fixed per
+//! row (`notify::webhook::idempotency_key`), and PagerDuty deduplicates on the
+//! incident's `dedup_key`, which is the same from every replica. Chat services (Slack,
+//! Teams, ...) and email have no such key: there the duplicate shows. A claim that
+//! expires while its send is still running (a send slower than the claim TTL) opens the
+//! same window, which is why the TTL must exceed a send's timeout.
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
+use super::sql::{Db, Dialect, Row, Sql, SqlExt, Transact};
 use super::{Location, StoreError};
 use crate::domain::Message;
+
+/// First key of the two-part advisory lock taken per channel on PostgreSQL ("dwob");
+/// the second is the channel name's hash. Two-part keys never collide with one-part
+/// ones (the migration lock).
+const CHANNEL_LOCK: i64 = 0x6477_6f62;
 
 /// Where a notification is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -71,177 +109,336 @@ pub struct OutboxRow {
 const COLUMNS: &str =
     "id, channel, message, created_ms, next_attempt_ms, attempts, state, last_error, sent_ms";
 
-fn row(r: &Row<'_>) -> rusqlite::Result<OutboxRow> {
-    let text: String = r.get(2)?;
-    let message = serde_json::from_str(&text).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e))
-    })?;
-    let state: String = r.get(6)?;
-    Ok(OutboxRow {
-        id: r.get(0)?,
-        channel: r.get(1)?,
+/// A row as [`COLUMNS`] lists them; the inner error when its message is unreadable.
+fn read(r: &dyn Row) -> Result<Result<OutboxRow, serde_json::Error>, StoreError> {
+    let message = match serde_json::from_str(&r.text(2)?) {
+        Ok(m) => m,
+        Err(e) => return Ok(Err(e)),
+    };
+    Ok(Ok(OutboxRow {
+        id: r.int(0)?,
+        channel: r.text(1)?,
         message,
-        created_ms: r.get(3)?,
-        next_attempt_ms: r.get(4)?,
-        attempts: r.get(5)?,
-        state: OutboxState::parse(&state).unwrap_or(OutboxState::Dead),
-        last_error: r.get(7)?,
-        sent_ms: r.get(8)?,
+        created_ms: r.int(3)?,
+        next_attempt_ms: r.int(4)?,
+        attempts: u32::try_from(r.int(5)?).unwrap_or(u32::MAX),
+        state: OutboxState::parse(&r.text(6)?).unwrap_or(OutboxState::Dead),
+        last_error: r.opt_text(7)?,
+        sent_ms: r.opt_int(8)?,
+    }))
+}
+
+/// A row that must be readable: an unreadable message fails, naming the row.
+fn row(r: &dyn Row) -> Result<OutboxRow, StoreError> {
+    read(r)?.map_err(|e| {
+        StoreError::Unreadable(format!(
+            "outbox row {}: unreadable message ({e}); mark it dead or delete it",
+            r.int(0).unwrap_or(-1)
+        ))
     })
 }
 
 /// Open a writable connection to the (already migrated) database, for the delivery
 /// worker or the alert stage.
-pub fn open(db: &Location) -> Result<Connection, StoreError> {
-    db.lite_side("the outbox")
+pub fn open(db: &Location) -> Result<Db, StoreError> {
+    db.side()
+}
+
+/// The store's clock, milliseconds since the Unix epoch: the database server's on
+/// PostgreSQL (claims made by different replicas are compared on one clock, as leases
+/// are, `store::pg::lease::db_now_ms`), this machine's on SQLite.
+pub fn clock_ms(conn: &(impl Sql + ?Sized)) -> Result<i64, StoreError> {
+    match conn.dialect() {
+        Dialect::Sqlite => Ok(crate::clock::now_ms()),
+        Dialect::Postgres => conn
+            .row(
+                "SELECT CAST(floor(extract(epoch FROM clock_timestamp()) * 1000) AS BIGINT)",
+                &[],
+                |r| r.int(0),
+            )?
+            .ok_or_else(|| StoreError::Unreadable("the server's clock returned no row".into())),
+    }
 }
 
 /// Queue `message` for the channel named `channel`, due at once. Returns the row id.
+/// Pass a transaction to enqueue together with other writes.
 pub fn enqueue(
-    conn: &Connection,
+    conn: &(impl Sql + ?Sized),
     channel: &str,
     message: &Message,
     now_ms: i64,
 ) -> Result<i64, StoreError> {
     let json = serde_json::to_string(message).expect("a message serializes");
-    conn.execute(
-        "INSERT INTO outbox (channel, message, created_ms, next_attempt_ms) VALUES (?1, ?2, ?3, ?3)",
-        params![channel, json, now_ms],
-    )?;
-    Ok(conn.last_insert_rowid())
+    // The id is read back by a second statement, not `RETURNING`: a fenced connection
+    // fences `execute` only.
+    let last_id = match conn.dialect() {
+        Dialect::Sqlite => {
+            conn.execute(
+                "INSERT INTO outbox (channel, message, created_ms, next_attempt_ms) \
+                 VALUES (?1, ?2, ?3, ?3)",
+                &[channel.into(), json.as_str().into(), now_ms.into()],
+            )?;
+            "SELECT last_insert_rowid()"
+        }
+        Dialect::Postgres => {
+            // Rows of one channel commit one at a time, in id order (see the module
+            // doc). The lock lasts until the enclosing transaction ends; the CTE is
+            // read, so PostgreSQL evaluates it.
+            conn.execute(
+                "WITH channel_lock AS MATERIALIZED \
+                     (SELECT pg_advisory_xact_lock(CAST(?4 AS INTEGER), hashtext(?1))) \
+                 INSERT INTO outbox (channel, message, created_ms, next_attempt_ms) \
+                 SELECT ?1, CAST(?2 AS TEXT), CAST(?3 AS BIGINT), CAST(?3 AS BIGINT) \
+                 FROM channel_lock",
+                &[
+                    channel.into(),
+                    json.as_str().into(),
+                    now_ms.into(),
+                    CHANNEL_LOCK.into(),
+                ],
+            )?;
+            "SELECT currval(pg_get_serial_sequence('outbox', 'id'))"
+        }
+    };
+    conn.row(last_id, &[], |r| r.int(0))?
+        .ok_or_else(|| StoreError::Unreadable("the new outbox row's id was not returned".into()))
 }
 
 /// Rows enqueued at or after `since_ms`, in enqueue order. A row whose message cannot
 /// be read is skipped with a warning.
-pub fn created_since(conn: &Connection, since_ms: i64) -> Result<Vec<OutboxRow>, StoreError> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {COLUMNS} FROM outbox WHERE created_ms >= ?1 ORDER BY id"
-    ))?;
-    let mut out = Vec::new();
-    for r in stmt.query_map(params![since_ms], row)? {
-        match r {
-            Ok(r) => out.push(r),
-            Err(rusqlite::Error::FromSqlConversionFailure(..)) => {
-                tracing::warn!("unreadable outbox message skipped");
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(out)
+pub fn created_since(
+    conn: &(impl Sql + ?Sized),
+    since_ms: i64,
+) -> Result<Vec<OutboxRow>, StoreError> {
+    let rows = conn.rows(
+        &format!("SELECT {COLUMNS} FROM outbox WHERE created_ms >= ?1 ORDER BY id"),
+        &[since_ms.into()],
+        |r| Ok((r.int(0)?, read(r)?)),
+    )?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, r)| {
+            r.inspect_err(
+                |e| tracing::warn!(outbox_id = id, cause = %e, "unreadable outbox message skipped"),
+            )
+            .ok()
+        })
+        .collect())
 }
 
-/// Pending rows of `channel` in queue order, at most `limit`, up to the first that
-/// waits for a retry: a channel delivers in order, so a resolve never overtakes the
-/// opening it closes while that opening is retried.
-pub fn due(
-    conn: &Connection,
+/// Claim up to `limit` due rows of `channel` for `claimer` until `now_ms + claim_ms`
+/// and return them in queue order: a prefix of the channel's pending rows, up to the
+/// first that waits for a retry or carries a live claim (see the module doc). On
+/// PostgreSQL it is one transaction (fenced when `db` is), and empty while another
+/// claim or an enqueue holds the channel's lock.
+pub fn claim(
+    db: &mut Db,
     channel: &str,
+    claimer: &str,
     now_ms: i64,
+    claim_ms: i64,
     limit: u32,
 ) -> Result<Vec<OutboxRow>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM outbox WHERE channel = ?1 AND state = 'pending' \
-         ORDER BY id LIMIT ?2"
-    ))?;
-    let mut out = Vec::new();
-    for r in stmt.query_map(params![channel, limit], row)? {
-        let r = r?;
-        // In order: a row waiting for its retry holds back the rows queued after it.
-        if r.next_attempt_ms > now_ms {
-            break;
-        }
-        out.push(r);
+    let claim = |conn: &dyn Sql| claim_in(conn, channel, claimer, now_ms, claim_ms, limit);
+    match db.dialect() {
+        Dialect::Postgres => db.write(claim),
+        // One process delivers a SQLite store, and each channel from one task, so the
+        // claim needs no transaction: an idle channel costs one read, as before claims.
+        Dialect::Sqlite => claim(&*db),
     }
-    Ok(out)
 }
 
-/// When the oldest pending row of `channel` (which holds back the rest) is due.
-pub fn next_due_ms(conn: &Connection, channel: &str) -> Result<Option<i64>, StoreError> {
-    Ok(conn
-        .query_row(
-            "SELECT next_attempt_ms FROM outbox WHERE channel = ?1 AND state = 'pending' \
-             ORDER BY id LIMIT 1",
-            params![channel],
-            |r| r.get(0),
-        )
-        .optional()?)
+fn claim_in(
+    conn: &dyn Sql,
+    channel: &str,
+    claimer: &str,
+    now_ms: i64,
+    claim_ms: i64,
+    limit: u32,
+) -> Result<Vec<OutboxRow>, StoreError> {
+    let pg = conn.dialect() == Dialect::Postgres;
+    if pg {
+        let locked = conn.row(
+            "SELECT CASE WHEN pg_try_advisory_xact_lock(CAST(?1 AS INTEGER), hashtext(?2)) \
+             THEN 1 ELSE 0 END",
+            &[CHANNEL_LOCK.into(), channel.into()],
+            |r| r.int(0),
+        )?;
+        if locked != Some(1) {
+            return Ok(Vec::new());
+        }
+    }
+    // On PostgreSQL no other claim of this channel runs now, so waiting on a row lock
+    // only waits for a mark in flight; FOR UPDATE then reads each row as that mark left
+    // it (a row no longer pending drops out, which is right: it blocks nothing).
+    let sql = format!(
+        "SELECT {COLUMNS}, claim_until_ms FROM outbox \
+         WHERE channel = ?1 AND state = 'pending' ORDER BY id LIMIT ?2{}",
+        if pg { " FOR UPDATE" } else { "" }
+    );
+    let mut claimed = Vec::new();
+    let mut open = true;
+    conn.each(&sql, &[channel.into(), limit.into()], &mut |r| {
+        let waits = r.int(4)? > now_ms;
+        let held = r.opt_int(9)?.is_some_and(|until| until > now_ms);
+        open &= !(waits || held);
+        if open {
+            claimed.push(row(r)?);
+        }
+        Ok(())
+    })?;
+    if let (Some(first), Some(last)) = (claimed.first(), claimed.last()) {
+        // The claimed rows are exactly the channel's pending rows from the first to the
+        // last id: nothing else of the channel can commit meanwhile (the lock above on
+        // PostgreSQL; one process on SQLite).
+        conn.execute(
+            "UPDATE outbox SET claimed_by = ?1, claim_until_ms = ?2 \
+             WHERE channel = ?3 AND state = 'pending' AND id BETWEEN ?4 AND ?5",
+            &[
+                claimer.into(),
+                now_ms.saturating_add(claim_ms).into(),
+                channel.into(),
+                first.id.into(),
+                last.id.into(),
+            ],
+        )?;
+    }
+    Ok(claimed)
 }
 
-/// Record a delivery. Returns whether the row was pending (false: already final).
-pub fn mark_sent(conn: &Connection, id: i64, now_ms: i64) -> Result<bool, StoreError> {
+/// When `channel` may deliver next: when its oldest pending row (which holds back the
+/// rest) is due and no longer claimed. `None` when nothing is pending.
+pub fn next_due_ms(conn: &(impl Sql + ?Sized), channel: &str) -> Result<Option<i64>, StoreError> {
+    conn.row(
+        "SELECT CASE WHEN claim_until_ms > next_attempt_ms THEN claim_until_ms \
+                     ELSE next_attempt_ms END \
+         FROM outbox WHERE channel = ?1 AND state = 'pending' ORDER BY id LIMIT 1",
+        &[channel.into()],
+        |r| r.int(0),
+    )
+}
+
+/// Record a delivery. `false` when the row is not pending any more or is no longer
+/// `claimer`'s (its claim expired and another claimer took it: that one delivers it,
+/// or did).
+pub fn mark_sent(
+    conn: &(impl Sql + ?Sized),
+    claimer: &str,
+    id: i64,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
     let n = conn.execute(
-        "UPDATE outbox SET state = 'sent', sent_ms = ?2 WHERE id = ?1 AND state = 'pending'",
-        params![id, now_ms],
+        "UPDATE outbox SET state = 'sent', sent_ms = ?3, claim_until_ms = NULL \
+         WHERE id = ?1 AND claimed_by = ?2 AND state = 'pending'",
+        &[id.into(), claimer.into(), now_ms.into()],
     )?;
     Ok(n == 1)
 }
 
-/// Record a failed attempt and when to try again. `error` must already be scrubbed.
+/// Record a failed attempt and when to try again, and give the row's claim up: its
+/// retry time alone holds the channel back now, and any claimer may take it when due.
+/// The caller then [`release`]s the rows it claimed behind it (they must wait for this
+/// one). `error` must already be scrubbed. `false` as for [`mark_sent`].
 pub fn mark_retry(
-    conn: &Connection,
+    conn: &(impl Sql + ?Sized),
+    claimer: &str,
     id: i64,
     attempts: u32,
     next_attempt_ms: i64,
     error: &str,
-) -> Result<(), StoreError> {
-    conn.execute(
-        "UPDATE outbox SET attempts = ?2, next_attempt_ms = ?3, last_error = ?4 \
-         WHERE id = ?1 AND state = 'pending'",
-        params![id, attempts, next_attempt_ms, error],
+) -> Result<bool, StoreError> {
+    let n = conn.execute(
+        "UPDATE outbox SET attempts = ?3, next_attempt_ms = ?4, last_error = ?5, \
+             claimed_by = NULL, claim_until_ms = NULL \
+         WHERE id = ?1 AND claimed_by = ?2 AND state = 'pending'",
+        &[
+            id.into(),
+            claimer.into(),
+            attempts.into(),
+            next_attempt_ms.into(),
+            error.into(),
+        ],
     )?;
-    Ok(())
+    Ok(n == 1)
 }
 
-/// Give a row up for good. `error` must already be scrubbed.
-pub fn mark_dead(conn: &Connection, id: i64, attempts: u32, error: &str) -> Result<(), StoreError> {
-    conn.execute(
-        "UPDATE outbox SET state = 'dead', attempts = ?2, last_error = ?3 \
-         WHERE id = ?1 AND state = 'pending'",
-        params![id, attempts, error],
+/// Give a row up for good. `error` must already be scrubbed. `false` as for
+/// [`mark_sent`].
+pub fn mark_dead(
+    conn: &(impl Sql + ?Sized),
+    claimer: &str,
+    id: i64,
+    attempts: u32,
+    error: &str,
+) -> Result<bool, StoreError> {
+    let n = conn.execute(
+        "UPDATE outbox SET state = 'dead', attempts = ?3, last_error = ?4, claim_until_ms = NULL \
+         WHERE id = ?1 AND claimed_by = ?2 AND state = 'pending'",
+        &[id.into(), claimer.into(), attempts.into(), error.into()],
     )?;
-    Ok(())
+    Ok(n == 1)
+}
+
+/// Give up `claimer`'s claims on the pending rows of `channel` it will not deliver
+/// now (the rest of a batch after a failure, or at a stop), so they are due again at
+/// once instead of at their claim's deadline. Returns how many.
+pub fn release(
+    conn: &(impl Sql + ?Sized),
+    channel: &str,
+    claimer: &str,
+) -> Result<u64, StoreError> {
+    conn.execute(
+        "UPDATE outbox SET claimed_by = NULL, claim_until_ms = NULL \
+         WHERE channel = ?1 AND claimed_by = ?2 AND state = 'pending'",
+        &[channel.into(), claimer.into()],
+    )
 }
 
 /// Rows per state for one channel: (pending, dead).
-pub fn backlog(conn: &Connection, channel: &str) -> Result<(u64, u64), StoreError> {
-    Ok(conn.query_row(
-        "SELECT COALESCE(SUM(state = 'pending'), 0), COALESCE(SUM(state = 'dead'), 0) \
+pub fn backlog(conn: &(impl Sql + ?Sized), channel: &str) -> Result<(u64, u64), StoreError> {
+    let counts = conn.row(
+        "SELECT COALESCE(SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END), 0), \
+                COALESCE(SUM(CASE WHEN state = 'dead' THEN 1 ELSE 0 END), 0) \
          FROM outbox WHERE channel = ?1 AND state != 'sent'",
-        params![channel],
-        |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
-    )?)
+        &[channel.into()],
+        |r| Ok((r.int(0)? as u64, r.int(1)? as u64)),
+    )?;
+    Ok(counts.unwrap_or((0, 0)))
 }
 
 /// Pending rows per channel name, for channels that may not be configured any more.
-pub fn pending_by_channel(conn: &Connection) -> Result<Vec<(String, u64)>, StoreError> {
-    let mut stmt = conn.prepare(
-        "SELECT channel, COUNT(*) FROM outbox WHERE state = 'pending' GROUP BY channel ORDER BY channel",
-    )?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+pub fn pending_by_channel(conn: &(impl Sql + ?Sized)) -> Result<Vec<(String, u64)>, StoreError> {
+    conn.rows(
+        "SELECT channel, COUNT(*) FROM outbox WHERE state = 'pending' \
+         GROUP BY channel ORDER BY channel",
+        &[],
+        |r| Ok((r.text(0)?, r.int(1)? as u64)),
+    )
 }
 
 /// Delete sent rows delivered before `before_ms`; pending and dead rows are kept.
-pub fn prune_sent(conn: &Connection, before_ms: i64) -> Result<u64, StoreError> {
-    let n = conn.execute(
+/// Retention is leader work on PostgreSQL: pass the leader's fenced connection.
+pub fn prune_sent(conn: &(impl Sql + ?Sized), before_ms: i64) -> Result<u64, StoreError> {
+    conn.execute(
         "DELETE FROM outbox WHERE state = 'sent' AND sent_ms < ?1",
-        params![before_ms],
-    )?;
-    Ok(n as u64)
+        &[before_ms.into()],
+    )
 }
 
-/// The newest rows first, optionally in one state, on a read-only connection.
+/// The newest rows first, optionally in one state, on a connection for reads.
 pub fn list(
     db: &Location,
     state: Option<OutboxState>,
     limit: u32,
 ) -> Result<Vec<OutboxRow>, StoreError> {
-    let conn = db.lite_reader("reading the store")?;
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {COLUMNS} FROM outbox WHERE (?1 IS NULL OR state = ?1) ORDER BY id DESC LIMIT ?2"
-    ))?;
-    let rows = stmt.query_map(params![state.map(OutboxState::as_str), limit], row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    db.reader()?.rows(
+        &format!(
+            "SELECT {COLUMNS} FROM outbox WHERE (CAST(?1 AS TEXT) IS NULL OR state = ?1) \
+             ORDER BY id DESC LIMIT ?2"
+        ),
+        &[state.map(OutboxState::as_str).into(), limit.into()],
+        row,
+    )
 }
 
 #[cfg(test)]
@@ -263,23 +460,45 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         drop(Store::open(&path).unwrap());
-        let conn = open(&path.as_path().into()).unwrap();
+        let mut conn = open(&path.as_path().into()).unwrap();
         let id = enqueue(&conn, "slack", &message("one"), 1_000).unwrap();
-        enqueue(&conn, "email", &message("two"), 1_000).unwrap();
-        assert!(due(&conn, "slack", 999, 10).unwrap().is_empty());
-        let rows = due(&conn, "slack", 1_000, 10).unwrap();
+        let email = enqueue(&conn, "email", &message("two"), 1_000).unwrap();
+        assert_eq!(email, id + 1);
+        assert!(
+            claim(&mut conn, "slack", "w", 999, 0, 10)
+                .unwrap()
+                .is_empty()
+        );
+        let rows = claim(&mut conn, "slack", "w", 1_000, 0, 10).unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].message, message("one"));
         assert_eq!(rows[0].state, OutboxState::Pending);
 
-        mark_retry(&conn, id, 1, 5_000, "HTTP 500").unwrap();
-        assert!(due(&conn, "slack", 4_999, 10).unwrap().is_empty());
+        assert!(mark_retry(&conn, "w", id, 1, 5_000, "HTTP 500").unwrap());
+        assert!(
+            !mark_retry(&conn, "w", id, 2, 6_000, "HTTP 500").unwrap(),
+            "unclaimed"
+        );
+        assert!(
+            claim(&mut conn, "slack", "w", 4_999, 0, 10)
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(next_due_ms(&conn, "slack").unwrap(), Some(5_000));
         assert_eq!(backlog(&conn, "slack").unwrap(), (1, 0));
 
-        assert!(mark_sent(&conn, id, 6_000).unwrap());
-        assert!(!mark_sent(&conn, id, 7_000).unwrap(), "sent once only");
-        mark_dead(&conn, id, 9, "late failure").unwrap();
+        // A claim of no lifetime (SQLite's) holds nothing back at a later claim.
+        assert_eq!(
+            claim(&mut conn, "slack", "w", 5_000, 0, 10).unwrap().len(),
+            1
+        );
+        assert!(
+            !mark_sent(&conn, "other", id, 6_000).unwrap(),
+            "not its claim"
+        );
+        assert!(mark_sent(&conn, "w", id, 6_000).unwrap());
+        assert!(!mark_sent(&conn, "w", id, 7_000).unwrap(), "sent once only");
+        assert!(!mark_dead(&conn, "w", id, 9, "late failure").unwrap());
         let listed = list(&path.as_path().into(), Some(OutboxState::Sent), 10).unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(
@@ -291,6 +510,7 @@ mod tests {
             pending_by_channel(&conn).unwrap(),
             vec![("email".to_string(), 1)]
         );
+        assert_eq!(created_since(&conn, 1_000).unwrap().len(), 2);
         assert_eq!(prune_sent(&conn, 6_001).unwrap(), 1);
         assert_eq!(list(&path.as_path().into(), None, 10).unwrap().len(), 1);
     }

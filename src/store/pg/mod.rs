@@ -10,7 +10,6 @@ pub mod feed;
 pub mod ingest;
 pub mod lease;
 pub mod migrate;
-pub mod outbox;
 mod partitions;
 mod rows;
 
