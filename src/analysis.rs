@@ -267,18 +267,27 @@ impl Analysis {
         db: &crate::store::Location,
         now_ms: i64,
     ) -> Result<Resumed, AnalysisError> {
-        let conn = db.reader()?;
-        let not_loaded = match snapshot::read(&conn)? {
+        self.resume_on(&db.reader()?, now_ms)
+    }
+
+    /// `resume` on a connection the caller opened: the leader of several replicas
+    /// resumes inside the snapshot its feed starts from (`store::pg::feed`).
+    pub fn resume_on(
+        &mut self,
+        conn: &crate::store::sql::Db,
+        now_ms: i64,
+    ) -> Result<Resumed, AnalysisError> {
+        let not_loaded = match snapshot::read(conn)? {
             None => None,
             Some((meta, bytes)) => match self.engine.load(&bytes) {
                 Ok((cut, stage)) => {
-                    let (events, evals) = self.refeed(&conn, cut)?;
+                    let (events, evals) = self.refeed(conn, cut)?;
                     // The steps after the snapshot stored their decisions: judge
                     // their buckets again to rebuild the state, and drop what that
                     // raises (it was raised, and stored, when it happened). The
                     // alert state is then the one rebuilt from the stored rows;
                     // without such steps, the snapshot's is exact.
-                    let decided = snapshot::read_decided(&conn)?;
+                    let decided = snapshot::read_decided(conn)?;
                     if decided.is_none()
                         && let Err(e) = self.stage.restore_state(&stage)
                     {
@@ -313,7 +322,7 @@ impl Analysis {
                 Err(e) => Some(e.to_string()),
             },
         };
-        let (Fed { events, evals }, span) = self.warm(&conn, i64::MIN / 4, now_ms)?;
+        let (Fed { events, evals }, span) = self.warm(conn, i64::MIN / 4, now_ms)?;
         let days = span.map_or(0.0, |(first, last)| (last - first) as f64 / 86_400_000.0);
         match &not_loaded {
             Some(why) => tracing::warn!(

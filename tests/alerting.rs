@@ -87,7 +87,7 @@ fn immediate() -> RoutingParams {
 
 fn stage(db: &Path, tiers: Tiers) -> AlertStage {
     AlertStage::new(
-        alert_sql::open(db).unwrap(),
+        alert_sql::open(&db.into()).unwrap(),
         tiers,
         Some(Registry::new(Policy::default())),
         immediate(),
@@ -165,7 +165,7 @@ fn tick(at_ms: i64, findings: Vec<Finding>) -> Output {
 }
 
 fn stored(db: &Path) -> Vec<AlertRow> {
-    let conn = alert_sql::open(db).unwrap();
+    let conn = alert_sql::open(&db.into()).unwrap();
     alert_sql::list(
         &conn,
         &AlertFilter {
@@ -382,7 +382,7 @@ fn a_line_waiting_in_its_group_survives_a_crash_and_goes_out_once() {
     };
     let open = || {
         AlertStage::new(
-            alert_sql::open(&db).unwrap(),
+            alert_sql::open(&db.as_path().into()).unwrap(),
             Tiers::load(&shipped).unwrap(),
             Some(Registry::new(Policy::default())),
             waiting,
@@ -1107,7 +1107,7 @@ fn a_lasting_incident_is_repeated_once_a_day() {
     let (_dir, db) = database();
     let tiers = Tiers::defaults();
     let mut stage = AlertStage::new(
-        alert_sql::open(&db).unwrap(),
+        alert_sql::open(&db.as_path().into()).unwrap(),
         tiers,
         None,
         RoutingParams {

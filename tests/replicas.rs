@@ -156,6 +156,12 @@ fn three_replicas_open_and_resolve_one_incident_once_through_a_kill_9_of_the_lea
         &["node-a", "node-b", "node-c"],
     );
     let first = leader(&apps, &[0, 1, 2], TAKEOVER);
+    for (i, app) in apps.iter().enumerate() {
+        let role = app.get("/healthz").json::<Value>().unwrap()["role"].clone();
+        assert_eq!(role, if i == first { "leader" } else { "follower" });
+        let token = app.metric("driftwarden_leader_token");
+        assert_eq!(token > 0.0, i == first, "replica {i}: token {token}");
+    }
 
     // 25 healthy minutes (the baseline), the burst, a healthy minute that closes it:
     // each minute posted to one replica and again to the next (a retrying gateway).

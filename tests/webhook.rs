@@ -538,7 +538,12 @@ cost_usd = "cost"
         .spawn();
     let r = app.get("/healthz");
     assert_eq!(r.status().as_u16(), 200);
-    assert_eq!(r.json::<Value>().unwrap()["status"], "ok");
+    let health = r.json::<Value>().unwrap();
+    assert_eq!(health["status"], "ok");
+    // One daemon on SQLite leads on its own.
+    assert_eq!(health["role"], "single");
+    assert_eq!(app.metric("driftwarden_leader"), 1.0);
+    assert_eq!(app.metric("driftwarden_leader_token"), 0.0);
 
     let ts = recent_ms();
     let body = ndjson(&[

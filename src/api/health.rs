@@ -18,9 +18,22 @@ pub async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
-    Ok(Json(
-        json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}),
-    ))
+    Ok(Json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "role": role(&state),
+    })))
+}
+
+/// What this process does: `single` (one daemon on SQLite, which always leads), or,
+/// of several replicas on PostgreSQL, `leader` (analysis, alerts, delivery) or
+/// `follower` (ingest and the API only).
+fn role(state: &AppState) -> &'static str {
+    match (state.db.sqlite_path(), state.metrics.leader.get()) {
+        (Some(_), _) => "single",
+        (None, 1) => "leader",
+        (None, _) => "follower",
+    }
 }
 
 /// `GET /metrics`: Prometheus text format.
@@ -38,6 +51,12 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         }
         Err(cause) => tracing::warn!(%cause, "database size not read for /metrics"),
     }
+    // Only the process running the analysis has a lag; a follower shows none.
+    let lag = match (state.metrics.leader.get(), state.analysis.get()) {
+        (1, Some(step)) => (crate::clock::now_ms() - step.watermark_ms).max(0) / 1000,
+        _ => 0,
+    };
+    state.metrics.analysis_lag_seconds.set(lag);
     if let Some(s) = state.analysis.shown().snapshot {
         let m = &state.metrics;
         m.snapshot_watermark_ms.set(s.watermark_ms);

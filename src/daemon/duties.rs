@@ -17,6 +17,7 @@ use crate::sources::clocks::SourceClocks;
 use crate::stop::Stop;
 use crate::store::pg::feed::Feed;
 use crate::store::pg::lease::Lease;
+use crate::store::sql::Sql;
 use crate::store::writer::{Committed, Writer};
 use crate::store::{Location, StoreError};
 use crate::telemetry::Metrics;
@@ -29,6 +30,8 @@ pub(super) struct Shared {
     pub metrics: Arc<Metrics>,
     pub progress: Progress,
     pub runtime: tokio::runtime::Handle,
+    /// This process's name in leases and outbox claims.
+    pub holder: String,
 }
 
 /// How often the leader reads back what the replicas committed.
@@ -90,6 +93,9 @@ impl Duties {
                 )
             })
             .expect("spawning the analysis thread");
+        if let Some(lease) = lease {
+            take_over_claims(&config.db, lease, &shared.holder)?;
+        }
         let _runtime = shared.runtime.enter();
         let notifier = crate::notify::spawn(
             &config.db,
@@ -97,6 +103,7 @@ impl Duties {
             crate::notify::WorkerOptions {
                 dashboard_url: config.dashboard_url.clone(),
                 fence: lease.cloned(),
+                claimer: shared.holder.clone(),
                 ..crate::notify::WorkerOptions::default()
             },
             shared.metrics.clone(),
@@ -140,6 +147,26 @@ impl Duties {
         });
         self.analysis
     }
+}
+
+/// Void the outbox claims of earlier leaders, so their rows go out now instead of
+/// when the claims expire. Only the leader delivers, and an earlier leader's marks are
+/// fenced by the lease this one now holds; what it may still have in flight is the
+/// documented window (a 2xx whose mark never committed is sent once more).
+fn take_over_claims(db: &Location, lease: &Lease, holder: &str) -> Result<(), StoreError> {
+    let conn = db.side()?.fenced(lease.clone());
+    let n = conn.execute(
+        "UPDATE outbox SET claimed_by = NULL, claim_until_ms = NULL \
+         WHERE state = 'pending' AND claimed_by IS NOT NULL AND claimed_by <> ?1",
+        &[holder.into()],
+    )?;
+    if n > 0 {
+        tracing::info!(
+            rows = n,
+            "took over the outbox claims of the previous leader"
+        );
+    }
+    Ok(())
 }
 
 /// The database server's clock, so the feed's start compares with stamps made on it.

@@ -207,7 +207,11 @@ pub async fn serve_on(
         }
         true => (None, None),
     };
-    let pipeline = Pipeline::open(&config, to_analysis)?;
+    // Off the async threads: PostgreSQL's blocking client runs a runtime of its own.
+    let opening = config.clone();
+    let pipeline = tokio::task::spawn_blocking(move || Pipeline::open(&opening, to_analysis))
+        .await
+        .map_err(|e| DaemonError::Serve(std::io::Error::other(e)))??;
     // Every pulling source holds the analysis until it has told how far it got, so
     // a backlog read at start is judged along its own data clock.
     let started = crate::clock::now_ms();
@@ -215,6 +219,8 @@ pub async fn serve_on(
     for name in names.chain(config.gateway_dbs.iter().map(|d| d.name())) {
         pipeline.clocks.register(&name, started);
     }
+    // This process's name in the leases it holds (and in the outbox claims).
+    let holder = crate::store::pg::lease::replica_id();
     let progress = crate::analysis::Progress::default();
     let shared = duties::Shared {
         config: config.clone(),
@@ -222,6 +228,7 @@ pub async fn serve_on(
         metrics: pipeline.metrics.clone(),
         progress: progress.clone(),
         runtime: tokio::runtime::Handle::current(),
+        holder: holder.clone(),
     };
     let token = match &config.token {
         Some(t) => t.expose_secret().to_string(),
@@ -229,8 +236,6 @@ pub async fn serve_on(
         None => token_from_file(config.db.lite("a generated API token")?)?,
     };
     let addr = listener.local_addr().map_err(DaemonError::Serve)?;
-    // This process's name in the leases it holds (and in the outbox claims).
-    let holder = crate::store::pg::lease::replica_id();
     // A single daemon leads from the start; replicas contend for the leader lease.
     let leadership = match &config.db {
         Location::Sqlite(_) => Leadership::Single(duties::Duties::start(

@@ -3,9 +3,7 @@
 //! that SQLite serializes with the writer thread's through the busy timeout). The
 //! SQL is written once for both backends (`store::sql`).
 
-use std::path::Path;
 
-use rusqlite::Connection;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -66,8 +64,8 @@ pub struct AlertFilter {
 }
 
 /// Open a writable connection for the alert stage.
-pub fn open(path: &Path) -> Result<Connection, StoreError> {
-    super::open_side(path)
+pub fn open(db: &super::Location) -> Result<super::sql::Db, StoreError> {
+    db.side()
 }
 
 fn scope_json(scope: &Scope) -> String {
