@@ -165,17 +165,23 @@ pub fn spawn(
         })?;
     // One limiter per interval, keyed by webhook: channels naming one webhook share it.
     let mut pacers: HashMap<Duration, Arc<DefaultKeyedRateLimiter<String>>> = HashMap::new();
-    let open = || -> Result<Db, StoreError> {
-        let conn = outbox::open(db)?;
-        Ok(match &options.fence {
-            Some(lease) => conn.fenced(lease.clone()),
-            None => conn,
-        })
-    };
-    warn_about_unrouted(&open()?, channels)?;
+    let senders = channels
+        .iter()
+        .map(|c| Sender::new(c, &client, &options))
+        .collect::<Result<Vec<_>, _>>()?;
+    let conns = off_runtime(|| -> Result<Vec<Conn>, StoreError> {
+        let open = || -> Result<Db, StoreError> {
+            let conn = outbox::open(db)?;
+            Ok(match &options.fence {
+                Some(lease) => conn.fenced(lease.clone()),
+                None => conn,
+            })
+        };
+        warn_about_unrouted(&open()?, channels)?;
+        channels.iter().map(|_| open().map(Conn::new)).collect()
+    })?;
     let mut tasks = Vec::new();
-    for channel in channels {
-        let (sender, secrets) = Sender::new(channel, &client, &options)?;
+    for ((channel, (sender, secrets)), db) in channels.iter().zip(senders).zip(conns) {
         let worker = ChannelWorker {
             name: channel.name.clone(),
             labels: ChannelLabels {
@@ -190,7 +196,7 @@ pub fn spawn(
             }),
             sender,
             secrets,
-            db: Conn(Arc::new(Mutex::new(open()?))),
+            db,
             options: options.clone(),
             metrics: metrics.clone(),
             stop: stop.clone(),
@@ -217,9 +223,19 @@ fn warn_about_unrouted(conn: &Db, channels: &[Channel]) -> Result<(), StoreError
     Ok(())
 }
 
-/// One channel's connection to the outbox, used from blocking threads.
-#[derive(Clone)]
-struct Conn(Arc<Mutex<Db>>);
+/// Run `f` on a thread of its own: a PostgreSQL client connects (and closes) by
+/// blocking on a runtime of its own, which panics on a thread that drives async tasks,
+/// and `spawn` is called from one.
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| match s.spawn(f).join() {
+        Ok(out) => out,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
+/// One channel's connection to the outbox: used on blocking threads, and dropped on a
+/// thread of its own (see [`off_runtime`]), since the last owner is an async task.
+struct Conn(Option<Arc<Mutex<Db>>>);
 
 /// Why an outbox query of a worker failed.
 #[derive(Debug, thiserror::Error)]
@@ -242,12 +258,24 @@ impl QueryError {
     }
 }
 
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(db) = self.0.take() {
+            std::thread::spawn(move || drop(db));
+        }
+    }
+}
+
 impl Conn {
+    fn new(db: Db) -> Conn {
+        Conn(Some(Arc::new(Mutex::new(db))))
+    }
+
     async fn call<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Db) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, QueryError> {
-        let conn = self.0.clone();
+        let conn = self.0.clone().expect("a connection until dropped");
         // A query that panicked poisoned the lock, not the connection: the statement or
         // transaction it was in was rolled back, so the next query may use it.
         let query = move || f(&mut conn.lock().unwrap_or_else(|p| p.into_inner()));
