@@ -223,7 +223,10 @@ fn a_fenced_worker_stops_and_the_new_leader_delivers_its_claimed_rows() {
     let a = store.notifier(
         &channels,
         WorkerOptions {
-            claim_ttl: Duration::from_secs(2),
+            // Short, so the new leader need not wait long for its rows; still above
+            // the send timeout, as the worker requires.
+            claim_ttl: Duration::from_secs(3),
+            send_timeout: Duration::from_secs(2),
             fence: Some(old.clone()),
             ..replica("replica-a")
         },
