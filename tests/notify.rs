@@ -544,6 +544,32 @@ async fn a_500_is_retried_with_backoff_until_it_is_accepted() {
     );
 }
 
+/// A generic webhook's `Idempotency-Key` names the outbox row: the same at each attempt
+/// of it, another for the next row, so a receiver can drop a resend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_retry_carries_the_same_idempotency_key() {
+    let hook = Receiver::start();
+    hook.then(&[Reply::Status(500)]);
+    let (_dir, db) = database();
+    let first = enqueue(&db, "hook", &message("once"));
+    let second = enqueue(&db, "hook", &message("twice"));
+    let (worker, _) = start(&db, &channels(&webhook_toml(&hook.url("/in"))), fast());
+    wait_state(&db, second, OutboxState::Sent).await;
+    worker.stop().await;
+    let keys: Vec<String> = hook
+        .header("idempotency-key")
+        .into_iter()
+        .map(|k| k.expect("every request has an Idempotency-Key"))
+        .collect();
+    let rows = [row(&db, first), row(&db, second)];
+    let key = |r: &OutboxRow| format!("\"driftwarden-{}-{}\"", r.created_ms, r.id);
+    assert_eq!(
+        keys,
+        vec![key(&rows[0]), key(&rows[0]), key(&rows[1])],
+        "the failed attempt, its retry, the next row"
+    );
+}
+
 /// A failing outbox query (here: the table is gone for a while) is logged, counted
 /// in `/metrics` and retried; the worker keeps delivering once the query works again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -64,10 +64,11 @@ pub struct WorkerOptions {
     /// `store::pg::lease::replica_id()`): unique per process, so replicas tell their
     /// claims apart.
     pub claimer: String,
-    /// How long a claim keeps other claimers off a row (default 60 s). On PostgreSQL it
-    /// must exceed the longest a batch's send takes (`send_timeout` plus pacing), or
-    /// another replica may send a row still in flight; a crashed replica's rows wait
-    /// this long before another delivers them. A SQLite store has one delivering
+    /// How long a claim keeps other claimers off a row (default 60 s); must exceed
+    /// `send_timeout`. On PostgreSQL no send starts later than `send_timeout` before
+    /// its claim lapses (a paced channel's long batch is claimed anew in parts), so
+    /// another replica never takes a row still in flight; a crashed replica's rows
+    /// wait this long before another delivers them. A SQLite store has one delivering
     /// process, so there a claim holds nothing past its batch: rows a crashed run had
     /// claimed are taken again at once.
     pub claim_ttl: Duration,
@@ -165,17 +166,32 @@ pub fn spawn(
         })?;
     // One limiter per interval, keyed by webhook: channels naming one webhook share it.
     let mut pacers: HashMap<Duration, Arc<DefaultKeyedRateLimiter<String>>> = HashMap::new();
-    let open = || -> Result<Db, StoreError> {
-        let conn = outbox::open(db)?;
-        Ok(match &options.fence {
-            Some(lease) => conn.fenced(lease.clone()),
-            None => conn,
-        })
-    };
-    warn_about_unrouted(&open()?, channels)?;
+    if options.claim_ttl <= options.send_timeout {
+        return Err(NotifyError::Channel {
+            channel: "*".into(),
+            message: format!(
+                "the claim TTL ({:?}) must exceed the send timeout ({:?}): raise claim_ttl",
+                options.claim_ttl, options.send_timeout
+            ),
+        });
+    }
+    let senders = channels
+        .iter()
+        .map(|c| Sender::new(c, &client, &options))
+        .collect::<Result<Vec<_>, _>>()?;
+    let conns = off_runtime(|| -> Result<Vec<Conn>, StoreError> {
+        let open = || -> Result<Db, StoreError> {
+            let conn = outbox::open(db)?;
+            Ok(match &options.fence {
+                Some(lease) => conn.fenced(lease.clone()),
+                None => conn,
+            })
+        };
+        warn_about_unrouted(&open()?, channels)?;
+        channels.iter().map(|_| open().map(Conn::new)).collect()
+    })?;
     let mut tasks = Vec::new();
-    for channel in channels {
-        let (sender, secrets) = Sender::new(channel, &client, &options)?;
+    for ((channel, (sender, secrets)), db) in channels.iter().zip(senders).zip(conns) {
         let worker = ChannelWorker {
             name: channel.name.clone(),
             labels: ChannelLabels {
@@ -190,7 +206,7 @@ pub fn spawn(
             }),
             sender,
             secrets,
-            db: Conn(Arc::new(Mutex::new(open()?))),
+            db,
             options: options.clone(),
             metrics: metrics.clone(),
             stop: stop.clone(),
@@ -217,9 +233,19 @@ fn warn_about_unrouted(conn: &Db, channels: &[Channel]) -> Result<(), StoreError
     Ok(())
 }
 
-/// One channel's connection to the outbox, used from blocking threads.
-#[derive(Clone)]
-struct Conn(Arc<Mutex<Db>>);
+/// Run `f` on a thread of its own: a PostgreSQL client connects (and closes) by
+/// blocking on a runtime of its own, which panics on a thread that drives async tasks,
+/// and `spawn` is called from one.
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| match s.spawn(f).join() {
+        Ok(out) => out,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
+/// One channel's connection to the outbox: used on blocking threads, and dropped on a
+/// thread of its own (see [`off_runtime`]), since the last owner is an async task.
+struct Conn(Option<Arc<Mutex<Db>>>);
 
 /// Why an outbox query of a worker failed.
 #[derive(Debug, thiserror::Error)]
@@ -242,12 +268,24 @@ impl QueryError {
     }
 }
 
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(db) = self.0.take() {
+            std::thread::spawn(move || drop(db));
+        }
+    }
+}
+
 impl Conn {
+    fn new(db: Db) -> Conn {
+        Conn(Some(Arc::new(Mutex::new(db))))
+    }
+
     async fn call<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Db) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, QueryError> {
-        let conn = self.0.clone();
+        let conn = self.0.clone().expect("a connection until dropped");
         // A query that panicked poisoned the lock, not the connection: the statement or
         // transaction it was in was rolled back, so the next query may use it.
         let query = move || f(&mut conn.lock().unwrap_or_else(|p| p.into_inner()));
@@ -434,8 +472,8 @@ struct ChannelWorker {
 impl ChannelWorker {
     async fn run(mut self) {
         while !self.is_stopped() {
-            let rows = match self.claim().await {
-                Ok(rows) => rows,
+            let (rows, send_by) = match self.claim().await {
+                Ok(claimed) => claimed,
                 Err(e) => {
                     self.query_failed(&e, "claiming due notifications");
                     self.sleep(self.options.poll).await;
@@ -452,6 +490,11 @@ impl ChannelWorker {
             let mut done = 0;
             for row in &rows {
                 if !self.pace().await {
+                    break;
+                }
+                if send_by.is_some_and(|by| Instant::now() >= by) {
+                    // The claim could lapse during this send (a paced channel's long
+                    // batch): claim the rest anew instead.
                     break;
                 }
                 let outcome = self.sender.send(row).await;
@@ -472,18 +515,25 @@ impl ChannelWorker {
     }
 
     /// Claim the channel's due rows, on the store's clock.
-    async fn claim(&self) -> Result<Vec<OutboxRow>, QueryError> {
+    /// Claim the channel's due rows, on the store's clock, and the instant after which
+    /// no send may start under this claim (`None`: the claim never lapses for another
+    /// claimer, on SQLite).
+    async fn claim(&self) -> Result<(Vec<OutboxRow>, Option<Instant>), QueryError> {
         let (name, claimer) = (self.name.clone(), self.options.claimer.clone());
-        let ttl_ms = self.options.claim_ttl.as_millis() as i64;
+        let ttl = self.options.claim_ttl;
+        // Taken before the claim, so the local deadline is never later than the stored.
+        let send_by = Instant::now() + ttl.saturating_sub(self.options.send_timeout);
+        let ttl_ms = ttl.as_millis() as i64;
         self.db
             .call(move |c| {
-                let claim_ms = match c.dialect() {
-                    Dialect::Postgres => ttl_ms,
+                let (claim_ms, send_by) = match c.dialect() {
+                    Dialect::Postgres => (ttl_ms, Some(send_by)),
                     // One process delivers a SQLite store (see `claim_ttl`).
-                    Dialect::Sqlite => 0,
+                    Dialect::Sqlite => (0, None),
                 };
                 let now = outbox::clock_ms(c)?;
-                outbox::claim(c, &name, &claimer, now, claim_ms, BATCH)
+                let rows = outbox::claim(c, &name, &claimer, now, claim_ms, BATCH)?;
+                Ok((rows, send_by))
             })
             .await
     }

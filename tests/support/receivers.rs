@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
@@ -50,6 +50,8 @@ pub struct Hit {
     pub status: u16,
     /// Its JSON body (`Null` when not JSON).
     pub body: Value,
+    /// Its headers.
+    pub headers: HeaderMap,
 }
 
 #[derive(Clone, Default)]
@@ -57,6 +59,8 @@ struct Recorded {
     hits: Arc<Mutex<Vec<Hit>>>,
     plan: Arc<Mutex<VecDeque<Reply>>>,
     always: Arc<Mutex<Option<Reply>>>,
+    /// While true, requests are recorded on arrival and answered only once it is false.
+    held: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// An HTTP server on an ephemeral port, on its own thread and runtime.
@@ -106,6 +110,23 @@ impl Receiver {
         *self.state.always.lock().unwrap() = reply;
     }
 
+    /// Hold every request (`true`: recorded as it arrives, answered once released with
+    /// `false`), to stop a sender between its request and the answer.
+    pub fn hold(&self, held: bool) {
+        self.state.held.send_replace(held);
+    }
+
+    /// The value of header `name` in each request, in arrival order.
+    pub fn header(&self, name: &str) -> Vec<Option<String>> {
+        let hits = self.state.hits.lock().unwrap();
+        hits.iter()
+            .map(|h| {
+                let value = h.headers.get(name)?;
+                Some(value.to_str().unwrap().to_string())
+            })
+            .collect()
+    }
+
     /// Requests received.
     pub fn count(&self) -> usize {
         self.state.hits.lock().unwrap().len()
@@ -145,7 +166,7 @@ impl Receiver {
     }
 }
 
-async fn receive(State(s): State<Recorded>, uri: Uri, body: Bytes) -> Response {
+async fn receive(State(s): State<Recorded>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let planned = s.plan.lock().unwrap().pop_front();
     let reply = planned.or(*s.always.lock().unwrap());
     s.hits.lock().unwrap().push(Hit {
@@ -154,7 +175,10 @@ async fn receive(State(s): State<Recorded>, uri: Uri, body: Bytes) -> Response {
         query: uri.query().unwrap_or("").to_string(),
         status: reply.map_or(200, Reply::status),
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        headers,
     });
+    // Dropped senders only when the receiver is gone: nothing to wait for then.
+    let _ = s.held.subscribe().wait_for(|held| !held).await;
     match reply {
         None => (StatusCode::OK, "ok").into_response(),
         Some(Reply::Status(code)) => {
