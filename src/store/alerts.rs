@@ -3,7 +3,6 @@
 //! that SQLite serializes with the writer thread's through the busy timeout). The
 //! SQL is written once for both backends (`store::sql`).
 
-
 use serde::Serialize;
 use serde_json::Value;
 

@@ -62,18 +62,6 @@ impl Location {
             .ok_or_else(|| StoreError::Postgres(format!("{what} does not run on PostgreSQL yet")))
     }
 
-    /// A read-only SQLite connection, for the reads not yet written against
-    /// [`super::sql::Sql`]; on PostgreSQL an error naming `what`.
-    pub fn lite_reader(&self, what: &str) -> Result<rusqlite::Connection, StoreError> {
-        super::open_reader(self.lite(what)?)
-    }
-
-    /// A writable SQLite connection, for the writes not yet written against
-    /// [`super::sql::Sql`]; on PostgreSQL an error naming `what`.
-    pub fn lite_side(&self, what: &str) -> Result<rusqlite::Connection, StoreError> {
-        super::open_side(self.lite(what)?)
-    }
-
     /// Whether the store already exists (a PostgreSQL database is assumed to).
     pub fn exists(&self) -> bool {
         self.sqlite_path().is_none_or(Path::exists)
