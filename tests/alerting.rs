@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::{hard_guard_rules, replace_once, rules_dir, usage_line};
 use driftwarden::alerts::{AlertStage, Delivery, RoutingParams};
 use driftwarden::detect::Finding;
 use driftwarden::domain::{Alert, AlertEvent, Impact, Kind, Lane, Scope, Signal};
@@ -43,29 +44,6 @@ const MIDNIGHT: i64 = 1_780_790_400_000;
 /// Both lanes of the usage rules: a tick that evaluates them resolves any alert of
 /// theirs it does not find again.
 const USAGE_LANES: [Lane; 2] = [Lane::Structure, Lane::Cost];
-
-/// A copy of the shipped `rules/` in a temp dir, each file passed through `edit`
-/// (file name, text) so a test can change one setting and keep everything else real.
-fn rules_dir(edit: impl Fn(&str, &str) -> String) -> TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
-    for entry in std::fs::read_dir(&shipped).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_str().unwrap().to_string();
-        if name.ends_with(".toml") {
-            let text = std::fs::read_to_string(&path).unwrap();
-            std::fs::write(dir.path().join(&name), edit(&name, &text)).unwrap();
-        }
-    }
-    dir
-}
-
-/// `text` with `from` replaced exactly once (the test fails if the shipped file no
-/// longer has it, rather than silently testing the defaults).
-fn replace_once(text: &str, from: &str, to: &str) -> String {
-    assert_eq!(text.matches(from).count(), 1, "expected one {from:?}");
-    text.replace(from, to)
-}
 
 /// A migrated database in a temp dir.
 fn database() -> (TempDir, PathBuf) {
@@ -756,19 +734,6 @@ fn wait_for(app: &common::TestApp, what: &str, limit: Duration, mut cond: impl F
 /// polls the outbox every second.
 const SETTLE: Duration = Duration::from_millis(2500);
 
-/// The shipped rules with the error-rate hard guard firing at once (no `for`), so a
-/// burst of errors pages in its first bucket.
-fn hard_guard_rules() -> TempDir {
-    rules_dir(|name, text| match name {
-        "drift.toml" => replace_once(
-            text,
-            "hard_limit = 0.25\nfor = \"10m\"\n",
-            "hard_limit = 0.25\n",
-        ),
-        _ => text.to_string(),
-    })
-}
-
 /// One-minute buckets closed without lateness, and `[routing]`'s group wait.
 fn burst_config(group_wait_seconds: u32, channels: &str) -> String {
     format!(
@@ -786,17 +751,6 @@ fn post_error_burst(app: &common::TestApp) {
     }
     let ts = common::now_ms();
     post_minute(app, "burst", |i| (ts, i % 2 == 0));
-}
-
-/// One native usage line of 100 + 20 tokens on gpt-4o, failed (502) or not.
-fn usage_line(id: &str, ts: i64, failed: bool) -> String {
-    let (status, error) = match failed {
-        true => (502, "\"upstream_error\""),
-        false => (200, "null"),
-    };
-    format!(
-        r#"{{"id":"{id}","ts":{ts},"model":"gpt-4o","provider":"openai","route":"chat","tenant":"team-a","prompt_tokens":100,"completion_tokens":20,"cost_usd":0.0005,"latency_ms":300,"status":{status},"error_type":{error}}}"#
-    )
 }
 
 /// Post 40 usage lines named `{prefix}-{i}`; `at(i)` gives each its time and

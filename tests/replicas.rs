@@ -12,6 +12,8 @@
 mod common;
 #[path = "support/dbservers.rs"]
 mod dbservers;
+#[path = "support/newapi_sqlite.rs"]
+mod newapi_sqlite;
 #[path = "support/receivers.rs"]
 mod receivers;
 
@@ -84,24 +86,13 @@ fn leader(apps: &[TestApp], live: &[usize], limit: Duration) -> usize {
     }
 }
 
-/// One native usage line on gpt-4o, failed (502) or not.
-fn usage_line(id: &str, ts: i64, failed: bool) -> String {
-    let (status, error) = match failed {
-        true => (502, "\"upstream_error\""),
-        false => (200, "null"),
-    };
-    format!(
-        r#"{{"id":"{id}","ts":{ts},"model":"gpt-4o","provider":"openai","route":"chat","tenant":"team-a","prompt_tokens":100,"completion_tokens":20,"cost_usd":0.0005,"latency_ms":300,"status":{status},"error_type":{error}}}"#
-    )
-}
-
 /// Post minute `minute` of the history (40 requests, half failed in the burst
 /// minute) to `app`.
 fn post_minute(app: &TestApp, start: i64, minute: i64, burst: i64) {
     let lines: Vec<String> = (0..40)
         .map(|i| {
             let failed = minute == burst && i % 2 == 0;
-            usage_line(
+            common::usage_line(
                 &format!("m{minute}-{i}"),
                 start + minute * MINUTE + i * 1000,
                 failed,
@@ -242,6 +233,19 @@ fn three_replicas_open_and_resolve_one_incident_once_through_a_kill_9_of_the_lea
         "{}",
         apps[next].log_text()
     );
+
+    // A clean stop (a rolling update) releases the lease: the last replica leads at its
+    // next attempt, without waiting out the 15 s TTL.
+    let last = live.iter().copied().find(|&i| i != next).unwrap();
+    let stopping = Instant::now();
+    apps[next].terminate();
+    leader(&apps, &[last], TAKEOVER);
+    let handover = stopping.elapsed();
+    eprintln!("a new leader {handover:?} after a clean stop");
+    assert!(
+        handover < Duration::from_secs(14),
+        "handover took {handover:?}"
+    );
 }
 
 #[test]
@@ -321,4 +325,98 @@ fn a_leader_paused_past_its_lease_writes_nothing_as_leader_after_it_resumes() {
         "{log}"
     );
     assert_eq!(apps[other].metric_opt("driftwarden_leader"), Some(1.0));
+}
+
+/// Insert `n` consumed requests into a New API `logs` table in SQLite.
+fn gateway_rows(path: &std::path::Path, n: usize) {
+    let mut conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(newapi_sqlite::NEWAPI_SCHEMA).unwrap();
+    let tx = conn.transaction().unwrap();
+    for _ in 0..n {
+        tx.execute(
+            "INSERT INTO logs (user_id, created_at, type, content, username, token_name, model_name, quota, \
+             prompt_tokens, completion_tokens, use_time, is_stream, channel_id, \"group\", other) \
+             VALUES (1, ?1, 2, '', 'alice', 'prod-key', 'gpt-4o', 1500, 900, 80, 2, 1, 3, 'default', '{}')",
+            [common::now_ms() / 1000 - 60],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+}
+
+#[test]
+fn a_gateway_database_is_followed_by_one_replica_at_a_time_and_taken_over_after_a_kill_9() {
+    let Some((_pg, url)) = store(
+        "a_gateway_database_is_followed_by_one_replica_at_a_time_and_taken_over_after_a_kill_9",
+    ) else {
+        return;
+    };
+    let gateway = tempfile::tempdir().unwrap();
+    let logs = gateway.path().join("one-api.db");
+    gateway_rows(&logs, 50);
+    let config = format!(
+        "[[gateway_db]]\nurl = \"sqlite://{}\"\npoll_ms = 100\nstart = \"first\"\n",
+        logs.display()
+    );
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/rules");
+    let mut apps = replicas(
+        &url,
+        std::path::Path::new(rules),
+        &config,
+        &["node-a", "node-b"],
+    );
+    let events = || count(&url, "SELECT COUNT(*) FROM events");
+    wait("the first 50 rows stored", Duration::from_secs(60), || {
+        events() == 50
+    });
+
+    // One lease for the source, held by one of the two processes; only that one reads.
+    let holder = |url: &str| -> (String, i64) {
+        let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+        let rows = c
+            .query(
+                "SELECT holder, token FROM leases WHERE name LIKE 'source:%'",
+                &[],
+            )
+            .unwrap();
+        assert_eq!(rows.len(), 1, "one source lease");
+        (rows[0].get(0), rows[0].get(1))
+    };
+    let (first_holder, first_token) = holder(&url);
+    let following = (0..2)
+        .find(|&i| first_holder.contains(&format!("-{}-", apps[i].pid())))
+        .unwrap_or_else(|| panic!("no replica holds {first_holder}"));
+    let other = 1 - following;
+    let last_id = format!(
+        "driftwarden_gateway_db_last_id{{source=\"db:newapi:sqlite://{}#logs\"}}",
+        logs.display()
+    );
+    assert_eq!(apps[following].metric_opt(&last_id), Some(50.0));
+    assert_eq!(
+        apps[other].metric_opt(&last_id),
+        None,
+        "the other replica reads nothing"
+    );
+
+    apps[following].kill9();
+    let killed = Instant::now();
+    gateway_rows(&logs, 30);
+    wait(
+        "the next 30 rows stored by the other replica",
+        TAKEOVER + Duration::from_secs(10),
+        || events() == 80,
+    );
+    eprintln!(
+        "the source followed again {:?} after the kill",
+        killed.elapsed()
+    );
+    let (next_holder, next_token) = holder(&url);
+    assert!(
+        next_holder.contains(&format!("-{}-", apps[other].pid())),
+        "{next_holder}"
+    );
+    assert_eq!(next_token, first_token + 1);
+    assert_eq!(apps[other].metric_opt(&last_id), Some(80.0));
+    // Gateway rows are stored once: the cursor moved with them, under the lease.
+    assert_eq!(events(), 80);
 }

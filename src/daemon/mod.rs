@@ -377,6 +377,8 @@ pub async fn serve_on(
                 None
             }
         };
+        // The duties' writer handle too: the writer stops once every handle is gone.
+        drop(shared);
         pipeline.close();
         // The writer's end of the analysis queue is gone: the analysis drains and stops.
         if analysis.is_some_and(|a| a.join().is_err()) {

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::sql::{Dialect, Sql, SqlExt, Value};
+use super::sql::{Dialect, Row, Sql, SqlExt, Value};
 use super::{Location, StoreError};
 use crate::domain::{
     ChangeEvent, ChangeKind, CostSource, EvalScore, Fingerprint, TailCheckpoint, UsageEvent,
@@ -422,6 +422,74 @@ fn exists(conn: &(impl Sql + ?Sized), sql: &str) -> Result<bool, StoreError> {
     Ok(conn.row(sql, &[], |r| r.int(0))? == Some(1))
 }
 
+/// The columns [`usage_event`] reads, in its order.
+pub(crate) const EVENT_COLUMNS: &str = "id, ts_ms, model, resolved_model, provider, route, tenant, \
+     prompt_tokens, completion_tokens, cached_tokens, cost_usd, cost_source, list_cost_usd, \
+     latency_ms, ttft_ms, status, finish_reason, error_type";
+
+/// A usage event from the columns of `r` from `at` on, as [`EVENT_COLUMNS`] lists them.
+pub(crate) fn usage_event(r: &dyn Row, at: usize) -> Result<UsageEvent, StoreError> {
+    let label = |i: usize| r.opt_text(at + i).map(|v| v.map(Into::into));
+    Ok(UsageEvent {
+        id: r.text(at)?.into(),
+        ts_ms: r.int(at + 1)?,
+        model: r.text(at + 2)?.into(),
+        resolved_model: label(3)?,
+        provider: label(4)?,
+        route: label(5)?,
+        tenant: label(6)?,
+        prompt_tokens: r.int(at + 7)? as u64,
+        completion_tokens: r.int(at + 8)? as u64,
+        cached_tokens: r.int(at + 9)? as u64,
+        cost_usd: r.opt_real(at + 10)?,
+        cost_source: match r.text(at + 11)?.as_str() {
+            "gateway" => CostSource::Gateway,
+            "price_table" => CostSource::PriceTable,
+            _ => CostSource::Unknown,
+        },
+        list_cost_usd: r.opt_real(at + 12)?,
+        latency_ms: r.opt_int(at + 13)?.map(|v| v as u64),
+        ttft_ms: r.opt_int(at + 14)?.map(|v| v as u64),
+        status: r.opt_int(at + 15)?.and_then(|v| u16::try_from(v).ok()),
+        finish_reason: label(16)?,
+        error_type: label(17)?,
+    })
+}
+
+/// The columns [`eval_score`] reads, in its order.
+pub(crate) const EVAL_COLUMNS: &str = "request_id, route, model, evaluator, ts_ms, score, passed";
+
+/// An eval score from the columns of `r` from `at` on, as [`EVAL_COLUMNS`] lists them.
+pub(crate) fn eval_score(r: &dyn Row, at: usize) -> Result<EvalScore, StoreError> {
+    Ok(EvalScore {
+        request_id: r.opt_text(at)?,
+        route: r.opt_text(at + 1)?,
+        model: r.opt_text(at + 2)?,
+        evaluator: r.text(at + 3)?,
+        ts_ms: r.int(at + 4)?,
+        score: r.opt_real(at + 5)?,
+        passed: r.opt_int(at + 6)?.map(|v| v != 0),
+    })
+}
+
+/// The columns [`change_event`] reads, in its order.
+pub(crate) const CHANGE_COLUMNS: &str = "kind, ts_ms, scope, note, origin";
+
+/// A change event from the columns of `r` from `at` on, as [`CHANGE_COLUMNS`] lists them.
+pub(crate) fn change_event(r: &dyn Row, at: usize) -> Result<ChangeEvent, StoreError> {
+    Ok(ChangeEvent {
+        kind: match r.text(at)?.as_str() {
+            "deploy" => ChangeKind::Deploy,
+            "model_bump" => ChangeKind::ModelBump,
+            _ => ChangeKind::ConfigChange,
+        },
+        ts_ms: r.int(at + 1)?,
+        scope: serde_json::from_str(&r.text(at + 2)?).unwrap_or_default(),
+        note: r.text(at + 3)?,
+        origin: r.text(at + 4)?,
+    })
+}
+
 /// Stored usage events with `ts_ms` in `[from_ms, to_ms)` after the key `after`
 /// (exclusive), in key order, at most `limit`: a page of history to warm the
 /// analysis with after a restart. Ids are ordered by the database's collation (bytes
@@ -433,37 +501,12 @@ pub fn events_page(
     limit: u32,
 ) -> Result<Vec<UsageEvent>, StoreError> {
     conn.rows(
-        "SELECT id, ts_ms, model, resolved_model, provider, route, tenant, prompt_tokens, completion_tokens, \
-         cached_tokens, cost_usd, cost_source, list_cost_usd, latency_ms, ttft_ms, status, finish_reason, error_type \
-         FROM events WHERE (ts_ms, id) > (?1, ?2) AND ts_ms < ?3 ORDER BY ts_ms, id LIMIT ?4",
+        &format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE (ts_ms, id) > (?1, ?2) AND ts_ms < ?3 \
+             ORDER BY ts_ms, id LIMIT ?4"
+        ),
         &[after.0.into(), after.1.into(), to_ms.into(), limit.into()],
-        |r| {
-            let label = |i: usize| r.opt_text(i).map(|v| v.map(Into::into));
-            Ok(UsageEvent {
-                id: r.text(0)?.into(),
-                ts_ms: r.int(1)?,
-                model: r.text(2)?.into(),
-                resolved_model: label(3)?,
-                provider: label(4)?,
-                route: label(5)?,
-                tenant: label(6)?,
-                prompt_tokens: r.int(7)? as u64,
-                completion_tokens: r.int(8)? as u64,
-                cached_tokens: r.int(9)? as u64,
-                cost_usd: r.opt_real(10)?,
-                cost_source: match r.text(11)?.as_str() {
-                    "gateway" => CostSource::Gateway,
-                    "price_table" => CostSource::PriceTable,
-                    _ => CostSource::Unknown,
-                },
-                list_cost_usd: r.opt_real(12)?,
-                latency_ms: r.opt_int(13)?.map(|v| v as u64),
-                ttft_ms: r.opt_int(14)?.map(|v| v as u64),
-                status: r.opt_int(15)?.and_then(|v| u16::try_from(v).ok()),
-                finish_reason: label(16)?,
-                error_type: label(17)?,
-            })
-        },
+        |r| usage_event(r, 0),
     )
 }
 
@@ -474,20 +517,11 @@ pub fn evals_between(
     to_ms: i64,
 ) -> Result<Vec<EvalScore>, StoreError> {
     conn.rows(
-        "SELECT request_id, route, model, evaluator, ts_ms, score, passed FROM eval_scores \
-         WHERE ts_ms >= ?1 AND ts_ms < ?2 ORDER BY ts_ms",
+        &format!(
+            "SELECT {EVAL_COLUMNS} FROM eval_scores WHERE ts_ms >= ?1 AND ts_ms < ?2 ORDER BY ts_ms"
+        ),
         &[from_ms.into(), to_ms.into()],
-        |r| {
-            Ok(EvalScore {
-                request_id: r.opt_text(0)?,
-                route: r.opt_text(1)?,
-                model: r.opt_text(2)?,
-                evaluator: r.text(3)?,
-                ts_ms: r.int(4)?,
-                score: r.opt_real(5)?,
-                passed: r.opt_int(6)?.map(|v| v != 0),
-            })
-        },
+        |r| eval_score(r, 0),
     )
 }
 
@@ -497,20 +531,8 @@ pub fn changes_since(
     from_ms: i64,
 ) -> Result<Vec<ChangeEvent>, StoreError> {
     conn.rows(
-        "SELECT kind, ts_ms, scope, note, origin FROM change_events WHERE ts_ms >= ?1 ORDER BY ts_ms",
+        &format!("SELECT {CHANGE_COLUMNS} FROM change_events WHERE ts_ms >= ?1 ORDER BY ts_ms"),
         &[from_ms.into()],
-        |r| {
-            Ok(ChangeEvent {
-                kind: match r.text(0)?.as_str() {
-                    "deploy" => ChangeKind::Deploy,
-                    "model_bump" => ChangeKind::ModelBump,
-                    _ => ChangeKind::ConfigChange,
-                },
-                ts_ms: r.int(1)?,
-                scope: serde_json::from_str(&r.text(2)?).unwrap_or_default(),
-                note: r.text(3)?,
-                origin: r.text(4)?,
-            })
-        },
+        |r| change_event(r, 0),
     )
 }

@@ -641,3 +641,14 @@ pub fn hard_guard_rules() -> TempDir {
         _ => text.to_string(),
     })
 }
+
+/// One native usage line of 100 + 20 tokens on gpt-4o, failed (502) or not.
+pub fn usage_line(id: &str, ts: i64, failed: bool) -> String {
+    let (status, error) = match failed {
+        true => (502, "\"upstream_error\""),
+        false => (200, "null"),
+    };
+    format!(
+        r#"{{"id":"{id}","ts":{ts},"model":"gpt-4o","provider":"openai","route":"chat","tenant":"team-a","prompt_tokens":100,"completion_tokens":20,"cost_usd":0.0005,"latency_ms":300,"status":{status},"error_type":{error}}}"#
+    )
+}

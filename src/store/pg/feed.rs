@@ -19,8 +19,7 @@ use std::collections::HashMap;
 
 use super::super::sql::{Db, Row, Sql, SqlExt, Value};
 use super::super::writer::Committed;
-use super::super::{Batch, Fresh, StoreError};
-use crate::domain::{ChangeEvent, ChangeKind, CostSource, EvalScore, UsageEvent};
+use super::super::{Batch, Fresh, StoreError, queries};
 
 /// How far back, in received time, a late commit is still picked up.
 pub const LOOKBACK_MS: i64 = 10_000;
@@ -37,31 +36,43 @@ struct Cursor {
     seen: HashMap<(i64, String), i64>,
 }
 
-/// A table as the feed reads it.
+/// A table as the feed reads it: `place` (`received_ms, k1, k2`, the row's position in
+/// the feed) then `columns` (what `store::queries` maps to the record).
 struct Table {
-    /// `received_ms, k1, k2` (the row's place), then the payload.
-    select: &'static str,
+    place: &'static str,
+    columns: &'static str,
     from: &'static str,
     /// `k1, k2` as columns, for the keyset comparison.
     keys: &'static str,
 }
 
+impl Table {
+    /// `SELECT place, columns FROM table`.
+    fn select(&self) -> String {
+        format!("SELECT {}, {} {}", self.place, self.columns, self.from)
+    }
+}
+
+/// Where a record's own columns begin, after its place.
+const AT: usize = 3;
+
 const EVENTS: Table = Table {
-    select: "SELECT received_ms, ts_ms, id, id, ts_ms, model, resolved_model, provider, route, tenant, \
-             prompt_tokens, completion_tokens, cached_tokens, cost_usd, cost_source, list_cost_usd, \
-             latency_ms, ttft_ms, status, finish_reason, error_type",
+    place: "received_ms, ts_ms, id",
+    columns: queries::EVENT_COLUMNS,
     from: "FROM events",
     keys: "ts_ms, id",
 };
 
 const EVALS: Table = Table {
-    select: "SELECT received_ms, ts_ms, key, request_id, route, model, evaluator, ts_ms, score, passed",
+    place: "received_ms, ts_ms, key",
+    columns: queries::EVAL_COLUMNS,
     from: "FROM eval_scores",
     keys: "ts_ms, key",
 };
 
 const CHANGES: Table = Table {
-    select: "SELECT received_ms, id, '', kind, ts_ms, scope, note, origin",
+    place: "received_ms, id, ''",
+    columns: queries::CHANGE_COLUMNS,
     from: "FROM change_events",
     keys: "id, ''",
 };
@@ -102,8 +113,8 @@ impl Feed {
                 cursor.after = (floor, i64::MIN, String::new());
                 let keys = feed.db.rows(
                     &format!(
-                        "{} {} WHERE received_ms >= ?1 ORDER BY 1, 2, 3",
-                        table.select, table.from
+                        "{} WHERE received_ms >= ?1 ORDER BY 1, 2, 3",
+                        table.select()
                     ),
                     &[floor.into()],
                     key_of,
@@ -130,15 +141,15 @@ impl Feed {
     pub fn poll(&mut self) -> Result<Option<Committed>, StoreError> {
         let mut batch = Batch::new("replicas", "store");
         read(&self.db, &EVENTS, &mut self.events, |r| {
-            batch.events.push(usage_event(r)?);
+            batch.events.push(queries::usage_event(r, AT)?);
             Ok(())
         })?;
         read(&self.db, &EVALS, &mut self.evals, |r| {
-            batch.evals.push(eval_score(r)?);
+            batch.evals.push(queries::eval_score(r, AT)?);
             Ok(())
         })?;
         read(&self.db, &CHANGES, &mut self.changes, |r| {
-            batch.changes.push(change_event(r)?);
+            batch.changes.push(queries::change_event(r, AT)?);
             Ok(())
         })?;
         if batch.events.is_empty() && batch.evals.is_empty() && batch.changes.is_empty() {
@@ -172,9 +183,10 @@ fn read(
 ) -> Result<(), StoreError> {
     let (received, k1, k2) = cursor.after.clone();
     let forward = format!(
-        "{} {} WHERE received_ms >= ?1 AND (received_ms, {}) > (?1, ?2, ?3) \
+        "{} WHERE received_ms >= ?1 AND (received_ms, {}) > (?1, ?2, ?3) \
          ORDER BY 1, 2, 3 LIMIT ?4",
-        table.select, table.from, table.keys
+        table.select(),
+        table.keys
     );
     let mut read = 0;
     db.each(
@@ -197,8 +209,8 @@ fn read(
     let floor = cursor.after.0 - LOOKBACK_MS;
     db.each(
         &format!(
-            "{} {} WHERE received_ms >= ?1 AND received_ms <= ?2",
-            table.select, table.from
+            "{} WHERE received_ms >= ?1 AND received_ms <= ?2",
+            table.select()
         ),
         &[floor.into(), cursor.after.0.into()],
         &mut |r| {
@@ -211,57 +223,4 @@ fn read(
     )?;
     cursor.seen.retain(|_, received| *received >= floor);
     Ok(())
-}
-
-fn usage_event(r: &dyn Row) -> Result<UsageEvent, StoreError> {
-    Ok(UsageEvent {
-        id: r.text(3)?.into(),
-        ts_ms: r.int(4)?,
-        model: r.text(5)?.into(),
-        resolved_model: r.opt_text(6)?.map(Into::into),
-        provider: r.opt_text(7)?.map(Into::into),
-        route: r.opt_text(8)?.map(Into::into),
-        tenant: r.opt_text(9)?.map(Into::into),
-        prompt_tokens: r.int(10)? as u64,
-        completion_tokens: r.int(11)? as u64,
-        cached_tokens: r.int(12)? as u64,
-        cost_usd: r.opt_real(13)?,
-        cost_source: match r.text(14)?.as_str() {
-            "gateway" => CostSource::Gateway,
-            "price_table" => CostSource::PriceTable,
-            _ => CostSource::Unknown,
-        },
-        list_cost_usd: r.opt_real(15)?,
-        latency_ms: r.opt_int(16)?.map(|v| v as u64),
-        ttft_ms: r.opt_int(17)?.map(|v| v as u64),
-        status: r.opt_int(18)?.map(|v| v as u16),
-        finish_reason: r.opt_text(19)?.map(Into::into),
-        error_type: r.opt_text(20)?.map(Into::into),
-    })
-}
-
-fn eval_score(r: &dyn Row) -> Result<EvalScore, StoreError> {
-    Ok(EvalScore {
-        request_id: r.opt_text(3)?,
-        route: r.opt_text(4)?,
-        model: r.opt_text(5)?,
-        evaluator: r.text(6)?,
-        ts_ms: r.int(7)?,
-        score: r.opt_real(8)?,
-        passed: r.opt_int(9)?.map(|v| v != 0),
-    })
-}
-
-fn change_event(r: &dyn Row) -> Result<ChangeEvent, StoreError> {
-    Ok(ChangeEvent {
-        kind: match r.text(3)?.as_str() {
-            "deploy" => ChangeKind::Deploy,
-            "model_bump" => ChangeKind::ModelBump,
-            _ => ChangeKind::ConfigChange,
-        },
-        ts_ms: r.int(4)?,
-        scope: serde_json::from_str(&r.text(5)?).unwrap_or_default(),
-        note: r.text(6)?,
-        origin: r.text(7)?,
-    })
 }
