@@ -130,7 +130,8 @@ fn kill9_mid_backfill_stores_each_row_once() {
         "driftwarden_events_duplicate_total{{source=\"{src}\",format=\"newapi\"}}"
     ));
     assert_eq!(dup, 0.0, "the cursor, not dedupe, prevents re-reading");
-    let aggregated = app.sql_i64("SELECT SUM(requests) FROM agg_minute WHERE dim = 'global'");
+    let aggregated =
+        app.sql_i64("SELECT CAST(SUM(requests) AS BIGINT) FROM agg_minute WHERE dim = 'global'");
     assert_eq!(aggregated, total);
 }
 

@@ -20,6 +20,14 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use prost::Message;
 
+crate::on_postgres!(
+    genai_spans_from_the_sdk_become_usage_events_protobuf_and_json,
+    a_resent_export_is_stored_once_and_refused_spans_are_partial_success,
+    the_receiver_refuses_what_it_cannot_read_in_the_otlp_way,
+    token_usage_metrics_count_the_calls_of_services_without_spans,
+    genai_spans_over_grpc_with_the_token_in_the_metadata,
+);
+
 /// Text an instrumentation may put on a span, which driftwarden must never store.
 const PROMPT: &str = "PROMPT-TEXT-never-stored";
 const COMPLETION: &str = "COMPLETION-TEXT-never-stored";
@@ -128,16 +136,7 @@ fn genai_spans_from_the_sdk_become_usage_events_protobuf_and_json() {
         350
     );
 
-    let store = std::fs::read_dir(app.path(""))
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with("driftwarden.db")
-        })
-        .flat_map(|e| std::fs::read(e.path()).unwrap())
-        .collect::<Vec<u8>>();
+    let store = app.stored_bytes();
     let text = String::from_utf8_lossy(&store);
     assert!(
         !text.contains(PROMPT) && !text.contains(COMPLETION),

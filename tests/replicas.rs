@@ -10,8 +10,6 @@
 //! "nothing more arrives" checks settle for a few seconds.
 
 mod common;
-#[path = "support/dbservers.rs"]
-mod dbservers;
 #[path = "support/newapi_sqlite.rs"]
 mod newapi_sqlite;
 #[path = "support/receivers.rs"]
@@ -20,7 +18,7 @@ mod receivers;
 use std::time::{Duration, Instant};
 
 use common::TestApp;
-use dbservers::PgServer;
+use common::dbservers::PgServer;
 use receivers::{Receiver, Reply};
 use serde_json::Value;
 

@@ -6,6 +6,23 @@ mod common;
 use serde_json::{Value, json};
 
 use common::*;
+use driftwarden::store::sql::{SqlExt, Value as SqlValue};
+
+crate::on_postgres!(
+    requests_without_the_right_token_are_refused_and_store_nothing,
+    bodies_over_max_body_bytes_get_413_and_store_nothing,
+    a_batch_sent_twice_is_stored_once,
+    one_pretty_printed_object_is_one_record,
+    mixed_ndjson_accepts_the_good_and_reports_each_bad_record,
+    a_body_of_only_bad_records_is_422,
+    litellm_json_array_of_success_and_failure,
+    a_full_litellm_batch_of_several_megabytes_is_accepted,
+    newapi_consume_row_is_stored_and_top_up_skipped,
+    eval_scores_are_stored_and_bad_ones_dead_lettered,
+    an_api_key_in_a_rejected_record_is_never_stored_or_logged,
+    an_api_key_in_a_mistyped_field_is_not_echoed_into_the_stored_reason,
+    health_metrics_and_unknown_formats,
+);
 
 fn report(v: &Value) -> IngestReport {
     serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("not an ingest report: {e}: {v}"))
@@ -127,7 +144,7 @@ fn a_batch_sent_twice_is_stored_once() {
     assert_eq!(app.stats().events, stats.events);
     assert_eq!(app.stats().aggregate_rows, stats.aggregate_rows);
     assert_eq!(
-        app.sql_i64("SELECT SUM(requests) FROM agg_minute WHERE dim = 'global'"),
+        app.sql_i64("SELECT CAST(SUM(requests) AS BIGINT) FROM agg_minute WHERE dim = 'global'"),
         50
     );
     assert_eq!(
@@ -272,30 +289,32 @@ fn litellm_json_array_of_success_and_failure() {
     let r = report(&v);
     assert_eq!((r.accepted, r.rejected), (3, 0), "{v}");
 
-    let conn = app.sql();
+    let store = app.store();
     let row = |id: &str| {
-        conn.query_row(
-            "SELECT model, resolved_model, route, tenant, status, error_type, finish_reason, \
-             latency_ms, ttft_ms, cost_usd, prompt_tokens, completion_tokens FROM events WHERE id = ?1",
-            [id],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, Option<String>>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                    r.get::<_, Option<i64>>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                    r.get::<_, Option<String>>(6)?,
-                    r.get::<_, Option<i64>>(7)?,
-                    r.get::<_, Option<i64>>(8)?,
-                    r.get::<_, Option<f64>>(9)?,
-                    r.get::<_, i64>(10)?,
-                    r.get::<_, i64>(11)?,
-                ))
-            },
-        )
-        .unwrap()
+        store
+            .row(
+                "SELECT model, resolved_model, route, tenant, status, error_type, finish_reason, \
+                 latency_ms, ttft_ms, cost_usd, prompt_tokens, completion_tokens FROM events WHERE id = ?1",
+                &[SqlValue::Text(id)],
+                |r| {
+                    Ok((
+                        r.text(0)?,
+                        r.opt_text(1)?,
+                        r.opt_text(2)?,
+                        r.opt_text(3)?,
+                        r.opt_int(4)?,
+                        r.opt_text(5)?,
+                        r.opt_text(6)?,
+                        r.opt_int(7)?,
+                        r.opt_int(8)?,
+                        r.opt_real(9)?,
+                        r.int(10)?,
+                        r.int(11)?,
+                    ))
+                },
+            )
+            .unwrap()
+            .expect("the event is stored")
     };
     let ok = row("chatcmpl-ok-1");
     assert_eq!(ok.0, "gpt-4o");
@@ -359,7 +378,7 @@ fn a_full_litellm_batch_of_several_megabytes_is_accepted() {
         app.sql_i64("SELECT COUNT(*) FROM events WHERE status = 500"),
         (RECORDS / 10) as i64
     );
-    let bytes = app.db_file_bytes();
+    let bytes = app.stored_bytes();
     for marker in ["PROMPT-TEXT-NEVER-STORED", "ANSWER-TEXT-NEVER-STORED"] {
         assert!(
             !contains_bytes(&bytes, marker.as_bytes()),
@@ -389,14 +408,11 @@ fn newapi_consume_row_is_stored_and_top_up_skipped() {
     let r = report(&v);
     assert_eq!((r.accepted, r.skipped, r.rejected), (1, 1, 0), "{v}");
     assert_eq!(app.stored_ids(), vec!["newapi:4711"]);
-    let (cost, cached, ts): (f64, i64, i64) = app
-        .sql()
-        .query_row(
-            "SELECT cost_usd, cached_tokens, ts_ms FROM events",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .unwrap();
+    let (cost, cached, ts) = app
+        .sql_rows("SELECT cost_usd, cached_tokens, ts_ms FROM events", |r| {
+            Ok((r.real(0)?, r.int(1)?, r.int(2)?))
+        })
+        .remove(0);
     assert!((cost - 1335.0 / 500_000.0).abs() < 1e-12, "{cost}");
     assert_eq!((cached, ts), (128, created * 1000));
 
@@ -469,7 +485,7 @@ fn assert_secret_kept_nowhere(app: &TestApp) {
         }
     }
     let log = app.log_text();
-    let db = app.db_file_bytes();
+    let db = app.stored_bytes();
     for n in needles {
         assert!(!log.contains(n), "secret in the daemon's log:\n{log}");
         assert!(
@@ -536,14 +552,22 @@ cost_usd = "cost"
 "#,
         )
         .spawn();
-    let r = app.get("/healthz");
-    assert_eq!(r.status().as_u16(), 200);
-    let health = r.json::<Value>().unwrap();
-    assert_eq!(health["status"], "ok");
-    // One daemon on SQLite leads on its own.
-    assert_eq!(health["role"], "single");
+    let health = || {
+        let r = app.get("/healthz");
+        assert_eq!(r.status().as_u16(), 200);
+        r.json::<Value>().unwrap()
+    };
+    assert_eq!(health()["status"], "ok");
+    if app.on_postgres() {
+        // The only replica on PostgreSQL takes the leader lease, with the first token.
+        wait_until("the replica leads", WAIT, || health()["role"] == "leader");
+        assert_eq!(app.metric("driftwarden_leader_token"), 1.0);
+    } else {
+        // One daemon on SQLite leads on its own.
+        assert_eq!(health()["role"], "single");
+        assert_eq!(app.metric("driftwarden_leader_token"), 0.0);
+    }
     assert_eq!(app.metric("driftwarden_leader"), 1.0);
-    assert_eq!(app.metric("driftwarden_leader_token"), 0.0);
 
     let ts = recent_ms();
     let body = ndjson(&[

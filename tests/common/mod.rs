@@ -2,16 +2,28 @@
 //! `driftwarden serve` binary on port 0 in its own temp dir, learns its address from
 //! the ready line it prints, and hands back a `TestApp` to talk to it over HTTP, read
 //! its metrics and store, kill it, and start it again on the same database and files.
+//!
+//! The daemons run on a SQLite file by default. [`on_postgres!`] runs a file's tests a
+//! second time with every daemon on its own database of a private PostgreSQL server
+//! (one server per test), so the same assertions hold against both backends; tests
+//! read the store through [`TestApp::store`], which speaks to either.
 
 #![allow(dead_code)]
 
+#[path = "../support/dbservers.rs"]
+pub mod dbservers;
+
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use dbservers::PgServer;
+use driftwarden::store::Location;
+use driftwarden::store::sql::{Db, Dialect, Row, Sql, SqlExt};
 use reqwest::blocking::{Client, Response};
 use serde::Deserialize;
 use tempfile::TempDir;
@@ -128,6 +140,64 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
     }
 }
 
+thread_local! {
+    /// The PostgreSQL server of the running `on_postgres` test, if any: each daemon
+    /// the test starts gets a database of its own on it.
+    static PG: RefCell<Option<Arc<PgServer>>> = const { RefCell::new(None) };
+}
+
+/// Run `test` with every daemon it starts on a private PostgreSQL server instead of
+/// a SQLite file. Outside CI, with PostgreSQL not installed, the test is skipped with
+/// a `SKIPPED:` line (under `CI=true` it fails instead).
+pub fn run_on_postgres(name: &str, test: fn()) {
+    let Some(pg) = PgServer::start_for(name) else {
+        return;
+    };
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            PG.with(|p| p.borrow_mut().take());
+        }
+    }
+    PG.with(|p| *p.borrow_mut() = Some(Arc::new(pg)));
+    let _reset = Reset;
+    test();
+}
+
+/// Whether this test's daemons run on PostgreSQL (inside [`run_on_postgres`]).
+pub fn on_pg() -> bool {
+    PG.with(|p| p.borrow().is_some())
+}
+
+/// A fresh store database on the running test's PostgreSQL server: the server (kept
+/// alive by whoever holds it) and the application role's URL.
+fn pg_store() -> Option<(Arc<PgServer>, String)> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let pg = PG.with(|p| p.borrow().clone())?;
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (db, role) = (format!("dw{n}"), format!("dw_app{n}"));
+    let password = pg.create_store_db(&db, &role);
+    let url = pg.url(&role, &password, &db);
+    Some((pg, url))
+}
+
+/// Repeat the named tests of this file with their daemons on PostgreSQL, in a module
+/// `on_postgres` (so `cargo test on_postgres` runs only those).
+#[macro_export]
+macro_rules! on_postgres {
+    ($($test:ident),+ $(,)?) => {
+        /// This file's tests again, with every daemon on a private PostgreSQL store.
+        mod on_postgres {
+            $(
+                #[test]
+                fn $test() {
+                    $crate::common::run_on_postgres(stringify!($test), super::$test);
+                }
+            )+
+        }
+    };
+}
+
 /// How to start a test daemon. Files named here live in the app's temp dir.
 pub struct AppBuilder {
     dir: TempDir,
@@ -197,7 +267,14 @@ impl AppBuilder {
     }
 
     /// Start the daemon and wait for its ready line.
-    pub fn spawn(self) -> TestApp {
+    pub fn spawn(mut self) -> TestApp {
+        let mut pg = None;
+        if self.db_url.is_none()
+            && let Some((server, url)) = pg_store()
+        {
+            pg = Some(server);
+            self.db_url = Some(url);
+        }
         let db = self.dir.path().join("driftwarden.db");
         let log = self.dir.path().join("daemon.stderr.log");
         let mut args: Vec<String> = vec!["serve".into()];
@@ -241,6 +318,7 @@ impl AppBuilder {
             rust_log: self.rust_log,
             log,
             db_url: self.db_url,
+            _pg: pg,
         };
         app.start();
         app
@@ -262,6 +340,8 @@ pub struct TestApp {
     /// The daemon's stderr, appended across restarts.
     log: PathBuf,
     db_url: Option<String>,
+    /// The PostgreSQL server of an `on_postgres` test, kept up while the app lives.
+    _pg: Option<Arc<PgServer>>,
 }
 
 /// A daemon with no tails and default settings.
@@ -513,8 +593,38 @@ impl TestApp {
         });
     }
 
-    /// Open the database read-only (WAL lets this run beside the daemon).
+    /// The store as `--db` names it: the SQLite file, or the PostgreSQL URL.
+    pub fn db_arg(&self) -> String {
+        match &self.db_url {
+            Some(url) => url.clone(),
+            None => self.db.display().to_string(),
+        }
+    }
+
+    /// Where the daemon keeps its store.
+    pub fn location(&self) -> Location {
+        Location::parse(&self.db_arg()).expect("a valid store location")
+    }
+
+    /// A read-write connection to the daemon's store, SQLite or PostgreSQL.
+    pub fn store(&self) -> Db {
+        self.location()
+            .side()
+            .unwrap_or_else(|e| panic!("opening the store {}: {e}", self.location()))
+    }
+
+    /// Whether the daemon runs on PostgreSQL.
+    pub fn on_postgres(&self) -> bool {
+        self.db_url.is_some()
+    }
+
+    /// Open the SQLite file read-only (WAL lets this run beside the daemon), for the
+    /// tests that look at SQLite itself.
     pub fn sql(&self) -> rusqlite::Connection {
+        assert!(
+            self.db_url.is_none(),
+            "sql() reads the SQLite file; use store() on PostgreSQL"
+        );
         let conn = rusqlite::Connection::open_with_flags(
             &self.db,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
@@ -524,25 +634,42 @@ impl TestApp {
         conn
     }
 
-    /// Ids of stored events, sorted.
+    /// Ids of stored events, sorted (in Rust: the backends collate differently).
     pub fn stored_ids(&self) -> Vec<String> {
-        let conn = self.sql();
-        let mut stmt = conn.prepare("SELECT id FROM events ORDER BY id").unwrap();
-        stmt.query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
+        let mut ids = self.sql_rows("SELECT id FROM events", |r| r.text(0));
+        ids.sort();
+        ids
     }
 
-    /// One integer from a query.
-    pub fn sql_i64(&self, query: &str) -> i64 {
-        self.sql()
-            .query_row(query, [], |r| r.get(0))
+    /// Every row of `query`, mapped by `f`.
+    pub fn sql_rows<T>(
+        &self,
+        query: &str,
+        f: impl FnMut(&dyn Row) -> Result<T, driftwarden::store::StoreError>,
+    ) -> Vec<T> {
+        self.store()
+            .rows(query, &[], f)
             .unwrap_or_else(|e| panic!("{query}: {e}"))
     }
 
-    /// The bytes of the database file, its WAL and shared-memory files, concatenated.
-    pub fn db_file_bytes(&self) -> Vec<u8> {
+    /// One integer from a query (0 for a NULL, as from `SUM` over no rows). Write
+    /// sums as `CAST(SUM(x) AS BIGINT)`: PostgreSQL sums integers into NUMERIC.
+    pub fn sql_i64(&self, query: &str) -> i64 {
+        self.store()
+            .row(query, &[], |r| r.opt_int(0))
+            .unwrap_or_else(|e| panic!("{query}: {e}"))
+            .flatten()
+            .unwrap_or(0)
+    }
+
+    /// Everything the store holds, as bytes to search for what must never be kept:
+    /// on SQLite the database file with its WAL and shared-memory files; on
+    /// PostgreSQL the text of every row of every table.
+    pub fn stored_bytes(&self) -> Vec<u8> {
+        let store = self.store();
+        if store.dialect() == Dialect::Postgres {
+            return postgres_rows_text(&store).into_bytes();
+        }
         let mut out = Vec::new();
         for suffix in ["", "-wal", "-shm"] {
             let p = PathBuf::from(format!("{}{suffix}", self.db.display()));
@@ -552,6 +679,29 @@ impl TestApp {
         }
         out
     }
+}
+
+/// The text form of every row of every table in schema `public`.
+fn postgres_rows_text(store: &Db) -> String {
+    let tables = store
+        .rows(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename",
+            &[],
+            |r| r.text(0),
+        )
+        .expect("listing the tables");
+    let mut out = String::new();
+    for table in tables {
+        let query = format!("SELECT t::text FROM \"{table}\" t");
+        for row in store
+            .rows(&query, &[], |r| r.text(0))
+            .unwrap_or_else(|e| panic!("{query}: {e}"))
+        {
+            out.push_str(&row);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 impl Drop for TestApp {
