@@ -15,7 +15,7 @@ mod common;
 mod receivers;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{hard_guard_rules, replace_once, rules_dir, usage_line};
@@ -25,14 +25,34 @@ use driftwarden::domain::{Alert, AlertEvent, Impact, Kind, Lane, Scope, Signal};
 use driftwarden::engine::{Output, Tick};
 use driftwarden::exceptions::{Policy, Registry};
 use driftwarden::notify::Message;
-use driftwarden::store::Store;
+use driftwarden::store::Location;
 use driftwarden::store::alerts::{self as alert_sql, AlertFilter, AlertRow};
 use driftwarden::store::exceptions::{self as exception_sql, NewException};
 use driftwarden::store::outbox::{self, OutboxRow, OutboxState};
+use driftwarden::store::sql::{SqlExt, Value as SqlValue};
 use driftwarden::tiers::Tiers;
 use receivers::{Receiver, Reply, smtp_server};
 use serde_json::{Value, json};
 use tempfile::TempDir;
+
+crate::on_postgres!(
+    a_small_tenant_lands_in_a_low_tier_while_a_provider_wide_burst_pages,
+    a_burst_keeps_its_peaks_tier_from_pending_to_resolved,
+    a_line_waiting_in_its_group_survives_a_crash_and_goes_out_once,
+    an_alert_firing_across_a_restart_resolves_with_a_notification,
+    a_budget_overflow_folds_into_one_summary_and_raises_tier_flooding,
+    a_restart_does_not_renew_the_days_budget,
+    an_exception_suppresses_then_expires_and_the_alert_flows_again,
+    a_hard_guard_burst_reaches_slack_and_email_exactly_once_through_500s,
+    kill_9_while_an_alert_waits_in_its_group_loses_nothing,
+    after_kill_9_with_notifications_pending_each_arrives_exactly_once,
+    related_findings_in_one_bucket_are_one_incident_with_its_members,
+    a_refire_within_the_reopen_window_reopens_quietly,
+    a_digest_tier_alert_waits_for_the_daily_digest,
+    a_lasting_incident_is_repeated_once_a_day,
+    a_log_that_stopped_being_written_pages_on_global_once_the_tailer_caught_up,
+    every_channel_gets_one_message_per_opening_and_one_per_resolve,
+);
 
 /// 2026-06-06T09:00:00Z: a working morning, well inside one UTC day.
 const T0: i64 = 1_780_736_400_000;
@@ -45,12 +65,11 @@ const MIDNIGHT: i64 = 1_780_790_400_000;
 /// theirs it does not find again.
 const USAGE_LANES: [Lane; 2] = [Lane::Structure, Lane::Cost];
 
-/// A migrated database in a temp dir.
-fn database() -> (TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("driftwarden.db");
-    drop(Store::open(&path).unwrap());
-    (dir, path)
+/// A fresh migrated store (SQLite, or PostgreSQL in `on_postgres`) and where it is.
+fn database() -> (common::TestStore, Location) {
+    let store = common::TestStore::new();
+    let location = store.location.clone();
+    (store, location)
 }
 
 /// Notifications go out as soon as they are routed, so each handled tick shows its
@@ -63,9 +82,9 @@ fn immediate() -> RoutingParams {
     }
 }
 
-fn stage(db: &Path, tiers: Tiers) -> AlertStage {
+fn stage(db: &Location, tiers: Tiers) -> AlertStage {
     AlertStage::new(
-        alert_sql::open(&db.into()).unwrap(),
+        alert_sql::open(db).unwrap(),
         tiers,
         Some(Registry::new(Policy::default())),
         immediate(),
@@ -142,8 +161,8 @@ fn tick(at_ms: i64, findings: Vec<Finding>) -> Output {
     }
 }
 
-fn stored(db: &Path) -> Vec<AlertRow> {
-    let conn = alert_sql::open(&db.into()).unwrap();
+fn stored(db: &Location) -> Vec<AlertRow> {
+    let conn = alert_sql::open(db).unwrap();
     alert_sql::list(
         &conn,
         &AlertFilter {
@@ -154,7 +173,7 @@ fn stored(db: &Path) -> Vec<AlertRow> {
     .unwrap()
 }
 
-fn stored_one(db: &Path, rule: &str, labels: &Scope) -> AlertRow {
+fn stored_one(db: &Location, rule: &str, labels: &Scope) -> AlertRow {
     let rows: Vec<AlertRow> = stored(db)
         .into_iter()
         .filter(|a| a.rule == rule && &a.scope == labels)
@@ -164,8 +183,8 @@ fn stored_one(db: &Path, rule: &str, labels: &Scope) -> AlertRow {
 }
 
 /// Outbox rows of `channel`, oldest first.
-fn queued(db: &Path, channel: &str) -> Vec<OutboxRow> {
-    let mut rows: Vec<OutboxRow> = outbox::list(&db.into(), None, 1000)
+fn queued(db: &Location, channel: &str) -> Vec<OutboxRow> {
+    let mut rows: Vec<OutboxRow> = outbox::list(db, None, 1000)
         .unwrap()
         .into_iter()
         .filter(|r| r.channel == channel)
@@ -176,7 +195,7 @@ fn queued(db: &Path, channel: &str) -> Vec<OutboxRow> {
 
 /// Every alert line queued for `channel`, in order.
 /// The page tier's channels each got exactly these rules' lines, in order.
-fn assert_page_sent(db: &Path, rules: &[&str]) {
+fn assert_page_sent(db: &Location, rules: &[&str]) {
     for channel in ["slack", "email"] {
         let sent: Vec<String> = queued_alerts(db, channel)
             .into_iter()
@@ -186,7 +205,7 @@ fn assert_page_sent(db: &Path, rules: &[&str]) {
     }
 }
 
-fn queued_alerts(db: &Path, channel: &str) -> Vec<Alert> {
+fn queued_alerts(db: &Location, channel: &str) -> Vec<Alert> {
     queued(db, channel)
         .into_iter()
         .flat_map(|r| r.message.alerts)
@@ -221,11 +240,7 @@ fn a_small_tenant_lands_in_a_low_tier_while_a_provider_wide_burst_pages() {
     // error-rate holds for 10 minutes before it fires: one bucket is not enough.
     let lines = stage.handle(tick(T0, findings()), T0).unwrap();
     assert!(lines.is_empty(), "pending alerts print nothing: {lines:?}");
-    assert!(
-        outbox::list(&db.as_path().into(), None, 10)
-            .unwrap()
-            .is_empty()
-    );
+    assert!(outbox::list(&db, None, 10).unwrap().is_empty());
     assert!(stored(&db).iter().all(|a| a.state == "pending"));
 
     let at = T0 + 10 * MINUTE;
@@ -360,7 +375,7 @@ fn a_line_waiting_in_its_group_survives_a_crash_and_goes_out_once() {
     };
     let open = || {
         AlertStage::new(
-            alert_sql::open(&db.as_path().into()).unwrap(),
+            alert_sql::open(&db).unwrap(),
             Tiers::load(&shipped).unwrap(),
             Some(Registry::new(Policy::default())),
             waiting,
@@ -381,9 +396,7 @@ fn a_line_waiting_in_its_group_survives_a_crash_and_goes_out_once() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0].tier, "page");
     assert!(
-        outbox::list(&db.as_path().into(), None, 10)
-            .unwrap()
-            .is_empty(),
+        outbox::list(&db, None, 10).unwrap().is_empty(),
         "in its group"
     );
     drop(stage); // the daemon dies inside group_wait
@@ -395,9 +408,7 @@ fn a_line_waiting_in_its_group_survives_a_crash_and_goes_out_once() {
     let lines = stage.handle(tick(restart, burst()), restart).unwrap();
     assert!(lines.is_empty(), "still firing, nothing new: {lines:?}");
     assert!(
-        outbox::list(&db.as_path().into(), None, 10)
-            .unwrap()
-            .is_empty(),
+        outbox::list(&db, None, 10).unwrap().is_empty(),
         "regrouped, it waits group_wait again"
     );
     stage.flush(restart + 61_000).unwrap();
@@ -406,20 +417,18 @@ fn a_line_waiting_in_its_group_survives_a_crash_and_goes_out_once() {
         assert_eq!(sent.len(), 1, "{channel}: {sent:?}");
         assert_eq!(sent[0].rule, "error-rate");
     }
-    let waiting: i64 = rusqlite::Connection::open(&db)
+    let waiting = db
+        .reader()
         .unwrap()
-        .query_row("SELECT COUNT(*) FROM notify_pending", [], |r| r.get(0))
+        .row("SELECT COUNT(*) FROM notify_pending", &[], |r| r.int(0))
         .unwrap();
-    assert_eq!(waiting, 0);
+    assert_eq!(waiting, Some(0));
     drop(stage);
 
     // In the outbox, it is no longer waiting: another start sends nothing more.
     let mut stage = open();
     stage.flush(restart + 10 * MINUTE).unwrap();
-    assert_eq!(
-        outbox::list(&db.as_path().into(), None, 10).unwrap().len(),
-        2
-    );
+    assert_eq!(outbox::list(&db, None, 10).unwrap().len(), 2);
 }
 
 fn scope_text(s: &Scope) -> String {
@@ -586,7 +595,7 @@ fn a_restart_does_not_renew_the_days_budget() {
 fn an_exception_suppresses_then_expires_and_the_alert_flows_again() {
     let (_dir, db) = database();
     let registry = Registry::new(Policy::default());
-    let mut conn = exception_sql::open(&db.as_path().into()).unwrap();
+    let mut conn = exception_sql::open(&db).unwrap();
     let gpt = scope(&[("model", "gpt-4o")]);
     let claude = scope(&[("model", "claude-3-5-sonnet")]);
     let created = registry
@@ -707,13 +716,12 @@ fn channels_toml(slack: &Receiver, smtp_port: Option<u16>) -> String {
 /// writable connection: after a kill the WAL may need recovering, which a read-only
 /// one cannot do.
 fn outbox_states(app: &common::TestApp, channel: &str) -> Vec<(i64, String, u32)> {
-    let conn = driftwarden::store::open_side(&app.db).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT id, state, attempts FROM outbox WHERE channel = ?1 ORDER BY id")
-        .unwrap();
-    stmt.query_map([channel], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
+    app.store()
+        .rows(
+            "SELECT id, state, attempts FROM outbox WHERE channel = ?1 ORDER BY id",
+            &[SqlValue::Text(channel)],
+            |r| Ok((r.int(0)?, r.text(1)?, r.int(2)? as u32)),
+        )
         .unwrap()
 }
 
@@ -902,15 +910,14 @@ fn kill_9_while_an_alert_waits_in_its_group_loses_nothing() {
 fn after_kill_9_with_notifications_pending_each_arrives_exactly_once() {
     let slack = Receiver::start();
     slack.always(Some(Reply::Status(500)));
-    let builder = common::TestApp::builder().config(&format!(
+    let mut builder = common::TestApp::builder().config(&format!(
         "[routing]\ngroup_wait_seconds = 0\n{}",
         channels_toml(&slack, None)
     ));
-    let db = builder.path("driftwarden.db");
-    drop(Store::open(&db).unwrap());
+    let db = builder.store();
     let titles: Vec<String> = (1..=3).map(|i| format!("pending {i}")).collect();
     {
-        let conn = outbox::open(&db.as_path().into()).unwrap();
+        let conn = outbox::open(&db).unwrap();
         for t in &titles {
             let message = Message {
                 title: t.clone(),
@@ -953,7 +960,7 @@ fn after_kill_9_with_notifications_pending_each_arrives_exactly_once() {
     }
     let want: BTreeMap<String, usize> = titles.iter().map(|t| (t.clone(), 1)).collect();
     assert_eq!(counts, want);
-    let sent = outbox::list(&db.as_path().into(), Some(OutboxState::Sent), 10).unwrap();
+    let sent = outbox::list(&db, Some(OutboxState::Sent), 10).unwrap();
     assert_eq!(sent.len(), 3);
 }
 
@@ -1047,11 +1054,7 @@ fn a_digest_tier_alert_waits_for_the_daily_digest() {
     let findings = vec![finding("error-rate", tenant, impact(0.01, 1, 0.0), 0)];
     let lines = stage.handle(tick(T0, findings), T0).unwrap();
     assert_eq!((lines.len(), lines[0].tier.as_str()), (1, "digest"));
-    assert!(
-        outbox::list(&db.as_path().into(), None, 10)
-            .unwrap()
-            .is_empty()
-    );
+    assert!(outbox::list(&db, None, 10).unwrap().is_empty());
 }
 
 /// A still-firing incident is told again once per repeat interval (a day by
@@ -1061,7 +1064,7 @@ fn a_lasting_incident_is_repeated_once_a_day() {
     let (_dir, db) = database();
     let tiers = Tiers::defaults();
     let mut stage = AlertStage::new(
-        alert_sql::open(&db.as_path().into()).unwrap(),
+        alert_sql::open(&db).unwrap(),
         tiers,
         None,
         RoutingParams {

@@ -6,7 +6,16 @@ mod common;
 use std::process::{Command, Output};
 
 use common::{TOKEN, spawn_app};
+use driftwarden::store::sql::{Sql, Value as SqlValue};
 use serde_json::{Value, json};
+
+crate::on_postgres!(
+    posted_changes_are_stored_once_and_listed,
+    the_recalibrate_command_posts_and_changes_lists,
+    command_errors_say_what_to_do,
+    the_ci_deploy_script_records_a_deploy,
+    alerts_are_listed_with_filters_by_the_api_and_the_alerts_command,
+);
 
 fn cli(args: &[&str], url: &str, token: Option<&str>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_driftwarden"));
@@ -174,19 +183,27 @@ fn the_ci_deploy_script_records_a_deploy() {
 #[test]
 fn alerts_are_listed_with_filters_by_the_api_and_the_alerts_command() {
     let app = spawn_app();
-    let conn = rusqlite::Connection::open(&app.db).expect("opening the database");
-    conn.busy_timeout(std::time::Duration::from_secs(5))
-        .unwrap();
+    let store = app.store();
     for (rule, state, tier, rank, suppressed) in [
-        ("cost-per-request", "firing", "page", 1, None),
-        ("traffic-volume", "resolved", "digest", 3, Some(7)),
+        ("cost-per-request", "firing", "page", 1, SqlValue::Null),
+        ("traffic-volume", "resolved", "digest", 3, SqlValue::Int(7)),
     ] {
-        conn.execute(
-            "INSERT INTO alerts (rule, scope, lane, kind, state, tier, tier_rank, started_ms, fired_ms, summary, evidence, suppressed_by) \
-             VALUES (?1, '{\"model\":\"gpt-4o\"}', 'cost', 'cost_drift', ?2, ?3, ?4, ?5, ?5, ?6, '{}', ?7)",
-            rusqlite::params![rule, state, tier, rank, common::now_ms(), format!("{rule} moved"), suppressed],
-        )
-        .expect("storing an alert");
+        let summary = format!("{rule} moved");
+        store
+            .execute(
+                "INSERT INTO alerts (rule, scope, lane, kind, state, tier, tier_rank, started_ms, fired_ms, summary, evidence, suppressed_by) \
+                 VALUES (?1, '{\"model\":\"gpt-4o\"}', 'cost', 'cost_drift', ?2, ?3, ?4, ?5, ?5, ?6, '{}', ?7)",
+                &[
+                    SqlValue::Text(rule),
+                    SqlValue::Text(state),
+                    SqlValue::Text(tier),
+                    SqlValue::Int(rank),
+                    SqlValue::Int(common::now_ms()),
+                    SqlValue::Text(&summary),
+                    suppressed,
+                ],
+            )
+            .expect("storing an alert");
     }
     let all: Value = app.get("/v1/alerts").json().unwrap();
     assert_eq!(all["alerts"].as_array().unwrap().len(), 2);

@@ -140,6 +140,30 @@ fn a_database_from_a_newer_version_is_refused_at_start() {
 }
 
 #[test]
+fn replicas_on_postgres_without_a_shared_token_are_refused_before_they_connect() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 1: the refusal must come before any connection.
+    let out = driftwarden(
+        &[
+            "serve",
+            "--db",
+            "postgres://dw@127.0.0.1:1/dw",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    let said = text(&out);
+    assert!(
+        said.contains("every replica needs the same API token")
+            && said.contains("DRIFTWARDEN_TOKEN")
+            && !said.contains("connect"),
+        "{said}"
+    );
+}
+
+#[test]
 fn import_reports_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let now = chrono::Utc::now().timestamp() - 60;

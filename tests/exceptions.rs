@@ -8,6 +8,12 @@ use std::process::{Command, Output};
 use common::{TOKEN, spawn_app};
 use serde_json::{Value, json};
 
+crate::on_postgres!(
+    the_api_creates_lists_renews_up_to_the_limit_revokes_and_audits,
+    the_exceptions_commands_drive_the_registry,
+    command_mistakes_are_explained,
+);
+
 fn cli(args: &[&str], url: &str, token: Option<&str>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_driftwarden"));
     cmd.args(args)

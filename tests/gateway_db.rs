@@ -11,6 +11,15 @@ use std::time::Duration;
 use common::{TestApp, WAIT, now_ms, wait_until};
 use rusqlite::{Connection, params};
 
+crate::on_postgres!(
+    follows_new_rows_from_the_newest_by_default,
+    kill9_mid_backfill_stores_each_row_once,
+    the_gateway_never_sees_a_lock_error_in_either_journal_mode,
+    start_at_a_time_skips_older_rows,
+    a_missing_table_is_reported_not_fatal,
+    a_backfill_does_not_hold_up_the_webhook,
+);
+
 const OTHER: &str =
     r#"{"model_ratio":1.25,"group_ratio":1,"completion_ratio":4,"cache_tokens":0,"frt":350}"#;
 

@@ -9,6 +9,8 @@ use std::time::Duration;
 use common::{TestApp, wait_until};
 use serde_json::Value;
 
+crate::on_postgres!(a_calendar_recalibration_posts_a_change_event_on_its_schedule,);
+
 #[test]
 fn a_calendar_recalibration_posts_a_change_event_on_its_schedule() {
     let mut app = TestApp::builder()
@@ -50,7 +52,7 @@ calendar_note = "every two seconds"
 
     let out = Command::new(env!("CARGO_BIN_EXE_driftwarden"))
         .args(["digest", "--print", "--db"])
-        .arg(&app.db)
+        .arg(app.db_arg())
         .args(["--rules", concat!(env!("CARGO_MANIFEST_DIR"), "/rules")])
         .env_remove("DRIFTWARDEN_CONFIG")
         .output()

@@ -58,6 +58,11 @@ pub enum DaemonError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// Replicas on PostgreSQL were started without a shared API token.
+    #[error(
+        "with --db on PostgreSQL every replica needs the same API token: set DRIFTWARDEN_TOKEN (or --token); generate one with `openssl rand -hex 24`"
+    )]
+    SharedToken,
     /// The generated API token could not be read from or written to its file.
     #[error("token file {path}: {source}")]
     TokenFile {
@@ -181,6 +186,12 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
+    // Before anything starts: a generated token lives in a file beside a SQLite
+    // store; replicas on PostgreSQL share no directory, and a client must be able to
+    // write to whichever replica answers.
+    if config.token.is_none() && config.db.sqlite_path().is_none() {
+        return Err(DaemonError::SharedToken);
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| DaemonError::Bind {
@@ -232,8 +243,10 @@ pub async fn serve_on(
     };
     let token = match &config.token {
         Some(t) => t.expose_secret().to_string(),
-        // Config refuses PostgreSQL without a token, so this is a SQLite store.
-        None => token_from_file(config.db.lite("a generated API token")?)?,
+        None => match config.db.sqlite_path() {
+            Some(db) => token_from_file(db)?,
+            None => return Err(DaemonError::SharedToken),
+        },
     };
     let addr = listener.local_addr().map_err(DaemonError::Serve)?;
     // A single daemon leads from the start; replicas contend for the leader lease.

@@ -181,6 +181,47 @@ fn pg_store() -> Option<(Arc<PgServer>, String)> {
     Some((pg, url))
 }
 
+/// Create (or open) and migrate the store at `location`.
+fn migrate(location: &Location) {
+    match location.sqlite_path() {
+        Some(path) => drop(driftwarden::store::Store::open(path).expect("creating the store")),
+        None => drop(
+            driftwarden::store::pg::open(&location_url(location)).expect("migrating the store"),
+        ),
+    }
+}
+
+fn location_url(location: &Location) -> String {
+    match location {
+        Location::Postgres(url) => url.expose().to_string(),
+        Location::Sqlite(path) => path.display().to_string(),
+    }
+}
+
+/// A fresh, migrated store for a test that drives the stages itself: a SQLite file
+/// in a temp dir, or inside [`run_on_postgres`] a database of the test's server.
+pub struct TestStore {
+    pub location: Location,
+    _dir: TempDir,
+    _pg: Option<Arc<PgServer>>,
+}
+
+impl TestStore {
+    pub fn new() -> TestStore {
+        let dir = tempfile::tempdir().expect("creating a temp dir");
+        let (pg, location) = match pg_store() {
+            Some((server, url)) => (Some(server), Location::parse(&url).unwrap()),
+            None => (None, Location::Sqlite(dir.path().join("driftwarden.db"))),
+        };
+        migrate(&location);
+        TestStore {
+            location,
+            _dir: dir,
+            _pg: pg,
+        }
+    }
+}
+
 /// Repeat the named tests of this file with their daemons on PostgreSQL, in a module
 /// `on_postgres` (so `cargo test on_postgres` runs only those).
 #[macro_export]
@@ -209,6 +250,8 @@ pub struct AppBuilder {
     /// A PostgreSQL store's URL instead of the temp dir's SQLite file.
     db_url: Option<String>,
     node: Option<String>,
+    /// The PostgreSQL server of an `on_postgres` test, once a store is made on it.
+    pg: Option<Arc<PgServer>>,
 }
 
 impl AppBuilder {
@@ -217,6 +260,23 @@ impl AppBuilder {
     pub fn db_url(mut self, url: &str) -> AppBuilder {
         self.db_url = Some(url.to_string());
         self
+    }
+
+    /// The store this daemon will run on, created and migrated now, so a test can
+    /// seed it before the start.
+    pub fn store(&mut self) -> Location {
+        if self.db_url.is_none()
+            && let Some((server, url)) = pg_store()
+        {
+            self.pg = Some(server);
+            self.db_url = Some(url);
+        }
+        let location = match &self.db_url {
+            Some(url) => Location::parse(url).expect("a valid store URL"),
+            None => Location::Sqlite(self.path("driftwarden.db")),
+        };
+        migrate(&location);
+        location
     }
 
     /// `--node NAME`.
@@ -268,11 +328,10 @@ impl AppBuilder {
 
     /// Start the daemon and wait for its ready line.
     pub fn spawn(mut self) -> TestApp {
-        let mut pg = None;
         if self.db_url.is_none()
             && let Some((server, url)) = pg_store()
         {
-            pg = Some(server);
+            self.pg = Some(server);
             self.db_url = Some(url);
         }
         let db = self.dir.path().join("driftwarden.db");
@@ -318,7 +377,7 @@ impl AppBuilder {
             rust_log: self.rust_log,
             log,
             db_url: self.db_url,
-            _pg: pg,
+            _pg: self.pg,
         };
         app.start();
         app
@@ -363,6 +422,7 @@ impl TestApp {
             rules: None,
             db_url: None,
             node: None,
+            pg: None,
         }
     }
 
