@@ -94,6 +94,9 @@ pub struct FileConfig {
     /// The clock alerts are decided and notifications grouped on: `wall` (default)
     /// or `data` (see `ClockMode`).
     pub clock: Option<ClockMode>,
+    /// Replicas on PostgreSQL: seconds a leader or source lease lasts without renewal
+    /// (default 15). A crashed holder is replaced within about 1.3 times this.
+    pub lease_seconds: Option<u32>,
     /// Usage log files to follow.
     #[serde(default)]
     pub tail: Vec<TailEntry>,
@@ -238,6 +241,8 @@ pub struct Config {
     pub max_line_bytes: usize,
     /// Seconds a record's timestamp may run ahead of our clock before it is refused.
     pub max_future_skew_secs: u64,
+    /// How long a lease on a PostgreSQL store lasts without renewal, in milliseconds.
+    pub lease_ttl_ms: i64,
     /// The clock alerts are decided and notifications grouped on.
     pub clock: ClockMode,
     /// Files to follow, from `[[tail]]` and `--tail`.
@@ -420,6 +425,14 @@ impl Config {
             .filter(|t| !t.expose_secret().is_empty());
         let db = Location::parse(flags.db.or(file.db).as_deref().unwrap_or(DEFAULT_DB))
             .map_err(|e| ConfigError::Value(e.to_string()))?;
+        let lease_seconds = file
+            .lease_seconds
+            .unwrap_or((crate::store::pg::lease::DEFAULT_TTL_MS / 1000) as u32);
+        if !(3..=300).contains(&lease_seconds) {
+            return Err(ConfigError::Value(format!(
+                "lease_seconds = {lease_seconds}: a lease must last between 3 and 300 seconds (a crashed leader is replaced within about 1.3 times it; the default 15 suits most)"
+            )));
+        }
         if let Some(t) = &token
             && t.expose_secret().len() < 16
         {
@@ -446,6 +459,7 @@ impl Config {
             max_body_bytes: file.max_body_bytes.unwrap_or(16 << 20),
             max_line_bytes: file.max_line_bytes.unwrap_or(1 << 20),
             max_future_skew_secs: file.max_future_skew_secs.unwrap_or(15 * 60),
+            lease_ttl_ms: lease_seconds as i64 * 1000,
             clock: flags.clock.or(file.clock).unwrap_or_default(),
             tails,
             gateway_dbs,
@@ -619,6 +633,16 @@ model = "model"
             token: token.map(Into::into),
             ..Overrides::default()
         };
+        let lease = |seconds: u32| FileConfig {
+            lease_seconds: Some(seconds),
+            ..FileConfig::default()
+        };
+        let err = Config::resolve(lease(2), Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("between 3 and 300"), "{err}");
+        let c = Config::resolve(lease(5), Overrides::default()).unwrap();
+        assert_eq!(c.lease_ttl_ms, 5_000);
+        let c = Config::resolve(FileConfig::default(), Overrides::default()).unwrap();
+        assert_eq!(c.lease_ttl_ms, 15_000);
         // Offline commands read a PostgreSQL store without a token; `serve` refuses
         // to start replicas without one (tests/cli.rs).
         assert!(Config::resolve(FileConfig::default(), postgres(None)).is_ok());

@@ -16,7 +16,15 @@ use driftwarden::domain::{CostSource, UsageEvent};
 use driftwarden::engine::{Cut, Engine, FORMAT_VERSION, Output, Tick};
 use driftwarden::sim::{Profile, SimRecord, scenarios};
 use driftwarden::store::snapshot::{self, SnapshotMeta};
-use driftwarden::store::{Batch, Store};
+use driftwarden::store::sql::{Db, SqlExt, Value as SqlValue};
+use driftwarden::store::{Batch, Location, Store};
+
+crate::on_postgres!(
+    a_restarted_daemon_resumes_from_its_snapshot_and_refeeds_only_the_open_buckets,
+    a_daemon_killed_while_it_reads_a_backlog_tells_what_one_replay_does,
+    killed_while_answers_get_worse_it_tells_what_one_replay_does,
+    killed_around_a_silent_gateway_it_tells_what_one_replay_does,
+);
 
 fn rules_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("rules")
@@ -370,10 +378,21 @@ fn a_restarted_daemon_resumes_from_its_snapshot_and_refeeds_only_the_open_bucket
     append(&builder.path("gateway.jsonl"), &lines);
     let mut app = builder.spawn();
     let first = stats_json(&app);
-    assert_eq!(
-        first["analysis"]["resumed"]["rebuilt_days"], 0.0,
-        "an empty store: nothing to rebuild from"
-    );
+    let rebuilt = first["analysis"]["resumed"]["rebuilt_days"].as_f64();
+    if app.on_postgres() {
+        // A replica ingests before it leads: the leader rebuilds from what is stored
+        // by then, at most the file's three hours.
+        assert!(
+            rebuilt.is_some_and(|days| days <= 180.0 / 1440.0 + 1e-9),
+            "{first}"
+        );
+    } else {
+        assert_eq!(
+            rebuilt,
+            Some(0.0),
+            "an empty store: nothing to rebuild from"
+        );
+    }
     app.wait_stats("the events stored", |s| s.events == 180);
     let mut last = serde_json::Value::Null;
     let covered = std::time::Instant::now();
@@ -393,9 +412,9 @@ fn a_restarted_daemon_resumes_from_its_snapshot_and_refeeds_only_the_open_bucket
     assert!(bytes > 0.0, "the snapshot's size is a metric");
     app.terminate();
 
-    let conn = driftwarden::store::open_reader(&app.db).unwrap();
-    let (stored, _) = snapshot::read(&conn).unwrap().expect("a stored snapshot");
-    drop(conn);
+    let (stored, _) = snapshot::read(&app.store())
+        .unwrap()
+        .expect("a stored snapshot");
     app.restart();
     let resumed = stats_json(&app)["analysis"]["resumed"].clone();
     assert_eq!(
@@ -574,17 +593,20 @@ fn sent_before(summary: &driftwarden::replay::ReplaySummary, end_ms: i64) -> Vec
 
 /// The alert notifications a daemon put in its outbox before `end_ms`: time,
 /// channel and message.
-fn outbox_messages(conn: &rusqlite::Connection, end_ms: i64) -> Vec<String> {
-    let mut stmt = conn
-        .prepare(
-            "SELECT created_ms || ' ' || channel || ' ' || message FROM outbox
-             WHERE created_ms < ?1 AND json_extract(message, '$.tier') IS NOT NULL ORDER BY id",
-        )
-        .unwrap();
-    stmt.query_map([end_ms], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+fn outbox_messages(db: &Db, end_ms: i64) -> Vec<String> {
+    db.rows(
+        "SELECT created_ms, channel, message FROM outbox WHERE created_ms < ?1 ORDER BY id",
+        &[SqlValue::Int(end_ms)],
+        |r| Ok((r.int(0)?, r.text(1)?, r.text(2)?)),
+    )
+    .unwrap()
+    .into_iter()
+    .filter(|(_, _, message)| {
+        let m: serde_json::Value = serde_json::from_str(message).unwrap();
+        !m["tier"].is_null()
+    })
+    .map(|(at, channel, message)| format!("{at} {channel} {message}"))
+    .collect()
 }
 
 /// Wait (up to two minutes: a backlog of two weeks) until the analysis has judged
@@ -608,22 +630,37 @@ fn wait_judged(app: &TestApp, data_ms: i64) {
 /// Every alert transition stored in `conn` whose bucket is before `end_ms` (its
 /// whole line: event, rule, scope, bucket time, tier, summary, evidence), in order,
 /// and every change-impact report.
-fn decisions(conn: &rusqlite::Connection, end_ms: i64) -> (Vec<String>, Vec<String>) {
-    let strings = |sql: &str| -> Vec<String> {
-        let mut stmt = conn.prepare(sql).unwrap();
-        stmt.query_map([end_ms], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
-    };
-    (
-        strings("SELECT line FROM alert_transitions WHERE at_ms < ?1 ORDER BY id"),
-        strings(
-            "SELECT ts_ms || ' ' || kind || ' ' || scope || ' ' || origin || ' '
-                    || COALESCE(impact, '-')
-             FROM change_events WHERE ts_ms < ?1 ORDER BY ts_ms, kind, scope",
-        ),
-    )
+fn decisions(db: &Db, end_ms: i64) -> (Vec<String>, Vec<String>) {
+    let lines = db
+        .rows(
+            "SELECT line FROM alert_transitions WHERE at_ms < ?1 ORDER BY id",
+            &[SqlValue::Int(end_ms)],
+            |r| r.text(0),
+        )
+        .unwrap();
+    let reports = db
+        .rows(
+            "SELECT ts_ms, kind, scope, origin, impact FROM change_events WHERE ts_ms < ?1
+             ORDER BY ts_ms, kind, scope",
+            &[SqlValue::Int(end_ms)],
+            |r| {
+                Ok(format!(
+                    "{} {} {} {} {}",
+                    r.int(0)?,
+                    r.text(1)?,
+                    r.text(2)?,
+                    r.text(3)?,
+                    r.opt_text(4)?.unwrap_or_else(|| "-".into())
+                ))
+            },
+        )
+        .unwrap();
+    (lines, reports)
+}
+
+/// The store of the SQLite file at `path`.
+fn sqlite(path: &Path) -> Db {
+    Location::Sqlite(path.to_path_buf()).reader().unwrap()
 }
 
 /// The kill -9 equivalence of issue 13: a daemon on the data clock, killed at
@@ -709,8 +746,8 @@ fn killed_and_replayed(scenario: &str, waits: bool) {
     wait_judged(&killed, compared + 4 * 3_600_000);
     killed.terminate();
 
-    let (lines, reports) = decisions(&rusqlite::Connection::open(&db).unwrap(), compared);
-    let (got_lines, got_reports) = decisions(&killed.sql(), compared);
+    let (lines, reports) = decisions(&sqlite(&db), compared);
+    let (got_lines, got_reports) = decisions(&killed.store(), compared);
     assert_eq!(
         got_lines.len(),
         lines.len(),
@@ -720,8 +757,16 @@ fn killed_and_replayed(scenario: &str, waits: bool) {
         assert_eq!(g, e, "{scenario}: transition {i} differs");
     }
     assert_eq!(got_reports, reports, "{scenario}: change-impact reports");
+    // Each restart resumes from a backlog of hundreds of thousands of events, longer
+    // than a test lease's renewal margin: the lease must stay renewed meanwhile.
+    let log = killed.log_text();
+    assert!(
+        !log.contains("lease could not be renewed in time")
+            && !log.contains("giving the lease back"),
+        "{scenario}: the leader stepped down:\n{log}"
+    );
     assert_eq!(
-        outbox_messages(&killed.sql(), compared),
+        outbox_messages(&killed.store(), compared),
         sent_before(&summary, compared),
         "{scenario}: notifications"
     );
@@ -743,7 +788,7 @@ fn a_replay_goes_on_where_serve_stopped_as_one_replay_of_everything() {
     let mut app = data_clock_app(&first);
     wait_judged(&app, stop - 3_600_000);
     app.terminate();
-    let told_by_serve = outbox_messages(&app.sql(), i64::MAX);
+    let told_by_serve = outbox_messages(&app.store(), i64::MAX);
 
     let dir = tempfile::tempdir().unwrap();
     let continued = replay_into(dir.path(), &records, &app.db);
@@ -757,8 +802,8 @@ fn a_replay_goes_on_where_serve_stopped_as_one_replay_of_everything() {
     let reference = replay_into(dir.path(), &records, &whole);
 
     let compared = end - 6 * 3_600_000;
-    let expected = decisions(&rusqlite::Connection::open(&whole).unwrap(), compared);
-    let got = decisions(&app.sql(), compared);
+    let expected = decisions(&sqlite(&whole), compared);
+    let got = decisions(&app.store(), compared);
     assert!(
         expected.0.iter().any(|l| l.contains("\"firing\"")),
         "the spike fires after the stop"

@@ -40,8 +40,8 @@ const FEED_EVERY: Duration = Duration::from_millis(500);
 /// The duties while they run.
 pub(super) struct Duties {
     analysis: JoinHandle<()>,
-    /// On PostgreSQL: the thread that feeds the analysis from the store.
-    feed: Option<(Stop, JoinHandle<()>)>,
+    /// On PostgreSQL: stops the thread that feeds the analysis from the store.
+    feed: Option<Stop>,
     notifier: Notifier,
     schedules: Scheduler,
 }
@@ -57,42 +57,49 @@ impl Duties {
     ) -> Result<Duties, DaemonError> {
         let config = &shared.config;
         let mut analysis = Analysis::open(config, crate::alerts::Delivery::Outbox, lease.cloned())?;
-        let (batches, feed) = match input {
+        let (progress, clock_mode) = (shared.progress.clone(), config.clock);
+        let live = move |analysis, batches| {
+            crate::analysis::run_live(
+                analysis,
+                batches,
+                clocks,
+                progress,
+                clock_mode,
+                crate::clock::now_ms,
+            )
+        };
+        let (analysis, feed) = match input {
             Some(input) => {
                 // The analysis resumes from its snapshot (logged there), or is built
                 // from the raw events the store holds.
                 let resumed = analysis.resume(&config.db, crate::clock::now_ms())?;
                 shared.progress.resumed(resumed);
-                (input, None)
+                (spawn_analysis(move || live(analysis, input)), None)
             }
             None => {
-                let (tx, rx) = std::sync::mpsc::sync_channel(ANALYSIS_QUEUE);
-                let mut conn = config.db.reader()?;
-                let from_ms = server_now(&mut conn)?;
-                let (feed, resumed) = Feed::start(conn, from_ms, |db| {
-                    analysis
-                        .resume_on(db, crate::clock::now_ms())
-                        .map_err(|e| StoreError::Postgres(e.to_string()))
-                })?;
-                shared.progress.resumed(resumed);
-                (rx, Some(spawn_feed(feed, config.db.clone(), tx)))
+                let stop = Stop::default();
+                let (stopped, db) = (stop.clone(), config.db.clone());
+                let progress = shared.progress.clone();
+                // Resumed on the analysis thread, not in the lease loop: a resume that
+                // reads a long backlog must not keep the lease from being renewed.
+                let thread = spawn_analysis(move || {
+                    let feed = match resume_from_store(&mut analysis, &db, &progress) {
+                        Ok(feed) => feed,
+                        Err(e) => {
+                            tracing::error!(cause = %e, "the analysis could not resume from the store");
+                            return;
+                        }
+                    };
+                    let (tx, rx) = std::sync::mpsc::sync_channel(ANALYSIS_QUEUE);
+                    let feeder = spawn_feed(feed, db, tx, stopped);
+                    live(analysis, rx);
+                    if feeder.join().is_err() {
+                        tracing::error!("analysis feed panicked");
+                    }
+                });
+                (thread, Some(stop))
             }
         };
-        let progress = shared.progress.clone();
-        let clock_mode = config.clock;
-        let analysis = std::thread::Builder::new()
-            .name("analysis".into())
-            .spawn(move || {
-                crate::analysis::run_live(
-                    analysis,
-                    batches,
-                    clocks,
-                    progress,
-                    clock_mode,
-                    crate::clock::now_ms,
-                )
-            })
-            .expect("spawning the analysis thread");
         if let Some(lease) = lease {
             take_over_claims(&config.db, lease, &shared.holder)?;
         }
@@ -129,17 +136,20 @@ impl Duties {
         })
     }
 
+    /// Whether the analysis ended while the duties run (it could not resume, or it
+    /// failed): the leader should step down rather than hold the lease without it.
+    pub fn failed(&self) -> bool {
+        self.analysis.is_finished()
+    }
+
     /// Stop delivery, the schedules and the feed. The analysis stops once its input
-    /// closes: on PostgreSQL that is now (the feed's end of it is gone), on SQLite
-    /// when the writer stops; the caller joins the returned thread then.
+    /// closes: on PostgreSQL once the feed has stopped (after a resume under way), on
+    /// SQLite when the writer stops; the caller joins the returned thread then.
     pub fn stop(self, shared: &Shared) -> JoinHandle<()> {
         shared.metrics.leader.set(0);
         shared.metrics.leader_token.set(0);
-        if let Some((stop, feed)) = self.feed {
+        if let Some(stop) = self.feed {
             stop.set();
-            if feed.join().is_err() {
-                tracing::error!("analysis feed panicked");
-            }
         }
         shared.runtime.block_on(async {
             self.notifier.stop().await;
@@ -169,23 +179,41 @@ fn take_over_claims(db: &Location, lease: &Lease, holder: &str) -> Result<(), St
     Ok(())
 }
 
-/// The database server's clock, so the feed's start compares with stamps made on it.
-fn server_now(conn: &mut crate::store::sql::Db) -> Result<i64, StoreError> {
-    use crate::store::sql::SqlExt;
-    conn.row(
-        "SELECT CAST(floor(extract(epoch FROM clock_timestamp()) * 1000) AS BIGINT)",
-        &[],
-        |r| r.int(0),
-    )?
-    .ok_or_else(|| StoreError::Postgres("the server did not say its time".into()))
+/// Resume `analysis` from the store (its snapshot and the events committed since) and
+/// start the feed of what replicas commit after, in one snapshot of the database.
+fn resume_from_store(
+    analysis: &mut Analysis,
+    db: &Location,
+    progress: &Progress,
+) -> Result<Feed, StoreError> {
+    let conn = db.reader()?;
+    // The server's clock, so the feed's start compares with stamps made on it.
+    let from_ms = crate::store::outbox::clock_ms(&conn)?;
+    let (feed, resumed) = Feed::start(conn, from_ms, |db| {
+        analysis
+            .resume_on(db, crate::clock::now_ms())
+            .map_err(|e| StoreError::Postgres(e.to_string()))
+    })?;
+    progress.resumed(resumed);
+    Ok(feed)
+}
+
+fn spawn_analysis(run: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("analysis".into())
+        .spawn(run)
+        .expect("spawning the analysis thread")
 }
 
 /// Read the store into the analysis every `FEED_EVERY` until stopped, reconnecting
 /// after an error (the feed keeps its place).
-fn spawn_feed(mut feed: Feed, db: Location, tx: SyncSender<Committed>) -> (Stop, JoinHandle<()>) {
-    let stop = Stop::default();
-    let stopped = stop.clone();
-    let thread = std::thread::Builder::new()
+fn spawn_feed(
+    mut feed: Feed,
+    db: Location,
+    tx: SyncSender<Committed>,
+    stopped: Stop,
+) -> JoinHandle<()> {
+    std::thread::Builder::new()
         .name("analysis-feed".into())
         .spawn(move || {
             while !stopped.sleep(FEED_EVERY) {
@@ -209,8 +237,7 @@ fn spawn_feed(mut feed: Feed, db: Location, tx: SyncSender<Committed>) -> (Stop,
                 }
             }
         })
-        .expect("spawning the analysis feed thread");
-    (stop, thread)
+        .expect("spawning the analysis feed thread")
 }
 
 /// The leader's duties as a tenure's work (PostgreSQL).
@@ -227,6 +254,10 @@ impl super::tenure::Held for Leading {
                 None
             }
         }
+    }
+
+    fn failed(&self, running: &Duties) -> bool {
+        running.failed()
     }
 
     fn end(&mut self, running: Duties) {

@@ -263,11 +263,11 @@ pub async fn serve_on(
                 Stop::default(),
                 duties::Leading(shared.clone()),
             );
-            let (stopped, holder) = (stop.clone(), holder.clone());
+            let (stopped, holder, ttl_ms) = (stop.clone(), holder.clone(), config.lease_ttl_ms);
             tracing::info!(%holder, "contending for the leader lease");
             let thread = std::thread::Builder::new()
                 .name("leader-lease".into())
-                .spawn(move || tenure::hold(&url, "leader", &holder, &stopped, work))
+                .spawn(move || tenure::hold(&url, ("leader", ttl_ms), &holder, &stopped, work))
                 .expect("spawning the leader lease thread");
             Leadership::Replica(stop, thread)
         }
@@ -301,7 +301,7 @@ pub async fn serve_on(
                 Location::Sqlite(_) => following::spawn(spec, env, health.clone()),
                 // One replica at a time follows each gateway database.
                 Location::Postgres(url) => {
-                    let (url, stop) = (url.clone(), stop.clone());
+                    let (url, stop, ttl_ms) = (url.clone(), stop.clone(), config.lease_ttl_ms);
                     let lease = format!("source:{}", spec.name());
                     let holder = holder.clone();
                     let work = following::Following {
@@ -311,7 +311,7 @@ pub async fn serve_on(
                     };
                     std::thread::Builder::new()
                         .name(format!("lease:{}", spec.table))
-                        .spawn(move || tenure::hold(&url, &lease, &holder, &stop, work))
+                        .spawn(move || tenure::hold(&url, (&lease, ttl_ms), &holder, &stop, work))
                         .expect("spawning a source lease thread")
                 }
             }

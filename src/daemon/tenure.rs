@@ -16,17 +16,29 @@ pub(super) trait Held {
     /// Start on a newly gained `lease`; `None` when it could not start (logged), and
     /// the lease is given back so another replica may try.
     fn start(&mut self, lease: &Lease) -> Option<Self::Running>;
+    /// Whether what runs has failed on its own, so the lease should be given back
+    /// for another replica (or a later attempt) to take.
+    fn failed(&self, _running: &Self::Running) -> bool {
+        false
+    }
     /// Stop what `start` started: the lease was lost or the daemon stops.
     fn end(&mut self, running: Self::Running);
 }
 
-/// Hold lease `name` as `holder` on `db` until `stop`, running `work` while holding
-/// it. Returns once `stop` is set, after ending the work and releasing the lease (so
-/// another replica takes over at once instead of after the TTL).
-pub(super) fn hold<W: Held>(db: &PgUrl, name: &str, holder: &str, stop: &Stop, mut work: W) {
+/// Hold lease `name` (lasting `ttl_ms` unrenewed) as `holder` on `db` until `stop`,
+/// running `work` while holding it. Returns once `stop` is set, after ending the work
+/// and releasing the lease (so another replica takes over at once instead of after
+/// the TTL).
+pub(super) fn hold<W: Held>(
+    db: &PgUrl,
+    (name, ttl_ms): (&str, i64),
+    holder: &str,
+    stop: &Stop,
+    mut work: W,
+) {
     let origin = Instant::now();
     let local_ms = || origin.elapsed().as_millis() as i64;
-    let mut elector = Elector::default();
+    let mut elector = Elector::new(ttl_ms);
     let mut client: Option<postgres::Client> = None;
     let mut running: Option<W::Running> = None;
     while !stop.is_set() {
@@ -44,8 +56,7 @@ pub(super) fn hold<W: Held>(db: &PgUrl, name: &str, holder: &str, stop: &Stop, m
                         tracing::info!(lease = name, token = lease.token, holder, "lease gained");
                         running = work.start(&lease);
                         if running.is_none() {
-                            give_back(&mut client, &lease);
-                            elector = Elector::default();
+                            step_down(&mut client, &mut elector, local_ms(), stop);
                         }
                     }
                 }
@@ -57,6 +68,17 @@ pub(super) fn hold<W: Held>(db: &PgUrl, name: &str, holder: &str, stop: &Stop, m
                 }
                 Change::Renewed | Change::Follower => {}
             }
+        }
+        if running.as_ref().is_some_and(|r| work.failed(r)) {
+            tracing::error!(
+                lease = name,
+                holder,
+                "the lease's work failed: giving the lease back"
+            );
+            if let Some(r) = running.take() {
+                work.end(r);
+            }
+            step_down(&mut client, &mut elector, local_ms(), stop);
         }
         // The elector's own deadline passes before the database's: stop acting then,
         // even when no renewal could tell us (the database unreachable).
@@ -80,6 +102,23 @@ pub(super) fn hold<W: Held>(db: &PgUrl, name: &str, holder: &str, stop: &Stop, m
         give_back(&mut client, &lease);
         tracing::info!(lease = name, token = lease.token, "lease released");
     }
+}
+
+/// Give the lease back after its work could not start or failed, then wait one
+/// attempt interval: another replica may take it, and a lasting failure is not
+/// retried in a tight loop.
+fn step_down(
+    client: &mut Option<postgres::Client>,
+    elector: &mut Elector,
+    now_ms: i64,
+    stop: &Stop,
+) {
+    if let Some(lease) = elector.leader(now_ms).cloned() {
+        give_back(client, &lease);
+    }
+    let ttl_ms = elector.ttl_ms();
+    *elector = Elector::new(ttl_ms);
+    stop.sleep(Duration::from_millis((ttl_ms / 3) as u64));
 }
 
 /// One acquire on the server's clock, connecting first when needed.

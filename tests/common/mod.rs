@@ -32,6 +32,8 @@ use tempfile::TempDir;
 pub const TOKEN: &str = "test-token-3f9a1c7e5b2d4086";
 /// How long a condition may take before a test fails.
 pub const WAIT: Duration = Duration::from_secs(20);
+/// The lease TTL of daemons on an `on_postgres` test's server.
+const TEST_LEASE_SECONDS: u32 = 5;
 /// How long the daemon may take to print its ready line.
 const READY_LIMIT: Duration = Duration::from_secs(20);
 const READY_PREFIX: &str = "driftwarden listening on http://";
@@ -334,6 +336,7 @@ impl AppBuilder {
             self.pg = Some(server);
             self.db_url = Some(url);
         }
+        let pg = self.pg.clone();
         let db = self.dir.path().join("driftwarden.db");
         let log = self.dir.path().join("daemon.stderr.log");
         let mut args: Vec<String> = vec!["serve".into()];
@@ -352,6 +355,14 @@ impl AppBuilder {
             "--listen".into(),
             "127.0.0.1:0".into(),
         ]);
+        // Replicas in tests take over a killed one's leases within seconds, not the
+        // default 15 s lease (tests/replicas.rs keeps the default).
+        if pg.is_some() {
+            self.config = Some(format!(
+                "lease_seconds = {TEST_LEASE_SECONDS}\n{}",
+                self.config.unwrap_or_default()
+            ));
+        }
         if let Some(toml) = &self.config {
             let path = self.dir.path().join("driftwarden.toml");
             std::fs::write(&path, toml).expect("writing the config file");
@@ -377,7 +388,7 @@ impl AppBuilder {
             rust_log: self.rust_log,
             log,
             db_url: self.db_url,
-            _pg: self.pg,
+            _pg: pg,
         };
         app.start();
         app
@@ -478,6 +489,42 @@ impl TestApp {
             .unwrap_or_else(|| panic!("unexpected ready line {line:?}"));
         assert_ne!(port, 0, "the ready line must name the bound port");
         self.address = format!("http://127.0.0.1:{port}");
+        // The only daemon on an `on_postgres` database leads once it holds the lease
+        // (after a kill -9, once the dead one's lapsed): from then on it judges as a
+        // daemon on SQLite does from its start.
+        if self._pg.is_some() {
+            self.wait_leading();
+        }
+    }
+
+    /// Wait until `/healthz` says this daemon leads (on SQLite: `single`, at once) and
+    /// its analysis has resumed from the store (on SQLite, before the ready line).
+    pub fn wait_leading(&self) {
+        let limit = Duration::from_secs(3 * u64::from(TEST_LEASE_SECONDS)) + WAIT;
+        let start = Instant::now();
+        loop {
+            let role = self
+                .get("/healthz")
+                .json::<serde_json::Value>()
+                .ok()
+                .and_then(|h| h["role"].as_str().map(str::to_string));
+            if matches!(role.as_deref(), Some("leader" | "single"))
+                && !self
+                    .get("/v1/stats")
+                    .json::<serde_json::Value>()
+                    .ok()
+                    .is_none_or(|s| s["analysis"]["resumed"].is_null())
+            {
+                return;
+            }
+            if start.elapsed() > limit {
+                panic!(
+                    "not leading after {limit:?} (role {role:?}); stderr:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
     }
 
     /// Path of a file in the app's temp dir.
