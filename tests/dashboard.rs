@@ -16,8 +16,11 @@ use chromiumoxide::cdp::js_protocol::runtime::{
 };
 use chromiumoxide::page::Page;
 use common::{TestApp, now_ms};
+use driftwarden::store::sql::{Sql, Value as SqlValue};
 use futures::StreamExt;
 use serde_json::Value;
+
+crate::on_postgres!(the_dashboard_charts_seeded_data_and_creates_exceptions,);
 
 /// Where Debian's package puts the browser; `DRIFTWARDEN_CHROMIUM` overrides it.
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -82,14 +85,13 @@ fn seed(app: &TestApp) {
 
     // Alerts come from the alert stage; one row stored directly lets the page render
     // one wherever `/v1/alerts` is served.
-    let conn = rusqlite::Connection::open(&app.db).expect("opening the database");
-    conn.busy_timeout(Duration::from_secs(5)).unwrap();
-    conn.execute(
-        "INSERT INTO alerts (rule, scope, lane, kind, state, tier, tier_rank, started_ms, fired_ms, summary, evidence) \
-         VALUES ('cost-per-request', '{\"model\":\"gpt-4o\"}', 'cost', 'cost_drift', 'firing', 'page', 1, ?1, ?1, \
-                 'cost per request up 40%', '{\"observed\":0.0031,\"baseline\":{\"median\":0.0022}}')",
-        [now_ms() - 3_600_000],
-    )
+    app.store()
+        .execute(
+            "INSERT INTO alerts (rule, scope, lane, kind, state, tier, tier_rank, started_ms, fired_ms, summary, evidence) \
+             VALUES ('cost-per-request', '{\"model\":\"gpt-4o\"}', 'cost', 'cost_drift', 'firing', 'page', 1, ?1, ?1, \
+                     'cost per request up 40%', '{\"observed\":0.0031,\"baseline\":{\"median\":0.0022}}')",
+            &[SqlValue::Int(now_ms() - 3_600_000)],
+        )
     .expect("storing an alert");
 }
 

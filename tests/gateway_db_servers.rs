@@ -15,21 +15,31 @@
 //!
 //! Run: `cargo test --release --test gateway_db_servers`.
 
-#[path = "support/dbservers.rs"]
-mod dbservers;
+mod common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use dbservers::*;
+use common::dbservers::*;
+use driftwarden::store::Location;
+use driftwarden::store::sql::{Db, SqlExt, Value as SqlValue};
 use mysql::prelude::Queryable;
 use serde_json::{Value, json};
 use tempfile::TempDir;
+
+crate::on_postgres!(
+    postgres_follows_new_rows,
+    postgres_kill9_mid_backfill,
+    postgres_restart_resumes,
+    postgres_row_committed_after_a_higher_id_is_not_lost,
+    mariadb_follows_and_survives_kill9,
+    oneapi_flavour_on_mariadb,
+);
 
 /// The API token of every test daemon (24 characters).
 const TOKEN: &str = "dbtest-token-7c1e9a4f2b6";
@@ -66,7 +76,10 @@ fn now_secs() -> i64 {
 /// A running `driftwarden serve` following gateway databases.
 struct Daemon {
     dir: TempDir,
-    db: PathBuf,
+    /// Driftwarden's own store: a SQLite file, or in `on_postgres` a database of the
+    /// test's PostgreSQL server (kept up by `_pg`).
+    store: Location,
+    _pg: Option<Arc<PgServer>>,
     args: Vec<String>,
     envs: Vec<(String, String)>,
     rust_log: String,
@@ -90,11 +103,24 @@ impl Daemon {
             .prefix("dw-dbtest-")
             .tempdir()
             .expect("creating a temp dir");
-        let db = dir.path().join("driftwarden.db");
+        let mut envs: Vec<(String, String)> = envs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (pg, store, lease) = match common::pg_store() {
+            Some((server, url)) => {
+                envs.push(("DRIFTWARDEN_DB".into(), url.clone()));
+                let lease = format!("lease_seconds = {}\n", common::TEST_LEASE_SECONDS);
+                (Some(server), Location::parse(&url).unwrap(), lease)
+            }
+            None => (
+                None,
+                Location::Sqlite(dir.path().join("driftwarden.db")),
+                String::new(),
+            ),
+        };
         let mut args: Vec<String> = vec![
             "serve".into(),
-            "--db".into(),
-            db.display().to_string(),
             "--rules".into(),
             concat!(env!("CARGO_MANIFEST_DIR"), "/rules").into(),
             "--listen".into(),
@@ -102,8 +128,12 @@ impl Daemon {
             "--token".into(),
             TOKEN.into(),
         ];
-        if let Some(toml) = config {
+        if let Some(path) = store.sqlite_path() {
+            args.extend(["--db".into(), path.display().to_string()]);
+        }
+        if config.is_some() || !lease.is_empty() {
             let path = dir.path().join("driftwarden.toml");
+            let toml = format!("{lease}{}", config.unwrap_or_default());
             std::fs::write(&path, toml).expect("writing the config");
             args.extend(["--config".into(), path.display().to_string()]);
         }
@@ -111,12 +141,10 @@ impl Daemon {
         let mut d = Daemon {
             log: dir.path().join("daemon.stderr.log"),
             dir,
-            db,
+            store,
+            _pg: pg,
             args,
-            envs: envs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            envs,
             rust_log: rust_log.into(),
             child: None,
             address: String::new(),
@@ -267,67 +295,60 @@ impl Daemon {
         );
     }
 
-    fn sql(&self) -> rusqlite::Connection {
-        let c = rusqlite::Connection::open_with_flags(
-            &self.db,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .expect("opening driftwarden's database");
-        c.busy_timeout(Duration::from_secs(10)).unwrap();
-        c
+    fn store(&self) -> Db {
+        self.store.reader().expect("opening driftwarden's store")
     }
 
     /// Stored events by the gateway row id (`newapi:ID` / `oneapi:ID`).
     fn stored(&self) -> BTreeMap<i64, Stored> {
-        let c = self.sql();
-        let mut stmt = c
-            .prepare(
+        let rows = self
+            .store()
+            .rows(
                 "SELECT events.id, ts_ms, status, error_type, latency_ms, ttft_ms, resolved_model, \
                  cost_usd, provider, sources.name FROM events JOIN sources ON sources.id = source_id",
+                &[],
+                |r| {
+                    Ok(Stored {
+                        id: r.text(0)?,
+                        ts_ms: r.int(1)?,
+                        status: r.opt_int(2)?,
+                        error_type: r.opt_text(3)?,
+                        latency_ms: r.opt_int(4)?,
+                        ttft_ms: r.opt_int(5)?,
+                        resolved_model: r.opt_text(6)?,
+                        cost_usd: r.opt_real(7)?,
+                        provider: r.opt_text(8)?,
+                        source: r.text(9)?,
+                    })
+                },
             )
             .unwrap();
-        let rows = stmt
-            .query_map([], |r| {
-                let id: String = r.get(0)?;
-                Ok(Stored {
-                    id,
-                    ts_ms: r.get(1)?,
-                    status: r.get(2)?,
-                    error_type: r.get(3)?,
-                    latency_ms: r.get(4)?,
-                    ttft_ms: r.get(5)?,
-                    resolved_model: r.get(6)?,
-                    cost_usd: r.get(7)?,
-                    provider: r.get(8)?,
-                    source: r.get(9)?,
-                })
+        rows.into_iter()
+            .map(|e| {
+                let n =
+                    e.id.rsplit(':')
+                        .next()
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or_else(|| panic!("event id {:?} is not FLAVOUR:ROWID", e.id));
+                (n, e)
             })
-            .unwrap();
-        rows.map(|r| {
-            let e = r.unwrap();
-            let n =
-                e.id.rsplit(':')
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or_else(|| panic!("event id {:?} is not FLAVOUR:ROWID", e.id));
-            (n, e)
-        })
-        .collect()
+            .collect()
     }
 
-    /// (events stored, the committed cursor of `source`), read from the store file.
+    /// (events stored, the committed cursor of `source`), read from the store.
     fn store_counts(&self, source: &str) -> (i64, Option<i64>) {
-        let c = self.sql();
-        let events = c
-            .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
-            .unwrap();
-        let cursor = c
-            .query_row(
+        let store = self.store();
+        let events = store
+            .row("SELECT COUNT(*) FROM events", &[], |r| r.int(0))
+            .unwrap()
+            .unwrap_or(0);
+        let cursor = store
+            .row(
                 "SELECT last_id FROM db_cursors WHERE source = ?1",
-                [source],
-                |r| r.get(0),
+                &[SqlValue::Text(source)],
+                |r| r.int(0),
             )
-            .ok();
+            .unwrap();
         (events, cursor)
     }
 }

@@ -21,6 +21,8 @@ use driftwarden::telemetry::Metrics;
 use receivers::{Receiver, Reply, smtp_server};
 use serde_json::{Value, json};
 
+crate::on_postgres!(the_daemon_delivers_the_outbox_and_lists_dead_notifications);
+
 /// How long a condition may take before a test fails.
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -875,7 +877,7 @@ fn the_daemon_delivers_the_outbox_and_lists_dead_notifications() {
     let app = common::TestApp::builder()
         .config(&slack_toml(&slack.url("/services/T0/B0/daemon-secret")))
         .spawn();
-    let conn = outbox::open(&app.db.as_path().into()).unwrap();
+    let conn = outbox::open(&app.location()).unwrap();
     let dead = outbox::enqueue(&conn, "oncall", &message("first"), common::now_ms()).unwrap();
     common::wait_until("a dead notification", common::WAIT, || {
         app.metric("driftwarden_outbox_dead{channel=\"oncall\"}") == 1.0

@@ -33,7 +33,7 @@ pub const TOKEN: &str = "test-token-3f9a1c7e5b2d4086";
 /// How long a condition may take before a test fails.
 pub const WAIT: Duration = Duration::from_secs(20);
 /// The lease TTL of daemons on an `on_postgres` test's server.
-const TEST_LEASE_SECONDS: u32 = 5;
+pub const TEST_LEASE_SECONDS: u32 = 5;
 /// How long the daemon may take to print its ready line.
 const READY_LIMIT: Duration = Duration::from_secs(20);
 const READY_PREFIX: &str = "driftwarden listening on http://";
@@ -173,7 +173,7 @@ pub fn on_pg() -> bool {
 
 /// A fresh store database on the running test's PostgreSQL server: the server (kept
 /// alive by whoever holds it) and the application role's URL.
-fn pg_store() -> Option<(Arc<PgServer>, String)> {
+pub fn pg_store() -> Option<(Arc<PgServer>, String)> {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let pg = PG.with(|p| p.borrow().clone())?;
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
