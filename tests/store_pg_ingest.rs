@@ -500,6 +500,19 @@ fn retention_drops_whole_day_partitions() {
     // A cutoff in the third day: the first two go, the third stays whole (even its
     // rows before the cutoff).
     let cutoff = DAY0 + 2 * DAY_MS + 5 * 3_600_000;
+    // Notifications delivered before the cutoff go too; later or undelivered stay.
+    for (state, sent) in [
+        ("sent", Some(cutoff - 1)),
+        ("sent", Some(cutoff)),
+        ("pending", None),
+    ] {
+        c.execute(
+            "INSERT INTO outbox (channel, message, created_ms, next_attempt_ms, state, sent_ms) \
+             VALUES ('slack', '{}', $1, $1, $2, $3)",
+            &[&DAY0, &state, &sent],
+        )
+        .unwrap();
+    }
     assert_eq!(w.prune(cutoff).unwrap(), (per_day[0] + per_day[1]) as u64);
     assert_eq!(partitions(&mut c), days[2..]);
     for gone in &days[..2] {
@@ -513,6 +526,11 @@ fn retention_drops_whole_day_partitions() {
         |c: &mut postgres::Client, sql: &str| -> i64 { c.query_one(sql, &[]).unwrap().get(0) };
     assert_eq!(count(&mut c, "SELECT count(*) FROM event_rows"), per_day[2]);
     assert_eq!(count(&mut c, "SELECT count(*) FROM eval_scores"), 1);
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM outbox WHERE state = 'sent'"),
+        1
+    );
+    assert_eq!(count(&mut c, "SELECT count(*) FROM outbox"), 2);
     assert_eq!(w.prune(cutoff).unwrap(), 0, "nothing left to drop");
 
     // The writer creates a dropped day's partition again for a late event.

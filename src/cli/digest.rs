@@ -37,7 +37,7 @@ pub fn digest(args: DigestArgs) -> Result<()> {
         .message();
     print!("{}", plain_text(&message));
     if !args.print {
-        let queued = enqueue(&config.db, tier, &message, now)?;
+        let queued = enqueue(&mut config.db.side()?, tier, &message, now)?;
         eprintln!(
             "queued for {queued} channel(s) of tier {}: {}",
             tier.tier.name,

@@ -121,6 +121,7 @@ impl Duties {
             &config.rules,
             config.retention_days,
             crate::exceptions::Registry::new(config.exceptions),
+            lease.cloned(),
         )?;
         let schedules = Scheduler::spawn(&config.schedules, jobs);
         shared.metrics.leader.set(1);

@@ -9,6 +9,7 @@ use crate::domain::{Exception, Message, Scope, rfc3339_ms, scope_label};
 use crate::store::alerts::{AlertFilter, AlertRow};
 use crate::store::queries::{self, StoredChange};
 use crate::store::spend::{self, ScopeTotal};
+use crate::store::sql::Db;
 use crate::store::{Location, StoreError};
 use crate::tiers::TierDef;
 
@@ -382,15 +383,16 @@ impl Digest {
     }
 }
 
-/// Queue `message` for every channel of `tier`, all or none; returns how many.
+/// Queue `message` for every channel of `tier` on `conn` (fenced on a leader), all or
+/// none; returns how many.
 pub fn enqueue(
-    db: &Location,
+    conn: &mut Db,
     tier: &TierDef,
     message: &Message,
     now_ms: i64,
 ) -> Result<usize, StoreError> {
     use crate::store::sql::Transact;
-    crate::store::outbox::open(db)?.write(|tx| {
+    conn.write(|tx| {
         for channel in &tier.tier.channels {
             crate::store::outbox::enqueue(tx, channel, message, now_ms)?;
         }
@@ -632,7 +634,13 @@ mod tests {
         let tier = tiers.digest();
         assert_eq!(tier.tier.name, "digest");
         assert_eq!(
-            enqueue(&path.as_path().into(), tier, &message, NOW).unwrap(),
+            enqueue(
+                &mut crate::store::outbox::open(&path.as_path().into()).unwrap(),
+                tier,
+                &message,
+                NOW
+            )
+            .unwrap(),
             1
         );
         let queued: (String, String) = conn

@@ -20,6 +20,8 @@ use tokio::task::JoinHandle;
 use crate::domain::{ChangeEvent, ChangeKind, SCOPE_DIMS, Scope};
 use crate::exceptions::{ExceptionError, Registry};
 use crate::stop::Stop;
+use crate::store::pg::lease::Lease;
+use crate::store::sql::Db;
 use crate::store::writer::Writer;
 use crate::store::{Batch, Location, StoreError};
 use crate::tiers::{TierDef, TierError, Tiers};
@@ -218,6 +220,9 @@ pub struct Jobs {
     pub registry: Registry,
     /// The tier whose channels get the digest (`digest::digest_tier`).
     pub digest_tier: TierDef,
+    /// On PostgreSQL, the leader lease: the jobs' own writes (the digest's outbox
+    /// rows, the sweep's exception updates) commit only while it holds.
+    pub fence: Option<Lease>,
 }
 
 impl Jobs {
@@ -228,6 +233,7 @@ impl Jobs {
         rules: &std::path::Path,
         retention_days: u32,
         registry: Registry,
+        fence: Option<Lease>,
     ) -> Result<Jobs, ScheduleError> {
         let tiers = Tiers::load(rules)?;
         Ok(Jobs {
@@ -236,6 +242,16 @@ impl Jobs {
             retention_days,
             registry,
             digest_tier: tiers.digest().clone(),
+            fence,
+        })
+    }
+
+    /// A connection of the jobs' own, fenced by the leader lease when there is one.
+    fn side(db: &Location, fence: Option<Lease>) -> Result<Db, StoreError> {
+        let conn = db.side()?;
+        Ok(match fence {
+            Some(lease) => conn.fenced(lease),
+            None => conn,
         })
     }
 
@@ -249,9 +265,9 @@ impl Jobs {
     }
 
     async fn sweep(&self, at_ms: i64) -> Result<String, JobError> {
-        let (db, registry) = (self.db.clone(), self.registry);
+        let (db, registry, fence) = (self.db.clone(), self.registry, self.fence.clone());
         let expired = tokio::task::spawn_blocking(move || -> Result<_, JobError> {
-            let mut conn = crate::store::exceptions::open(&db)?;
+            let mut conn = Jobs::side(&db, fence)?;
             Ok(registry.sweep_expired(&mut conn, at_ms)?)
         })
         .await??;
@@ -259,10 +275,14 @@ impl Jobs {
     }
 
     async fn digest(&self, at_ms: i64) -> Result<String, JobError> {
-        let (db, tier) = (self.db.clone(), self.digest_tier.clone());
+        let (db, tier, fence) = (
+            self.db.clone(),
+            self.digest_tier.clone(),
+            self.fence.clone(),
+        );
         tokio::task::spawn_blocking(move || -> Result<String, StoreError> {
             let d = digest::Digest::build(&db, &tier.tier.name, at_ms)?;
-            let queued = digest::enqueue(&db, &tier, &d.message(), at_ms)?;
+            let queued = digest::enqueue(&mut Jobs::side(&db, fence)?, &tier, &d.message(), at_ms)?;
             Ok(format!(
                 "digest queued for {queued} channel(s) of tier {}",
                 tier.tier.name

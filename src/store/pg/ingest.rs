@@ -264,11 +264,11 @@ impl PgWriter {
             &[&cutoff_ms],
         )
         .map_err(error)?;
-        tx.execute(
-            "DELETE FROM outbox WHERE state = 'sent' AND sent_ms < $1",
-            &[&cutoff_ms],
-        )
-        .map_err(error)?;
+        let tx = {
+            let sql = crate::store::sql::Pg::new(tx);
+            crate::store::outbox::prune_sent(&sql, cutoff_ms)?;
+            sql.into_inner()
+        };
         tx.commit().map_err(error)?;
         for day in days {
             self.days.remove(&day);
