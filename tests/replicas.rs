@@ -418,3 +418,63 @@ fn a_gateway_database_is_followed_by_one_replica_at_a_time_and_taken_over_after_
     // Gateway rows are stored once: the cursor moved with them, under the lease.
     assert_eq!(events(), 80);
 }
+
+/// A first leader on a store that `import` filled (import migrates a fresh PostgreSQL
+/// store first) builds its analysis from 300,000 stored events on its analysis thread
+/// while its lease thread renews a 3 s lease: one tenure, no step-down, and it leads
+/// once the analysis is built.
+#[test]
+fn a_leader_whose_resume_reads_a_long_backlog_keeps_its_lease() {
+    const EVENTS: usize = 300_000;
+    let Some((_pg, url)) = store("long_resume") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("backlog.jsonl");
+    let start = common::now_ms() - 3 * 3_600_000;
+    let lines: String = (0..EVENTS)
+        .map(|i| common::native_line(&format!("b{i}"), start + i as i64 * 10) + "\n")
+        .collect();
+    std::fs::write(&file, lines).unwrap();
+    let import = std::process::Command::new(env!("CARGO_BIN_EXE_driftwarden"))
+        .arg("import")
+        .arg(&file)
+        .env("DRIFTWARDEN_DB", &url)
+        .env("DRIFTWARDEN_TOKEN", common::TOKEN)
+        .env_remove("DRIFTWARDEN_CONFIG")
+        .output()
+        .expect("running driftwarden import");
+    assert!(
+        import.status.success(),
+        "{}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+    assert_eq!(count(&url, "SELECT COUNT(*) FROM events"), EVENTS as i64);
+
+    let app = TestApp::builder()
+        .db_url(&url)
+        .config("lease_seconds = 3\n")
+        .spawn();
+    wait("the analysis resumed", Duration::from_secs(120), || {
+        app.get("/v1/stats").json::<Value>().unwrap()["analysis"]["resumed"]["events_refed"]
+            .as_u64()
+            .is_some()
+    });
+    // Past two more renewals.
+    std::thread::sleep(Duration::from_secs(3));
+    let log = app.log_text();
+    assert_eq!(
+        log.matches("lease gained").count(),
+        1,
+        "one tenure from the start:\n{log}"
+    );
+    assert!(
+        !log.contains("could not be renewed in time") && !log.contains("giving the lease back"),
+        "{log}"
+    );
+    assert!(
+        log.contains("analysis built from the raw events kept"),
+        "{log}"
+    );
+    assert_eq!(app.metric("driftwarden_leader"), 1.0);
+}

@@ -408,11 +408,8 @@ fn import(args: ImportArgs) -> Result<()> {
         ..Overrides::default()
     })?;
     let spec = config.tails[0].clone();
-    let before = if config.db.exists() {
-        crate::store::queries::stats(&config.db)?.events
-    } else {
-        0
-    };
+    config.db.migrate()?;
+    let before = crate::store::queries::stats(&config.db)?.events;
     let report = crate::daemon::import(&config, spec)?;
     let added = report.stats.events.saturating_sub(before);
     println!(

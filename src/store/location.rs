@@ -67,6 +67,16 @@ impl Location {
         self.sqlite_path().is_none_or(Path::exists)
     }
 
+    /// Create the store if needed and bring its schema up to date (what the writer
+    /// does when it opens), for a command that reads it before writing.
+    pub fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Location::Sqlite(p) => drop(super::Store::open(p)?),
+            Location::Postgres(u) => drop(super::pg::open(u.expose())?),
+        }
+        Ok(())
+    }
+
     /// A read-write connection of its own on the (already migrated) store, for the
     /// stages that write beside the ingest writer.
     pub fn side(&self) -> Result<Db, StoreError> {

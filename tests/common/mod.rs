@@ -183,23 +183,6 @@ pub fn pg_store() -> Option<(Arc<PgServer>, String)> {
     Some((pg, url))
 }
 
-/// Create (or open) and migrate the store at `location`.
-fn migrate(location: &Location) {
-    match location.sqlite_path() {
-        Some(path) => drop(driftwarden::store::Store::open(path).expect("creating the store")),
-        None => drop(
-            driftwarden::store::pg::open(&location_url(location)).expect("migrating the store"),
-        ),
-    }
-}
-
-fn location_url(location: &Location) -> String {
-    match location {
-        Location::Postgres(url) => url.expose().to_string(),
-        Location::Sqlite(path) => path.display().to_string(),
-    }
-}
-
 /// A fresh, migrated store for a test that drives the stages itself: a SQLite file
 /// in a temp dir, or inside [`run_on_postgres`] a database of the test's server.
 pub struct TestStore {
@@ -215,7 +198,7 @@ impl TestStore {
             Some((server, url)) => (Some(server), Location::parse(&url).unwrap()),
             None => (None, Location::Sqlite(dir.path().join("driftwarden.db"))),
         };
-        migrate(&location);
+        location.migrate().expect("creating the store");
         TestStore {
             location,
             _dir: dir,
@@ -277,7 +260,7 @@ impl AppBuilder {
             Some(url) => Location::parse(url).expect("a valid store URL"),
             None => Location::Sqlite(self.path("driftwarden.db")),
         };
-        migrate(&location);
+        location.migrate().expect("creating the store");
         location
     }
 
