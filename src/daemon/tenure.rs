@@ -62,9 +62,7 @@ pub(super) fn hold<W: Held>(
                 }
                 Change::Lost => {
                     tracing::warn!(lease = name, holder, "lease lost: stopping its work");
-                    if let Some(r) = running.take() {
-                        work.end(r);
-                    }
+                    end(&mut work, &mut running);
                 }
                 Change::Renewed | Change::Follower => {}
             }
@@ -75,9 +73,7 @@ pub(super) fn hold<W: Held>(
                 holder,
                 "the lease's work failed: giving the lease back"
             );
-            if let Some(r) = running.take() {
-                work.end(r);
-            }
+            end(&mut work, &mut running);
             step_down(&mut client, &mut elector, local_ms(), stop);
         }
         // The elector's own deadline passes before the database's: stop acting then,
@@ -88,19 +84,22 @@ pub(super) fn hold<W: Held>(
                 holder,
                 "lease could not be renewed in time: stopping its work"
             );
-            if let Some(r) = running.take() {
-                work.end(r);
-            }
+            end(&mut work, &mut running);
         }
         let wait = (elector.next_attempt_ms() - local_ms()).clamp(10, 1_000);
         stop.sleep(Duration::from_millis(wait as u64));
     }
-    if let Some(r) = running.take() {
-        work.end(r);
-    }
+    end(&mut work, &mut running);
     if let Some(lease) = elector.leader(local_ms()).cloned() {
         give_back(&mut client, &lease);
         tracing::info!(lease = name, token = lease.token, "lease released");
+    }
+}
+
+/// End the running work, if any.
+fn end<W: Held>(work: &mut W, running: &mut Option<W::Running>) {
+    if let Some(r) = running.take() {
+        work.end(r);
     }
 }
 
