@@ -19,13 +19,12 @@ use driftwarden::store::snapshot::{self, SnapshotMeta};
 use driftwarden::store::sql::{Db, SqlExt, Value as SqlValue};
 use driftwarden::store::{Batch, Location, Store};
 
-// The three kill -9 equivalences with one replay are not repeated on PostgreSQL yet:
-// there they pass alone but, on a loaded machine, now and then judge one bucket with
-// about twice its requests (issue 16's note: a row counted by a new leader's resume
-// and fed again, suspected). To reproduce, list them here and let `data_clock_app`
-// start the leader on an empty store first (a first leader learns what was stored
-// before it led without judging it), then write the files.
-crate::on_postgres!(a_restarted_daemon_resumes_from_its_snapshot_and_refeeds_only_the_open_buckets);
+crate::on_postgres!(
+    a_restarted_daemon_resumes_from_its_snapshot_and_refeeds_only_the_open_buckets,
+    a_daemon_killed_while_it_reads_a_backlog_tells_what_one_replay_does,
+    killed_while_answers_get_worse_it_tells_what_one_replay_does,
+    killed_around_a_silent_gateway_it_tells_what_one_replay_does
+);
 
 fn rules_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("rules")
@@ -488,6 +487,16 @@ fn data_clock_app(records: &[SimRecord]) -> TestApp {
         .config(SCENARIO_TOML)
         // The marks of each snapshot written, for `kill_inside_a_snapshot_write`.
         .rust_log("info,driftwarden::analysis=debug");
+    if common::on_pg() {
+        // Replicas ingest whether or not one leads, and a first leader builds its
+        // baselines from what is stored by then without judging it: let the leader
+        // resume on an empty store, as a daemon on SQLite starts, then write.
+        append(&builder.path("events.jsonl"), "");
+        append(&builder.path("evals.jsonl"), "");
+        let app = builder.spawn();
+        append_records(&app, records);
+        return app;
+    }
     let (events, evals) = (builder.path("events.jsonl"), builder.path("evals.jsonl"));
     driftwarden::sim::write_records_jsonl(records.iter().cloned(), &events, Some(&evals)).unwrap();
     builder.spawn()

@@ -17,7 +17,7 @@ use driftwarden::domain::{ChangeEvent, ChangeKind, CostSource, EvalScore, UsageE
 use driftwarden::store::Batch;
 use driftwarden::store::pg::feed::{Feed, LOOKBACK_MS};
 use driftwarden::store::pg::ingest::PgWriter;
-use driftwarden::store::sql::{Db, SqlExt};
+use driftwarden::store::sql::{Db, Sql, SqlExt};
 
 /// Received stamps: far from zero, so nothing compares against an unset column.
 const T0: i64 = 1_800_000_000_000;
@@ -157,4 +157,56 @@ fn a_feed_started_with_a_resume_feeds_what_the_resume_did_not_see() {
     let mut got = drain(&mut feed);
     got.sort();
     assert_eq!(got, ["after", "during"]);
+}
+
+/// A row stamped just before the start's window, while the newest row the resume saw
+/// is inside it: the first lookback (from that newest row) reaches below the window,
+/// and must not feed again what the resume counted. Once (issue 16) a leader that
+/// took over a replica's backlog counted 16,203 such rows twice.
+#[test]
+fn the_first_lookback_does_not_feed_again_what_the_resume_counted() {
+    let Some((_pg, url)) = server("the_first_lookback_does_not_feed_again_what_the_resume_counted")
+    else {
+        return;
+    };
+    let mut a = PgWriter::open(&url, "node-a").unwrap();
+    // The start's window is [T0 - LOOKBACK_MS, ..): "older" is just below it, and
+    // within the lookback of "newest".
+    a.commit(&batch(&["older"]), T0 - LOOKBACK_MS - 200)
+        .unwrap();
+    a.commit(&batch(&["newest"]), T0 - 500).unwrap();
+    let db = Db::pg(driftwarden::store::pg::connect(&url).unwrap());
+    let (mut feed, resumed) = Feed::start(db, T0, |conn| {
+        conn.rows("SELECT id FROM events ORDER BY id", &[], |r| r.text(0))
+    })
+    .unwrap();
+    assert_eq!(resumed, ["newest", "older"]);
+    assert!(drain(&mut feed).is_empty(), "the resume counted both");
+    a.commit(&batch(&["after"]), T0 + 1_000).unwrap();
+    assert_eq!(drain(&mut feed), ["after"]);
+}
+
+/// A poll that fails after reading one table (here: the evals table is gone for a
+/// moment) hands nothing over and moves no cursor: the next poll, on a new
+/// connection, feeds those rows.
+#[test]
+fn a_poll_that_fails_part_way_loses_nothing() {
+    let Some((_pg, url)) = server("a_poll_that_fails_part_way_loses_nothing") else {
+        return;
+    };
+    let mut a = PgWriter::open(&url, "node-a").unwrap();
+    let db = Db::pg(driftwarden::store::pg::connect(&url).unwrap());
+    let (mut feed, ()) = Feed::start(db, T0, |_| Ok(())).unwrap();
+    a.commit(&batch(&["e1", "e2"]), T0 + 1_000).unwrap();
+    let owner = Db::pg(driftwarden::store::pg::connect(&url).unwrap());
+    owner
+        .execute("ALTER TABLE eval_scores RENAME TO eval_scores_away", &[])
+        .unwrap();
+    assert!(feed.poll().is_err(), "the evals table is gone");
+    owner
+        .execute("ALTER TABLE eval_scores_away RENAME TO eval_scores", &[])
+        .unwrap();
+    feed.reconnect(Db::pg(driftwarden::store::pg::connect(&url).unwrap()));
+    assert_eq!(drain(&mut feed), ["e1", "e2"]);
+    assert!(drain(&mut feed).is_empty());
 }

@@ -14,7 +14,8 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::Instant;
 
 use dbservers::PgServer;
-use driftwarden::domain::Message;
+use driftwarden::domain::{Message, Tier};
+use driftwarden::schedule::digest;
 use driftwarden::store::StoreError;
 use driftwarden::store::outbox::{self, OutboxState};
 use driftwarden::store::pg::{
@@ -22,6 +23,7 @@ use driftwarden::store::pg::{
     lease::{self, Lease, acquire, check, release},
 };
 use driftwarden::store::sql::{Db as StageDb, Pg, Sql, SqlExt, Transact};
+use driftwarden::tiers::TierDef;
 use postgres::Client;
 
 const TTL: i64 = 15_000;
@@ -209,6 +211,20 @@ fn a_paused_old_leader_writes_nothing() {
         1,
     );
     fenced(outbox::prune_sent(&a, T0), 1);
+    // The daily digest the schedules queue for every channel of its tier.
+    let digest_tier = TierDef {
+        tier: Tier {
+            name: "digest".into(),
+            rank: 3,
+            channels: vec!["slack".into(), "email".into()],
+        },
+        when: None,
+        daily_budget: None,
+    };
+    fenced(
+        digest::enqueue(&mut a, &digest_tier, &message("digest"), T0 + 1),
+        1,
+    );
     assert_eq!(
         db.count("SELECT COUNT(*) FROM outbox"),
         0,

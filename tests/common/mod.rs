@@ -166,6 +166,11 @@ pub fn run_on_postgres(name: &str, test: fn()) {
     test();
 }
 
+/// Whether this test's daemons run on PostgreSQL (inside [`run_on_postgres`]).
+pub fn on_pg() -> bool {
+    PG.with(|p| p.borrow().is_some())
+}
+
 /// A fresh store database on the running test's PostgreSQL server: the server (kept
 /// alive by whoever holds it) and the application role's URL.
 pub fn pg_store() -> Option<(Arc<PgServer>, String)> {

@@ -13,7 +13,13 @@
 //!
 //! **Start.** [`Feed::start`] runs the analysis' resume and reads the keys of the
 //! lookback window in one `REPEATABLE READ` snapshot, so each row is either counted
-//! by the resume or fed afterwards, never both and never neither.
+//! by the resume or fed afterwards, never both and never neither. The lookback never
+//! reaches below that window (the cursor's `horizon`): the keys of rows older than it
+//! were not noted, since the resume counted every one of them that was visible.
+//!
+//! **Errors.** A poll reads all three tables before it moves any cursor: a read that
+//! fails part-way (the connection lost) leaves the place where it was, and the next
+//! poll, on a new connection, reads the same rows again.
 
 use std::collections::HashMap;
 
@@ -34,6 +40,34 @@ struct Cursor {
     after: (i64, i64, String),
     /// Keys read with `received_ms` in the lookback window, and their stamps.
     seen: HashMap<(i64, String), i64>,
+    /// The received time below which the lookback does not read: the start's window.
+    horizon: i64,
+}
+
+impl Cursor {
+    /// Whether the row at `key` was handed over already.
+    fn knows(&self, key: &(i64, i64, String)) -> bool {
+        self.seen.contains_key(&(key.1, key.2.clone()))
+    }
+
+    /// Take in a successful poll's `step`.
+    fn apply(&mut self, step: Step) {
+        self.after = step.after;
+        self.seen.extend(step.taken);
+        if step.caught_up {
+            let floor = lookback_from(self.after.0, self.horizon);
+            self.seen.retain(|_, received| *received >= floor);
+        }
+    }
+}
+
+/// What one poll read from a table: applied to its cursor once the whole poll is read.
+struct Step {
+    after: (i64, i64, String),
+    /// The rows handed over, by key, with their stamps.
+    taken: HashMap<(i64, String), i64>,
+    /// Whether the forward read reached the newest row (the lookback was read too).
+    caught_up: bool,
 }
 
 /// A table as the feed reads it: `place` (`received_ms, k1, k2`, the row's position in
@@ -111,6 +145,7 @@ impl Feed {
                 (&CHANGES, &mut feed.changes),
             ] {
                 cursor.after = (floor, i64::MIN, String::new());
+                cursor.horizon = floor;
                 let keys = feed.db.rows(
                     &format!(
                         "{} WHERE received_ms >= ?1 ORDER BY 1, 2, 3",
@@ -140,18 +175,21 @@ impl Feed {
     /// What was committed since the last poll, as one batch (`None` when nothing was).
     pub fn poll(&mut self) -> Result<Option<Committed>, StoreError> {
         let mut batch = Batch::new("replicas", "store");
-        read(&self.db, &EVENTS, &mut self.events, |r| {
+        let events = read(&self.db, &EVENTS, &self.events, |r| {
             batch.events.push(queries::usage_event(r, AT)?);
             Ok(())
         })?;
-        read(&self.db, &EVALS, &mut self.evals, |r| {
+        let evals = read(&self.db, &EVALS, &self.evals, |r| {
             batch.evals.push(queries::eval_score(r, AT)?);
             Ok(())
         })?;
-        read(&self.db, &CHANGES, &mut self.changes, |r| {
+        let changes = read(&self.db, &CHANGES, &self.changes, |r| {
             batch.changes.push(queries::change_event(r, AT)?);
             Ok(())
         })?;
+        self.events.apply(events);
+        self.evals.apply(evals);
+        self.changes.apply(changes);
         if batch.events.is_empty() && batch.evals.is_empty() && batch.changes.is_empty() {
             return Ok(None);
         }
@@ -173,14 +211,34 @@ fn key_of(r: &dyn Row) -> Result<(i64, i64, String), StoreError> {
     Ok((r.int(0)?, r.int(1)?, r.text(2)?))
 }
 
+/// Where the lookback begins for a cursor at `received`: never below the start's window.
+fn lookback_from(received: i64, horizon: i64) -> i64 {
+    (received - LOOKBACK_MS).max(horizon)
+}
+
 /// Read `table` forward from `cursor` (a page), and, when caught up, the lookback
-/// window again; call `take` on each row not seen before.
+/// window again; call `take` on each row not handed over before. The cursor moves
+/// only once the caller applies the returned step.
 fn read(
     db: &Db,
     table: &Table,
-    cursor: &mut Cursor,
+    cursor: &Cursor,
     mut take: impl FnMut(&dyn Row) -> Result<(), StoreError>,
-) -> Result<(), StoreError> {
+) -> Result<Step, StoreError> {
+    let mut step = Step {
+        after: cursor.after.clone(),
+        taken: HashMap::new(),
+        caught_up: false,
+    };
+    let mut fresh = |r: &dyn Row, step: &mut Step| -> Result<(), StoreError> {
+        let key = key_of(r)?;
+        let known = cursor.knows(&key) || step.taken.contains_key(&(key.1, key.2.clone()));
+        if !known {
+            take(r)?;
+            step.taken.insert((key.1, key.2), key.0);
+        }
+        Ok(())
+    };
     let (received, k1, k2) = cursor.after.clone();
     let forward = format!(
         "{} WHERE received_ms >= ?1 AND (received_ms, {}) > (?1, ?2, ?3) \
@@ -194,33 +252,23 @@ fn read(
         &[received.into(), k1.into(), Value::Text(&k2), PAGE.into()],
         &mut |r| {
             read += 1;
-            let key = key_of(r)?;
-            cursor.after = key.clone();
-            if cursor.seen.insert((key.1, key.2), key.0).is_none() {
-                take(r)?;
-            }
-            Ok(())
+            step.after = key_of(r)?;
+            fresh(r, &mut step)
         },
     )?;
     if read == PAGE {
-        return Ok(());
+        return Ok(step);
     }
-    // Caught up: rows committed late within the window, then forget what left it.
-    let floor = cursor.after.0 - LOOKBACK_MS;
+    // Caught up: rows committed late within the window (never below the start's).
+    step.caught_up = true;
+    let floor = lookback_from(step.after.0, cursor.horizon);
     db.each(
         &format!(
             "{} WHERE received_ms >= ?1 AND received_ms <= ?2",
             table.select()
         ),
-        &[floor.into(), cursor.after.0.into()],
-        &mut |r| {
-            let key = key_of(r)?;
-            if cursor.seen.insert((key.1, key.2), key.0).is_none() {
-                take(r)?;
-            }
-            Ok(())
-        },
+        &[floor.into(), step.after.0.into()],
+        &mut |r| fresh(r, &mut step),
     )?;
-    cursor.seen.retain(|_, received| *received >= floor);
-    Ok(())
+    Ok(step)
 }
