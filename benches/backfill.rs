@@ -8,7 +8,7 @@
 //! 50 token names, 20 users, 8 channels, `other` JSON as New API writes it; about 2%
 //! type 5 error rows and 1% type 1 top-ups, which driftwarden skips) is written to a
 //! SQLite file and, when PostgreSQL's server binaries are installed, copied into a
-//! private PostgreSQL server (tests/support/dbservers.rs) on loopback. Then, BENCH_RUNS
+//! private PostgreSQL server (tests/suite/support/dbservers.rs) on loopback. Then, BENCH_RUNS
 //! times each (default 3), into a fresh store:
 //!
 //! 1. `driftwarden serve --gateway-db sqlite://FILE --gateway-db-start first`, on all
@@ -27,9 +27,9 @@
 //! markdown table for docs/benchmarks.md. This is not a test: under `cargo test --all-targets` (which
 //! passes no `--bench`) it only says how to run it.
 
-#[path = "../tests/support/dbservers.rs"]
+#[path = "../tests/suite/support/dbservers.rs"]
 mod dbservers;
-#[path = "../tests/support/newapi_sqlite.rs"]
+#[path = "../tests/suite/support/newapi_sqlite.rs"]
 mod newapi_sqlite;
 
 mod common;
@@ -138,7 +138,7 @@ fn main() {
                 println!("\n## PostgreSQL (loopback TCP, port {})", server.port());
                 let (table, bytes) = load_postgres(&server, n, end_s, &sqlite.facts);
                 pg_note = format!(
-                    "{} (fsync off, shared_buffers 32MB, as in tests/support/dbservers.rs), table {:.0} MiB",
+                    "{} (fsync off, shared_buffers 32MB, as in tests/suite/support/dbservers.rs), table {:.0} MiB",
                     pg_version,
                     bytes as f64 / (1 << 20) as f64
                 );
@@ -570,7 +570,7 @@ fn copy_text(out: &mut String, s: &str) {
     }
 }
 
-/// PostgreSQL's server binaries, found as tests/support/dbservers.rs finds them (so a
+/// PostgreSQL's server binaries, found as tests/suite/support/dbservers.rs finds them (so a
 /// missing server is a note here even with CI set, where dbservers would fail).
 fn pg_bindir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("DRIFTWARDEN_PG_BINDIR") {

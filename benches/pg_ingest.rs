@@ -8,7 +8,7 @@
 //! day that crosses midnight (two day partitions), both replicas' events interleaved
 //! in time as live traffic is. Targets: at least 150,000 events/s in total.
 //!
-//! The server is a private PostgreSQL on this machine (tests/support/dbservers.rs,
+//! The server is a private PostgreSQL on this machine (tests/suite/support/dbservers.rs,
 //! `start_durable_for`): fsync, synchronous commit and full-page writes on (the
 //! defaults), 512 MB of shared buffers, 4 GB of WAL between checkpoints. Each run
 //! writes a fresh database; BENCH_RUNS runs (default 3), reported as the median. A
@@ -18,7 +18,7 @@
 //! This is not a test: under `cargo test --all-targets` (which passes no `--bench`) it
 //! only says how to run it.
 
-#[path = "../tests/support/dbservers.rs"]
+#[path = "../tests/suite/support/dbservers.rs"]
 mod dbservers;
 
 mod common;

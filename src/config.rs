@@ -644,7 +644,7 @@ model = "model"
         let c = Config::resolve(FileConfig::default(), Overrides::default()).unwrap();
         assert_eq!(c.lease_ttl_ms, 15_000);
         // Offline commands read a PostgreSQL store without a token; `serve` refuses
-        // to start replicas without one (tests/cli.rs).
+        // to start replicas without one (tests/suite/cli.rs).
         assert!(Config::resolve(FileConfig::default(), postgres(None)).is_ok());
         let c = Config::resolve(FileConfig::default(), postgres(Some("0123456789abcdef"))).unwrap();
         assert!(c.db.sqlite_path().is_none());

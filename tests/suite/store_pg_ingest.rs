@@ -4,12 +4,11 @@
 //! report each once; day partitions are created on demand and dropped by retention;
 //! replicas share one identity salt.
 //!
-//! Each test starts its own private server (tests/support/dbservers.rs). Without the
+//! Each test starts its own private server (tests/suite/support/dbservers.rs). Without the
 //! PostgreSQL binaries a test prints `SKIPPED:` and passes, unless `CI` is set, when it
-//! fails. Run: `cargo test --release --test store_pg_ingest`.
+//! fails. Run: `cargo test --release --test suite store_pg_ingest::`.
 
-#[path = "support/dbservers.rs"]
-mod dbservers;
+use crate::support::dbservers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Barrier};

@@ -4,7 +4,7 @@
 //! and a daemon stopped and started again resumes from its snapshot, re-feeding only
 //! the stored events its snapshot left open.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

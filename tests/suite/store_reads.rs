@@ -4,12 +4,11 @@
 //! and checked against what the batches hold (so a translation wrong on both
 //! backends alike fails too).
 //!
-//! The server is a private one (tests/support/dbservers.rs). Without the PostgreSQL
+//! The server is a private one (tests/suite/support/dbservers.rs). Without the PostgreSQL
 //! binaries the test prints `SKIPPED:` and passes, unless `CI` is set, when it fails.
-//! Run: `cargo test --release --test store_reads`.
+//! Run: `cargo test --release --test suite store_reads::`.
 
-#[path = "support/dbservers.rs"]
-mod dbservers;
+use crate::support::dbservers;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;

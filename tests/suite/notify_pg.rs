@@ -1,6 +1,6 @@
 //! The notifier on a PostgreSQL store that several replicas share: real HTTP receivers
-//! (tests/support/receivers.rs) and a private PostgreSQL server per test
-//! (tests/support/dbservers.rs; skipped with a loud line when PostgreSQL is not
+//! (tests/suite/support/receivers.rs) and a private PostgreSQL server per test
+//! (tests/suite/support/dbservers.rs; skipped with a loud line when PostgreSQL is not
 //! installed, a failure under CI). Each replica is a worker with its own claimer name;
 //! the leader's is fenced by the leader lease. No test sleeps a fixed time: each waits
 //! for what the receiver or the outbox shows.
@@ -9,10 +9,8 @@
 //! PostgreSQL client they read the store with blocks, which a thread driving async
 //! tasks must not do.
 
-#[path = "support/dbservers.rs"]
-mod dbservers;
-#[path = "support/receivers.rs"]
-mod receivers;
+use crate::support::dbservers;
+use crate::support::receivers;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! The tailer, end to end: the real daemon follows files in a temp dir while the tests
 //! rotate, truncate, half-write, corrupt and kill.
 
-mod common;
+use crate::common;
 
 use std::fs::File;
 use std::io::Write;

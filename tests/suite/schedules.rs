@@ -1,7 +1,7 @@
 //! Schedules with the real daemon: a calendar recalibration fires and posts its
 //! change event, and `driftwarden digest` prints the daily digest from the store.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! daemon follows a New API / One API `logs` table while the tests insert rows, stop
 //! the database, revoke grants and kill the daemon with SIGKILL.
 //!
-//! Each test starts its own private database server (tests/support/dbservers.rs: a
+//! Each test starts its own private database server (tests/suite/support/dbservers.rs: a
 //! copy of a once-per-process template data dir, a free port on 127.0.0.1, a unix
 //! socket in a temp dir; shut down when the test ends) and its own daemon on port 0.
 //!
@@ -13,9 +13,9 @@
 //! - with `CI` set (CI=true), each test FAILS, saying what to install;
 //! - otherwise each test prints a loud `SKIPPED: ...` line to stderr and passes.
 //!
-//! Run: `cargo test --release --test gateway_db_servers`.
+//! Run: `cargo test --release --test suite gateway_db_servers::`.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};

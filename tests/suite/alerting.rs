@@ -8,11 +8,10 @@
 //! Slack and an SMTP server over TCP, and count what arrives.
 //!
 //! The third renewal of an exception being refused (409 with its message) is
-//! covered by `tests/exceptions.rs`.
+//! covered by `tests/suite/exceptions.rs`.
 
-mod common;
-#[path = "support/receivers.rs"]
-mod receivers;
+use crate::common;
+use crate::support::receivers;
 
 use std::collections::BTreeMap;
 use std::path::Path;

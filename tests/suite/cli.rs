@@ -1,5 +1,5 @@
 //! The command line as a user meets it: errors that say what to do, and exit codes
-//! scripts can rely on. (`check` on the shipped example configs: tests/deploy.rs.)
+//! scripts can rely on. (`check` on the shipped example configs: tests/suite/deploy.rs.)
 
 use std::path::Path;
 use std::process::{Command, Output};

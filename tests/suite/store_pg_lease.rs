@@ -1,13 +1,12 @@
 //! Leases, fencing and the claimed outbox on a real PostgreSQL (`store::pg::lease`,
 //! `store::outbox` on a fenced `store::sql::Db`).
 //!
-//! Each test starts its own private server (tests/support/dbservers.rs; skipped with a
+//! Each test starts its own private server (tests/suite/support/dbservers.rs; skipped with a
 //! loud line when PostgreSQL is not installed, a failure under CI) and migrates it as
 //! a role that has only CONNECT and CREATE on the schema. Time is injected: no test
 //! waits on the wall clock; concurrency is threads released together by a barrier.
 
-#[path = "support/dbservers.rs"]
-mod dbservers;
+use crate::support::dbservers;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Barrier, Mutex};

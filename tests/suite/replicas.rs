@@ -9,11 +9,9 @@
 //! count, a replica's `driftwarden_leader` gauge, rows in the store); only the
 //! "nothing more arrives" checks settle for a few seconds.
 
-mod common;
-#[path = "support/newapi_sqlite.rs"]
-mod newapi_sqlite;
-#[path = "support/receivers.rs"]
-mod receivers;
+use crate::common;
+use crate::support::newapi_sqlite;
+use crate::support::receivers;
 
 use std::time::{Duration, Instant};
 

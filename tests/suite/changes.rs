@@ -1,7 +1,7 @@
 //! Change events: `POST /recalibrate`, `GET /v1/changes`, and the `recalibrate` /
 //! `changes` commands a deploy pipeline runs against the daemon.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Output};
 

@@ -1,9 +1,8 @@
 //! Following a New API / One API `logs` table in the gateway's own SQLite file, as
 //! `driftwarden serve --gateway-db sqlite:///...` does for a real gateway.
 
-mod common;
-#[path = "support/newapi_sqlite.rs"]
-mod newapi_sqlite;
+use crate::common;
+use crate::support::newapi_sqlite;
 
 use std::path::Path;
 use std::time::Duration;

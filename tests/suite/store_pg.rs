@@ -1,12 +1,11 @@
 //! driftwarden's own store on a REAL PostgreSQL server: the schema migrations.
 //!
-//! Each test starts a private server (tests/support/dbservers.rs). Without the server
+//! Each test starts a private server (tests/suite/support/dbservers.rs). Without the server
 //! binaries a test fails under `CI=true` and says SKIPPED otherwise.
 //!
-//! Run: `cargo test --release --test store_pg`.
+//! Run: `cargo test --release --test suite store_pg::`.
 
-#[path = "support/dbservers.rs"]
-mod dbservers;
+use crate::support::dbservers;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Barrier};
@@ -222,8 +221,24 @@ fn the_url_may_come_from_the_environment() {
         pg::url_of("postgres://u@h/db").unwrap().as_deref(),
         Some("postgres://u@h/db")
     );
-    // SAFETY: this test file sets only this variable, and reads it in this test alone.
-    unsafe { std::env::set_var("DW_TEST_STORE_URL", "postgresql://u:p@h/db") };
+    // The suite's other tests run beside this one and spawn processes: setting a
+    // variable here would race with them. Run this test again in a child process of
+    // this binary that has it set.
+    const VAR: &str = "DW_TEST_STORE_URL";
+    if std::env::var_os(VAR).is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "store_pg::the_url_may_come_from_the_environment"])
+            .env(VAR, "postgresql://u:p@h/db")
+            .output()
+            .expect("running this test in a child process");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
     assert_eq!(
         pg::url_of("env:DW_TEST_STORE_URL").unwrap().as_deref(),
         Some("postgresql://u:p@h/db")

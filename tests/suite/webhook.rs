@@ -1,7 +1,7 @@
 //! The webhook API, end to end: the real daemon receives gateway and evaluator records
 //! over HTTP.
 
-mod common;
+use crate::common;
 
 use serde_json::{Value, json};
 

@@ -3,7 +3,7 @@
 //! the seeded traffic of the chosen scope, and an exception created with the page's
 //! form is in `GET /v1/exceptions`.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

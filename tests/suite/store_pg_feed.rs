@@ -3,12 +3,11 @@
 //! late (stamped before rows already fed) is still fed once; a feed started beside a
 //! resume feeds exactly what the resume did not see.
 //!
-//! Each test starts its own private server (tests/support/dbservers.rs). Without the
+//! Each test starts its own private server (tests/suite/support/dbservers.rs). Without the
 //! PostgreSQL binaries a test prints `SKIPPED:` and passes, unless `CI` is set, when it
-//! fails. Run: `cargo test --release --test store_pg_feed`.
+//! fails. Run: `cargo test --release --test suite store_pg_feed::`.
 
-#[path = "support/dbservers.rs"]
-mod dbservers;
+use crate::support::dbservers;
 
 use std::collections::BTreeMap;
 

@@ -493,7 +493,7 @@ fn one_providers_slow_answers_are_told_on_that_provider() {
 /// whole bucket, on weekdays and weekends, and minutes before midnight UTC, every
 /// chapter is told, at the right volume: at most 8 Slack messages over the story, at
 /// most one page per chapter, the outage a page, the deploy silent and the spiking
-/// tenant below page. (`tests/demo.rs` plays it through the daemon from a Sunday
+/// tenant below page. (`tests/suite/demo.rs` plays it through the daemon from a Sunday
 /// 23:57:30.)
 #[test]
 fn the_demo_story_is_told_at_the_right_volume_whatever_time_it_starts() {

@@ -7,7 +7,7 @@
 //! a Sunday a few minutes before midnight UTC, so the story's buckets fall off the
 //! hour and the daemon's clock crosses into Monday while it tells the end. The story
 //! at other minutes and weekdays is replayed, faster, by
-//! `tests/scenarios.rs` (`the_demo_story_is_told_at_the_right_volume_whatever_time_it_starts`).
+//! `tests/suite/scenarios.rs` (`the_demo_story_is_told_at_the_right_volume_whatever_time_it_starts`).
 //! The demo says the story is over only once its daemon has judged and notified
 //! everything up to the story's end, so no wall-clock limit decides the outcome.
 

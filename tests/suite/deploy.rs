@@ -3,7 +3,7 @@
 //! (paths moved into a temp dir) until the daemon says it is listening. A renamed flag,
 //! a moved path or a config key that no longer exists fails here, not on a user's host.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};

@@ -10,8 +10,7 @@
 
 #![allow(dead_code)]
 
-#[path = "../support/dbservers.rs"]
-pub mod dbservers;
+pub use crate::support::dbservers;
 
 use std::cell::RefCell;
 use std::fs::File;
@@ -339,7 +338,7 @@ impl AppBuilder {
             "127.0.0.1:0".into(),
         ]);
         // Replicas in tests take over a killed one's leases within seconds, not the
-        // default 15 s lease (tests/replicas.rs keeps the default).
+        // default 15 s lease (tests/suite/replicas.rs keeps the default).
         if pg.is_some() {
             self.config = Some(format!(
                 "lease_seconds = {TEST_LEASE_SECONDS}\n{}",

@@ -1,7 +1,7 @@
 //! The exception registry against a running daemon: `/v1/exceptions` and the
 //! `driftwarden exceptions` commands, with the audit log they leave.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Output};
 

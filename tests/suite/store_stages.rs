@@ -1,11 +1,10 @@
 //! The stages' tables through `store::sql`, the same checks on both backends: a
-//! SQLite file and a REAL PostgreSQL server (tests/support/dbservers.rs; without its
+//! SQLite file and a REAL PostgreSQL server (tests/suite/support/dbservers.rs; without its
 //! binaries the PostgreSQL half fails under `CI=true` and says SKIPPED otherwise).
 //!
-//! Run: `cargo test --release --test store_stages`.
+//! Run: `cargo test --release --test suite store_stages::`.
 
-#[path = "support/dbservers.rs"]
-mod dbservers;
+use crate::support::dbservers;
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -3,7 +3,7 @@
 //! counted against what was exported. Resends, gzip, refusals and non-GenAI spans use
 //! bodies built with the OTLP protocol's own types.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::io::Write;

@@ -3,9 +3,8 @@
 //! an SMTP server over TCP. The worker runs on a real SQLite outbox, and is stopped
 //! and started again on the same file to show what survives a restart.
 
-mod common;
-#[path = "support/receivers.rs"]
-mod receivers;
+use crate::common;
+use crate::support::receivers;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
