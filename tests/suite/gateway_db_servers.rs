@@ -15,22 +15,15 @@
 //!
 //! Run: `cargo test --release --test suite gateway_db_servers::`.
 
-use crate::common;
+use crate::common::{self, TestApp};
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::dbservers::*;
-use driftwarden::store::Location;
-use driftwarden::store::sql::{Db, SqlExt, Value as SqlValue};
+use driftwarden::store::sql::{SqlExt, Value as SqlValue};
 use mysql::prelude::Queryable;
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
 crate::on_postgres!(
     postgres_follows_new_rows,
@@ -41,8 +34,6 @@ crate::on_postgres!(
     oneapi_flavour_on_mariadb,
 );
 
-/// The API token of every test daemon (24 characters).
-const TOKEN: &str = "dbtest-token-7c1e9a4f2b6";
 /// How long a condition may take before a test fails.
 const WAIT: Duration = Duration::from_secs(30);
 /// How long a 100k-row backfill may take.
@@ -73,21 +64,21 @@ fn now_secs() -> i64 {
 // The daemon
 // ---------------------------------------------------------------------------------
 
-/// A running `driftwarden serve` following gateway databases.
-struct Daemon {
-    dir: TempDir,
-    /// Driftwarden's own store: a SQLite file, or in `on_postgres` a database of the
-    /// test's PostgreSQL server (kept up by `_pg`).
-    store: Location,
-    _pg: Option<Arc<PgServer>>,
-    args: Vec<String>,
-    envs: Vec<(String, String)>,
-    rust_log: String,
-    /// stderr of every run, appended.
-    log: PathBuf,
-    child: Option<Child>,
-    address: String,
-    http: reqwest::blocking::Client,
+/// A running `driftwarden serve` following gateway databases: the harness's
+/// `TestApp`, with what these tests read of a gateway source.
+struct Daemon(TestApp);
+
+impl std::ops::Deref for Daemon {
+    type Target = TestApp;
+    fn deref(&self) -> &TestApp {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut TestApp {
+        &mut self.0
+    }
 }
 
 impl Daemon {
@@ -99,136 +90,27 @@ impl Daemon {
         envs: &[(&str, &str)],
         rust_log: &str,
     ) -> Daemon {
-        let dir = tempfile::Builder::new()
-            .prefix("dw-dbtest-")
-            .tempdir()
-            .expect("creating a temp dir");
-        let mut envs: Vec<(String, String)> = envs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let (pg, store, lease) = match common::pg_store() {
-            Some((server, url)) => {
-                envs.push(("DRIFTWARDEN_DB".into(), url.clone()));
-                let lease = format!("lease_seconds = {}\n", common::TEST_LEASE_SECONDS);
-                (Some(server), Location::parse(&url).unwrap(), lease)
-            }
-            None => (
-                None,
-                Location::Sqlite(dir.path().join("driftwarden.db")),
-                String::new(),
-            ),
-        };
-        let mut args: Vec<String> = vec![
-            "serve".into(),
-            "--rules".into(),
-            concat!(env!("CARGO_MANIFEST_DIR"), "/rules").into(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--token".into(),
-            TOKEN.into(),
-        ];
-        if let Some(path) = store.sqlite_path() {
-            args.extend(["--db".into(), path.display().to_string()]);
+        let mut builder = TestApp::builder().rust_log(rust_log);
+        for arg in extra {
+            builder = builder.arg(arg);
         }
-        if config.is_some() || !lease.is_empty() {
-            let path = dir.path().join("driftwarden.toml");
-            let toml = format!("{lease}{}", config.unwrap_or_default());
-            std::fs::write(&path, toml).expect("writing the config");
-            args.extend(["--config".into(), path.display().to_string()]);
+        for (key, value) in envs {
+            builder = builder.env(key, value);
         }
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let mut d = Daemon {
-            log: dir.path().join("daemon.stderr.log"),
-            dir,
-            store,
-            _pg: pg,
-            args,
-            envs,
-            rust_log: rust_log.into(),
-            child: None,
-            address: String::new(),
-            http: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
-        };
-        d.spawn();
-        d
-    }
-
-    fn spawn(&mut self) {
-        assert!(self.child.is_none(), "the daemon is already running");
-        let stderr = std::fs::File::options()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("opening the daemon log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_driftwarden"));
-        cmd.args(&self.args)
-            .current_dir(self.dir.path())
-            .env("RUST_LOG", &self.rust_log)
-            .env_remove("DRIFTWARDEN_TOKEN")
-            .env_remove("DRIFTWARDEN_CONFIG")
-            .env_remove("DRIFTWARDEN_LOG_FORMAT")
-            .envs(self.envs.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(stderr));
-        // SAFETY: prctl only, in the forked child: the daemon dies with this test.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
+        if let Some(toml) = config {
+            builder = builder.config(toml);
         }
-        let mut child = cmd.spawn().expect("starting driftwarden");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = tx.send(lines.next().and_then(Result::ok));
-            for _ in lines {}
-        });
-        self.child = Some(child);
-        let line = match rx.recv_timeout(WAIT) {
-            Ok(Some(line)) => line,
-            Ok(None) => panic!(
-                "driftwarden exited before its ready line:\n{}",
-                self.stderr()
-            ),
-            Err(_) => panic!("no ready line within {WAIT:?}:\n{}", self.stderr()),
-        };
-        let addr = line
-            .strip_prefix("driftwarden listening on http://")
-            .unwrap_or_else(|| panic!("unexpected ready line {line:?}"));
-        self.address = format!("http://{addr}");
+        Daemon(builder.spawn())
     }
 
-    /// SIGKILL the daemon and reap it.
-    fn kill9(&mut self) {
-        let mut child = self.child.take().expect("the daemon is running");
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reaping the daemon");
-    }
-
-    /// Start again on the same database and arguments (after `kill9`).
-    fn restart(&mut self) {
-        self.spawn();
-    }
-
-    fn get(&self, path: &str) -> String {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.address))
-            .send()
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    fn get_text(&self, path: &str) -> String {
+        let r = self.get(path);
         assert_eq!(r.status().as_u16(), 200, "GET {path}");
         r.text().expect("body")
     }
 
     fn stats_text(&self) -> String {
-        self.get("/v1/stats")
+        self.get_text("/v1/stats")
     }
 
     fn stats(&self) -> Value {
@@ -248,7 +130,7 @@ impl Daemon {
     }
 
     fn metrics(&self) -> String {
-        self.get("/metrics")
+        self.metrics_text()
     }
 
     /// A sample of a `{source}` gauge or a `{source,format}` counter.
@@ -264,7 +146,7 @@ impl Daemon {
     }
 
     fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.log_text()
     }
 
     /// Poll `cond` until it holds; fail after `limit` with the stats and stderr.
@@ -293,10 +175,6 @@ impl Daemon {
             limit,
             |d| d.gw().is_some_and(|g| g["last_id"] == json!(last_id)),
         );
-    }
-
-    fn store(&self) -> Db {
-        self.store.reader().expect("opening driftwarden's store")
     }
 
     /// Stored events by the gateway row id (`newapi:ID` / `oneapi:ID`).
@@ -350,15 +228,6 @@ impl Daemon {
             )
             .unwrap();
         (events, cursor)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 

@@ -236,6 +236,9 @@ pub struct AppBuilder {
     node: Option<String>,
     /// The PostgreSQL server of an `on_postgres` test, once a store is made on it.
     pg: Option<Arc<PgServer>>,
+    /// Arguments after the ones above, and environment variables of the daemon.
+    extra_args: Vec<String>,
+    envs: Vec<(String, String)>,
 }
 
 impl AppBuilder {
@@ -304,6 +307,19 @@ impl AppBuilder {
         self
     }
 
+    /// One more argument of `serve`, after the harness's own.
+    pub fn arg(mut self, arg: &str) -> AppBuilder {
+        self.extra_args.push(arg.to_string());
+        self
+    }
+
+    /// An environment variable of the daemon (a gateway URL kept off the command
+    /// line, `DRIFTWARDEN_LOG_FORMAT`).
+    pub fn env(mut self, key: &str, value: &str) -> AppBuilder {
+        self.envs.push((key.to_string(), value.to_string()));
+        self
+    }
+
     /// `RUST_LOG` for the daemon (default `info`).
     pub fn rust_log(mut self, filter: &str) -> AppBuilder {
         self.rust_log = filter.to_string();
@@ -356,6 +372,7 @@ impl AppBuilder {
         if let Some(start) = &self.tail_start {
             args.extend(["--tail-start".into(), start.clone()]);
         }
+        args.extend(self.extra_args);
         let mut app = TestApp {
             address: String::new(),
             db,
@@ -367,6 +384,7 @@ impl AppBuilder {
             dir: self.dir,
             child: None,
             args,
+            envs: self.envs,
             rust_log: self.rust_log,
             log,
             db_url: self.db_url,
@@ -388,6 +406,7 @@ pub struct TestApp {
     pub dir: TempDir,
     child: Option<Child>,
     args: Vec<String>,
+    envs: Vec<(String, String)>,
     rust_log: String,
     /// The daemon's stderr, appended across restarts.
     log: PathBuf,
@@ -416,6 +435,8 @@ impl TestApp {
             db_url: None,
             node: None,
             pg: None,
+            extra_args: Vec::new(),
+            envs: Vec::new(),
         }
     }
 
@@ -438,6 +459,7 @@ impl TestApp {
             .env("RUST_LOG", &self.rust_log)
             .env_remove("DRIFTWARDEN_CONFIG")
             .env_remove("DRIFTWARDEN_LOG_FORMAT")
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr))
