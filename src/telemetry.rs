@@ -77,6 +77,8 @@ pub struct Metrics {
     pub outbox_dead: Family<ChannelLabels, Gauge>,
     /// Outbox reads and writes of a notification worker that failed; it retries.
     pub outbox_query_errors: Family<ChannelLabels, Counter>,
+    /// Times a channel's worker looked for due notifications.
+    pub outbox_polls: Family<ChannelLabels, Counter>,
     /// Data time the last analysis snapshot covers, ms since the Unix epoch.
     pub snapshot_watermark_ms: Gauge,
     /// Size of the last analysis snapshot, bytes.
@@ -217,6 +219,11 @@ impl Metrics {
             "outbox_query_errors",
             "Outbox reads and writes of a notification worker that failed (the worker logs each and retries)",
             self.outbox_query_errors.clone(),
+        );
+        registry.register(
+            "outbox_polls",
+            "Times a channel's worker looked for due notifications (about once a second while idle; a rate of zero means delivery for the channel has stopped)",
+            self.outbox_polls.clone(),
         );
         registry.register(
             "outbox_pending",

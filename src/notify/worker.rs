@@ -473,7 +473,10 @@ impl ChannelWorker {
     async fn run(mut self) {
         while !self.is_stopped() {
             let (rows, send_by) = match self.claim().await {
-                Ok(claimed) => claimed,
+                Ok(claimed) => {
+                    self.metrics.outbox_polls.get_or_create(&self.labels).inc();
+                    claimed
+                }
                 Err(e) => {
                     self.query_failed(&e, "claiming due notifications");
                     self.sleep(self.options.poll).await;

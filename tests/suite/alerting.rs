@@ -737,10 +737,6 @@ fn wait_for(app: &common::TestApp, what: &str, limit: Duration, mut cond: impl F
     }
 }
 
-/// Long enough for a worker that wrongly resends to do it: the daemon's idle worker
-/// polls the outbox every second.
-const SETTLE: Duration = Duration::from_millis(2500);
-
 /// One-minute buckets closed without lateness, and `[routing]`'s group wait.
 fn burst_config(group_wait_seconds: u32, channels: &str) -> String {
     format!(
@@ -810,7 +806,7 @@ fn a_hard_guard_burst_reaches_slack_and_email_exactly_once_through_500s() {
             })
         },
     );
-    std::thread::sleep(SETTLE);
+    app.wait_outbox_polls(&["slack", "email"]);
 
     let alerts = app.sql_i64(
         "SELECT COUNT(*) FROM alerts WHERE rule = 'error-rate' AND state = 'firing' AND tier = 'page'",
@@ -894,7 +890,7 @@ fn kill_9_while_an_alert_waits_in_its_group_loses_nothing() {
         let rows = outbox_states(&app, "slack");
         !rows.is_empty() && rows.iter().all(|(_, state, _)| state == "sent")
     });
-    std::thread::sleep(SETTLE);
+    app.wait_outbox_polls(&["slack"]);
     let accepted = slack.accepted();
     assert_eq!(accepted.len(), 1, "{accepted:#?}");
     let text = accepted[0]["text"].as_str().unwrap();
@@ -951,7 +947,7 @@ fn after_kill_9_with_notifications_pending_each_arrives_exactly_once() {
                 .all(|(_, state, _)| state == "sent")
         },
     );
-    std::thread::sleep(SETTLE);
+    app.wait_outbox_polls(&["slack"]);
 
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for body in slack.accepted() {
@@ -1272,7 +1268,7 @@ fn every_channel_gets_one_message_per_opening_and_one_per_resolve() {
             })
         },
     );
-    std::thread::sleep(SETTLE);
+    app.wait_outbox_polls(&CHANNELS);
 
     let incidents = app.sql_i64(
         "SELECT COUNT(DISTINCT incident_id) FROM alerts WHERE rule = 'error-rate' AND tier = 'page'",

@@ -23,8 +23,10 @@ use serde_json::Value;
 const MINUTE: i64 = 60_000;
 /// The bound on a takeover.
 const TAKEOVER: Duration = Duration::from_secs(30);
-/// Long enough for a wrong resend to happen: an idle worker polls every second.
-const SETTLE: Duration = Duration::from_millis(3000);
+/// How long a woken old leader is given to write what it must not: a process that
+/// must do nothing offers no point to await (its duties stop on its own clock, after
+/// `driftwarden_leader` already says 0).
+const WOKEN_GRACE: Duration = Duration::from_millis(3000);
 
 /// A private PostgreSQL with a store database; the application role's URL.
 fn store(test: &str) -> Option<(PgServer, String)> {
@@ -184,7 +186,7 @@ fn three_replicas_open_and_resolve_one_incident_once_through_a_kill_9_of_the_lea
     wait("the resolve delivered", Duration::from_secs(60), || {
         !accepted_with(&slack, "RESOLVED").is_empty()
     });
-    std::thread::sleep(SETTLE);
+    apps[next].wait_outbox_polls(&["slack"]);
 
     let posted = (burst + 17) * 40;
     assert_eq!(
@@ -272,7 +274,7 @@ fn a_leader_paused_past_its_lease_writes_nothing_as_leader_after_it_resumes() {
     wait("the opening delivered", Duration::from_secs(60), || {
         !accepted_with(&slack, "FIRING").is_empty()
     });
-    std::thread::sleep(SETTLE);
+    apps[other].wait_outbox_polls(&["slack"]);
     let rows = |table: &str| count(&url, &format!("SELECT COUNT(*) FROM {table}"));
     let before = (
         rows("alerts"),
@@ -290,7 +292,7 @@ fn a_leader_paused_past_its_lease_writes_nothing_as_leader_after_it_resumes() {
     wait("the old leader stepping down", TAKEOVER, || {
         apps[paused].metric_opt("driftwarden_leader") == Some(0.0)
     });
-    std::thread::sleep(SETTLE);
+    std::thread::sleep(WOKEN_GRACE);
     assert_eq!(
         (
             rows("alerts"),

@@ -670,6 +670,27 @@ impl TestApp {
         sample(&self.metrics_text(), name_with_labels)
     }
 
+    /// Wait until the worker of each of `channels` has looked at the outbox twice
+    /// more: anything it still had to send (a resend, a row queued late) is sent by
+    /// then. What a test waits on instead of a fixed pause before it counts messages.
+    pub fn wait_outbox_polls(&self, channels: &[&str]) {
+        let polls = |c: &str| {
+            self.metric(&format!(
+                "driftwarden_outbox_polls_total{{channel=\"{c}\"}}"
+            ))
+        };
+        let start: Vec<f64> = channels.iter().map(|c| polls(c)).collect();
+        let began = Instant::now();
+        while channels.iter().zip(&start).any(|(c, s)| polls(c) < s + 2.0) {
+            assert!(
+                began.elapsed() < WAIT,
+                "the notifier of {channels:?} did not poll the outbox twice within {WAIT:?}; stderr:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
     /// The value of one sample; 0 when the daemon has not created it.
     pub fn metric(&self, name_with_labels: &str) -> f64 {
         self.metric_opt(name_with_labels).unwrap_or(0.0)
