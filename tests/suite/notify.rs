@@ -1,26 +1,48 @@
 //! Notification delivery against real receivers: an HTTP server standing in for Slack
 //! and generic webhooks (it records bodies and answers 500, 404 or 429 when told), and
-//! an SMTP server over TCP. The worker runs on a real SQLite outbox, and is stopped
-//! and started again on the same file to show what survives a restart.
+//! an SMTP server over TCP. The worker runs on a real outbox (a SQLite file, and in
+//! `on_postgres` a private PostgreSQL server), and is stopped and started again on the
+//! same store to show what survives a restart.
 
 use crate::common;
 use crate::support::receivers;
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use driftwarden::config::FileConfig;
 use driftwarden::domain::Alert;
 use driftwarden::notify::{self, Channel, Message, Notifier, WorkerOptions};
-use driftwarden::store::Store;
+use driftwarden::store::Location;
 use driftwarden::store::outbox::{self, OutboxRow, OutboxState};
+use driftwarden::store::sql::Sql;
 use driftwarden::telemetry::Metrics;
 use receivers::{Receiver, Reply, smtp_server};
 use serde_json::{Value, json};
 
-crate::on_postgres!(the_daemon_delivers_the_outbox_and_lists_dead_notifications);
+crate::on_postgres!(
+    slack_gets_block_kit_with_a_fallback_text,
+    discord_gets_content_and_an_embed_per_alert_after_failures,
+    pagerduty_triggers_and_resolves_one_incident_by_its_dedup_key,
+    teams_gets_an_adaptive_card_after_a_failure,
+    telegram_gets_an_html_message_for_its_chat_after_a_429,
+    feishu_gets_a_signed_card_that_verifies,
+    a_refusal_inside_a_200_is_not_counted_as_sent,
+    dingtalk_gets_signed_markdown_paced_to_twenty_a_minute,
+    wecom_gets_markdown_within_4096_bytes,
+    a_500_is_retried_with_backoff_until_it_is_accepted,
+    a_webhook_retry_carries_the_same_idempotency_key,
+    a_worker_survives_a_failing_outbox_query_and_delivers_after_it,
+    retry_after_on_429_is_honored,
+    slack_gets_at_most_one_message_per_second,
+    after_max_attempts_a_notification_is_dead,
+    a_4xx_other_than_429_is_dead_at_once,
+    a_sent_notification_is_never_sent_again_after_a_restart,
+    a_pending_notification_survives_a_restart_and_is_delivered_after_it,
+    email_arrives_over_smtp_with_plain_and_html_parts,
+    the_daemon_delivers_the_outbox_and_lists_dead_notifications,
+);
 
 /// How long a condition may take before a test fails.
 const WAIT: Duration = Duration::from_secs(20);
@@ -69,27 +91,39 @@ fn fast() -> WorkerOptions {
     }
 }
 
-/// A migrated database in a temp dir.
-fn database() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("driftwarden.db");
-    drop(Store::open(&path).unwrap());
-    (dir, path)
+/// Run `f`, which talks to the store, from async test code: on PostgreSQL the
+/// blocking client must not run on a thread that drives tasks.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    if common::on_pg() {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
+    }
 }
 
-fn enqueue(db: &Path, channel: &str, m: &Message) -> i64 {
-    let conn = outbox::open(&db.into()).unwrap();
-    outbox::enqueue(&conn, channel, m, common::now_ms()).unwrap()
+/// A migrated store: a SQLite file in a temp dir, or in `on_postgres` a database of
+/// the test's PostgreSQL server. The first half keeps it alive.
+fn database() -> (common::TestStore, Location) {
+    let store = blocking(common::TestStore::new);
+    let location = store.location.clone();
+    (store, location)
 }
 
-fn start(db: &Path, channels: &[Channel], options: WorkerOptions) -> (Notifier, Arc<Metrics>) {
+fn enqueue(db: &Location, channel: &str, m: &Message) -> i64 {
+    blocking(|| {
+        let conn = outbox::open(db).unwrap();
+        outbox::enqueue(&conn, channel, m, common::now_ms()).unwrap()
+    })
+}
+
+fn start(db: &Location, channels: &[Channel], options: WorkerOptions) -> (Notifier, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::default());
-    let n = notify::spawn(&db.into(), channels, options, metrics.clone()).unwrap();
+    let n = notify::spawn(db, channels, options, metrics.clone()).unwrap();
     (n, metrics)
 }
 
-fn row(db: &Path, id: i64) -> OutboxRow {
-    outbox::list(&db.into(), None, 1000)
+fn row(db: &Location, id: i64) -> OutboxRow {
+    blocking(|| outbox::list(db, None, 1000))
         .unwrap()
         .into_iter()
         .find(|r| r.id == id)
@@ -107,7 +141,7 @@ async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-async fn wait_state(db: &Path, id: i64, state: OutboxState) -> OutboxRow {
+async fn wait_state(db: &Location, id: i64, state: OutboxState) -> OutboxRow {
     wait_for(&format!("row {id} {state:?}"), || {
         row(db, id).state == state
     })
@@ -578,10 +612,15 @@ async fn a_worker_survives_a_failing_outbox_query_and_delivers_after_it() {
     let slack = Receiver::start();
     let (_dir, db) = database();
     let (worker, metrics) = start(&db, &channels(&slack_toml(&slack.url("/s"))), fast());
-    let admin = rusqlite::Connection::open(&db).unwrap();
-    admin
-        .execute_batch("ALTER TABLE outbox RENAME TO outbox_away")
-        .unwrap();
+    let rename = |from: &str, to: &str| {
+        blocking(|| {
+            let admin = outbox::open(&db).unwrap();
+            admin
+                .execute(&format!("ALTER TABLE {from} RENAME TO {to}"), &[])
+                .unwrap();
+        })
+    };
+    rename("outbox", "outbox_away");
     let errors = || {
         common::sample(
             &metrics.render(),
@@ -590,9 +629,7 @@ async fn a_worker_survives_a_failing_outbox_query_and_delivers_after_it() {
         .unwrap_or(0.0)
     };
     wait_for("a failed outbox query to be counted", || errors() >= 2.0).await;
-    admin
-        .execute_batch("ALTER TABLE outbox_away RENAME TO outbox")
-        .unwrap();
+    rename("outbox_away", "outbox");
     let id = enqueue(&db, "oncall", &message("still here"));
     wait_state(&db, id, OutboxState::Sent).await;
     worker.stop().await;
@@ -685,7 +722,7 @@ async fn after_max_attempts_a_notification_is_dead() {
         );
     }
     assert_eq!(
-        outbox::list(&db.as_path().into(), Some(OutboxState::Dead), 10)
+        blocking(|| outbox::list(&db, Some(OutboxState::Dead), 10))
             .unwrap()
             .len(),
         1
@@ -714,9 +751,19 @@ async fn a_sent_notification_is_never_sent_again_after_a_restart() {
     wait_state(&db, id, OutboxState::Sent).await;
     worker.stop().await;
 
-    let (worker, _) = start(&db, &chans, fast());
-    // Many poll intervals of the new worker.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (worker, metrics) = start(&db, &chans, fast());
+    // Several polls of the new worker: the row was there to take each time.
+    let polls = || {
+        common::sample(
+            &metrics.render(),
+            "driftwarden_outbox_polls_total{channel=\"oncall\"}",
+        )
+        .unwrap_or(0.0)
+    };
+    wait_for("the new worker polling the outbox three times", || {
+        polls() >= 3.0
+    })
+    .await;
     worker.stop().await;
     assert_eq!(slack.count(), 1);
     assert_eq!(row(&db, id).state, OutboxState::Sent);
