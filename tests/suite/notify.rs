@@ -141,6 +141,22 @@ async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Wait until the worker of `channel` has looked for due rows `more` times since.
+async fn wait_polls(metrics: &Metrics, channel: &str, more: f64) {
+    let polls = || {
+        common::sample(
+            &metrics.render(),
+            &format!("driftwarden_outbox_polls_total{{channel=\"{channel}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    let from = polls();
+    wait_for(&format!("{more} polls of {channel}"), || {
+        polls() >= from + more
+    })
+    .await;
+}
+
 async fn wait_state(db: &Location, id: i64, state: OutboxState) -> OutboxRow {
     wait_for(&format!("row {id} {state:?}"), || {
         row(db, id).state == state
@@ -696,8 +712,8 @@ async fn after_max_attempts_a_notification_is_dead() {
     };
     let (worker, metrics) = start(&db, &channels(&webhook_toml(&hook.url("/a"))), options);
     let dead = wait_state(&db, id, OutboxState::Dead).await;
-    // Give a wrongly continuing worker the time to try again.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Two more polls: a worker that wrongly went on would have tried again.
+    wait_polls(&metrics, "hook", 2.0).await;
     worker.stop().await;
     assert_eq!(hook.count(), 3);
     assert_eq!(dead.attempts, 3);
@@ -753,17 +769,7 @@ async fn a_sent_notification_is_never_sent_again_after_a_restart() {
 
     let (worker, metrics) = start(&db, &chans, fast());
     // Several polls of the new worker: the row was there to take each time.
-    let polls = || {
-        common::sample(
-            &metrics.render(),
-            "driftwarden_outbox_polls_total{channel=\"oncall\"}",
-        )
-        .unwrap_or(0.0)
-    };
-    wait_for("the new worker polling the outbox three times", || {
-        polls() >= 3.0
-    })
-    .await;
+    wait_polls(&metrics, "oncall", 3.0).await;
     worker.stop().await;
     assert_eq!(slack.count(), 1);
     assert_eq!(row(&db, id).state, OutboxState::Sent);

@@ -460,8 +460,21 @@ fn a_leader_whose_resume_reads_a_long_backlog_keeps_its_lease() {
             .as_u64()
             .is_some()
     });
-    // Past two more renewals.
-    std::thread::sleep(Duration::from_secs(3));
+    // Two more renewals, read from the lease row: a lease the loop had failed to renew
+    // meanwhile would have been lost and gained again by then.
+    let renewed = || count(&url, "SELECT renewed_ms FROM leases WHERE name = 'leader'");
+    let mut seen = vec![renewed()];
+    wait(
+        "two more renewals of the lease",
+        Duration::from_secs(30),
+        || {
+            let now = renewed();
+            if Some(&now) != seen.last() {
+                seen.push(now);
+            }
+            seen.len() >= 3
+        },
+    );
     let log = app.log_text();
     assert_eq!(
         log.matches("lease gained").count(),
