@@ -188,7 +188,8 @@ fn resume_from_store(
     progress: &Progress,
 ) -> Result<Feed, StoreError> {
     let conn = db.reader()?;
-    // The server's clock, so the feed's start compares with stamps made on it.
+    // The server's clock: the replicas stamp rows with their own clocks, which must
+    // agree with it within the feed's lookback (NTP).
     let from_ms = crate::store::outbox::clock_ms(&conn)?;
     let (feed, resumed) = Feed::start(conn, from_ms, |db| {
         analysis

@@ -192,11 +192,14 @@ pub fn spawn(
     })?;
     let mut tasks = Vec::new();
     for ((channel, (sender, secrets)), db) in channels.iter().zip(senders).zip(conns) {
+        let labels = ChannelLabels {
+            channel: channel.name.clone(),
+        };
+        // The series exists from the start: a worker that never polls shows as 0.
+        drop(metrics.outbox_polls.get_or_create(&labels));
         let worker = ChannelWorker {
             name: channel.name.clone(),
-            labels: ChannelLabels {
-                channel: channel.name.clone(),
-            },
+            labels,
             pacer: channel.target.pace().map(|(key, every)| {
                 let limiter = pacers.entry(every).or_insert_with(|| {
                     let quota = Quota::with_period(every).expect("a pacing interval is not zero");

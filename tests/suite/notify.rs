@@ -628,6 +628,14 @@ async fn a_worker_survives_a_failing_outbox_query_and_delivers_after_it() {
     let slack = Receiver::start();
     let (_dir, db) = database();
     let (worker, metrics) = start(&db, &channels(&slack_toml(&slack.url("/s"))), fast());
+    // The poll counter exists from the start, before the worker's first poll.
+    assert!(
+        common::sample(
+            &metrics.render(),
+            "driftwarden_outbox_polls_total{channel=\"oncall\"}"
+        )
+        .is_some()
+    );
     let rename = |from: &str, to: &str| {
         blocking(|| {
             let admin = outbox::open(&db).unwrap();
@@ -645,6 +653,17 @@ async fn a_worker_survives_a_failing_outbox_query_and_delivers_after_it() {
         .unwrap_or(0.0)
     };
     wait_for("a failed outbox query to be counted", || errors() >= 2.0).await;
+    // While the query fails, no poll is counted.
+    let polls = || {
+        common::sample(
+            &metrics.render(),
+            "driftwarden_outbox_polls_total{channel=\"oncall\"}",
+        )
+    };
+    let failing = polls();
+    let seen_errors = errors();
+    wait_for("two more failed queries", || errors() >= seen_errors + 2.0).await;
+    assert_eq!(polls(), failing);
     rename("outbox_away", "outbox");
     let id = enqueue(&db, "oncall", &message("still here"));
     wait_state(&db, id, OutboxState::Sent).await;
@@ -712,8 +731,9 @@ async fn after_max_attempts_a_notification_is_dead() {
     };
     let (worker, metrics) = start(&db, &channels(&webhook_toml(&hook.url("/a"))), options);
     let dead = wait_state(&db, id, OutboxState::Dead).await;
-    // Two more polls: a worker that wrongly went on would have tried again.
-    wait_polls(&metrics, "hook", 2.0).await;
+    // Ten more polls (25 ms each), past the longest backoff (200 ms): a worker that
+    // wrongly went on retrying would have tried again.
+    wait_polls(&metrics, "hook", 10.0).await;
     worker.stop().await;
     assert_eq!(hook.count(), 3);
     assert_eq!(dead.attempts, 3);

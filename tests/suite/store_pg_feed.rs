@@ -209,3 +209,34 @@ fn a_poll_that_fails_part_way_loses_nothing() {
     assert_eq!(drain(&mut feed), ["e1", "e2"]);
     assert!(drain(&mut feed).is_empty());
 }
+
+/// While the feed pages through a backlog it does not look back; a commit that lands
+/// behind the cursor meanwhile (stamped 8 s before rows already read, inside the
+/// lookback) is fed once the feed catches up, even though the cursor has moved on by
+/// more than the lookback since.
+#[test]
+fn a_late_commit_behind_a_paging_feed_is_fed_once_it_catches_up() {
+    let Some((_pg, url)) = server("a_late_commit_behind_a_paging_feed_is_fed_once_it_catches_up")
+    else {
+        return;
+    };
+    let mut a = PgWriter::open(&url, "node-a").unwrap();
+    let db = Db::pg(driftwarden::store::pg::connect(&url).unwrap());
+    let (mut feed, ()) = Feed::start(db, T0, |_| Ok(())).unwrap();
+    // Three commits of more rows than a poll reads (20,000), 30 s apart.
+    let page: Vec<String> = (0..20_000).map(|i| format!("{i:05}")).collect();
+    for (n, stamp) in [(0, T0 + 1_000), (1, T0 + 31_000), (2, T0 + 61_000)] {
+        let ids: Vec<String> = page.iter().map(|i| format!("c{n}-{i}")).collect();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        a.commit(&batch(&refs), stamp).unwrap();
+    }
+    let fed = |feed: &mut Feed| feed.poll().unwrap().map_or(0, |c| c.batch.events.len());
+    assert_eq!(fed(&mut feed), 20_000, "a full page: no lookback yet");
+    assert_eq!(fed(&mut feed), 20_000, "the cursor is at the second commit");
+    a.commit(&batch(&["late"]), T0 + 31_000 - LOOKBACK_MS + 2_000)
+        .unwrap();
+    assert_eq!(fed(&mut feed), 20_000, "the cursor moves 30 s on");
+    let rest = drain(&mut feed);
+    assert_eq!(rest, ["late"], "fed once caught up, and nothing twice");
+    assert!(drain(&mut feed).is_empty());
+}

@@ -17,6 +17,11 @@
 //! reaches below that window (the cursor's `horizon`): the keys of rows older than it
 //! were not noted, since the resume counted every one of them that was visible.
 //!
+//! **Backlogs.** While a poll reads a full page the feed does not look back; the
+//! first poll that catches up looks back from where the last caught-up poll's window
+//! began, so a late commit that landed behind the cursor while it paged is fed too.
+//! The keys of that stretch are kept until then.
+//!
 //! **Errors.** A poll reads all three tables before it moves any cursor: a read that
 //! fails part-way (the connection lost) leaves the place where it was, and the next
 //! poll, on a new connection, reads the same rows again.
@@ -40,7 +45,10 @@ struct Cursor {
     after: (i64, i64, String),
     /// Keys read with `received_ms` in the lookback window, and their stamps.
     seen: HashMap<(i64, String), i64>,
-    /// The received time below which the lookback does not read: the start's window.
+    /// The received time below which the lookback does not read: the start's window,
+    /// then the floor of the last poll that caught up. While the feed pages through a
+    /// backlog it does not look back; the first poll that catches up looks back from
+    /// here, so a commit that landed behind the cursor meanwhile is still fed.
     horizon: i64,
 }
 
@@ -57,6 +65,7 @@ impl Cursor {
         if step.caught_up {
             let floor = lookback_from(self.after.0, self.horizon);
             self.seen.retain(|_, received| *received >= floor);
+            self.horizon = floor;
         }
     }
 }
@@ -211,7 +220,8 @@ fn key_of(r: &dyn Row) -> Result<(i64, i64, String), StoreError> {
     Ok((r.int(0)?, r.int(1)?, r.text(2)?))
 }
 
-/// Where the lookback begins for a cursor at `received`: never below the start's window.
+/// Where the next lookback begins once a cursor at `received` caught up: 10 s behind
+/// it, never below `horizon`.
 fn lookback_from(received: i64, horizon: i64) -> i64 {
     (received - LOOKBACK_MS).max(horizon)
 }
@@ -259,9 +269,10 @@ fn read(
     if read == PAGE {
         return Ok(step);
     }
-    // Caught up: rows committed late within the window (never below the start's).
+    // Caught up: rows committed late, from the last caught-up poll's floor (never
+    // below the start's window) to the cursor.
     step.caught_up = true;
-    let floor = lookback_from(step.after.0, cursor.horizon);
+    let floor = cursor.horizon;
     db.each(
         &format!(
             "{} WHERE received_ms >= ?1 AND received_ms <= ?2",
