@@ -129,24 +129,16 @@ impl Daemon {
         list.first().cloned()
     }
 
-    fn metrics(&self) -> String {
-        self.metrics_text()
-    }
-
     /// A sample of a `{source}` gauge or a `{source,format}` counter.
     fn metric(&self, name: &str, source: &str, format: Option<&str>) -> Option<f64> {
         let key = match format {
             Some(f) => format!("{name}{{source=\"{source}\",format=\"{f}\"}} "),
             None => format!("{name}{{source=\"{source}\"}} "),
         };
-        self.metrics().lines().find_map(|l| {
+        self.metrics_text().lines().find_map(|l| {
             l.strip_prefix(&key)
                 .map(|v| v.trim().parse().unwrap_or_else(|e| panic!("{l:?}: {e}")))
         })
-    }
-
-    fn stderr(&self) -> String {
-        self.log_text()
     }
 
     /// Poll `cond` until it holds; fail after `limit` with the stats and stderr.
@@ -160,7 +152,7 @@ impl Daemon {
                 panic!(
                     "timed out after {limit:?} waiting for: {what}\nstats: {}\nstderr:\n{}",
                     self.stats_text(),
-                    tail(&self.stderr(), 30)
+                    tail(&self.log_text(), 30)
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -274,8 +266,8 @@ fn tail(text: &str, n: usize) -> String {
 fn assert_no_secrets(d: &Daemon, secrets: &[&str]) {
     for (place, text) in [
         ("GET /v1/stats", d.stats_text()),
-        ("GET /metrics", d.metrics()),
-        ("the daemon's stderr", d.stderr()),
+        ("GET /metrics", d.metrics_text()),
+        ("the daemon's stderr", d.log_text()),
     ] {
         for s in secrets {
             assert!(
@@ -456,7 +448,7 @@ fn postgres_kill9_mid_backfill() {
         assert!(
             start.elapsed() < BACKFILL_WAIT,
             "not {KILL_AT} events within {BACKFILL_WAIT:?}:\n{}",
-            d.stderr()
+            d.log_text()
         );
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -561,11 +553,11 @@ fn postgres_restart_resumes() {
     assert_eq!(d.metric(ROWS_BEHIND, &source, None), Some(0.0));
 
     // A second, short outage after a healthy spell: the retry backoff starts over.
-    let failures_before = poll_failures(&d.stderr()).len();
+    let failures_before = poll_failures(&d.log_text()).len();
     drop(admin);
     pg.stop_fast();
     d.wait("a poll error in the second outage", WAIT, |d| {
-        poll_failures(&d.stderr()).len() > failures_before
+        poll_failures(&d.log_text()).len() > failures_before
     });
     pg.start_again();
     let mut admin = pg.admin("newapi");
@@ -574,7 +566,7 @@ fn postgres_restart_resumes() {
     assert_eq!(d.events(), 13);
     assert_no_secrets(&d, &[&pw, &url]);
 
-    let failures = poll_failures(&d.stderr());
+    let failures = poll_failures(&d.log_text());
     let (cause, retry_ms) = &failures[failures_before];
     assert_eq!(
         *retry_ms, 500,
@@ -622,9 +614,9 @@ fn postgres_without_select_grant() {
     assert!(d.metric(POLL_ERRORS, &source, None).unwrap_or(0.0) >= 1.0);
     assert_eq!(d.events(), 0);
     assert!(
-        !poll_failures(&d.stderr()).is_empty(),
+        !poll_failures(&d.log_text()).is_empty(),
         "the failure is logged:\n{}",
-        d.stderr()
+        d.log_text()
     );
     assert_no_secrets(&d, &[&pw, &url]);
 
@@ -641,7 +633,7 @@ fn postgres_without_select_grant() {
 
     // 3. Revoked while following: the query fails with the same advice.
     let errors_before = d.gw().unwrap()["poll_errors"].as_u64().unwrap();
-    let logged_before = poll_failures(&d.stderr()).len();
+    let logged_before = poll_failures(&d.log_text()).len();
     admin
         .batch_execute("REVOKE SELECT ON logs FROM gw_nogrant")
         .unwrap();
@@ -656,7 +648,7 @@ fn postgres_without_select_grant() {
     assert_no_secrets(&d, &[&pw, &url]);
 
     // The operator also needs the server's own reason, not only our advice.
-    let failures = poll_failures(&d.stderr());
+    let failures = poll_failures(&d.log_text());
     let (revoked, _) = &failures[logged_before];
     assert!(
         revoked.contains("permission denied for table logs"),
@@ -838,7 +830,7 @@ fn mariadb_follows_and_survives_kill9() {
         assert!(
             start.elapsed() < BACKFILL_WAIT,
             "not {KILL_AT} bulk events within {BACKFILL_WAIT:?}:\n{}",
-            d.stderr()
+            d.log_text()
         );
         std::thread::sleep(Duration::from_millis(5));
     }

@@ -141,18 +141,20 @@ async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// The worker of `channel`'s poll counter, `None` before the notifier created it.
+fn polls(metrics: &Metrics, channel: &str) -> Option<f64> {
+    common::sample(
+        &metrics.render(),
+        &format!("driftwarden_outbox_polls_total{{channel=\"{channel}\"}}"),
+    )
+}
+
 /// Wait until the worker of `channel` has looked for due rows `more` times since.
 async fn wait_polls(metrics: &Metrics, channel: &str, more: f64) {
-    let polls = || {
-        common::sample(
-            &metrics.render(),
-            &format!("driftwarden_outbox_polls_total{{channel=\"{channel}\"}}"),
-        )
-        .unwrap_or(0.0)
-    };
-    let from = polls();
+    let count = || polls(metrics, channel).unwrap_or(0.0);
+    let from = count();
     wait_for(&format!("{more} polls of {channel}"), || {
-        polls() >= from + more
+        count() >= from + more
     })
     .await;
 }
@@ -629,13 +631,7 @@ async fn a_worker_survives_a_failing_outbox_query_and_delivers_after_it() {
     let (_dir, db) = database();
     let (worker, metrics) = start(&db, &channels(&slack_toml(&slack.url("/s"))), fast());
     // The poll counter exists from the start, before the worker's first poll.
-    assert!(
-        common::sample(
-            &metrics.render(),
-            "driftwarden_outbox_polls_total{channel=\"oncall\"}"
-        )
-        .is_some()
-    );
+    assert!(polls(&metrics, "oncall").is_some());
     let rename = |from: &str, to: &str| {
         blocking(|| {
             let admin = outbox::open(&db).unwrap();
@@ -654,16 +650,10 @@ async fn a_worker_survives_a_failing_outbox_query_and_delivers_after_it() {
     };
     wait_for("a failed outbox query to be counted", || errors() >= 2.0).await;
     // While the query fails, no poll is counted.
-    let polls = || {
-        common::sample(
-            &metrics.render(),
-            "driftwarden_outbox_polls_total{channel=\"oncall\"}",
-        )
-    };
-    let failing = polls();
+    let failing = polls(&metrics, "oncall");
     let seen_errors = errors();
     wait_for("two more failed queries", || errors() >= seen_errors + 2.0).await;
-    assert_eq!(polls(), failing);
+    assert_eq!(polls(&metrics, "oncall"), failing);
     rename("outbox_away", "outbox");
     let id = enqueue(&db, "oncall", &message("still here"));
     wait_state(&db, id, OutboxState::Sent).await;

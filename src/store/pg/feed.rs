@@ -240,15 +240,15 @@ fn read(
         taken: HashMap::new(),
         caught_up: false,
     };
-    let mut fresh = |r: &dyn Row, step: &mut Step| -> Result<(), StoreError> {
-        let key = key_of(r)?;
-        let known = cursor.knows(&key) || step.taken.contains_key(&(key.1, key.2.clone()));
-        if !known {
-            take(r)?;
-            step.taken.insert((key.1, key.2), key.0);
-        }
-        Ok(())
-    };
+    let mut fresh =
+        |r: &dyn Row, key: (i64, i64, String), step: &mut Step| -> Result<(), StoreError> {
+            let known = cursor.knows(&key) || step.taken.contains_key(&(key.1, key.2.clone()));
+            if !known {
+                take(r)?;
+                step.taken.insert((key.1, key.2), key.0);
+            }
+            Ok(())
+        };
     let (received, k1, k2) = cursor.after.clone();
     let forward = format!(
         "{} WHERE received_ms >= ?1 AND (received_ms, {}) > (?1, ?2, ?3) \
@@ -262,8 +262,9 @@ fn read(
         &[received.into(), k1.into(), Value::Text(&k2), PAGE.into()],
         &mut |r| {
             read += 1;
-            step.after = key_of(r)?;
-            fresh(r, &mut step)
+            let key = key_of(r)?;
+            step.after = key.clone();
+            fresh(r, key, &mut step)
         },
     )?;
     if read == PAGE {
@@ -279,7 +280,7 @@ fn read(
             table.select()
         ),
         &[floor.into(), step.after.0.into()],
-        &mut |r| fresh(r, &mut step),
+        &mut |r| fresh(r, key_of(r)?, &mut step),
     )?;
     Ok(step)
 }
